@@ -1,0 +1,89 @@
+"""The `tuner` command: parses arguments, calls the Python API, turns known errors into one-paragraph messages."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from .errors import TunerError
+
+# method -> module under tuner.recipes; imported only when that command runs, so --help and validate stay light.
+RECIPE_MODULES = {"sft": "tuner.recipes.sft"}
+
+
+def recipe_module(method: str):
+    if method not in RECIPE_MODULES:
+        raise TunerError(f"method {method!r} has no recipe module yet; available: {', '.join(RECIPE_MODULES)}.")
+    return importlib.import_module(RECIPE_MODULES[method])
+
+
+def _load(path: str, overrides: tuple[str, ...], method: str | None = None):
+    from .config import load_recipe
+
+    recipe = load_recipe(path, overrides)
+    if method is not None and recipe.method != method:
+        raise TunerError(f"{path}: key `method` is {recipe.method!r}, but this is `tuner {method}`. Run "
+                         f"`tuner {recipe.method} {path}` or change the recipe's method.")
+    return recipe
+
+
+def _fail(error: TunerError) -> None:
+    click.echo(f"error: {error}", err=True)
+    sys.exit(error.exit_code)
+
+
+set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+                          help="Override a recipe value, e.g. --set train.max_steps=2 (repeatable).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tuner")
+def cli() -> None:
+    """Few-shot, SFT and DPO on your data, measured the same way."""
+
+
+@cli.command()
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
+@set_option
+def validate(recipe_path: str, overrides: tuple[str, ...]) -> None:
+    """Check a recipe (keys, types, files, TRL keys, data rows) without loading any model."""
+    from .data import load_data
+
+    try:
+        recipe = _load(recipe_path, overrides)
+        report = load_data(recipe.data, seed=recipe.seed, source=recipe_path).report
+    except TunerError as error:
+        _fail(error)
+    skipped = report["skipped_train_rows"]["count"] + report["skipped_eval_rows"]["count"]
+    click.echo(f"{recipe_path}: ok. method {recipe.method}, model {recipe.model.name_or_path}, data "
+               f"{report['format']} with {report['train_rows']} train and {report['eval_rows']} eval rows"
+               f"{f' ({skipped} bad rows skipped)' if skipped else ''}, output {recipe.output_dir}")
+
+
+@cli.command()
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
+@set_option
+def sft(recipe_path: str, overrides: tuple[str, ...]) -> None:
+    """Supervised fine-tuning of a LoRA/QLoRA adapter (TRL SFTTrainer)."""
+    _run(recipe_path, overrides, "sft")
+
+
+def _run(recipe_path: str, overrides: tuple[str, ...], method: str) -> None:
+    try:
+        recipe = _load(recipe_path, overrides, method)
+        result = recipe_module(method).run(recipe)
+    except TunerError as error:
+        _fail(error)
+    click.echo(f"\nRun folder: {result.run_dir}")
+    click.echo("  holds: " + ", ".join(result.files()))
+    summary = {k: result.metrics[k] for k in ("train_loss", "train_tokens", "train_tokens_per_second")
+               if result.metrics.get(k) is not None}
+    if summary:
+        click.echo("  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                    for k, v in summary.items()))
+
+
+def main() -> None:
+    cli(prog_name="tuner")

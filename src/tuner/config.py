@@ -1,0 +1,313 @@
+"""The typed recipe: its sections, defaults and validation, and `load_recipe(path, overrides)`.
+
+Everything here runs before any model loads. A recipe that passes `load_recipe` has known keys of the right types,
+data files that exist, and `train:` keys that the method's TRL config accepts.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import TunerError
+
+METHODS = ("sft", "dpo", "fewshot")
+FORMATS = ("auto", "messages", "prompt_completion", "alpaca", "sharegpt", "classification")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """Which base model to load and how."""
+
+    name_or_path: str = Field(description="Hub id, local folder, a .gguf file, or pkg://DIST/FILE for a file inside "
+                                          "an installed Python package (the offline SmolLM2 GGUF).")
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="auto: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPUs.")
+    quantize: Literal["4bit", "8bit"] | None = Field(
+        None, description="Load the base weights with bitsandbytes (4bit = NF4, QLoRA with an adapter).")
+    trust_remote_code: bool = Field(False, description="Run model code shipped with a hub model. Off unless asked.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")
+
+
+class SourceConfig(_Section):
+    """One data source: a local file, a hub data set, or rows in memory (a list of dicts or a datasets.Dataset)."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    path: str | None = Field(None, description="Local JSON, JSONL, CSV, TSV or Parquet file.")
+    hub: str | None = Field(None, description="Hub data set name, loaded with datasets.load_dataset.")
+    subset: str | None = Field(None, description="Hub data set configuration name.")
+    split: str = Field("train", description="Split of a hub data set.")
+    rows: Any = Field(None, exclude=True, description="In-memory rows (notebooks): a list of dicts or a Dataset.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_shorthand(cls, value: Any) -> Any:
+        # `train: data/train.jsonl` is shorthand for `train: {path: data/train.jsonl}`; a list or Dataset given
+        # from a notebook is shorthand for `{rows: ...}`.
+        if isinstance(value, str):
+            return {"path": value}
+        if isinstance(value, list) or type(value).__name__ == "Dataset":
+            return {"rows": value}
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SourceConfig:
+        given = [name for name in ("path", "hub", "rows") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of `path` (a local file), `hub` (a hub data set name) or `rows` "
+                             "(in-memory rows)")
+        return self
+
+    def describe(self) -> str:
+        """A short name for messages: the file, the hub name, or 'in-memory rows'."""
+        if self.path is not None:
+            return self.path
+        if self.hub is not None:
+            return f"hub data set {self.hub}" + (f" ({self.subset})" if self.subset else "") + f" split {self.split}"
+        return "in-memory rows"
+
+
+class DataConfig(_Section):
+    """Where the rows come from and how they become prompts and targets."""
+
+    train: SourceConfig = Field(description="Training rows (and the pool few-shot examples are drawn from).")
+    eval: SourceConfig | None = Field(None, description="Held-out rows; if absent, `eval_fraction` of train.")
+    format: Literal[FORMATS] = Field("auto", description="Row format; auto detects it from the columns.")
+    eval_fraction: float = Field(0.1, gt=0, lt=1, description="Seeded share of train held out when no eval file.")
+    max_train_samples: int | None = Field(None, gt=0, description="Cap on training rows, for quick runs.")
+    max_eval_samples: int | None = Field(None, gt=0, description="Cap on eval rows, for quick runs.")
+    text_column: str | None = Field(None, description="Classification: the text column (detected if absent).")
+    label_column: str = Field("label", description="Classification: the label column.")
+    label_names: list[str] | None = Field(None, description="Classification: names for integer labels 0, 1, ...")
+    prompt_template: str = Field("{text}", description="Classification: prompt built from the text, `{text}` "
+                                                       "marks where it goes.")
+    system_prompt: str | None = Field(None, description="System message put before every chat prompt.")
+    chat: bool = Field(True, description="Render rows through the model's chat template (false: plain text).")
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_text_slot(cls, value: str) -> str:
+        if "{text}" not in value:
+            raise ValueError("must contain `{text}`, where the row's text goes")
+        return value
+
+
+class AdapterConfig(_Section):
+    """The LoRA-family adapter trained on top of the frozen base model."""
+
+    type: Literal["lora", "dora", "rslora"] = Field("lora", description="lora, dora (weight-decomposed) or rslora "
+                                                                        "(rank-stabilised scaling).")
+    r: int = Field(16, gt=0, description="Rank of the update matrices.")
+    alpha: float = Field(32, gt=0, description="Scaling numerator (lora_alpha).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: str | list[str] = Field("all-linear", description="Modules to adapt: all-linear or a list of "
+                                                                      "module names.")
+    modules_to_save: list[str] | None = Field(None, description="Modules trained in full and saved with the adapter.")
+
+
+class EvalConfig(_Section):
+    """How held-out rows are scored (used by the evaluator)."""
+
+    task: Literal["choice", "generate", "preference"] | None = Field(None, description="Scoring task.")
+    choices: list[str] | None = Field(None, description="Allowed answers for task: choice.")
+    max_new_tokens: int = Field(32, gt=0, description="Generation cap for task: generate.")
+    answer_regex: str | None = Field(None, description="Regex whose first group is the answer (generate).")
+
+
+class Recipe(_Section):
+    """One run: a method and the sections every method shares."""
+
+    method: Literal[METHODS] = Field(description="sft, dpo or fewshot.")
+    model: ModelConfig
+    data: DataConfig
+    adapter: AdapterConfig = Field(default_factory=AdapterConfig)
+    train: dict[str, Any] = Field(default_factory=dict, description="Keys of TRL's SFTConfig / DPOConfig.")
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    output_dir: str = Field(description="Run folder; a new suffix is added if it already holds a run.")
+    seed: int = Field(0, description="Seed for data splits, adapter init and training.")
+
+    # Where the recipe came from, for messages; not a YAML key.
+    source: str = Field("<recipe>", exclude=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe as plain data, as written to the run folder."""
+        return self.model_dump(mode="json")
+
+
+# Keys set by tuner itself; a recipe that sets them would be silently overridden, so they are refused.
+_RESERVED_TRAIN_KEYS = {"output_dir", "seed", "bf16", "fp16"}
+
+
+def trl_config_class(method: str):
+    """The TRL config class whose fields the `train:` section may set."""
+    if method == "dpo":
+        from trl import DPOConfig
+        return DPOConfig
+    from trl import SFTConfig
+    return SFTConfig
+
+
+def _check_train_keys(recipe: Recipe) -> None:
+    if recipe.method == "fewshot":
+        if recipe.train:
+            raise TunerError(f"{recipe.source}: key `train` is set, but method fewshot does no training. Remove the "
+                             f"`train:` section or use method sft.")
+        return
+    import dataclasses
+    cls = trl_config_class(recipe.method)
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    for key in recipe.train:
+        if key in _RESERVED_TRAIN_KEYS:
+            where = {"output_dir": "the top-level `output_dir`", "seed": "the top-level `seed`"}.get(
+                key, "`model.dtype` (auto picks the precision from the hardware)")
+            raise TunerError(f"{recipe.source}: key `train.{key}` is set by tuner; use {where} instead.")
+        if key not in known:
+            raise TunerError(f"{recipe.source}: key `train.{key}` is not a field of TRL's {cls.__name__}."
+                             f"{_did_you_mean(key, known)} Fix or remove it (see the {cls.__name__} documentation "
+                             f"for the accepted keys).")
+
+
+# Names users bring from peft, other tools or older TRL, which spelling distance alone would not find.
+_ALIASES = {"rank": "r", "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "torch_dtype": "dtype",
+            "model_name": "name_or_path", "model_name_or_path": "name_or_path", "lr": "learning_rate",
+            "epochs": "num_train_epochs", "batch_size": "per_device_train_batch_size",
+            "max_seq_length": "max_length", "max_seq_len": "max_length"}
+
+
+def _did_you_mean(key: str, known) -> str:
+    if _ALIASES.get(str(key)) in known:
+        return f" Did you mean `{_ALIASES[str(key)]}`?"
+    close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
+    return f" Did you mean `{close[0]}`?" if close else ""
+
+
+def _section_fields(path: tuple) -> set[str]:
+    """Field names allowed at a key path, for did-you-mean suggestions."""
+    model: type[BaseModel] | None = Recipe
+    for part in path:
+        field = model.model_fields.get(str(part)) if model else None
+        if field is None:
+            return set()
+        annotation = field.annotation
+        candidates = getattr(annotation, "__args__", (annotation,))
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return {n for n, f in model.model_fields.items() if not f.exclude} if model else set()
+
+
+def _explain(error: ValidationError, source: str) -> TunerError:
+    lines = []
+    for item in error.errors():
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p) and p not in ("str",))
+        # pydantic names the union member it tried (SourceConfig); drop those parts from the user's key path.
+        loc = tuple(p for p in loc if not (isinstance(p, str) and p[:1].isupper()))
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            hint = _did_you_mean(loc[-1], _section_fields(loc[:-1]))
+            allowed = ", ".join(sorted(_section_fields(loc[:-1])))
+            lines.append(f"key `{path}` is not a known key.{hint} Known keys here: {allowed}.")
+        elif item["type"] == "missing":
+            lines.append(f"key `{path}` is required but missing.")
+        else:
+            got = item.get("input")
+            got_text = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"key `{path}`: {message}{got_text}.")
+    unique = list(dict.fromkeys(lines))
+    return TunerError(f"{source}: " + " ".join(unique) + " Fix the recipe and run again.")
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise TunerError(f"--set {text}: expected KEY.PATH=VALUE, for example --set train.max_steps=2.")
+    key, _, raw = text.partition("=")
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise TunerError(f"--set {text}: the key path is empty; expected KEY.PATH=VALUE.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(document: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Return a copy of a recipe document with `KEY.PATH=VALUE` overrides applied (values parsed as YAML)."""
+    document = copy.deepcopy(document)
+    for text in overrides:
+        parts, value = _parse_override(text)
+        node = document
+        for part in parts[:-1]:
+            child = node.get(part)
+            if isinstance(child, str) and part in ("train", "eval") and parts[0] == "data":
+                child = {"path": child}  # data.train=path shorthand being refined with data.train.split=...
+            if not isinstance(child, dict):
+                child = {}
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return document
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a recipe file with YAML safe loading; errors name the file, line and column."""
+    path = Path(path)
+    if not path.is_file():
+        raise TunerError(f"{path}: recipe file not found. Check the path (it is relative to the current folder "
+                         f"{Path.cwd()}).")
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise TunerError(f"{path}: not valid YAML{where}: {problem}. Fix the syntax and run again.") from None
+    except UnicodeDecodeError:
+        raise TunerError(f"{path}: not UTF-8 text. Save the recipe as UTF-8 and run again.") from None
+    if document is None:
+        raise TunerError(f"{path}: the recipe is empty. Start from one in recipes/ and edit it.")
+    if not isinstance(document, dict):
+        raise TunerError(f"{path}: a recipe is a YAML mapping of sections (method, model, data, ...), "
+                         f"not a {type(document).__name__}.")
+    return document
+
+
+def recipe_from_dict(document: dict[str, Any], source: str = "<recipe>", check_files: bool = True) -> Recipe:
+    """Validate a recipe given as a dict (a notebook's way in); same checks as `load_recipe`."""
+    try:
+        recipe = Recipe.model_validate(document)
+    except ValidationError as exc:
+        raise _explain(exc, source) from None
+    recipe.source = source
+    _check_train_keys(recipe)
+    if check_files:
+        _check_files(recipe)
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override and validate a recipe file; raises TunerError with the file and key path on any problem.
+
+    `overrides` are `KEY.PATH=VALUE` strings, as given to the CLI's `--set`, applied before validation.
+    """
+    document = apply_overrides(read_yaml(path), overrides)
+    return recipe_from_dict(document, source=str(path))
+
+
+def _check_files(recipe: Recipe) -> None:
+    for name in ("train", "eval"):
+        source = getattr(recipe.data, name)
+        if source is not None and source.path is not None and not Path(source.path).is_file():
+            raise TunerError(f"{recipe.source}: key `data.{name}.path`: data file {source.path} does not exist "
+                             f"(paths are relative to the current folder {Path.cwd()}). Fix the path or create "
+                             f"the file.")
+    from .models import check_model_path  # light: no torch import
+    check_model_path(recipe.model.name_or_path, recipe.source)

@@ -1,0 +1,350 @@
+"""Load any supported data set into canonical rows in TRL's column names.
+
+Canonical rows are one of:
+- `messages`: a chat, a list of `{role, content}` (from OpenAI-style `messages` or ShareGPT `conversations`);
+- `prompt` / `completion`: strings (plain text) or message lists (chat), from Alpaca, prompt/completion files and
+  classification data; classification rows also carry `label`, the gold answer as a label name.
+
+Bad rows are reported by row number and reason and counted; they are never dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import TunerError
+
+_READERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
+TEXT_COLUMNS = ("text", "sentence", "content", "input", "question", "review", "document", "body")
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "model": "assistant", "bot": "assistant", "system": "system", "observation": "tool",
+                  "tool": "tool", "function_call": "assistant"}
+_MAX_REPORTED = 10
+
+
+@dataclass
+class Splits:
+    """The train and eval rows of a recipe, their format and what loading them found."""
+
+    train: Any
+    eval: Any
+    format: str
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_file(path: Path):
+    import datasets
+
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise TunerError(f"{path}: unsupported file type {path.suffix!r}. Use JSON, JSONL, CSV, TSV or Parquet.")
+    if path.stat().st_size == 0:
+        raise TunerError(f"{path}: the data file is empty. Add rows or point at another file.")
+    if reader == "json":
+        return datasets.Dataset.from_list(_read_json_rows(path))
+    kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+    try:
+        return datasets.load_dataset(reader, data_files=str(path), split="train", **kwargs)
+    except Exception as exc:  # pyarrow and pandas raise many types for a broken file
+        raise TunerError(f"{path}: could not read it as {path.suffix[1:].upper()}: {str(exc).splitlines()[0]}. "
+                         f"Check that the file is complete and well formed.") from None
+
+
+def _read_json_rows(path: Path) -> list[dict[str, Any]]:
+    # Read JSON here rather than through pyarrow: errors then name the line, and rows whose optional fields differ
+    # in type (Alpaca's `input`, ShareGPT's extra keys) load as they are.
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TunerError(f"{path}: not UTF-8 text (byte {exc.start}). Re-save the file as UTF-8.") from None
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise TunerError(f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}. Fix the "
+                             f"file (a JSON file holds one list of row objects).") from None
+    else:
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise TunerError(f"{path}: line {number} is not valid JSON ({exc.msg}). A JSONL file holds one JSON "
+                                 f"object per line; fix or remove that line.") from None
+    if isinstance(rows, dict):
+        rows = [rows]
+    bad = [i for i, row in enumerate(rows) if not isinstance(row, dict)]
+    if bad:
+        raise TunerError(f"{path}: row {bad[0]} is a {type(rows[bad[0]]).__name__}, not an object with named "
+                         f"fields ({len(bad)} such rows). Every row must be a JSON object.")
+    if not rows:
+        raise TunerError(f"{path}: the data file holds no rows. Add rows or point at another file.")
+    # Columns missing from some rows become None, as a table would have them.
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    return [{column: row.get(column) for column in columns} for row in rows]
+
+
+def read_source(source, where: str = "<recipe>"):
+    """Read one `SourceConfig` (file, hub data set or in-memory rows) into a `datasets.Dataset`."""
+    import datasets
+
+    if source.rows is not None:
+        rows = source.rows
+        dataset = rows if isinstance(rows, datasets.Dataset) else datasets.Dataset.from_list(list(rows))
+    elif source.hub is not None:
+        try:
+            dataset = datasets.load_dataset(source.hub, source.subset, split=source.split)
+        except Exception as exc:  # hub errors come in many types; the first line says what went wrong
+            raise TunerError(f"{where}: could not load hub data set {source.hub!r} (split {source.split!r}): "
+                             f"{str(exc).splitlines()[0]} Check the name and split, or download it and point "
+                             f"`path` at the file.") from None
+    else:
+        path = Path(source.path)
+        if not path.is_file():
+            raise TunerError(f"{where}: data file {path} does not exist. Fix the path (relative to {Path.cwd()}).")
+        dataset = _read_file(path)
+    if len(dataset) == 0:
+        raise TunerError(f"{where}: {source.describe()} holds no rows. Add rows or point at another data set.")
+    return dataset
+
+
+def detect_format(columns: list[str], data_config) -> str:
+    """Name the row format from a data set's columns, or raise listing the columns found."""
+    names = set(columns)
+    if "messages" in names:
+        return "messages"
+    if "conversations" in names:
+        return "sharegpt"
+    if {"instruction", "output"} <= names:
+        return "alpaca"
+    if {"prompt", "completion"} <= names:
+        return "prompt_completion"
+    if data_config.label_column in names and _text_column(columns, data_config):
+        return "classification"
+    raise TunerError(
+        f"the columns {sorted(names)} fit no known format. tuner reads `messages` (chat), `conversations` "
+        f"(ShareGPT), `instruction`/`input`/`output` (Alpaca), `prompt`/`completion`, or a text column "
+        f"({', '.join(TEXT_COLUMNS)}) with a `{data_config.label_column}` column (classification). Rename the "
+        f"columns, or set `data.format`, `data.text_column` and `data.label_column`.")
+
+
+def _text_column(columns: list[str], data_config) -> str | None:
+    if data_config.text_column:
+        return data_config.text_column if data_config.text_column in columns else None
+    return next((c for c in TEXT_COLUMNS if c in columns), None)
+
+
+# ---- one converter per format: row -> canonical row, or ValueError with the reason ----
+
+def _content(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} is empty or not a string")
+    return value
+
+
+def _system(data_config) -> list[dict[str, str]]:
+    return [{"role": "system", "content": data_config.system_prompt}] if data_config.system_prompt else []
+
+
+def _check_chat(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    if not any(m["role"] == "assistant" for m in messages):
+        raise ValueError("the conversation has no assistant turn to learn from")
+    return messages
+
+
+def _from_messages(row, data_config):
+    messages = row["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("`messages` is not a non-empty list")
+    out = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            raise ValueError(f"message {i} lacks `role` or `content`")
+        out.append({"role": str(message["role"]), "content": _content(message["content"], f"message {i} content")})
+    if out[0]["role"] != "system":
+        out = _system(data_config) + out
+    return {"messages": _check_chat(out)}
+
+
+def _from_sharegpt(row, data_config):
+    turns = row["conversations"]
+    if not isinstance(turns, list) or not turns:
+        raise ValueError("`conversations` is not a non-empty list")
+    out = [] if not row.get("system") else [{"role": "system", "content": row["system"]}]
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
+            raise ValueError(f"turn {i} lacks `from` or `value`")
+        role = SHAREGPT_ROLES.get(str(turn["from"]).lower())
+        if role is None:
+            raise ValueError(f"turn {i} has unknown speaker {turn['from']!r} (known: {', '.join(SHAREGPT_ROLES)})")
+        out.append({"role": role, "content": _content(turn["value"], f"turn {i} value")})
+    if out[0]["role"] != "system":
+        out = _system(data_config) + out
+    return {"messages": _check_chat(out)}
+
+
+def _pair(prompt: str, answer: str, data_config, system: str | None = None) -> dict[str, Any]:
+    """A prompt/completion row, as chat messages or as plain text joined by one space."""
+    if data_config.chat:
+        system_turn = [{"role": "system", "content": system}] if system else _system(data_config)
+        return {"prompt": system_turn + [{"role": "user", "content": prompt}],
+                "completion": [{"role": "assistant", "content": answer}]}
+    joiner = "" if prompt[-1:].isspace() else " "
+    return {"prompt": prompt, "completion": joiner + answer}
+
+
+def _from_alpaca(row, data_config):
+    instruction = _content(row["instruction"], "`instruction`")
+    extra = row.get("input")
+    prompt = f"{instruction}\n\n{extra}" if isinstance(extra, str) and extra.strip() else instruction
+    return _pair(prompt, _content(row["output"], "`output`"), data_config, system=row.get("system") or None)
+
+
+def _from_prompt_completion(row, data_config):
+    prompt, completion = row["prompt"], row["completion"]
+    if isinstance(prompt, list) and isinstance(completion, list):
+        return {"prompt": _system(data_config) + prompt if prompt and prompt[0].get("role") != "system" else prompt,
+                "completion": completion}
+    prompt, completion = _content(prompt, "`prompt`"), _content(completion, "`completion`")
+    return _pair(prompt, completion, data_config) if data_config.chat else {"prompt": prompt,
+                                                                            "completion": completion}
+
+
+def label_name(value: Any, data_config) -> str:
+    """The label name of a raw label: integers index `data.label_names`, strings are names already."""
+    names = data_config.label_names
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"label {value!r} is not an integer or a name")
+    if isinstance(value, int | float) and float(value).is_integer():
+        if not names:
+            raise ValueError(f"label {value!r} is an integer but `data.label_names` is not set")
+        if not 0 <= int(value) < len(names):
+            raise ValueError(f"label {int(value)} is outside 0..{len(names) - 1} (`data.label_names` has "
+                             f"{len(names)} names)")
+        return names[int(value)]
+    text = _content(str(value), "the label")
+    if names and text not in names:
+        raise ValueError(f"label {text!r} is not one of data.label_names {names}")
+    return text
+
+
+def _from_classification(row, data_config, text_column: str):
+    text = _content(row[text_column], f"`{text_column}`")
+    answer = label_name(row[data_config.label_column], data_config)
+    prompt = data_config.prompt_template.replace("{text}", text.strip())
+    return {**_pair(prompt, answer, data_config), "label": answer}
+
+
+_CONVERTERS = {"messages": _from_messages, "sharegpt": _from_sharegpt, "alpaca": _from_alpaca,
+               "prompt_completion": _from_prompt_completion}
+_REQUIRED = {"messages": ["messages"], "sharegpt": ["conversations"], "alpaca": ["instruction", "output"],
+             "prompt_completion": ["prompt", "completion"]}
+
+
+def to_canonical(dataset, data_config, where: str = "<data>"):
+    """Convert a raw data set to canonical rows; returns (dataset, format, bad rows as (row number, reason))."""
+    import datasets
+
+    columns = list(dataset.column_names)
+    try:
+        fmt = data_config.format if data_config.format != "auto" else detect_format(columns, data_config)
+    except TunerError as exc:
+        raise TunerError(f"{where}: {exc}") from None
+    if fmt == "classification":
+        text_column = _text_column(columns, data_config)
+        required = [text_column or data_config.text_column or "text", data_config.label_column]
+    else:
+        text_column, required = None, _REQUIRED[fmt]
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise TunerError(f"{where}: format {fmt} needs the column(s) {missing}, but the columns found are "
+                         f"{columns}. Set `data.format: auto` or the right column names.")
+    rows, bad = [], []
+    for number, row in enumerate(dataset):
+        try:
+            if fmt == "classification":
+                rows.append(_from_classification(row, data_config, text_column))
+            else:
+                rows.append(_CONVERTERS[fmt](row, data_config))
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            bad.append((number, str(exc)))
+    if not rows:
+        reasons = "; ".join(f"row {n}: {r}" for n, r in bad[:3])
+        raise TunerError(f"{where}: none of its {len(bad)} rows is usable as {fmt} ({reasons}). Fix the rows or "
+                         f"the `data` section.")
+    return datasets.Dataset.from_list(rows), fmt, bad
+
+
+def fingerprint(dataset) -> str:
+    """SHA-256 of the canonical rows, so runs can tell whether they saw the same data."""
+    digest = hashlib.sha256()
+    for row in dataset:
+        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode())
+    return digest.hexdigest()
+
+
+def _describe_bad(bad: list[tuple[int, str]], where: str) -> dict[str, Any]:
+    return {"count": len(bad), "first": [f"{where} row {n}: {reason}" for n, reason in bad[:_MAX_REPORTED]]}
+
+
+def load_split(source, data_config, where: str):
+    """Read and convert one source; returns (dataset, format, bad-row report)."""
+    where = f"{where} ({source.describe()})"
+    dataset, fmt, bad = to_canonical(read_source(source, where), data_config, where)
+    return dataset, fmt, _describe_bad(bad, source.describe())
+
+
+def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
+    """Load a recipe's train and eval rows as canonical rows.
+
+    The eval rows come from `data.eval`, or from a seeded `eval_fraction` of the train rows. `max_train_samples`
+    keeps a seeded random subset of the train rows; `max_eval_samples` keeps the first eval rows, so every method
+    and seed is scored on the same rows.
+    """
+    train, fmt, train_bad = load_split(data_config.train, data_config, f"{source}: data.train")
+    if data_config.eval is not None:
+        evaluation, eval_fmt, eval_bad = load_split(data_config.eval, data_config, f"{source}: data.eval")
+        if _family(eval_fmt) != _family(fmt):
+            raise TunerError(f"{source}: data.train is {fmt} but data.eval is {eval_fmt}; both splits must hold the "
+                             f"same kind of rows.")
+    else:
+        if len(train) < 2:
+            raise TunerError(f"{source}: data.train has {len(train)} usable row, too few to hold out an eval split. "
+                             f"Add rows or give `data.eval`.")
+        parts = train.train_test_split(test_size=data_config.eval_fraction, seed=seed)
+        train, evaluation, eval_bad = parts["train"], parts["test"], _describe_bad([], "")
+    if data_config.max_train_samples and data_config.max_train_samples < len(train):
+        train = train.shuffle(seed=seed).select(range(data_config.max_train_samples))
+    if data_config.max_eval_samples and data_config.max_eval_samples < len(evaluation):
+        evaluation = evaluation.select(range(data_config.max_eval_samples))
+    for bad in (train_bad, eval_bad):
+        for line in bad["first"]:
+            print(f"tuner: skipped {line}")
+        if bad["count"] > len(bad["first"]):
+            print(f"tuner: ... {bad['count'] - len(bad['first'])} more rows skipped")
+    report = {"format": fmt, "train_rows": len(train), "eval_rows": len(evaluation),
+              "train_fingerprint": fingerprint(train), "eval_fingerprint": fingerprint(evaluation),
+              "skipped_train_rows": train_bad, "skipped_eval_rows": eval_bad}
+    return Splits(train=train, eval=evaluation, format=fmt, report=report)
+
+
+def _family(fmt: str) -> str:
+    return "messages" if fmt in ("messages", "sharegpt") else "prompt_completion"
+
+
+def last_turn_as_completion(row: dict[str, Any]) -> dict[str, Any]:
+    """A `messages` row as prompt/completion: everything before the last assistant turn, and that turn.
+
+    Used when the chat template cannot mark assistant turns for loss masking: the model then learns the last answer
+    with the earlier turns as context.
+    """
+    messages = row["messages"]
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return {"prompt": messages[:last], "completion": [messages[last]]}

