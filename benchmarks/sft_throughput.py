@@ -8,7 +8,8 @@ second (absolute times drift with the machine).
     python benchmarks/sft_throughput.py --steps 10 --recipe recipes/quickstart/sft.yaml
 
 TRL's arm keeps every SFTConfig default (bf16 on, gradient checkpointing on, ...) except the three a comparison
-needs: the output folder, the step count and token counting (`include_num_input_tokens_seen`, on in both arms).
+needs: the output folder, the step count, token counting (`include_num_input_tokens_seen`, on in both arms), and on
+a machine without a GPU `use_cpu=True`, without which transformers refuses TRL's bf16 default on a CPU.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
 
+    import torch
     from trl import SFTConfig, SFTTrainer
 
     from tuner import load_recipe
@@ -57,7 +59,8 @@ def main() -> None:
 
         loaded = load_model(recipe.model, recipe.source)
         trl_args = SFTConfig(output_dir=str(Path(scratch) / "trl"), max_steps=args.steps,
-                             include_num_input_tokens_seen="non_padding", report_to="none", save_strategy="no")
+                             include_num_input_tokens_seen="non_padding", report_to="none", save_strategy="no",
+                             use_cpu=not torch.cuda.is_available())
         trainer = SFTTrainer(model=loaded.model, args=trl_args, train_dataset=rows, processing_class=loaded.tokenizer,
                              peft_config=build_peft_config(recipe.adapter))
         results.append(train_arm("TRL SFTTrainer defaults", trainer))

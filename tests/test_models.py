@@ -9,16 +9,25 @@ import pytest
 from conftest import OFFLINE_MODEL
 from tuner import TunerError
 from tuner.config import ModelConfig
-from tuner.models import load_model, resolve_dtype, resolve_model_path
+from tuner.models import cpu_has_native_bf16, load_model, resolve_dtype, resolve_model_path
 
 
-def test_auto_dtype_is_fp32_on_a_cpu():
+def test_auto_dtype_on_a_cpu_follows_native_bf16_support():
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    assert resolve_dtype("auto") == "fp32"
-    assert resolve_dtype("bf16") == "bf16"
+    assert resolve_dtype("auto") == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert resolve_dtype("fp32") == "fp32" and resolve_dtype("bf16") == "bf16"
+
+
+def test_cpu_weights_stay_fp32_under_bf16(tiny_model_dir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    loaded = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="bf16"))
+    assert loaded.dtype == "bf16" and next(loaded.model.parameters()).dtype == torch.float32
 
 
 def test_package_file_is_found_through_metadata():

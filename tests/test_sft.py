@@ -45,7 +45,7 @@ def test_sft_trains_the_adapter_and_writes_the_run_folder(tiny_recipe):
     for package in ("tuner", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes"):
         assert manifest["versions"][package], package
     assert manifest["seed"] == 0 and len(manifest["data"]["train_fingerprint"]) == 64
-    assert manifest["precision"] == "fp32" or manifest["hardware"]["device"] == "cuda"
+    assert manifest["precision"] in ("fp32", "bf16", "fp16")
 
 
 def test_adapter_loads_with_peft_and_changes_outputs(tiny_recipe, tiny_model_dir):

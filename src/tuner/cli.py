@@ -10,7 +10,7 @@ import click
 from .errors import TunerError
 
 # method -> module under tuner.recipes; imported only when that command runs, so --help and validate stay light.
-RECIPE_MODULES = {"sft": "tuner.recipes.sft"}
+RECIPE_MODULES = {"sft": "tuner.recipes.sft", "fewshot": "tuner.recipes.fewshot"}
 
 
 def recipe_module(method: str):
@@ -70,12 +70,43 @@ def sft(recipe_path: str, overrides: tuple[str, ...]) -> None:
     _run(recipe_path, overrides, "sft")
 
 
+@cli.command()
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
+@set_option
+def fewshot(recipe_path: str, overrides: tuple[str, ...]) -> None:
+    """Few-shot prompt baseline: k in-context examples from the train split, no training."""
+    _run(recipe_path, overrides, "fewshot")
+
+
+@cli.command("eval")
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
+@click.option("--adapter", metavar="RUN_FOLDER", help="Score the adapter of this run folder (default: the base model).")
+@click.option("--output-dir", metavar="FOLDER", help="Where to write (default: the recipe's output_dir + '-eval').")
+@set_option
+def eval_command(recipe_path: str, adapter: str | None, output_dir: str | None, overrides: tuple[str, ...]) -> None:
+    """Score a base model or a trained adapter with the recipe's `eval` section."""
+    from .recipes import evaluation
+
+    try:
+        recipe = _load(recipe_path, overrides)
+        if recipe.eval.task is None:
+            raise TunerError(f"{recipe_path}: `eval.task` is not set; set it to choice, generate or preference.")
+        result = evaluation.run(recipe, adapter=adapter, output_dir=output_dir)
+    except TunerError as error:
+        _fail(error)
+    _report(result)
+
+
 def _run(recipe_path: str, overrides: tuple[str, ...], method: str) -> None:
     try:
         recipe = _load(recipe_path, overrides, method)
         result = recipe_module(method).run(recipe)
     except TunerError as error:
         _fail(error)
+    _report(result)
+
+
+def _report(result) -> None:
     click.echo(f"\nRun folder: {result.run_dir}")
     click.echo("  holds: " + ", ".join(result.files()))
     summary = {k: result.metrics[k] for k in ("train_loss", "train_tokens", "train_tokens_per_second")
@@ -83,6 +114,11 @@ def _run(recipe_path: str, overrides: tuple[str, ...], method: str) -> None:
     if summary:
         click.echo("  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                     for k, v in summary.items()))
+    scores = result.metrics.get("eval")
+    if scores:
+        low, high = scores["accuracy_ci95"]
+        click.echo(f"  eval ({scores['task']}): accuracy {scores['accuracy']:.4f} [95% CI {low:.4f}-{high:.4f}] on "
+                   f"{scores['rows']} rows, {scores['latency_ms_per_example']} ms per example")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -90,6 +91,8 @@ class DataConfig(_Section):
     label_names: list[str] | None = Field(None, description="Classification: names for integer labels 0, 1, ...")
     prompt_template: str = Field("{text}", description="Classification: prompt built from the text, `{text}` "
                                                        "marks where it goes.")
+    choices_column: str | None = Field(None, description="Multiple choice: a column holding each row's allowed "
+                                                          "answers (kept as `choices`).")
     system_prompt: str | None = Field(None, description="System message put before every chat prompt.")
     chat: bool = Field(True, description="Render rows through the model's chat template (false: plain text).")
 
@@ -121,6 +124,27 @@ class EvalConfig(_Section):
     choices: list[str] | None = Field(None, description="Allowed answers for task: choice.")
     max_new_tokens: int = Field(32, gt=0, description="Generation cap for task: generate.")
     answer_regex: str | None = Field(None, description="Regex whose first group is the answer (generate).")
+    batch_size: int = Field(16, gt=0, description="Rows scored per forward pass (sorted by length first).")
+
+    @field_validator("answer_regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"is not a valid regular expression ({exc})") from None
+        return value
+
+
+class FewshotConfig(_Section):
+    """In-context examples for method fewshot, drawn from the train split only."""
+
+    k: int = Field(5, ge=0, description="Examples per prompt; 0 is the zero-shot baseline.")
+    select: Literal["random", "first", "similar"] = Field("random", description="random (seeded), first, or the "
+                                                                                "most similar by BM25.")
+    seed: int = Field(0, description="Seed of the random selection.")
+    as_chat: bool = Field(True, description="Examples as earlier chat turns (true) or one plain-text prompt.")
 
 
 class Recipe(_Section):
@@ -132,11 +156,21 @@ class Recipe(_Section):
     adapter: AdapterConfig = Field(default_factory=AdapterConfig)
     train: dict[str, Any] = Field(default_factory=dict, description="Keys of TRL's SFTConfig / DPOConfig.")
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    fewshot: FewshotConfig = Field(default_factory=FewshotConfig, description="Used by method fewshot.")
     output_dir: str = Field(description="Run folder; a new suffix is added if it already holds a run.")
     seed: int = Field(0, description="Seed for data splits, adapter init and training.")
 
     # Where the recipe came from, for messages; not a YAML key.
     source: str = Field("<recipe>", exclude=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        if self.method == "fewshot" and self.eval.task is None:
+            raise ValueError("method fewshot only evaluates: set `eval.task` (choice, generate or preference)")
+        if self.eval.task == "choice" and not (self.eval.choices or self.data.label_names or self.data.choices_column):
+            raise ValueError("eval.task choice needs the allowed answers: set `eval.choices`, `data.label_names` or "
+                             "`data.choices_column`")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe as plain data, as written to the run folder."""
@@ -220,7 +254,7 @@ def _explain(error: ValidationError, source: str) -> TunerError:
             got = item.get("input")
             got_text = f" (got {got!r})" if not isinstance(got, dict | list) else ""
             message = item["msg"].removeprefix("Value error, ")
-            lines.append(f"key `{path}`: {message}{got_text}.")
+            lines.append(f"key `{path}`: {message}{got_text}." if loc else f"{message}.")
     unique = list(dict.fromkeys(lines))
     return TunerError(f"{source}: " + " ".join(unique) + " Fix the recipe and run again.")
 

@@ -190,14 +190,18 @@ def _from_sharegpt(row, data_config):
     return {"messages": _check_chat(out)}
 
 
+def join_answer(prompt: str, answer: str) -> str:
+    """Plain-text prompt and answer as one string: one space between them unless the prompt ends in whitespace."""
+    return prompt + ("" if prompt[-1:].isspace() else " ") + answer
+
+
 def _pair(prompt: str, answer: str, data_config, system: str | None = None) -> dict[str, Any]:
     """A prompt/completion row, as chat messages or as plain text joined by one space."""
     if data_config.chat:
         system_turn = [{"role": "system", "content": system}] if system else _system(data_config)
         return {"prompt": system_turn + [{"role": "user", "content": prompt}],
                 "completion": [{"role": "assistant", "content": answer}]}
-    joiner = "" if prompt[-1:].isspace() else " "
-    return {"prompt": prompt, "completion": joiner + answer}
+    return {"prompt": prompt, "completion": join_answer(prompt, answer)[len(prompt):]}
 
 
 def _from_alpaca(row, data_config):
@@ -242,6 +246,17 @@ def _from_classification(row, data_config, text_column: str):
     return {**_pair(prompt, answer, data_config), "label": answer}
 
 
+def _with_choices(row: dict[str, Any], raw: dict[str, Any], data_config) -> dict[str, Any]:
+    """Keep a multiple-choice row's own list of allowed answers as `choices`."""
+    column = data_config.choices_column
+    if column is None:
+        return row
+    choices = raw.get(column)
+    if not isinstance(choices, list) or not choices or not all(isinstance(c, str) and c for c in choices):
+        raise ValueError(f"`{column}` is not a non-empty list of answers")
+    return {**row, "choices": choices}
+
+
 _CONVERTERS = {"messages": _from_messages, "sharegpt": _from_sharegpt, "alpaca": _from_alpaca,
                "prompt_completion": _from_prompt_completion}
 _REQUIRED = {"messages": ["messages"], "sharegpt": ["conversations"], "alpaca": ["instruction", "output"],
@@ -270,9 +285,10 @@ def to_canonical(dataset, data_config, where: str = "<data>"):
     for number, row in enumerate(dataset):
         try:
             if fmt == "classification":
-                rows.append(_from_classification(row, data_config, text_column))
+                out = _from_classification(row, data_config, text_column)
             else:
-                rows.append(_CONVERTERS[fmt](row, data_config))
+                out = _CONVERTERS[fmt](row, data_config)
+            rows.append(_with_choices(out, row, data_config))
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             bad.append((number, str(exc)))
     if not rows:
@@ -337,6 +353,86 @@ def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
 
 def _family(fmt: str) -> str:
     return "messages" if fmt in ("messages", "sharegpt") else "prompt_completion"
+
+
+def prompt_text(row: dict[str, Any]) -> str:
+    """The question of a row as text: a plain prompt, or the content of a chat prompt's last user turn."""
+    prompt = row["prompt"]
+    if isinstance(prompt, str):
+        return prompt
+    return next(m["content"] for m in reversed(prompt) if m["role"] == "user")
+
+
+def answer_text(row: dict[str, Any]) -> str:
+    """The gold answer of a row as text: its label, else its completion (an assistant message's content)."""
+    if row.get("label") is not None:
+        return str(row["label"])
+    completion = row["completion"]
+    if isinstance(completion, list):
+        return completion[-1]["content"]
+    return completion.lstrip(" ")
+
+
+def scoring_rows(dataset) -> list[dict[str, Any]]:
+    """Eval rows as prompt/completion, the form the evaluator scores (chats are split at the last answer)."""
+    rows = list(dataset)
+    return [last_turn_as_completion(row) if "messages" in row else row for row in rows]
+
+
+def _system_turns(prompt: Any) -> list[dict[str, str]]:
+    return [m for m in prompt if m["role"] == "system"][:1] if isinstance(prompt, list) else []
+
+
+def fewshot_rows(train, evaluation, fewshot_config) -> list[dict[str, Any]]:
+    """Eval rows whose prompts carry k worked examples from the train split (never from the eval split).
+
+    `select`: `first` k rows, `random` k rows per eval row (seeded), or the k most `similar` by BM25 (most similar
+    last, nearest the question). `as_chat`: examples as earlier chat turns; otherwise one plain-text prompt.
+    """
+    evaluation, k = scoring_rows(evaluation), fewshot_config.k
+    eval_questions = {prompt_text(row) for row in evaluation}
+    # A train row whose question is also an eval question would leak the answer into the prompt.
+    pool = [row for row in scoring_rows(train) if prompt_text(row) not in eval_questions]
+    if k > len(pool):
+        raise TunerError(f"fewshot.k is {k} but the train split has only {len(pool)} rows usable as examples (rows "
+                         f"that repeat an eval question are left out). Lower `fewshot.k` or add train rows.")
+    picks = _pick_examples(pool, evaluation, fewshot_config)
+    return [{**row, "prompt": _fewshot_prompt(row, [pool[i] for i in chosen], fewshot_config.as_chat)}
+            for row, chosen in zip(evaluation, picks)]
+
+
+def _pick_examples(pool, evaluation, fewshot_config) -> list[list[int]]:
+    import random
+
+    k = fewshot_config.k
+    if k == 0:
+        return [[] for _ in evaluation]
+    if fewshot_config.select == "first":
+        return [list(range(k)) for _ in evaluation]
+    if fewshot_config.select == "random":
+        rng = random.Random(fewshot_config.seed)
+        return [rng.sample(range(len(pool)), k) for _ in evaluation]
+    import bm25s
+
+    corpus = bm25s.tokenize([prompt_text(row) for row in pool], stopwords="en", show_progress=False)
+    retriever = bm25s.BM25()
+    retriever.index(corpus, show_progress=False)
+    queries = bm25s.tokenize([prompt_text(row) for row in evaluation], stopwords="en", show_progress=False)
+    indices, _ = retriever.retrieve(queries, k=k, show_progress=False, n_threads=1)
+    return [list(reversed(row.tolist())) for row in indices]
+
+
+def _fewshot_prompt(row, examples, as_chat: bool):
+    if as_chat and not examples and isinstance(row["prompt"], list):
+        return row["prompt"]
+    if as_chat:
+        turns = _system_turns(row["prompt"])
+        for example in examples:
+            turns += [{"role": "user", "content": prompt_text(example)},
+                      {"role": "assistant", "content": answer_text(example)}]
+        return turns + [{"role": "user", "content": prompt_text(row)}]
+    shots = [join_answer(prompt_text(example), answer_text(example)) for example in examples]
+    return "\n\n".join(shots + [prompt_text(row)])
 
 
 def last_turn_as_completion(row: dict[str, Any]) -> dict[str, Any]:

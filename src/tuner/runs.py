@@ -113,3 +113,33 @@ def build_manifest(recipe, data_report: dict[str, Any], model_info: dict[str, An
         "model": model_info,
         **(extra or {}),
     }
+
+
+def record_evaluation(run_dir: Path, result, metrics: dict[str, Any], phases: dict[str, Any]) -> None:
+    """Put an EvalResult into a run: predictions.jsonl, its scores under metrics['eval'], its phase beside the
+    others."""
+    write_jsonl(run_dir / "predictions.jsonl", result.predictions)
+    phases["eval"] = result.metrics["phase"]
+    metrics["eval"] = {key: value for key, value in result.metrics.items() if key != "phase"}
+
+
+def read_adapter_run(path: str | Path, model_config, source: str = "<recipe>") -> dict[str, Any]:
+    """Check that `path` is a run folder with an adapter trained on the recipe's base model; return its manifest."""
+    from .errors import TunerError
+
+    run_dir = Path(path)
+    manifest_file, adapter_config = run_dir / "manifest.json", run_dir / "adapter" / "adapter_config.json"
+    if not manifest_file.is_file() or not adapter_config.is_file():
+        raise TunerError(f"{run_dir}: not a tuner run folder with an adapter (it needs manifest.json and "
+                         f"adapter/adapter_config.json, as `tuner sft` writes them). Point at the folder that "
+                         f"`tuner sft` printed.")
+    try:
+        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TunerError(f"{manifest_file}: unreadable ({exc}). The run folder is damaged; train again.") from None
+    trained_on = manifest.get("model", {}).get("name_or_path")
+    if trained_on != model_config.name_or_path:
+        raise TunerError(f"{run_dir}: its adapter was trained on {trained_on!r}, but {source} sets "
+                         f"`model.name_or_path` to {model_config.name_or_path!r}. An adapter only fits its own "
+                         f"base model: use the same model, or another run.")
+    return manifest

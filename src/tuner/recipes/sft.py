@@ -1,6 +1,6 @@
 """Supervised fine-tuning of a LoRA/QLoRA adapter with TRL's SFTTrainer.
 
-`run(recipe)` reads top to bottom: seed, data, model, adapter, trainer, train, save, write the run folder.
+`run(recipe)` reads top to bottom: seed, data, model, adapter, trainer, train, save, evaluate, write the run folder.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from typing import Any
 
 from ..accounting import phase
 from ..adapters import build_peft_config, parameter_counts
-from ..data import last_turn_as_completion, load_data
+from ..data import last_turn_as_completion, load_data, scoring_rows
+from ..evaluate import evaluate
 from ..models import device_kind, load_model
-from ..runs import RunResult, build_manifest, new_run_dir, write_json, write_recipe
+from ..runs import RunResult, build_manifest, new_run_dir, record_evaluation, write_json, write_recipe
 
 # tuner's defaults under the recipe's `train:` keys. They differ from TRL's where TRL's suit full fine-tuning on a
 # GPU rather than an adapter on any device: a LoRA learning rate, no gradient checkpointing unless asked (it costs
@@ -134,8 +135,13 @@ def run(recipe) -> RunResult:
         **counts,
         "phases": phases,
     }
+    if recipe.eval.task:
+        result = evaluate(trainer.model, loaded.tokenizer, scoring_rows(splits.eval), recipe.eval,
+                          recipe.data.label_names, loaded.dtype)
+        record_evaluation(run_dir, result, metrics, phases)
     manifest = build_manifest(recipe, splits.report, loaded.info,
                               extra={"adapter": recipe.adapter.model_dump(), "precision": loaded.dtype,
+                                     "eval_settings": recipe.eval.model_dump(),
                                      "trl_args": {k: getattr(args, k) for k in sorted({**DEFAULTS, **recipe.train})}})
     write_json(run_dir / "metrics.json", metrics)
     write_json(run_dir / "manifest.json", manifest)

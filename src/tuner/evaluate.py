@@ -1,0 +1,295 @@
+"""One evaluator for every method: the same rows, prompt rendering, answer extraction and metric for all.
+
+Tasks:
+- `choice`: log-likelihood of each allowed answer after the prompt; accuracy and length-normalised accuracy.
+- `generate`: greedy generation to EOS / end of turn, answer extraction, normalised exact match.
+- `preference`: share of pairs where `chosen` gets a higher log-likelihood than `rejected`.
+
+Every accuracy comes with a 95% bootstrap interval and its row count; latency is measured on the same rows.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .accounting import phase
+from .data import answer_text, join_answer
+from .errors import TunerError
+
+BOOTSTRAP_SAMPLES = 1000
+
+
+@dataclass
+class EvalResult:
+    """Scores of one evaluation: `metrics` (accuracy, interval, rows, latency, the phase's accounting) and one
+    prediction per row."""
+
+    task: str
+    metrics: dict[str, Any]
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+
+
+def render_prompt(prompt: Any, tokenizer) -> str:
+    """A prompt as the model sees it: chat messages through the chat template, plain text as it is."""
+    if isinstance(prompt, str):
+        return prompt
+    if not tokenizer.chat_template:
+        raise TunerError("the rows are chat messages but the tokenizer has no chat template. Set `data.chat: false` "
+                         "to score plain text, or use a model with a chat template.")
+    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+
+def continuation(prompt: Any, answer: str) -> str:
+    """The text scored after a prompt: chat answers follow the assistant header directly; plain-text answers are
+    joined as the data loader joins them (one space unless the prompt ends in whitespace)."""
+    return answer if not isinstance(prompt, str) else join_answer(prompt, answer)[len(prompt):]
+
+
+def bootstrap_interval(correct: list[bool], seed: int = 0) -> list[float]:
+    """95% percentile bootstrap interval of the mean of 0/1 outcomes."""
+    import numpy as np
+
+    values = np.asarray(correct, dtype=float)
+    if values.size == 0:
+        return [float("nan"), float("nan")]
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, size=(BOOTSTRAP_SAMPLES, values.size))].mean(axis=1)
+    return [round(float(np.percentile(means, 2.5)), 4), round(float(np.percentile(means, 97.5)), 4)]
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, no punctuation, single spaces: the form exact match compares."""
+    text = text.lower().translate(str.maketrans("", "", string.punctuation))
+    return " ".join(text.split())
+
+
+def extract_answer(generated: str, pattern: re.Pattern | None) -> str:
+    """The answer in a generation: the regex's first group (or whole match), else the first non-empty line."""
+    if pattern is not None:
+        match = pattern.search(generated)
+        if not match:
+            return ""
+        return match.group(1) if match.groups() else match.group(0)
+    lines = [line for line in generated.strip().splitlines() if line.strip()]
+    return lines[0].strip() if lines else ""
+
+
+# ---- scoring machinery ----
+
+def _encode_pair(tokenizer, context: str, answer: str) -> tuple[list[int], list[int]]:
+    # As lm-evaluation-harness does: trailing spaces of the context move to the continuation, the whole string is
+    # encoded once and the continuation is what follows the context's tokens.
+    spaces = len(context) - len(context.rstrip(" "))
+    if spaces:
+        context, answer = context[:-spaces], context[-spaces:] + answer
+    whole = tokenizer(context + answer, add_special_tokens=False)["input_ids"]
+    context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+    return whole[:len(context_ids)], whole[len(context_ids):]
+
+
+def _model_device(model):
+    return next(model.parameters()).device
+
+
+def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 16,
+                   max_length: int | None = None) -> list[float]:
+    """Sum of log-probabilities of each continuation given its context, for (context, continuation) pairs.
+
+    Inputs that are identical (the same context scored for several one-token answers) run once; inputs are sorted
+    by length and left-padded per batch so each batch wastes little, and only the positions that score a
+    continuation token go through the output layer.
+    """
+    import torch
+
+    max_length = max_length or getattr(model.config, "max_position_embeddings", 2048)
+    requests: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
+    for index, (context, answer) in enumerate(pairs):
+        context_ids, answer_ids = _encode_pair(tokenizer, context, answer)
+        if not answer_ids:
+            raise TunerError(f"the answer {answer!r} encodes to no tokens; choices must be non-empty text.")
+        sequence = (context_ids + answer_ids)[:-1][-max_length:]
+        requests.setdefault(tuple(sequence), []).append((index, answer_ids))
+    ordered = sorted(requests.items(), key=lambda item: -len(item[0]))
+    scores = [0.0] * len(pairs)
+    device = _model_device(model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(ordered), batch_size):
+            batch = ordered[start:start + batch_size]
+            width = len(batch[0][0])
+            keep = max(len(ids) for _, targets in batch for _, ids in targets)
+            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, (sequence, _) in enumerate(batch):
+                input_ids[row, width - len(sequence):] = torch.tensor(sequence)
+                mask[row, width - len(sequence):] = 1
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                           position_ids=positions.to(device), logits_to_keep=keep).logits
+            logprobs = torch.log_softmax(logits[:, -keep:].float(), dim=-1)
+            for row, (_, targets) in enumerate(batch):
+                for index, answer_ids in targets:
+                    span = logprobs[row, keep - len(answer_ids):]
+                    token_ids = torch.tensor(answer_ids, device=span.device)
+                    scores[index] = float(span.gather(-1, token_ids[:, None]).sum())
+    return scores
+
+
+def _stop_token_ids(tokenizer) -> list[int]:
+    ids = {tokenizer.eos_token_id}
+    for token in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            ids.add(token_id)
+    return sorted(i for i in ids if i is not None)
+
+
+def generate_texts(model, tokenizer, prompts: list[str], max_new_tokens: int,
+                   batch_size: int = 16) -> tuple[list[str], int]:
+    """Greedy continuations of plain-text prompts (stopping at EOS / end of turn) and the generated token count."""
+    import torch
+
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    outputs: list[str] = [""] * len(prompts)
+    generated_tokens = 0
+    device = _model_device(model)
+    stops = _stop_token_ids(tokenizer)
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # generation continues from the last position of every row
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                indices = order[start:start + batch_size]
+                encoded = tokenizer([prompts[i] for i in indices], return_tensors="pt", padding=True,
+                                    add_special_tokens=False).to(device)
+                new = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
+                                     pad_token_id=tokenizer.pad_token_id)[:, encoded["input_ids"].shape[1]:]
+                for i, tokens in zip(indices, new.tolist()):
+                    cut = next((n for n, t in enumerate(tokens) if t in stops), len(tokens))
+                    generated_tokens += cut
+                    outputs[i] = tokenizer.decode(tokens[:cut], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+    return outputs, generated_tokens
+
+
+# ---- tasks ----
+
+def _row_choices(row: dict[str, Any], eval_config, label_names: list[str] | None) -> list[str]:
+    choices = row.get("choices") or eval_config.choices or label_names
+    if not choices:
+        raise TunerError("task: choice needs the allowed answers: set `eval.choices`, `data.label_names`, or "
+                         "`data.choices_column`.")
+    return list(choices)
+
+
+def _choice(model, tokenizer, rows, eval_config, label_names):
+    contexts = [render_prompt(row["prompt"], tokenizer) for row in rows]
+    pairs, spans = [], []
+    for number, (row, context) in enumerate(zip(rows, contexts)):
+        choices = _row_choices(row, eval_config, label_names)
+        gold = answer_text(row)
+        if gold not in choices:
+            raise TunerError(f"eval row {number}: the gold answer {gold!r} is not among the choices {choices}. Fix "
+                             f"the row, or add the answer to `eval.choices`.")
+        spans.append((len(pairs), choices, gold))
+        pairs.extend((context, continuation(row["prompt"], choice)) for choice in choices)
+    scores = loglikelihoods(model, tokenizer, pairs, batch_size=eval_config.batch_size)
+    predictions, correct, correct_norm = [], [], []
+    for number, ((offset, choices, gold), context) in enumerate(zip(spans, contexts)):
+        lls = scores[offset:offset + len(choices)]
+        # Normalised by the answer's length in bytes, as lm-evaluation-harness's acc_norm.
+        normed = [ll / max(1, len(continuation(rows[number]["prompt"], c).encode())) for ll, c in zip(lls, choices)]
+        prediction = choices[max(range(len(choices)), key=lls.__getitem__)]
+        prediction_norm = choices[max(range(len(choices)), key=normed.__getitem__)]
+        correct.append(prediction == gold)
+        correct_norm.append(prediction_norm == gold)
+        predictions.append({"row": number, "prompt": context, "gold": gold, "prediction": prediction,
+                            "prediction_norm": prediction_norm, "correct": prediction == gold,
+                            "scores": dict(zip(choices, [round(s, 4) for s in lls]))})
+    metrics = {"accuracy_norm": round(sum(correct_norm) / len(correct_norm), 4),
+               "accuracy_norm_ci95": bootstrap_interval(correct_norm)}
+    return correct, predictions, metrics
+
+
+def _generate(model, tokenizer, rows, eval_config, label_names):
+    pattern = re.compile(eval_config.answer_regex) if eval_config.answer_regex else None
+    contexts = [render_prompt(row["prompt"], tokenizer) for row in rows]
+    start = time.perf_counter()
+    texts, generated = generate_texts(model, tokenizer, contexts, eval_config.max_new_tokens, eval_config.batch_size)
+    seconds = time.perf_counter() - start
+    predictions, correct = [], []
+    for number, (row, context, text) in enumerate(zip(rows, contexts, texts)):
+        gold, answer = answer_text(row), extract_answer(text, pattern)
+        hit = normalize_answer(answer) == normalize_answer(gold)
+        correct.append(hit)
+        predictions.append({"row": number, "prompt": context, "gold": gold, "prediction": answer,
+                            "generated": text, "correct": hit})
+    return correct, predictions, {"generated_tokens": generated,
+                                  "generated_tokens_per_second": round(generated / seconds, 1) if seconds else None}
+
+
+def _preference(model, tokenizer, rows, eval_config, label_names):
+    pairs = []
+    for number, row in enumerate(rows):
+        if not {"prompt", "chosen", "rejected"} <= set(row):
+            raise TunerError(f"eval row {number}: task preference needs `prompt`, `chosen` and `rejected`; the row "
+                             f"has {sorted(row)}.")
+        context = render_prompt(row["prompt"], tokenizer)
+        for side in ("chosen", "rejected"):
+            pairs.append((context, continuation(row["prompt"], answer_text({"completion": row[side]}))))
+    scores = loglikelihoods(model, tokenizer, pairs, batch_size=eval_config.batch_size)
+    predictions, correct = [], []
+    for number, row in enumerate(rows):
+        chosen, rejected = scores[2 * number], scores[2 * number + 1]
+        correct.append(chosen > rejected)
+        predictions.append({"row": number, "prompt": pairs[2 * number][0], "gold": "chosen",
+                            "prediction": "chosen" if chosen > rejected else "rejected", "correct": chosen > rejected,
+                            "scores": {"chosen": round(chosen, 4), "rejected": round(rejected, 4)}})
+    margins = [scores[2 * n] - scores[2 * n + 1] for n in range(len(rows))]
+    return correct, predictions, {"mean_logprob_margin": round(sum(margins) / len(margins), 4)}
+
+
+TASKS = {"choice": _choice, "generate": _generate, "preference": _preference}
+
+
+def _autocast(model, precision: str | None):
+    """bf16/fp16 autocast when fp32 weights should compute in lower precision (tuner's CPU bf16 mode)."""
+    import contextlib
+
+    import torch
+
+    parameter = next(model.parameters())
+    if precision not in ("bf16", "fp16") or parameter.dtype != torch.float32:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=parameter.device.type, dtype=dtype)
+
+
+def evaluate(model, tokenizer, rows, eval_config, label_names: list[str] | None = None,
+             precision: str | None = None) -> EvalResult:
+    """Score a model (base or with an adapter) on canonical rows with a recipe's `eval` section.
+
+    `rows` is a list of dicts or a `datasets.Dataset` in tuner's column names. `precision` ("bf16", "fp16") runs
+    fp32 weights under autocast, as training did. Returns accuracy with its 95% bootstrap interval and row count,
+    latency per example, the phase's device-hours and memory, and predictions.
+    """
+    rows = list(rows)
+    if eval_config.task is None:
+        raise TunerError("`eval.task` is not set: choose choice, generate or preference.")
+    if not rows:
+        raise TunerError("the eval split is empty: give `data.eval` rows or a larger `data.eval_fraction`.")
+    phases: dict[str, Any] = {}
+    with phase("eval", phases), _autocast(model, precision):
+        correct, predictions, extra = TASKS[eval_config.task](model, tokenizer, rows, eval_config, label_names)
+    record = phases["eval"]
+    metrics = {"task": eval_config.task, "rows": len(rows), "accuracy": round(sum(correct) / len(correct), 4),
+               "accuracy_ci95": bootstrap_interval(correct), **extra,
+               "latency_ms_per_example": round(1000 * record["wall_seconds"] / len(rows), 2), "phase": record}
+    return EvalResult(task=eval_config.task, metrics=metrics, predictions=predictions)

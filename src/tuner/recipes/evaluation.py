@@ -1,0 +1,47 @@
+"""`tuner eval`: score a base model, or a trained adapter from a run folder, with the recipe's `eval` section.
+
+`run(recipe, adapter=None)` reads top to bottom: check the adapter run, data, model (+ adapter), evaluate, write.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..accounting import phase
+from ..data import load_data, scoring_rows
+from ..evaluate import evaluate
+from ..models import load_model
+from ..runs import RunResult, build_manifest, new_run_dir, read_adapter_run, record_evaluation, write_json, write_recipe
+
+
+def run(recipe, adapter: str | Path | None = None, output_dir: str | Path | None = None) -> RunResult:
+    """Evaluate and write a run folder (default: the recipe's output_dir with an `-eval` suffix)."""
+    from transformers import set_seed
+
+    adapter_manifest = read_adapter_run(adapter, recipe.model, recipe.source) if adapter else None
+    set_seed(recipe.seed)
+    phases: dict[str, Any] = {}
+    with phase("data", phases):
+        splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
+    loaded = load_model(recipe.model, recipe.source)
+    model = loaded.model
+    if adapter:
+        from peft import PeftModel
+        model = PeftModel.from_pretrained(model, str(Path(adapter) / "adapter"))
+    base = Path(recipe.output_dir)
+    run_dir = new_run_dir(output_dir or base.with_name(base.name + "-eval"))
+    write_recipe(run_dir, recipe)
+
+    result = evaluate(model, loaded.tokenizer, scoring_rows(splits.eval), recipe.eval, recipe.data.label_names,
+                      loaded.dtype)
+
+    metrics: dict[str, Any] = {"method": adapter_manifest["method"] if adapter_manifest else "base",
+                               "adapter": str(adapter) if adapter else None, "phases": phases}
+    record_evaluation(run_dir, result, metrics, phases)
+    manifest = build_manifest(recipe, splits.report, loaded.info,
+                              extra={"eval_settings": recipe.eval.model_dump(), "precision": loaded.dtype,
+                                     "adapter_run": str(adapter) if adapter else None})
+    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "manifest.json", manifest)
+    return RunResult(run_dir=run_dir, metrics=metrics, manifest=manifest)

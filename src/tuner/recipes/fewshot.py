@@ -1,0 +1,40 @@
+"""The few-shot prompt baseline: a base model with k in-context examples from the train split; no training.
+
+`run(recipe)` reads top to bottom: seed, data, prompts with examples, model, evaluate, write the run folder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..accounting import phase
+from ..data import fewshot_rows, load_data
+from ..evaluate import evaluate
+from ..models import load_model
+from ..runs import RunResult, build_manifest, new_run_dir, record_evaluation, write_json, write_recipe
+
+
+def run(recipe) -> RunResult:
+    """Score the base model with `fewshot.k` examples per prompt on the eval rows; returns the run folder."""
+    from transformers import set_seed
+
+    set_seed(recipe.seed)
+    phases: dict[str, Any] = {}
+    with phase("data", phases):
+        splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
+        rows = fewshot_rows(splits.train, splits.eval, recipe.fewshot)
+    loaded = load_model(recipe.model, recipe.source)
+    run_dir = new_run_dir(recipe.output_dir)
+    write_recipe(run_dir, recipe)
+
+    result = evaluate(loaded.model, loaded.tokenizer, rows, recipe.eval, recipe.data.label_names, loaded.dtype)
+
+    metrics: dict[str, Any] = {"method": "fewshot", "k": recipe.fewshot.k, "select": recipe.fewshot.select,
+                               "trainable_parameters": 0, "phases": phases}
+    record_evaluation(run_dir, result, metrics, phases)
+    manifest = build_manifest(recipe, splits.report, loaded.info,
+                              extra={"fewshot": recipe.fewshot.model_dump(), "eval_settings": recipe.eval.model_dump(),
+                                     "precision": loaded.dtype})
+    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "manifest.json", manifest)
+    return RunResult(run_dir=run_dir, metrics=metrics, manifest=manifest)

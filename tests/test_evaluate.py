@@ -1,0 +1,133 @@
+"""The evaluator on a tiny model, against scores computed directly, one row at a time, without batching."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuner import TunerError
+from tuner.config import EvalConfig
+from tuner.evaluate import (bootstrap_interval, evaluate, extract_answer, generate_texts, loglikelihoods,
+                            normalize_answer)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    return model.eval(), tokenizer
+
+
+def direct_loglikelihood(model, tokenizer, context: str, answer: str) -> float:
+    """Sum of the answer's token log-probabilities from one unpadded forward pass."""
+    import torch
+
+    context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+    whole = tokenizer(context + answer, add_special_tokens=False)["input_ids"]
+    answer_ids = whole[len(context_ids):]
+    with torch.no_grad():
+        logits = model(torch.tensor([whole])).logits[0].float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    return sum(float(logprobs[len(context_ids) + i - 1, t]) for i, t in enumerate(answer_ids))
+
+
+PAIRS = [("The weather today is", " sunny"), ("A much longer context that needs padding in a batch: the weather",
+                                              " is sunny and warm"),
+         ("The weather today is", " rainy"), ("Q: 2+2?\nA:", " 4"), ("Route this:", " billing")]
+
+
+def test_loglikelihood_equals_the_sum_of_token_logprobs(tiny):
+    model, tokenizer = tiny
+    batched = loglikelihoods(model, tokenizer, PAIRS, batch_size=3)
+    for (context, answer), score in zip(PAIRS, batched):
+        assert score == pytest.approx(direct_loglikelihood(model, tokenizer, context, answer), abs=1e-3)
+
+
+def test_choice_task_accuracy_and_predictions(tiny):
+    model, tokenizer = tiny
+    rows = [{"prompt": "Is it good? The film was great.", "label": "positive"},
+            {"prompt": "Is it good? The film was bad.", "label": "negative"},
+            {"prompt": "Is it good? Fine.", "label": "positive"}]
+    result = evaluate(model, tokenizer, rows, EvalConfig(task="choice", choices=["negative", "positive"]))
+    expected = []
+    for row, prediction in zip(rows, result.predictions):
+        scores = {c: direct_loglikelihood(model, tokenizer, row["prompt"], " " + c) for c in ("negative", "positive")}
+        assert prediction["scores"] == pytest.approx(scores, abs=1e-3)
+        expected.append(max(scores, key=scores.get) == row["label"])
+        assert prediction["gold"] == row["label"] and prediction["prompt"] == row["prompt"]
+    assert result.metrics["accuracy"] == pytest.approx(sum(expected) / 3, abs=1e-4)
+    assert result.metrics["rows"] == 3 and len(result.metrics["accuracy_ci95"]) == 2
+    assert result.metrics["latency_ms_per_example"] > 0 and result.metrics["phase"]["wall_seconds"] > 0
+
+
+def test_chat_prompts_are_rendered_with_the_chat_template(tiny):
+    model, tokenizer = tiny
+    rows = [{"prompt": [{"role": "user", "content": "Which team? charged twice"}], "label": "billing"}]
+    result = evaluate(model, tokenizer, rows, EvalConfig(task="choice", choices=["billing", "shipping"]))
+    rendered = result.predictions[0]["prompt"]
+    assert rendered.endswith("<|im_start|>assistant\n") and "charged twice" in rendered
+    # In chat rendering the answer follows the assistant header directly, with no joining space.
+    expected = direct_loglikelihood(model, tokenizer, rendered, "billing")
+    assert result.predictions[0]["scores"]["billing"] == pytest.approx(expected, abs=1e-3)
+
+
+def test_gold_answer_outside_the_choices_names_the_row(tiny):
+    model, tokenizer = tiny
+    rows = [{"prompt": "a", "label": "x"}, {"prompt": "b", "label": "maybe"}]
+    with pytest.raises(TunerError, match="eval row 1.*'maybe'"):
+        evaluate(model, tokenizer, rows, EvalConfig(task="choice", choices=["x", "y"]))
+
+
+def test_empty_eval_split(tiny):
+    with pytest.raises(TunerError, match="empty"):
+        evaluate(*tiny, [], EvalConfig(task="choice", choices=["x"]))
+
+
+def test_generate_exact_match(tiny):
+    model, tokenizer = tiny
+    prompts = ["Say something:", "Another prompt here:"]
+    texts, count = generate_texts(model, tokenizer, prompts, max_new_tokens=4)
+    assert count > 0
+    # Gold of row 0 is what the model generates; row 1's gold is something it does not.
+    rows = [{"prompt": prompts[0], "completion": " " + extract_answer(texts[0], None)},
+            {"prompt": prompts[1], "completion": " certainly-not-generated"}]
+    result = evaluate(model, tokenizer, rows, EvalConfig(task="generate", max_new_tokens=4))
+    assert [p["correct"] for p in result.predictions] == [True, False]
+    assert result.metrics["accuracy"] == 0.5 and result.metrics["generated_tokens_per_second"] > 0
+
+
+def test_answer_extraction_and_normalisation():
+    import re
+
+    assert extract_answer("\n  Billing.\nmore text", None) == "Billing."
+    assert extract_answer("The team is: shipping!", re.compile(r"team is: (\w+)")) == "shipping"
+    assert extract_answer("nothing here", re.compile(r"team: (\w+)")) == ""
+    assert normalize_answer("  The  Billing-Team. ") == "the billingteam"
+
+
+def test_preference_task(tiny):
+    model, tokenizer = tiny
+    rows = [{"prompt": "Answer briefly: 2+2?", "chosen": "4", "rejected": "It is four, I think, maybe."},
+            {"prompt": "Capital of France?", "chosen": "Paris", "rejected": "Paris."}]
+    result = evaluate(model, tokenizer, rows, EvalConfig(task="preference"))
+    wins = []
+    for row, prediction in zip(rows, result.predictions):
+        chosen = direct_loglikelihood(model, tokenizer, row["prompt"], " " + row["chosen"])
+        rejected = direct_loglikelihood(model, tokenizer, row["prompt"], " " + row["rejected"])
+        assert prediction["scores"] == pytest.approx({"chosen": chosen, "rejected": rejected}, abs=1e-3)
+        wins.append(chosen > rejected)
+    assert result.metrics["accuracy"] == sum(wins) / 2
+
+
+def test_bootstrap_interval():
+    assert bootstrap_interval([True] * 20) == [1.0, 1.0]
+    low, high = bootstrap_interval([True, False] * 50)
+    assert low < 0.5 < high and high - low < 0.25
+
+
+def test_bad_regex_is_a_recipe_error():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="regular expression"):
+        EvalConfig(task="generate", answer_regex="team: (")
