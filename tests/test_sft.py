@@ -110,8 +110,11 @@ def test_sharegpt_messages_train(tmp_path, tiny_model_dir):
     train = write_jsonl(tmp_path / "chat.jsonl", rows)
     document = recipe_document(tiny_model_dir, train, None, tmp_path / "chat-run")
     document["data"].pop("prompt_template")
+    document["eval"] = {"task": "generate", "max_new_tokens": 3}
     result = sft.run(recipe_from_dict(document))
     assert result.metrics["train_steps"] == 3 and result.metrics["train_loss"] > 0
+    # No eval file: a seeded tenth of the 12 chats is held out and scored by generation.
+    assert result.metrics["eval"]["rows"] == 2 and result.metrics["eval"]["task"] == "generate"
 
 
 def test_dora_and_qlora_on_cpu(tmp_path, tiny_model_dir, ticket_files):

@@ -242,7 +242,7 @@ def label_name(value: Any, data_config) -> str:
 def _from_classification(row, data_config, text_column: str):
     text = _content(row[text_column], f"`{text_column}`")
     answer = label_name(row[data_config.label_column], data_config)
-    prompt = data_config.prompt_template.replace("{text}", text.strip())
+    prompt = data_config.prompt_template.replace("{text}", text)
     return {**_pair(prompt, answer, data_config), "label": answer}
 
 
@@ -387,7 +387,8 @@ def fewshot_rows(train, evaluation, fewshot_config) -> list[dict[str, Any]]:
     """Eval rows whose prompts carry k worked examples from the train split (never from the eval split).
 
     `select`: `first` k rows, `random` k rows per eval row (seeded), or the k most `similar` by BM25 (most similar
-    last, nearest the question). `as_chat`: examples as earlier chat turns; otherwise one plain-text prompt.
+    last, nearest the question). `as_chat`: examples as earlier chat turns; otherwise one plain-text prompt. With
+    k = 0 the rows keep their prompts as `data.chat` rendered them.
     """
     evaluation, k = scoring_rows(evaluation), fewshot_config.k
     eval_questions = {prompt_text(row) for row in evaluation}
@@ -423,8 +424,8 @@ def _pick_examples(pool, evaluation, fewshot_config) -> list[list[int]]:
 
 
 def _fewshot_prompt(row, examples, as_chat: bool):
-    if as_chat and not examples and isinstance(row["prompt"], list):
-        return row["prompt"]
+    if not examples:
+        return row["prompt"]  # zero-shot: the row as the data section rendered it (chat or plain text)
     if as_chat:
         turns = _system_turns(row["prompt"])
         for example in examples:

@@ -10,6 +10,7 @@ Every accuracy comes with a 95% bootstrap interval and its row count; latency is
 
 from __future__ import annotations
 
+import copy
 import re
 import string
 import time
@@ -99,21 +100,22 @@ def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], batch_size: i
                    max_length: int | None = None) -> list[float]:
     """Sum of log-probabilities of each continuation given its context, for (context, continuation) pairs.
 
-    Inputs that are identical (the same context scored for several one-token answers) run once; inputs are sorted
-    by length and left-padded per batch so each batch wastes little, and only the positions that score a
-    continuation token go through the output layer.
+    Each distinct context runs once, whatever the number of answers scored after it: its last position scores every
+    answer's first token, and the key/value cache carries the rest of each answer through one short extra pass.
+    Contexts are sorted by length and left-padded per batch, and only the positions that score an answer token go
+    through the output layer.
     """
     import torch
 
     max_length = max_length or getattr(model.config, "max_position_embeddings", 2048)
-    requests: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
+    groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
     for index, (context, answer) in enumerate(pairs):
         context_ids, answer_ids = _encode_pair(tokenizer, context, answer)
         if not answer_ids:
             raise TunerError(f"the answer {answer!r} encodes to no tokens; choices must be non-empty text.")
-        sequence = (context_ids + answer_ids)[:-1][-max_length:]
-        requests.setdefault(tuple(sequence), []).append((index, answer_ids))
-    ordered = sorted(requests.items(), key=lambda item: -len(item[0]))
+        keep_context = max(1, max_length - len(answer_ids) + 1)  # over-long inputs lose their start, as in lm-eval
+        groups.setdefault(tuple(context_ids[-keep_context:]), []).append((index, answer_ids))
+    ordered = sorted(groups.items(), key=lambda item: -len(item[0]))
     scores = [0.0] * len(pairs)
     device = _model_device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -122,22 +124,62 @@ def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], batch_size: i
         for start in range(0, len(ordered), batch_size):
             batch = ordered[start:start + batch_size]
             width = len(batch[0][0])
-            keep = max(len(ids) for _, targets in batch for _, ids in targets)
             input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, (sequence, _) in enumerate(batch):
-                input_ids[row, width - len(sequence):] = torch.tensor(sequence)
-                mask[row, width - len(sequence):] = 1
+            for row, (context_ids, _) in enumerate(batch):
+                input_ids[row, width - len(context_ids):] = torch.tensor(context_ids)
+                mask[row, width - len(context_ids):] = 1
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                           position_ids=positions.to(device), logits_to_keep=keep).logits
-            logprobs = torch.log_softmax(logits[:, -keep:].float(), dim=-1)
+            follow = [(row, index, ids) for row, (_, targets) in enumerate(batch) for index, ids in targets
+                      if len(ids) > 1]
+            output = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                           position_ids=positions.to(device), use_cache=bool(follow), logits_to_keep=1)
+            first = torch.log_softmax(output.logits[:, -1].float(), dim=-1)
             for row, (_, targets) in enumerate(batch):
                 for index, answer_ids in targets:
-                    span = logprobs[row, keep - len(answer_ids):]
-                    token_ids = torch.tensor(answer_ids, device=span.device)
-                    scores[index] = float(span.gather(-1, token_ids[:, None]).sum())
+                    scores[index] = float(first[row, answer_ids[0]])
+            for chunk in _token_chunks(follow):
+                cache = output.past_key_values if chunk is follow else copy.deepcopy(output.past_key_values)
+                _score_rest(model, cache, chunk, mask, positions, pad, device, scores)
     return scores
+
+
+def _token_chunks(follow: list, budget: int = 2048) -> list[list]:
+    """Split the answers still to score so each pass holds about `budget` answer tokens (bounds the logits)."""
+    if sum(len(ids) for _, _, ids in follow) <= budget:
+        return [follow] if follow else []
+    chunks, current, used = [], [], 0
+    for item in follow:
+        if current and used + len(item[2]) > budget:
+            chunks.append(current)
+            current, used = [], 0
+        current.append(item)
+        used += len(item[2])
+    return chunks + [current]
+
+
+def _score_rest(model, cache, chunk, mask, positions, pad: int, device, scores: list[float]) -> None:
+    """Add the log-probabilities of each answer's tokens after the first, continuing from the contexts' cache."""
+    import torch
+
+    rows = torch.tensor([row for row, _, _ in chunk])
+    cache.reorder_cache(rows.to(device))
+    length = max(len(ids) - 1 for _, _, ids in chunk)
+    inputs = torch.full((len(chunk), length), pad, dtype=torch.long)
+    targets = torch.zeros((len(chunk), length), dtype=torch.long)
+    valid = torch.zeros((len(chunk), length), dtype=torch.long)
+    for n, (_, _, ids) in enumerate(chunk):
+        inputs[n, :len(ids) - 1] = torch.tensor(ids[:-1])
+        targets[n, :len(ids) - 1] = torch.tensor(ids[1:])
+        valid[n, :len(ids) - 1] = 1
+    # Padding sits after each answer, so causal attention keeps it out of every position that is scored.
+    attention = torch.cat([mask[rows], torch.ones_like(valid)], dim=1)
+    position_ids = positions[rows, -1:] + 1 + torch.arange(length)
+    logits = model(input_ids=inputs.to(device), attention_mask=attention.to(device),
+                   position_ids=position_ids.to(device), past_key_values=cache, use_cache=False).logits
+    logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.to(device)[..., None])[..., 0]
+    for n, (_, index, _) in enumerate(chunk):
+        scores[index] += float((logprobs[n] * valid[n].to(device)).sum())
 
 
 def _stop_token_ids(tokenizer) -> list[int]:
