@@ -4,9 +4,11 @@ The routing follows the house policy below, which a general model cannot know (w
 gift cards to billing, address changes to shipping, data-deletion requests to account), so a small model is poor
 before tuning and clearly better after a few minutes of training.
 
-    python examples/make_tickets.py          # rewrites examples/data/tickets/{train,test}.jsonl (seeded, stable)
+    python examples/make_tickets.py   # rewrites examples/data/tickets/{train,test}.jsonl and *_pairs.jsonl (seeded)
 
-Rows are `{"id", "text", "label"}`: tuner reads them as classification data (text column plus label).
+Rows are `{"id", "text", "label"}`: tuner reads them as classification data (text column plus label). The
+`*_pairs.jsonl` files hold the same tickets as preference pairs for DPO, `{"id", "prompt", "chosen", "rejected"}`:
+the house-style answer (the team's name alone) is chosen; a wrong team, or a rambling non-answer, is rejected.
 """
 
 from __future__ import annotations
@@ -73,6 +75,21 @@ def ticket(rng: random.Random, team: str) -> str:
     return f"{opener}{text}.{rng.choice(CLOSERS)}".replace("..", ".")
 
 
+PROMPT = "Team for this ticket (billing, shipping, returns, technical or account)?\n{text}"
+RAMBLES = [
+    "Hmm, this one is tricky. It might be {a}, or maybe {b}; I would ask the customer for more details first.",
+    "Thank you for sharing this ticket! Several teams could help here, for example {a} or {b}.",
+    "I'm not able to decide that, but {a} usually knows a lot about this kind of thing.",
+]
+
+
+def pair(rng: random.Random, row: dict) -> dict:
+    """A preference pair for one ticket: the team's name alone, against a wrong team or a rambling answer."""
+    wrong = rng.sample([t for t in TEAMS if t != row["label"]], 2)
+    rejected = wrong[0] if rng.random() < 2 / 3 else rng.choice(RAMBLES).format(a=wrong[0], b=wrong[1])
+    return {"id": row["id"], "prompt": PROMPT.format(text=row["text"]), "chosen": row["label"], "rejected": rejected}
+
+
 def make(n_train: int = 600, n_test: int = 150, seed: int = 7) -> tuple[list[dict], list[dict]]:
     """Balanced rows over the teams; test texts never appear in train."""
     rng = random.Random(seed)
@@ -98,7 +115,11 @@ def main() -> None:
         with open(out / f"{name}.jsonl", "w", encoding="utf-8") as handle:
             for row in rows:
                 handle.write(json.dumps({"id": row["id"], "text": row["text"], "label": row["label"]}) + "\n")
-    print(f"wrote {len(train)} train and {len(test)} test rows to {out}")
+        rng = random.Random(f"pairs-{name}")
+        with open(out / f"{name}_pairs.jsonl", "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(pair(rng, row)) + "\n")
+    print(f"wrote {len(train)} train and {len(test)} test rows, and as many preference pairs, to {out}")
 
 
 if __name__ == "__main__":

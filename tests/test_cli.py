@@ -105,3 +105,66 @@ def test_real_process_exit_code_and_no_traceback(good_recipe):
 def test_help_lists_commands():
     result = invoke("--help")
     assert result.exit_code == 0 and "sft" in result.output and "validate" in result.output
+
+
+@pytest.fixture
+def fewshot_recipe(tmp_path, tiny_model_dir, ticket_files):
+    train, test = ticket_files
+    document = recipe_document(tiny_model_dir, train, test, tmp_path / "fs")
+    document.update(method="fewshot", train={}, fewshot={"k": 2})
+    return write_recipe(tmp_path / "fewshot.yaml", document)
+
+
+def test_fewshot_k_larger_than_train(fewshot_recipe):
+    _assert_bad(invoke("fewshot", fewshot_recipe, "--set", "fewshot.k=50"), "fewshot.k is 50", "24")
+
+
+def test_fewshot_gold_answer_not_among_choices(fewshot_recipe):
+    _assert_bad(invoke("fewshot", fewshot_recipe, "--set", "eval.choices=[billing, shipping]"), "eval row",
+                "not among the choices")
+
+
+def test_fewshot_empty_eval_split(fewshot_recipe, tmp_path):
+    empty = tmp_path / "empty-eval.jsonl"
+    empty.write_text("", encoding="utf-8")
+    _assert_bad(invoke("fewshot", fewshot_recipe, "--set", f"data.eval.path={empty}"), "empty-eval.jsonl", "empty")
+
+
+def test_bad_answer_regex(fewshot_recipe):
+    _assert_bad(invoke("validate", fewshot_recipe, "--set", "eval.task=generate", "--set", "eval.answer_regex=(a"),
+                "eval.answer_regex", "regular expression")
+
+
+def test_eval_adapter_that_is_not_a_run_folder(good_recipe, tmp_path):
+    _assert_bad(invoke("eval", good_recipe, "--adapter", tmp_path), "not a tuner run folder", "manifest.json")
+
+
+def test_eval_adapter_from_another_base_model(good_recipe, tmp_path):
+    import json
+
+    run = tmp_path / "other-run"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_config.json").write_text("{}", encoding="utf-8")
+    (run / "manifest.json").write_text(json.dumps({"method": "sft", "model": {"name_or_path": "org/other"}}))
+    _assert_bad(invoke("eval", good_recipe, "--adapter", run), "org/other", "own base model")
+
+
+def test_eval_base_model_and_adapter(good_recipe, tmp_path):
+    import json
+
+    trained = invoke("sft", good_recipe)
+    assert trained.exit_code == 0, trained.output
+    run_dir = tmp_path / "out"
+    base = invoke("eval", good_recipe, "--output-dir", tmp_path / "base-eval")
+    tuned = invoke("eval", good_recipe, "--adapter", run_dir, "--output-dir", tmp_path / "tuned-eval")
+    assert base.exit_code == 0 and tuned.exit_code == 0, (base.output, tuned.output)
+    base_scores = [json.loads(l)["scores"] for l in (tmp_path / "base-eval" / "predictions.jsonl").open()]
+    tuned_scores = [json.loads(l)["scores"] for l in (tmp_path / "tuned-eval" / "predictions.jsonl").open()]
+    assert base_scores != tuned_scores  # the adapter is applied
+    own_scores = [json.loads(l)["scores"] for l in (run_dir / "predictions.jsonl").open()]
+    assert tuned_scores == [pytest.approx(s, abs=1e-3) for s in own_scores]
+
+
+def test_dpo_on_data_without_preference_columns(good_recipe):
+    _assert_bad(invoke("dpo", good_recipe, "--set", "method=dpo"),
+                "needs preference pairs", "'text'", "'label'")

@@ -136,5 +136,7 @@ def test_every_shipped_recipe_validates(path, monkeypatch):
         pytest.skip("needs ../shared/data")
     first_line = text.splitlines()[0]
     assert first_line.startswith("# tuner ") and str(path.relative_to(ROOT)) in first_line
-    recipe = load_recipe(path)
+    # A recipe that continues an earlier run's adapter is checked without it here; the integration tests run it.
+    overrides = ["model.adapter=null"] if "\n  adapter: runs/" in text else []
+    recipe = load_recipe(path, overrides)
     assert first_line.split()[2] == recipe.method

@@ -183,3 +183,70 @@ def test_sst2_loads_with_label_names():
     assert splits.format == "classification"
     assert splits.report["eval_rows"] == 872 and splits.report["train_rows"] == 100
     assert {r["label"] for r in splits.eval} == {"negative", "positive"}
+
+
+# ---- preference pairs ----
+
+def test_trl_preference_strings_become_chat():
+    out, fmt, bad = canonical([{"prompt": "2+2?", "chosen": "4", "rejected": "5"}], system_prompt="Be brief.")
+    assert fmt == "preference" and not bad
+    assert out[0]["prompt"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}]
+    assert out[0]["chosen"] == [{"role": "assistant", "content": "4"}]
+    assert out[0]["rejected"] == [{"role": "assistant", "content": "5"}]
+
+
+def test_trl_preference_plain_text():
+    out, _, _ = canonical([{"prompt": "2+2 =", "chosen": "4", "rejected": "5"}], chat=False)
+    assert out[0] == {"prompt": "2+2 =", "chosen": " 4", "rejected": " 5"}
+
+
+def test_trl_conversational_preference():
+    rows = [{"prompt": [{"role": "user", "content": "Sky?"}], "chosen": [{"role": "assistant", "content": "Blue"}],
+             "rejected": [{"role": "assistant", "content": "Green"}]}]
+    out, _, _ = canonical(rows)
+    assert out[0]["prompt"] == [{"role": "user", "content": "Sky?"}]
+    assert out[0]["chosen"][0]["content"] == "Blue" and out[0]["rejected"][0]["content"] == "Green"
+
+
+def test_llamafactory_sharegpt_preference():
+    rows = [{"conversations": [{"from": "human", "value": "Name a colour."}],
+             "chosen": {"from": "gpt", "value": "Blue."}, "rejected": {"from": "gpt", "value": "Seven."}}]
+    out, fmt, _ = canonical(rows)
+    assert fmt == "preference"
+    assert out[0]["prompt"] == [{"role": "user", "content": "Name a colour."}]
+    assert out[0]["chosen"] == [{"role": "assistant", "content": "Blue."}]
+
+
+def test_hh_transcripts_have_their_shared_prompt_split_off():
+    rows = [{"chosen": "\n\nHuman: How do I boil an egg?\n\nAssistant: Put it in boiling water for 8 minutes.",
+             "rejected": "\n\nHuman: How do I boil an egg?\n\nAssistant: Please ask someone else."},
+            {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke.\n\nAssistant: Why did the egg...",
+             "rejected": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke.\n\nAssistant: No."}]
+    out, _, bad = canonical(rows)
+    assert not bad
+    assert out[0]["prompt"] == [{"role": "user", "content": "How do I boil an egg?"}]
+    assert out[0]["chosen"] == [{"role": "assistant", "content": "Put it in boiling water for 8 minutes."}]
+    assert out[0]["rejected"] == [{"role": "assistant", "content": "Please ask someone else."}]
+    assert [m["role"] for m in out[1]["prompt"]] == ["user", "assistant", "user"]
+    assert out[1]["rejected"][0]["content"] == "No."
+    plain, _, _ = canonical(rows[:1], chat=False)
+    assert plain[0]["prompt"].endswith("Assistant:") and plain[0]["chosen"] == " Put it in boiling water for 8 minutes."
+
+
+def test_bad_preference_rows_are_counted():
+    rows = [{"prompt": "q", "chosen": "a", "rejected": "b"}, {"prompt": "q", "chosen": "same", "rejected": "same"},
+            {"prompt": "q", "chosen": "", "rejected": "b"}, {"prompt": "q", "chosen": "a", "rejected": None}]
+    out, _, bad = canonical(rows)
+    assert len(out) == 1 and [n for n, _ in bad] == [1, 2, 3]
+    assert "equals" in bad[0][1] and "empty" in bad[1][1]
+
+
+@needs_shared_data("llamafactory", "dpo_en_demo.json")
+def test_llamafactory_dpo_demo_loads_as_it_is():
+    splits = load_data(DataConfig(train=str(SHARED_DATA / "llamafactory" / "dpo_en_demo.json")))
+    assert splits.format == "preference"
+    assert splits.report["train_rows"] + splits.report["eval_rows"] + splits.report["skipped_train_rows"]["count"] \
+        == 300
+    row = splits.train[0]
+    assert row["prompt"][-1]["role"] == "user" and row["chosen"][0]["role"] == "assistant"
+    assert row["chosen"] != row["rejected"]

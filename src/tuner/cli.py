@@ -10,7 +10,7 @@ import click
 from .errors import TunerError
 
 # method -> module under tuner.recipes; imported only when that command runs, so --help and validate stay light.
-RECIPE_MODULES = {"sft": "tuner.recipes.sft", "fewshot": "tuner.recipes.fewshot"}
+RECIPE_MODULES = {"sft": "tuner.recipes.sft", "dpo": "tuner.recipes.dpo", "fewshot": "tuner.recipes.fewshot"}
 
 
 def recipe_module(method: str):
@@ -73,6 +73,14 @@ def sft(recipe_path: str, overrides: tuple[str, ...]) -> None:
 @cli.command()
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @set_option
+def dpo(recipe_path: str, overrides: tuple[str, ...]) -> None:
+    """Preference tuning (DPO) of a LoRA/QLoRA adapter (TRL DPOTrainer), new or continuing an SFT run."""
+    _run(recipe_path, overrides, "dpo")
+
+
+@cli.command()
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
+@set_option
 def fewshot(recipe_path: str, overrides: tuple[str, ...]) -> None:
     """Few-shot prompt baseline: k in-context examples from the train split, no training."""
     _run(recipe_path, overrides, "fewshot")
@@ -114,11 +122,12 @@ def _report(result) -> None:
     if summary:
         click.echo("  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                     for k, v in summary.items()))
-    scores = result.metrics.get("eval")
-    if scores:
-        low, high = scores["accuracy_ci95"]
-        click.echo(f"  eval ({scores['task']}): accuracy {scores['accuracy']:.4f} [95% CI {low:.4f}-{high:.4f}] on "
-                   f"{scores['rows']} rows, {scores['latency_ms_per_example']} ms per example")
+    for key in ("eval_preference", "eval"):
+        scores = result.metrics.get(key)
+        if scores:
+            low, high = scores["accuracy_ci95"]
+            click.echo(f"  eval ({scores['task']}): accuracy {scores['accuracy']:.4f} [95% CI {low:.4f}-{high:.4f}] "
+                       f"on {scores['rows']} rows, {scores['latency_ms_per_example']} ms per example")
 
 
 def main() -> None:

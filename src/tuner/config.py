@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import TunerError
 
 METHODS = ("sft", "dpo", "fewshot")
-FORMATS = ("auto", "messages", "prompt_completion", "alpaca", "sharegpt", "classification")
+FORMATS = ("auto", "messages", "prompt_completion", "alpaca", "sharegpt", "classification", "preference")
 
 
 class _Section(BaseModel):
@@ -36,6 +36,8 @@ class ModelConfig(_Section):
         None, description="Load the base weights with bitsandbytes (4bit = NF4, QLoRA with an adapter).")
     trust_remote_code: bool = Field(False, description="Run model code shipped with a hub model. Off unless asked.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")
+    adapter: str | None = Field(None, description="DPO: a `tuner sft` run folder whose adapter training continues "
+                                                  "from (the SFT policy is then the reference).")
 
 
 class SourceConfig(_Section):
@@ -147,6 +149,25 @@ class FewshotConfig(_Section):
     as_chat: bool = Field(True, description="Examples as earlier chat turns (true) or one plain-text prompt.")
 
 
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+
+
+class PreferenceConfig(_Section):
+    """Method dpo's own settings, handed to TRL's DPOConfig."""
+
+    beta: float = Field(0.1, gt=0, description="Strength of the pull towards the reference model.")
+    loss_type: Literal[DPO_LOSSES] | list[Literal[DPO_LOSSES]] = Field(
+        "sigmoid", description="DPO loss (sigmoid is the paper's); a list combines several with `loss_weights`.")
+    loss_weights: list[float] | None = Field(None, description="Weights of combined losses.")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Robust DPO / EXO label smoothing.")
+    ld_alpha: float | None = Field(None, ge=0, le=1, description="LD-DPO weight of verbose tokens.")
+    f_divergence_type: Literal["reverse_kl", "forward_kl", "js_divergence", "alpha_divergence"] = Field(
+        "reverse_kl", description="f-DPO regulariser.")
+    use_weighting: bool = Field(False, description="WPO weighting of pairs.")
+    precompute_ref_log_probs: bool = Field(False, description="Score the reference once before training.")
+
+
 class Recipe(_Section):
     """One run: a method and the sections every method shares."""
 
@@ -157,6 +178,7 @@ class Recipe(_Section):
     train: dict[str, Any] = Field(default_factory=dict, description="Keys of TRL's SFTConfig / DPOConfig.")
     eval: EvalConfig = Field(default_factory=EvalConfig)
     fewshot: FewshotConfig = Field(default_factory=FewshotConfig, description="Used by method fewshot.")
+    dpo: PreferenceConfig = Field(default_factory=PreferenceConfig, description="Used by method dpo.")
     output_dir: str = Field(description="Run folder; a new suffix is added if it already holds a run.")
     seed: int = Field(0, description="Seed for data splits, adapter init and training.")
 
@@ -165,6 +187,9 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
+        if self.model.adapter is not None and self.method != "dpo":
+            raise ValueError("`model.adapter` (continue from a run's adapter) is for method dpo; for scoring an "
+                             "adapter use `tuner eval --adapter`")
         if self.method == "fewshot" and self.eval.task is None:
             raise ValueError("method fewshot only evaluates: set `eval.task` (choice, generate or preference)")
         if self.eval.task == "choice" and not (self.eval.choices or self.data.label_names or self.data.choices_column):
@@ -200,6 +225,9 @@ def _check_train_keys(recipe: Recipe) -> None:
     cls = trl_config_class(recipe.method)
     known = {f.name for f in dataclasses.fields(cls) if f.init}
     for key in recipe.train:
+        if key in PreferenceConfig.model_fields:
+            raise TunerError(f"{recipe.source}: key `train.{key}` belongs in the `dpo:` block, where it is checked; "
+                             f"move it to `dpo.{key}`.")
         if key in _RESERVED_TRAIN_KEYS:
             where = {"output_dir": "the top-level `output_dir`", "seed": "the top-level `seed`"}.get(
                 key, "`model.dtype` (auto picks the precision from the hardware)")
@@ -345,3 +373,6 @@ def _check_files(recipe: Recipe) -> None:
                              f"the file.")
     from .models import check_model_path  # light: no torch import
     check_model_path(recipe.model.name_or_path, recipe.source)
+    if recipe.model.adapter is not None:
+        from .runs import read_adapter_run
+        read_adapter_run(recipe.model.adapter, recipe.model, recipe.source)

@@ -3,7 +3,9 @@
 Canonical rows are one of:
 - `messages`: a chat, a list of `{role, content}` (from OpenAI-style `messages` or ShareGPT `conversations`);
 - `prompt` / `completion`: strings (plain text) or message lists (chat), from Alpaca, prompt/completion files and
-  classification data; classification rows also carry `label`, the gold answer as a label name.
+  classification data; classification rows also carry `label`, the gold answer as a label name;
+- `prompt` / `chosen` / `rejected`: preference pairs (TRL's own columns, LLaMA-Factory's ShareGPT-style pairs, or
+  full transcripts in `chosen` and `rejected` whose shared beginning becomes the prompt, as in HH-RLHF).
 
 Bad rows are reported by row number and reason and counted; they are never dropped silently.
 """
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +122,8 @@ def read_source(source, where: str = "<recipe>"):
 def detect_format(columns: list[str], data_config) -> str:
     """Name the row format from a data set's columns, or raise listing the columns found."""
     names = set(columns)
+    if {"chosen", "rejected"} <= names:
+        return "preference"
     if "messages" in names:
         return "messages"
     if "conversations" in names:
@@ -130,7 +136,8 @@ def detect_format(columns: list[str], data_config) -> str:
         return "classification"
     raise TunerError(
         f"the columns {sorted(names)} fit no known format. tuner reads `messages` (chat), `conversations` "
-        f"(ShareGPT), `instruction`/`input`/`output` (Alpaca), `prompt`/`completion`, or a text column "
+        f"(ShareGPT), `instruction`/`input`/`output` (Alpaca), `prompt`/`completion`, `chosen`/`rejected` "
+        f"(preference pairs, with `prompt` or `conversations`, or as full transcripts), or a text column "
         f"({', '.join(TEXT_COLUMNS)}) with a `{data_config.label_column}` column (classification). Rename the "
         f"columns, or set `data.format`, `data.text_column` and `data.label_column`.")
 
@@ -221,6 +228,92 @@ def _from_prompt_completion(row, data_config):
                                                                             "completion": completion}
 
 
+def _turn(turn: Any, what: str) -> dict[str, str]:
+    """One message from OpenAI style ({role, content}) or ShareGPT style ({from, value})."""
+    if isinstance(turn, dict) and "role" in turn and "content" in turn:
+        return {"role": str(turn["role"]), "content": _content(turn["content"], f"{what} content")}
+    if isinstance(turn, dict) and "from" in turn and "value" in turn:
+        role = SHAREGPT_ROLES.get(str(turn["from"]).lower())
+        if role is None:
+            raise ValueError(f"{what} has unknown speaker {turn['from']!r}")
+        return {"role": role, "content": _content(turn["value"], f"{what} value")}
+    raise ValueError(f"{what} is not a message ({{role, content}} or {{from, value}})")
+
+
+def _answer(value: Any, what: str) -> list[dict[str, str]] | str:
+    """A preference answer: a string, one message, or a list of messages."""
+    if isinstance(value, str):
+        return _content(value, what)
+    if isinstance(value, dict):
+        return [_turn(value, what)]
+    if isinstance(value, list) and value:
+        return [_turn(turn, f"{what} turn {i}") for i, turn in enumerate(value)]
+    raise ValueError(f"{what} is empty or not text or messages")
+
+
+_HH_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
+
+
+def _split_transcripts(chosen: Any, rejected: Any) -> tuple[Any, Any, Any]:
+    """Split the shared beginning off two full transcripts: (prompt, chosen, rejected)."""
+    if isinstance(chosen, list) and isinstance(rejected, list):
+        from trl.data_utils import extract_prompt
+
+        parts = extract_prompt({"chosen": chosen, "rejected": rejected})
+        return parts["prompt"], parts["chosen"], parts["rejected"]
+    if not (isinstance(chosen, str) and isinstance(rejected, str)):
+        raise ValueError("`chosen` and `rejected` are neither both text nor both message lists")
+    shared = len(os.path.commonprefix([chosen, rejected]))
+    # Cut at the start of the last assistant turn both share (HH-RLHF's "\n\nAssistant:"), else at a space, never
+    # inside a word.
+    marker = chosen.rfind("Assistant:", 0, shared)
+    cut = marker + len("Assistant:") if marker >= 0 else chosen.rfind(" ", 0, shared) + 1
+    if cut <= 0:
+        raise ValueError("`chosen` and `rejected` share no prompt to split off; give a `prompt` column")
+    return chosen[:cut], chosen[cut:].strip(), rejected[cut:].strip()
+
+
+def _transcript_messages(text: str) -> list[dict[str, str]] | None:
+    """HH-RLHF text ("\n\nHuman: ... \n\nAssistant:") as chat messages, or None when it is not in that form."""
+    pieces = _HH_TURN.split(text)
+    if len(pieces) < 3 or pieces[0].strip():
+        return None
+    turns = [{"role": "user" if who == "Human" else "assistant", "content": body.strip()}
+             for who, body in zip(pieces[1::2], pieces[2::2])]
+    if turns and turns[-1]["role"] == "assistant" and not turns[-1]["content"]:
+        turns.pop()  # the open "Assistant:" the answers continue
+    return turns if turns and all(t["content"] for t in turns) else None
+
+
+def _from_preference(row, data_config):
+    chosen, rejected = row["chosen"], row["rejected"]
+    if isinstance(row.get("conversations"), list):  # LLaMA-Factory: the prompt turns, then one message each
+        prompt = [_turn(turn, f"conversation turn {i}") for i, turn in enumerate(row["conversations"])]
+    elif row.get("prompt") is not None:
+        prompt = row["prompt"] if isinstance(row["prompt"], str) else [
+            _turn(turn, f"prompt turn {i}") for i, turn in enumerate(row["prompt"])]
+    else:
+        prompt, chosen, rejected = _split_transcripts(chosen, rejected)
+        if isinstance(prompt, str) and data_config.chat:
+            prompt = _transcript_messages(prompt) or prompt
+    chosen, rejected = _answer(chosen, "`chosen`"), _answer(rejected, "`rejected`")
+    if chosen == rejected:
+        raise ValueError("`chosen` equals `rejected`, so there is nothing to prefer")
+    if isinstance(prompt, str):
+        _content(prompt, "`prompt`")
+        if data_config.chat:
+            prompt = _system(data_config) + [{"role": "user", "content": prompt}]
+        elif isinstance(chosen, str):
+            return {"prompt": prompt, "chosen": join_answer(prompt, chosen)[len(prompt):],
+                    "rejected": join_answer(prompt, rejected)[len(prompt):]}
+    elif prompt and prompt[0]["role"] != "system":
+        prompt = _system(data_config) + prompt
+    as_messages = (lambda a: [{"role": "assistant", "content": a}] if isinstance(a, str) else a)
+    if isinstance(prompt, list):
+        chosen, rejected = as_messages(chosen), as_messages(rejected)
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
 def label_name(value: Any, data_config) -> str:
     """The label name of a raw label: integers index `data.label_names`, strings are names already."""
     names = data_config.label_names
@@ -258,9 +351,9 @@ def _with_choices(row: dict[str, Any], raw: dict[str, Any], data_config) -> dict
 
 
 _CONVERTERS = {"messages": _from_messages, "sharegpt": _from_sharegpt, "alpaca": _from_alpaca,
-               "prompt_completion": _from_prompt_completion}
+               "prompt_completion": _from_prompt_completion, "preference": _from_preference}
 _REQUIRED = {"messages": ["messages"], "sharegpt": ["conversations"], "alpaca": ["instruction", "output"],
-             "prompt_completion": ["prompt", "completion"]}
+             "prompt_completion": ["prompt", "completion"], "preference": ["chosen", "rejected"]}
 
 
 def to_canonical(dataset, data_config, where: str = "<data>"):
@@ -311,10 +404,11 @@ def _describe_bad(bad: list[tuple[int, str]], where: str) -> dict[str, Any]:
 
 
 def load_split(source, data_config, where: str):
-    """Read and convert one source; returns (dataset, format, bad-row report)."""
+    """Read and convert one source; returns (dataset, format, bad-row report, the raw columns)."""
     where = f"{where} ({source.describe()})"
-    dataset, fmt, bad = to_canonical(read_source(source, where), data_config, where)
-    return dataset, fmt, _describe_bad(bad, source.describe())
+    raw = read_source(source, where)
+    dataset, fmt, bad = to_canonical(raw, data_config, where)
+    return dataset, fmt, _describe_bad(bad, source.describe()), list(raw.column_names)
 
 
 def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
@@ -324,9 +418,9 @@ def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
     keeps a seeded random subset of the train rows; `max_eval_samples` keeps the first eval rows, so every method
     and seed is scored on the same rows.
     """
-    train, fmt, train_bad = load_split(data_config.train, data_config, f"{source}: data.train")
+    train, fmt, train_bad, columns = load_split(data_config.train, data_config, f"{source}: data.train")
     if data_config.eval is not None:
-        evaluation, eval_fmt, eval_bad = load_split(data_config.eval, data_config, f"{source}: data.eval")
+        evaluation, eval_fmt, eval_bad, _ = load_split(data_config.eval, data_config, f"{source}: data.eval")
         if _family(eval_fmt) != _family(fmt):
             raise TunerError(f"{source}: data.train is {fmt} but data.eval is {eval_fmt}; both splits must hold the "
                              f"same kind of rows.")
@@ -345,14 +439,14 @@ def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
             print(f"tuner: skipped {line}")
         if bad["count"] > len(bad["first"]):
             print(f"tuner: ... {bad['count'] - len(bad['first'])} more rows skipped")
-    report = {"format": fmt, "train_rows": len(train), "eval_rows": len(evaluation),
+    report = {"format": fmt, "train_columns": columns, "train_rows": len(train), "eval_rows": len(evaluation),
               "train_fingerprint": fingerprint(train), "eval_fingerprint": fingerprint(evaluation),
               "skipped_train_rows": train_bad, "skipped_eval_rows": eval_bad}
     return Splits(train=train, eval=evaluation, format=fmt, report=report)
 
 
 def _family(fmt: str) -> str:
-    return "messages" if fmt in ("messages", "sharegpt") else "prompt_completion"
+    return {"messages": "messages", "sharegpt": "messages", "preference": "preference"}.get(fmt, "prompt_completion")
 
 
 def prompt_text(row: dict[str, Any]) -> str:
@@ -364,10 +458,11 @@ def prompt_text(row: dict[str, Any]) -> str:
 
 
 def answer_text(row: dict[str, Any]) -> str:
-    """The gold answer of a row as text: its label, else its completion (an assistant message's content)."""
+    """The gold answer of a row as text: its label, else its completion or preferred answer (an assistant
+    message's content)."""
     if row.get("label") is not None:
         return str(row["label"])
-    completion = row["completion"]
+    completion = row["chosen"] if "chosen" in row else row["completion"]
     if isinstance(completion, list):
         return completion[-1]["content"]
     return completion.lstrip(" ")

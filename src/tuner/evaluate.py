@@ -231,15 +231,27 @@ def _row_choices(row: dict[str, Any], eval_config, label_names: list[str] | None
     return list(choices)
 
 
-def _choice(model, tokenizer, rows, eval_config, label_names):
-    contexts = [render_prompt(row["prompt"], tokenizer) for row in rows]
-    pairs, spans = [], []
-    for number, (row, context) in enumerate(zip(rows, contexts)):
-        choices = _row_choices(row, eval_config, label_names)
-        gold = answer_text(row)
+def check_rows(rows, eval_config, label_names: list[str] | None = None) -> None:
+    """Refuse eval rows the task cannot score (an empty split, a gold answer outside the choices) before any model
+    loads."""
+    rows = list(rows)
+    if not rows:
+        raise TunerError("the eval split is empty: give `data.eval` rows or a larger `data.eval_fraction`.")
+    if eval_config.task != "choice":
+        return
+    for number, row in enumerate(rows):
+        choices, gold = _row_choices(row, eval_config, label_names), answer_text(row)
         if gold not in choices:
             raise TunerError(f"eval row {number}: the gold answer {gold!r} is not among the choices {choices}. Fix "
                              f"the row, or add the answer to `eval.choices`.")
+
+
+def _choice(model, tokenizer, rows, eval_config, label_names):
+    check_rows(rows, eval_config, label_names)
+    contexts = [render_prompt(row["prompt"], tokenizer) for row in rows]
+    pairs, spans = [], []
+    for number, (row, context) in enumerate(zip(rows, contexts)):
+        choices, gold = _row_choices(row, eval_config, label_names), answer_text(row)
         spans.append((len(pairs), choices, gold))
         pairs.extend((context, continuation(row["prompt"], choice)) for choice in choices)
     scores = loglikelihoods(model, tokenizer, pairs, batch_size=eval_config.batch_size)
@@ -325,8 +337,7 @@ def evaluate(model, tokenizer, rows, eval_config, label_names: list[str] | None 
     rows = list(rows)
     if eval_config.task is None:
         raise TunerError("`eval.task` is not set: choose choice, generate or preference.")
-    if not rows:
-        raise TunerError("the eval split is empty: give `data.eval` rows or a larger `data.eval_fraction`.")
+    check_rows(rows, eval_config.model_copy(update={"task": None}))
     phases: dict[str, Any] = {}
     with phase("eval", phases), _autocast(model, precision):
         correct, predictions, extra = TASKS[eval_config.task](model, tokenizer, rows, eval_config, label_names)

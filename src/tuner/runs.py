@@ -115,12 +115,14 @@ def build_manifest(recipe, data_report: dict[str, Any], model_info: dict[str, An
     }
 
 
-def record_evaluation(run_dir: Path, result, metrics: dict[str, Any], phases: dict[str, Any]) -> None:
+def record_evaluation(run_dir: Path, result, metrics: dict[str, Any], phases: dict[str, Any],
+                      name: str | None = None) -> None:
     """Put an EvalResult into a run: predictions.jsonl, its scores under metrics['eval'], its phase beside the
-    others."""
-    write_jsonl(run_dir / "predictions.jsonl", result.predictions)
-    phases["eval"] = result.metrics["phase"]
-    metrics["eval"] = {key: value for key, value in result.metrics.items() if key != "phase"}
+    others. A second evaluation of the same run takes a `name`: predictions_NAME.jsonl and metrics['eval_NAME']."""
+    key = f"eval_{name}" if name else "eval"
+    write_jsonl(run_dir / (f"predictions_{name}.jsonl" if name else "predictions.jsonl"), result.predictions)
+    phases[key] = result.metrics["phase"]
+    metrics[key] = {k: v for k, v in result.metrics.items() if k != "phase"}
 
 
 def read_adapter_run(path: str | Path, model_config, source: str = "<recipe>") -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..accounting import phase
 from ..data import load_data, scoring_rows
-from ..evaluate import evaluate
+from ..evaluate import check_rows, evaluate
 from ..models import load_model
 from ..runs import RunResult, build_manifest, new_run_dir, read_adapter_run, record_evaluation, write_json, write_recipe
 
@@ -24,6 +24,7 @@ def run(recipe, adapter: str | Path | None = None, output_dir: str | Path | None
     phases: dict[str, Any] = {}
     with phase("data", phases):
         splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
+        check_rows(scoring_rows(splits.eval), recipe.eval, recipe.data.label_names)
     loaded = load_model(recipe.model, recipe.source)
     model = loaded.model
     if adapter:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..accounting import phase
 from ..data import fewshot_rows, load_data
-from ..evaluate import evaluate
+from ..evaluate import check_rows, evaluate
 from ..models import load_model
 from ..runs import RunResult, build_manifest, new_run_dir, record_evaluation, write_json, write_recipe
 
@@ -23,6 +23,7 @@ def run(recipe) -> RunResult:
     with phase("data", phases):
         splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
         rows = fewshot_rows(splits.train, splits.eval, recipe.fewshot)
+        check_rows(rows, recipe.eval, recipe.data.label_names)
     loaded = load_model(recipe.model, recipe.source)
     run_dir = new_run_dir(recipe.output_dir)
     write_recipe(run_dir, recipe)

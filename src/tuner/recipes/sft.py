@@ -11,7 +11,7 @@ from typing import Any
 from ..accounting import phase
 from ..adapters import build_peft_config, parameter_counts
 from ..data import last_turn_as_completion, load_data, scoring_rows
-from ..evaluate import evaluate
+from ..evaluate import check_rows, evaluate
 from ..models import device_kind, load_model
 from ..runs import RunResult, build_manifest, new_run_dir, record_evaluation, write_json, write_recipe
 
@@ -34,13 +34,15 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def training_args(recipe, dtype: str, run_dir: Path, config_class=None, defaults: dict[str, Any] = DEFAULTS):
-    """The TRL config for a recipe: tuner's defaults, then the recipe's `train:` keys, then precision and paths."""
+def training_args(recipe, dtype: str, run_dir: Path, config_class=None, defaults: dict[str, Any] = DEFAULTS,
+                  method_settings: dict[str, Any] | None = None):
+    """The TRL config for a recipe: tuner's defaults, the recipe's `train:` keys and the method's own block (such as
+    `dpo:`), then precision and paths, which tuner sets."""
     from ..config import trl_config_class
 
     config_class = config_class or trl_config_class(recipe.method)
-    values = {**defaults, **recipe.train}
-    # The precision follows the hardware (model.dtype), never TRL's bf16 default: bf16 on these CPUs is ~17x slower.
+    values = {**defaults, **recipe.train, **(method_settings or {})}
+    # The precision follows the hardware (model.dtype), never TRL's bf16 default blindly (see models.resolve_dtype).
     values.update(bf16=dtype == "bf16", fp16=dtype == "fp16", output_dir=str(run_dir / "checkpoints"),
                   seed=recipe.seed, use_cpu=device_kind() == "cpu")
     return config_class(**values)
@@ -89,11 +91,12 @@ def save_adapter(model, tokenizer, adapter_dir: Path) -> None:
     Not `trainer.save_model`: it also pickles the training arguments (training_args.bin), and a run folder holds
     safetensors and text only.
     """
-    model.save_pretrained(str(adapter_dir), safe_serialization=True)
+    # Only the trained adapter: DPO from an SFT run also holds a frozen "ref" copy, which is not the result.
+    model.save_pretrained(str(adapter_dir), safe_serialization=True, selected_adapters=["default"])
     tokenizer.save_pretrained(str(adapter_dir))
 
 
-def _remove_if_empty(folder: Path) -> None:
+def remove_if_empty(folder: Path) -> None:
     if folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
 
@@ -106,6 +109,8 @@ def run(recipe) -> RunResult:
     phases: dict[str, Any] = {}
     with phase("data", phases):
         splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
+        if recipe.eval.task:
+            check_rows(scoring_rows(splits.eval), recipe.eval, recipe.data.label_names)
     loaded = load_model(recipe.model, recipe.source)
     train_rows = sft_rows(splits.train, loaded.tokenizer)
     run_dir = new_run_dir(recipe.output_dir)
@@ -121,7 +126,7 @@ def run(recipe) -> RunResult:
         record["steps"] = int(trainer.state.global_step)
 
     save_adapter(trainer.model, loaded.tokenizer, run_dir / "adapter")
-    _remove_if_empty(run_dir / "checkpoints")
+    remove_if_empty(run_dir / "checkpoints")
 
     history = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     metrics = {

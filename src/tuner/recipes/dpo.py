@@ -1,0 +1,125 @@
+"""Preference tuning (DPO) of a LoRA/QLoRA adapter with TRL's DPOTrainer.
+
+`run(recipe)` reads top to bottom: seed, data, model (with the SFT adapter when continuing), trainer, train, save,
+evaluate preferences (and the recipe's task), write the run folder.
+
+The reference model is never a second copy of the base weights: with a new adapter it is the base model with the
+adapter switched off; when continuing from an SFT run, TRL keeps a frozen copy of the SFT adapter (a few MB) as the
+reference's adapter on the same base.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..accounting import phase
+from ..adapters import build_peft_config, parameter_counts
+from ..data import load_data, scoring_rows
+from ..errors import TunerError
+from ..evaluate import check_rows, evaluate
+from ..models import load_model
+from ..runs import RunResult, build_manifest, new_run_dir, record_evaluation, write_json, write_recipe
+from .sft import DEFAULTS as SFT_DEFAULTS
+from .sft import remove_if_empty, save_adapter, training_args
+
+# As for SFT, plus DPO's usual smaller learning rate and batch (each row is two sequences, and a reference pass).
+DEFAULTS: dict[str, Any] = {**SFT_DEFAULTS, "learning_rate": 5.0e-5, "per_device_train_batch_size": 4}
+TRAINING_LOGS = ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
+
+
+def require_pairs(splits, source: str) -> None:
+    if splits.format != "preference":
+        raise TunerError(f"{source}: method dpo needs preference pairs, but data.train holds {splits.format} rows "
+                         f"(columns found: {splits.report['train_columns']}). Give rows with `chosen` and `rejected` "
+                         f"(plus `prompt`, or `conversations` as LLaMA-Factory writes them, or full transcripts).")
+
+
+def policy_model(recipe, loaded):
+    """The model to train and the peft config for a new adapter (None when continuing from an SFT adapter)."""
+    model = loaded.model
+    if recipe.model.quantize:
+        from peft import prepare_model_for_kbit_training
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if recipe.model.adapter is None:
+        return model, build_peft_config(recipe.adapter)
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(Path(recipe.model.adapter) / "adapter"), is_trainable=True), None
+
+
+def build_trainer(recipe, loaded, train_rows, run_dir: Path):
+    """DPOTrainer over the policy; with no reference model given, TRL uses the adapter-free (or SFT) policy."""
+    from trl import DPOConfig, DPOTrainer
+
+    settings = recipe.dpo.model_dump(exclude_none=True)
+    if isinstance(settings["loss_type"], str):
+        settings["loss_type"] = [settings["loss_type"]]
+    args = training_args(recipe, loaded.dtype, run_dir, DPOConfig, DEFAULTS, settings)
+    model, peft_config = policy_model(recipe, loaded)
+    return DPOTrainer(model=model, args=args, train_dataset=train_rows, processing_class=loaded.tokenizer,
+                      peft_config=peft_config)
+
+
+def _logged(history: list[dict[str, Any]], key: str, which: int) -> float | None:
+    values = [entry[key] for entry in history if key in entry]
+    return values[which] if values else None
+
+
+def run(recipe) -> RunResult:
+    """Train a preference adapter as the recipe says and write the run folder; returns its path and metrics."""
+    from transformers import set_seed
+
+    set_seed(recipe.seed)
+    phases: dict[str, Any] = {}
+    with phase("data", phases):
+        splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
+        require_pairs(splits, recipe.source)
+        if recipe.eval.task not in (None, "preference"):
+            check_rows(scoring_rows(splits.eval), recipe.eval, recipe.data.label_names)
+    loaded = load_model(recipe.model, recipe.source)
+    run_dir = new_run_dir(recipe.output_dir)
+    write_recipe(run_dir, recipe)
+
+    trainer = build_trainer(recipe, loaded, splits.train, run_dir)
+    counts = parameter_counts(trainer.model)
+    with phase("train", phases) as record:
+        output = trainer.train()
+        record["tokens"] = int(trainer.state.num_input_tokens_seen)
+        record["steps"] = int(trainer.state.global_step)
+
+    save_adapter(trainer.model, loaded.tokenizer, run_dir / "adapter")
+    remove_if_empty(run_dir / "checkpoints")
+
+    history = trainer.state.log_history
+    metrics: dict[str, Any] = {
+        "method": "sft+dpo" if recipe.model.adapter else "dpo",
+        "train_loss": output.training_loss,
+        **{f"first_{key.replace('/', '_')}": _logged(history, key, 0) for key in TRAINING_LOGS},
+        **{f"last_{key.replace('/', '_')}": _logged(history, key, -1) for key in TRAINING_LOGS},
+        "train_tokens": phases["train"]["tokens"],
+        "train_tokens_per_second": phases["train"].get("tokens_per_second"),
+        "train_steps": phases["train"]["steps"],
+        **counts,
+        "phases": phases,
+    }
+    # Held-out pairs are always scored as preferences; the recipe's own task, when it names another, is the main score.
+    rows = scoring_rows(splits.eval)
+    preference = evaluate(trainer.model, loaded.tokenizer, rows, recipe.eval.model_copy(update={"task": "preference"}),
+                          recipe.data.label_names, loaded.dtype)
+    if recipe.eval.task in (None, "preference"):
+        record_evaluation(run_dir, preference, metrics, phases)
+    else:
+        record_evaluation(run_dir, preference, metrics, phases, name="preference")
+        task = evaluate(trainer.model, loaded.tokenizer, rows, recipe.eval, recipe.data.label_names, loaded.dtype)
+        record_evaluation(run_dir, task, metrics, phases)
+    manifest = build_manifest(recipe, splits.report, loaded.info,
+                              extra={"adapter": recipe.adapter.model_dump(), "dpo": recipe.dpo.model_dump(),
+                                     "precision": loaded.dtype, "eval_settings": recipe.eval.model_dump(),
+                                     "continued_from": recipe.model.adapter,
+                                     "trl_args": {k: getattr(trainer.args, k)
+                                                  for k in sorted({**DEFAULTS, **recipe.train})}})
+    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "manifest.json", manifest)
+    write_json(run_dir / "log_history.json", history)
+    return RunResult(run_dir=run_dir, metrics=metrics, manifest=manifest)
