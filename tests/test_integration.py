@@ -121,3 +121,27 @@ def test_sst2_recipe(tmp_path):
     manifest = read_json(run_dir / "manifest.json")
     assert manifest["data"]["train_rows"] == 16 and manifest["data"]["format"] == "classification"
 
+
+
+def test_quickstart_dpo_moves_the_adapter_and_grows_the_reward_margin(tmp_path):
+    from safetensors.torch import load_file
+
+    run_dir = run_recipe("recipes/quickstart/dpo.yaml", tmp_path / "dpo", "train.max_steps=6",
+                         "train.logging_steps=1", "train.per_device_train_batch_size=4", "data.max_eval_samples=8",
+                         command="dpo")
+    metrics = read_json(run_dir / "metrics.json")
+    assert metrics["method"] == "dpo" and metrics["train_steps"] == 6
+    # The policy starts equal to the reference (margin 0); six steps on the training pairs push chosen above rejected.
+    assert metrics["last_rewards_margins"] > metrics["first_rewards_margins"]
+    tensors = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    assert all(t.abs().sum() > 0 for name, t in tensors.items() if "lora_B" in name)
+    assert metrics["eval_preference"]["rows"] == 8 and metrics["eval"]["task"] == "choice"
+
+
+def test_sft_then_dpo(quickstart_run, tmp_path):
+    run_dir = run_recipe("recipes/quickstart/sft_then_dpo.yaml", tmp_path / "sft-dpo", f"model.adapter={quickstart_run}",
+                         "train.max_steps=2", "train.per_device_train_batch_size=4", "data.max_eval_samples=4",
+                         command="dpo")
+    metrics = read_json(run_dir / "metrics.json")
+    assert metrics["method"] == "sft+dpo"
+    assert read_json(run_dir / "manifest.json")["continued_from"] == str(quickstart_run)

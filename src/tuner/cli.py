@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import click
 
 from .errors import TunerError
-
-# method -> module under tuner.recipes; imported only when that command runs, so --help and validate stay light.
-RECIPE_MODULES = {"sft": "tuner.recipes.sft", "dpo": "tuner.recipes.dpo", "fewshot": "tuner.recipes.fewshot"}
-
-
-def recipe_module(method: str):
-    if method not in RECIPE_MODULES:
-        raise TunerError(f"method {method!r} has no recipe module yet; available: {', '.join(RECIPE_MODULES)}.")
-    return importlib.import_module(RECIPE_MODULES[method])
+from .recipes import module_for
 
 
 def _load(path: str, overrides: tuple[str, ...], method: str | None = None):
@@ -108,7 +99,7 @@ def eval_command(recipe_path: str, adapter: str | None, output_dir: str | None, 
 def _run(recipe_path: str, overrides: tuple[str, ...], method: str) -> None:
     try:
         recipe = _load(recipe_path, overrides, method)
-        result = recipe_module(method).run(recipe)
+        result = module_for(method).run(recipe)
     except TunerError as error:
         _fail(error)
     _report(result)

@@ -247,7 +247,6 @@ def check_rows(rows, eval_config, label_names: list[str] | None = None) -> None:
 
 
 def _choice(model, tokenizer, rows, eval_config, label_names):
-    check_rows(rows, eval_config, label_names)
     contexts = [render_prompt(row["prompt"], tokenizer) for row in rows]
     pairs, spans = [], []
     for number, (row, context) in enumerate(zip(rows, contexts)):
@@ -337,7 +336,7 @@ def evaluate(model, tokenizer, rows, eval_config, label_names: list[str] | None 
     rows = list(rows)
     if eval_config.task is None:
         raise TunerError("`eval.task` is not set: choose choice, generate or preference.")
-    check_rows(rows, eval_config.model_copy(update={"task": None}))
+    check_rows(rows, eval_config, label_names)
     phases: dict[str, Any] = {}
     with phase("eval", phases), _autocast(model, precision):
         correct, predictions, extra = TASKS[eval_config.task](model, tokenizer, rows, eval_config, label_names)
