@@ -79,7 +79,7 @@ def main() -> None:
     for name in ("tuner", "trl"):
         done = subprocess.run([sys.executable, __file__, "--arm", name, "--steps", str(args.steps)],
                               capture_output=True, text=True, check=True)
-        results.append(json.loads(next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))[7:]))
+        results.append(json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:]))
     tuner, trl = results
     print(json.dumps({"recipe": RECIPE, "steps": args.steps, "results": results,
                       "tokens_per_second_ratio": round(tuner["tokens_per_second"] / trl["tokens_per_second"], 2),

@@ -27,7 +27,8 @@ PRODUCTS = ["trail backpack", "rain jacket", "camping stove", "headlamp", "sleep
 SITUATIONS = {
     "billing": [
         "I was charged twice for order {n}", "my card was billed {a} but the order total was lower",
-        "the invoice for order {n} shows the wrong VAT number", "my gift card balance was not applied to order {n}",
+        "the invoice for order {n} shows the wrong VAT number",
+        "my gift card balance was not applied to order {n}",
         "I need a receipt for the {p} for my expense report", "the promo code was accepted but I still paid {a}",
         "there is a pending charge of {a} I don't recognise", "can I pay the rest of order {n} with a gift card",
         "my refund for order {n} came back as store credit instead of money",
@@ -43,7 +44,8 @@ SITUATIONS = {
         "the {p} arrived damaged and I want to send it back", "I'd like to return the {p}, it's the wrong size",
         "how do I get a return label for order {n}", "I returned the {p} {d} days ago and heard nothing",
         "the {p} is not what the photos showed, I want to return it", "can I exchange the {p} for another colour",
-        "I received someone else's {p} in my parcel", "the return window for the {p} closed yesterday, can I still return it",
+        "I received someone else's {p} in my parcel",
+        "the return window for the {p} closed yesterday, can I still return it",
     ],
     "technical": [
         "the {p} stopped working after {d} days", "my {p} is still under warranty and the zip broke",

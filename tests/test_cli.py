@@ -158,10 +158,10 @@ def test_eval_base_model_and_adapter(good_recipe, tmp_path):
     base = invoke("eval", good_recipe, "--output-dir", tmp_path / "base-eval")
     tuned = invoke("eval", good_recipe, "--adapter", run_dir, "--output-dir", tmp_path / "tuned-eval")
     assert base.exit_code == 0 and tuned.exit_code == 0, (base.output, tuned.output)
-    base_scores = [json.loads(l)["scores"] for l in (tmp_path / "base-eval" / "predictions.jsonl").open()]
-    tuned_scores = [json.loads(l)["scores"] for l in (tmp_path / "tuned-eval" / "predictions.jsonl").open()]
+    base_scores = [json.loads(line)["scores"] for line in (tmp_path / "base-eval" / "predictions.jsonl").open()]
+    tuned_scores = [json.loads(line)["scores"] for line in (tmp_path / "tuned-eval" / "predictions.jsonl").open()]
     assert base_scores != tuned_scores  # the adapter is applied
-    own_scores = [json.loads(l)["scores"] for l in (run_dir / "predictions.jsonl").open()]
+    own_scores = [json.loads(line)["scores"] for line in (run_dir / "predictions.jsonl").open()]
     assert tuned_scores == [pytest.approx(s, abs=1e-3) for s in own_scores]
 
 

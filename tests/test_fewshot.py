@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import recipe_document, ticket_rows, write_jsonl
+from conftest import recipe_document, ticket_rows
 from tuner import TunerError, recipe_from_dict
 from tuner.config import DataConfig, FewshotConfig
 from tuner.data import fewshot_rows, load_data

@@ -139,8 +139,9 @@ def test_quickstart_dpo_moves_the_adapter_and_grows_the_reward_margin(tmp_path):
 
 
 def test_sft_then_dpo(quickstart_run, tmp_path):
-    run_dir = run_recipe("recipes/quickstart/sft_then_dpo.yaml", tmp_path / "sft-dpo", f"model.adapter={quickstart_run}",
-                         "train.max_steps=2", "train.per_device_train_batch_size=4", "data.max_eval_samples=4",
+    run_dir = run_recipe("recipes/quickstart/sft_then_dpo.yaml", tmp_path / "sft-dpo",
+                         f"model.adapter={quickstart_run}", "train.max_steps=2", "train.per_device_train_batch_size=4",
+                         "data.max_eval_samples=4",
                          command="dpo")
     metrics = read_json(run_dir / "metrics.json")
     assert metrics["method"] == "sft+dpo"

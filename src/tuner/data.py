@@ -166,35 +166,18 @@ def _check_chat(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     return messages
 
 
-def _from_messages(row, data_config):
-    messages = row["messages"]
-    if not isinstance(messages, list) or not messages:
-        raise ValueError("`messages` is not a non-empty list")
-    out = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or "role" not in message or "content" not in message:
-            raise ValueError(f"message {i} lacks `role` or `content`")
-        out.append({"role": str(message["role"]), "content": _content(message["content"], f"message {i} content")})
-    if out[0]["role"] != "system":
-        out = _system(data_config) + out
-    return {"messages": _check_chat(out)}
-
-
-def _from_sharegpt(row, data_config):
-    turns = row["conversations"]
-    if not isinstance(turns, list) or not turns:
-        raise ValueError("`conversations` is not a non-empty list")
-    out = [] if not row.get("system") else [{"role": "system", "content": row["system"]}]
-    for i, turn in enumerate(turns):
-        if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
-            raise ValueError(f"turn {i} lacks `from` or `value`")
-        role = SHAREGPT_ROLES.get(str(turn["from"]).lower())
-        if role is None:
-            raise ValueError(f"turn {i} has unknown speaker {turn['from']!r} (known: {', '.join(SHAREGPT_ROLES)})")
-        out.append({"role": role, "content": _content(turn["value"], f"turn {i} value")})
-    if out[0]["role"] != "system":
-        out = _system(data_config) + out
-    return {"messages": _check_chat(out)}
+def _from_chat(column: str, what: str):
+    """Converter for a chat column: OpenAI-style `messages` or ShareGPT `conversations` (optional `system`)."""
+    def convert(row, data_config):
+        turns = row[column]
+        if not isinstance(turns, list) or not turns:
+            raise ValueError(f"`{column}` is not a non-empty list")
+        out = [{"role": "system", "content": row["system"]}] if row.get("system") else []
+        out += [_turn(turn, f"{what} {i}") for i, turn in enumerate(turns)]
+        if out[0]["role"] != "system":
+            out = _system(data_config) + out
+        return {"messages": _check_chat(out)}
+    return convert
 
 
 def join_answer(prompt: str, answer: str) -> str:
@@ -235,7 +218,7 @@ def _turn(turn: Any, what: str) -> dict[str, str]:
     if isinstance(turn, dict) and "from" in turn and "value" in turn:
         role = SHAREGPT_ROLES.get(str(turn["from"]).lower())
         if role is None:
-            raise ValueError(f"{what} has unknown speaker {turn['from']!r}")
+            raise ValueError(f"{what} has unknown speaker {turn['from']!r} (known: {', '.join(SHAREGPT_ROLES)})")
         return {"role": role, "content": _content(turn["value"], f"{what} value")}
     raise ValueError(f"{what} is not a message ({{role, content}} or {{from, value}})")
 
@@ -285,6 +268,10 @@ def _transcript_messages(text: str) -> list[dict[str, str]] | None:
     return turns if turns and all(t["content"] for t in turns) else None
 
 
+def _as_assistant(answer: list[dict[str, str]] | str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": answer}] if isinstance(answer, str) else answer
+
+
 def _from_preference(row, data_config):
     chosen, rejected = row["chosen"], row["rejected"]
     if isinstance(row.get("conversations"), list):  # LLaMA-Factory: the prompt turns, then one message each
@@ -308,9 +295,8 @@ def _from_preference(row, data_config):
                     "rejected": join_answer(prompt, rejected)[len(prompt):]}
     elif prompt and prompt[0]["role"] != "system":
         prompt = _system(data_config) + prompt
-    as_messages = (lambda a: [{"role": "assistant", "content": a}] if isinstance(a, str) else a)
     if isinstance(prompt, list):
-        chosen, rejected = as_messages(chosen), as_messages(rejected)
+        chosen, rejected = _as_assistant(chosen), _as_assistant(rejected)
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
@@ -350,7 +336,8 @@ def _with_choices(row: dict[str, Any], raw: dict[str, Any], data_config) -> dict
     return {**row, "choices": choices}
 
 
-_CONVERTERS = {"messages": _from_messages, "sharegpt": _from_sharegpt, "alpaca": _from_alpaca,
+_CONVERTERS = {"messages": _from_chat("messages", "message"), "sharegpt": _from_chat("conversations", "turn"),
+               "alpaca": _from_alpaca,
                "prompt_completion": _from_prompt_completion, "preference": _from_preference}
 _REQUIRED = {"messages": ["messages"], "sharegpt": ["conversations"], "alpaca": ["instruction", "output"],
              "prompt_completion": ["prompt", "completion"], "preference": ["chosen", "rejected"]}

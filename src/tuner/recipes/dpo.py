@@ -20,11 +20,11 @@ from ..errors import TunerError
 from ..evaluate import check_rows, evaluate
 from ..models import load_model
 from ..runs import RunResult, build_manifest, new_run_dir, record_evaluation, write_json, write_recipe
-from .sft import DEFAULTS as SFT_DEFAULTS
-from .sft import remove_if_empty, save_adapter, training_args
+from ..training import DEFAULTS as COMMON_DEFAULTS
+from ..training import train_and_save, training_args
 
 # As for SFT, plus DPO's usual smaller learning rate and batch (each row is two sequences, and a reference pass).
-DEFAULTS: dict[str, Any] = {**SFT_DEFAULTS, "learning_rate": 5.0e-5, "per_device_train_batch_size": 4}
+DEFAULTS: dict[str, Any] = {**COMMON_DEFAULTS, "learning_rate": 5.0e-5, "per_device_train_batch_size": 4}
 TRAINING_LOGS = ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
 
 
@@ -83,13 +83,7 @@ def run(recipe) -> RunResult:
 
     trainer = build_trainer(recipe, loaded, splits.train, run_dir)
     counts = parameter_counts(trainer.model)
-    with phase("train", phases) as record:
-        output = trainer.train()
-        record["tokens"] = int(trainer.state.num_input_tokens_seen)
-        record["steps"] = int(trainer.state.global_step)
-
-    save_adapter(trainer.model, loaded.tokenizer, run_dir / "adapter")
-    remove_if_empty(run_dir / "checkpoints")
+    output = train_and_save(trainer, loaded.tokenizer, run_dir, phases)
 
     history = trainer.state.log_history
     metrics: dict[str, Any] = {

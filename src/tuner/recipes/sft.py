@@ -12,40 +12,9 @@ from ..accounting import phase
 from ..adapters import build_peft_config, parameter_counts
 from ..data import last_turn_as_completion, load_data, scoring_rows
 from ..evaluate import check_rows, evaluate
-from ..models import device_kind, load_model
+from ..models import load_model
 from ..runs import RunResult, build_manifest, new_run_dir, record_evaluation, write_json, write_recipe
-
-# tuner's defaults under the recipe's `train:` keys. They differ from TRL's where TRL's suit full fine-tuning on a
-# GPU rather than an adapter on any device: a LoRA learning rate, no gradient checkpointing unless asked (it costs
-# about 20% of step time), tokens counted, no tracker, one adapter saved at the end.
-DEFAULTS: dict[str, Any] = {
-    "learning_rate": 2.0e-4,
-    "num_train_epochs": 1,
-    "per_device_train_batch_size": 8,
-    "max_length": 512,
-    "lr_scheduler_type": "cosine",
-    "warmup_steps": 0.03,
-    "logging_steps": 10,
-    "gradient_checkpointing": False,
-    "include_num_input_tokens_seen": "non_padding",
-    "report_to": "none",
-    "save_strategy": "no",
-    "eval_strategy": "no",
-}
-
-
-def training_args(recipe, dtype: str, run_dir: Path, config_class=None, defaults: dict[str, Any] = DEFAULTS,
-                  method_settings: dict[str, Any] | None = None):
-    """The TRL config for a recipe: tuner's defaults, the recipe's `train:` keys and the method's own block (such as
-    `dpo:`), then precision and paths, which tuner sets."""
-    from ..config import trl_config_class
-
-    config_class = config_class or trl_config_class(recipe.method)
-    values = {**defaults, **recipe.train, **(method_settings or {})}
-    # The precision follows the hardware (model.dtype), never TRL's bf16 default blindly (see models.resolve_dtype).
-    values.update(bf16=dtype == "bf16", fp16=dtype == "fp16", output_dir=str(run_dir / "checkpoints"),
-                  seed=recipe.seed, use_cpu=device_kind() == "cpu")
-    return config_class(**values)
+from ..training import DEFAULTS, train_and_save, training_args
 
 
 def _chat_template_marks_assistant(tokenizer) -> bool:
@@ -85,22 +54,6 @@ def build_trainer(recipe, loaded, train_rows, run_dir: Path):
                       peft_config=build_peft_config(recipe.adapter))
 
 
-def save_adapter(model, tokenizer, adapter_dir: Path) -> None:
-    """Adapter weights as safetensors, with the tokenizer and chat template beside them.
-
-    Not `trainer.save_model`: it also pickles the training arguments (training_args.bin), and a run folder holds
-    safetensors and text only.
-    """
-    # Only the trained adapter: DPO from an SFT run also holds a frozen "ref" copy, which is not the result.
-    model.save_pretrained(str(adapter_dir), safe_serialization=True, selected_adapters=["default"])
-    tokenizer.save_pretrained(str(adapter_dir))
-
-
-def remove_if_empty(folder: Path) -> None:
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
-
-
 def run(recipe) -> RunResult:
     """Train an adapter as the recipe says and write the run folder; returns its path and metrics."""
     from transformers import set_seed
@@ -120,13 +73,7 @@ def run(recipe) -> RunResult:
     args = trainer.args
     counts = parameter_counts(trainer.model)
 
-    with phase("train", phases) as record:
-        output = trainer.train()
-        record["tokens"] = int(trainer.state.num_input_tokens_seen)
-        record["steps"] = int(trainer.state.global_step)
-
-    save_adapter(trainer.model, loaded.tokenizer, run_dir / "adapter")
-    remove_if_empty(run_dir / "checkpoints")
+    output = train_and_save(trainer, loaded.tokenizer, run_dir, phases)
 
     history = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     metrics = {

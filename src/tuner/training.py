@@ -1,0 +1,69 @@
+"""What every training method shares: tuner's defaults for TRL's config, precision and paths, the train phase and
+saving the adapter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .accounting import phase
+from .models import device_kind
+
+# tuner's defaults under the recipe's `train:` keys. They differ from TRL's where TRL's suit full fine-tuning on a
+# GPU rather than an adapter on any device: a LoRA learning rate, no gradient checkpointing unless asked (it costs
+# about 20% of step time), tokens counted, no tracker, one adapter saved at the end.
+DEFAULTS: dict[str, Any] = {
+    "learning_rate": 2.0e-4,
+    "num_train_epochs": 1,
+    "per_device_train_batch_size": 8,
+    "max_length": 512,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0.03,
+    "logging_steps": 10,
+    "gradient_checkpointing": False,
+    "include_num_input_tokens_seen": "non_padding",
+    "report_to": "none",
+    "save_strategy": "no",
+    "eval_strategy": "no",
+}
+
+
+def training_args(recipe, dtype: str, run_dir: Path, config_class=None, defaults: dict[str, Any] = DEFAULTS,
+                  method_settings: dict[str, Any] | None = None):
+    """The TRL config for a recipe: tuner's defaults, the recipe's `train:` keys and the method's own block (such as
+    `dpo:`), then precision and paths, which tuner sets."""
+    from .config import trl_config_class
+
+    config_class = config_class or trl_config_class(recipe.method)
+    values = {**defaults, **recipe.train, **(method_settings or {})}
+    # The precision follows the hardware (model.dtype), never TRL's bf16 default blindly (see models.resolve_dtype).
+    values.update(bf16=dtype == "bf16", fp16=dtype == "fp16", output_dir=str(run_dir / "checkpoints"),
+                  seed=recipe.seed, use_cpu=device_kind() == "cpu")
+    return config_class(**values)
+
+
+def save_adapter(model, tokenizer, adapter_dir: Path) -> None:
+    """Adapter weights as safetensors, with the tokenizer and chat template beside them.
+
+    Not `trainer.save_model`: it also pickles the training arguments (training_args.bin), and a run folder holds
+    safetensors and text only.
+    """
+    # Only the trained adapter: DPO from an SFT run also holds a frozen "ref" copy, which is not the result.
+    model.save_pretrained(str(adapter_dir), safe_serialization=True, selected_adapters=["default"])
+    tokenizer.save_pretrained(str(adapter_dir))
+
+
+def remove_if_empty(folder: Path) -> None:
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def train_and_save(trainer, tokenizer, run_dir: Path, phases: dict[str, Any]):
+    """Run the trainer as the `train` phase (tokens and steps recorded), then save the adapter; returns TRL's output."""
+    with phase("train", phases) as record:
+        output = trainer.train()
+        record["tokens"] = int(trainer.state.num_input_tokens_seen)
+        record["steps"] = int(trainer.state.global_step)
+    save_adapter(trainer.model, tokenizer, run_dir / "adapter")
+    remove_if_empty(run_dir / "checkpoints")
+    return output
