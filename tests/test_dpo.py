@@ -78,6 +78,7 @@ def test_sft_then_dpo_uses_the_sft_policy_as_reference(tmp_path, tiny_model_dir,
     train, test = ticket_files
     sft_run = sft.run(recipe_from_dict(recipe_document(tiny_model_dir, train, test, tmp_path / "sft"))).run_dir
     document = dpo_document(tiny_model_dir, pair_files, tmp_path / "dpo")
+    document.pop("adapter")  # the SFT adapter keeps its own shape
     document["model"]["adapter"] = str(sft_run)
     recipe = recipe_from_dict(document)
 
@@ -120,6 +121,7 @@ def test_bad_dpo_settings(tmp_path, tiny_model_dir, pair_files, change, message)
 
 def test_model_adapter_must_be_a_run_folder(tmp_path, tiny_model_dir, pair_files):
     document = dpo_document(tiny_model_dir, pair_files, tmp_path / "dpo")
+    document.pop("adapter")
     document["model"]["adapter"] = str(tmp_path)
     with pytest.raises(TunerError, match="not a tuner run folder"):
         recipe_from_dict(document)
@@ -131,6 +133,20 @@ def test_model_adapter_from_another_base(tmp_path, tiny_model_dir, pair_files):
     (run / "adapter" / "adapter_config.json").write_text("{}")
     (run / "manifest.json").write_text(json.dumps({"method": "sft", "model": {"name_or_path": "org/other"}}))
     document = dpo_document(tiny_model_dir, pair_files, tmp_path / "dpo")
+    document.pop("adapter")
     document["model"]["adapter"] = str(run)
     with pytest.raises(TunerError, match="trained on 'org/other'"):
         recipe_from_dict(document)
+
+
+def test_adapter_section_beside_model_adapter_is_refused(tmp_path, tiny_model_dir, pair_files):
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_config.json").write_text("{}")
+    (run / "manifest.json").write_text(json.dumps({"method": "sft", "model": {"name_or_path": str(tiny_model_dir)}}))
+    document = dpo_document(tiny_model_dir, pair_files, tmp_path / "dpo")
+    document["model"]["adapter"] = str(run)
+    with pytest.raises(TunerError, match="would be ignored"):
+        recipe_from_dict(document)
+    document.pop("adapter")
+    assert recipe_from_dict(document).model.adapter == str(run)

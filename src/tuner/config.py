@@ -190,6 +190,9 @@ class Recipe(_Section):
         if self.model.adapter is not None and self.method != "dpo":
             raise ValueError("`model.adapter` (continue from a run's adapter) is for method dpo; for scoring an "
                              "adapter use `tuner eval --adapter`")
+        if self.model.adapter is not None and "adapter" in self.model_fields_set:
+            raise ValueError("`adapter` would be ignored: with `model.adapter` the run's own adapter trains on, with "
+                             "its rank and targets. Remove the `adapter` section")
         if self.method == "fewshot" and self.eval.task is None:
             raise ValueError("method fewshot only evaluates: set `eval.task` (choice, generate or preference)")
         if self.eval.task == "choice" and not (self.eval.choices or self.data.label_names or self.data.choices_column):

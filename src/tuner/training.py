@@ -58,6 +58,15 @@ def remove_if_empty(folder: Path) -> None:
         folder.rmdir()
 
 
+def prepare_base(model, quantize: str | None, gradient_checkpointing: bool):
+    """QLoRA: peft's k-bit training preparation of a quantised base (layer norms in fp32, input gradients on)."""
+    if not quantize:
+        return model
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+
+
 def train_and_save(trainer, tokenizer, run_dir: Path, phases: dict[str, Any]):
     """Run the trainer as the `train` phase (tokens and steps recorded), then save the adapter; returns TRL's output."""
     with phase("train", phases) as record:

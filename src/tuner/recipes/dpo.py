@@ -21,7 +21,7 @@ from ..evaluate import check_rows, evaluate
 from ..models import load_model
 from ..runs import RunResult, build_manifest, new_run_dir, record_evaluation, write_json, write_recipe
 from ..training import DEFAULTS as COMMON_DEFAULTS
-from ..training import train_and_save, training_args
+from ..training import prepare_base, train_and_save, training_args
 
 # As for SFT, plus DPO's usual smaller learning rate and batch (each row is two sequences, and a reference pass).
 DEFAULTS: dict[str, Any] = {**COMMON_DEFAULTS, "learning_rate": 5.0e-5, "per_device_train_batch_size": 4}
@@ -35,12 +35,9 @@ def require_pairs(splits, source: str) -> None:
                          f"(plus `prompt`, or `conversations` as LLaMA-Factory writes them, or full transcripts).")
 
 
-def policy_model(recipe, loaded):
+def policy_model(recipe, loaded, gradient_checkpointing: bool):
     """The model to train and the peft config for a new adapter (None when continuing from an SFT adapter)."""
-    model = loaded.model
-    if recipe.model.quantize:
-        from peft import prepare_model_for_kbit_training
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    model = prepare_base(loaded.model, recipe.model.quantize, gradient_checkpointing)
     if recipe.model.adapter is None:
         return model, build_peft_config(recipe.adapter)
     from peft import PeftModel
@@ -56,7 +53,7 @@ def build_trainer(recipe, loaded, train_rows, run_dir: Path):
     if isinstance(settings["loss_type"], str):
         settings["loss_type"] = [settings["loss_type"]]
     args = training_args(recipe, loaded.dtype, run_dir, DPOConfig, DEFAULTS, settings)
-    model, peft_config = policy_model(recipe, loaded)
+    model, peft_config = policy_model(recipe, loaded, args.gradient_checkpointing)
     return DPOTrainer(model=model, args=args, train_dataset=train_rows, processing_class=loaded.tokenizer,
                       peft_config=peft_config)
 

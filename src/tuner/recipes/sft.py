@@ -14,7 +14,7 @@ from ..data import last_turn_as_completion, load_data, scoring_rows
 from ..evaluate import check_rows, evaluate
 from ..models import load_model
 from ..runs import RunResult, build_manifest, new_run_dir, record_evaluation, write_json, write_recipe
-from ..training import DEFAULTS, train_and_save, training_args
+from ..training import DEFAULTS, prepare_base, train_and_save, training_args
 
 
 def _chat_template_marks_assistant(tokenizer) -> bool:
@@ -46,10 +46,7 @@ def build_trainer(recipe, loaded, train_rows, run_dir: Path):
     args = training_args(recipe, loaded.dtype, run_dir)
     if "messages" in train_rows.column_names:
         args.assistant_only_loss = True
-    model = loaded.model
-    if recipe.model.quantize:
-        from peft import prepare_model_for_kbit_training
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
+    model = prepare_base(loaded.model, recipe.model.quantize, args.gradient_checkpointing)
     return SFTTrainer(model=model, args=args, train_dataset=train_rows, processing_class=loaded.tokenizer,
                       peft_config=build_peft_config(recipe.adapter))
 
