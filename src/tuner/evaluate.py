@@ -249,7 +249,7 @@ def check_rows(rows, eval_config, label_names: list[str] | None = None) -> None:
 def _choice(model, tokenizer, rows, eval_config, label_names):
     contexts = [render_prompt(row["prompt"], tokenizer) for row in rows]
     pairs, spans = [], []
-    for number, (row, context) in enumerate(zip(rows, contexts)):
+    for row, context in zip(rows, contexts):
         choices, gold = _row_choices(row, eval_config, label_names), answer_text(row)
         spans.append((len(pairs), choices, gold))
         pairs.extend((context, continuation(row["prompt"], choice)) for choice in choices)
