@@ -100,6 +100,15 @@ def recipe_document(model: str | Path, train: Path, test: Path | None, output_di
     return document
 
 
+def fake_adapter_run(folder: Path, base_model: str) -> Path:
+    """The files that make a folder look like a tuner run with an adapter trained on `base_model`."""
+    (folder / "adapter").mkdir(parents=True)
+    (folder / "adapter" / "adapter_config.json").write_text("{}", encoding="utf-8")
+    manifest = {"method": "sft", "model": {"name_or_path": base_model}}
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return folder
+
+
 def write_recipe(path: Path, document: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")

@@ -8,7 +8,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from conftest import recipe_document, write_jsonl, write_recipe
+from conftest import fake_adapter_run, recipe_document, write_jsonl, write_recipe
 from tuner.cli import cli
 
 
@@ -140,12 +140,7 @@ def test_eval_adapter_that_is_not_a_run_folder(good_recipe, tmp_path):
 
 
 def test_eval_adapter_from_another_base_model(good_recipe, tmp_path):
-    import json
-
-    run = tmp_path / "other-run"
-    (run / "adapter").mkdir(parents=True)
-    (run / "adapter" / "adapter_config.json").write_text("{}", encoding="utf-8")
-    (run / "manifest.json").write_text(json.dumps({"method": "sft", "model": {"name_or_path": "org/other"}}))
+    run = fake_adapter_run(tmp_path / "other-run", "org/other")
     _assert_bad(invoke("eval", good_recipe, "--adapter", run), "org/other", "own base model")
 
 

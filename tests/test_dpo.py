@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import TEAMS, recipe_document, ticket_rows, write_jsonl
+from conftest import TEAMS, fake_adapter_run, recipe_document, ticket_rows, write_jsonl
 from tuner import TunerError, recipe_from_dict
 from tuner.recipes import dpo, sft
 
@@ -119,31 +119,19 @@ def test_bad_dpo_settings(tmp_path, tiny_model_dir, pair_files, change, message)
         recipe_from_dict(dpo_document(tiny_model_dir, pair_files, tmp_path / "dpo", **change))
 
 
-def test_model_adapter_must_be_a_run_folder(tmp_path, tiny_model_dir, pair_files):
-    document = dpo_document(tiny_model_dir, pair_files, tmp_path / "dpo")
-    document.pop("adapter")
-    document["model"]["adapter"] = str(tmp_path)
-    with pytest.raises(TunerError, match="not a tuner run folder"):
-        recipe_from_dict(document)
-
-
-def test_model_adapter_from_another_base(tmp_path, tiny_model_dir, pair_files):
-    run = tmp_path / "run"
-    (run / "adapter").mkdir(parents=True)
-    (run / "adapter" / "adapter_config.json").write_text("{}")
-    (run / "manifest.json").write_text(json.dumps({"method": "sft", "model": {"name_or_path": "org/other"}}))
+@pytest.mark.parametrize("trained_on, message", [(None, "not a tuner run folder"),
+                                                 ("org/other", "trained on 'org/other'")])
+def test_model_adapter_must_be_a_run_of_the_same_base(tmp_path, tiny_model_dir, pair_files, trained_on, message):
+    run = tmp_path if trained_on is None else fake_adapter_run(tmp_path / "run", trained_on)
     document = dpo_document(tiny_model_dir, pair_files, tmp_path / "dpo")
     document.pop("adapter")
     document["model"]["adapter"] = str(run)
-    with pytest.raises(TunerError, match="trained on 'org/other'"):
+    with pytest.raises(TunerError, match=message):
         recipe_from_dict(document)
 
 
 def test_adapter_section_beside_model_adapter_is_refused(tmp_path, tiny_model_dir, pair_files):
-    run = tmp_path / "run"
-    (run / "adapter").mkdir(parents=True)
-    (run / "adapter" / "adapter_config.json").write_text("{}")
-    (run / "manifest.json").write_text(json.dumps({"method": "sft", "model": {"name_or_path": str(tiny_model_dir)}}))
+    run = fake_adapter_run(tmp_path / "run", str(tiny_model_dir))
     document = dpo_document(tiny_model_dir, pair_files, tmp_path / "dpo")
     document["model"]["adapter"] = str(run)
     with pytest.raises(TunerError, match="would be ignored"):
