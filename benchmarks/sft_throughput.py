@@ -6,6 +6,7 @@ second (absolute times drift with the machine).
 
     python benchmarks/sft_throughput.py                      # quickstart recipe, 5 steps per arm
     python benchmarks/sft_throughput.py --steps 10 --recipe recipes/quickstart/sft.yaml
+    python benchmarks/sft_throughput.py --set model.dtype=fp32      # tuner forced to fp32 on a bf16-capable CPU
 
 TRL's arm keeps every SFTConfig default (bf16 on, gradient checkpointing on, ...) except the three a comparison
 needs: the output folder, the step count, token counting (`include_num_input_tokens_seen`, on in both arms), and on
@@ -36,6 +37,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="recipes/quickstart/sft.yaml")
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override the recipe for tuner's arm, e.g. --set model.dtype=fp32")
     args = parser.parse_args()
 
     import torch
@@ -47,7 +50,7 @@ def main() -> None:
     from tuner.models import load_model
     from tuner.recipes import sft
 
-    recipe = load_recipe(args.recipe, [f"train.max_steps={args.steps}", "train.logging_steps=1000"])
+    recipe = load_recipe(args.recipe, [*args.overrides, f"train.max_steps={args.steps}", "train.logging_steps=1000"])
     rows = load_data(recipe.data, seed=recipe.seed, source=recipe.source).train
     results = []
     with tempfile.TemporaryDirectory() as scratch:

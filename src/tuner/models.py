@@ -121,7 +121,7 @@ def resolve_dtype(name: str) -> str:
     """Pick the compute precision: bf16 on GPUs that support it, fp16 on older GPUs; on CPUs bf16 only where the
     CPU has native bf16 instructions, else fp32.
 
-    Measured (BENCHMARKS.md): on a CPU with AVX512-BF16 a LoRA step of SmolLM2-135M in bf16 autocast is about 1.6x
+    Measured (BENCHMARKS.md): on a CPU with AVX512-BF16 a LoRA step of SmolLM2-135M in bf16 autocast is about 1.7x
     faster than fp32; where bf16 is emulated it is far slower (DESIGN.md reports ~17x), which is why TRL's bf16
     default is not taken blindly.
     """
