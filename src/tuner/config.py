@@ -374,8 +374,8 @@ def _check_files(recipe: Recipe) -> None:
             raise TunerError(f"{recipe.source}: key `data.{name}.path`: data file {source.path} does not exist "
                              f"(paths are relative to the current folder {Path.cwd()}). Fix the path or create "
                              f"the file.")
-    from .models import check_model_path  # light: no torch import
-    check_model_path(recipe.model.name_or_path, recipe.source)
+    from .models import resolve_model_path  # light: checks paths, loads nothing
+    resolve_model_path(recipe.model.name_or_path, recipe.source)
     if recipe.model.adapter is not None:
         from .runs import read_adapter_run
         read_adapter_run(recipe.model.adapter, recipe.model, recipe.source)

@@ -59,11 +59,6 @@ def resolve_model_path(name_or_path: str, source: str = "<recipe>") -> str:
     return name_or_path
 
 
-def check_model_path(name_or_path: str, source: str = "<recipe>") -> None:
-    """Validate a model reference without loading anything."""
-    resolve_model_path(name_or_path, source)
-
-
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

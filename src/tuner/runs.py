@@ -111,8 +111,20 @@ def build_manifest(recipe, data_report: dict[str, Any], model_info: dict[str, An
         "git_revision": git_revision(),
         "data": data_report,
         "model": model_info,
+        "precision": model_info.get("dtype"),
+        "eval_settings": recipe.eval.model_dump(),
         **(extra or {}),
     }
+
+
+def finish_run(run_dir: Path, metrics: dict[str, Any], manifest: dict[str, Any],
+               log_history: list[dict[str, Any]] | None = None) -> RunResult:
+    """Write a run's metrics.json, manifest.json (and the trainer's log_history.json) and return its RunResult."""
+    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "manifest.json", manifest)
+    if log_history is not None:
+        write_json(run_dir / "log_history.json", log_history)
+    return RunResult(run_dir=run_dir, metrics=metrics, manifest=manifest)
 
 
 def record_evaluation(run_dir: Path, result, metrics: dict[str, Any], phases: dict[str, Any],

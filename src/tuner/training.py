@@ -58,6 +58,18 @@ def remove_if_empty(folder: Path) -> None:
         folder.rmdir()
 
 
+def train_metrics(method: str, output, phases: dict[str, Any], counts: dict[str, Any]) -> dict[str, Any]:
+    """The metrics every training method reports: loss, tokens, tokens/s, steps, parameter counts, phases."""
+    return {"method": method, "train_loss": output.training_loss, "train_tokens": phases["train"]["tokens"],
+            "train_tokens_per_second": phases["train"].get("tokens_per_second"),
+            "train_steps": phases["train"]["steps"], **counts, "phases": phases}
+
+
+def recorded_args(args, recipe, defaults: dict[str, Any]) -> dict[str, Any]:
+    """The TRL arguments tuner or the recipe chose, with the values TRL ended up using, for the manifest."""
+    return {key: getattr(args, key) for key in sorted({**defaults, **recipe.train})}
+
+
 def prepare_base(model, quantize: str | None, gradient_checkpointing: bool):
     """QLoRA: peft's k-bit training preparation of a quantised base (layer norms in fp32, input gradients on)."""
     if not quantize:

@@ -19,9 +19,9 @@ from ..data import load_data, scoring_rows
 from ..errors import TunerError
 from ..evaluate import check_rows, evaluate
 from ..models import load_model
-from ..runs import RunResult, build_manifest, new_run_dir, record_evaluation, write_json, write_recipe
+from ..runs import RunResult, build_manifest, finish_run, new_run_dir, record_evaluation, write_recipe
 from ..training import DEFAULTS as COMMON_DEFAULTS
-from ..training import prepare_base, train_and_save, training_args
+from ..training import prepare_base, recorded_args, train_and_save, train_metrics, training_args
 
 # As for SFT, plus DPO's usual smaller learning rate and batch (each row is two sequences, and a reference pass).
 DEFAULTS: dict[str, Any] = {**COMMON_DEFAULTS, "learning_rate": 5.0e-5, "per_device_train_batch_size": 4}
@@ -72,8 +72,9 @@ def run(recipe) -> RunResult:
     with phase("data", phases):
         splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
         require_pairs(splits, recipe.source)
+        eval_rows = scoring_rows(splits.eval)
         if recipe.eval.task not in (None, "preference"):
-            check_rows(scoring_rows(splits.eval), recipe.eval, recipe.data.label_names)
+            check_rows(eval_rows, recipe.eval, recipe.data.label_names)
     loaded = load_model(recipe.model, recipe.source)
     run_dir = new_run_dir(recipe.output_dir)
     write_recipe(run_dir, recipe)
@@ -83,34 +84,21 @@ def run(recipe) -> RunResult:
     output = train_and_save(trainer, loaded.tokenizer, run_dir, phases)
 
     history = trainer.state.log_history
-    metrics: dict[str, Any] = {
-        "method": "sft+dpo" if recipe.model.adapter else "dpo",
-        "train_loss": output.training_loss,
-        **{f"first_{key.replace('/', '_')}": _logged(history, key, 0) for key in TRAINING_LOGS},
-        **{f"last_{key.replace('/', '_')}": _logged(history, key, -1) for key in TRAINING_LOGS},
-        "train_tokens": phases["train"]["tokens"],
-        "train_tokens_per_second": phases["train"].get("tokens_per_second"),
-        "train_steps": phases["train"]["steps"],
-        **counts,
-        "phases": phases,
-    }
+    metrics = {**train_metrics("sft+dpo" if recipe.model.adapter else "dpo", output, phases, counts),
+               **{f"first_{key.replace('/', '_')}": _logged(history, key, 0) for key in TRAINING_LOGS},
+               **{f"last_{key.replace('/', '_')}": _logged(history, key, -1) for key in TRAINING_LOGS}}
     # Held-out pairs are always scored as preferences; the recipe's own task, when it names another, is the main score.
-    rows = scoring_rows(splits.eval)
-    preference = evaluate(trainer.model, loaded.tokenizer, rows, recipe.eval.model_copy(update={"task": "preference"}),
-                          recipe.data.label_names, loaded.dtype)
+    preference = evaluate(trainer.model, loaded.tokenizer, eval_rows,
+                          recipe.eval.model_copy(update={"task": "preference"}), recipe.data.label_names, loaded.dtype)
     if recipe.eval.task in (None, "preference"):
         record_evaluation(run_dir, preference, metrics, phases)
     else:
         record_evaluation(run_dir, preference, metrics, phases, name="preference")
-        task = evaluate(trainer.model, loaded.tokenizer, rows, recipe.eval, recipe.data.label_names, loaded.dtype)
+        task = evaluate(trainer.model, loaded.tokenizer, eval_rows, recipe.eval, recipe.data.label_names,
+                        loaded.dtype)
         record_evaluation(run_dir, task, metrics, phases)
     manifest = build_manifest(recipe, splits.report, loaded.info,
                               extra={"adapter": recipe.adapter.model_dump(), "dpo": recipe.dpo.model_dump(),
-                                     "precision": loaded.dtype, "eval_settings": recipe.eval.model_dump(),
                                      "continued_from": recipe.model.adapter,
-                                     "trl_args": {k: getattr(trainer.args, k)
-                                                  for k in sorted({**DEFAULTS, **recipe.train})}})
-    write_json(run_dir / "metrics.json", metrics)
-    write_json(run_dir / "manifest.json", manifest)
-    write_json(run_dir / "log_history.json", history)
-    return RunResult(run_dir=run_dir, metrics=metrics, manifest=manifest)
+                                     "trl_args": recorded_args(trainer.args, recipe, DEFAULTS)})
+    return finish_run(run_dir, metrics, manifest, history)

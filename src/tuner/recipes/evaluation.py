@@ -12,7 +12,7 @@ from ..accounting import phase
 from ..data import load_data, scoring_rows
 from ..evaluate import check_rows, evaluate
 from ..models import load_model
-from ..runs import RunResult, build_manifest, new_run_dir, read_adapter_run, record_evaluation, write_json, write_recipe
+from ..runs import RunResult, build_manifest, finish_run, new_run_dir, read_adapter_run, record_evaluation, write_recipe
 
 
 def run(recipe, adapter: str | Path | None = None, output_dir: str | Path | None = None) -> RunResult:
@@ -24,7 +24,8 @@ def run(recipe, adapter: str | Path | None = None, output_dir: str | Path | None
     phases: dict[str, Any] = {}
     with phase("data", phases):
         splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
-        check_rows(scoring_rows(splits.eval), recipe.eval, recipe.data.label_names)
+        eval_rows = scoring_rows(splits.eval)
+        check_rows(eval_rows, recipe.eval, recipe.data.label_names)
     loaded = load_model(recipe.model, recipe.source)
     model = loaded.model
     if adapter:
@@ -34,15 +35,11 @@ def run(recipe, adapter: str | Path | None = None, output_dir: str | Path | None
     run_dir = new_run_dir(output_dir or base.with_name(base.name + "-eval"))
     write_recipe(run_dir, recipe)
 
-    result = evaluate(model, loaded.tokenizer, scoring_rows(splits.eval), recipe.eval, recipe.data.label_names,
-                      loaded.dtype)
+    result = evaluate(model, loaded.tokenizer, eval_rows, recipe.eval, recipe.data.label_names, loaded.dtype)
 
     metrics: dict[str, Any] = {"method": adapter_manifest["method"] if adapter_manifest else "base",
                                "adapter": str(adapter) if adapter else None, "phases": phases}
     record_evaluation(run_dir, result, metrics, phases)
     manifest = build_manifest(recipe, splits.report, loaded.info,
-                              extra={"eval_settings": recipe.eval.model_dump(), "precision": loaded.dtype,
-                                     "adapter_run": str(adapter) if adapter else None})
-    write_json(run_dir / "metrics.json", metrics)
-    write_json(run_dir / "manifest.json", manifest)
-    return RunResult(run_dir=run_dir, metrics=metrics, manifest=manifest)
+                              extra={"adapter_run": str(adapter) if adapter else None})
+    return finish_run(run_dir, metrics, manifest)

@@ -11,7 +11,7 @@ from ..accounting import phase
 from ..data import fewshot_rows, load_data
 from ..evaluate import check_rows, evaluate
 from ..models import load_model
-from ..runs import RunResult, build_manifest, new_run_dir, record_evaluation, write_json, write_recipe
+from ..runs import RunResult, build_manifest, finish_run, new_run_dir, record_evaluation, write_recipe
 
 
 def run(recipe) -> RunResult:
@@ -33,9 +33,5 @@ def run(recipe) -> RunResult:
     metrics: dict[str, Any] = {"method": "fewshot", "k": recipe.fewshot.k, "select": recipe.fewshot.select,
                                "trainable_parameters": 0, "phases": phases}
     record_evaluation(run_dir, result, metrics, phases)
-    manifest = build_manifest(recipe, splits.report, loaded.info,
-                              extra={"fewshot": recipe.fewshot.model_dump(), "eval_settings": recipe.eval.model_dump(),
-                                     "precision": loaded.dtype})
-    write_json(run_dir / "metrics.json", metrics)
-    write_json(run_dir / "manifest.json", manifest)
-    return RunResult(run_dir=run_dir, metrics=metrics, manifest=manifest)
+    manifest = build_manifest(recipe, splits.report, loaded.info, extra={"fewshot": recipe.fewshot.model_dump()})
+    return finish_run(run_dir, metrics, manifest)

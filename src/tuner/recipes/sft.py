@@ -13,8 +13,8 @@ from ..adapters import build_peft_config, parameter_counts
 from ..data import last_turn_as_completion, load_data, scoring_rows
 from ..evaluate import check_rows, evaluate
 from ..models import load_model
-from ..runs import RunResult, build_manifest, new_run_dir, record_evaluation, write_json, write_recipe
-from ..training import DEFAULTS, prepare_base, train_and_save, training_args
+from ..runs import RunResult, build_manifest, finish_run, new_run_dir, record_evaluation, write_recipe
+from ..training import DEFAULTS, prepare_base, recorded_args, train_and_save, train_metrics, training_args
 
 
 def _chat_template_marks_assistant(tokenizer) -> bool:
@@ -59,40 +59,26 @@ def run(recipe) -> RunResult:
     phases: dict[str, Any] = {}
     with phase("data", phases):
         splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
+        eval_rows = scoring_rows(splits.eval)
         if recipe.eval.task:
-            check_rows(scoring_rows(splits.eval), recipe.eval, recipe.data.label_names)
+            check_rows(eval_rows, recipe.eval, recipe.data.label_names)
     loaded = load_model(recipe.model, recipe.source)
     train_rows = sft_rows(splits.train, loaded.tokenizer)
     run_dir = new_run_dir(recipe.output_dir)
     write_recipe(run_dir, recipe)
 
     trainer = build_trainer(recipe, loaded, train_rows, run_dir)
-    args = trainer.args
     counts = parameter_counts(trainer.model)
-
     output = train_and_save(trainer, loaded.tokenizer, run_dir, phases)
 
-    history = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    metrics = {
-        "method": "sft",
-        "train_loss": output.training_loss,
-        "first_logged_loss": history[0] if history else None,
-        "last_logged_loss": history[-1] if history else None,
-        "train_tokens": phases["train"]["tokens"],
-        "train_tokens_per_second": phases["train"].get("tokens_per_second"),
-        "train_steps": phases["train"]["steps"],
-        **counts,
-        "phases": phases,
-    }
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    metrics = {**train_metrics("sft", output, phases, counts),
+               "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None}
     if recipe.eval.task:
-        result = evaluate(trainer.model, loaded.tokenizer, scoring_rows(splits.eval), recipe.eval,
-                          recipe.data.label_names, loaded.dtype)
+        result = evaluate(trainer.model, loaded.tokenizer, eval_rows, recipe.eval, recipe.data.label_names,
+                          loaded.dtype)
         record_evaluation(run_dir, result, metrics, phases)
     manifest = build_manifest(recipe, splits.report, loaded.info,
-                              extra={"adapter": recipe.adapter.model_dump(), "precision": loaded.dtype,
-                                     "eval_settings": recipe.eval.model_dump(),
-                                     "trl_args": {k: getattr(args, k) for k in sorted({**DEFAULTS, **recipe.train})}})
-    write_json(run_dir / "metrics.json", metrics)
-    write_json(run_dir / "manifest.json", manifest)
-    write_json(run_dir / "log_history.json", trainer.state.log_history)
-    return RunResult(run_dir=run_dir, metrics=metrics, manifest=manifest)
+                              extra={"adapter": recipe.adapter.model_dump(),
+                                     "trl_args": recorded_args(trainer.args, recipe, DEFAULTS)})
+    return finish_run(run_dir, metrics, manifest, trainer.state.log_history)
