@@ -96,6 +96,38 @@ def eval_command(recipe_path: str, adapter: str | None, output_dir: str | None, 
     _report(result)
 
 
+@cli.command("compare")
+@click.argument("paths", metavar="RUN_FOLDER...", nargs=-1)
+@click.option("--baseline", metavar="RUN", help="Run (folder name) that accuracy changes are measured against "
+              "(default: the first row; runs in a parent folder are ordered zero-shot, few-shot, SFT, DPO, SFT+DPO).")
+@click.option("--price-per-gpu-hour", type=float, metavar="PRICE", help="Add a cost column for GPU runs.")
+@click.option("--price-per-cpu-hour", type=float, metavar="PRICE", help="Add a cost column for CPU runs.")
+@click.option("--output-dir", metavar="FOLDER", help="Where to write the table and plot (default: `comparison` "
+              "beside the runs; a folder holding files is never overwritten).")
+def compare_command(paths: tuple[str, ...], baseline: str | None, price_per_gpu_hour: float | None,
+                    price_per_cpu_hour: float | None, output_dir: str | None) -> None:
+    """One table of runs: accuracy with intervals, training and eval hours, latency, memory, parameters, cost;
+    written as Markdown, CSV, JSON and a PNG plot of accuracy against training hours."""
+    from pathlib import Path
+
+    from .compare import compare, find_runs
+
+    try:
+        comparison = compare(list(paths), baseline, price_per_gpu_hour, price_per_cpu_hour)
+    except TunerError as error:
+        _fail(error)
+    if output_dir is None:
+        first = find_runs(list(paths))[0][0]
+        output_dir = str(Path(paths[0]) / "comparison" if first != Path(paths[0]) else first.parent / "comparison")
+    written = comparison.write(output_dir)
+    click.echo(comparison.markdown())
+    click.echo(f"Table: {written['md']} (also {written['csv'].name}, {written['json'].name})")
+    click.echo(f"Plot: {written['png']}")
+    if comparison.problems:
+        _fail(TunerError(f"{len(comparison.problems)} run file(s) could not be read, so their rows are marked: "
+                         + "; ".join(comparison.problems) + "."))
+
+
 def _run(recipe_path: str, overrides: tuple[str, ...], method: str) -> None:
     try:
         recipe = _load(recipe_path, overrides, method)

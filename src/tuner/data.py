@@ -455,6 +455,29 @@ def answer_text(row: dict[str, Any]) -> str:
     return completion.lstrip(" ")
 
 
+def eval_identity(rows, eval_config) -> dict[str, str]:
+    """Fingerprints of what an evaluation scored, for telling whether two runs can be compared.
+
+    `rows_fingerprint`: SHA-256 of each row's question and gold answer(s) (for preference rows, both answers).
+    `prompt_fingerprint`: SHA-256 of how the questions were put to the model (system prompt, chat or plain text,
+    template) and of the scoring settings (task, choices, answer pattern, generation cap). Few-shot examples are the
+    method, not the rendering: rows from `fewshot_rows` are fingerprinted by their `base_prompt`.
+    """
+    rows_digest, prompt_digest = hashlib.sha256(), hashlib.sha256()
+    settings = {"task": eval_config.task, "choices": eval_config.choices, "answer_regex": eval_config.answer_regex,
+                "max_new_tokens": eval_config.max_new_tokens if eval_config.task == "generate" else None}
+    prompt_digest.update(json.dumps(settings, sort_keys=True).encode())
+    for row in rows:
+        base = {**row, "prompt": row.get("base_prompt", row["prompt"])}
+        if eval_config.task == "preference":
+            gold: Any = [answer_text({"completion": row[side]}) for side in ("chosen", "rejected")]
+        else:
+            gold = [answer_text(row), row.get("choices")]
+        rows_digest.update(json.dumps([prompt_text(base), gold], ensure_ascii=False).encode())
+        prompt_digest.update(json.dumps(base["prompt"], sort_keys=True, ensure_ascii=False).encode())
+    return {"rows_fingerprint": rows_digest.hexdigest(), "prompt_fingerprint": prompt_digest.hexdigest()}
+
+
 def scoring_rows(dataset) -> list[dict[str, Any]]:
     """Eval rows as prompt/completion, the form the evaluator scores (chats are split at the last answer)."""
     rows = list(dataset)
@@ -480,8 +503,10 @@ def fewshot_rows(train, evaluation, fewshot_config) -> list[dict[str, Any]]:
         raise TunerError(f"fewshot.k is {k} but the train split has only {len(pool)} rows usable as examples (rows "
                          f"that repeat an eval question are left out). Lower `fewshot.k` or add train rows.")
     picks = _pick_examples(pool, evaluation, fewshot_config)
-    return [{**row, "prompt": _fewshot_prompt(row, [pool[i] for i in chosen], fewshot_config.as_chat)}
-            for row, chosen in zip(evaluation, picks)]
+    # `base_prompt` keeps the question as the data section rendered it, so the evaluator can tell that a few-shot run
+    # scored the same rows, rendered the same way, as a fine-tuned one.
+    return [{**row, "prompt": _fewshot_prompt(row, [pool[i] for i in chosen], fewshot_config.as_chat),
+             "base_prompt": row["prompt"]} for row, chosen in zip(evaluation, picks)]
 
 
 def _pick_examples(pool, evaluation, fewshot_config) -> list[list[int]]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .accounting import phase
-from .data import answer_text, join_answer
+from .data import answer_text, eval_identity, join_answer
 from .errors import TunerError
 
 BOOTSTRAP_SAMPLES = 1000
@@ -343,5 +343,6 @@ def evaluate(model, tokenizer, rows, eval_config, label_names: list[str] | None 
     record = phases["eval"]
     metrics = {"task": eval_config.task, "rows": len(rows), "accuracy": round(sum(correct) / len(correct), 4),
                "accuracy_ci95": bootstrap_interval(correct), **extra,
-               "latency_ms_per_example": round(1000 * record["wall_seconds"] / len(rows), 2), "phase": record}
+               "latency_ms_per_example": round(1000 * record["wall_seconds"] / len(rows), 2),
+               **eval_identity(rows, eval_config), "phase": record}
     return EvalResult(task=eval_config.task, metrics=metrics, predictions=predictions)

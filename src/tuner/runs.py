@@ -41,7 +41,7 @@ def new_run_dir(output_dir: str | Path) -> Path:
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     if candidate != base:
-        print(f"tuner: {base} already holds a run; writing this run to {candidate}")
+        print(f"tuner: {base} already holds files; writing to {candidate} instead")
     candidate.mkdir(parents=True, exist_ok=True)
     return candidate
 

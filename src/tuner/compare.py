@@ -1,0 +1,433 @@
+"""`tuner compare`: the prompting-versus-fine-tuning trade-off as one table, read from run folders.
+
+One row per run: method, base model, accuracy with its 95% interval and row count per task, the change against a
+baseline row, training and evaluation device-hours (GPU-hours, or CPU-hours labelled as such), latency, peak memory,
+trainable parameters and, given a price, cost. Runs scored on other eval rows or with other prompt rendering than the
+baseline are flagged and get no change figure. Under the table: what differs between runs beyond the method (seeds,
+package versions, hardware...), read from each run's manifest.
+
+    from tuner.compare import compare
+    result = compare(["runs/quickstart"])        # a parent folder, or run folders
+    result.table                                  # a pandas DataFrame, one row per run
+    result.figure                                 # accuracy against training hours (a matplotlib Figure)
+    result.write("runs/quickstart/comparison")    # Markdown, CSV, JSON and PNG
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import TunerError
+
+RUN_FILES = ("recipe.yaml", "metrics.json", "manifest.json")
+WHAT_A_RUN_HOLDS = ("a run folder is what `tuner sft`, `tuner dpo`, `tuner fewshot` or `tuner eval` wrote: it holds "
+                    "recipe.yaml, metrics.json and manifest.json")
+# Method order of rows found in a parent folder: cheapest first, so the default baseline is the zero-shot run.
+RANK = {"fewshot": 0, "base": 1, "sft": 2, "dpo": 3, "sft+dpo": 4}
+ADAPTER_NAMES = {"lora": "", "dora": "DoRA ", "rslora": "rsLoRA "}
+
+
+@dataclass
+class RunRecord:
+    """One run folder as read: its metrics and manifest (None when missing or unreadable) and what went wrong."""
+
+    path: Path
+    name: str
+    metrics: dict[str, Any] | None
+    manifest: dict[str, Any] | None
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Comparison:
+    """The result of `compare`: `table` (a pandas DataFrame, one row per run, raw numbers), `figure` (matplotlib),
+    the `baseline` run's name, the `tasks` compared, `differences` between runs beyond the method, and `problems`
+    (runs whose files were missing or unreadable; their rows are marked). `table, figure = comparison` also works."""
+
+    table: Any
+    figure: Any
+    baseline: str | None
+    tasks: list[str]
+    differences: dict[str, Any]
+    problems: list[str]
+    units: str
+
+    def __iter__(self):
+        return iter((self.table, self.figure))
+
+    def markdown(self) -> str:
+        """The table as Markdown, with the notes and the reproducibility section under it."""
+        return _markdown(self)
+
+    def _repr_markdown_(self) -> str:
+        return self.markdown()
+
+    def write(self, folder: str | Path) -> dict[str, Path]:
+        """Write comparison.md, comparison.csv, comparison.json and comparison.png into `folder` (created if
+        needed; a folder that already holds files is left alone and `folder-2`... is used). Returns the paths."""
+        from .runs import new_run_dir, write_json, write_text
+
+        out = new_run_dir(folder)
+        paths = {kind: out / f"comparison.{kind}" for kind in ("md", "csv", "json", "png")}
+        write_text(paths["md"], self.markdown())
+        write_text(paths["csv"], self.table.to_csv(index=False))
+        write_json(paths["json"], {"baseline": self.baseline, "tasks": self.tasks, "units": self.units,
+                                   "runs": json.loads(self.table.to_json(orient="records")),
+                                   "differences": self.differences, "problems": self.problems})
+        self.figure.savefig(paths["png"], dpi=130, bbox_inches="tight")
+        return paths
+
+
+def find_runs(paths: list[str | Path]) -> list[list[Path]]:
+    """The run folders named, or found one level down in the folders named; one group per path given."""
+    if not paths:
+        raise TunerError("no runs to compare: name run folders, or a folder holding them (for example "
+                         "`tuner compare runs/quickstart`).")
+    groups = []
+    for given in map(Path, paths):
+        if not given.exists():
+            raise TunerError(f"{given}: no such folder. Name run folders, or a folder holding them; "
+                             f"{WHAT_A_RUN_HOLDS}.")
+        if given.is_dir() and _is_run(given):
+            groups.append([given])
+            continue
+        found = sorted(child for child in given.iterdir() if child.is_dir() and _is_run(child)) \
+            if given.is_dir() else []
+        if not found:
+            raise TunerError(f"{given}: not a run folder, and it holds none: {WHAT_A_RUN_HOLDS}. Name such folders, "
+                             f"or the folder holding them.")
+        groups.append(found)
+    return groups
+
+
+def _is_run(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in RUN_FILES)
+
+
+def _read_json(path: Path, record: RunRecord, what: str) -> dict[str, Any] | None:
+    if not path.is_file():
+        record.problems.append(f"{path} is missing ({what}); the run may have stopped before it finished: run it "
+                               f"again")
+        record.notes.append(f"{path.name} missing")
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"it holds a JSON {type(data).__name__}, not an object")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        record.problems.append(f"{path} is unreadable ({exc}); the run folder is damaged: run it again")
+        record.notes.append(f"{path.name} unreadable")
+        return None
+    return data
+
+
+def read_run(path: Path) -> RunRecord:
+    """Read one run folder's metrics.json and manifest.json, noting what is missing or unreadable."""
+    record = RunRecord(path=path, name=path.name, metrics=None, manifest=None)
+    record.metrics = _read_json(path / "metrics.json", record, "the run's scores")
+    record.manifest = _read_json(path / "manifest.json", record, "the run's model, data and versions")
+    return record
+
+
+def method_label(metrics: dict[str, Any], manifest: dict[str, Any]) -> str:
+    """A run's method as a reader names it: zero-shot, 5-shot (similar), SFT, QLoRA SFT, DPO, SFT+DPO..."""
+    method = metrics.get("method") or manifest.get("method")
+    if method == "fewshot":
+        k = metrics.get("k", manifest.get("fewshot", {}).get("k"))
+        return "zero-shot" if k == 0 else f"{k}-shot ({metrics.get('select', '?')})"
+    if method == "base":
+        return "base model (tuner eval)"
+    adapter = ADAPTER_NAMES.get((manifest.get("adapter") or {}).get("type", "lora"), "")
+    quantized = (manifest.get("model") or {}).get("quantize")
+    name = {"sft": "SFT", "dpo": "DPO", "sft+dpo": "SFT+DPO"}.get(method, str(method))
+    label = f"{'QLoRA ' if quantized else adapter}{name}"
+    if metrics.get("adapter"):
+        label += " (tuner eval)"
+    return label
+
+
+def evaluations(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A run's scores by task (choice, generate, preference), from its `eval` and `eval_NAME` entries."""
+    found = {}
+    for key in sorted(metrics, key=lambda k: (k != "eval", k)):
+        scores = metrics[key]
+        if key.startswith("eval") and isinstance(scores, dict) and "task" in scores and "accuracy" in scores:
+            found.setdefault(scores["task"], scores)
+    return found
+
+
+def _identity(scores: dict[str, Any], manifest: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(rows, rendering) fingerprints of an evaluation; runs written before tuner recorded them fall back to the
+    manifest's eval data fingerprint and eval settings."""
+    if "rows_fingerprint" in scores:
+        return scores["rows_fingerprint"], scores.get("prompt_fingerprint")
+    settings = json.dumps(manifest.get("eval_settings"), sort_keys=True) if manifest.get("eval_settings") else None
+    return (manifest.get("data") or {}).get("eval_fingerprint"), settings
+
+
+def _phase_hours(phases: dict[str, Any], names) -> tuple[float, str]:
+    hours, unit = 0.0, "CPU"
+    for name in names:
+        record = phases.get(name) or {}
+        if "gpu_hours" in record:
+            hours, unit = hours + record["gpu_hours"], "GPU"
+        else:
+            hours += record.get("cpu_hours", 0.0)
+    return hours, unit
+
+
+def _upstream_train_hours(manifest: dict[str, Any], notes: list[str]) -> float:
+    """Training hours of the SFT run a DPO run continued from: the cost of reaching that model includes them."""
+    upstream = manifest.get("continued_from")
+    if not upstream:
+        return 0.0
+    try:
+        phases = json.loads((Path(upstream) / "metrics.json").read_text(encoding="utf-8"))["phases"]
+    except (OSError, ValueError, KeyError, TypeError):
+        notes.append(f"train hours exclude the SFT stage ({upstream}: metrics.json unreadable)")
+        return 0.0
+    notes.append(f"train hours include the SFT stage ({Path(upstream).name})")
+    return _phase_hours(phases, ["train"])[0]
+
+
+def _row(record: RunRecord, tasks: list[str]) -> dict[str, Any]:
+    metrics, manifest = record.metrics or {}, record.manifest or {}
+    phases = metrics.get("phases") or {}
+    scores = evaluations(metrics)
+    notes: list[str] = []
+    train_hours, unit = _phase_hours(phases, ["train"])
+    train_hours += _upstream_train_hours(manifest, notes)
+    eval_hours, eval_unit = _phase_hours(phases, [name for name in phases if name.startswith("eval")])
+    row: dict[str, Any] = {
+        "run": record.name,
+        "method": method_label(metrics, manifest) if metrics else None,
+        "model": _model_name(manifest),
+    }
+    for task in tasks:
+        task_scores = scores.get(task, {})
+        low, high = task_scores.get("accuracy_ci95", [None, None])
+        row.update({f"{task}_accuracy": task_scores.get("accuracy"), f"{task}_ci_low": low, f"{task}_ci_high": high,
+                    f"{task}_rows": task_scores.get("rows"), f"{task}_delta": None})
+    main = metrics.get("eval") or {}
+    peaks = [record.get("peak_memory_mb") for record in phases.values() if record.get("peak_memory_mb") is not None]
+    row.update({
+        "train_hours": train_hours if metrics else None,
+        "eval_hours": eval_hours if metrics else None,
+        "hours_unit": "GPU" if "GPU" in (unit, eval_unit) else "CPU",
+        "latency_ms": main.get("latency_ms_per_example"),
+        "peak_memory_mb": max(peaks) if peaks else None,
+        "memory_kind": "GPU" if (manifest.get("hardware") or {}).get("device") == "cuda" else "RSS",
+        "trainable_parameters": metrics.get("trainable_parameters"),
+        "notes": record.notes + notes,
+        "path": str(record.path),
+    })
+    return row
+
+
+def _model_name(manifest: dict[str, Any]) -> str | None:
+    name = (manifest.get("model") or {}).get("name_or_path")
+    return name.rstrip("/").split("/")[-1] if name else None
+
+
+def _context(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a comparison should hold fixed beyond the method: seed, precision, versions, hardware, code, model file."""
+    hardware = manifest.get("hardware") or {}
+    model = manifest.get("model") or {}
+    context = {"seed": manifest.get("seed"), "precision": manifest.get("precision"),
+               "hardware": f"{hardware.get('device_count', '?')} x {hardware.get('device_name', '?')} "
+                           f"({hardware.get('device', '?')})" if hardware else None,
+               "python": manifest.get("python"), "platform": manifest.get("platform"),
+               "git revision": manifest.get("git_revision"),
+               "model file": model.get("gguf_sha256") or model.get("revision")}
+    context.update({f"{package}": version for package, version in (manifest.get("versions") or {}).items()})
+    return context
+
+
+def differences(records: list[RunRecord]) -> dict[str, Any]:
+    """`same`: context values every run shares; `differs`: for the others, each value and the runs that had it."""
+    contexts = {record.name: _context(record.manifest) for record in records if record.manifest}
+    keys = list(dict.fromkeys(key for context in contexts.values() for key in context))
+    same, differs = {}, {}
+    for key in keys:
+        by_value: dict[str, list[str]] = {}
+        for name, context in contexts.items():
+            by_value.setdefault(str(context.get(key)), []).append(name)
+        if len(by_value) == 1:
+            value = next(iter(by_value))
+            if value != "None":
+                same[key] = value
+        else:
+            differs[key] = by_value
+    return {"same": same, "differs": differs}
+
+
+def _flag_and_delta(rows: list[dict[str, Any]], records: list[RunRecord], tasks: list[str],
+                    baseline: int | None) -> None:
+    """Per task: runs scored on other rows or with other rendering than the reference run (the baseline, or the
+    first run with that task) are flagged; the others get their change in accuracy against the baseline."""
+    for task in tasks:
+        identities = [_identity(evaluations(r.metrics or {}).get(task, {}), r.manifest or {})
+                      if task in evaluations(r.metrics or {}) else None for r in records]
+        reference = baseline if baseline is not None and identities[baseline] else \
+            next(i for i, identity in enumerate(identities) if identity)
+        ref_rows, ref_prompt = identities[reference]
+        for index, identity in enumerate(identities):
+            if identity is None or index == reference:
+                continue
+            rows_fp, prompt_fp = identity
+            if rows_fp != ref_rows:
+                rows[index]["notes"].append(f"{task}: other eval rows than {records[reference].name}, not compared")
+            elif prompt_fp != ref_prompt:
+                rows[index]["notes"].append(f"{task}: other prompt rendering than {records[reference].name}, "
+                                            f"not compared")
+            elif reference == baseline:
+                rows[index][f"{task}_delta"] = round(rows[index][f"{task}_accuracy"]
+                                                     - rows[baseline][f"{task}_accuracy"], 4)
+        if reference == baseline:
+            rows[baseline][f"{task}_delta"] = 0.0
+
+
+def _cost(row: dict[str, Any], gpu_price: float | None, cpu_price: float | None) -> float | None:
+    price = gpu_price if row["hours_unit"] == "GPU" else cpu_price
+    if price is None or row["train_hours"] is None:
+        return None
+    return round((row["train_hours"] + row["eval_hours"]) * price, 4)
+
+
+def compare(paths: list[str | Path], baseline: str | None = None, price_per_gpu_hour: float | None = None,
+            price_per_cpu_hour: float | None = None) -> Comparison:
+    """Read run folders (or folders holding them) and build the comparison table and plot.
+
+    `baseline`: the run (folder name) that changes in accuracy are measured against; default the first row (runs
+    found in a parent folder are ordered zero-shot, few-shot, SFT, DPO, SFT+DPO). `price_per_gpu_hour` (and
+    `price_per_cpu_hour` for CPU runs) add a `cost` column: (training + evaluation hours) x price.
+    Raises TunerError for paths that are not run folders; runs with missing or unreadable files stay in the table,
+    marked, and are listed in `problems`.
+    """
+    import pandas as pd
+
+    records = []
+    for group in find_runs(paths):
+        read = [read_run(path) for path in group]
+        if len(group) > 1:
+            read.sort(key=lambda r: (RANK.get((r.metrics or {}).get("method"), 9), (r.metrics or {}).get("k", 0),
+                                     r.name))
+        records.extend(read)
+    records = list({record.path.resolve(): record for record in records}.values())
+    names = [record.name for record in records]
+    for record in records:
+        if names.count(record.name) > 1:
+            record.name = str(record.path)
+    tasks = list(dict.fromkeys(task for r in records for task in evaluations(r.metrics or {})))
+    rows = [_row(record, tasks) for record in records]
+
+    base_index = _baseline_index(records, baseline)
+    if tasks:
+        _flag_and_delta(rows, records, tasks, base_index)
+    if price_per_gpu_hour is not None or price_per_cpu_hour is not None:
+        for row in rows:
+            row["cost"] = _cost(row, price_per_gpu_hour, price_per_cpu_hour)
+    for row in rows:
+        row["notes"] = "; ".join(row["notes"])
+    table = pd.DataFrame(rows)
+    units = _units(rows)
+    problems = [problem for record in records for problem in record.problems]
+    from .plot import accuracy_vs_training
+
+    figure = accuracy_vs_training(rows, tasks[0] if tasks else None, units)
+    return Comparison(table=table, figure=figure, baseline=records[base_index].name if base_index is not None
+                      else None, tasks=tasks, differences=differences(records), problems=problems, units=units)
+
+
+def _baseline_index(records: list[RunRecord], baseline: str | None) -> int | None:
+    if baseline is None:
+        return next((i for i, record in enumerate(records) if record.metrics), None)
+    for index, record in enumerate(records):
+        if baseline in (record.name, str(record.path), record.path.name):
+            return index
+    raise TunerError(f"--baseline {baseline!r} is not one of the runs compared ({', '.join(r.name for r in records)}). "
+                     f"Name one of them.")
+
+
+def _units(rows: list[dict[str, Any]]) -> str:
+    kinds = {row["hours_unit"] for row in rows if row["train_hours"] is not None}
+    return kinds.pop() if len(kinds) == 1 else "GPU or CPU"
+
+
+def _fmt_hours(value: float | None, unit: str) -> str:
+    if value is None:
+        return ""
+    return f"0 {unit}-h" if value == 0 else f"{value:.3g} {unit}-h"
+
+
+def _fmt_count(value: int | None) -> str:
+    if value is None:
+        return ""
+    if value == 0:
+        return "0"
+    return f"{value / 1e6:.2f}M" if value >= 1e5 else f"{value:,}"
+
+
+def display_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
+    """The table as text cells: header and rows, as Markdown and the terminal show it."""
+    table = comparison.table
+    header = ["run", "method", "model"]
+    for task in comparison.tasks:
+        header += [f"{task} accuracy [95% CI] (rows)", f"Δ {task} vs baseline"]
+    header += ["train hours", "eval hours", "ms/example", "peak memory", "trainable params"]
+    if "cost" in table:
+        header.append("cost")
+    header.append("notes")
+    lines = []
+    for row in table.to_dict(orient="records"):
+        cells = [row["run"] + (" (baseline)" if row["run"] == comparison.baseline else ""), row["method"] or "",
+                 row["model"] or ""]
+        for task in comparison.tasks:
+            accuracy = row[f"{task}_accuracy"]
+            cells.append("" if _missing(accuracy) else
+                         f"{accuracy:.3f} [{row[f'{task}_ci_low']:.3f}, {row[f'{task}_ci_high']:.3f}] "
+                         f"({int(row[f'{task}_rows'])})")
+            delta = row[f"{task}_delta"]
+            cells.append("" if _missing(delta) else f"{100 * delta:+.1f} pt")
+        cells += [_fmt_hours(None if _missing(row["train_hours"]) else row["train_hours"], row["hours_unit"]),
+                  _fmt_hours(None if _missing(row["eval_hours"]) else row["eval_hours"], row["hours_unit"]),
+                  "" if _missing(row["latency_ms"]) else f"{row['latency_ms']:.1f}",
+                  "" if _missing(row["peak_memory_mb"]) else f"{row['peak_memory_mb']:,.0f} MB {row['memory_kind']}",
+                  _fmt_count(None if _missing(row["trainable_parameters"]) else int(row["trainable_parameters"]))]
+        if "cost" in table:
+            cells.append("" if _missing(row["cost"]) else f"{row['cost']:.4g}")
+        cells.append(row["notes"])
+        lines.append(cells)
+    return header, lines
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _markdown(comparison: Comparison) -> str:
+    header, lines = display_rows(comparison)
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |" for cells in lines]
+    out.append("")
+    out.append(f"Hours are {comparison.units}-hours: wall time x processes. Δ is accuracy points against the "
+               f"baseline on the same rows and prompts; runs scored otherwise are flagged in notes and get none.")
+    same, differs = comparison.differences["same"], comparison.differences["differs"]
+    if same:
+        out.append("")
+        out.append("Same in every run: " + "; ".join(f"{key} {value}" for key, value in same.items()) + ".")
+    out.append("")
+    if differs:
+        out.append("Differs between runs beyond the method:")
+        for key, by_value in differs.items():
+            out.append(f"- {key}: " + "; ".join(f"{value} ({', '.join(names)})" for value, names in by_value.items()))
+    else:
+        out.append("Nothing else differs between the runs (seed, precision, versions, hardware, code, model file).")
+    if comparison.problems:
+        out.append("")
+        out.append("Problems: " + "; ".join(comparison.problems) + ".")
+    return "\n".join(out) + "\n"
