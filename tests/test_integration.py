@@ -146,3 +146,25 @@ def test_sft_then_dpo(quickstart_run, tmp_path):
     metrics = read_json(run_dir / "metrics.json")
     assert metrics["method"] == "sft+dpo"
     assert read_json(run_dir / "manifest.json")["continued_from"] == str(quickstart_run)
+
+
+def test_quickstart_pipeline_then_compare(tmp_path):
+    """examples/quickstart.sh (the README's main job) with a few steps each: five runs, then one table."""
+    out = tmp_path / "quickstart"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OUT": str(out),
+           "TUNER": f"{sys.executable} -m tuner", "SET": "--set data.max_eval_samples=10",
+           "TRAIN_SET": "--set train.max_steps=2 --set train.per_device_train_batch_size=4"}
+    done = subprocess.run(["bash", "examples/quickstart.sh"], cwd=ROOT, capture_output=True, text=True, timeout=1200,
+                          env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"Plot: {out / 'comparison' / 'comparison.png'}" in done.stdout
+    runs = {row["run"]: row for row in read_json(out / "comparison" / "comparison.json")["runs"]}
+    assert list(runs) == ["zeroshot", "fewshot", "sft", "dpo", "sft-dpo"]
+    assert [row["method"] for row in runs.values()] == ["zero-shot", "5-shot (similar)", "SFT", "DPO", "SFT+DPO"]
+    # Every method was scored on the same 10 tickets, rendered the same way: all compared, none flagged.
+    assert all(row["choice_rows"] == 10 and row["choice_delta"] is not None for row in runs.values())
+    assert all(row["notes"] in ("", "train hours include the SFT stage (sft)") for row in runs.values())
+    assert runs["sft"]["train_hours"] > 0 and runs["zeroshot"]["train_hours"] == 0
+    assert runs["sft-dpo"]["train_hours"] > runs["sft"]["train_hours"]
+    assert runs["dpo"]["preference_rows"] == 10 and runs["sft"]["trainable_parameters"] > 0
+    assert (out / "comparison" / "comparison.png").read_bytes().startswith(b"\x89PNG")

@@ -21,7 +21,9 @@ def _load(path: str, overrides: tuple[str, ...], method: str | None = None):
 
 
 def _fail(error: TunerError) -> None:
-    click.echo(f"error: {error}", err=True)
+    from .secrets import redact
+
+    click.echo(redact(f"error: {error}"), err=True)
     sys.exit(error.exit_code)
 
 
@@ -53,20 +55,26 @@ def validate(recipe_path: str, overrides: tuple[str, ...]) -> None:
                f"{f' ({skipped} bad rows skipped)' if skipped else ''}, output {recipe.output_dir}")
 
 
+resume_option = click.option("--resume", is_flag=True, help="Continue the newest interrupted run of this recipe "
+                             "from its last whole checkpoint (same as `resume: auto` in the recipe).")
+
+
 @cli.command()
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @set_option
-def sft(recipe_path: str, overrides: tuple[str, ...]) -> None:
+@resume_option
+def sft(recipe_path: str, overrides: tuple[str, ...], resume: bool) -> None:
     """Supervised fine-tuning of a LoRA/QLoRA adapter (TRL SFTTrainer)."""
-    _run(recipe_path, overrides, "sft")
+    _run(recipe_path, overrides + (("resume=auto",) if resume else ()), "sft")
 
 
 @cli.command()
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @set_option
-def dpo(recipe_path: str, overrides: tuple[str, ...]) -> None:
+@resume_option
+def dpo(recipe_path: str, overrides: tuple[str, ...], resume: bool) -> None:
     """Preference tuning (DPO) of a LoRA/QLoRA adapter (TRL DPOTrainer), new or continuing an SFT run."""
-    _run(recipe_path, overrides, "dpo")
+    _run(recipe_path, overrides + (("resume=auto",) if resume else ()), "dpo")
 
 
 @cli.command()

@@ -160,13 +160,22 @@ def evaluations(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _identity(scores: dict[str, Any], manifest: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(rows, rendering) fingerprints of an evaluation; runs written before tuner recorded them fall back to the
-    manifest's eval data fingerprint and eval settings."""
-    if "rows_fingerprint" in scores:
-        return scores["rows_fingerprint"], scores.get("prompt_fingerprint")
-    settings = json.dumps(manifest.get("eval_settings"), sort_keys=True) if manifest.get("eval_settings") else None
-    return (manifest.get("data") or {}).get("eval_fingerprint"), settings
+def _identity(scores: dict[str, Any], manifest: dict[str, Any]) -> dict[str, str | None]:
+    """What an evaluation scored: fingerprints of its rows and rendering, and (for runs written before tuner recorded
+    those) the manifest's eval data fingerprint and eval settings."""
+    settings = manifest.get("eval_settings")
+    return {"rows": scores.get("rows_fingerprint"), "prompt": scores.get("prompt_fingerprint"),
+            "data": (manifest.get("data") or {}).get("eval_fingerprint"),
+            "settings": json.dumps(settings, sort_keys=True) if settings else None}
+
+
+def _mismatch(identity: dict[str, str | None], reference: dict[str, str | None]) -> str | None:
+    """'other eval rows', 'other prompt rendering', or None when two evaluations can be compared."""
+    if identity["rows"] and reference["rows"]:
+        pairs = [("other eval rows", "rows"), ("other prompt rendering", "prompt")]
+    else:
+        pairs = [("other eval rows", "data"), ("other prompt rendering", "settings")]
+    return next((what for what, key in pairs if identity[key] != reference[key]), None)
 
 
 def _phase_hours(phases: dict[str, Any], names) -> tuple[float, str]:
@@ -274,16 +283,12 @@ def _flag_and_delta(rows: list[dict[str, Any]], records: list[RunRecord], tasks:
                       if task in evaluations(r.metrics or {}) else None for r in records]
         reference = baseline if baseline is not None and identities[baseline] else \
             next(i for i, identity in enumerate(identities) if identity)
-        ref_rows, ref_prompt = identities[reference]
         for index, identity in enumerate(identities):
             if identity is None or index == reference:
                 continue
-            rows_fp, prompt_fp = identity
-            if rows_fp != ref_rows:
-                rows[index]["notes"].append(f"{task}: other eval rows than {records[reference].name}, not compared")
-            elif prompt_fp != ref_prompt:
-                rows[index]["notes"].append(f"{task}: other prompt rendering than {records[reference].name}, "
-                                            f"not compared")
+            mismatch = _mismatch(identity, identities[reference])
+            if mismatch:
+                rows[index]["notes"].append(f"{task}: {mismatch} than {records[reference].name}, not compared")
             elif reference == baseline:
                 rows[index][f"{task}_delta"] = round(rows[index][f"{task}_accuracy"]
                                                      - rows[baseline][f"{task}_accuracy"], 4)
@@ -384,8 +389,8 @@ def display_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     header.append("notes")
     lines = []
     for row in table.to_dict(orient="records"):
-        cells = [row["run"] + (" (baseline)" if row["run"] == comparison.baseline else ""), row["method"] or "",
-                 row["model"] or ""]
+        cells = [row["run"] + (" (baseline)" if row["run"] == comparison.baseline else ""), _text(row["method"]),
+                 _text(row["model"])]
         for task in comparison.tasks:
             accuracy = row[f"{task}_accuracy"]
             cells.append("" if _missing(accuracy) else
@@ -400,9 +405,13 @@ def display_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
                   _fmt_count(None if _missing(row["trainable_parameters"]) else int(row["trainable_parameters"]))]
         if "cost" in table:
             cells.append("" if _missing(row["cost"]) else f"{row['cost']:.4g}")
-        cells.append(row["notes"])
+        cells.append(_text(row["notes"]))
         lines.append(cells)
     return header, lines
+
+
+def _text(value: Any) -> str:
+    return "" if _missing(value) else str(value)
 
 
 def _missing(value: Any) -> bool:

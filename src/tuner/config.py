@@ -34,7 +34,10 @@ class ModelConfig(_Section):
         "auto", description="auto: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPUs.")
     quantize: Literal["4bit", "8bit"] | None = Field(
         None, description="Load the base weights with bitsandbytes (4bit = NF4, QLoRA with an adapter).")
-    trust_remote_code: bool = Field(False, description="Run model code shipped with a hub model. Off unless asked.")
+    trust_remote_code: bool = Field(False, description="Run model code shipped with a hub model. Off unless asked; "
+                                    "a warning is printed when on.")
+    allow_pickle: bool = Field(False, description="Load pickled (.bin) weights when a model has no safetensors. "
+                               "Off: unpickling can run code.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")
     adapter: str | None = Field(None, description="DPO: a `tuner sft` run folder whose adapter training continues "
                                                   "from (the SFT policy is then the reference).")
@@ -181,6 +184,8 @@ class Recipe(_Section):
     dpo: PreferenceConfig = Field(default_factory=PreferenceConfig, description="Used by method dpo.")
     output_dir: str = Field(description="Run folder; a new suffix is added if it already holds a run.")
     seed: int = Field(0, description="Seed for data splits, adapter init and training.")
+    resume: str | None = Field(None, description="sft/dpo: continue an interrupted run from a checkpoint: `auto` "
+                               "(the newest unfinished run of output_dir) or a checkpoint or run folder.")
 
     # Where the recipe came from, for messages; not a YAML key.
     source: str = Field("<recipe>", exclude=True)
@@ -193,6 +198,8 @@ class Recipe(_Section):
         if self.model.adapter is not None and "adapter" in self.model_fields_set:
             raise ValueError("`adapter` would be ignored: with `model.adapter` the run's own adapter trains on, with "
                              "its rank and targets. Remove the `adapter` section")
+        if self.resume is not None and self.method == "fewshot":
+            raise ValueError("`resume` is for training methods (sft, dpo); method fewshot has nothing to resume")
         if self.method == "fewshot" and self.eval.task is None:
             raise ValueError("method fewshot only evaluates: set `eval.task` (choice, generate or preference)")
         if self.eval.task == "choice" and not (self.eval.choices or self.data.label_names or self.data.choices_column):

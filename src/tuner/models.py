@@ -162,6 +162,17 @@ def _quantization_config(quantize: str | None, dtype: str):
                               bnb_4bit_compute_dtype=torch_dtype(dtype))
 
 
+def _refuse_pickled_weights(path: str, model_config, source: str) -> None:
+    folder = Path(path)
+    if model_config.allow_pickle or not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    if pickled:
+        raise TunerError(f"{source}: key `model.name_or_path`: {folder} holds pickled weights only ({pickled[0]}), "
+                         f"and loading a pickle can run arbitrary code. Convert the model to safetensors, or set "
+                         f"`model.allow_pickle: true` if you trust where it came from.")
+
+
 def load_model(model_config, source: str = "<recipe>") -> LoadedModel:
     """Load the base model and tokenizer described by a recipe's `model` section."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -173,8 +184,14 @@ def load_model(model_config, source: str = "<recipe>") -> LoadedModel:
         path = str(gguf_checkpoint(path))
     info["resolved_path"] = path
     dtype = resolve_dtype(model_config.dtype)
+    if model_config.trust_remote_code:
+        print(f"tuner: warning: {source} sets `model.trust_remote_code: true`: Python code shipped with "
+              f"{model_config.name_or_path} will run on this machine. Keep it only for a model whose code you trust.")
+    _refuse_pickled_weights(path, model_config, source)
     common = {"trust_remote_code": model_config.trust_remote_code, "revision": model_config.revision}
-    kwargs: dict[str, Any] = {"dtype": torch_dtype(weights_dtype(dtype)), "use_safetensors": True, **common}
+    # safetensors only; pickled weights (.bin) can run code when loaded, so they take an explicit opt-in.
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(weights_dtype(dtype)),
+                              "use_safetensors": None if model_config.allow_pickle else True, **common}
     quantization = _quantization_config(model_config.quantize, dtype)
     if quantization is not None:
         kwargs["quantization_config"] = quantization

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from .secrets import redact, redact_data
+
 PACKAGES = ("tuner", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes", "evaluate")
 
 
@@ -47,8 +49,9 @@ def new_run_dir(output_dir: str | Path) -> Path:
 
 
 def write_text(path: str | Path, text: str) -> None:
-    """Write a file atomically: to a temporary file beside it, then rename."""
-    path = Path(path)
+    """Write a file atomically: to a temporary file beside it, then rename. Environment secrets (tokens, keys,
+    passwords) are masked first: nothing tuner writes holds them."""
+    path, text = Path(path), redact(text)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
@@ -60,7 +63,7 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    write_text(path, json.dumps(redact_data(data), indent=2, sort_keys=True, default=str) + "\n")
 
 
 def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
@@ -69,7 +72,7 @@ def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
 
 def write_recipe(run_dir: Path, recipe) -> None:
     """The resolved recipe (defaults filled in, overrides applied), as YAML."""
-    write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    write_text(run_dir / "recipe.yaml", yaml.safe_dump(redact_data(recipe.to_dict()), sort_keys=False))
 
 
 def versions() -> dict[str, str | None]:

@@ -3,6 +3,7 @@ saving the adapter."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +80,80 @@ def prepare_base(model, quantize: str | None, gradient_checkpointing: bool):
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
 
 
-def train_and_save(trainer, tokenizer, run_dir: Path, phases: dict[str, Any]):
-    """Run the trainer as the `train` phase (tokens and steps recorded), then save the adapter; returns TRL's output."""
-    with phase("train", phases) as record:
-        output = trainer.train()
-        record["tokens"] = int(trainer.state.num_input_tokens_seen)
-        record["steps"] = int(trainer.state.global_step)
+def resume_point(recipe, data_report: dict[str, Any]) -> Path | None:
+    """The checkpoint `recipe.resume` names, checked against the recipe and data (before any model loads)."""
+    from .checkpoints import check_resumable, find_checkpoint
+
+    checkpoint = find_checkpoint(recipe)
+    if checkpoint is not None:
+        check_resumable(checkpoint, recipe, data_report)
+    return checkpoint
+
+
+def run_folder(recipe, checkpoint: Path | None) -> Path:
+    """A new run folder (never an existing one), or the interrupted run's own folder when resuming."""
+    from .runs import new_run_dir, write_recipe
+
+    if checkpoint is None:
+        run_dir = new_run_dir(recipe.output_dir)
+    else:
+        run_dir = checkpoint.parent.parent
+        print(f"tuner: resuming {run_dir} from {checkpoint.name}")
+    write_recipe(run_dir, recipe)
+    return run_dir
+
+
+def train_and_save(trainer, tokenizer, run_dir: Path, phases: dict[str, Any], recipe, data_report: dict[str, Any],
+                   checkpoint: Path | None = None):
+    """Run the trainer as the `train` phase (tokens and steps recorded), then save the adapter; returns TRL's output.
+
+    Checkpoints are marked whole once written; SIGINT/SIGTERM save one and raise `Interrupted`. From a checkpoint,
+    the trainer restores optimizer, scheduler, RNG and data position, and the hours before the interruption count.
+    """
+    from .checkpoints import Interrupted, MarkComplete, StopOnSignal, identity
+
+    earlier = 0.0
+    if checkpoint is not None:
+        earlier = json.loads((checkpoint / "tuner_checkpoint.json").read_text(encoding="utf-8"))["train_seconds"]
+    stopper = StopOnSignal()
+    trainer.add_callback(stopper)
+    trainer.add_callback(MarkComplete(identity(recipe, data_report), earlier))
+    stopper.install()
+    try:
+        with phase("train", phases) as record:
+            output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            record["tokens"] = int(trainer.state.num_input_tokens_seen)
+            record["steps"] = int(trainer.state.global_step)
+    finally:
+        stopper.uninstall()
+    _count_earlier(phases["train"], earlier)
+    if stopper.signum is not None:
+        from .runs import write_json
+
+        write_json(run_dir / "log_history.json", trainer.state.log_history)
+        last = trainer.state.global_step
+        raise Interrupted(f"interrupted by {signal_name(stopper.signum)} at step {last} of {trainer.state.max_steps}; "
+                          f"checkpoint saved in {run_dir / 'checkpoints' / f'checkpoint-{last}'}. Continue with "
+                          f"`tuner {recipe.method} {recipe.source} --resume` (or `resume: auto` in the recipe).",
+                          stopper.signum)
     save_adapter(trainer.model, tokenizer, run_dir / "adapter")
     remove_if_empty(run_dir / "checkpoints")
     return output
+
+
+def signal_name(signum: int) -> str:
+    import signal
+
+    return signal.Signals(signum).name
+
+
+def _count_earlier(record: dict[str, Any], earlier_seconds: float) -> None:
+    """A resumed run's train phase includes the time before the interruption (hours and tokens/s are whole-run)."""
+    if not earlier_seconds:
+        return
+    hours_key = "gpu_hours" if "gpu_hours" in record else "cpu_hours"
+    record[hours_key] += earlier_seconds / 3600 * record.get("world_size", 1)
+    record["wall_seconds_before_resume"] = earlier_seconds
+    total = record["wall_seconds"] + earlier_seconds
+    if record.get("tokens"):
+        record["tokens_per_second"] = round(record["tokens"] / total, 1)

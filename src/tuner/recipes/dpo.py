@@ -19,9 +19,10 @@ from ..data import load_data, scoring_rows
 from ..errors import TunerError
 from ..evaluate import check_rows, evaluate
 from ..models import load_model
-from ..runs import RunResult, build_manifest, finish_run, new_run_dir, record_evaluation, write_recipe
+from ..runs import RunResult, build_manifest, finish_run, record_evaluation
 from ..training import DEFAULTS as COMMON_DEFAULTS
-from ..training import prepare_base, recorded_args, train_and_save, train_metrics, training_args
+from ..training import (prepare_base, recorded_args, resume_point, run_folder, train_and_save, train_metrics,
+                        training_args)
 
 # As for SFT, plus DPO's usual smaller learning rate and batch (each row is two sequences, and a reference pass).
 DEFAULTS: dict[str, Any] = {**COMMON_DEFAULTS, "learning_rate": 5.0e-5, "per_device_train_batch_size": 4}
@@ -75,13 +76,13 @@ def run(recipe) -> RunResult:
         eval_rows = scoring_rows(splits.eval)
         if recipe.eval.task not in (None, "preference"):
             check_rows(eval_rows, recipe.eval, recipe.data.label_names)
+    checkpoint = resume_point(recipe, splits.report)
     loaded = load_model(recipe.model, recipe.source)
-    run_dir = new_run_dir(recipe.output_dir)
-    write_recipe(run_dir, recipe)
+    run_dir = run_folder(recipe, checkpoint)
 
     trainer = build_trainer(recipe, loaded, splits.train, run_dir)
     counts = parameter_counts(trainer.model)
-    output = train_and_save(trainer, loaded.tokenizer, run_dir, phases)
+    output = train_and_save(trainer, loaded.tokenizer, run_dir, phases, recipe, splits.report, checkpoint)
 
     history = trainer.state.log_history
     metrics = {**train_metrics("sft+dpo" if recipe.model.adapter else "dpo", output, phases, counts),

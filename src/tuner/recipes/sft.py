@@ -13,8 +13,9 @@ from ..adapters import build_peft_config, parameter_counts
 from ..data import last_turn_as_completion, load_data, scoring_rows
 from ..evaluate import check_rows, evaluate
 from ..models import load_model
-from ..runs import RunResult, build_manifest, finish_run, new_run_dir, record_evaluation, write_recipe
-from ..training import DEFAULTS, prepare_base, recorded_args, train_and_save, train_metrics, training_args
+from ..runs import RunResult, build_manifest, finish_run, record_evaluation
+from ..training import (DEFAULTS, prepare_base, recorded_args, resume_point, run_folder, train_and_save, train_metrics,
+                        training_args)
 
 
 def _chat_template_marks_assistant(tokenizer) -> bool:
@@ -62,14 +63,14 @@ def run(recipe) -> RunResult:
         eval_rows = scoring_rows(splits.eval)
         if recipe.eval.task:
             check_rows(eval_rows, recipe.eval, recipe.data.label_names)
+    checkpoint = resume_point(recipe, splits.report)
     loaded = load_model(recipe.model, recipe.source)
     train_rows = sft_rows(splits.train, loaded.tokenizer)
-    run_dir = new_run_dir(recipe.output_dir)
-    write_recipe(run_dir, recipe)
+    run_dir = run_folder(recipe, checkpoint)
 
     trainer = build_trainer(recipe, loaded, train_rows, run_dir)
     counts = parameter_counts(trainer.model)
-    output = train_and_save(trainer, loaded.tokenizer, run_dir, phases)
+    output = train_and_save(trainer, loaded.tokenizer, run_dir, phases, recipe, splits.report, checkpoint)
 
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     metrics = {**train_metrics("sft", output, phases, counts),

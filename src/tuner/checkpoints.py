@@ -1,0 +1,184 @@
+"""Checkpoints: saved on the recipe's schedule and on SIGINT/SIGTERM, marked when complete, found again to resume.
+
+A checkpoint is TRL's (Trainer's) folder `checkpoints/checkpoint-N`: the adapter as safetensors, optimizer,
+scheduler and RNG state (loaded back with `weights_only=True`), and the trainer state. tuner adds
+`tuner_checkpoint.json` once everything else is on disk: a checkpoint without it was cut off mid-write and is
+skipped. The marker holds the resolved recipe and data fingerprints, so a resume can refuse a changed recipe or data.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import TunerError
+
+MARKER = "tuner_checkpoint.json"
+REQUIRED = ("trainer_state.json", "adapter_model.safetensors")
+# Recipe keys a resumed run may change: they steer logging, saving and scoring, not what is trained.
+# What is trained is guarded by the train data fingerprint and the rest of the recipe.
+SAFE_TO_CHANGE = ("resume", "output_dir", "train.logging_steps", "train.save_steps", "train.save_strategy",
+                  "train.save_total_limit", "train.report_to", "train.disable_tqdm", "train.dataloader_num_workers",
+                  "eval.", "data.eval", "data.max_eval_samples")
+
+
+class Interrupted(TunerError):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint; exit code 128 + the signal number."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+def _trainer_callback():
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+class StopOnSignal(_trainer_callback()):
+    """On SIGINT or SIGTERM (a preempted spot instance gets SIGTERM), finish the current step, save a checkpoint
+    and stop. A second signal stops at once."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def uninstall(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            self.uninstall()
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"\ntuner: got {signal.Signals(signum).name}: saving a checkpoint after this step, then stopping "
+              f"(send it again to stop at once).", flush=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.signum is not None:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+class MarkComplete(_trainer_callback()):
+    """After the trainer has written a checkpoint, drop its pickled arguments (not needed to resume) and write the
+    marker that says the checkpoint is whole, with what a resume must match."""
+
+    def __init__(self, identity: dict[str, Any], earlier_seconds: float = 0.0):
+        self.identity = identity
+        self.started = time.perf_counter() - earlier_seconds
+
+    def on_save(self, args, state, control, **kwargs):
+        from .runs import write_json
+
+        if not args.should_save:
+            return control
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        (folder / "training_args.bin").unlink(missing_ok=True)
+        write_json(folder / MARKER, {**self.identity, "step": state.global_step,
+                                     "train_seconds": round(time.perf_counter() - self.started, 3)})
+        return control
+
+
+def identity(recipe, data_report: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the resolved recipe and the train data fingerprint."""
+    return {"recipe": recipe.to_dict(), "train_fingerprint": data_report["train_fingerprint"]}
+
+
+def _step(folder: Path) -> int:
+    try:
+        return int(folder.name.split("-")[-1])
+    except ValueError:
+        return -1
+
+
+def last_complete(run_dir: Path) -> Path | None:
+    """The newest whole checkpoint of a run folder; checkpoints cut off mid-write are reported and skipped."""
+    folders = sorted((p for p in (run_dir / "checkpoints").glob("checkpoint-*") if p.is_dir()), key=_step,
+                     reverse=True)
+    for folder in folders:
+        if (folder / MARKER).is_file() and all((folder / name).is_file() for name in REQUIRED):
+            try:
+                json.loads((folder / MARKER).read_text(encoding="utf-8"))
+                return folder
+            except (OSError, ValueError):
+                pass
+        print(f"tuner: skipping {folder}: incomplete (cut off while being written); trying the one before")
+    return None
+
+
+def _candidates(output_dir: Path) -> list[Path]:
+    """The recipe's run folders: output_dir and output_dir-2, -3, ... as new_run_dir names them."""
+    found = [output_dir] if output_dir.is_dir() else []
+    if output_dir.parent.is_dir():
+        found += [p for p in output_dir.parent.glob(f"{output_dir.name}-*")
+                  if p.is_dir() and p.name.rsplit("-", 1)[-1].isdigit()]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def find_checkpoint(recipe) -> Path | None:
+    """The checkpoint `recipe.resume` points at: `auto` (the newest unfinished run of this recipe's output_dir with
+    a whole checkpoint), a checkpoint folder, or a run folder (its newest whole checkpoint). None without resume."""
+    if recipe.resume is None:
+        return None
+    if recipe.resume != "auto":
+        given = Path(recipe.resume)
+        if (given / MARKER).is_file():
+            return given
+        if (given / "checkpoints").is_dir():
+            found = last_complete(given)
+            if found:
+                return found
+        raise TunerError(f"{recipe.source}: key `resume`: {given} is not a whole tuner checkpoint (a "
+                         f"checkpoints/checkpoint-N folder holding {MARKER}) nor a run folder with one. Point at "
+                         f"one, use `resume: auto`, or leave resume out to start a new run.")
+    for run_dir in _candidates(Path(recipe.output_dir)):
+        if (run_dir / "metrics.json").is_file():
+            continue  # finished runs are not resumed
+        found = last_complete(run_dir)
+        if found:
+            return found
+    raise TunerError(f"{recipe.source}: nothing to resume: no unfinished run under {recipe.output_dir} (or "
+                     f"{Path(recipe.output_dir).name}-N) has a whole checkpoint. Runs save one when interrupted by "
+                     f"SIGINT/SIGTERM and every `train.save_steps` steps with `train.save_strategy: steps`. Run "
+                     f"without --resume to start over.")
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def check_resumable(checkpoint: Path, recipe, data_report: dict[str, Any]) -> dict[str, Any]:
+    """Refuse to resume when the recipe (beyond SAFE_TO_CHANGE) or the data differ from the checkpoint's; returns
+    the checkpoint's marker."""
+    from .secrets import redact_data
+
+    marker = json.loads((checkpoint / MARKER).read_text(encoding="utf-8"))
+    then, now = _flatten(marker.get("recipe", {})), _flatten(redact_data(recipe.to_dict()))
+    changed = [key for key in sorted(set(then) | set(now))
+               if then.get(key) != now.get(key) and not key.startswith(SAFE_TO_CHANGE)]
+    if changed:
+        shown = "; ".join(f"{key}: {then.get(key)!r} then, {now.get(key)!r} now" for key in changed[:5])
+        raise TunerError(f"{recipe.source}: cannot resume {checkpoint}: the recipe changed since it was saved "
+                         f"({shown}). Restore those values to resume, or run without --resume to start a new run.")
+    if marker.get("train_fingerprint") != data_report["train_fingerprint"]:
+        raise TunerError(f"{recipe.source}: cannot resume {checkpoint}: the train data changed since it was saved "
+                         f"(its fingerprint differs). Restore the data to resume, or run without --resume to start "
+                         f"a new run.")
+    return marker

