@@ -8,6 +8,7 @@ import pytest
 
 from conftest import recipe_document, write_jsonl
 from tuner import recipe_from_dict
+from tuner.errors import TunerError
 from tuner.recipes import sft
 
 
@@ -128,3 +129,29 @@ def test_dora_and_qlora_on_cpu(tmp_path, tiny_model_dir, ticket_files):
     tensors = _adapter_tensors(result.run_dir)
     assert any("lora_magnitude_vector" in name for name in tensors)
     assert all(t.abs().sum() > 0 for name, t in tensors.items() if "lora_B" in name)
+
+
+def test_rows_longer_than_max_length_are_counted_and_reported(tiny_model_dir, ticket_files, tmp_path, capsys):
+    train, test = ticket_files
+    document = recipe_document(tiny_model_dir, train, test, tmp_path / "long")
+    document["train"].update(max_steps=1, max_length=54)
+    result = sft.run(recipe_from_dict(document))
+    long_rows = result.manifest["data"]["rows_longer_than_max_length"]
+    # The tickets take 53 to 55 tokens with the chat template and answer: the six of 55 are cut, as TRL does.
+    assert long_rows["count"] == 6 and long_rows["max_length"] == 54 and long_rows["policy"] == "truncate"
+    assert "6 of 24 train rows are longer than train.max_length (54 tokens" in capsys.readouterr().out
+
+
+def test_chat_rendering_without_a_chat_template_is_refused_before_training(tiny_model_dir, ticket_files, tmp_path):
+    import shutil
+
+    model = tmp_path / "no-template"
+    shutil.copytree(tiny_model_dir, model)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    (model / "chat_template.jinja").unlink(missing_ok=True)
+    train, test = ticket_files
+    with pytest.raises(TunerError, match="`data.chat` is true .* has no chat template"):
+        sft.run(recipe_from_dict(recipe_document(model, train, test, tmp_path / "out")))
+    assert not (tmp_path / "out").exists()

@@ -42,11 +42,15 @@ def cli() -> None:
 @set_option
 def validate(recipe_path: str, overrides: tuple[str, ...]) -> None:
     """Check a recipe (keys, types, files, TRL keys, data rows) without loading any model."""
-    from .data import load_data
+    from .data import load_data, scoring_rows
+    from .evaluate import check_rows
 
     try:
         recipe = _load(recipe_path, overrides)
-        report = load_data(recipe.data, seed=recipe.seed, source=recipe_path).report
+        splits = load_data(recipe.data, seed=recipe.seed, source=recipe_path)
+        report = splits.report
+        if recipe.eval.task and recipe.eval.task != "preference" or recipe.method == "fewshot":
+            check_rows(scoring_rows(splits.eval), recipe.eval, recipe.data.label_names)
     except TunerError as error:
         _fail(error)
     skipped = report["skipped_train_rows"]["count"] + report["skipped_eval_rows"]["count"]

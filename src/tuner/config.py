@@ -225,6 +225,28 @@ def trl_config_class(method: str):
     return SFTConfig
 
 
+# Sizes TRL would accept and then fail on (or silently misuse) deep inside training.
+_POSITIVE_TRAIN_KEYS = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
+                        "num_train_epochs", "logging_steps", "save_steps", "per_device_eval_batch_size")
+
+
+def _check_train_values(recipe: Recipe) -> None:
+    for key in _POSITIVE_TRAIN_KEYS:
+        value = recipe.train.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TunerError(f"{recipe.source}: key `train.{key}` must be a number (got {value!r}). Fix the recipe.")
+        if value <= 0:
+            raise TunerError(f"{recipe.source}: key `train.{key}` must be greater than 0 (got {value!r}). Fix the "
+                             f"recipe.")
+    max_steps = recipe.train.get("max_steps")
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps == 0
+                                  or max_steps < -1):
+        raise TunerError(f"{recipe.source}: key `train.max_steps` must be a positive whole number (or -1 for "
+                         f"epochs; got {max_steps!r}). Fix the recipe.")
+
+
 def _check_train_keys(recipe: Recipe) -> None:
     if recipe.method == "fewshot":
         if recipe.train:
@@ -242,6 +264,9 @@ def _check_train_keys(recipe: Recipe) -> None:
             where = {"output_dir": "the top-level `output_dir`", "seed": "the top-level `seed`"}.get(
                 key, "`model.dtype` (auto picks the precision from the hardware)")
             raise TunerError(f"{recipe.source}: key `train.{key}` is set by tuner; use {where} instead.")
+        if key == "packing" and recipe.method == "dpo":
+            raise TunerError(f"{recipe.source}: key `train.packing`: DPO does not pack sequences (each row is a "
+                             f"chosen/rejected pair scored side by side); packing is for method sft. Remove it.")
         if key not in known:
             raise TunerError(f"{recipe.source}: key `train.{key}` is not a field of TRL's {cls.__name__}."
                              f"{_did_you_mean(key, known)} Fix or remove it (see the {cls.__name__} documentation "
@@ -360,6 +385,7 @@ def recipe_from_dict(document: dict[str, Any], source: str = "<recipe>", check_f
         raise _explain(exc, source) from None
     recipe.source = source
     _check_train_keys(recipe)
+    _check_train_values(recipe)
     if check_files:
         _check_files(recipe)
     return recipe

@@ -50,12 +50,19 @@ def _read_file(path: Path):
         raise TunerError(f"{path}: the data file is empty. Add rows or point at another file.")
     if reader == "json":
         return datasets.Dataset.from_list(_read_json_rows(path))
-    kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+    # pandas directly rather than datasets' builders: no progress bars or logged tracebacks, and its parser errors
+    # name the line.
+    import pandas as pd
+
     try:
-        return datasets.load_dataset(reader, data_files=str(path), split="train", **kwargs)
-    except Exception as exc:  # pyarrow and pandas raise many types for a broken file
-        raise TunerError(f"{path}: could not read it as {path.suffix[1:].upper()}: {str(exc).splitlines()[0]}. "
+        if reader == "csv":
+            frame = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+        else:
+            frame = pd.read_parquet(path)
+    except Exception as exc:  # pandas and pyarrow raise many types for a broken file
+        raise TunerError(f"{path}: could not read it as {path.suffix[1:].upper()}: {str(exc).strip().splitlines()[0]}. "
                          f"Check that the file is complete and well formed.") from None
+    return datasets.Dataset.from_pandas(frame, preserve_index=False)
 
 
 def _read_json_rows(path: Path) -> list[dict[str, Any]]:
@@ -66,7 +73,7 @@ def _read_json_rows(path: Path) -> list[dict[str, Any]]:
     except UnicodeDecodeError as exc:
         raise TunerError(f"{path}: not UTF-8 text (byte {exc.start}). Re-save the file as UTF-8.") from None
     stripped = text.lstrip()
-    if stripped.startswith("["):
+    if path.suffix.lower() == ".json" and stripped.startswith("["):
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -361,6 +368,7 @@ def to_canonical(dataset, data_config, where: str = "<data>"):
     if missing:
         raise TunerError(f"{where}: format {fmt} needs the column(s) {missing}, but the columns found are "
                          f"{columns}. Set `data.format: auto` or the right column names.")
+    _refuse_mixed_formats(dataset, required, columns, where)
     rows, bad = [], []
     for number, row in enumerate(dataset):
         try:
@@ -376,6 +384,20 @@ def to_canonical(dataset, data_config, where: str = "<data>"):
         raise TunerError(f"{where}: none of its {len(bad)} rows is usable as {fmt} ({reasons}). Fix the rows or "
                          f"the `data` section.")
     return datasets.Dataset.from_list(rows), fmt, bad
+
+
+def _refuse_mixed_formats(dataset, required: list[str], columns: list[str], where: str) -> None:
+    """Rows of one file in two formats (some chats, some text/label rows) are a mistake, not bad rows to skip."""
+    others = [c for c in columns if c not in required]
+    if not others:
+        return
+    lacking = next((n for n, row in enumerate(dataset) if all(row[c] is None for c in required)
+                    and any(row[c] is not None for c in others)), None)
+    if lacking is None or all(all(row[c] is None for c in required) for row in dataset):
+        return
+    holds = [c for c in others if dataset[lacking][c] is not None]
+    raise TunerError(f"{where}: the rows mix formats: row {lacking} has none of {required} but holds {holds}, while "
+                     f"other rows have {required}. Put each format in its own file, or convert the rows to one.")
 
 
 def fingerprint(dataset) -> str:

@@ -312,6 +312,35 @@ def _preference(model, tokenizer, rows, eval_config, label_names):
 TASKS = {"choice": _choice, "generate": _generate, "preference": _preference}
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """CUDA's out-of-memory error, or a RuntimeError that says the same (other backends)."""
+    import torch
+
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+
+
+def _with_smaller_batches_on_oom(model, tokenizer, rows, eval_config, label_names):
+    """Run the task; out of memory, halve `eval.batch_size` and run it again, down to batches of one."""
+    import torch
+
+    while True:
+        try:
+            return TASKS[eval_config.task](model, tokenizer, rows, eval_config, label_names)
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if eval_config.batch_size == 1:
+                raise TunerError("out of memory while scoring one row at a time: shorten the eval rows, load the "
+                                 "model with `model.quantize: 4bit`, or use a device with more memory.") from None
+            smaller = max(1, eval_config.batch_size // 2)
+            print(f"tuner: out of memory scoring batches of {eval_config.batch_size}; retrying with {smaller} "
+                  f"(set `eval.batch_size: {smaller}` to start there)")
+            eval_config = eval_config.model_copy(update={"batch_size": smaller})
+
+
 def _autocast(model, precision: str | None):
     """bf16/fp16 autocast when fp32 weights should compute in lower precision (tuner's CPU bf16 mode)."""
     import contextlib
@@ -339,7 +368,7 @@ def evaluate(model, tokenizer, rows, eval_config, label_names: list[str] | None 
     check_rows(rows, eval_config, label_names)
     phases: dict[str, Any] = {}
     with phase("eval", phases), _autocast(model, precision):
-        correct, predictions, extra = TASKS[eval_config.task](model, tokenizer, rows, eval_config, label_names)
+        correct, predictions, extra = _with_smaller_batches_on_oom(model, tokenizer, rows, eval_config, label_names)
     record = phases["eval"]
     metrics = {"task": eval_config.task, "rows": len(rows), "accuracy": round(sum(correct) / len(correct), 4),
                "accuracy_ci95": bootstrap_interval(correct), **extra,

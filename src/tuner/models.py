@@ -210,3 +210,11 @@ def load_model(model_config, source: str = "<recipe>") -> LoadedModel:
     info.update(dtype=dtype, quantize=model_config.quantize, model_type=model.config.model_type,
                 parameters=sum(p.numel() for p in model.parameters()))
     return LoadedModel(model=model, tokenizer=tokenizer, dtype=dtype, info=info)
+
+
+def check_chat_template(tokenizer, recipe) -> None:
+    """Refuse chat rendering with a model that has no chat template, before any training or scoring starts."""
+    if recipe.data.chat and not tokenizer.chat_template:
+        raise TunerError(f"{recipe.source}: `data.chat` is true (the default), but {recipe.model.name_or_path} has "
+                         f"no chat template to render the rows with. Set `data.chat: false` to use plain text, or "
+                         f"use a model (an instruct model) that ships a chat template.")

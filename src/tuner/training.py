@@ -80,6 +80,37 @@ def prepare_base(model, quantize: str | None, gradient_checkpointing: bool):
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
 
 
+def _row_lengths(row: dict[str, Any], tokenizer) -> int:
+    """Tokens of a canonical training row as the trainer sees it (for pairs, the longer side)."""
+    if "messages" in row:
+        texts = [tokenizer.apply_chat_template(row["messages"], tokenize=False)]
+    else:
+        answers = [row[key] for key in ("completion", "chosen", "rejected") if row.get(key) is not None]
+        if isinstance(row["prompt"], list):
+            texts = [tokenizer.apply_chat_template(row["prompt"] + (answer if isinstance(answer, list) else
+                                                                    [{"role": "assistant", "content": answer}]),
+                                                   tokenize=False) for answer in answers]
+        else:
+            texts = [row["prompt"] + (answer if isinstance(answer, str) else answer[-1]["content"])
+                     for answer in answers]
+    return max(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts)
+
+
+def report_long_rows(rows, tokenizer, max_length: int | None, data_report: dict[str, Any]) -> None:
+    """Count training rows longer than `train.max_length`, say so, and record it: TRL keeps their first max_length
+    tokens, and a row whose whole answer lies beyond is dropped."""
+    if not max_length:
+        return
+    long_rows = [number for number, row in enumerate(rows) if _row_lengths(row, tokenizer) > max_length]
+    data_report["rows_longer_than_max_length"] = {"count": len(long_rows), "max_length": max_length,
+                                                  "first": long_rows[:10], "policy": "truncate"}
+    if long_rows:
+        print(f"tuner: {len(long_rows)} of {len(rows)} train rows are longer than train.max_length ({max_length} "
+              f"tokens; rows {long_rows[:5]}{'...' if len(long_rows) > 5 else ''}): they are cut to their first "
+              f"{max_length} tokens, and a row whose answer falls wholly beyond is dropped. Raise "
+              f"`train.max_length` to keep them whole.")
+
+
 def resume_point(recipe, data_report: dict[str, Any]) -> Path | None:
     """The checkpoint `recipe.resume` names, checked against the recipe and data (before any model loads)."""
     from .checkpoints import check_resumable, find_checkpoint
@@ -124,6 +155,8 @@ def train_and_save(trainer, tokenizer, run_dir: Path, phases: dict[str, Any], re
             output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
             record["tokens"] = int(trainer.state.num_input_tokens_seen)
             record["steps"] = int(trainer.state.global_step)
+    except Exception as error:
+        raise _resource_error(error, trainer, run_dir) from None
     finally:
         stopper.uninstall()
     _count_earlier(phases["train"], earlier)
@@ -136,9 +169,43 @@ def train_and_save(trainer, tokenizer, run_dir: Path, phases: dict[str, Any], re
                           f"checkpoint saved in {run_dir / 'checkpoints' / f'checkpoint-{last}'}. Continue with "
                           f"`tuner {recipe.method} {recipe.source} --resume` (or `resume: auto` in the recipe).",
                           stopper.signum)
-    save_adapter(trainer.model, tokenizer, run_dir / "adapter")
+    try:
+        save_adapter(trainer.model, tokenizer, run_dir / "adapter")
+    except OSError as error:
+        raise _resource_error(error, trainer, run_dir) from None
     remove_if_empty(run_dir / "checkpoints")
     return output
+
+
+def _resource_error(error: Exception, trainer, run_dir: Path) -> Exception:
+    """Out of memory or out of disk during training or saving, as a message that says what to change; anything
+    else unchanged. The run folder keeps its checkpoints either way."""
+    import errno
+    import shutil
+
+    from .checkpoints import last_complete
+    from .errors import TunerError
+    from .evaluate import is_out_of_memory
+
+    kept = last_complete(run_dir)
+    keep = (f"The run folder keeps {kept}: after the change, continue with --resume (or a new run)." if kept else
+            "No checkpoint was saved yet; set `train.save_strategy: steps` and `train.save_steps` to keep some.")
+    args, step = trainer.args, trainer.state.global_step
+    if is_out_of_memory(error):
+        return TunerError(f"out of memory while training at step {step}. Lower `train.per_device_train_batch_size` "
+                          f"(now {args.per_device_train_batch_size}; raise `train.gradient_accumulation_steps` to "
+                          f"keep the effective batch) or `train.max_length` (now {getattr(args, 'max_length', None)}), "
+                          f"turn on `train.gradient_checkpointing: true`, or load the base with `model.quantize: "
+                          f"4bit`. {keep}")
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+        # A checkpoint holds the adapter (fp32) and Adam's two moments: about 3 x 4 bytes per trainable parameter.
+        needed_mb = 12 * trainable / 2**20
+        free_mb = shutil.disk_usage(run_dir).free / 2**20
+        return TunerError(f"the disk is full while saving in {run_dir}: a checkpoint needs about {needed_mb:.0f} MB "
+                          f"and {free_mb:.0f} MB are free. Free some space or set `output_dir` on another disk. "
+                          f"{keep}")
+    return error
 
 
 def signal_name(signum: int) -> str:

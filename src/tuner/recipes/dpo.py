@@ -18,11 +18,11 @@ from ..adapters import build_peft_config, parameter_counts
 from ..data import load_data, scoring_rows
 from ..errors import TunerError
 from ..evaluate import check_rows, evaluate
-from ..models import load_model
+from ..models import check_chat_template, load_model
 from ..runs import RunResult, build_manifest, finish_run, record_evaluation
 from ..training import DEFAULTS as COMMON_DEFAULTS
-from ..training import (prepare_base, recorded_args, resume_point, run_folder, train_and_save, train_metrics,
-                        training_args)
+from ..training import (prepare_base, recorded_args, report_long_rows, resume_point, run_folder, train_and_save,
+                        train_metrics, training_args)
 
 # As for SFT, plus DPO's usual smaller learning rate and batch (each row is two sequences, and a reference pass).
 DEFAULTS: dict[str, Any] = {**COMMON_DEFAULTS, "learning_rate": 5.0e-5, "per_device_train_batch_size": 4}
@@ -78,9 +78,11 @@ def run(recipe) -> RunResult:
             check_rows(eval_rows, recipe.eval, recipe.data.label_names)
     checkpoint = resume_point(recipe, splits.report)
     loaded = load_model(recipe.model, recipe.source)
+    check_chat_template(loaded.tokenizer, recipe)
     run_dir = run_folder(recipe, checkpoint)
 
     trainer = build_trainer(recipe, loaded, splits.train, run_dir)
+    report_long_rows(splits.train, loaded.tokenizer, trainer.args.max_length, splits.report)
     counts = parameter_counts(trainer.model)
     output = train_and_save(trainer, loaded.tokenizer, run_dir, phases, recipe, splits.report, checkpoint)
 

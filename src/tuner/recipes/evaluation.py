@@ -11,7 +11,7 @@ from typing import Any
 from ..accounting import phase
 from ..data import load_data, scoring_rows
 from ..evaluate import check_rows, evaluate
-from ..models import load_model
+from ..models import check_chat_template, load_model
 from ..runs import RunResult, build_manifest, finish_run, new_run_dir, read_adapter_run, record_evaluation, write_recipe
 
 
@@ -27,6 +27,7 @@ def run(recipe, adapter: str | Path | None = None, output_dir: str | Path | None
         eval_rows = scoring_rows(splits.eval)
         check_rows(eval_rows, recipe.eval, recipe.data.label_names)
     loaded = load_model(recipe.model, recipe.source)
+    check_chat_template(loaded.tokenizer, recipe)
     model = loaded.model
     if adapter:
         from peft import PeftModel

@@ -10,7 +10,7 @@ from typing import Any
 from ..accounting import phase
 from ..data import fewshot_rows, load_data
 from ..evaluate import check_rows, evaluate
-from ..models import load_model
+from ..models import check_chat_template, load_model
 from ..runs import RunResult, build_manifest, finish_run, new_run_dir, record_evaluation, write_recipe
 
 
@@ -25,6 +25,7 @@ def run(recipe) -> RunResult:
         rows = fewshot_rows(splits.train, splits.eval, recipe.fewshot)
         check_rows(rows, recipe.eval, recipe.data.label_names)
     loaded = load_model(recipe.model, recipe.source)
+    check_chat_template(loaded.tokenizer, recipe)
     run_dir = new_run_dir(recipe.output_dir)
     write_recipe(run_dir, recipe)
 

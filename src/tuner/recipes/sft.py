@@ -12,10 +12,10 @@ from ..accounting import phase
 from ..adapters import build_peft_config, parameter_counts
 from ..data import last_turn_as_completion, load_data, scoring_rows
 from ..evaluate import check_rows, evaluate
-from ..models import load_model
+from ..models import check_chat_template, load_model
 from ..runs import RunResult, build_manifest, finish_run, record_evaluation
-from ..training import (DEFAULTS, prepare_base, recorded_args, resume_point, run_folder, train_and_save, train_metrics,
-                        training_args)
+from ..training import (DEFAULTS, prepare_base, recorded_args, report_long_rows, resume_point, run_folder,
+                        train_and_save, train_metrics, training_args)
 
 
 def _chat_template_marks_assistant(tokenizer) -> bool:
@@ -65,10 +65,12 @@ def run(recipe) -> RunResult:
             check_rows(eval_rows, recipe.eval, recipe.data.label_names)
     checkpoint = resume_point(recipe, splits.report)
     loaded = load_model(recipe.model, recipe.source)
+    check_chat_template(loaded.tokenizer, recipe)
     train_rows = sft_rows(splits.train, loaded.tokenizer)
     run_dir = run_folder(recipe, checkpoint)
 
     trainer = build_trainer(recipe, loaded, train_rows, run_dir)
+    report_long_rows(splits.train, loaded.tokenizer, trainer.args.max_length, splits.report)
     counts = parameter_counts(trainer.model)
     output = train_and_save(trainer, loaded.tokenizer, run_dir, phases, recipe, splits.report, checkpoint)
 

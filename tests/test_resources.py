@@ -1,0 +1,109 @@
+"""Resource faults, simulated on the tiny model: out of memory in evaluation (smaller batches, same scores) and in
+training (a message naming the settings; the last checkpoint kept), the disk full while saving, secrets kept out
+of every file a run writes."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+import torch
+
+from conftest import recipe_document
+from tuner import recipe_from_dict
+from tuner.checkpoints import MARKER
+from tuner.errors import TunerError
+from tuner.evaluate import evaluate
+from tuner.recipes import sft
+
+
+def test_evaluator_halves_its_batch_when_out_of_memory(tiny_model_dir, capsys):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tuner.config import EvalConfig
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = [{"prompt": f"Ticket {i}: where is my parcel?", "label": ["billing", "shipping"][i % 2]} for i in range(8)]
+    config = EvalConfig(task="choice", choices=["billing", "shipping"], batch_size=8)
+    expected = evaluate(model, tokenizer, rows, config)
+    forward = model.forward
+
+    def small_batches_only(*args, **kwargs):
+        batch = (kwargs.get("input_ids") if kwargs.get("input_ids") is not None else args[0]).shape[0]
+        if batch > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(*args, **kwargs)
+
+    model.forward = small_batches_only
+    scored = evaluate(model, tokenizer, rows, config)
+    assert scored.metrics["accuracy"] == expected.metrics["accuracy"]
+    assert [p["scores"] for p in scored.predictions] == [p["scores"] for p in expected.predictions]
+    assert "retrying with 4" in capsys.readouterr().out
+
+
+def _recipe(tiny_model_dir, ticket_files, output_dir, **train):
+    train_file, test_file = ticket_files
+    document = recipe_document(tiny_model_dir, train_file, test_file, output_dir)
+    document["train"].update(max_steps=4, save_strategy="steps", save_steps=1, **train)
+    return recipe_from_dict(document)
+
+
+def test_out_of_memory_in_training_names_the_settings_and_keeps_the_checkpoint(tiny_model_dir, ticket_files,
+                                                                              tmp_path, monkeypatch):
+    from trl import SFTTrainer
+
+    original = SFTTrainer.training_step
+
+    def step(self, *args, **kwargs):
+        if self.state.global_step == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SFTTrainer, "training_step", step)
+    with pytest.raises(TunerError) as caught:
+        sft.run(_recipe(tiny_model_dir, ticket_files, tmp_path / "oom"))
+    message = str(caught.value)
+    assert "out of memory while training at step 2" in message
+    for setting in ("train.per_device_train_batch_size` (now 4", "train.max_length", "gradient_checkpointing",
+                    "model.quantize: 4bit", "checkpoint-2", "--resume"):
+        assert setting in message, setting
+    assert (tmp_path / "oom" / "checkpoints" / "checkpoint-2" / MARKER).is_file()
+
+
+def test_disk_full_while_saving_says_how_much_space_is_needed(tiny_model_dir, ticket_files, tmp_path, monkeypatch):
+    import tuner.training
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tuner.training, "save_adapter", full)
+    with pytest.raises(TunerError) as caught:
+        sft.run(_recipe(tiny_model_dir, ticket_files, tmp_path / "full"))
+    message = str(caught.value)
+    assert "the disk is full while saving" in message and "MB are free" in message
+    assert "a checkpoint needs about" in message and "checkpoint-4" in message
+    assert (tmp_path / "full" / "checkpoints" / "checkpoint-3" / MARKER).is_file()  # earlier checkpoints intact
+
+
+def test_secrets_never_reach_a_run_folder(tiny_model_dir, ticket_files, tmp_path, monkeypatch, capsys):
+    secrets = {"HF_TOKEN": "hf_SeCrEtToKeN123456", "WANDB_API_KEY": "wandb-key-abcdef987654",
+               "DB_PASSWORD": "pa55word-very-secret"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    train_file, test_file = ticket_files
+    document = recipe_document(tiny_model_dir, train_file, test_file, tmp_path / "run")
+    # A token pasted into a recipe (TRL's hub_token) and into the data's system prompt.
+    document["train"].update(max_steps=2, hub_token=secrets["HF_TOKEN"])
+    document["data"]["system_prompt"] = f"Key is {secrets['WANDB_API_KEY']}."
+    result = sft.run(recipe_from_dict(document))
+    written = [p for p in result.run_dir.rglob("*") if p.is_file()]
+    assert len(written) >= 6
+    for path in written:
+        content = path.read_bytes()
+        for value in secrets.values():
+            assert value.encode() not in content, (path, value)
+    assert "***" in (result.run_dir / "recipe.yaml").read_text()
+    printed = capsys.readouterr()
+    for value in secrets.values():
+        assert value not in printed.out + printed.err
