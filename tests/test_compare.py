@@ -122,7 +122,7 @@ def test_runs_without_evaluation_fingerprints_fall_back_to_the_manifest(runs):
         (folder / "metrics.json").write_text(json.dumps(metrics))
     table = compare([runs]).table.set_index("run")
     assert table.loc["old-same", "choice_delta"] == pytest.approx(0.3)
-    assert "choice: other eval rows than zeroshot" in table.loc["old-other", "notes"]
+    assert "choice: other eval rows or prompt rendering than zeroshot" in table.loc["old-other", "notes"]
 
 
 def test_differences_beyond_the_method_are_listed(runs):

@@ -168,3 +168,69 @@ def test_quickstart_pipeline_then_compare(tmp_path):
     assert runs["sft-dpo"]["train_hours"] > runs["sft"]["train_hours"]
     assert runs["dpo"]["preference_rows"] == 10 and runs["sft"]["trainable_parameters"] > 0
     assert (out / "comparison" / "comparison.png").read_bytes().startswith(b"\x89PNG")
+
+
+RESUMABLE = ("train.max_steps=6", "train.save_strategy=steps", "train.save_steps=2", "train.logging_steps=1",
+             "data.max_train_samples=48", "train.per_device_train_batch_size=4", "data.max_eval_samples=4")
+
+
+def _start_sft(output_dir: Path) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    args = [a for o in (f"output_dir={output_dir}", *RESUMABLE) for a in ("--set", o)]
+    return subprocess.Popen([sys.executable, "-m", "tuner", "sft", "recipes/quickstart/sft.yaml", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 600) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.2)
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    return {e["step"]: e["loss"] for e in read_json(run_dir / "log_history.json") if "loss" in e}
+
+
+def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tmp_path):
+    import signal
+
+    whole = run_recipe("recipes/quickstart/sft.yaml", tmp_path / "whole", *RESUMABLE)
+    cut = tmp_path / "cut"
+    process = _start_sft(cut)
+    _wait_for(cut / "checkpoints" / "checkpoint-2" / "tuner_checkpoint.json", process)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL and not (cut / "metrics.json").exists()
+
+    done = tuner("sft", "recipes/quickstart/sft.yaml", "--resume",
+                 *[a for o in (f"output_dir={cut}", *RESUMABLE) for a in ("--set", o)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resuming {cut}" in done.stdout and f"Run folder: {cut}\n" in done.stdout
+    metrics = read_json(cut / "metrics.json")
+    assert metrics["train_steps"] == 6 == read_json(whole / "metrics.json")["train_steps"]
+    before, after = _losses(whole), _losses(cut)
+    assert sorted(after) == list(range(1, 7))
+    # Optimizer, scheduler, RNG and data position restored: the same losses as the run never stopped.
+    for step in range(3, 7):
+        assert after[step] == pytest.approx(before[step], rel=1e-2), (step, before, after)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    import signal
+
+    run_dir = tmp_path / "term"
+    process = _start_sft(run_dir)
+    _wait_for(run_dir / "checkpoints" / "checkpoint-2" / "tuner_checkpoint.json", process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "Traceback" not in stderr
+    message = stderr.strip().splitlines()[-1]
+    assert message.startswith("error: interrupted by SIGTERM at step") and "--resume" in message
+    step = int(message.split("at step ")[1].split()[0])
+    assert step >= 2 and (run_dir / "checkpoints" / f"checkpoint-{step}" / "tuner_checkpoint.json").is_file()
+    assert (run_dir / "log_history.json").is_file() and not (run_dir / "metrics.json").exists()

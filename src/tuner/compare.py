@@ -163,7 +163,8 @@ def evaluations(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def _identity(scores: dict[str, Any], manifest: dict[str, Any]) -> dict[str, str | None]:
     """What an evaluation scored: fingerprints of its rows and rendering, and (for runs written before tuner recorded
     those) the manifest's eval data fingerprint and eval settings."""
-    settings = manifest.get("eval_settings")
+    # The batch size changes speed, not scores.
+    settings = {k: v for k, v in (manifest.get("eval_settings") or {}).items() if k != "batch_size"}
     return {"rows": scores.get("rows_fingerprint"), "prompt": scores.get("prompt_fingerprint"),
             "data": (manifest.get("data") or {}).get("eval_fingerprint"),
             "settings": json.dumps(settings, sort_keys=True) if settings else None}
@@ -174,7 +175,8 @@ def _mismatch(identity: dict[str, str | None], reference: dict[str, str | None])
     if identity["rows"] and reference["rows"]:
         pairs = [("other eval rows", "rows"), ("other prompt rendering", "prompt")]
     else:
-        pairs = [("other eval rows", "data"), ("other prompt rendering", "settings")]
+        # Older runs: the manifest's eval data fingerprint covers the rows as rendered (system prompt, template).
+        pairs = [("other eval rows or prompt rendering", "data"), ("other scoring settings", "settings")]
     return next((what for what, key in pairs if identity[key] != reference[key]), None)
 
 
@@ -381,8 +383,10 @@ def display_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     """The table as text cells: header and rows, as Markdown and the terminal show it."""
     table = comparison.table
     header = ["run", "method", "model"]
+    # A change column only for tasks the baseline was scored on.
+    deltas = {task: table[f"{task}_delta"].notna().any() for task in comparison.tasks}
     for task in comparison.tasks:
-        header += [f"{task} accuracy [95% CI] (rows)", f"Δ {task} vs baseline"]
+        header += [f"{task} accuracy [95% CI] (rows)"] + ([f"Δ {task} vs baseline"] if deltas[task] else [])
     header += ["train hours", "eval hours", "ms/example", "peak memory", "trainable params"]
     if "cost" in table:
         header.append("cost")
@@ -397,7 +401,8 @@ def display_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
                          f"{accuracy:.3f} [{row[f'{task}_ci_low']:.3f}, {row[f'{task}_ci_high']:.3f}] "
                          f"({int(row[f'{task}_rows'])})")
             delta = row[f"{task}_delta"]
-            cells.append("" if _missing(delta) else f"{100 * delta:+.1f} pt")
+            if deltas[task]:
+                cells.append("" if _missing(delta) else f"{100 * delta:+.1f} pt")
         cells += [_fmt_hours(None if _missing(row["train_hours"]) else row["train_hours"], row["hours_unit"]),
                   _fmt_hours(None if _missing(row["eval_hours"]) else row["eval_hours"], row["hours_unit"]),
                   "" if _missing(row["latency_ms"]) else f"{row['latency_ms']:.1f}",

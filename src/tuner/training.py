@@ -167,7 +167,8 @@ def train_and_save(trainer, tokenizer, run_dir: Path, phases: dict[str, Any], re
         last = trainer.state.global_step
         raise Interrupted(f"interrupted by {signal_name(stopper.signum)} at step {last} of {trainer.state.max_steps}; "
                           f"checkpoint saved in {run_dir / 'checkpoints' / f'checkpoint-{last}'}. Continue with "
-                          f"`tuner {recipe.method} {recipe.source} --resume` (or `resume: auto` in the recipe).",
+                          f"`tuner {recipe.method} {recipe.source} --resume` with the same --set options (or "
+                          f"`resume: auto` in the recipe).",
                           stopper.signum)
     try:
         save_adapter(trainer.model, tokenizer, run_dir / "adapter")
