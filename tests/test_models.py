@@ -58,3 +58,28 @@ def test_load_local_folder(tiny_model_dir):
 
 def test_remote_code_is_off_by_default():
     assert ModelConfig(name_or_path="x").trust_remote_code is False
+
+
+def test_pickled_weights_need_an_explicit_opt_in(tiny_model_dir, tmp_path):
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, pickled)
+    for weights in pickled.glob("*.safetensors"):
+        weights.unlink()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")
+    with pytest.raises(TunerError, match="holds pickled weights only .*pytorch_model.bin.*model.allow_pickle: true"):
+        load_model(ModelConfig(name_or_path=str(pickled)))
+    loaded = load_model(ModelConfig(name_or_path=str(pickled), allow_pickle=True))
+    assert loaded.info["parameters"] == sum(p.numel() for p in model.parameters())
+
+
+def test_trust_remote_code_is_off_by_default_and_warns_when_on(tiny_model_dir, capsys):
+    assert ModelConfig(name_or_path="x").trust_remote_code is False
+    load_model(ModelConfig(name_or_path=str(tiny_model_dir), trust_remote_code=True))
+    printed = capsys.readouterr().out
+    assert "warning" in printed and "`model.trust_remote_code: true`" in printed
