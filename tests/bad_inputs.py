@@ -122,6 +122,9 @@ RECIPES = [
     Case("unknown-task", "an unknown eval task", ["key `eval.task`", "'classify'"], _set("eval.task", "classify")),
     Case("adapter-with-sft", "`model.adapter` with method sft", ["`model.adapter` (continue from a run's adapter) "
                                                                 "is for method dpo"], _set("model.adapter", "runs/x")),
+    Case("quantize-without-adapter", "4-bit quantisation with the adapter section emptied",
+         ["`adapter` is empty while `model.quantize` is set", "QLoRA"],
+         _all(_set("model.quantize", "4bit"), _set("adapter", None))),
     Case("quantize-3bit", "an unsupported quantisation", ["key `model.quantize`", "'3bit'"],
          _set("model.quantize", "3bit")),
     Case("dtype-fp64", "an unsupported precision", ["key `model.dtype`", "'fp64'"], _set("model.dtype", "fp64")),

@@ -28,7 +28,7 @@ def test_bad_input(case, good_files, tmp_path):
     code, message, stderr = run_case(case, tmp_path / case.name, *good_files, OFFLINE_MODEL)
     assert code == 2, stderr
     assert message.startswith("error: ") and "Traceback" not in stderr
-    assert stderr.count("error: ") == 1, stderr  # one paragraph, said once
+    assert sum(line.startswith("error: ") for line in stderr.splitlines()) == 1, stderr  # one paragraph, said once
     for fragment in case.expect:
         assert fragment in message, (fragment, message)
 

@@ -190,6 +190,17 @@ class Recipe(_Section):
     # Where the recipe came from, for messages; not a YAML key.
     source: str = Field("<recipe>", exclude=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _adapter_present(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "adapter" in data and data["adapter"] is None:
+            quantized = isinstance(data.get("model"), dict) and data["model"].get("quantize")
+            raise ValueError(f"`adapter` is empty{' while `model.quantize` is set' if quantized else ''}: tuner "
+                             f"trains adapters only (with `model.quantize` that is QLoRA, a quantised base cannot "
+                             f"be trained without one). Remove the `adapter:` line to use the defaults, or give "
+                             f"its keys")
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
         if self.model.adapter is not None and self.method != "dpo":
