@@ -140,3 +140,19 @@ def test_every_shipped_recipe_validates(path, monkeypatch):
     overrides = ["model.adapter=null"] if "\n  adapter: runs/" in text else []
     recipe = load_recipe(path, overrides)
     assert first_line.split()[2] == recipe.method
+
+
+def test_trl_field_names_are_cached_so_validate_need_not_import_trl(tmp_path, monkeypatch):
+    import tuner.config as config
+
+    monkeypatch.setenv("TUNER_CACHE", str(tmp_path))
+    name, fields = config.trl_fields("dpo")
+    assert name == "DPOConfig" and {"beta", "learning_rate", "max_length"} <= fields
+    assert len(list((tmp_path / "trl-fields").glob("trl-*-transformers-*.json"))) == 1
+
+    def no_import(method):
+        raise AssertionError("TRL imported although its field names were cached")
+
+    monkeypatch.setattr(config, "trl_config_class", no_import)
+    assert config.trl_fields("sft")[0] == "SFTConfig" and "packing" in config.trl_fields("sft")[1]
+    assert config.trl_fields("dpo") == (name, fields)

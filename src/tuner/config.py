@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -258,15 +259,52 @@ def _check_train_values(recipe: Recipe) -> None:
                          f"epochs; got {max_steps!r}). Fix the recipe.")
 
 
+def trl_fields(method: str) -> tuple[str, set[str]]:
+    """The name and field names of the TRL config class for `method`.
+
+    Importing TRL takes seconds (it imports torch and transformers), so the names are cached per TRL and
+    transformers version under the tuner cache: `tuner validate` then answers without importing either.
+    """
+    from importlib import metadata
+
+    from .models import cache_dir
+
+    try:
+        tag = f"trl-{metadata.version('trl')}-transformers-{metadata.version('transformers')}"
+    except metadata.PackageNotFoundError:
+        tag = None
+    cache = cache_dir() / "trl-fields" / f"{tag}.json"
+    if tag and cache.is_file():
+        try:
+            cached = json.loads(cache.read_text(encoding="utf-8"))
+            if method in cached:
+                return cached[method]["class"], set(cached[method]["fields"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # a damaged cache is rebuilt below
+    import dataclasses
+
+    fields = {}
+    for name in ("sft", "dpo"):
+        cls = trl_config_class(name)
+        fields[name] = {"class": cls.__name__, "fields": sorted(f.name for f in dataclasses.fields(cls) if f.init)}
+    if tag:
+        try:
+            from .runs import write_json
+
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_json(cache, fields)
+        except OSError:
+            pass  # a read-only cache only costs speed
+    return fields[method]["class"], set(fields[method]["fields"])
+
+
 def _check_train_keys(recipe: Recipe) -> None:
     if recipe.method == "fewshot":
         if recipe.train:
             raise TunerError(f"{recipe.source}: key `train` is set, but method fewshot does no training. Remove the "
                              f"`train:` section or use method sft.")
         return
-    import dataclasses
-    cls = trl_config_class(recipe.method)
-    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    class_name, known = trl_fields(recipe.method)
     for key in recipe.train:
         if key in PreferenceConfig.model_fields:
             raise TunerError(f"{recipe.source}: key `train.{key}` belongs in the `dpo:` block, where it is checked; "
@@ -279,8 +317,8 @@ def _check_train_keys(recipe: Recipe) -> None:
             raise TunerError(f"{recipe.source}: key `train.packing`: DPO does not pack sequences (each row is a "
                              f"chosen/rejected pair scored side by side); packing is for method sft. Remove it.")
         if key not in known:
-            raise TunerError(f"{recipe.source}: key `train.{key}` is not a field of TRL's {cls.__name__}."
-                             f"{_did_you_mean(key, known)} Fix or remove it (see the {cls.__name__} documentation "
+            raise TunerError(f"{recipe.source}: key `train.{key}` is not a field of TRL's {class_name}."
+                             f"{_did_you_mean(key, known)} Fix or remove it (see the {class_name} documentation "
                              f"for the accepted keys).")
 
 
