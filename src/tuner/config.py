@@ -349,14 +349,17 @@ def _section_fields(path: tuple) -> set[str]:
     return {n for n, f in model.model_fields.items() if not f.exclude} if model else set()
 
 
+_UNION_TAGS = {"str", "int", "float", "bool", "dict", "list", "none", "SourceConfig", "ModelConfig", "DataConfig",
+               "AdapterConfig", "EvalConfig", "FewshotConfig", "PreferenceConfig", "Recipe"}
+
+
 def _explain(error: ValidationError, source: str) -> TunerError:
     lines = []
     for item in error.errors():
-        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p) and p not in ("str",))
-        # pydantic names the union member it tried (SourceConfig); drop those parts from the user's key path.
-        loc = tuple(p for p in loc if not (isinstance(p, str) and p[:1].isupper()))
+        # pydantic names the union member it tried (SourceConfig, str, list[str]); drop those from the key path.
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and ("[" in p or p in _UNION_TAGS)))
         path = ".".join(str(p) for p in loc) or "(top level)"
-        if item["type"] == "extra_forbidden":
+        if item["type"] == "extra_forbidden" and loc:
             hint = _did_you_mean(loc[-1], _section_fields(loc[:-1]))
             allowed = ", ".join(sorted(_section_fields(loc[:-1])))
             lines.append(f"key `{path}` is not a known key.{hint} Known keys here: {allowed}.")
