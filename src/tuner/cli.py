@@ -150,6 +150,10 @@ def _run(recipe_path: str, overrides: tuple[str, ...], method: str) -> None:
 
 
 def _report(result) -> None:
+    from .distributed import is_main_process
+
+    if not is_main_process():
+        return  # rank 0 reports for every process
     click.echo(f"\nRun folder: {result.run_dir}")
     click.echo("  holds: " + ", ".join(result.files()))
     summary = {k: result.metrics[k] for k in ("train_loss", "train_tokens", "train_tokens_per_second")

@@ -102,6 +102,7 @@ def build_manifest(recipe, data_report: dict[str, Any], model_info: dict[str, An
                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a run needs to be reproduced and compared: versions, hardware, seed, data and model identity."""
     from .accounting import device_info
+    from .distributed import engine, world_size
 
     return {
         "method": recipe.method,
@@ -111,6 +112,8 @@ def build_manifest(recipe, data_report: dict[str, Any], model_info: dict[str, An
         "python": platform.python_version(),
         "platform": platform.platform(),
         "hardware": device_info(),
+        "world_size": world_size(),
+        "engine": engine(),
         "git_revision": git_revision(),
         "data": data_report,
         "model": model_info,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .accounting import phase
+from .distributed import is_main_process
 from .models import device_kind
 
 # tuner's defaults under the recipe's `train:` keys. They differ from TRL's where TRL's suit full fine-tuning on a
@@ -122,16 +123,21 @@ def resume_point(recipe, data_report: dict[str, Any]) -> Path | None:
 
 
 def run_folder(recipe, checkpoint: Path | None) -> Path:
-    """A new run folder (never an existing one), or the interrupted run's own folder when resuming."""
+    """A new run folder (never an existing one), or the interrupted run's own folder when resuming. With several
+    processes, rank 0 makes it and the others are told its path."""
+    from .distributed import shared
     from .runs import new_run_dir, write_recipe
 
-    if checkpoint is None:
-        run_dir = new_run_dir(recipe.output_dir)
-    else:
-        run_dir = checkpoint.parent.parent
-        print(f"tuner: resuming {run_dir} from {checkpoint.name}")
-    write_recipe(run_dir, recipe)
-    return run_dir
+    def make() -> Path:
+        if checkpoint is None:
+            run_dir = new_run_dir(recipe.output_dir)
+        else:
+            run_dir = checkpoint.parent.parent
+            print(f"tuner: resuming {run_dir} from {checkpoint.name}")
+        write_recipe(run_dir, recipe)
+        return run_dir
+
+    return shared(make)
 
 
 def train_and_save(trainer, tokenizer, run_dir: Path, phases: dict[str, Any], recipe, data_report: dict[str, Any],
@@ -163,13 +169,16 @@ def train_and_save(trainer, tokenizer, run_dir: Path, phases: dict[str, Any], re
     if stopper.signum is not None:
         from .runs import write_json
 
-        write_json(run_dir / "log_history.json", trainer.state.log_history)
+        if is_main_process():
+            write_json(run_dir / "log_history.json", trainer.state.log_history)
         last = trainer.state.global_step
         raise Interrupted(f"interrupted by {signal_name(stopper.signum)} at step {last} of {trainer.state.max_steps}; "
                           f"checkpoint saved in {run_dir / 'checkpoints' / f'checkpoint-{last}'}. Continue with "
                           f"`tuner {recipe.method} {recipe.source} --resume` with the same --set options (or "
                           f"`resume: auto` in the recipe).",
                           stopper.signum)
+    if not is_main_process():
+        return output
     try:
         save_adapter(trainer.model, tokenizer, run_dir / "adapter")
     except OSError as error:

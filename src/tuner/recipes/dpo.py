@@ -16,6 +16,7 @@ from typing import Any
 from ..accounting import phase
 from ..adapters import build_peft_config, parameter_counts
 from ..data import load_data, scoring_rows
+from ..distributed import is_main_process
 from ..errors import TunerError
 from ..evaluate import check_rows, evaluate
 from ..models import check_chat_template, load_model
@@ -85,6 +86,8 @@ def run(recipe) -> RunResult:
     report_long_rows(splits.train, loaded.tokenizer, trainer.args.max_length, splits.report)
     counts = parameter_counts(trainer.model)
     output = train_and_save(trainer, loaded.tokenizer, run_dir, phases, recipe, splits.report, checkpoint)
+    if not is_main_process():
+        return RunResult(run_dir=run_dir, metrics={}, manifest={})  # rank 0 evaluates and writes the run folder
 
     history = trainer.state.log_history
     metrics = {**train_metrics("sft+dpo" if recipe.model.adapter else "dpo", output, phases, counts),
