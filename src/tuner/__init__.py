@@ -5,14 +5,16 @@
     result.run_dir, result.metrics
 
     from tuner import evaluate          # score any model or adapter on canonical rows
+    from tuner import dry_run           # parameters and peak memory of a training recipe, before it runs
 """
 
 from .config import Recipe, load_recipe, recipe_from_dict
 from .errors import TunerError
+from .estimate import Estimate, dry_run
 from .evaluate import EvalResult, evaluate
 from .runs import RunResult
 
-__all__ = ["EvalResult", "Recipe", "RunResult", "TunerError", "evaluate", "load_recipe", "recipe_from_dict", "run"]
+__all__ = ["Estimate", "EvalResult", "dry_run", "Recipe", "RunResult", "TunerError", "evaluate", "load_recipe", "recipe_from_dict", "run"]
 __version__ = "0.1.0"
 
 

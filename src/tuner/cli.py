@@ -59,6 +59,8 @@ def validate(recipe_path: str, overrides: tuple[str, ...]) -> None:
                f"{f' ({skipped} bad rows skipped)' if skipped else ''}, output {recipe.output_dir}")
 
 
+dry_run_option = click.option("--dry-run", is_flag=True, help="Validate, build the model on the meta device and "
+                               "estimate peak memory (weights, adapter, optimizer, activations); train nothing.")
 resume_option = click.option("--resume", is_flag=True, help="Continue the newest interrupted run of this recipe "
                              "from its last whole checkpoint (same as `resume: auto` in the recipe).")
 
@@ -67,18 +69,26 @@ resume_option = click.option("--resume", is_flag=True, help="Continue the newest
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @set_option
 @resume_option
-def sft(recipe_path: str, overrides: tuple[str, ...], resume: bool) -> None:
+@dry_run_option
+def sft(recipe_path: str, overrides: tuple[str, ...], resume: bool, dry_run: bool) -> None:
     """Supervised fine-tuning of a LoRA/QLoRA adapter (TRL SFTTrainer)."""
-    _run(recipe_path, overrides + (("resume=auto",) if resume else ()), "sft")
+    if dry_run:
+        _dry_run(recipe_path, overrides, "sft")
+    else:
+        _run(recipe_path, overrides + (("resume=auto",) if resume else ()), "sft")
 
 
 @cli.command()
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @set_option
 @resume_option
-def dpo(recipe_path: str, overrides: tuple[str, ...], resume: bool) -> None:
+@dry_run_option
+def dpo(recipe_path: str, overrides: tuple[str, ...], resume: bool, dry_run: bool) -> None:
     """Preference tuning (DPO) of a LoRA/QLoRA adapter (TRL DPOTrainer), new or continuing an SFT run."""
-    _run(recipe_path, overrides + (("resume=auto",) if resume else ()), "dpo")
+    if dry_run:
+        _dry_run(recipe_path, overrides, "dpo")
+    else:
+        _run(recipe_path, overrides + (("resume=auto",) if resume else ()), "dpo")
 
 
 @cli.command()
@@ -138,6 +148,17 @@ def compare_command(paths: tuple[str, ...], baseline: str | None, price_per_gpu_
     if comparison.problems:
         _fail(TunerError(f"{len(comparison.problems)} run file(s) could not be read, so their rows are marked: "
                          + "; ".join(comparison.problems) + "."))
+
+
+def _dry_run(recipe_path: str, overrides: tuple[str, ...], method: str) -> None:
+    from .estimate import describe, dry_run
+
+    try:
+        recipe = _load(recipe_path, overrides, method)
+        result = dry_run(recipe)
+    except TunerError as error:
+        _fail(error)
+    click.echo(describe(result, recipe))
 
 
 def _run(recipe_path: str, overrides: tuple[str, ...], method: str) -> None:

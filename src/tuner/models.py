@@ -212,6 +212,34 @@ def load_model(model_config, source: str = "<recipe>") -> LoadedModel:
     return LoadedModel(model=model, tokenizer=tokenizer, dtype=dtype, info=info)
 
 
+def load_config_and_tokenizer(model_config, source: str = "<recipe>"):
+    """The model's config and tokenizer without its weights (for estimates): a GGUF file is read for its metadata,
+    or from the converted checkpoint when one is cached."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = resolve_model_path(model_config.name_or_path, source)
+    common: dict[str, Any] = {"trust_remote_code": model_config.trust_remote_code, "revision": model_config.revision}
+    if path.endswith(".gguf"):
+        cached = cache_dir() / "gguf" / file_sha256(path)[:32]
+        if (cached / "config.json").is_file():
+            path = str(cached)
+        else:
+            common = {"gguf_file": Path(path).name}
+            path = str(Path(path).parent)
+    try:
+        config = AutoConfig.from_pretrained(path, **common)
+        tokenizer = AutoTokenizer.from_pretrained(path, **common)
+    except OSError as exc:
+        raise TunerError(f"{source}: key `model.name_or_path`: could not read {model_config.name_or_path}: "
+                         f"{str(exc).splitlines()[0]} Check the name or path; no model can be downloaded without "
+                         f"network access.") from None
+    if hasattr(config, "quantization_config") and "gguf_file" in common:
+        del config.quantization_config
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return config, tokenizer
+
+
 def check_chat_template(tokenizer, recipe) -> None:
     """Refuse chat rendering with a model that has no chat template, before any training or scoring starts."""
     if recipe.data.chat and not tokenizer.chat_template:

@@ -41,17 +41,53 @@ def training_args(recipe, dtype: str, run_dir: Path, config_class=None, defaults
     # The precision follows the hardware (model.dtype), never TRL's bf16 default blindly (see models.resolve_dtype).
     values.update(bf16=dtype == "bf16", fp16=dtype == "fp16", output_dir=str(run_dir / "checkpoints"),
                   seed=recipe.seed, use_cpu=device_kind() == "cpu")
+    if "use_liger_kernel" not in recipe.train and liger_applies(recipe):
+        values["use_liger_kernel"] = True
     return config_class(**values)
 
 
-def save_adapter(model, tokenizer, adapter_dir: Path) -> None:
+def liger_applies(recipe) -> bool:
+    """Liger's Triton kernels (fused RMSNorm, SwiGLU, rotary) on by default where they run: a CUDA GPU, the package
+    installed, and a base that is not bitsandbytes-quantised (Liger replaces the MLP's linear layers)."""
+    from importlib.util import find_spec
+
+    return device_kind() == "cuda" and not recipe.model.quantize and find_spec("liger_kernel") is not None
+
+
+def speed_settings(trainer) -> dict[str, Any]:
+    """What the run did for speed and memory, for the manifest: batch layout, attention kernel, precision,
+    gradient checkpointing, kernels, optimizer and compilation."""
+    args = trainer.args
+    return {"batches": getattr(trainer, "batching", None),
+            "attention": getattr(trainer.model.config, "_attn_implementation", None),
+            "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+            "gradient_checkpointing": bool(args.gradient_checkpointing),
+            "liger_kernel": bool(getattr(args, "use_liger_kernel", False)),
+            "optimizer": str(getattr(args.optim, "value", args.optim)),
+            "torch_compile": bool(args.torch_compile)}
+
+
+def gathered_state_dict(trainer) -> dict[str, Any] | None:
+    """Under FSDP or DeepSpeed ZeRO-3 each rank holds a shard of the weights: every rank must join in gathering the
+    full state dict before rank 0 saves. None when the model is whole on every rank."""
+    if getattr(trainer, "is_fsdp_enabled", False):
+        return trainer.accelerator.get_state_dict(trainer.model)
+    if getattr(trainer, "is_deepspeed_enabled", False):
+        plugin = trainer.accelerator.state.deepspeed_plugin
+        if plugin is not None and plugin.zero_stage == 3:
+            return trainer.accelerator.get_state_dict(trainer.deepspeed)
+    return None
+
+
+def save_adapter(model, tokenizer, adapter_dir: Path, state_dict: dict[str, Any] | None = None) -> None:
     """Adapter weights as safetensors, with the tokenizer and chat template beside them.
 
     Not `trainer.save_model`: it also pickles the training arguments (training_args.bin), and a run folder holds
     safetensors and text only.
     """
     # Only the trained adapter: DPO from an SFT run also holds a frozen "ref" copy, which is not the result.
-    model.save_pretrained(str(adapter_dir), safe_serialization=True, selected_adapters=["default"])
+    model.save_pretrained(str(adapter_dir), safe_serialization=True, selected_adapters=["default"],
+                          **({"state_dict": state_dict} if state_dict is not None else {}))
     tokenizer.save_pretrained(str(adapter_dir))
 
 
@@ -81,20 +117,31 @@ def prepare_base(model, quantize: str | None, gradient_checkpointing: bool):
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
 
 
+def rendered_pairs(row: dict[str, Any], tokenizer) -> list[tuple[str, str]]:
+    """A canonical training row as the text the model reads, split into (prompt, answer) for each answer (two for a
+    preference pair): the answer is what the loss is on."""
+    if "messages" in row:
+        from .data import last_turn_as_completion
+
+        row = last_turn_as_completion(row)
+    answers = [row[key] for key in ("completion", "chosen", "rejected") if row.get(key) is not None]
+    pairs = []
+    for answer in answers:
+        if isinstance(row["prompt"], list):
+            turns = answer if isinstance(answer, list) else [{"role": "assistant", "content": answer}]
+            prompt = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+            full = tokenizer.apply_chat_template(row["prompt"] + turns, tokenize=False)
+            pairs.append((prompt, full[len(prompt):] if full.startswith(prompt) else full))
+        else:
+            text = answer if isinstance(answer, str) else answer[-1]["content"]
+            pairs.append((row["prompt"], text + (tokenizer.eos_token or "")))
+    return pairs
+
+
 def _row_lengths(row: dict[str, Any], tokenizer) -> int:
     """Tokens of a canonical training row as the trainer sees it (for pairs, the longer side)."""
-    if "messages" in row:
-        texts = [tokenizer.apply_chat_template(row["messages"], tokenize=False)]
-    else:
-        answers = [row[key] for key in ("completion", "chosen", "rejected") if row.get(key) is not None]
-        if isinstance(row["prompt"], list):
-            texts = [tokenizer.apply_chat_template(row["prompt"] + (answer if isinstance(answer, list) else
-                                                                    [{"role": "assistant", "content": answer}]),
-                                                   tokenize=False) for answer in answers]
-        else:
-            texts = [row["prompt"] + (answer if isinstance(answer, str) else answer[-1]["content"])
-                     for answer in answers]
-    return max(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts)
+    return max(len(tokenizer(prompt + answer, add_special_tokens=False)["input_ids"])
+               for prompt, answer in rendered_pairs(row, tokenizer))
 
 
 def report_long_rows(rows, tokenizer, max_length: int | None, data_report: dict[str, Any]) -> None:
@@ -177,10 +224,11 @@ def train_and_save(trainer, tokenizer, run_dir: Path, phases: dict[str, Any], re
                           f"`tuner {recipe.method} {recipe.source} --resume` with the same --set options (or "
                           f"`resume: auto` in the recipe).",
                           stopper.signum)
+    state_dict = gathered_state_dict(trainer)
     if not is_main_process():
         return output
     try:
-        save_adapter(trainer.model, tokenizer, run_dir / "adapter")
+        save_adapter(trainer.model, tokenizer, run_dir / "adapter", state_dict)
     except OSError as error:
         raise _resource_error(error, trainer, run_dir) from None
     remove_if_empty(run_dir / "checkpoints")

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..accounting import phase
 from ..adapters import build_peft_config, parameter_counts
+from ..batching import dpo_batching
 from ..data import load_data, scoring_rows
 from ..distributed import is_main_process
 from ..errors import TunerError
@@ -22,8 +23,8 @@ from ..evaluate import check_rows, evaluate
 from ..models import check_chat_template, load_model
 from ..runs import RunResult, build_manifest, finish_run, record_evaluation
 from ..training import DEFAULTS as COMMON_DEFAULTS
-from ..training import (prepare_base, recorded_args, report_long_rows, resume_point, run_folder, train_and_save,
-                        train_metrics, training_args)
+from ..training import (prepare_base, recorded_args, report_long_rows, resume_point, run_folder, speed_settings,
+                        train_and_save, train_metrics, training_args)
 
 # As for SFT, plus DPO's usual smaller learning rate and batch (each row is two sequences, and a reference pass).
 DEFAULTS: dict[str, Any] = {**COMMON_DEFAULTS, "learning_rate": 5.0e-5, "per_device_train_batch_size": 4}
@@ -56,8 +57,10 @@ def build_trainer(recipe, loaded, train_rows, run_dir: Path):
         settings["loss_type"] = [settings["loss_type"]]
     args = training_args(recipe, loaded.dtype, run_dir, DPOConfig, DEFAULTS, settings)
     model, peft_config = policy_model(recipe, loaded, args.gradient_checkpointing)
-    return DPOTrainer(model=model, args=args, train_dataset=train_rows, processing_class=loaded.tokenizer,
-                      peft_config=peft_config)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=train_rows, processing_class=loaded.tokenizer,
+                         peft_config=peft_config)
+    trainer.batching = dpo_batching(trainer, recipe.train)
+    return trainer
 
 
 def _logged(history: list[dict[str, Any]], key: str, which: int) -> float | None:
@@ -106,5 +109,6 @@ def run(recipe) -> RunResult:
     manifest = build_manifest(recipe, splits.report, loaded.info,
                               extra={"adapter": recipe.adapter.model_dump(), "dpo": recipe.dpo.model_dump(),
                                      "continued_from": recipe.model.adapter,
-                                     "trl_args": recorded_args(trainer.args, recipe, DEFAULTS)})
+                                     "trl_args": recorded_args(trainer.args, recipe, DEFAULTS),
+                                     "speed": speed_settings(trainer)})
     return finish_run(run_dir, metrics, manifest, history)

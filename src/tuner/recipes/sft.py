@@ -10,13 +10,14 @@ from typing import Any
 
 from ..accounting import phase
 from ..adapters import build_peft_config, parameter_counts
+from ..batching import finish_sft_batching, sft_batching
 from ..data import last_turn_as_completion, load_data, scoring_rows
 from ..distributed import is_main_process
 from ..evaluate import check_rows, evaluate
 from ..models import check_chat_template, load_model
 from ..runs import RunResult, build_manifest, finish_run, record_evaluation
 from ..training import (DEFAULTS, prepare_base, recorded_args, report_long_rows, resume_point, run_folder,
-                        train_and_save, train_metrics, training_args)
+                        speed_settings, train_and_save, train_metrics, training_args)
 
 
 def _chat_template_marks_assistant(tokenizer) -> bool:
@@ -48,9 +49,12 @@ def build_trainer(recipe, loaded, train_rows, run_dir: Path):
     args = training_args(recipe, loaded.dtype, run_dir)
     if "messages" in train_rows.column_names:
         args.assistant_only_loss = True
+    sft_batching(args, loaded.model, recipe.train)
     model = prepare_base(loaded.model, recipe.model.quantize, args.gradient_checkpointing)
-    return SFTTrainer(model=model, args=args, train_dataset=train_rows, processing_class=loaded.tokenizer,
-                      peft_config=build_peft_config(recipe.adapter))
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, processing_class=loaded.tokenizer,
+                         peft_config=build_peft_config(recipe.adapter))
+    trainer.batching = finish_sft_batching(trainer)
+    return trainer
 
 
 def run(recipe) -> RunResult:
@@ -86,5 +90,6 @@ def run(recipe) -> RunResult:
         record_evaluation(run_dir, result, metrics, phases)
     manifest = build_manifest(recipe, splits.report, loaded.info,
                               extra={"adapter": recipe.adapter.model_dump(),
-                                     "trl_args": recorded_args(trainer.args, recipe, DEFAULTS)})
+                                     "trl_args": recorded_args(trainer.args, recipe, DEFAULTS),
+                                     "speed": speed_settings(trainer)})
     return finish_run(run_dir, metrics, manifest, trainer.state.log_history)

@@ -1,0 +1,159 @@
+"""Training throughput and peak memory: tuner's defaults against TRL's trainer with its own defaults, and against
+TRL configured by hand the best ways found, on data of mixed lengths.
+
+Every arm trains the same new LoRA adapter (r 16, all linear layers) on the same base model for one epoch over the
+same rows, at the same `max_length` (TRL's default, 1024, so no arm truncates more than another). Each arm runs in a
+child process of this one invocation, so each peak memory (resident set on a CPU, CUDA peak on a GPU) is its own.
+Trained tokens are counted from the rows each trainer actually fed (after its truncation or packing), so arms that
+pack, group or pad differently are compared on the same work.
+
+    python benchmarks/throughput.py --method sft --rows 96      # alpaca_en_demo.json from ../shared/data
+    python benchmarks/throughput.py --method dpo --rows 48      # dpo_en_demo.json
+    python benchmarks/throughput.py --method sft --arms tuner,trl_defaults --model /path/to/model
+
+TRL's arms keep every config default except output folder, epochs, `max_length`, no saving, no tracker and, on a
+machine without a GPU, `use_cpu=True` (without which transformers refuses TRL's bf16 default on a CPU). The
+hand-configured arms then change only what their name says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "llamafactory"
+DATA = {"sft": SHARED / "alpaca_en_demo.json", "dpo": SHARED / "dpo_en_demo.json"}
+RECIPE = {"sft": "recipes/quickstart/sft.yaml", "dpo": "recipes/quickstart/dpo.yaml"}
+
+# Hand-configured TRL: each arm is TRL's defaults plus these config keys.
+TRL_ARMS = {
+    "sft": {"trl_defaults": {},
+            "trl_no_checkpointing_grouped": {"gradient_checkpointing": False,
+                                             "train_sampling_strategy": "group_by_length"},
+            "trl_no_checkpointing_packed": {"gradient_checkpointing": False, "packing": True}},
+    "dpo": {"trl_defaults": {},
+            "trl_no_checkpointing": {"gradient_checkpointing": False},
+            "trl_no_checkpointing_precomputed_reference": {"gradient_checkpointing": False,
+                                                           "precompute_ref_log_probs": True}},
+}
+
+
+def peak_memory_mb() -> float:
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def trained_tokens(method: str, dataset, max_length: int) -> int:
+    """Tokens one epoch feeds the model: SFT rows (packed or not) as stored; DPO pairs as the collator cuts them."""
+    if method == "sft":
+        return sum(len(ids) for ids in dataset["input_ids"])
+    return sum(min(len(p) + len(c), max_length) + min(len(p) + len(r), max_length)
+               for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"]))
+
+
+def recipe_for(method: str, data: str, rows: int, max_length: int, model: str | None):
+    """The quickstart recipe on the benchmark's data, with tuner's own `train` defaults (not the quickstart's)."""
+    from tuner import load_recipe
+
+    overrides = [f"data.train.path={data}", "data.eval=null", "data.system_prompt=null", "eval.task=null",
+                 "eval.choices=null", f"data.max_train_samples={rows}",
+                 f"train={{num_train_epochs: 1, max_length: {max_length}, logging_steps: 1000}}",
+                 "data.format=" + ("alpaca" if method == "sft" else "preference")]
+    if method == "dpo":
+        overrides.append("dpo={beta: 0.1}")
+    if model:
+        overrides.append(f"model.name_or_path={model}")
+    return load_recipe(RECIPE[method], overrides)
+
+
+def arm(method: str, name: str, data: str, rows: int, max_length: int, model: str | None) -> dict:
+    import torch
+
+    from tuner.adapters import build_peft_config
+    from tuner.data import load_data
+    from tuner.models import load_model
+    from tuner.recipes import dpo, sft
+
+    recipe = recipe_for(method, data, rows, max_length, model)
+    train = load_data(recipe.data, seed=recipe.seed, source=recipe.source).train
+    loaded = load_model(recipe.model, recipe.source)
+    with tempfile.TemporaryDirectory() as scratch:
+        if name == "tuner":
+            module = sft if method == "sft" else dpo
+            rows_in = sft.sft_rows(train, loaded.tokenizer) if method == "sft" else train
+            trainer = module.build_trainer(recipe, loaded, rows_in, Path(scratch))
+        else:
+            from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+            config, trainer_class = (SFTConfig, SFTTrainer) if method == "sft" else (DPOConfig, DPOTrainer)
+            args = config(output_dir=scratch, num_train_epochs=1, max_length=max_length, report_to="none",
+                          save_strategy="no", logging_steps=1000, use_cpu=not torch.cuda.is_available(),
+                          **TRL_ARMS[method][name])
+            trainer = trainer_class(model=loaded.model, args=args, train_dataset=train,
+                                    processing_class=loaded.tokenizer, peft_config=build_peft_config(recipe.adapter))
+        tokens = trained_tokens(method, trainer.train_dataset, max_length)
+        start = time.perf_counter()
+        trainer.train()
+        wall = time.perf_counter() - start
+    return {"arm": name, "rows": rows, "steps": trainer.state.global_step, "tokens": tokens,
+            "wall_seconds": round(wall, 1), "tokens_per_second": round(tokens / wall, 1),
+            "peak_memory_mb": round(peak_memory_mb()), "bf16": trainer.args.bf16,
+            "gradient_checkpointing": trainer.args.gradient_checkpointing,
+            "batches": getattr(trainer, "batching", None) or ("packed, padding-free" if getattr(
+                trainer.args, "packing", False) else trainer.args.train_sampling_strategy + " order")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", choices=["sft", "dpo"], default="sft")
+    parser.add_argument("--rows", type=int, default=96, help="training rows (pairs for dpo), one epoch")
+    parser.add_argument("--data", help="a file of the method's rows (default: the LLaMA-Factory demo in ../shared)")
+    parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--model", help="base model (default: the quickstart's offline SmolLM2)")
+    parser.add_argument("--arms", help="comma-separated arms (default: tuner and every TRL arm)")
+    parser.add_argument("--arm", help=argparse.SUPPRESS)  # child process
+    args = parser.parse_args()
+    data = args.data or str(DATA[args.method])
+    if args.arm:
+        print("RESULT " + json.dumps(arm(args.method, args.arm, data, args.rows, args.max_length, args.model)))
+        return
+    names = args.arms.split(",") if args.arms else ["tuner", *TRL_ARMS[args.method]]
+    results = []
+    for name in names:
+        command = [sys.executable, __file__, "--method", args.method, "--arm", name, "--rows", str(args.rows),
+                   "--data", data, "--max-length", str(args.max_length)] + (["--model", args.model] if args.model
+                                                                            else [])
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"arm {name} failed:\n{done.stderr[-3000:]}")
+        results.append(json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:]))
+        print(json.dumps(results[-1]), flush=True)
+    by_name = {result["arm"]: result for result in results}
+    trl_arms = [result for result in results if result["arm"] != "tuner"]
+    summary = {"method": args.method, "data": data, "rows": args.rows, "max_length": args.max_length}
+    if "tuner" in by_name and trl_arms:
+        best = max(trl_arms, key=lambda result: result["tokens_per_second"])
+        tuner = by_name["tuner"]
+        summary.update(best_trl_arm=best["arm"],
+                       tokens_per_second_vs_trl_best=round(tuner["tokens_per_second"] / best["tokens_per_second"], 2),
+                       peak_memory_vs_trl_best=round(tuner["peak_memory_mb"] / best["peak_memory_mb"], 2))
+        if "trl_defaults" in by_name:
+            defaults = by_name["trl_defaults"]
+            summary.update(
+                tokens_per_second_vs_trl_defaults=round(tuner["tokens_per_second"] / defaults["tokens_per_second"], 2),
+                peak_memory_vs_trl_defaults=round(tuner["peak_memory_mb"] / defaults["peak_memory_mb"], 2))
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

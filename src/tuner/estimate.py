@@ -1,0 +1,214 @@
+"""What a training run will need, known before it runs (`tuner sft|dpo recipe.yaml --dry-run`).
+
+The model is built on the meta device (shapes, no weights, no memory), the adapter is added to count what trains,
+and peak memory is estimated part by part from the recipe's batch size and the longest batch the data makes.
+
+Activations: for a Llama-style decoder layer with LoRA on its linear layers and a frozen base, autograd keeps per
+token the residual stream at both RMSNorms (2 x h in the residual dtype) and, in the compute dtype, the two norm
+outputs, the query before and after rotary embedding, the attention output (5 x h), keys before and after rotary
+embedding and values (3 x kv), and in the MLP the gate and up outputs, the activation and the product (4 x i). With
+gradient checkpointing only each layer's input is kept, plus one layer recomputed at a time. SFT's loss runs TRL's
+fused LM head on answer tokens only (no full logits); DPO computes full-vocabulary log-softmax over both answers
+(chosen and rejected) and keeps about three fp32 copies of those logits for the backward pass.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+MB = 2**20
+# Python, torch, transformers and TRL loaded, before any model: measured resident set on this project's CPU
+# machine (BENCHMARKS.md). A GPU's peak is counted by torch's allocator and has no such share.
+CPU_RUNTIME_MB = 800
+OPTIMIZER_BYTES = {"adamw_bnb_8bit": 2, "paged_adamw_8bit": 2, "adamw_8bit": 2, "sgd": 0, "adafactor": 1}
+
+
+@dataclass
+class Estimate:
+    """Parameters, peak memory by part (MB), the device's memory and whether the run fits, and two rendered rows."""
+
+    trainable_parameters: int
+    total_parameters: int
+    memory_mb: dict[str, float]
+    batch_tokens: int
+    device: str
+    available_mb: float | None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def peak_mb(self) -> float:
+        return sum(self.memory_mb.values())
+
+    @property
+    def fits(self) -> bool | None:
+        return None if self.available_mb is None else self.peak_mb <= 0.9 * self.available_mb
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"trainable_parameters": self.trainable_parameters, "total_parameters": self.total_parameters,
+                "memory_mb": {k: round(v, 1) for k, v in self.memory_mb.items()}, "peak_mb": round(self.peak_mb),
+                "batch_tokens": self.batch_tokens, "device": self.device, "available_mb": self.available_mb,
+                "fits": self.fits, "rows": self.rows}
+
+
+def meta_model(config, recipe):
+    """The base model with the recipe's adapter, on the meta device: real shapes, no storage."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from .adapters import build_peft_config
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=recipe.model.trust_remote_code)
+    if recipe.model.adapter is not None:
+        from pathlib import Path
+
+        from peft import PeftConfig
+
+        peft_config = PeftConfig.from_pretrained(str(Path(recipe.model.adapter) / "adapter"))
+        peft_config.inference_mode = False
+    else:
+        peft_config = build_peft_config(recipe.adapter)
+    return get_peft_model(model, peft_config)
+
+
+def activation_bytes_per_token(config, compute_bytes: int, residual_bytes: int, checkpointing: bool) -> float:
+    """Bytes autograd keeps per token for the whole decoder stack (see the module docstring for the count)."""
+    text = config.get_text_config()
+    h, i, layers = text.hidden_size, text.intermediate_size, text.num_hidden_layers
+    heads = text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or h // heads
+    kv = (getattr(text, "num_key_value_heads", None) or heads) * head_dim
+    per_layer = 2 * h * residual_bytes + compute_bytes * (5 * h + 3 * kv + 4 * i)
+    if checkpointing:
+        return layers * h * residual_bytes + per_layer
+    return layers * per_layer
+
+
+def longest_row_tokens(rows, tokenizer, max_length: int | None, sample: int = 2000) -> int:
+    """Tokens of the longest training row (a pair's longer side), capped at max_length."""
+    from .training import _row_lengths
+
+    longest = max((_row_lengths(row, tokenizer) for row in list(rows)[:sample]), default=1)
+    return min(longest, max_length) if max_length else longest
+
+
+def available_memory_mb(device: str) -> float | None:
+    """Free memory of the device the run would use: the GPU's free memory, or the machine's available RAM."""
+    if device == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info()
+        return free / MB
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def estimate(recipe, rows, config, tokenizer) -> Estimate:
+    """Peak training memory of `recipe` on `rows` (canonical training rows) for a model `config`."""
+    from .models import device_kind, resolve_dtype, weights_dtype
+    from .recipes.dpo import DEFAULTS as DPO_DEFAULTS
+    from .training import DEFAULTS
+
+    method_defaults = DPO_DEFAULTS if recipe.method == "dpo" else DEFAULTS
+    train = {**method_defaults, **recipe.train}
+    device = device_kind()
+    compute = resolve_dtype(recipe.model.dtype)
+    compute_bytes = 4 if compute == "fp32" else 2
+    weight_bytes = 4 if weights_dtype(compute) == "fp32" else 2
+
+    model = meta_model(config, recipe)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    frozen = total - trainable
+    if recipe.model.quantize:
+        embedding = config.get_text_config().vocab_size * config.get_text_config().hidden_size
+        per_param = 0.5 + 4 / 64 if recipe.model.quantize == "4bit" else 1 + 4 / 64  # NF4/int8 plus scales
+        weights = embedding * weight_bytes + (frozen - embedding) * per_param
+    else:
+        weights = frozen * weight_bytes
+    optimizer_bytes = OPTIMIZER_BYTES.get(str(train.get("optim", "adamw")), 8)
+
+    batch = int(train["per_device_train_batch_size"])
+    max_length = train.get("max_length")
+    longest = longest_row_tokens(rows, tokenizer, max_length)
+    packing = bool(train.get("packing")) and recipe.method == "sft"
+    sequences = batch * (2 if recipe.method == "dpo" else 1)  # DPO runs chosen and rejected side by side
+    batch_tokens = sequences * (max_length if packing and max_length else longest)
+    checkpointing = bool(train.get("gradient_checkpointing"))
+    residual_bytes = 4 if weight_bytes == 4 or compute == "fp32" else 2
+    activations = batch_tokens * activation_bytes_per_token(config, compute_bytes, residual_bytes, checkpointing)
+    memory = {"weights": weights / MB, "adapter": trainable * 4 / MB, "gradients": trainable * 4 / MB,
+              "optimizer": trainable * optimizer_bytes / MB, "activations": activations / MB}
+    if recipe.method == "dpo":
+        vocab = config.get_text_config().vocab_size
+        memory["logits"] = batch_tokens * vocab * (compute_bytes + 3 * 4) / MB
+    if device == "cpu":
+        memory["runtime"] = CPU_RUNTIME_MB
+    return Estimate(trainable_parameters=trainable, total_parameters=total, memory_mb=memory,
+                    batch_tokens=batch_tokens, device=device, available_mb=available_memory_mb(device),
+                    rows=[rendered_row(row, tokenizer) for row in list(rows)[:2]])
+
+
+def rendered_row(row: dict[str, Any], tokenizer) -> dict[str, Any]:
+    """One training row as rendered text, with the answer (the tokens the loss is on) and token counts."""
+    from .training import rendered_pairs
+
+    parts = []
+    for prompt, answer in rendered_pairs(row, tokenizer):
+        prompt_tokens = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        answer_tokens = len(tokenizer(prompt + answer, add_special_tokens=False)["input_ids"]) - prompt_tokens
+        parts.append({"prompt": prompt, "answer": answer, "prompt_tokens": prompt_tokens,
+                      "answer_tokens": answer_tokens})
+    return {"answers": parts}
+
+
+def dry_run(recipe) -> Estimate:
+    """Validate the recipe, read the data and the model's config (no weights), and estimate the run."""
+    from .data import load_data
+    from .models import check_chat_template, load_config_and_tokenizer
+
+    splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
+    if recipe.method == "dpo":
+        from .recipes.dpo import require_pairs
+
+        require_pairs(splits, recipe.source)
+    config, tokenizer = load_config_and_tokenizer(recipe.model, recipe.source)
+    check_chat_template(tokenizer, recipe)
+    return estimate(recipe, splits.train, config, tokenizer)
+
+
+def describe(result: Estimate, recipe) -> str:
+    """The dry run as text: parameters, memory by part, fit, and two rendered rows with their loss mask."""
+    lines = [f"tuner dry run of {recipe.source} ({recipe.method}; nothing trained, no weights loaded)",
+             f"  trainable parameters: {result.trainable_parameters:,} of {result.total_parameters:,} "
+             f"({100 * result.trainable_parameters / max(result.total_parameters, 1):.2f}%)",
+             f"  largest batch: {result.batch_tokens:,} tokens",
+             "  estimated peak memory:"]
+    for part, mb in result.memory_mb.items():
+        lines.append(f"    {part:<12}{mb:>10,.0f} MB")
+    lines.append(f"    {'total':<12}{result.peak_mb:>10,.0f} MB")
+    where = "GPU memory free" if result.device == "cuda" else "RAM available"
+    if result.fits is None:
+        lines.append(f"  fits: unknown ({where} could not be read)")
+    elif result.fits:
+        lines.append(f"  fits: yes ({result.available_mb:,.0f} MB {where} on {result.device})")
+    else:
+        lines.append(f"  fits: NO ({result.available_mb:,.0f} MB {where} on {result.device}). Lower "
+                     f"`train.per_device_train_batch_size` or `train.max_length`, set `train.gradient_checkpointing: "
+                     f"true`, or `model.quantize: 4bit`.")
+    for number, row in enumerate(result.rows):
+        for part in row["answers"]:
+            lines.append(f"  row {number}: {part['prompt_tokens']} prompt tokens (no loss) + {part['answer_tokens']} "
+                         f"answer tokens (loss), the answer between [[ ]]:")
+            text = part["prompt"] + "[[" + part["answer"] + "]]"
+            lines.extend("    | " + line for line in text.splitlines())
+    return os.linesep.join(lines)

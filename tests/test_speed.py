@@ -1,0 +1,132 @@
+"""Speed settings on a tiny random model: packed rows keep sequences apart, batches are length-grouped where packing
+does not apply, what was chosen reaches the manifest, and the dry run's counts and memory estimate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import recipe_document, write_recipe
+from test_dpo import dpo_document, pair_files  # noqa: F401  (fixture)
+from tuner import dry_run, recipe_from_dict
+from tuner.cli import cli
+from tuner.recipes import dpo, sft
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path, tiny_model_dir, ticket_files):
+    train, test = ticket_files
+    return recipe_from_dict(recipe_document(tiny_model_dir, train, test, tmp_path / "runs" / "tiny"))
+
+
+def _with_train(recipe, **train):
+    return recipe.model_copy(update={"train": {**recipe.train, **train}})
+
+
+def test_packed_rows_score_each_sequence_as_if_it_were_alone(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tuner.batching import packed_rows_collator
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    first, second, short = list(range(100, 107)), list(range(200, 211)), list(range(300, 305))
+    collator = packed_rows_collator(pad_token_id=0)
+    batch = collator([{"input_ids": first + second, "seq_lengths": [7, 11]},
+                      {"input_ids": short, "seq_lengths": [5]}])
+    assert "attention_mask" not in batch and batch["input_ids"].shape == (2, 18)
+    assert batch["position_ids"][0].tolist() == list(range(7)) + list(range(11))
+    assert (batch["labels"][1, 5:] == -100).all()  # padding is never a target
+    with torch.no_grad():
+        # No cache, as in training: transformers reads packed boundaries only when no KV cache is in play.
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        alone = model(input_ids=torch.tensor([second])).logits
+        shorter = model(input_ids=torch.tensor([short])).logits
+    # The second sequence of the packed row sees nothing of the first: same logits as when scored alone.
+    torch.testing.assert_close(packed[0, 7:], alone[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(packed[1, :5], shorter[0], atol=1e-4, rtol=1e-4)
+    # Without the position ids the model attends across the boundary and the logits differ: the check can fail.
+    with torch.no_grad():
+        leaked = model(input_ids=batch["input_ids"][:1], use_cache=False).logits
+    assert not torch.allclose(leaked[0, 7:], alone[0], atol=1e-3)
+
+
+def test_sft_groups_rows_by_length_without_flash_attention(tiny_recipe, tmp_path):
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from tuner.data import load_data
+    from tuner.models import load_model
+
+    loaded = load_model(tiny_recipe.model)
+    rows = sft.sft_rows(load_data(tiny_recipe.data).train, loaded.tokenizer)
+    trainer = sft.build_trainer(tiny_recipe, loaded, rows, tmp_path)
+    assert not trainer.args.packing and trainer.batching == "length-grouped padded rows"
+    assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
+
+    off = sft.build_trainer(_with_train(tiny_recipe, train_sampling_strategy="random"), load_model(tiny_recipe.model),
+                            rows, tmp_path)
+    assert off.batching == "padded rows" and not isinstance(off._get_train_sampler(), LengthGroupedSampler)
+
+
+def test_packing_asked_for_trains_on_packed_rows_and_is_recorded(tiny_recipe):
+    result = sft.run(_with_train(tiny_recipe, packing=True, max_steps=2))
+    speed = json.loads((result.run_dir / "manifest.json").read_text())["speed"]
+    assert speed["batches"] == "packed rows (block-diagonal causal mask per row)"
+    assert speed["gradient_checkpointing"] is False and speed["attention"] in ("sdpa", "eager")
+    assert result.metrics["train_steps"] == 2 and result.metrics["train_loss"] > 0
+
+
+def test_dpo_batches_pairs_of_similar_length(tmp_path, tiny_model_dir, pair_files):  # noqa: F811
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from tuner.data import load_data
+    from tuner.models import load_model
+
+    recipe = recipe_from_dict(dpo_document(tiny_model_dir, pair_files, tmp_path / "dpo"))
+    trainer = dpo.build_trainer(recipe, load_model(recipe.model), load_data(recipe.data).train, tmp_path)
+    assert trainer.batching == "length-grouped padded pairs"
+    assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
+    batch = next(iter(trainer.get_train_dataloader()))  # the length column survives to the sampler, not the model
+    assert "length" not in batch and batch["input_ids"].shape[0] == 2 * trainer.args.per_device_train_batch_size
+
+
+def test_dry_run_counts_the_adapter_exactly_and_scales_memory_with_the_batch(tiny_recipe, tmp_path):
+    from tuner.adapters import parameter_counts
+    from tuner.data import load_data
+    from tuner.models import load_model
+    from tuner.recipes.sft import build_trainer
+
+    estimate = dry_run(tiny_recipe)
+    loaded = load_model(tiny_recipe.model)
+    real = parameter_counts(build_trainer(tiny_recipe, loaded, load_data(tiny_recipe.data).train,
+                                          tmp_path).model)
+    assert estimate.trainable_parameters == real["trainable_parameters"]
+    assert estimate.total_parameters == real["total_parameters"]
+    assert estimate.memory_mb["optimizer"] == pytest.approx(2 * estimate.memory_mb["adapter"])
+    doubled = dry_run(_with_train(tiny_recipe, per_device_train_batch_size=8))
+    assert doubled.memory_mb["activations"] == pytest.approx(2 * estimate.memory_mb["activations"])
+    checkpointed = dry_run(_with_train(tiny_recipe, gradient_checkpointing=True))
+    assert checkpointed.memory_mb["activations"] < estimate.memory_mb["activations"]
+    assert estimate.fits is True and len(estimate.rows) == 2
+    answer = estimate.rows[0]["answers"][0]
+    assert answer["answer_tokens"] > 0 and answer["prompt_tokens"] > answer["answer_tokens"]
+
+
+def test_dry_run_of_dpo_counts_both_answers_and_their_logits(tmp_path, tiny_model_dir, pair_files):  # noqa: F811
+    recipe = recipe_from_dict(dpo_document(tiny_model_dir, pair_files, tmp_path / "dpo"))
+    estimate = dry_run(recipe)
+    assert estimate.memory_mb["logits"] > 0
+    assert [len(row["answers"]) for row in estimate.rows] == [2, 2]  # chosen and rejected, each with its mask
+
+
+def test_cli_dry_run_prints_the_estimate_and_writes_nothing(tmp_path, tiny_model_dir, ticket_files):
+    train, test = ticket_files
+    output = tmp_path / "runs" / "dry"
+    path = write_recipe(tmp_path / "recipe.yaml", recipe_document(tiny_model_dir, train, test, output))
+    result = CliRunner().invoke(cli, ["sft", str(path), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "trainable parameters:" in result.output and "fits: yes" in result.output
+    assert "[[" in result.output and "answer tokens (loss)" in result.output
+    assert not output.exists()
