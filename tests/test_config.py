@@ -125,7 +125,8 @@ def test_yaml_is_loaded_safely(tmp_path):
         load_recipe(path)
 
 
-SHIPPED = sorted((ROOT / "recipes").rglob("*.yaml"))
+# recipes/accelerate/ holds accelerate launch configs, not tuner recipes; test_scale_and_benchmarks checks them.
+SHIPPED = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if "accelerate" not in p.relative_to(ROOT).parts)
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to(ROOT)) for p in SHIPPED])

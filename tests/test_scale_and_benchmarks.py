@@ -1,0 +1,51 @@
+"""The shipped accelerate configs parse as accelerate reads them, and the GPU MFU benchmark runs on a CPU with a
+tiny model and counts FLOPs by its written formula."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "recipes" / "accelerate").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_accelerate_config_is_one_accelerate_launch_accepts(path):
+    from accelerate.commands.config.config_args import ClusterConfig
+    from accelerate.commands.launch import launch_command_parser
+
+    config = ClusterConfig.from_yaml_file(str(path))  # raises on keys accelerate does not know
+    assert config.num_processes >= 2 and config.mixed_precision == "no"
+    launch_options = {action.dest for action in launch_command_parser()._actions}
+    document = yaml.safe_load(path.read_text())
+    for section in ("fsdp_config", "deepspeed_config"):
+        for key in document.get(section) or {}:
+            assert key in launch_options, f"{path.name}: {section}.{key} is not an accelerate launch option"
+    assert f"--config_file recipes/accelerate/{path.name}" in path.read_text()  # the comment shows how to use it
+
+
+def test_accelerate_configs_cover_ddp_fsdp_and_deepspeed():
+    assert {p.name for p in CONFIGS} == {"ddp.yaml", "fsdp.yaml", "deepspeed_zero3.yaml"}
+
+
+def test_gpu_mfu_benchmark_runs_on_cpu_and_counts_flops_by_the_formula():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_mfu.py"), "--tiny", "--steps", "1",
+                           "--arms", "tuner"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{\"arm\"")))
+    # The tiny model: 2 layers, width 64, MLP 128, 4 heads of 16, 2 key/value heads; LM head 64 x vocabulary.
+    layer = 64 * 64 + 64 * 32 + 64 * 32 + 64 * 64 + 3 * 64 * 128
+    lm_head = result["frozen_linear_parameters"] - 2 * layer
+    assert lm_head % 64 == 0 and lm_head // 64 >= 49152
+    adapter = 2 * 16 * ((64 + 64) * 2 + (64 + 32) * 2 + (64 + 128) * 2 + (128 + 64))  # r 16 on every linear
+    assert result["adapter_parameters"] == adapter
+    assert result["attention_flops_per_token"] == 6 * 2 * 64 * 64
+    assert result["flops_per_token"] == (4 * result["frozen_linear_parameters"] + 6 * adapter
+                                         + result["attention_flops_per_token"])
+    assert result["tokens"] == 2 * 64 and result["achieved_tflops"] > 0 and result["mfu"] is None
