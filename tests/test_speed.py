@@ -70,6 +70,33 @@ def test_sft_groups_rows_by_length_without_flash_attention(tiny_recipe, tmp_path
     assert off.batching == "padded rows" and not isinstance(off._get_train_sampler(), LengthGroupedSampler)
 
 
+def test_gradient_checkpointing_turns_on_only_when_the_gpu_estimate_does_not_fit(tiny_recipe, tmp_path, monkeypatch):
+    import tuner.estimate
+    import tuner.training
+    from tuner.data import load_data
+    from tuner.models import load_model
+    from tuner.training import checkpoint_if_memory_needs_it, training_args
+
+    loaded = load_model(tiny_recipe.model)
+    rows = load_data(tiny_recipe.data).train
+
+    def decide(recipe, free_mb):
+        args = training_args(recipe, loaded.dtype, tmp_path)
+        monkeypatch.setattr(tuner.training, "device_kind", lambda: "cuda")
+        monkeypatch.setattr(tuner.estimate, "available_memory_mb", lambda device: free_mb)
+        reason = checkpoint_if_memory_needs_it(args, recipe, loaded, rows)
+        monkeypatch.undo()
+        return args.gradient_checkpointing, reason
+
+    on, reason = decide(tiny_recipe, free_mb=1.0)
+    assert on and "memory needs it" in reason and "1 MB free" in reason
+    assert decide(tiny_recipe, free_mb=80_000.0) == (False, None)
+    # The recipe's own choice stands, whatever the estimate says; and a CPU never turns it on by itself.
+    assert decide(_with_train(tiny_recipe, gradient_checkpointing=False), free_mb=1.0) == (False, None)
+    args = training_args(tiny_recipe, loaded.dtype, tmp_path)
+    assert checkpoint_if_memory_needs_it(args, tiny_recipe, loaded, rows) is None and not args.gradient_checkpointing
+
+
 def test_packing_asked_for_trains_on_packed_rows_and_is_recorded(tiny_recipe):
     result = sft.run(_with_train(tiny_recipe, packing=True, max_steps=2))
     speed = json.loads((result.run_dir / "manifest.json").read_text())["speed"]

@@ -7,9 +7,10 @@ Activations: for a Llama-style decoder layer with LoRA on its linear layers and 
 token the residual stream at both RMSNorms (2 x h in the residual dtype) and, in the compute dtype, the two norm
 outputs, the query before and after rotary embedding, the attention output (5 x h), keys before and after rotary
 embedding and values (3 x kv), and in the MLP the gate and up outputs, the activation and the product (4 x i). With
-gradient checkpointing only each layer's input is kept, plus one layer recomputed at a time. SFT's loss runs TRL's
-fused LM head on answer tokens only (no full logits); DPO computes full-vocabulary log-softmax over both answers
-(chosen and rejected) and keeps about three fp32 copies of those logits for the backward pass.
+gradient checkpointing only each layer's input is kept, plus one layer recomputed at a time. On a GPU, TRL's fused LM
+head (SFT and DPO) scores answer tokens in Triton tiles and flash or memory-efficient attention keeps no score
+matrix. Off a GPU both cost memory: the LM head's full-vocabulary logits for the batch (about three fp32 copies
+kept for backward) and each layer's attention probabilities (length squared per head and sequence).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MB = 2**20
-# Python, torch, transformers and TRL loaded, before any model: measured resident set on this project's CPU
+# Python, torch, transformers and TRL loaded, before any model: 425 MB resident measured on this project's CPU
 # machine (BENCHMARKS.md). A GPU's peak is counted by torch's allocator and has no such share.
-CPU_RUNTIME_MB = 800
+CPU_RUNTIME_MB = 450
 OPTIMIZER_BYTES = {"adamw_bnb_8bit": 2, "paged_adamw_8bit": 2, "adamw_8bit": 2, "sgd": 0, "adafactor": 1}
 
 
@@ -112,8 +113,9 @@ def available_memory_mb(device: str) -> float | None:
     return None
 
 
-def estimate(recipe, rows, config, tokenizer) -> Estimate:
-    """Peak training memory of `recipe` on `rows` (canonical training rows) for a model `config`."""
+def estimate(recipe, rows, config, tokenizer, rendered_rows: int = 2) -> Estimate:
+    """Peak training memory of `recipe` on `rows` (canonical training rows) for a model `config`, with the first
+    `rendered_rows` rows rendered as the trainer will see them."""
     from .models import device_kind, resolve_dtype, weights_dtype
     from .recipes.dpo import DEFAULTS as DPO_DEFAULTS
     from .training import DEFAULTS
@@ -148,14 +150,22 @@ def estimate(recipe, rows, config, tokenizer) -> Estimate:
     activations = batch_tokens * activation_bytes_per_token(config, compute_bytes, residual_bytes, checkpointing)
     memory = {"weights": weights / MB, "adapter": trainable * 4 / MB, "gradients": trainable * 4 / MB,
               "optimizer": trainable * optimizer_bytes / MB, "activations": activations / MB}
-    if recipe.method == "dpo":
-        vocab = config.get_text_config().vocab_size
-        memory["logits"] = batch_tokens * vocab * (compute_bytes + 3 * 4) / MB
+    text = config.get_text_config()
+    if device != "cuda":
+        # Off CUDA, TRL's fused LM head has no Triton kernel and scores every position in chunks of 32,768 tokens:
+        # a batch's full-vocabulary logits exist at once (compute dtype, plus about three fp32 copies for backward).
+        memory["logits"] = min(batch_tokens, 32768) * text.vocab_size * (compute_bytes + 3 * 4) / MB
+        # SDPA on a CPU has no memory-efficient kernel for masked batches: each layer keeps its attention
+        # probabilities (sequences x heads x length^2, compute dtype plus fp32 softmax) for backward.
+        length = batch_tokens // sequences
+        kept_layers = 1 if checkpointing else text.num_hidden_layers
+        memory["attention"] = (sequences * text.num_attention_heads * length**2 * (compute_bytes + 4) * kept_layers
+                               / MB)
     if device == "cpu":
         memory["runtime"] = CPU_RUNTIME_MB
     return Estimate(trainable_parameters=trainable, total_parameters=total, memory_mb=memory,
                     batch_tokens=batch_tokens, device=device, available_mb=available_memory_mb(device),
-                    rows=[rendered_row(row, tokenizer) for row in list(rows)[:2]])
+                    rows=[rendered_row(row, tokenizer) for row in list(rows)[:rendered_rows]])
 
 
 def rendered_row(row: dict[str, Any], tokenizer) -> dict[str, Any]:

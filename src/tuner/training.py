@@ -54,6 +54,28 @@ def liger_applies(recipe) -> bool:
     return device_kind() == "cuda" and not recipe.model.quantize and find_spec("liger_kernel") is not None
 
 
+def checkpoint_if_memory_needs_it(args, recipe, loaded, rows) -> str | None:
+    """Gradient checkpointing on only when memory needs it: where the recipe leaves `train.gradient_checkpointing`
+    unset and a GPU runs the job, turn it on when the dry-run estimate of what the run adds to the loaded weights
+    (adapter, gradients, optimizer state, activations at the longest batch) exceeds 90% of the GPU's free memory.
+    On a CPU it stays off (RAM is the larger pool, and recomputation costs about 20% of step time). Returns why it
+    was turned on, for the manifest, or None."""
+    if "gradient_checkpointing" in recipe.train or device_kind() != "cuda":
+        return None
+    from .estimate import available_memory_mb, estimate
+
+    predicted = estimate(recipe, rows, loaded.model.config, loaded.tokenizer, rendered_rows=0)
+    needed = predicted.peak_mb - predicted.memory_mb["weights"] - predicted.memory_mb.get("runtime", 0)
+    free = available_memory_mb("cuda")
+    if free is None or needed <= 0.9 * free:
+        return None
+    args.gradient_checkpointing = True
+    reason = (f"on because memory needs it: an estimated {needed:,.0f} MB beyond the weights against {free:,.0f} MB "
+              f"free on the GPU (set train.gradient_checkpointing to decide yourself)")
+    print(f"tuner: gradient checkpointing {reason}.")
+    return reason
+
+
 def speed_settings(trainer) -> dict[str, Any]:
     """What the run did for speed and memory, for the manifest: batch layout, attention kernel, precision,
     gradient checkpointing, kernels, optimizer and compilation."""
@@ -62,6 +84,7 @@ def speed_settings(trainer) -> dict[str, Any]:
             "attention": getattr(trainer.model.config, "_attn_implementation", None),
             "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
             "gradient_checkpointing": bool(args.gradient_checkpointing),
+            "gradient_checkpointing_reason": getattr(trainer, "checkpointing_reason", None),
             "liger_kernel": bool(getattr(args, "use_liger_kernel", False)),
             "optimizer": str(getattr(args.optim, "value", args.optim)),
             "torch_compile": bool(args.torch_compile)}

@@ -23,8 +23,8 @@ from ..evaluate import check_rows, evaluate
 from ..models import check_chat_template, load_model
 from ..runs import RunResult, build_manifest, finish_run, record_evaluation
 from ..training import DEFAULTS as COMMON_DEFAULTS
-from ..training import (prepare_base, recorded_args, report_long_rows, resume_point, run_folder, speed_settings,
-                        train_and_save, train_metrics, training_args)
+from ..training import (checkpoint_if_memory_needs_it, prepare_base, recorded_args, report_long_rows, resume_point,
+                        run_folder, speed_settings, train_and_save, train_metrics, training_args)
 
 # As for SFT, plus DPO's usual smaller learning rate and batch (each row is two sequences, and a reference pass).
 DEFAULTS: dict[str, Any] = {**COMMON_DEFAULTS, "learning_rate": 5.0e-5, "per_device_train_batch_size": 4}
@@ -56,9 +56,11 @@ def build_trainer(recipe, loaded, train_rows, run_dir: Path):
     if isinstance(settings["loss_type"], str):
         settings["loss_type"] = [settings["loss_type"]]
     args = training_args(recipe, loaded.dtype, run_dir, DPOConfig, DEFAULTS, settings)
+    checkpointing_reason = checkpoint_if_memory_needs_it(args, recipe, loaded, train_rows)
     model, peft_config = policy_model(recipe, loaded, args.gradient_checkpointing)
     trainer = DPOTrainer(model=model, args=args, train_dataset=train_rows, processing_class=loaded.tokenizer,
                          peft_config=peft_config)
+    trainer.checkpointing_reason = checkpointing_reason
     trainer.batching = dpo_batching(trainer, recipe.train)
     return trainer
 

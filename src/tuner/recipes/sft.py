@@ -16,8 +16,8 @@ from ..distributed import is_main_process
 from ..evaluate import check_rows, evaluate
 from ..models import check_chat_template, load_model
 from ..runs import RunResult, build_manifest, finish_run, record_evaluation
-from ..training import (DEFAULTS, prepare_base, recorded_args, report_long_rows, resume_point, run_folder,
-                        speed_settings, train_and_save, train_metrics, training_args)
+from ..training import (DEFAULTS, checkpoint_if_memory_needs_it, prepare_base, recorded_args, report_long_rows,
+                        resume_point, run_folder, speed_settings, train_and_save, train_metrics, training_args)
 
 
 def _chat_template_marks_assistant(tokenizer) -> bool:
@@ -50,9 +50,11 @@ def build_trainer(recipe, loaded, train_rows, run_dir: Path):
     if "messages" in train_rows.column_names:
         args.assistant_only_loss = True
     sft_batching(args, loaded.model, recipe.train)
+    checkpointing_reason = checkpoint_if_memory_needs_it(args, recipe, loaded, train_rows)
     model = prepare_base(loaded.model, recipe.model.quantize, args.gradient_checkpointing)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, processing_class=loaded.tokenizer,
                          peft_config=build_peft_config(recipe.adapter))
+    trainer.checkpointing_reason = checkpointing_reason
     trainer.batching = finish_sft_batching(trainer)
     return trainer
 
