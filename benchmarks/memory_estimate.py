@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import DATA, peak_memory_mb, recipe_for  # noqa: E402
+from throughput import DATA, peak_memory_mb, recipe_for, tuner_trainer  # noqa: E402
 
 # name: (method, rows, max_length, extra train keys)
 CASES = {
@@ -32,26 +32,19 @@ CASES = {
 
 def case(name: str) -> dict:
     from tuner import recipe_from_dict
+    from tuner.data import load_data
     from tuner.estimate import estimate
     from tuner.models import load_config_and_tokenizer, load_model
-    from tuner.recipes import dpo, sft
 
     method, rows, max_length, extra = CASES[name]
-    base = recipe_for(method, str(DATA[method]), rows, max_length, None)
-    document = base.to_dict()
+    document = recipe_for(method, str(DATA[method]), rows, max_length, None).to_dict()
     document["train"] = {**document["train"], **extra, "max_steps": 2}
-    recipe = recipe_from_dict(document, source=f"{name}")
-    from tuner.data import load_data
-
+    recipe = recipe_from_dict(document, source=name)
     train = load_data(recipe.data, seed=recipe.seed, source=recipe.source).train
     config, tokenizer = load_config_and_tokenizer(recipe.model, recipe.source)
     predicted = estimate(recipe, train, config, tokenizer)
-    loaded = load_model(recipe.model, recipe.source)
     with tempfile.TemporaryDirectory() as scratch:
-        module = sft if method == "sft" else dpo
-        rows_in = sft.sft_rows(train, loaded.tokenizer) if method == "sft" else train
-        trainer = module.build_trainer(recipe, loaded, rows_in, Path(scratch))
-        trainer.train()
+        tuner_trainer(recipe, load_model(recipe.model, recipe.source), train, Path(scratch)).train()
     measured = peak_memory_mb()
     return {"case": name, "estimated_mb": round(predicted.peak_mb), "measured_mb": round(measured),
             "error": round(predicted.peak_mb / measured - 1, 3), "batch_tokens": predicted.batch_tokens,

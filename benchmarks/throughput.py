@@ -79,13 +79,21 @@ def recipe_for(method: str, data: str, rows: int, max_length: int, model: str | 
     return load_recipe(RECIPE[method], overrides)
 
 
+def tuner_trainer(recipe, loaded, train, folder: Path):
+    """The trainer `tuner sft|dpo` builds for this recipe, on canonical training rows."""
+    from tuner.recipes import dpo, sft
+
+    if recipe.method == "sft":
+        return sft.build_trainer(recipe, loaded, sft.sft_rows(train, loaded.tokenizer), folder)
+    return dpo.build_trainer(recipe, loaded, train, folder)
+
+
 def arm(method: str, name: str, data: str, rows: int, max_length: int, model: str | None) -> dict:
     import torch
 
     from tuner.adapters import build_peft_config
     from tuner.data import load_data
     from tuner.models import load_model
-    from tuner.recipes import dpo, sft
 
     recipe = recipe_for(method, data, rows, max_length, model)
     train = load_data(recipe.data, seed=recipe.seed, source=recipe.source).train
@@ -95,9 +103,7 @@ def arm(method: str, name: str, data: str, rows: int, max_length: int, model: st
         # `precompute_ref_log_probs`, runs the whole reference pass, which is work the run does.
         start = time.perf_counter()
         if name == "tuner":
-            module = sft if method == "sft" else dpo
-            rows_in = sft.sft_rows(train, loaded.tokenizer) if method == "sft" else train
-            trainer = module.build_trainer(recipe, loaded, rows_in, Path(scratch))
+            trainer = tuner_trainer(recipe, loaded, train, Path(scratch))
         else:
             from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 

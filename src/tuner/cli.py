@@ -72,10 +72,7 @@ resume_option = click.option("--resume", is_flag=True, help="Continue the newest
 @dry_run_option
 def sft(recipe_path: str, overrides: tuple[str, ...], resume: bool, dry_run: bool) -> None:
     """Supervised fine-tuning of a LoRA/QLoRA adapter (TRL SFTTrainer)."""
-    if dry_run:
-        _dry_run(recipe_path, overrides, "sft")
-    else:
-        _run(recipe_path, overrides + (("resume=auto",) if resume else ()), "sft")
+    _train(recipe_path, overrides, resume, dry_run, "sft")
 
 
 @cli.command()
@@ -85,10 +82,7 @@ def sft(recipe_path: str, overrides: tuple[str, ...], resume: bool, dry_run: boo
 @dry_run_option
 def dpo(recipe_path: str, overrides: tuple[str, ...], resume: bool, dry_run: bool) -> None:
     """Preference tuning (DPO) of a LoRA/QLoRA adapter (TRL DPOTrainer), new or continuing an SFT run."""
-    if dry_run:
-        _dry_run(recipe_path, overrides, "dpo")
-    else:
-        _run(recipe_path, overrides + (("resume=auto",) if resume else ()), "dpo")
+    _train(recipe_path, overrides, resume, dry_run, "dpo")
 
 
 @cli.command()
@@ -148,6 +142,13 @@ def compare_command(paths: tuple[str, ...], baseline: str | None, price_per_gpu_
     if comparison.problems:
         _fail(TunerError(f"{len(comparison.problems)} run file(s) could not be read, so their rows are marked: "
                          + "; ".join(comparison.problems) + "."))
+
+
+def _train(recipe_path: str, overrides: tuple[str, ...], resume: bool, dry_run: bool, method: str) -> None:
+    if dry_run:
+        _dry_run(recipe_path, overrides, method)
+    else:
+        _run(recipe_path, overrides + (("resume=auto",) if resume else ()), method)
 
 
 def _dry_run(recipe_path: str, overrides: tuple[str, ...], method: str) -> None:

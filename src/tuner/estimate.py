@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MB = 2**20
-# Python, torch, transformers and TRL loaded, before any model: 425 MB resident measured on this project's CPU
+# Python, torch, peft and TRL's trainers imported, before any model: 516 MB resident on this project's CPU
 # machine (BENCHMARKS.md). A GPU's peak is counted by torch's allocator and has no such share.
 CPU_RUNTIME_MB = 450
 OPTIMIZER_BYTES = {"adamw_bnb_8bit": 2, "paged_adamw_8bit": 2, "adamw_8bit": 2, "sgd": 0, "adafactor": 1}

@@ -173,6 +173,19 @@ def _refuse_pickled_weights(path: str, model_config, source: str) -> None:
                          f"`model.allow_pickle: true` if you trust where it came from.")
 
 
+def _unreadable(model_config, source: str, exc: OSError) -> TunerError:
+    return TunerError(f"{source}: key `model.name_or_path`: could not load {model_config.name_or_path}: "
+                      f"{str(exc).splitlines()[0]} Check the name or path; no model can be downloaded without "
+                      f"network access.")
+
+
+def _with_pad_token(tokenizer):
+    # Batched training and scoring pad; many causal LMs ship no pad token, and their end-of-text token serves.
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def load_model(model_config, source: str = "<recipe>") -> LoadedModel:
     """Load the base model and tokenizer described by a recipe's `model` section."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -197,16 +210,12 @@ def load_model(model_config, source: str = "<recipe>") -> LoadedModel:
         kwargs["quantization_config"] = quantization
         kwargs["device_map"] = {"": 0} if device_kind() == "cuda" else {"": "cpu"}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, **common)
+        tokenizer = _with_pad_token(AutoTokenizer.from_pretrained(path, **common))
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as exc:
-        raise TunerError(f"{source}: key `model.name_or_path`: could not load {model_config.name_or_path}: "
-                         f"{str(exc).splitlines()[0]} Check the name or path; no model can be downloaded without "
-                         f"network access.") from None
+        raise _unreadable(model_config, source, exc) from None
     if quantization is None and device_kind() == "cuda":
         model = model.to("cuda")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     info.update(dtype=dtype, quantize=model_config.quantize, model_type=model.config.model_type,
                 parameters=sum(p.numel() for p in model.parameters()))
     return LoadedModel(model=model, tokenizer=tokenizer, dtype=dtype, info=info)
@@ -228,15 +237,11 @@ def load_config_and_tokenizer(model_config, source: str = "<recipe>"):
             path = str(Path(path).parent)
     try:
         config = AutoConfig.from_pretrained(path, **common)
-        tokenizer = AutoTokenizer.from_pretrained(path, **common)
+        tokenizer = _with_pad_token(AutoTokenizer.from_pretrained(path, **common))
     except OSError as exc:
-        raise TunerError(f"{source}: key `model.name_or_path`: could not read {model_config.name_or_path}: "
-                         f"{str(exc).splitlines()[0]} Check the name or path; no model can be downloaded without "
-                         f"network access.") from None
+        raise _unreadable(model_config, source, exc) from None
     if hasattr(config, "quantization_config") and "gguf_file" in common:
         del config.quantization_config
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     return config, tokenizer
 
 
