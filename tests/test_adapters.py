@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tuner.adapters import build_peft_config, parameter_counts
-from tuner.config import AdapterConfig
+from tuner.schema import AdapterConfig
 
 
 @pytest.mark.parametrize("kind, dora, rslora", [("lora", False, False), ("dora", True, False),

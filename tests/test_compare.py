@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from tuner.cli import cli
-from tuner.compare import compare
+from tuner.comparison import compare
 from tuner.errors import TunerError
 
 VERSIONS = {"torch": "2.13.0+cpu", "transformers": "5.23.0", "trl": "1.16.0", "peft": "0.21.2", "tuner": "0.1.0"}

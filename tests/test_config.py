@@ -8,7 +8,7 @@ import pytest
 
 from conftest import ROOT, recipe_document, write_recipe
 from tuner import TunerError, load_recipe, recipe_from_dict
-from tuner.config import apply_overrides
+from tuner.recipe_file import apply_overrides
 
 
 @pytest.fixture
@@ -144,7 +144,7 @@ def test_every_shipped_recipe_validates(path, monkeypatch):
 
 
 def test_trl_field_names_are_cached_so_validate_need_not_import_trl(tmp_path, monkeypatch):
-    import tuner.config as config
+    import tuner.recipe_file as config
 
     monkeypatch.setenv("TUNER_CACHE", str(tmp_path))
     name, fields = config.trl_fields("dpo")

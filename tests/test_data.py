@@ -8,8 +8,11 @@ import pytest
 
 from conftest import SHARED_DATA, needs_shared_data, ticket_rows, write_jsonl
 from tuner import TunerError
-from tuner.config import DataConfig
-from tuner.data import detect_format, fingerprint, load_data, read_source, to_canonical
+from tuner.schema import DataConfig
+from tuner.data.formats import detect_format, to_canonical
+from tuner.data.rows import fingerprint
+from tuner.data.sources import read_source
+from tuner.data.splits import load_data
 
 
 def canonical(rows, **data):

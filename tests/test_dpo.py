@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import TEAMS, fake_adapter_run, recipe_document, ticket_rows, write_jsonl
+from conftest import TEAMS, build_trainer, fake_adapter_run, recipe_document, ticket_rows, write_jsonl
 from tuner import TunerError, recipe_from_dict
 from tuner.recipes import dpo, sft
 
@@ -55,13 +55,13 @@ def test_dpo_trains_and_writes_the_run_folder(tmp_path, tiny_model_dir, pair_fil
 
 
 def test_reference_is_the_base_model_without_a_second_copy(tmp_path, tiny_model_dir, pair_files):
-    from tuner.data import load_data
+    from tuner.data.splits import load_data
     from tuner.models import load_model
 
     recipe = recipe_from_dict(dpo_document(tiny_model_dir, pair_files, tmp_path / "dpo"))
     loaded = load_model(recipe.model)
     base_parameters = sum(p.numel() for p in loaded.model.parameters())
-    trainer = dpo.build_trainer(recipe, loaded, load_data(recipe.data).train, tmp_path / "run")
+    trainer, _ = build_trainer(recipe, loaded, load_data(recipe.data).train, tmp_path / "run")
     assert trainer.ref_model is None  # TRL then scores the reference with the adapter switched off
     frozen = {p.data_ptr(): p.numel() for p in trainer.model.parameters() if not p.requires_grad}
     assert sum(frozen.values()) == base_parameters  # the base weights exist once, shared by policy and reference
@@ -72,7 +72,7 @@ def test_sft_then_dpo_uses_the_sft_policy_as_reference(tmp_path, tiny_model_dir,
     import torch
     from safetensors.torch import load_file
 
-    from tuner.data import load_data
+    from tuner.data.splits import load_data
     from tuner.models import load_model
 
     train, test = ticket_files
@@ -82,7 +82,7 @@ def test_sft_then_dpo_uses_the_sft_policy_as_reference(tmp_path, tiny_model_dir,
     document["model"]["adapter"] = str(sft_run)
     recipe = recipe_from_dict(document)
 
-    trainer = dpo.build_trainer(recipe, load_model(recipe.model), load_data(recipe.data).train, tmp_path / "x")
+    trainer, _ = build_trainer(recipe, load_model(recipe.model), load_data(recipe.data).train, tmp_path / "x")
     assert "ref" in trainer.model.peft_config and trainer.ref_model is None
     sft_weights = load_file(str(sft_run / "adapter" / "adapter_model.safetensors"))
     ref = {n: p for n, p in trainer.model.named_parameters() if ".ref." in n}

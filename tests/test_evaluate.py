@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tuner import TunerError
-from tuner.config import EvalConfig
-from tuner.evaluate import (bootstrap_interval, evaluate, extract_answer, generate_texts, loglikelihoods,
+from tuner.schema import EvalConfig
+from tuner.evaluator import (bootstrap_interval, evaluate, extract_answer, generate_texts, loglikelihoods,
                             normalize_answer)
 
 
@@ -134,9 +134,7 @@ def test_bad_regex_is_a_recipe_error():
 
 
 def test_long_answers_split_into_chunks_score_the_same(tiny, monkeypatch):
-    import importlib
-
-    module = importlib.import_module("tuner.evaluate")  # the module; `tuner.evaluate` the attribute is the function
+    import tuner.evaluator as module
 
     model, tokenizer = tiny
     whole = loglikelihoods(model, tokenizer, PAIRS, batch_size=8)

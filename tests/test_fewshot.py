@@ -8,8 +8,9 @@ import pytest
 
 from conftest import recipe_document, ticket_rows
 from tuner import TunerError, recipe_from_dict
-from tuner.config import DataConfig, FewshotConfig
-from tuner.data import fewshot_rows, load_data
+from tuner.schema import DataConfig, FewshotConfig
+from tuner.data.splits import load_data
+from tuner.selection import fewshot_rows
 
 
 def splits(train_rows, eval_rows, **data):
@@ -111,8 +112,8 @@ def test_fewshot_needs_an_eval_task(tmp_path, tiny_model_dir, ticket_files):
 def test_multiple_choice_from_a_column(tmp_path, tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tuner.config import EvalConfig
-    from tuner.evaluate import evaluate
+    from tuner.schema import EvalConfig
+    from tuner.evaluator import evaluate
 
     rows = [{"prompt": "2+2=", "completion": "4", "options": ["3", "4", "5"]},
             {"prompt": "Sky colour:", "completion": "blue", "options": ["blue", "green"]}]

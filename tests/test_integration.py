@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, needs_shared_data
-from tuner.models import cpu_has_native_bf16
+from tuner.hardware import cpu_has_native_bf16
 
 pytestmark = pytest.mark.integration
 

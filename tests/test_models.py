@@ -8,8 +8,10 @@ import pytest
 
 from conftest import OFFLINE_MODEL
 from tuner import TunerError
-from tuner.config import ModelConfig
-from tuner.models import cpu_has_native_bf16, load_model, resolve_dtype, resolve_model_path
+from tuner.schema import ModelConfig
+from tuner.hardware import cpu_has_native_bf16
+from tuner.models import load_model, resolve_model_path
+from tuner.speed import Precision, decide_precision
 
 
 def test_auto_dtype_on_a_cpu_follows_native_bf16_support():
@@ -17,8 +19,9 @@ def test_auto_dtype_on_a_cpu_follows_native_bf16_support():
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    assert resolve_dtype("auto") == ("bf16" if cpu_has_native_bf16() else "fp32")
-    assert resolve_dtype("fp32") == "fp32" and resolve_dtype("bf16") == "bf16"
+    auto = "bf16" if cpu_has_native_bf16() else "fp32"
+    assert decide_precision(ModelConfig(name_or_path="x")) == Precision(compute=auto, weights="fp32")
+    assert decide_precision(ModelConfig(name_or_path="x", dtype="bf16")) == Precision(compute="bf16", weights="fp32")
 
 
 def test_cpu_weights_stay_fp32_under_bf16(tiny_model_dir):

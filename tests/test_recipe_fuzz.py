@@ -10,7 +10,8 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tuner.config import Recipe, load_recipe, recipe_from_dict
+from tuner.recipe_file import load_recipe, recipe_from_dict
+from tuner.schema import Recipe
 from tuner.errors import TunerError
 
 BASE = {

@@ -13,14 +13,14 @@ from conftest import recipe_document
 from tuner import recipe_from_dict
 from tuner.checkpoints import MARKER
 from tuner.errors import TunerError
-from tuner.evaluate import evaluate
+from tuner.evaluator import evaluate
 from tuner.recipes import sft
 
 
 def test_evaluator_halves_its_batch_when_out_of_memory(tiny_model_dir, capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tuner.config import EvalConfig
+    from tuner.schema import EvalConfig
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from conftest import recipe_document, write_jsonl
+from conftest import build_trainer, recipe_document, write_jsonl
+from tuner.rendering import sft_rows
 from tuner import recipe_from_dict
 from tuner.errors import TunerError
 from tuner.recipes import sft
@@ -68,12 +69,12 @@ def test_adapter_loads_with_peft_and_changes_outputs(tiny_recipe, tiny_model_dir
 
 
 def test_loss_only_on_the_answer_and_eos_ends_every_target(tiny_recipe, tmp_path):
-    from tuner.data import load_data
+    from tuner.data.splits import load_data
     from tuner.models import load_model
 
     loaded = load_model(tiny_recipe.model)
     splits = load_data(tiny_recipe.data)
-    trainer = sft.build_trainer(tiny_recipe, loaded, sft.sft_rows(splits.train, loaded.tokenizer), tmp_path)
+    trainer, _ = build_trainer(tiny_recipe, loaded, splits.train, tmp_path)
     eos = loaded.tokenizer.convert_tokens_to_ids("<|im_end|>")
     for row in trainer.train_dataset.select(range(4)):
         target = [label for label in row["labels"] if label != -100]
@@ -91,7 +92,7 @@ def test_multi_turn_chat_trains_on_the_last_answer_when_the_template_cannot_mark
     rows = datasets.Dataset.from_list([{"messages": [
         {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
         {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}])
-    out = sft.sft_rows(rows, tokenizer)
+    out = sft_rows(rows, tokenizer)
     assert out[0]["completion"] == [{"role": "assistant", "content": "d"}]
     assert [m["content"] for m in out[0]["prompt"]] == ["a", "b", "c"]
 

@@ -8,11 +8,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from conftest import recipe_document, write_recipe
+from conftest import build_trainer, recipe_document, write_recipe
 from test_dpo import dpo_document, pair_files  # noqa: F401  (fixture)
 from tuner import dry_run, recipe_from_dict
 from tuner.cli import cli
-from tuner.recipes import dpo, sft
+from tuner.recipes import sft
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def test_packed_rows_score_each_sequence_as_if_it_were_alone(tiny_model_dir):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from tuner.batching import packed_rows_collator
+    from tuner.trainers import packed_rows_collator
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     first, second, short = list(range(100, 107)), list(range(200, 211)), list(range(300, 305))
@@ -56,45 +56,67 @@ def test_packed_rows_score_each_sequence_as_if_it_were_alone(tiny_model_dir):
 def test_sft_groups_rows_by_length_without_flash_attention(tiny_recipe, tmp_path):
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from tuner.data import load_data
+    from tuner.data.splits import load_data
     from tuner.models import load_model
 
     loaded = load_model(tiny_recipe.model)
-    rows = sft.sft_rows(load_data(tiny_recipe.data).train, loaded.tokenizer)
-    trainer = sft.build_trainer(tiny_recipe, loaded, rows, tmp_path)
-    assert not trainer.args.packing and trainer.batching == "length-grouped padded rows"
+    rows = load_data(tiny_recipe.data).train
+    trainer, speed = build_trainer(tiny_recipe, loaded, rows, tmp_path)
+    assert not trainer.args.packing and speed.batches == "length-grouped padded rows"
     assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
 
-    off = sft.build_trainer(_with_train(tiny_recipe, train_sampling_strategy="random"), load_model(tiny_recipe.model),
-                            rows, tmp_path)
-    assert off.batching == "padded rows" and not isinstance(off._get_train_sampler(), LengthGroupedSampler)
+    off, speed = build_trainer(_with_train(tiny_recipe, train_sampling_strategy="random"),
+                               load_model(tiny_recipe.model), rows, tmp_path)
+    assert speed.batches == "padded rows" and not isinstance(off._get_train_sampler(), LengthGroupedSampler)
 
 
-def test_gradient_checkpointing_turns_on_only_when_the_gpu_estimate_does_not_fit(tiny_recipe, tmp_path, monkeypatch):
-    import tuner.estimate
-    import tuner.training
-    from tuner.data import load_data
+def test_gradient_checkpointing_turns_on_only_when_the_gpu_estimate_does_not_fit(tiny_recipe, monkeypatch):
+    import tuner.speed
+    from tuner.data.splits import load_data
     from tuner.models import load_model
-    from tuner.training import checkpoint_if_memory_needs_it, training_args
+    from tuner.speed import checkpointing
 
     loaded = load_model(tiny_recipe.model)
     rows = load_data(tiny_recipe.data).train
 
     def decide(recipe, free_mb):
-        args = training_args(recipe, loaded.dtype, tmp_path)
-        monkeypatch.setattr(tuner.training, "device_kind", lambda: "cuda")
-        monkeypatch.setattr(tuner.estimate, "available_memory_mb", lambda device: free_mb)
-        reason = checkpoint_if_memory_needs_it(args, recipe, loaded, rows)
+        monkeypatch.setattr(tuner.speed, "device_kind", lambda: "cuda")
+        monkeypatch.setattr(tuner.speed, "available_memory_mb", lambda device: free_mb)
+        decision = checkpointing(recipe, loaded.precision, loaded.model.config, loaded.tokenizer, rows)
         monkeypatch.undo()
-        return args.gradient_checkpointing, reason
+        return decision
 
     on, reason = decide(tiny_recipe, free_mb=1.0)
     assert on and "memory needs it" in reason and "1 MB free" in reason
     assert decide(tiny_recipe, free_mb=80_000.0) == (False, None)
     # The recipe's own choice stands, whatever the estimate says; and a CPU never turns it on by itself.
     assert decide(_with_train(tiny_recipe, gradient_checkpointing=False), free_mb=1.0) == (False, None)
-    args = training_args(tiny_recipe, loaded.dtype, tmp_path)
-    assert checkpoint_if_memory_needs_it(args, tiny_recipe, loaded, rows) is None and not args.gradient_checkpointing
+    assert decide(_with_train(tiny_recipe, activation_checkpointing=True), free_mb=80_000.0) == (True, None)
+    assert checkpointing(tiny_recipe, loaded.precision, loaded.model.config, loaded.tokenizer, rows) == (False, None)
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo"])
+def test_the_checkpointing_decision_reaches_the_model(method, tiny_recipe, tmp_path, tiny_model_dir, pair_files):  # noqa: F811
+    import dataclasses
+
+    from tuner.data.splits import load_data
+    from tuner.models import load_model
+    from tuner.speed import decide
+    from tuner.trainers import dpo_trainer, sft_trainer
+
+    recipe = tiny_recipe if method == "sft" else recipe_from_dict(dpo_document(tiny_model_dir, pair_files,
+                                                                                tmp_path / "dpo"))
+    build = {"sft": sft_trainer, "dpo": dpo_trainer}[method]
+    rows = load_data(recipe.data).train
+    checkpointed = []
+    for on in (True, False):
+        loaded = load_model(recipe.model)
+        speed = dataclasses.replace(decide(recipe, loaded, rows), gradient_checkpointing=on)
+        trainer = build(recipe, speed, loaded, rows, tmp_path / f"{method}-{on}")
+        assert trainer.args.activation_checkpointing is on and trainer.args.gradient_checkpointing is on
+        trainer.train()  # transformers switches checkpointing on in the model as training starts
+        checkpointed.append(trainer.model.base_model.model.is_gradient_checkpointing)
+    assert checkpointed == [True, False]
 
 
 def test_packing_asked_for_trains_on_packed_rows_and_is_recorded(tiny_recipe):
@@ -108,27 +130,29 @@ def test_packing_asked_for_trains_on_packed_rows_and_is_recorded(tiny_recipe):
 def test_dpo_batches_pairs_of_similar_length(tmp_path, tiny_model_dir, pair_files):  # noqa: F811
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from tuner.data import load_data
+    from tuner.data.splits import load_data
     from tuner.models import load_model
 
     recipe = recipe_from_dict(dpo_document(tiny_model_dir, pair_files, tmp_path / "dpo"))
-    trainer = dpo.build_trainer(recipe, load_model(recipe.model), load_data(recipe.data).train, tmp_path)
-    assert trainer.batching == "length-grouped padded pairs"
-    assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
+    trainer, speed = build_trainer(recipe, load_model(recipe.model), load_data(recipe.data).train, tmp_path)
+    assert speed.batches == "length-grouped padded pairs"
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, LengthGroupedSampler)
+    # Each pair is measured as TRL tokenized it: prompt plus its longer answer.
+    assert sampler.lengths == [len(row["prompt_ids"]) + max(len(row["chosen_ids"]), len(row["rejected_ids"]))
+                               for row in trainer.train_dataset]
     batch = next(iter(trainer.get_train_dataloader()))  # the length column survives to the sampler, not the model
     assert "length" not in batch and batch["input_ids"].shape[0] == 2 * trainer.args.per_device_train_batch_size
 
 
 def test_dry_run_counts_the_adapter_exactly_and_scales_memory_with_the_batch(tiny_recipe, tmp_path):
     from tuner.adapters import parameter_counts
-    from tuner.data import load_data
+    from tuner.data.splits import load_data
     from tuner.models import load_model
-    from tuner.recipes.sft import build_trainer
 
     estimate = dry_run(tiny_recipe)
     loaded = load_model(tiny_recipe.model)
-    real = parameter_counts(build_trainer(tiny_recipe, loaded, load_data(tiny_recipe.data).train,
-                                          tmp_path).model)
+    real = parameter_counts(build_trainer(tiny_recipe, loaded, load_data(tiny_recipe.data).train, tmp_path)[0].model)
     assert estimate.trainable_parameters == real["trainable_parameters"]
     assert estimate.total_parameters == real["total_parameters"]
     assert estimate.memory_mb["optimizer"] == pytest.approx(2 * estimate.memory_mb["adapter"])

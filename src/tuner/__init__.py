@@ -6,21 +6,26 @@
 
     from tuner import evaluate          # score any model or adapter on canonical rows
     from tuner import dry_run           # parameters and peak memory of a training recipe, before it runs
+    from tuner import compare           # one table of runs
+
+Where each part lives: ARCHITECTURE.md.
 """
 
-from .config import Recipe, load_recipe, recipe_from_dict
+from .comparison import Comparison, compare
 from .errors import TunerError
-from .estimate import Estimate, dry_run
-from .evaluate import EvalResult, evaluate
+from .estimate import Estimate
+from .evaluator import EvalResult, evaluate
+from .recipe_file import load_recipe, recipe_from_dict
+from .recipes import module_for
+from .recipes.preflight import dry_run, validate
 from .runs import RunResult
+from .schema import Recipe
 
-__all__ = ["Estimate", "EvalResult", "dry_run", "Recipe", "RunResult", "TunerError", "evaluate", "load_recipe", "recipe_from_dict", "run"]
+__all__ = ["Comparison", "Estimate", "EvalResult", "Recipe", "RunResult", "TunerError", "compare", "dry_run",
+           "evaluate", "load_recipe", "recipe_from_dict", "run", "validate"]
 __version__ = "0.1.0"
 
 
 def run(recipe: Recipe) -> RunResult:
     """Run a recipe with the module of its `method` (sft, dpo or fewshot)."""
-    from .recipes import module_for
-
     return module_for(recipe.method).run(recipe)
-

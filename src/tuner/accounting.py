@@ -2,40 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import platform
-import resource
-import sys
 import time
 from contextlib import contextmanager
 from typing import Any
 
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_info() -> dict[str, Any]:
-    """The device training and evaluation run on: GPU name and count, or the CPU and its cores."""
-    import torch
-
-    if torch.cuda.is_available():
-        return {"device": "cuda", "device_name": torch.cuda.get_device_name(0),
-                "device_count": torch.cuda.device_count()}
-    return {"device": "cpu", "device_name": cpu_name(), "device_count": 1, "cpu_cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads()}
-
-
-def _peak_rss_bytes() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
+from .hardware import device_info, peak_rss_bytes, world_size
 
 
 @contextmanager
@@ -57,7 +28,7 @@ def phase(name: str, into: dict[str, Any]):
     finally:
         wall = time.perf_counter() - start
         device = device_info()
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        world = world_size()
         # One device per process: a single process uses one GPU even when more are visible.
         hours = wall / 3600 * world
         record.update(wall_seconds=round(wall, 3), **device, world_size=world)
@@ -66,7 +37,19 @@ def phase(name: str, into: dict[str, Any]):
             record["peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         else:
             # The process's peak resident memory so far; on a CPU the model lives there.
-            record["peak_memory_mb"] = round(_peak_rss_bytes() / 2**20, 1)
+            record["peak_memory_mb"] = round(peak_rss_bytes() / 2**20, 1)
         if record.get("tokens") and wall > 0:
             record["tokens_per_second"] = round(record["tokens"] / wall, 1)
         into[name] = record
+
+
+def count_earlier(record: dict[str, Any], earlier_seconds: float) -> None:
+    """A resumed run's train phase includes the time before the interruption (hours and tokens/s are whole-run)."""
+    if not earlier_seconds:
+        return
+    hours_key = "gpu_hours" if "gpu_hours" in record else "cpu_hours"
+    record[hours_key] += earlier_seconds / 3600 * record.get("world_size", 1)
+    record["wall_seconds_before_resume"] = earlier_seconds
+    total = record["wall_seconds"] + earlier_seconds
+    if record.get("tokens"):
+        record["tokens_per_second"] = round(record["tokens"] / total, 1)

@@ -1,8 +1,14 @@
-"""Build the peft config from a recipe's `adapter` section (pure: needs no model), and count parameters."""
+"""Adapters: the peft config built from a recipe's `adapter` section (pure: needs no model), parameter counts, and
+the adapter of a run folder (checked, loaded, gathered across shards, saved)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from pathlib import Path
 from typing import Any
+
+from .errors import TunerError
 
 
 def build_peft_config(adapter_config):
@@ -28,3 +34,67 @@ def parameter_counts(model) -> dict[str, Any]:
     total = sum(p.numel() for p in model.parameters())
     return {"trainable_parameters": trainable, "total_parameters": total,
             "trainable_percent": round(100.0 * trainable / total, 4) if total else 0.0}
+
+
+def adapter_dir(run_dir: str | Path) -> Path:
+    """The adapter of a run: the `adapter` folder `tuner sft` and `tuner dpo` write into their run folder."""
+    return Path(run_dir) / "adapter"
+
+
+def read_adapter_run(path: str | Path, model_config, source: str = "<recipe>") -> dict[str, Any]:
+    """Check that `path` is a run folder with an adapter trained on the recipe's base model; return its manifest."""
+    run_dir = Path(path)
+    manifest_file, adapter_config = run_dir / "manifest.json", adapter_dir(run_dir) / "adapter_config.json"
+    if not manifest_file.is_file() or not adapter_config.is_file():
+        raise TunerError(f"{run_dir}: not a tuner run folder with an adapter (it needs manifest.json and "
+                         f"adapter/adapter_config.json, as `tuner sft` writes them). Point at the folder that "
+                         f"`tuner sft` printed.")
+    try:
+        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TunerError(f"{manifest_file}: unreadable ({exc}). The run folder is damaged; train again.") from None
+    trained_on = manifest.get("model", {}).get("name_or_path")
+    if trained_on != model_config.name_or_path:
+        raise TunerError(f"{run_dir}: its adapter was trained on {trained_on!r}, but {source} sets "
+                         f"`model.name_or_path` to {model_config.name_or_path!r}. An adapter only fits its own "
+                         f"base model: use the same model, or another run.")
+    return manifest
+
+
+def run_peft_config(run_dir: str | Path):
+    """The peft config of a run's adapter, ready to train further (for the meta-device model of a dry run)."""
+    from peft import PeftConfig
+
+    config = PeftConfig.from_pretrained(str(adapter_dir(run_dir)))
+    return dataclasses.replace(config, inference_mode=False)
+
+
+def with_run_adapter(model, run_dir: str | Path, trainable: bool = False):
+    """`model` with the adapter of a run folder on top (trainable to continue training it, frozen to score it)."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(adapter_dir(run_dir)), is_trainable=trainable)
+
+
+def gathered_state_dict(trainer) -> dict[str, Any] | None:
+    """Under FSDP or DeepSpeed ZeRO-3 each rank holds a shard of the weights: every rank must join in gathering the
+    full state dict before rank 0 saves. None when the model is whole on every rank."""
+    if trainer.is_fsdp_enabled:
+        return trainer.accelerator.get_state_dict(trainer.model)
+    if trainer.is_deepspeed_enabled:
+        plugin = trainer.accelerator.state.deepspeed_plugin
+        if plugin is not None and plugin.zero_stage == 3:
+            return trainer.accelerator.get_state_dict(trainer.deepspeed)
+    return None
+
+
+def save_adapter(model, tokenizer, folder: Path, state_dict: dict[str, Any] | None = None) -> None:
+    """Adapter weights as safetensors, with the tokenizer and chat template beside them.
+
+    Not `trainer.save_model`: it also pickles the training arguments (training_args.bin), and a run folder holds
+    safetensors and text only.
+    """
+    # Only the trained adapter: DPO from an SFT run also holds a frozen "ref" copy, which is not the result.
+    model.save_pretrained(str(folder), safe_serialization=True, selected_adapters=["default"],
+                          **({"state_dict": state_dict} if state_dict is not None else {}))
+    tokenizer.save_pretrained(str(folder))

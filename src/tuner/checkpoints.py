@@ -14,7 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainerCallback
+
 from .errors import TunerError
+from .files import write_json
+from .secrets import redact_data
 
 MARKER = "tuner_checkpoint.json"
 REQUIRED = ("trainer_state.json", "adapter_model.safetensors")
@@ -33,13 +37,7 @@ class Interrupted(TunerError):
         self.exit_code = 128 + signum
 
 
-def _trainer_callback():
-    from transformers import TrainerCallback
-
-    return TrainerCallback
-
-
-class StopOnSignal(_trainer_callback()):
+class StopOnSignal(TrainerCallback):
     """On SIGINT or SIGTERM (a preempted spot instance gets SIGTERM), finish the current step, save a checkpoint
     and stop. A second signal stops at once."""
 
@@ -71,7 +69,7 @@ class StopOnSignal(_trainer_callback()):
         return control
 
 
-class MarkComplete(_trainer_callback()):
+class MarkComplete(TrainerCallback):
     """After the trainer has written a checkpoint, drop its pickled arguments (not needed to resume) and write the
     marker that says the checkpoint is whole, with what a resume must match."""
 
@@ -80,8 +78,6 @@ class MarkComplete(_trainer_callback()):
         self.started = time.perf_counter() - earlier_seconds
 
     def on_save(self, args, state, control, **kwargs):
-        from .runs import write_json
-
         if not args.should_save:
             return control
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -167,8 +163,6 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 def check_resumable(checkpoint: Path, recipe, data_report: dict[str, Any]) -> dict[str, Any]:
     """Refuse to resume when the recipe (beyond SAFE_TO_CHANGE) or the data differ from the checkpoint's; returns
     the checkpoint's marker."""
-    from .secrets import redact_data
-
     marker = json.loads((checkpoint / MARKER).read_text(encoding="utf-8"))
     then, now = _flatten(marker.get("recipe", {})), _flatten(redact_data(recipe.to_dict()))
     changed = [key for key in sorted(set(then) | set(now))
@@ -182,3 +176,22 @@ def check_resumable(checkpoint: Path, recipe, data_report: dict[str, Any]) -> di
                          f"(its fingerprint differs). Restore the data to resume, or run without --resume to start "
                          f"a new run.")
     return marker
+
+
+def resume_point(recipe, data_report: dict[str, Any]) -> Path | None:
+    """The checkpoint `recipe.resume` names, checked against the recipe and data (before any model loads)."""
+    checkpoint = find_checkpoint(recipe)
+    if checkpoint is not None:
+        check_resumable(checkpoint, recipe, data_report)
+    return checkpoint
+
+
+def earlier_seconds(checkpoint: Path | None) -> float:
+    """Training seconds spent before the checkpoint a run resumes from (0 for a new run)."""
+    if checkpoint is None:
+        return 0.0
+    return json.loads((checkpoint / MARKER).read_text(encoding="utf-8"))["train_seconds"]
+
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
+from .comparison import compare, find_runs
 from .errors import TunerError
-from .recipes import module_for
+from .estimate import describe
+from .hardware import is_main_process
+from .recipe_file import load_recipe
+from .recipes import evaluation, module_for, preflight
+from .secrets import redact
 
 
 def _load(path: str, overrides: tuple[str, ...], method: str | None = None):
-    from .config import load_recipe
-
     recipe = load_recipe(path, overrides)
     if method is not None and recipe.method != method:
         raise TunerError(f"{path}: key `method` is {recipe.method!r}, but this is `tuner {method}`. Run "
@@ -21,8 +25,6 @@ def _load(path: str, overrides: tuple[str, ...], method: str | None = None):
 
 
 def _fail(error: TunerError) -> None:
-    from .secrets import redact
-
     click.echo(redact(f"error: {error}"), err=True)
     sys.exit(error.exit_code)
 
@@ -42,15 +44,9 @@ def cli() -> None:
 @set_option
 def validate(recipe_path: str, overrides: tuple[str, ...]) -> None:
     """Check a recipe (keys, types, files, TRL keys, data rows) without loading any model."""
-    from .data import load_data, scoring_rows
-    from .evaluate import check_rows
-
     try:
         recipe = _load(recipe_path, overrides)
-        splits = load_data(recipe.data, seed=recipe.seed, source=recipe_path)
-        report = splits.report
-        if recipe.eval.task and recipe.eval.task != "preference" or recipe.method == "fewshot":
-            check_rows(scoring_rows(splits.eval), recipe.eval, recipe.data.label_names)
+        report = preflight.validate(recipe)
     except TunerError as error:
         _fail(error)
     skipped = report["skipped_train_rows"]["count"] + report["skipped_eval_rows"]["count"]
@@ -100,8 +96,6 @@ def fewshot(recipe_path: str, overrides: tuple[str, ...]) -> None:
 @set_option
 def eval_command(recipe_path: str, adapter: str | None, output_dir: str | None, overrides: tuple[str, ...]) -> None:
     """Score a base model or a trained adapter with the recipe's `eval` section."""
-    from .recipes import evaluation
-
     try:
         recipe = _load(recipe_path, overrides)
         if recipe.eval.task is None:
@@ -124,10 +118,6 @@ def compare_command(paths: tuple[str, ...], baseline: str | None, price_per_gpu_
                     price_per_cpu_hour: float | None, output_dir: str | None) -> None:
     """One table of runs: accuracy with intervals, training and eval hours, latency, memory, parameters, cost;
     written as Markdown, CSV, JSON and a PNG plot of accuracy against training hours."""
-    from pathlib import Path
-
-    from .compare import compare, find_runs
-
     try:
         comparison = compare(list(paths), baseline, price_per_gpu_hour, price_per_cpu_hour)
     except TunerError as error:
@@ -152,11 +142,9 @@ def _train(recipe_path: str, overrides: tuple[str, ...], resume: bool, dry_run: 
 
 
 def _dry_run(recipe_path: str, overrides: tuple[str, ...], method: str) -> None:
-    from .estimate import describe, dry_run
-
     try:
         recipe = _load(recipe_path, overrides, method)
-        result = dry_run(recipe)
+        result = preflight.dry_run(recipe)
     except TunerError as error:
         _fail(error)
     click.echo(describe(result, recipe))
@@ -172,8 +160,6 @@ def _run(recipe_path: str, overrides: tuple[str, ...], method: str) -> None:
 
 
 def _report(result) -> None:
-    from .distributed import is_main_process
-
     if not is_main_process():
         return  # rank 0 reports for every process
     click.echo(f"\nRun folder: {result.run_dir}")

@@ -1,33 +1,16 @@
-"""Several processes (`torchrun`, `accelerate launch`): which process writes, and the one run folder they share.
+"""Several processes (`torchrun`, `accelerate launch`): the process group and the one run folder they share.
 
-tuner adds no launcher: the launcher sets RANK / WORLD_SIZE / LOCAL_RANK, Trainer (through accelerate) trains
-data-parallel, and this module makes the rest safe: rank 0 alone picks and writes the run folder (and evaluates),
-and every rank learns its path, so no `-2` folder appears for rank 1.
+tuner adds no launcher: the launcher sets RANK / WORLD_SIZE / LOCAL_RANK (read in `hardware.py`), Trainer (through
+accelerate) trains data-parallel, and this module makes the rest safe: rank 0 alone picks and writes the run folder
+(and evaluates), and every rank learns its path, so no `-2` folder appears for rank 1.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable
 
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    """Rank 0 (or the only process): the one that writes run files and prints results."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def engine() -> str:
-    """What started the processes, for the manifest."""
-    if any(key.startswith("ACCELERATE_") for key in os.environ) and world_size() > 1:
-        return "accelerate"
-    if "TORCHELASTIC_RUN_ID" in os.environ or world_size() > 1:
-        return "torchrun"
-    return "single process"
+from .hardware import is_main_process, local_rank, world_size
 
 
 def _process_group():
@@ -37,7 +20,7 @@ def _process_group():
 
     if not dist.is_initialized():
         if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(local_rank())
             dist.init_process_group(backend="cuda:nccl,cpu:gloo")
         else:
             dist.init_process_group(backend="gloo")
@@ -53,8 +36,3 @@ def shared(make: Callable[[], Path]) -> Path:
     dist.broadcast_object_list(box, src=0, group=dist.new_group(backend="gloo"))
     return Path(box[0])
 
-
-def wait_for_main() -> None:
-    """Hold every rank here until all have arrived (so rank 0 finishes writing before the others exit)."""
-    if world_size() > 1:
-        _process_group().barrier()

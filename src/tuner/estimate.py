@@ -19,7 +19,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-MB = 2**20
+from .adapters import build_peft_config, run_peft_config
+from .hardware import MB, available_memory_mb, device_kind
+from .rendering import longest_row_tokens, rendered_row
+
 # Python, torch, peft and TRL's trainers imported, before any model: 516 MB resident on this project's CPU
 # machine (BENCHMARKS.md). A GPU's peak is counted by torch's allocator and has no such share.
 CPU_RUNTIME_MB = 450
@@ -59,17 +62,10 @@ def meta_model(config, recipe):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from .adapters import build_peft_config
-
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=recipe.model.trust_remote_code)
     if recipe.model.adapter is not None:
-        from pathlib import Path
-
-        from peft import PeftConfig
-
-        peft_config = PeftConfig.from_pretrained(str(Path(recipe.model.adapter) / "adapter"))
-        peft_config.inference_mode = False
+        peft_config = run_peft_config(recipe.model.adapter)
     else:
         peft_config = build_peft_config(recipe.adapter)
     return get_peft_model(model, peft_config)
@@ -88,44 +84,15 @@ def activation_bytes_per_token(config, compute_bytes: int, residual_bytes: int, 
     return layers * per_layer
 
 
-def longest_row_tokens(rows, tokenizer, max_length: int | None, sample: int = 2000) -> int:
-    """Tokens of the longest training row (a pair's longer side), capped at max_length."""
-    from .training import _row_lengths
-
-    longest = max((_row_lengths(row, tokenizer) for row in list(rows)[:sample]), default=1)
-    return min(longest, max_length) if max_length else longest
-
-
-def available_memory_mb(device: str) -> float | None:
-    """Free memory of the device the run would use: the GPU's free memory, or the machine's available RAM."""
-    if device == "cuda":
-        import torch
-
-        free, _ = torch.cuda.mem_get_info()
-        return free / MB
-    try:
-        with open("/proc/meminfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def estimate(recipe, rows, config, tokenizer, rendered_rows: int = 2) -> Estimate:
-    """Peak training memory of `recipe` on `rows` (canonical training rows) for a model `config`, with the first
-    `rendered_rows` rows rendered as the trainer will see them."""
-    from .models import device_kind, resolve_dtype, weights_dtype
-    from .recipes.dpo import DEFAULTS as DPO_DEFAULTS
-    from .training import DEFAULTS
-
-    method_defaults = DPO_DEFAULTS if recipe.method == "dpo" else DEFAULTS
-    train = {**method_defaults, **recipe.train}
+def estimate(recipe, rows, config, tokenizer, precision, checkpointing: bool, rendered_rows: int = 2) -> Estimate:
+    """Peak training memory of `recipe` on `rows` (canonical training rows) for a model `config` in `precision` (a
+    `speed.Precision`) with gradient `checkpointing` on or off, with the first `rendered_rows` rows rendered as the
+    trainer will see them."""
+    train = recipe.train_settings()
     device = device_kind()
-    compute = resolve_dtype(recipe.model.dtype)
+    compute = precision.compute
     compute_bytes = 4 if compute == "fp32" else 2
-    weight_bytes = 4 if weights_dtype(compute) == "fp32" else 2
+    weight_bytes = 4 if precision.weights == "fp32" else 2
 
     model = meta_model(config, recipe)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -145,7 +112,6 @@ def estimate(recipe, rows, config, tokenizer, rendered_rows: int = 2) -> Estimat
     packing = bool(train.get("packing")) and recipe.method == "sft"
     sequences = batch * (2 if recipe.method == "dpo" else 1)  # DPO runs chosen and rejected side by side
     batch_tokens = sequences * (max_length if packing and max_length else longest)
-    checkpointing = bool(train.get("gradient_checkpointing"))
     residual_bytes = 4 if weight_bytes == 4 or compute == "fp32" else 2
     activations = batch_tokens * activation_bytes_per_token(config, compute_bytes, residual_bytes, checkpointing)
     memory = {"weights": weights / MB, "adapter": trainable * 4 / MB, "gradients": trainable * 4 / MB,
@@ -166,34 +132,6 @@ def estimate(recipe, rows, config, tokenizer, rendered_rows: int = 2) -> Estimat
     return Estimate(trainable_parameters=trainable, total_parameters=total, memory_mb=memory,
                     batch_tokens=batch_tokens, device=device, available_mb=available_memory_mb(device),
                     rows=[rendered_row(row, tokenizer) for row in list(rows)[:rendered_rows]])
-
-
-def rendered_row(row: dict[str, Any], tokenizer) -> dict[str, Any]:
-    """One training row as rendered text, with the answer (the tokens the loss is on) and token counts."""
-    from .training import rendered_pairs
-
-    parts = []
-    for prompt, answer in rendered_pairs(row, tokenizer):
-        prompt_tokens = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        answer_tokens = len(tokenizer(prompt + answer, add_special_tokens=False)["input_ids"]) - prompt_tokens
-        parts.append({"prompt": prompt, "answer": answer, "prompt_tokens": prompt_tokens,
-                      "answer_tokens": answer_tokens})
-    return {"answers": parts}
-
-
-def dry_run(recipe) -> Estimate:
-    """Validate the recipe, read the data and the model's config (no weights), and estimate the run."""
-    from .data import load_data
-    from .models import check_chat_template, load_config_and_tokenizer
-
-    splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
-    if recipe.method == "dpo":
-        from .recipes.dpo import require_pairs
-
-        require_pairs(splits, recipe.source)
-    config, tokenizer = load_config_and_tokenizer(recipe.model, recipe.source)
-    check_chat_template(tokenizer, recipe)
-    return estimate(recipe, splits.train, config, tokenizer)
 
 
 def describe(result: Estimate, recipe) -> str:

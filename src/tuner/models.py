@@ -1,4 +1,5 @@
-"""Load a base model and its tokenizer from a hub id, a local folder or a GGUF file; dtype and quantisation.
+"""The base model: located (hub id, local folder, GGUF file, file inside a Python package), loaded with its tokenizer
+in the precision `speed.decide_precision` chose, quantised when asked, and prepared for k-bit training.
 
 A GGUF file is dequantised once by transformers and cached as a plain safetensors checkpoint keyed by the file's
 SHA-256, so later runs load it like any local model and it can be trained and saved.
@@ -15,13 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TunerError
+from .files import cache_dir
+from .hardware import device_kind
+from .speed import Precision, decide_precision
 
 PACKAGE_SCHEME = "pkg://"
-
-
-def cache_dir() -> Path:
-    """Where converted GGUF checkpoints live: $TUNER_CACHE, else ~/.cache/tuner."""
-    return Path(os.environ.get("TUNER_CACHE") or Path.home() / ".cache" / "tuner")
 
 
 def _package_file(spec: str, source: str) -> Path:
@@ -95,46 +94,6 @@ def gguf_checkpoint(gguf_path: str | Path) -> Path:
     return target
 
 
-def device_kind() -> str:
-    """'cuda' when a CUDA GPU is visible, else 'cpu'."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether the CPU computes bf16 natively (x86 AVX512-BF16 or AMX, Arm BF16), read from /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            flags = {word for line in handle if line.startswith(("flags", "Features")) for word in line.split()}
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
-
-
-def resolve_dtype(name: str) -> str:
-    """Pick the compute precision: bf16 on GPUs that support it, fp16 on older GPUs; on CPUs bf16 only where the
-    CPU has native bf16 instructions, else fp32.
-
-    Measured (BENCHMARKS.md): on a CPU with AVX512-BF16 a LoRA step of SmolLM2-135M in bf16 autocast is about 1.7x
-    faster than fp32; where bf16 is emulated it is far slower (DESIGN.md reports ~17x), which is why TRL's bf16
-    default is not taken blindly.
-    """
-    if name != "auto":
-        return name
-    import torch
-
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
-
-
-def weights_dtype(compute: str) -> str:
-    """The dtype the base weights are loaded in: the compute dtype on a GPU; fp32 on a CPU, where bf16 runs as
-    autocast (mixed precision) so that fp32 master weights keep small updates."""
-    return compute if device_kind() == "cuda" else "fp32"
-
-
 def torch_dtype(name: str):
     import torch
 
@@ -147,8 +106,13 @@ class LoadedModel:
 
     model: Any
     tokenizer: Any
-    dtype: str
+    precision: Precision
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dtype(self) -> str:
+        """The compute precision (bf16, fp16 or fp32), as the evaluator's autocast takes it."""
+        return self.precision.compute
 
 
 def _quantization_config(quantize: str | None, dtype: str):
@@ -186,8 +150,9 @@ def _with_pad_token(tokenizer):
     return tokenizer
 
 
-def load_model(model_config, source: str = "<recipe>") -> LoadedModel:
-    """Load the base model and tokenizer described by a recipe's `model` section."""
+def load_model(model_config, source: str = "<recipe>", precision: Precision | None = None) -> LoadedModel:
+    """Load the base model and tokenizer described by a recipe's `model` section, in `precision` (default: what
+    `speed.decide_precision` picks for this hardware)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path(model_config.name_or_path, source)
@@ -196,16 +161,16 @@ def load_model(model_config, source: str = "<recipe>") -> LoadedModel:
         info["gguf_sha256"] = file_sha256(path)
         path = str(gguf_checkpoint(path))
     info["resolved_path"] = path
-    dtype = resolve_dtype(model_config.dtype)
+    precision = precision or decide_precision(model_config)
     if model_config.trust_remote_code:
         print(f"tuner: warning: {source} sets `model.trust_remote_code: true`: Python code shipped with "
               f"{model_config.name_or_path} will run on this machine. Keep it only for a model whose code you trust.")
     _refuse_pickled_weights(path, model_config, source)
     common = {"trust_remote_code": model_config.trust_remote_code, "revision": model_config.revision}
     # safetensors only; pickled weights (.bin) can run code when loaded, so they take an explicit opt-in.
-    kwargs: dict[str, Any] = {"dtype": torch_dtype(weights_dtype(dtype)),
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(precision.weights),
                               "use_safetensors": None if model_config.allow_pickle else True, **common}
-    quantization = _quantization_config(model_config.quantize, dtype)
+    quantization = _quantization_config(model_config.quantize, precision.compute)
     if quantization is not None:
         kwargs["quantization_config"] = quantization
         kwargs["device_map"] = {"": 0} if device_kind() == "cuda" else {"": "cpu"}
@@ -216,9 +181,9 @@ def load_model(model_config, source: str = "<recipe>") -> LoadedModel:
         raise _unreadable(model_config, source, exc) from None
     if quantization is None and device_kind() == "cuda":
         model = model.to("cuda")
-    info.update(dtype=dtype, quantize=model_config.quantize, model_type=model.config.model_type,
+    info.update(dtype=precision.compute, quantize=model_config.quantize, model_type=model.config.model_type,
                 parameters=sum(p.numel() for p in model.parameters()))
-    return LoadedModel(model=model, tokenizer=tokenizer, dtype=dtype, info=info)
+    return LoadedModel(model=model, tokenizer=tokenizer, precision=precision, info=info)
 
 
 def load_config_and_tokenizer(model_config, source: str = "<recipe>"):
@@ -251,3 +216,12 @@ def check_chat_template(tokenizer, recipe) -> None:
         raise TunerError(f"{recipe.source}: `data.chat` is true (the default), but {recipe.model.name_or_path} has "
                          f"no chat template to render the rows with. Set `data.chat: false` to use plain text, or "
                          f"use a model (an instruct model) that ships a chat template.")
+
+
+def prepare_base(model, quantize: str | None, gradient_checkpointing: bool):
+    """QLoRA: peft's k-bit training preparation of a quantised base (layer norms in fp32, input gradients on)."""
+    if not quantize:
+        return model
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)

@@ -1,12 +1,10 @@
-"""The run folder: choosing it without overwriting, atomic writes, the manifest and the result object."""
+"""The run folder: choosing it without overwriting (rank 0 alone makes it), the resolved recipe, metrics, manifest
+and predictions written into it, and the result object a recipe returns."""
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -14,7 +12,10 @@ from typing import Any
 
 import yaml
 
-from .secrets import redact, redact_data
+from .distributed import shared
+from .files import write_json, write_jsonl, write_text
+from .hardware import device_info, engine, world_size
+from .secrets import redact_data
 
 PACKAGES = ("tuner", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes", "evaluate")
 
@@ -48,26 +49,20 @@ def new_run_dir(output_dir: str | Path) -> Path:
     return candidate
 
 
-def write_text(path: str | Path, text: str) -> None:
-    """Write a file atomically: to a temporary file beside it, then rename. Environment secrets (tokens, keys,
-    passwords) are masked first: nothing tuner writes holds them."""
-    path, text = Path(path), redact(text)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+def run_folder(recipe, checkpoint: Path | None = None) -> Path:
+    """A new run folder (never an existing one), or the interrupted run's own folder when resuming from
+    `checkpoint`; the resolved recipe is written into it. With several processes, rank 0 makes it and the others
+    are told its path."""
+    def make() -> Path:
+        if checkpoint is None:
+            run_dir = new_run_dir(recipe.output_dir)
+        else:
+            run_dir = checkpoint.parent.parent
+            print(f"tuner: resuming {run_dir} from {checkpoint.name}")
+        write_recipe(run_dir, recipe)
+        return run_dir
 
-
-def write_json(path: str | Path, data: Any) -> None:
-    write_text(path, json.dumps(redact_data(data), indent=2, sort_keys=True, default=str) + "\n")
-
-
-def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    write_text(path, "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows))
+    return shared(make)
 
 
 def write_recipe(run_dir: Path, recipe) -> None:
@@ -101,9 +96,6 @@ def git_revision() -> str | None:
 def build_manifest(recipe, data_report: dict[str, Any], model_info: dict[str, Any],
                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a run needs to be reproduced and compared: versions, hardware, seed, data and model identity."""
-    from .accounting import device_info
-    from .distributed import engine, world_size
-
     return {
         "method": recipe.method,
         "recipe_file": recipe.source,
@@ -141,25 +133,3 @@ def record_evaluation(run_dir: Path, result, metrics: dict[str, Any], phases: di
     write_jsonl(run_dir / (f"predictions_{name}.jsonl" if name else "predictions.jsonl"), result.predictions)
     phases[key] = result.metrics["phase"]
     metrics[key] = {k: v for k, v in result.metrics.items() if k != "phase"}
-
-
-def read_adapter_run(path: str | Path, model_config, source: str = "<recipe>") -> dict[str, Any]:
-    """Check that `path` is a run folder with an adapter trained on the recipe's base model; return its manifest."""
-    from .errors import TunerError
-
-    run_dir = Path(path)
-    manifest_file, adapter_config = run_dir / "manifest.json", run_dir / "adapter" / "adapter_config.json"
-    if not manifest_file.is_file() or not adapter_config.is_file():
-        raise TunerError(f"{run_dir}: not a tuner run folder with an adapter (it needs manifest.json and "
-                         f"adapter/adapter_config.json, as `tuner sft` writes them). Point at the folder that "
-                         f"`tuner sft` printed.")
-    try:
-        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise TunerError(f"{manifest_file}: unreadable ({exc}). The run folder is damaged; train again.") from None
-    trained_on = manifest.get("model", {}).get("name_or_path")
-    if trained_on != model_config.name_or_path:
-        raise TunerError(f"{run_dir}: its adapter was trained on {trained_on!r}, but {source} sets "
-                         f"`model.name_or_path` to {model_config.name_or_path!r}. An adapter only fits its own "
-                         f"base model: use the same model, or another run.")
-    return manifest

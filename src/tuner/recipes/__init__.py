@@ -1,8 +1,11 @@
-"""The recipe modules, one per method; each exposes `run(recipe) -> RunResult`."""
+"""The recipe modules, one per command, each exposing `run(recipe) -> RunResult` and reading top to bottom.
+
+`MODULES` maps a method to its module's name; the module is imported when that method runs, so `tuner --help` and
+`tuner validate` import neither torch nor TRL.
+"""
 
 import importlib
 
-# method -> module; imported only when that method runs, so that `tuner --help` and `tuner validate` stay light.
 MODULES = {"sft": "tuner.recipes.sft", "dpo": "tuner.recipes.dpo", "fewshot": "tuner.recipes.fewshot"}
 
 

@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from ..accounting import phase
-from ..data import load_data, scoring_rows
-from ..evaluate import check_rows, evaluate
+from ..adapters import read_adapter_run, with_run_adapter
+from ..data.rows import scoring_rows
+from ..data.splits import load_data
+from ..evaluator import check_rows, evaluate
 from ..models import check_chat_template, load_model
-from ..runs import RunResult, build_manifest, finish_run, new_run_dir, read_adapter_run, record_evaluation, write_recipe
+from ..runs import RunResult, build_manifest, finish_run, new_run_dir, record_evaluation, write_recipe
+from ..speed import decide_precision
 
 
 def run(recipe, adapter: str | Path | None = None, output_dir: str | Path | None = None) -> RunResult:
@@ -26,12 +29,9 @@ def run(recipe, adapter: str | Path | None = None, output_dir: str | Path | None
         splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
         eval_rows = scoring_rows(splits.eval)
         check_rows(eval_rows, recipe.eval, recipe.data.label_names)
-    loaded = load_model(recipe.model, recipe.source)
+    loaded = load_model(recipe.model, recipe.source, decide_precision(recipe.model))
     check_chat_template(loaded.tokenizer, recipe)
-    model = loaded.model
-    if adapter:
-        from peft import PeftModel
-        model = PeftModel.from_pretrained(model, str(Path(adapter) / "adapter"))
+    model = with_run_adapter(loaded.model, adapter) if adapter else loaded.model
     base = Path(recipe.output_dir)
     run_dir = new_run_dir(output_dir or base.with_name(base.name + "-eval"))
     write_recipe(run_dir, recipe)

@@ -8,10 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..accounting import phase
-from ..data import fewshot_rows, load_data
-from ..evaluate import check_rows, evaluate
+from ..data.splits import load_data
+from ..evaluator import check_rows, evaluate
 from ..models import check_chat_template, load_model
-from ..runs import RunResult, build_manifest, finish_run, new_run_dir, record_evaluation, write_recipe
+from ..runs import RunResult, build_manifest, finish_run, record_evaluation, run_folder
+from ..selection import fewshot_rows
+from ..speed import decide_precision
 
 
 def run(recipe) -> RunResult:
@@ -24,10 +26,9 @@ def run(recipe) -> RunResult:
         splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
         rows = fewshot_rows(splits.train, splits.eval, recipe.fewshot)
         check_rows(rows, recipe.eval, recipe.data.label_names)
-    loaded = load_model(recipe.model, recipe.source)
+    loaded = load_model(recipe.model, recipe.source, decide_precision(recipe.model))
     check_chat_template(loaded.tokenizer, recipe)
-    run_dir = new_run_dir(recipe.output_dir)
-    write_recipe(run_dir, recipe)
+    run_dir = run_folder(recipe)
 
     result = evaluate(loaded.model, loaded.tokenizer, rows, recipe.eval, recipe.data.label_names, loaded.dtype)
 

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .accounting import phase
-from .data import answer_text, eval_identity, join_answer
+from .data.rows import answer_text, eval_identity
 from .errors import TunerError
+from .hardware import is_out_of_memory
+from .rendering import continuation, render_prompt
 
 BOOTSTRAP_SAMPLES = 1000
 
@@ -32,22 +34,6 @@ class EvalResult:
     task: str
     metrics: dict[str, Any]
     predictions: list[dict[str, Any]] = field(default_factory=list)
-
-
-def render_prompt(prompt: Any, tokenizer) -> str:
-    """A prompt as the model sees it: chat messages through the chat template, plain text as it is."""
-    if isinstance(prompt, str):
-        return prompt
-    if not tokenizer.chat_template:
-        raise TunerError("the rows are chat messages but the tokenizer has no chat template. Set `data.chat: false` "
-                         "to score plain text, or use a model with a chat template.")
-    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-
-
-def continuation(prompt: Any, answer: str) -> str:
-    """The text scored after a prompt: chat answers follow the assistant header directly; plain-text answers are
-    joined as the data loader joins them (one space unless the prompt ends in whitespace)."""
-    return answer if not isinstance(prompt, str) else join_answer(prompt, answer)[len(prompt):]
 
 
 def bootstrap_interval(correct: list[bool], seed: int = 0) -> list[float]:
@@ -310,14 +296,6 @@ def _preference(model, tokenizer, rows, eval_config, label_names):
 
 
 TASKS = {"choice": _choice, "generate": _generate, "preference": _preference}
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """CUDA's out-of-memory error, or a RuntimeError that says the same (other backends)."""
-    import torch
-
-    return isinstance(error, torch.cuda.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
 
 
 def _with_smaller_batches_on_oom(model, tokenizer, rows, eval_config, label_names):

@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TunerError
+from .files import write_json, write_text
+from .plot import accuracy_vs_training
+from .runs import new_run_dir
 
 RUN_FILES = ("recipe.yaml", "metrics.json", "manifest.json")
 WHAT_A_RUN_HOLDS = ("a run folder is what `tuner sft`, `tuner dpo`, `tuner fewshot` or `tuner eval` wrote: it holds "
@@ -69,8 +72,6 @@ class Comparison:
     def write(self, folder: str | Path) -> dict[str, Path]:
         """Write comparison.md, comparison.csv, comparison.json and comparison.png into `folder` (created if
         needed; a folder that already holds files is left alone and `folder-2`... is used). Returns the paths."""
-        from .runs import new_run_dir, write_json, write_text
-
         out = new_run_dir(folder)
         paths = {kind: out / f"comparison.{kind}" for kind in ("md", "csv", "json", "png")}
         write_text(paths["md"], self.markdown())
@@ -343,7 +344,6 @@ def compare(paths: list[str | Path], baseline: str | None = None, price_per_gpu_
     table = pd.DataFrame(rows)
     units = _units(rows)
     problems = [problem for record in records for problem in record.problems]
-    from .plot import accuracy_vs_training
 
     figure = accuracy_vs_training(rows, tasks[0] if tasks else None, units)
     return Comparison(table=table, figure=figure, baseline=records[base_index].name if base_index is not None

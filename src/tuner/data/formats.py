@@ -1,0 +1,298 @@
+"""The table of row formats: for each, the columns that identify it, how one row becomes a canonical row (see
+`rows.py`), and the kind of canonical row it makes. Detection, conversion and the required columns of a format are
+all read from its entry in `FORMATS`; a new format is one converter and one entry.
+
+A converter raises ValueError with the reason for a row it cannot use; `to_canonical` reports such rows by number
+and never drops them silently.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import TunerError
+from .rows import join_answer
+
+TEXT_COLUMNS = ("text", "sentence", "content", "input", "question", "review", "document", "body")
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "model": "assistant", "bot": "assistant", "system": "system", "observation": "tool",
+                  "tool": "tool", "function_call": "assistant"}
+
+
+def text_column(columns: list[str], data_config) -> str | None:
+    """The classification text column: `data.text_column` when present, else the first usual name found."""
+    if data_config.text_column:
+        return data_config.text_column if data_config.text_column in columns else None
+    return next((c for c in TEXT_COLUMNS if c in columns), None)
+
+
+# ---- one converter per format: row -> canonical row, or ValueError with the reason ----
+
+def _content(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} is empty or not a string")
+    return value
+
+
+def _system(data_config) -> list[dict[str, str]]:
+    return [{"role": "system", "content": data_config.system_prompt}] if data_config.system_prompt else []
+
+
+def _check_chat(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    if not any(m["role"] == "assistant" for m in messages):
+        raise ValueError("the conversation has no assistant turn to learn from")
+    return messages
+
+
+def _from_chat(column: str, what: str):
+    """Converter for a chat column: OpenAI-style `messages` or ShareGPT `conversations` (optional `system`)."""
+    def convert(row, data_config):
+        turns = row[column]
+        if not isinstance(turns, list) or not turns:
+            raise ValueError(f"`{column}` is not a non-empty list")
+        out = [{"role": "system", "content": row["system"]}] if row.get("system") else []
+        out += [_turn(turn, f"{what} {i}") for i, turn in enumerate(turns)]
+        if out[0]["role"] != "system":
+            out = _system(data_config) + out
+        return {"messages": _check_chat(out)}
+    return convert
+
+
+def _pair(prompt: str, answer: str, data_config, system: str | None = None) -> dict[str, Any]:
+    """A prompt/completion row, as chat messages or as plain text joined by one space."""
+    if data_config.chat:
+        system_turn = [{"role": "system", "content": system}] if system else _system(data_config)
+        return {"prompt": system_turn + [{"role": "user", "content": prompt}],
+                "completion": [{"role": "assistant", "content": answer}]}
+    return {"prompt": prompt, "completion": join_answer(prompt, answer)[len(prompt):]}
+
+
+def _from_alpaca(row, data_config):
+    instruction = _content(row["instruction"], "`instruction`")
+    extra = row.get("input")
+    prompt = f"{instruction}\n\n{extra}" if isinstance(extra, str) and extra.strip() else instruction
+    return _pair(prompt, _content(row["output"], "`output`"), data_config, system=row.get("system") or None)
+
+
+def _from_prompt_completion(row, data_config):
+    prompt, completion = row["prompt"], row["completion"]
+    if isinstance(prompt, list) and isinstance(completion, list):
+        return {"prompt": _system(data_config) + prompt if prompt and prompt[0].get("role") != "system" else prompt,
+                "completion": completion}
+    prompt, completion = _content(prompt, "`prompt`"), _content(completion, "`completion`")
+    return _pair(prompt, completion, data_config) if data_config.chat else {"prompt": prompt,
+                                                                            "completion": completion}
+
+
+def _turn(turn: Any, what: str) -> dict[str, str]:
+    """One message from OpenAI style ({role, content}) or ShareGPT style ({from, value})."""
+    if isinstance(turn, dict) and "role" in turn and "content" in turn:
+        return {"role": str(turn["role"]), "content": _content(turn["content"], f"{what} content")}
+    if isinstance(turn, dict) and "from" in turn and "value" in turn:
+        role = SHAREGPT_ROLES.get(str(turn["from"]).lower())
+        if role is None:
+            raise ValueError(f"{what} has unknown speaker {turn['from']!r} (known: {', '.join(SHAREGPT_ROLES)})")
+        return {"role": role, "content": _content(turn["value"], f"{what} value")}
+    raise ValueError(f"{what} is not a message ({{role, content}} or {{from, value}})")
+
+
+def _answer(value: Any, what: str) -> list[dict[str, str]] | str:
+    """A preference answer: a string, one message, or a list of messages."""
+    if isinstance(value, str):
+        return _content(value, what)
+    if isinstance(value, dict):
+        return [_turn(value, what)]
+    if isinstance(value, list) and value:
+        return [_turn(turn, f"{what} turn {i}") for i, turn in enumerate(value)]
+    raise ValueError(f"{what} is empty or not text or messages")
+
+
+_HH_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
+
+
+def _split_transcripts(chosen: Any, rejected: Any) -> tuple[Any, Any, Any]:
+    """Split the shared beginning off two full transcripts: (prompt, chosen, rejected)."""
+    if isinstance(chosen, list) and isinstance(rejected, list):
+        from trl.data_utils import extract_prompt
+
+        parts = extract_prompt({"chosen": chosen, "rejected": rejected})
+        return parts["prompt"], parts["chosen"], parts["rejected"]
+    if not (isinstance(chosen, str) and isinstance(rejected, str)):
+        raise ValueError("`chosen` and `rejected` are neither both text nor both message lists")
+    shared = len(os.path.commonprefix([chosen, rejected]))
+    # Cut at the start of the last assistant turn both share (HH-RLHF's "\n\nAssistant:"), else at a space, never
+    # inside a word.
+    marker = chosen.rfind("Assistant:", 0, shared)
+    cut = marker + len("Assistant:") if marker >= 0 else chosen.rfind(" ", 0, shared) + 1
+    if cut <= 0:
+        raise ValueError("`chosen` and `rejected` share no prompt to split off; give a `prompt` column")
+    return chosen[:cut], chosen[cut:].strip(), rejected[cut:].strip()
+
+
+def _transcript_messages(text: str) -> list[dict[str, str]] | None:
+    """HH-RLHF text ("\n\nHuman: ... \n\nAssistant:") as chat messages, or None when it is not in that form."""
+    pieces = _HH_TURN.split(text)
+    if len(pieces) < 3 or pieces[0].strip():
+        return None
+    turns = [{"role": "user" if who == "Human" else "assistant", "content": body.strip()}
+             for who, body in zip(pieces[1::2], pieces[2::2])]
+    if turns and turns[-1]["role"] == "assistant" and not turns[-1]["content"]:
+        turns.pop()  # the open "Assistant:" the answers continue
+    return turns if turns and all(t["content"] for t in turns) else None
+
+
+def _as_assistant(answer: list[dict[str, str]] | str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": answer}] if isinstance(answer, str) else answer
+
+
+def _from_preference(row, data_config):
+    chosen, rejected = row["chosen"], row["rejected"]
+    if isinstance(row.get("conversations"), list):  # LLaMA-Factory: the prompt turns, then one message each
+        prompt = [_turn(turn, f"conversation turn {i}") for i, turn in enumerate(row["conversations"])]
+    elif row.get("prompt") is not None:
+        prompt = row["prompt"] if isinstance(row["prompt"], str) else [
+            _turn(turn, f"prompt turn {i}") for i, turn in enumerate(row["prompt"])]
+    else:
+        prompt, chosen, rejected = _split_transcripts(chosen, rejected)
+        if isinstance(prompt, str) and data_config.chat:
+            prompt = _transcript_messages(prompt) or prompt
+    chosen, rejected = _answer(chosen, "`chosen`"), _answer(rejected, "`rejected`")
+    if chosen == rejected:
+        raise ValueError("`chosen` equals `rejected`, so there is nothing to prefer")
+    if isinstance(prompt, str):
+        _content(prompt, "`prompt`")
+        if data_config.chat:
+            prompt = _system(data_config) + [{"role": "user", "content": prompt}]
+        elif isinstance(chosen, str):
+            return {"prompt": prompt, "chosen": join_answer(prompt, chosen)[len(prompt):],
+                    "rejected": join_answer(prompt, rejected)[len(prompt):]}
+    elif prompt and prompt[0]["role"] != "system":
+        prompt = _system(data_config) + prompt
+    if isinstance(prompt, list):
+        chosen, rejected = _as_assistant(chosen), _as_assistant(rejected)
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+def label_name(value: Any, data_config) -> str:
+    """The label name of a raw label: integers index `data.label_names`, strings are names already."""
+    names = data_config.label_names
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"label {value!r} is not an integer or a name")
+    if isinstance(value, int | float) and float(value).is_integer():
+        if not names:
+            raise ValueError(f"label {value!r} is an integer but `data.label_names` is not set")
+        if not 0 <= int(value) < len(names):
+            raise ValueError(f"label {int(value)} is outside 0..{len(names) - 1} (`data.label_names` has "
+                             f"{len(names)} names)")
+        return names[int(value)]
+    text = _content(str(value), "the label")
+    if names and text not in names:
+        raise ValueError(f"label {text!r} is not one of data.label_names {names}")
+    return text
+
+
+def _from_classification(row, data_config):
+    column = text_column(list(row), data_config)
+    text = _content(row[column], f"`{column}`")
+    answer = label_name(row[data_config.label_column], data_config)
+    prompt = data_config.prompt_template.replace("{text}", text)
+    return {**_pair(prompt, answer, data_config), "label": answer}
+
+
+def _with_choices(row: dict[str, Any], raw: dict[str, Any], data_config) -> dict[str, Any]:
+    """Keep a multiple-choice row's own list of allowed answers as `choices`."""
+    column = data_config.choices_column
+    if column is None:
+        return row
+    choices = raw.get(column)
+    if not isinstance(choices, list) or not choices or not all(isinstance(c, str) and c for c in choices):
+        raise ValueError(f"`{column}` is not a non-empty list of answers")
+    return {**row, "choices": choices}
+
+
+@dataclass(frozen=True)
+class Format:
+    """One row format: the columns that must be present, the converter, and the kind of canonical row it makes
+    (`messages`, `prompt_completion` or `preference`; train and eval splits must make the same kind)."""
+
+    required: Callable[[list[str], Any], list[str]]
+    convert: Callable[[dict[str, Any], Any], dict[str, Any]]
+    family: str
+
+
+def _columns(*names: str) -> Callable[[list[str], Any], list[str]]:
+    return lambda columns, data_config: list(names)
+
+
+def _classification_columns(columns: list[str], data_config) -> list[str]:
+    return [text_column(columns, data_config) or data_config.text_column or "text", data_config.label_column]
+
+
+# In detection order: the first format whose required columns are all present is the data's format.
+FORMATS: dict[str, Format] = {
+    "preference": Format(_columns("chosen", "rejected"), _from_preference, "preference"),
+    "messages": Format(_columns("messages"), _from_chat("messages", "message"), "messages"),
+    "sharegpt": Format(_columns("conversations"), _from_chat("conversations", "turn"), "messages"),
+    "alpaca": Format(_columns("instruction", "output"), _from_alpaca, "prompt_completion"),
+    "prompt_completion": Format(_columns("prompt", "completion"), _from_prompt_completion, "prompt_completion"),
+    "classification": Format(_classification_columns, _from_classification, "prompt_completion"),
+}
+
+
+def detect_format(columns: list[str], data_config) -> str:
+    """Name the row format from a data set's columns, or raise listing the columns found."""
+    for name, entry in FORMATS.items():
+        if all(column in columns for column in entry.required(columns, data_config)):
+            return name
+    raise TunerError(
+        f"the columns {sorted(columns)} fit no known format. tuner reads `messages` (chat), `conversations` "
+        f"(ShareGPT), `instruction`/`input`/`output` (Alpaca), `prompt`/`completion`, `chosen`/`rejected` "
+        f"(preference pairs, with `prompt` or `conversations`, or as full transcripts), or a text column "
+        f"({', '.join(TEXT_COLUMNS)}) with a `{data_config.label_column}` column (classification). Rename the "
+        f"columns, or set `data.format`, `data.text_column` and `data.label_column`.")
+
+
+def to_canonical(dataset, data_config, where: str = "<data>"):
+    """Convert a raw data set to canonical rows; returns (dataset, format, bad rows as (row number, reason))."""
+    import datasets
+
+    columns = list(dataset.column_names)
+    try:
+        fmt = data_config.format if data_config.format != "auto" else detect_format(columns, data_config)
+    except TunerError as exc:
+        raise TunerError(f"{where}: {exc}") from None
+    entry = FORMATS[fmt]
+    required = entry.required(columns, data_config)
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise TunerError(f"{where}: format {fmt} needs the column(s) {missing}, but the columns found are "
+                         f"{columns}. Set `data.format: auto` or the right column names.")
+    _refuse_mixed_formats(dataset, required, columns, where)
+    rows, bad = [], []
+    for number, row in enumerate(dataset):
+        try:
+            rows.append(_with_choices(entry.convert(row, data_config), row, data_config))
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            bad.append((number, str(exc)))
+    if not rows:
+        reasons = "; ".join(f"row {n}: {r}" for n, r in bad[:3])
+        raise TunerError(f"{where}: none of its {len(bad)} rows is usable as {fmt} ({reasons}). Fix the rows or "
+                         f"the `data` section.")
+    return datasets.Dataset.from_list(rows), fmt, bad
+
+
+def _refuse_mixed_formats(dataset, required: list[str], columns: list[str], where: str) -> None:
+    """Rows of one file in two formats (some chats, some text/label rows) are a mistake, not bad rows to skip."""
+    others = [c for c in columns if c not in required]
+    if not others:
+        return
+    lacking = next((n for n, row in enumerate(dataset) if all(row[c] is None for c in required)
+                    and any(row[c] is not None for c in others)), None)
+    if lacking is None or all(all(row[c] is None for c in required) for row in dataset):
+        return
+    holds = [c for c in others if dataset[lacking][c] is not None]
+    raise TunerError(f"{where}: the rows mix formats: row {lacking} has none of {required} but holds {holds}, while "
+                     f"other rows have {required}. Put each format in its own file, or convert the rows to one.")

@@ -1,0 +1,87 @@
+"""Canonical rows, the one shape every method reads, and what is asked of them: the question and gold answer as text,
+a chat split at its last answer, fingerprints of what was trained or scored.
+
+Canonical rows use TRL's column names and are one of:
+- `messages`: a chat, a list of `{role, content}`;
+- `prompt` / `completion`: strings (plain text) or message lists (chat); classification rows also carry `label`, the
+  gold answer as a label name, and multiple-choice rows `choices`;
+- `prompt` / `chosen` / `rejected`: preference pairs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+
+def join_answer(prompt: str, answer: str) -> str:
+    """Plain-text prompt and answer as one string: one space between them unless the prompt ends in whitespace."""
+    return prompt + ("" if prompt[-1:].isspace() else " ") + answer
+
+
+def fingerprint(dataset) -> str:
+    """SHA-256 of the canonical rows, so runs can tell whether they saw the same data."""
+    digest = hashlib.sha256()
+    for row in dataset:
+        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode())
+    return digest.hexdigest()
+
+
+def prompt_text(row: dict[str, Any]) -> str:
+    """The question of a row as text: a plain prompt, or the content of a chat prompt's last user turn."""
+    prompt = row["prompt"]
+    if isinstance(prompt, str):
+        return prompt
+    return next(m["content"] for m in reversed(prompt) if m["role"] == "user")
+
+
+def answer_text(row: dict[str, Any]) -> str:
+    """The gold answer of a row as text: its label, else its completion or preferred answer (an assistant
+    message's content)."""
+    if row.get("label") is not None:
+        return str(row["label"])
+    completion = row["chosen"] if "chosen" in row else row["completion"]
+    if isinstance(completion, list):
+        return completion[-1]["content"]
+    return completion.lstrip(" ")
+
+
+def eval_identity(rows, eval_config) -> dict[str, str]:
+    """Fingerprints of what an evaluation scored, for telling whether two runs can be compared.
+
+    `rows_fingerprint`: SHA-256 of each row's question and gold answer(s) (for preference rows, both answers).
+    `prompt_fingerprint`: SHA-256 of how the questions were put to the model (system prompt, chat or plain text,
+    template) and of the scoring settings (task, choices, answer pattern, generation cap). Few-shot examples are the
+    method, not the rendering: rows from `fewshot_rows` are fingerprinted by their `base_prompt`.
+    """
+    rows_digest, prompt_digest = hashlib.sha256(), hashlib.sha256()
+    settings = {"task": eval_config.task, "choices": eval_config.choices, "answer_regex": eval_config.answer_regex,
+                "max_new_tokens": eval_config.max_new_tokens if eval_config.task == "generate" else None}
+    prompt_digest.update(json.dumps(settings, sort_keys=True).encode())
+    for row in rows:
+        base = {**row, "prompt": row.get("base_prompt", row["prompt"])}
+        if eval_config.task == "preference":
+            gold: Any = [answer_text({"completion": row[side]}) for side in ("chosen", "rejected")]
+        else:
+            gold = [answer_text(row), row.get("choices")]
+        rows_digest.update(json.dumps([prompt_text(base), gold], ensure_ascii=False).encode())
+        prompt_digest.update(json.dumps(base["prompt"], sort_keys=True, ensure_ascii=False).encode())
+    return {"rows_fingerprint": rows_digest.hexdigest(), "prompt_fingerprint": prompt_digest.hexdigest()}
+
+
+def scoring_rows(dataset) -> list[dict[str, Any]]:
+    """Eval rows as prompt/completion, the form the evaluator scores (chats are split at the last answer)."""
+    rows = list(dataset)
+    return [last_turn_as_completion(row) if "messages" in row else row for row in rows]
+
+
+def last_turn_as_completion(row: dict[str, Any]) -> dict[str, Any]:
+    """A `messages` row as prompt/completion: everything before the last assistant turn, and that turn.
+
+    Used when the chat template cannot mark assistant turns for loss masking: the model then learns the last answer
+    with the earlier turns as context.
+    """
+    messages = row["messages"]
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return {"prompt": messages[:last], "completion": [messages[last]]}

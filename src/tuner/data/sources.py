@@ -1,0 +1,99 @@
+"""Reading one data source, a local file, a hub data set or rows in memory, into a `datasets.Dataset` as it is.
+
+Errors name the file and the line; converting the rows to canonical form is `formats.py`'s work.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import TunerError
+
+READERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
+
+def _read_file(path: Path):
+    import datasets
+
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise TunerError(f"{path}: unsupported file type {path.suffix!r}. Use JSON, JSONL, CSV, TSV or Parquet.")
+    if path.stat().st_size == 0:
+        raise TunerError(f"{path}: the data file is empty. Add rows or point at another file.")
+    if reader == "json":
+        return datasets.Dataset.from_list(_read_json_rows(path))
+    # pandas directly rather than datasets' builders: no progress bars or logged tracebacks, and its parser errors
+    # name the line.
+    import pandas as pd
+
+    try:
+        if reader == "csv":
+            frame = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+        else:
+            frame = pd.read_parquet(path)
+    except Exception as exc:  # pandas and pyarrow raise many types for a broken file
+        raise TunerError(f"{path}: could not read it as {path.suffix[1:].upper()}: {str(exc).strip().splitlines()[0]}. "
+                         f"Check that the file is complete and well formed.") from None
+    return datasets.Dataset.from_pandas(frame, preserve_index=False)
+
+
+def _read_json_rows(path: Path) -> list[dict[str, Any]]:
+    # Read JSON here rather than through pyarrow: errors then name the line, and rows whose optional fields differ
+    # in type (Alpaca's `input`, ShareGPT's extra keys) load as they are.
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TunerError(f"{path}: not UTF-8 text (byte {exc.start}). Re-save the file as UTF-8.") from None
+    stripped = text.lstrip()
+    if path.suffix.lower() == ".json" and stripped.startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise TunerError(f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}. Fix the "
+                             f"file (a JSON file holds one list of row objects).") from None
+    else:
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise TunerError(f"{path}: line {number} is not valid JSON ({exc.msg}). A JSONL file holds one JSON "
+                                 f"object per line; fix or remove that line.") from None
+    if isinstance(rows, dict):
+        rows = [rows]
+    bad = [i for i, row in enumerate(rows) if not isinstance(row, dict)]
+    if bad:
+        raise TunerError(f"{path}: row {bad[0]} is a {type(rows[bad[0]]).__name__}, not an object with named "
+                         f"fields ({len(bad)} such rows). Every row must be a JSON object.")
+    if not rows:
+        raise TunerError(f"{path}: the data file holds no rows. Add rows or point at another file.")
+    # Columns missing from some rows become None, as a table would have them.
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    return [{column: row.get(column) for column in columns} for row in rows]
+
+
+def read_source(source, where: str = "<recipe>"):
+    """Read one `SourceConfig` (file, hub data set or in-memory rows) into a `datasets.Dataset`."""
+    import datasets
+
+    if source.rows is not None:
+        rows = source.rows
+        dataset = rows if isinstance(rows, datasets.Dataset) else datasets.Dataset.from_list(list(rows))
+    elif source.hub is not None:
+        try:
+            dataset = datasets.load_dataset(source.hub, source.subset, split=source.split)
+        except Exception as exc:  # hub errors come in many types; the first line says what went wrong
+            raise TunerError(f"{where}: could not load hub data set {source.hub!r} (split {source.split!r}): "
+                             f"{str(exc).splitlines()[0]} Check the name and split, or download it and point "
+                             f"`path` at the file.") from None
+    else:
+        path = Path(source.path)
+        if not path.is_file():
+            raise TunerError(f"{where}: data file {path} does not exist. Fix the path (relative to {Path.cwd()}).")
+        dataset = _read_file(path)
+    if len(dataset) == 0:
+        raise TunerError(f"{where}: {source.describe()} holds no rows. Add rows or point at another data set.")
+    return dataset

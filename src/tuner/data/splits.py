@@ -1,0 +1,79 @@
+"""A recipe's train and eval splits: both sources read and converted, the eval split held out when there is no
+eval file, sample caps applied, bad rows reported, fingerprints taken."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import TunerError
+from .formats import FORMATS, to_canonical
+from .rows import fingerprint
+from .sources import read_source
+
+_MAX_REPORTED = 10
+
+
+@dataclass
+class Splits:
+    """The train and eval rows of a recipe, their format and what loading them found."""
+
+    train: Any
+    eval: Any
+    format: str
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def _describe_bad(bad: list[tuple[int, str]], where: str) -> dict[str, Any]:
+    return {"count": len(bad), "first": [f"{where} row {n}: {reason}" for n, reason in bad[:_MAX_REPORTED]]}
+
+
+def load_split(source, data_config, where: str):
+    """Read and convert one source; returns (dataset, format, bad-row report, the raw columns)."""
+    where = f"{where} ({source.describe()})"
+    raw = read_source(source, where)
+    dataset, fmt, bad = to_canonical(raw, data_config, where)
+    return dataset, fmt, _describe_bad(bad, source.describe()), list(raw.column_names)
+
+
+def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
+    """Load a recipe's train and eval rows as canonical rows.
+
+    The eval rows come from `data.eval`, or from a seeded `eval_fraction` of the train rows. `max_train_samples`
+    keeps a seeded random subset of the train rows; `max_eval_samples` keeps the first eval rows, so every method
+    and seed is scored on the same rows.
+    """
+    train, fmt, train_bad, columns = load_split(data_config.train, data_config, f"{source}: data.train")
+    if data_config.eval is not None:
+        evaluation, eval_fmt, eval_bad, _ = load_split(data_config.eval, data_config, f"{source}: data.eval")
+        if FORMATS[eval_fmt].family != FORMATS[fmt].family:
+            raise TunerError(f"{source}: data.train is {fmt} but data.eval is {eval_fmt}; both splits must hold the "
+                             f"same kind of rows.")
+    else:
+        if len(train) < 2:
+            raise TunerError(f"{source}: data.train has {len(train)} usable row, too few to hold out an eval split. "
+                             f"Add rows or give `data.eval`.")
+        parts = train.train_test_split(test_size=data_config.eval_fraction, seed=seed)
+        train, evaluation, eval_bad = parts["train"], parts["test"], _describe_bad([], "")
+    if data_config.max_train_samples and data_config.max_train_samples < len(train):
+        train = train.shuffle(seed=seed).select(range(data_config.max_train_samples))
+    if data_config.max_eval_samples and data_config.max_eval_samples < len(evaluation):
+        evaluation = evaluation.select(range(data_config.max_eval_samples))
+    for bad in (train_bad, eval_bad):
+        for line in bad["first"]:
+            print(f"tuner: skipped {line}")
+        if bad["count"] > len(bad["first"]):
+            print(f"tuner: ... {bad['count'] - len(bad['first'])} more rows skipped")
+    report = {"format": fmt, "train_columns": columns, "train_rows": len(train), "eval_rows": len(evaluation),
+              "train_fingerprint": fingerprint(train), "eval_fingerprint": fingerprint(evaluation),
+              "skipped_train_rows": train_bad, "skipped_eval_rows": eval_bad}
+    return Splits(train=train, eval=evaluation, format=fmt, report=report)
+
+
+def require_preference(splits: Splits, source: str, method: str) -> None:
+    """Refuse a preference method's run on rows that are not preference pairs, naming the columns found."""
+    if splits.format != "preference":
+        raise TunerError(f"{source}: method {method} needs preference pairs, but data.train holds {splits.format} "
+                         f"rows (columns found: {splits.report['train_columns']}). Give rows with `chosen` and "
+                         f"`rejected` (plus `prompt`, or `conversations` as LLaMA-Factory writes them, or full "
+                         f"transcripts).")

@@ -1,0 +1,35 @@
+"""Checks before a run, with no weights loaded: `tuner validate` (recipe, files and data rows) and the dry run of a
+training recipe (`tuner sft|dpo --dry-run`: parameters and peak memory on the meta device)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..data.rows import scoring_rows
+from ..data.splits import load_data, require_preference
+from ..estimate import Estimate, estimate
+from ..evaluator import check_rows
+from ..models import check_chat_template, load_config_and_tokenizer
+from ..speed import checkpointing, decide_precision
+
+
+def validate(recipe) -> dict[str, Any]:
+    """Read the recipe's data and check that its eval rows can be scored; returns the data report (formats, row
+    counts, skipped rows). Raises TunerError on any problem."""
+    splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
+    if recipe.eval.task and recipe.eval.task != "preference" or recipe.method == "fewshot":
+        check_rows(scoring_rows(splits.eval), recipe.eval, recipe.data.label_names)
+    return splits.report
+
+
+def dry_run(recipe) -> Estimate:
+    """Validate the recipe, read the data and the model's config (no weights), and estimate the run as it would go:
+    the same precision and gradient-checkpointing decision as the run itself."""
+    splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
+    if recipe.method == "dpo":
+        require_preference(splits, recipe.source, recipe.method)
+    config, tokenizer = load_config_and_tokenizer(recipe.model, recipe.source)
+    check_chat_template(tokenizer, recipe)
+    precision = decide_precision(recipe.model)
+    on, _ = checkpointing(recipe, precision, config, tokenizer, splits.train)
+    return estimate(recipe, splits.train, config, tokenizer, precision, checkpointing=on)

@@ -1,0 +1,250 @@
+"""The typed recipe: every section, key, default and cross-key rule, including tuner's `train:` defaults per method.
+
+A leaf of the package: it imports nothing else from tuner, and no torch. Reading a recipe file, `--set` overrides
+and the checks that need files, TRL or the data formats live in `recipe_file.py`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+METHODS = ("sft", "dpo", "fewshot")
+TRAINING_METHODS = ("sft", "dpo")
+
+# tuner's defaults under the recipe's `train:` keys (TRL config fields). They differ from TRL's where TRL's suit full
+# fine-tuning on a GPU rather than an adapter on any device: a LoRA learning rate, no gradient checkpointing unless
+# asked or memory needs it (it costs about 20% of step time), tokens counted, no tracker, one adapter saved at the
+# end. DPO takes the usual smaller learning rate and batch (each row is two sequences, and a reference pass).
+_COMMON_TRAIN_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 2.0e-4,
+    "num_train_epochs": 1,
+    "per_device_train_batch_size": 8,
+    "max_length": 512,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0.03,
+    "logging_steps": 10,
+    "gradient_checkpointing": False,
+    "include_num_input_tokens_seen": "non_padding",
+    "report_to": "none",
+    "save_strategy": "no",
+    "eval_strategy": "no",
+}
+TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sft": _COMMON_TRAIN_DEFAULTS,
+    "dpo": {**_COMMON_TRAIN_DEFAULTS, "learning_rate": 5.0e-5, "per_device_train_batch_size": 4},
+}
+# Keys set by tuner itself from other sections or the hardware; a recipe that set them would be silently overridden.
+RESERVED_TRAIN_KEYS = {"output_dir": "the top-level `output_dir`", "seed": "the top-level `seed`",
+                       "bf16": "`model.dtype` (auto picks the precision from the hardware)",
+                       "fp16": "`model.dtype` (auto picks the precision from the hardware)"}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """Which base model to load and how."""
+
+    name_or_path: str = Field(description="Hub id, local folder, a .gguf file, or pkg://DIST/FILE for a file inside "
+                                          "an installed Python package (the offline SmolLM2 GGUF).")
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="auto: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPUs.")
+    quantize: Literal["4bit", "8bit"] | None = Field(
+        None, description="Load the base weights with bitsandbytes (4bit = NF4, QLoRA with an adapter).")
+    trust_remote_code: bool = Field(False, description="Run model code shipped with a hub model. Off unless asked; "
+                                    "a warning is printed when on.")
+    allow_pickle: bool = Field(False, description="Load pickled (.bin) weights when a model has no safetensors. "
+                               "Off: unpickling can run code.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")
+    adapter: str | None = Field(None, description="DPO: a `tuner sft` run folder whose adapter training continues "
+                                                  "from (the SFT policy is then the reference).")
+
+
+class SourceConfig(_Section):
+    """One data source: a local file, a hub data set, or rows in memory (a list of dicts or a datasets.Dataset)."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    path: str | None = Field(None, description="Local JSON, JSONL, CSV, TSV or Parquet file.")
+    hub: str | None = Field(None, description="Hub data set name, loaded with datasets.load_dataset.")
+    subset: str | None = Field(None, description="Hub data set configuration name.")
+    split: str = Field("train", description="Split of a hub data set.")
+    rows: Any = Field(None, exclude=True, description="In-memory rows (notebooks): a list of dicts or a Dataset.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_shorthand(cls, value: Any) -> Any:
+        # `train: data/train.jsonl` is shorthand for `train: {path: data/train.jsonl}`; a list or Dataset given
+        # from a notebook is shorthand for `{rows: ...}`.
+        if isinstance(value, str):
+            return {"path": value}
+        if isinstance(value, list) or type(value).__name__ == "Dataset":
+            return {"rows": value}
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SourceConfig:
+        given = [name for name in ("path", "hub", "rows") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of `path` (a local file), `hub` (a hub data set name) or `rows` "
+                             "(in-memory rows)")
+        return self
+
+    def describe(self) -> str:
+        """A short name for messages: the file, the hub name, or 'in-memory rows'."""
+        if self.path is not None:
+            return self.path
+        if self.hub is not None:
+            return f"hub data set {self.hub}" + (f" ({self.subset})" if self.subset else "") + f" split {self.split}"
+        return "in-memory rows"
+
+
+class DataConfig(_Section):
+    """Where the rows come from and how they become prompts and targets."""
+
+    train: SourceConfig = Field(description="Training rows (and the pool few-shot examples are drawn from).")
+    eval: SourceConfig | None = Field(None, description="Held-out rows; if absent, `eval_fraction` of train.")
+    format: str = Field("auto", description="Row format: auto (detected from the columns) or a name from the table "
+                                            "in data/formats.py (messages, sharegpt, alpaca, prompt_completion, "
+                                            "classification, preference).")
+    eval_fraction: float = Field(0.1, gt=0, lt=1, description="Seeded share of train held out when no eval file.")
+    max_train_samples: int | None = Field(None, gt=0, description="Cap on training rows, for quick runs.")
+    max_eval_samples: int | None = Field(None, gt=0, description="Cap on eval rows, for quick runs.")
+    text_column: str | None = Field(None, description="Classification: the text column (detected if absent).")
+    label_column: str = Field("label", description="Classification: the label column.")
+    label_names: list[str] | None = Field(None, description="Classification: names for integer labels 0, 1, ...")
+    prompt_template: str = Field("{text}", description="Classification: prompt built from the text, `{text}` "
+                                                       "marks where it goes.")
+    choices_column: str | None = Field(None, description="Multiple choice: a column holding each row's allowed "
+                                                          "answers (kept as `choices`).")
+    system_prompt: str | None = Field(None, description="System message put before every chat prompt.")
+    chat: bool = Field(True, description="Render rows through the model's chat template (false: plain text).")
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_text_slot(cls, value: str) -> str:
+        if "{text}" not in value:
+            raise ValueError("must contain `{text}`, where the row's text goes")
+        return value
+
+
+class AdapterConfig(_Section):
+    """The LoRA-family adapter trained on top of the frozen base model."""
+
+    type: Literal["lora", "dora", "rslora"] = Field("lora", description="lora, dora (weight-decomposed) or rslora "
+                                                                        "(rank-stabilised scaling).")
+    r: int = Field(16, gt=0, description="Rank of the update matrices.")
+    alpha: float = Field(32, gt=0, description="Scaling numerator (lora_alpha).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: str | list[str] = Field("all-linear", description="Modules to adapt: all-linear or a list of "
+                                                                      "module names.")
+    modules_to_save: list[str] | None = Field(None, description="Modules trained in full and saved with the adapter.")
+
+
+class EvalConfig(_Section):
+    """How held-out rows are scored (used by the evaluator)."""
+
+    task: Literal["choice", "generate", "preference"] | None = Field(None, description="Scoring task.")
+    choices: list[str] | None = Field(None, description="Allowed answers for task: choice.")
+    max_new_tokens: int = Field(32, gt=0, description="Generation cap for task: generate.")
+    answer_regex: str | None = Field(None, description="Regex whose first group is the answer (generate).")
+    batch_size: int = Field(16, gt=0, description="Rows scored per forward pass (sorted by length first).")
+
+    @field_validator("answer_regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"is not a valid regular expression ({exc})") from None
+        return value
+
+
+class FewshotConfig(_Section):
+    """In-context examples for method fewshot, drawn from the train split only."""
+
+    k: int = Field(5, ge=0, description="Examples per prompt; 0 is the zero-shot baseline.")
+    select: Literal["random", "first", "similar"] = Field("random", description="random (seeded), first, or the "
+                                                                                "most similar by BM25.")
+    seed: int = Field(0, description="Seed of the random selection.")
+    as_chat: bool = Field(True, description="Examples as earlier chat turns (true) or one plain-text prompt.")
+
+
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+
+
+class PreferenceConfig(_Section):
+    """Method dpo's own settings, handed to TRL's DPOConfig."""
+
+    beta: float = Field(0.1, gt=0, description="Strength of the pull towards the reference model.")
+    loss_type: Literal[DPO_LOSSES] | list[Literal[DPO_LOSSES]] = Field(
+        "sigmoid", description="DPO loss (sigmoid is the paper's); a list combines several with `loss_weights`.")
+    loss_weights: list[float] | None = Field(None, description="Weights of combined losses.")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Robust DPO / EXO label smoothing.")
+    ld_alpha: float | None = Field(None, ge=0, le=1, description="LD-DPO weight of verbose tokens.")
+    f_divergence_type: Literal["reverse_kl", "forward_kl", "js_divergence", "alpha_divergence"] = Field(
+        "reverse_kl", description="f-DPO regulariser.")
+    use_weighting: bool = Field(False, description="WPO weighting of pairs.")
+    precompute_ref_log_probs: bool = Field(False, description="Score the reference once before training.")
+
+
+class Recipe(_Section):
+    """One run: a method and the sections every method shares."""
+
+    method: Literal[METHODS] = Field(description="sft, dpo or fewshot.")
+    model: ModelConfig
+    data: DataConfig
+    adapter: AdapterConfig = Field(default_factory=AdapterConfig)
+    train: dict[str, Any] = Field(default_factory=dict, description="Keys of TRL's SFTConfig / DPOConfig.")
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    fewshot: FewshotConfig = Field(default_factory=FewshotConfig, description="Used by method fewshot.")
+    dpo: PreferenceConfig = Field(default_factory=PreferenceConfig, description="Used by method dpo.")
+    output_dir: str = Field(description="Run folder; a new suffix is added if it already holds a run.")
+    seed: int = Field(0, description="Seed for data splits, adapter init and training.")
+    resume: str | None = Field(None, description="sft/dpo: continue an interrupted run from a checkpoint: `auto` "
+                               "(the newest unfinished run of output_dir) or a checkpoint or run folder.")
+
+    # Where the recipe came from, for messages; not a YAML key.
+    source: str = Field("<recipe>", exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _adapter_present(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "adapter" in data and data["adapter"] is None:
+            quantized = isinstance(data.get("model"), dict) and data["model"].get("quantize")
+            raise ValueError(f"`adapter` is empty{' while `model.quantize` is set' if quantized else ''}: tuner "
+                             f"trains adapters only (with `model.quantize` that is QLoRA, a quantised base cannot "
+                             f"be trained without one). Remove the `adapter:` line to use the defaults, or give "
+                             f"its keys")
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        if self.model.adapter is not None and self.method != "dpo":
+            raise ValueError("`model.adapter` (continue from a run's adapter) is for method dpo; for scoring an "
+                             "adapter use `tuner eval --adapter`")
+        if self.model.adapter is not None and "adapter" in self.model_fields_set:
+            raise ValueError("`adapter` would be ignored: with `model.adapter` the run's own adapter trains on, with "
+                             "its rank and targets. Remove the `adapter` section")
+        if self.resume is not None and self.method == "fewshot":
+            raise ValueError("`resume` is for training methods (sft, dpo); method fewshot has nothing to resume")
+        if self.method == "fewshot" and self.eval.task is None:
+            raise ValueError("method fewshot only evaluates: set `eval.task` (choice, generate or preference)")
+        if self.eval.task == "choice" and not (self.eval.choices or self.data.label_names or self.data.choices_column):
+            raise ValueError("eval.task choice needs the allowed answers: set `eval.choices`, `data.label_names` or "
+                             "`data.choices_column`")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe as plain data, as written to the run folder."""
+        return self.model_dump(mode="json")
+
+    def train_settings(self) -> dict[str, Any]:
+        """tuner's `train:` defaults for this method with the recipe's own `train:` keys over them."""
+        return {**TRAIN_DEFAULTS.get(self.method, {}), **self.train}

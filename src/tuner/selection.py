@@ -1,0 +1,67 @@
+"""Few-shot prompts: for each eval row, k worked examples chosen from the train split (first, seeded random, or the
+most similar by BM25) and put before its question, as earlier chat turns or as one plain-text prompt."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from .data.rows import answer_text, join_answer, prompt_text, scoring_rows
+from .errors import TunerError
+
+
+def _system_turns(prompt: Any) -> list[dict[str, str]]:
+    return [m for m in prompt if m["role"] == "system"][:1] if isinstance(prompt, list) else []
+
+
+def fewshot_rows(train, evaluation, fewshot_config) -> list[dict[str, Any]]:
+    """Eval rows whose prompts carry k worked examples from the train split (never from the eval split).
+
+    `select`: `first` k rows, `random` k rows per eval row (seeded), or the k most `similar` by BM25 (most similar
+    last, nearest the question). `as_chat`: examples as earlier chat turns; otherwise one plain-text prompt. With
+    k = 0 the rows keep their prompts as `data.chat` rendered them.
+    """
+    evaluation, k = scoring_rows(evaluation), fewshot_config.k
+    eval_questions = {prompt_text(row) for row in evaluation}
+    # A train row whose question is also an eval question would leak the answer into the prompt.
+    pool = [row for row in scoring_rows(train) if prompt_text(row) not in eval_questions]
+    if k > len(pool):
+        raise TunerError(f"fewshot.k is {k} but the train split has only {len(pool)} rows usable as examples (rows "
+                         f"that repeat an eval question are left out). Lower `fewshot.k` or add train rows.")
+    picks = _pick_examples(pool, evaluation, fewshot_config)
+    # `base_prompt` keeps the question as the data section rendered it, so the evaluator can tell that a few-shot run
+    # scored the same rows, rendered the same way, as a fine-tuned one.
+    return [{**row, "prompt": _fewshot_prompt(row, [pool[i] for i in chosen], fewshot_config.as_chat),
+             "base_prompt": row["prompt"]} for row, chosen in zip(evaluation, picks)]
+
+
+def _pick_examples(pool, evaluation, fewshot_config) -> list[list[int]]:
+    k = fewshot_config.k
+    if k == 0:
+        return [[] for _ in evaluation]
+    if fewshot_config.select == "first":
+        return [list(range(k)) for _ in evaluation]
+    if fewshot_config.select == "random":
+        rng = random.Random(fewshot_config.seed)
+        return [rng.sample(range(len(pool)), k) for _ in evaluation]
+    import bm25s
+
+    corpus = bm25s.tokenize([prompt_text(row) for row in pool], stopwords="en", show_progress=False)
+    retriever = bm25s.BM25()
+    retriever.index(corpus, show_progress=False)
+    queries = bm25s.tokenize([prompt_text(row) for row in evaluation], stopwords="en", show_progress=False)
+    indices, _ = retriever.retrieve(queries, k=k, show_progress=False, n_threads=1)
+    return [list(reversed(row.tolist())) for row in indices]
+
+
+def _fewshot_prompt(row, examples, as_chat: bool):
+    if not examples:
+        return row["prompt"]  # zero-shot: the row as the data section rendered it (chat or plain text)
+    if as_chat:
+        turns = _system_turns(row["prompt"])
+        for example in examples:
+            turns += [{"role": "user", "content": prompt_text(example)},
+                      {"role": "assistant", "content": answer_text(example)}]
+        return turns + [{"role": "user", "content": prompt_text(row)}]
+    shots = [join_answer(prompt_text(example), answer_text(example)) for example in examples]
+    return "\n\n".join(shots + [prompt_text(row)])

@@ -1,0 +1,169 @@
+"""Speed and memory settings, decided once from the recipe and the hardware before any trainer is built: precision,
+batch layout (packing or length grouping), gradient checkpointing and kernels, each with the reason for it.
+
+`decide_precision` runs before the model loads (the weights' dtype depends on it); `decide` runs once the model and
+its tokenizer are there and returns a plain `Speed`. The TRL config is built from it in `trainers.py`, and nothing
+changes the config or the trainer afterwards. A recipe's own `train:` key always wins over a decision here.
+
+Measured on CPU (BENCHMARKS.md): TRL's best-fit-decreasing packing flattens a batch into one padding-free sequence,
+which the varlen flash-attention kernels split at the sequence boundaries; with SDPA or eager attention (every CPU,
+GPUs without flash-attn) transformers instead masks the flattened sequence block-diagonally and still computes the
+whole (batch x max_length)^2 score matrix. There, batches of rows of similar length waste almost nothing on padding
+and keep attention short, so SFT packs only under flash attention and groups by length elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from importlib.util import find_spec
+from typing import Any
+
+from .estimate import estimate
+from .hardware import available_memory_mb, cpu_has_native_bf16, cuda_has_bf16, device_kind
+
+FLASH_ATTENTION = ("flash_attention_2", "flash_attention_3")
+# Recipe keys under which a recipe decides checkpointing itself (`gradient_checkpointing` is transformers' older
+# name of `activation_checkpointing`).
+CHECKPOINTING_KEYS = ("gradient_checkpointing", "activation_checkpointing")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The compute precision (bf16, fp16 or fp32) and the dtype the base weights are loaded in."""
+
+    compute: str
+    weights: str
+
+
+def decide_precision(model_config) -> Precision:
+    """`model.dtype`, or for `auto`: bf16 on GPUs that support it, fp16 on older GPUs; on CPUs bf16 only where the
+    CPU has native bf16 instructions, else fp32. On a CPU the weights stay fp32 and bf16 runs as autocast (mixed
+    precision), so fp32 master weights keep small updates; on a GPU the weights are loaded in the compute dtype.
+
+    Measured (BENCHMARKS.md): on a CPU with AVX512-BF16 a LoRA step of SmolLM2-135M in bf16 autocast is about 1.7x
+    faster than fp32; where bf16 is emulated it is far slower (DESIGN.md reports ~17x), which is why TRL's bf16
+    default is not taken blindly.
+    """
+    device = device_kind()
+    compute = model_config.dtype
+    if compute == "auto":
+        if device == "cuda":
+            compute = "bf16" if cuda_has_bf16() else "fp16"
+        else:
+            compute = "bf16" if cpu_has_native_bf16() else "fp32"
+    return Precision(compute=compute, weights=compute if device == "cuda" else "fp32")
+
+
+def attention_implementation(model) -> str | None:
+    """The attention kernel transformers chose for the model (sdpa, eager, flash_attention_2, ...)."""
+    return model.config._attn_implementation
+
+
+def uses_flash_attention(model) -> bool:
+    """Whether the model attends with a varlen flash-attention kernel (which takes flattened batches as they are)."""
+    implementation = str(attention_implementation(model) or "")
+    return implementation in FLASH_ATTENTION or "flash-attn" in implementation
+
+
+def liger_applies(recipe) -> bool:
+    """Liger's Triton kernels (fused RMSNorm, SwiGLU, rotary) where they run: a CUDA GPU, the package installed, and
+    a base that is not bitsandbytes-quantised (Liger replaces the MLP's linear layers)."""
+    return device_kind() == "cuda" and not recipe.model.quantize and find_spec("liger_kernel") is not None
+
+
+@dataclass(frozen=True)
+class Speed:
+    """What a training run does for speed and memory, decided before its trainer is built, with the reasons.
+
+    `trl_values()` are the TRL config keys these decisions set; `manifest()` is what the run folder records.
+    """
+
+    precision: Precision
+    attention: str | None
+    batches: str
+    packing: bool | None = None
+    packed_rows: bool = False
+    train_sampling_strategy: str | None = None
+    length_column: bool = False
+    gradient_checkpointing: bool = False
+    gradient_checkpointing_reason: str | None = None
+    liger_kernel: bool | None = None
+
+    def trl_values(self) -> dict[str, Any]:
+        """The TRL config keys tuner decides (a key left None is the recipe's or TRL's own)."""
+        values: dict[str, Any] = {"bf16": self.precision.compute == "bf16", "fp16": self.precision.compute == "fp16",
+                                  "use_cpu": device_kind() == "cpu",
+                                  "gradient_checkpointing": self.gradient_checkpointing}
+        if self.packing is not None:
+            values["packing"] = self.packing
+        if self.train_sampling_strategy is not None:
+            values["train_sampling_strategy"] = self.train_sampling_strategy
+        if self.length_column:
+            # The `length` column must reach the sampler: TRL's preference collator reads only its own columns, so
+            # nothing else is removed.
+            values.update(length_column_name="length", remove_unused_columns=False)
+        if self.liger_kernel is not None:
+            values["use_liger_kernel"] = self.liger_kernel
+        return values
+
+    def manifest(self) -> dict[str, Any]:
+        """The decisions as the run folder records them."""
+        return {"batches": self.batches, "attention": self.attention, "precision": self.precision.compute,
+                "gradient_checkpointing": self.gradient_checkpointing,
+                "gradient_checkpointing_reason": self.gradient_checkpointing_reason}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _sft_batches(recipe, model) -> dict[str, Any]:
+    train = recipe.train
+    packing = bool(train["packing"]) if "packing" in train else uses_flash_attention(model)
+    if packing:
+        if uses_flash_attention(model):
+            return {"packing": True, "batches": "packed, padding-free (flash-attention varlen)"}
+        return {"packing": True, "packed_rows": True, "batches": "packed rows (block-diagonal causal mask per row)"}
+    if "train_sampling_strategy" in train:
+        grouped = train["train_sampling_strategy"] == "group_by_length"
+        return {"packing": False, "batches": "length-grouped padded rows" if grouped else "padded rows"}
+    return {"packing": False, "train_sampling_strategy": "group_by_length", "batches": "length-grouped padded rows"}
+
+
+def _dpo_batches(recipe) -> dict[str, Any]:
+    """Length-grouped DPO batches unless the recipe picks a sampler: pairs of similar length are padded together."""
+    if "train_sampling_strategy" in recipe.train:
+        return {"batches": f"padded pairs ({recipe.train['train_sampling_strategy']} order)"}
+    return {"train_sampling_strategy": "group_by_length", "length_column": True,
+            "batches": "length-grouped padded pairs"}
+
+
+def checkpointing(recipe, precision: Precision, model_config, tokenizer, rows) -> tuple[bool, str | None]:
+    """Gradient checkpointing, and why: the recipe's own choice when it makes one; on a CPU off (RAM is the larger
+    pool, and recomputation costs about 20% of step time); on a GPU on only when the dry-run estimate of what the run
+    adds to the loaded weights (adapter, gradients, optimizer state, activations at the longest batch) exceeds 90%
+    of the GPU's free memory."""
+    for key in CHECKPOINTING_KEYS:
+        if key in recipe.train:
+            return bool(recipe.train[key]), None
+    if device_kind() != "cuda":
+        return False, None
+    predicted = estimate(recipe, rows, model_config, tokenizer, precision, checkpointing=False, rendered_rows=0)
+    needed = predicted.peak_mb - predicted.memory_mb["weights"] - predicted.memory_mb.get("runtime", 0)
+    free = available_memory_mb("cuda")
+    if free is None or needed <= 0.9 * free:
+        return False, None
+    reason = (f"on because memory needs it: an estimated {needed:,.0f} MB beyond the weights against {free:,.0f} MB "
+              f"free on the GPU (set train.gradient_checkpointing to decide yourself)")
+    print(f"tuner: gradient checkpointing {reason}.")
+    return True, reason
+
+
+def decide(recipe, loaded, rows) -> Speed:
+    """Every speed setting of a training run, from the recipe, the loaded model and the hardware. `rows` are the
+    canonical training rows (the checkpointing estimate measures their longest batch)."""
+    model = loaded.model
+    batches = _sft_batches(recipe, model) if recipe.method == "sft" else _dpo_batches(recipe)
+    on, reason = checkpointing(recipe, loaded.precision, model.config, loaded.tokenizer, rows)
+    liger = None if "use_liger_kernel" in recipe.train else (liger_applies(recipe) or None)
+    return Speed(precision=loaded.precision, attention=attention_implementation(model), gradient_checkpointing=on,
+                 gradient_checkpointing_reason=reason, liger_kernel=liger, **batches)

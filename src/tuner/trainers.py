@@ -1,0 +1,85 @@
+"""The TRL trainers tuner builds. Each run's TRL config is built here, in one place, from tuner's `train:` defaults
+(schema.py), the recipe's `train:` keys, the method's own block (`dpo:`) and the `speed.Speed` decisions; the trainer
+is built over it. Nothing changes the config or the trainer once they are built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+from .adapters import build_peft_config, with_run_adapter
+from .models import prepare_base
+from .rendering import with_lengths
+
+CONFIG_CLASSES = {"sft": SFTConfig, "dpo": DPOConfig}
+
+
+def trl_config(recipe, speed, run_dir: Path, method_settings: dict[str, Any] | None = None):
+    """The TRL config of a run: tuner's defaults, the recipe's `train:` keys, the method's settings, then what
+    tuner decides itself (precision, batching, checkpointing, kernels from `speed`; paths and seed)."""
+    config_class = CONFIG_CLASSES[recipe.method]
+    values = {**recipe.train_settings(), **(method_settings or {}), **speed.trl_values(),
+              "output_dir": str(run_dir / "checkpoints"), "seed": recipe.seed}
+    # transformers 5 reads `activation_checkpointing`; `gradient_checkpointing` is its older name, copied over only
+    # when the new one is unset, so the decision is given under the name the config reads.
+    if "activation_checkpointing" in {field.name for field in dataclasses.fields(config_class)}:
+        values["activation_checkpointing"] = speed.gradient_checkpointing
+    return config_class(**values)
+
+
+def packed_rows_collator(pad_token_id: int, pad_to_multiple_of: int | None = None):
+    """A collator for BFD-packed rows that keeps the rows: padded to the batch's longest, position ids restarting at
+    each packed sequence, labels -100 on padding, no attention mask. transformers reads the sequence boundaries from
+    the position ids and masks each row block-diagonally, so attention costs max_length^2 per row, not per batch."""
+    return PackedRowsCollator(pad_token_id=pad_token_id, padding_free=False, return_position_ids=True,
+                              pad_to_multiple_of=pad_to_multiple_of)
+
+
+class PackedRowsCollator(DataCollatorForLanguageModeling):
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = super().torch_call(examples)
+        # TRL pads position ids with 0, which makes every padding token a sequence of its own.
+        del batch["attention_mask"]
+        return batch
+
+
+class PackedRowsSFTTrainer(SFTTrainer):
+    """SFTTrainer over BFD-packed rows batched as rows (`packed_rows_collator`), for attention kernels without
+    varlen support (SDPA, eager). TRL refuses a custom collator alongside BFD packing, so this trainer puts its
+    own in place while it is being built."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.data_collator = packed_rows_collator(self.processing_class.pad_token_id, self.args.pad_to_multiple_of)
+
+
+def sft_trainer(recipe, speed, loaded, rows, run_dir: Path):
+    """SFTTrainer over the base model with a fresh adapter from the recipe (QLoRA: k-bit preparation first)."""
+    # Chats train on every assistant turn (`rendering.sft_rows` kept them only where the template can mark them).
+    args = trl_config(recipe, speed, run_dir, {"assistant_only_loss": True} if "messages" in rows.column_names else {})
+    model = prepare_base(loaded.model, recipe.model.quantize, speed.gradient_checkpointing)
+    trainer_class = PackedRowsSFTTrainer if speed.packed_rows else SFTTrainer
+    return trainer_class(model=model, args=args, train_dataset=rows, processing_class=loaded.tokenizer,
+                         peft_config=build_peft_config(recipe.adapter))
+
+
+def dpo_trainer(recipe, speed, loaded, rows, run_dir: Path):
+    """DPOTrainer over the policy: a new adapter from the recipe, or the adapter of `model.adapter`'s SFT run
+    trained on. With no reference model given, TRL scores the reference with the adapter switched off (or, from
+    an SFT run, with a frozen copy of the SFT adapter): never a second copy of the base weights."""
+    settings = recipe.dpo.model_dump(exclude_none=True)
+    if isinstance(settings["loss_type"], str):
+        settings["loss_type"] = [settings["loss_type"]]
+    args = trl_config(recipe, speed, run_dir, settings)
+    model = prepare_base(loaded.model, recipe.model.quantize, speed.gradient_checkpointing)
+    peft_config = build_peft_config(recipe.adapter) if recipe.model.adapter is None else None
+    if recipe.model.adapter is not None:
+        model = with_run_adapter(model, recipe.model.adapter, trainable=True)
+    rows = with_lengths(rows, loaded.tokenizer) if speed.length_column else rows
+    return DPOTrainer(model=model, args=args, train_dataset=rows, processing_class=loaded.tokenizer,
+                      peft_config=peft_config)
