@@ -6,7 +6,7 @@ import time
 from contextlib import contextmanager
 from typing import Any
 
-from .hardware import device_info, peak_rss_bytes, world_size
+from .hardware import device_info, device_kind, peak_rss_bytes, world_size
 
 
 @contextmanager
@@ -19,7 +19,7 @@ def phase(name: str, into: dict[str, Any]):
     import torch
 
     record: dict[str, Any] = {}
-    cuda = torch.cuda.is_available()
+    cuda = device_kind() == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from .hardware import is_main_process, local_rank, world_size
+from .hardware import device_kind, is_main_process, local_rank, world_size
 
 
 def _process_group():
@@ -19,7 +19,7 @@ def _process_group():
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        if torch.cuda.is_available():
+        if device_kind() == "cuda":
             torch.cuda.set_device(local_rank())
             dist.init_process_group(backend="cuda:nccl,cpu:gloo")
         else:

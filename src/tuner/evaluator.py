@@ -20,7 +20,7 @@ from typing import Any
 from .accounting import phase
 from .data.rows import answer_text, eval_identity
 from .errors import TunerError
-from .hardware import is_out_of_memory
+from .hardware import device_kind, is_out_of_memory
 from .rendering import continuation, render_prompt
 
 BOOTSTRAP_SAMPLES = 1000
@@ -308,7 +308,7 @@ def _with_smaller_batches_on_oom(model, tokenizer, rows, eval_config, label_name
         except Exception as error:
             if not is_out_of_memory(error):
                 raise
-            if torch.cuda.is_available():
+            if device_kind() == "cuda":
                 torch.cuda.empty_cache()
             if eval_config.batch_size == 1:
                 raise TunerError("out of memory while scoring one row at a time: shorten the eval rows, load the "
