@@ -163,3 +163,19 @@ def test_eval_base_model_and_adapter(good_recipe, tmp_path):
 def test_dpo_on_data_without_preference_columns(good_recipe):
     _assert_bad(invoke("dpo", good_recipe, "--set", "method=dpo"),
                 "needs preference pairs", "'text'", "'label'")
+
+
+def test_quiet_silences_progress_and_keeps_results(fewshot_recipe, tmp_path, monkeypatch):
+    import os
+
+    for name in ("TUNER_QUIET", "TQDM_DISABLE"):  # unset now, and unset again after the test (the CLI sets them)
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    loud = CliRunner().invoke(cli, ["fewshot", str(fewshot_recipe), "--set", f"output_dir={tmp_path / 'loud'}"])
+    assert loud.exit_code == 0, loud.output
+    assert "tuner: scoring (choice): 10 of 10 rows in" in loud.stderr  # one line: the output is not a terminal
+    quiet = CliRunner().invoke(cli, ["--quiet", "fewshot", str(fewshot_recipe), "--set",
+                                     f"output_dir={tmp_path / 'quiet'}"])
+    assert quiet.exit_code == 0, quiet.output
+    assert "tuner: scoring" not in quiet.stderr and "eval (choice): accuracy" in quiet.stdout
+    assert os.environ["TUNER_QUIET"] == "1" and os.environ["TQDM_DISABLE"] == "1"

@@ -253,3 +253,15 @@ def test_llamafactory_dpo_demo_loads_as_it_is():
     row = splits.train[0]
     assert row["prompt"][-1]["role"] == "user" and row["chosen"][0]["role"] == "assistant"
     assert row["chosen"] != row["rejected"]
+
+
+def test_a_large_file_reports_reading_and_converting(tmp_path, monkeypatch, capsys):
+    import tuner.progress
+
+    monkeypatch.setattr(tuner.progress, "LARGE", 50)  # what counts as large, scaled down for the test
+    train = write_jsonl(tmp_path / "big.jsonl", ticket_rows(120))
+    splits = load_data(DataConfig(train=str(train), label_column="label"))
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tuner:")]
+    assert len(splits.train) + len(splits.eval) == 120
+    assert said[0].startswith("tuner: reading big.jsonl: 120 of 120 lines in ")
+    assert said[1].startswith("tuner: converting ") and "120 of 120 rows" in said[1]

@@ -133,13 +133,82 @@ def test_bad_regex_is_a_recipe_error():
         EvalConfig(task="generate", answer_regex="team: (")
 
 
-def test_long_answers_split_into_chunks_score_the_same(tiny, monkeypatch):
+INTENTS = ["card_arrival", "card_delivery_estimate", "card_not_working", "card_linking", "cash_withdrawal_charge",
+           "cash_withdrawal_not_recognised", "exchange_rate", "exchange_via_app", "top_up_failed", "top_up_limits",
+           "transfer_not_received_by_recipient", "pin_blocked"]
+
+
+def test_many_labels_sharing_prefixes_score_as_each_alone(tiny):
+    # Labels that share their first tokens are scored through one token trie per context: every score equals an
+    # unbatched forward pass over the context and that label alone.
+    model, tokenizer = tiny
+    contexts = ["Which intent? My card has not arrived yet.\nIntent:", "Which intent? Why was I charged at the ATM?"]
+    pairs = [(context, " " + label) for context in contexts for label in INTENTS]
+    scores = loglikelihoods(model, tokenizer, pairs, batch_size=2)
+    for (context, answer), score in zip(pairs, scores):
+        assert score == pytest.approx(direct_loglikelihood(model, tokenizer, context, answer), abs=1e-3)
+
+
+def test_a_trie_split_across_passes_scores_the_same(tiny, monkeypatch):
     import tuner.evaluator as module
 
     model, tokenizer = tiny
-    whole = loglikelihoods(model, tokenizer, PAIRS, batch_size=8)
-    original = module._token_chunks
-    monkeypatch.setattr(module, "_token_chunks", lambda follow: original(follow, budget=3))
-    assert len(original([(0, 0, [1, 2, 3])] * 3, budget=3)) == 3
-    chunked = loglikelihoods(model, tokenizer, PAIRS, batch_size=8)
-    assert chunked == pytest.approx(whole, abs=1e-4)
+    pairs = [("Which intent? My card has not arrived yet.", " " + label) for label in INTENTS] + PAIRS
+    whole = loglikelihoods(model, tokenizer, pairs, batch_size=8)
+    monkeypatch.setattr(module, "TOKENS_PER_ROW", 3)  # a few nodes per unit, one or two units per pass
+    units = module._units((1, 2), [(n, [7, 8 + n % 3, 20 + n]) for n in range(6)], budget=3)
+    assert [len(unit.tokens) for unit in units] == [3, 2]  # the second unit feeds its shared [7] again
+    split = loglikelihoods(model, tokenizer, pairs, batch_size=2)
+    assert split == pytest.approx(whole, abs=1e-4)
+
+
+def test_each_distinct_answer_prefix_is_fed_once():
+    from tuner.evaluator import _units
+
+    # card_arrival = [5, 6, 7], card_delivery = [5, 6, 8, 9], card = [5]: nodes are the prefixes [5], [5, 6] and
+    # [5, 6, 8], each once; a single-token answer needs no node.
+    (unit,) = _units((1, 2, 3), [(0, [5, 6, 7]), (1, [5, 6, 8, 9]), (2, [5])], budget=100)
+    assert unit.tokens == [5, 6, 8] and unit.parents == [-1, 0, 1] and unit.depths == [1, 2, 3]
+    assert dict(unit.answers) == {0: [(0, 5), (1, 6), (2, 7)], 1: [(0, 5), (1, 6), (2, 8), (3, 9)], 2: [(0, 5)]}
+
+
+def test_choice_predictions_carry_the_top_labels_with_probabilities(tiny):
+    import math
+
+    model, tokenizer = tiny
+    rows = [{"prompt": "Which intent? My card has not arrived yet.", "label": "card_arrival"}]
+    result = evaluate(model, tokenizer, rows, EvalConfig(task="choice", choices=INTENTS))
+    prediction = result.predictions[0]
+    top = prediction["top"]
+    assert len(top) == 5 and top[0]["label"] == prediction["prediction"]
+    probabilities = [entry["probability"] for entry in top]
+    assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
+    normaliser = sum(math.exp(value) for value in prediction["scores"].values())
+    assert probabilities[0] == pytest.approx(math.exp(prediction["scores"][top[0]["label"]]) / normaliser, abs=1e-3)
+
+
+def test_a_many_label_evaluation_shows_a_moving_progress_bar(tiny, monkeypatch, capsys):
+    import tuner.progress
+
+    model, tokenizer = tiny
+    monkeypatch.setattr(tuner.progress, "interactive", lambda: True)  # as on a terminal
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")  # draw every update, however fast the tiny model is
+    monkeypatch.setenv("TQDM_MINITERS", "1")
+    rows = [{"prompt": f"Which intent? Message {n} about my card.", "label": INTENTS[n % len(INTENTS)]}
+            for n in range(6)]
+    evaluate(model, tokenizer, rows, EvalConfig(task="choice", choices=INTENTS, batch_size=2))
+    drawn = capsys.readouterr().err
+    counts = [int(match) for match in __import__("re").findall(r"(\d)/6 \[", drawn)]
+    assert "tuner: scoring (choice)" in drawn and "rows/s" in drawn
+    assert counts[0] == 0 and counts[-1] == 6 and len(set(counts)) >= 3  # it moved, pass by pass
+
+
+def test_progress_is_one_line_off_a_terminal_and_silent_when_quiet(tiny, monkeypatch, capsys):
+    model, tokenizer = tiny
+    rows = [{"prompt": "Is it good? Fine.", "label": "positive"}]
+    evaluate(model, tokenizer, rows, EvalConfig(task="choice", choices=["negative", "positive"]))
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tuner:")]
+    assert len(lines) == 1 and lines[0].startswith("tuner: scoring (choice): 1 of 1 rows in ")
+    monkeypatch.setenv("TUNER_QUIET", "1")
+    evaluate(model, tokenizer, rows, EvalConfig(task="choice", choices=["negative", "positive"]))
+    assert "tuner:" not in capsys.readouterr().err

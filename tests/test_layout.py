@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tuner"
 # Low to high. A module may import modules of its own layer or lower ones, never a higher layer.
 LAYERS = [
     ("base", {"errors", "schema", "hardware", "secrets"}),
-    ("services", {"files", "distributed", "accounting"}),
+    ("services", {"files", "distributed", "accounting", "progress"}),
     ("data", {"data", "data.sources", "data.formats", "data.rows", "data.splits", "rendering", "selection"}),
     ("parts", {"adapters", "estimate", "speed", "models", "runs", "checkpoints", "recipe_file"}),
     ("engine", {"trainers", "training", "evaluator", "comparison", "plot"}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from .comparison import compare, find_runs
 from .errors import TunerError
 from .estimate import describe
 from .hardware import is_main_process
+from .progress import QUIET_VARIABLE
 from .recipe_file import load_recipe
 from .recipes import evaluation, module_for, preflight
 from .secrets import redact
@@ -35,8 +37,14 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tuner")
-def cli() -> None:
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars (tuner's, training's and data loading's); "
+              "results and errors still print.")
+def cli(quiet: bool) -> None:
     """Few-shot, SFT and DPO on your data, measured the same way."""
+    if quiet:
+        # Read by tuner's progress and by tqdm itself (TRL's and transformers' training bars, datasets' bars).
+        os.environ[QUIET_VARIABLE] = "1"
+        os.environ["TQDM_DISABLE"] = "1"
 
 
 @cli.command()

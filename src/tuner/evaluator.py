@@ -10,17 +10,17 @@ Every accuracy comes with a 95% bootstrap interval and its row count; latency is
 
 from __future__ import annotations
 
-import copy
 import re
 import string
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .accounting import phase
 from .data.rows import answer_text, eval_identity
 from .errors import TunerError
 from .hardware import device_kind, is_out_of_memory
+from .progress import Progress
 from .rendering import continuation, render_prompt
 
 BOOTSTRAP_SAMPLES = 1000
@@ -82,14 +82,104 @@ def _model_device(model):
     return next(model.parameters()).device
 
 
+# Answer tokens one scoring pass may hold per row of its batch: with `eval.batch_size` rows, a pass keeps at most
+# batch_size x this many positions' logits (tokens x vocabulary), however many choices there are.
+TOKENS_PER_ROW = 128
+
+
+@dataclass
+class _Unit:
+    """One row of a scoring pass: a context, then trie nodes (distinct answer prefixes, each token once) that attend
+    to the context and to their own ancestors, and the answers scored there as (pair index, [(slot, token)]): slot 0
+    is the context's last position, slot 1 + i the i-th node."""
+
+    context: tuple[int, ...]
+    tokens: list[int] = field(default_factory=list)
+    parents: list[int] = field(default_factory=list)
+    depths: list[int] = field(default_factory=list)
+    answers: list[tuple[int, list[tuple[int, int]]]] = field(default_factory=list)
+
+
+def _units(context: tuple[int, ...], targets: list[tuple[int, list[int]]], budget: int) -> list[_Unit]:
+    """One context's answers as a token trie, split into units of about `budget` nodes (an answer's prefixes stay
+    in one unit). Answers are sorted by their tokens, so answers that share a beginning share its nodes."""
+    units: list[_Unit] = []
+    index: dict[tuple[int, ...], int] = {}
+    for pair, ids in sorted(targets, key=lambda target: target[1]):
+        path = [tuple(ids[:end]) for end in range(1, len(ids))]
+        new = [prefix for prefix in path if prefix not in index]
+        if not units or (units[-1].tokens and len(units[-1].tokens) + len(new) > budget):
+            units.append(_Unit(context))
+            index, new = {}, path
+        unit = units[-1]
+        for prefix in new:
+            index[prefix] = len(unit.tokens)
+            unit.tokens.append(prefix[-1])
+            unit.parents.append(index[prefix[:-1]] if len(prefix) > 1 else -1)
+            unit.depths.append(len(prefix))
+        unit.answers.append((pair, [(0, ids[0])] + [(index[tuple(ids[:end])] + 1, ids[end])
+                                                    for end in range(1, len(ids))]))
+    return units
+
+
+def _passes(units: list[_Unit], batch_size: int) -> list[list[_Unit]]:
+    """Units grouped into forward passes of at most `batch_size` rows and `batch_size x TOKENS_PER_ROW` scored
+    positions (the longest unit sets each row's width); a unit larger than that goes alone."""
+    budget = batch_size * TOKENS_PER_ROW
+    passes: list[list[_Unit]] = []
+    for unit in units:
+        current = passes[-1] if passes else None
+        width = 1 + max([len(unit.tokens)] + [len(other.tokens) for other in current or []])
+        if current is None or len(current) >= batch_size or (len(current) + 1) * width > budget:
+            passes.append([unit])
+        else:
+            current.append(unit)
+    return passes
+
+
+def _tree_inputs(units: list[_Unit], pad: int, dtype):
+    """A pass as model inputs: contexts left-padded to the longest, then each unit's nodes; position ids that
+    continue each context along the node's depth; an additive attention mask in which a context attends causally
+    to itself and a node to the whole context and its own ancestors (padding attends to itself only)."""
+    import torch
+
+    width = max(len(unit.context) for unit in units)
+    nodes = max(len(unit.tokens) for unit in units)
+    size = width + nodes
+    input_ids = torch.full((len(units), size), pad, dtype=torch.long)
+    positions = torch.zeros((len(units), size), dtype=torch.long)
+    allowed = torch.zeros((len(units), size, size), dtype=torch.bool)
+    causal = torch.tril(torch.ones((width, width), dtype=torch.bool))
+    for row, unit in enumerate(units):
+        start = width - len(unit.context)
+        input_ids[row, start:width] = torch.tensor(unit.context)
+        positions[row, start:width] = torch.arange(len(unit.context))
+        allowed[row, start:width, start:width] = causal[:len(unit.context), :len(unit.context)]
+        for node, (token, parent, depth) in enumerate(zip(unit.tokens, unit.parents, unit.depths)):
+            column = width + node
+            input_ids[row, column] = token
+            positions[row, column] = len(unit.context) - 1 + depth
+            if parent >= 0:
+                allowed[row, column] = allowed[row, width + parent]  # the context and the parent's own ancestors
+            else:
+                allowed[row, column, start:width] = True
+            allowed[row, column, column] = True
+    allowed |= torch.eye(size, dtype=torch.bool)  # padding rows see themselves, so no row is wholly masked
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    return input_ids, positions, mask[:, None], nodes
+
+
 def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 16,
-                   max_length: int | None = None) -> list[float]:
+                   max_length: int | None = None, on_scored: Callable[[list[int]], None] | None = None) -> list[float]:
     """Sum of log-probabilities of each continuation given its context, for (context, continuation) pairs.
 
-    Each distinct context runs once, whatever the number of answers scored after it: its last position scores every
-    answer's first token, and the key/value cache carries the rest of each answer through one short extra pass.
-    Contexts are sorted by length and left-padded per batch, and only the positions that score an answer token go
-    through the output layer.
+    A context runs once, however many answers are scored after it, and so does each distinct answer prefix: the
+    answers of a context form a token trie whose nodes follow the context in the same forward pass, each attending
+    to the context and to its own ancestors (tree attention), so `card_arrival` and `card_delivery_estimate` share
+    the tokens of `card_`. The context's last position scores every answer's first token and each node scores the
+    token after it. Contexts are sorted by length and left-padded per pass; the logits kept per pass are bounded by
+    `batch_size` (see TOKENS_PER_ROW), not by the number of choices. `on_scored` hears the pair indices each pass
+    finished.
     """
     import torch
 
@@ -101,71 +191,27 @@ def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], batch_size: i
             raise TunerError(f"the answer {answer!r} encodes to no tokens; choices must be non-empty text.")
         keep_context = max(1, max_length - len(answer_ids) + 1)  # over-long inputs lose their start, as in lm-eval
         groups.setdefault(tuple(context_ids[-keep_context:]), []).append((index, answer_ids))
-    ordered = sorted(groups.items(), key=lambda item: -len(item[0]))
+    units = [unit for context, targets in sorted(groups.items(), key=lambda item: -len(item[0]))
+             for unit in _units(context, targets, TOKENS_PER_ROW)]
     scores = [0.0] * len(pairs)
     device = _model_device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.eval()
     with torch.inference_mode():
-        for start in range(0, len(ordered), batch_size):
-            batch = ordered[start:start + batch_size]
-            width = len(batch[0][0])
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, (context_ids, _) in enumerate(batch):
-                input_ids[row, width - len(context_ids):] = torch.tensor(context_ids)
-                mask[row, width - len(context_ids):] = 1
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            follow = [(row, index, ids) for row, (_, targets) in enumerate(batch) for index, ids in targets
-                      if len(ids) > 1]
-            output = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                           position_ids=positions.to(device), use_cache=bool(follow), logits_to_keep=1)
-            first = torch.log_softmax(output.logits[:, -1].float(), dim=-1)
-            for row, (_, targets) in enumerate(batch):
-                for index, answer_ids in targets:
-                    scores[index] = float(first[row, answer_ids[0]])
-            for chunk in _token_chunks(follow):
-                cache = output.past_key_values if chunk is follow else copy.deepcopy(output.past_key_values)
-                _score_rest(model, cache, chunk, mask, positions, pad, device, scores)
+        for batch in _passes(units, batch_size):
+            input_ids, positions, mask, nodes = _tree_inputs(batch, pad, model.dtype)
+            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                           position_ids=positions.to(device), use_cache=False, logits_to_keep=nodes + 1).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            wanted = [(row, pair, slot, token) for row, unit in enumerate(batch) for pair, slots in unit.answers
+                      for slot, token in slots]
+            rows, pairs_of, slots, tokens = (torch.tensor(column) for column in zip(*wanted))
+            values = logprobs[rows.to(device), slots.to(device), tokens.to(device)].tolist()
+            for pair, value in zip(pairs_of.tolist(), values):
+                scores[pair] += value
+            if on_scored is not None:
+                on_scored([pair for unit in batch for pair, _ in unit.answers])
     return scores
-
-
-def _token_chunks(follow: list, budget: int = 2048) -> list[list]:
-    """Split the answers still to score so each pass holds about `budget` answer tokens (bounds the logits)."""
-    if sum(len(ids) for _, _, ids in follow) <= budget:
-        return [follow] if follow else []
-    chunks, current, used = [], [], 0
-    for item in follow:
-        if current and used + len(item[2]) > budget:
-            chunks.append(current)
-            current, used = [], 0
-        current.append(item)
-        used += len(item[2])
-    return chunks + [current]
-
-
-def _score_rest(model, cache, chunk, mask, positions, pad: int, device, scores: list[float]) -> None:
-    """Add the log-probabilities of each answer's tokens after the first, continuing from the contexts' cache."""
-    import torch
-
-    rows = torch.tensor([row for row, _, _ in chunk])
-    cache.reorder_cache(rows.to(device))
-    length = max(len(ids) - 1 for _, _, ids in chunk)
-    inputs = torch.full((len(chunk), length), pad, dtype=torch.long)
-    targets = torch.zeros((len(chunk), length), dtype=torch.long)
-    valid = torch.zeros((len(chunk), length), dtype=torch.long)
-    for n, (_, _, ids) in enumerate(chunk):
-        inputs[n, :len(ids) - 1] = torch.tensor(ids[:-1])
-        targets[n, :len(ids) - 1] = torch.tensor(ids[1:])
-        valid[n, :len(ids) - 1] = 1
-    # Padding sits after each answer, so causal attention keeps it out of every position that is scored.
-    attention = torch.cat([mask[rows], torch.ones_like(valid)], dim=1)
-    position_ids = positions[rows, -1:] + 1 + torch.arange(length)
-    logits = model(input_ids=inputs.to(device), attention_mask=attention.to(device),
-                   position_ids=position_ids.to(device), past_key_values=cache, use_cache=False).logits
-    logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.to(device)[..., None])[..., 0]
-    for n, (_, index, _) in enumerate(chunk):
-        scores[index] += float((logprobs[n] * valid[n].to(device)).sum())
 
 
 def _stop_token_ids(tokenizer) -> list[int]:
@@ -177,9 +223,10 @@ def _stop_token_ids(tokenizer) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def generate_texts(model, tokenizer, prompts: list[str], max_new_tokens: int,
-                   batch_size: int = 16) -> tuple[list[str], int]:
-    """Greedy continuations of plain-text prompts (stopping at EOS / end of turn) and the generated token count."""
+def generate_texts(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 16,
+                   on_done: Callable[[int], None] | None = None) -> tuple[list[str], int]:
+    """Greedy continuations of plain-text prompts (stopping at EOS / end of turn) and the generated token count;
+    `on_done` hears how many prompts each batch finished."""
     import torch
 
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
@@ -202,12 +249,41 @@ def generate_texts(model, tokenizer, prompts: list[str], max_new_tokens: int,
                     cut = next((n for n, t in enumerate(tokens) if t in stops), len(tokens))
                     generated_tokens += cut
                     outputs[i] = tokenizer.decode(tokens[:cut], skip_special_tokens=True)
+                if on_done is not None:
+                    on_done(len(indices))
     finally:
         tokenizer.padding_side = side
     return outputs, generated_tokens
 
 
 # ---- tasks ----
+
+def _rows_finished(pair_rows: list[int], progress: Progress) -> Callable[[list[int]], None]:
+    """A callback for `loglikelihoods` that counts a row done once all of its pairs are scored."""
+    left: dict[int, int] = {}
+    for row in pair_rows:
+        left[row] = left.get(row, 0) + 1
+
+    def scored(pairs: list[int]) -> None:
+        finished = 0
+        for pair in pairs:
+            left[pair_rows[pair]] -= 1
+            finished += left[pair_rows[pair]] == 0
+        progress.update(finished)
+
+    return scored
+
+
+def _top(choices: list[str], scores: list[float], count: int = 5) -> list[dict[str, Any]]:
+    """The `count` most likely choices with their probabilities, normalised over the choices."""
+    import math
+
+    best = max(scores)
+    weights = [math.exp(score - best) for score in scores]
+    total = sum(weights)
+    ranked = sorted(range(len(choices)), key=lambda n: -scores[n])[:count]
+    return [{"label": choices[n], "probability": round(weights[n] / total, 4)} for n in ranked]
+
 
 def _row_choices(row: dict[str, Any], eval_config, label_names: list[str] | None) -> list[str]:
     choices = row.get("choices") or eval_config.choices or label_names
@@ -232,14 +308,16 @@ def check_rows(rows, eval_config, label_names: list[str] | None = None) -> None:
                              f"the row, or add the answer to `eval.choices`.")
 
 
-def _choice(model, tokenizer, rows, eval_config, label_names):
+def _choice(model, tokenizer, rows, eval_config, label_names, progress):
     contexts = [render_prompt(row["prompt"], tokenizer) for row in rows]
-    pairs, spans = [], []
-    for row, context in zip(rows, contexts):
+    pairs, spans, pair_rows = [], [], []
+    for number, (row, context) in enumerate(zip(rows, contexts)):
         choices, gold = _row_choices(row, eval_config, label_names), answer_text(row)
         spans.append((len(pairs), choices, gold))
         pairs.extend((context, continuation(row["prompt"], choice)) for choice in choices)
-    scores = loglikelihoods(model, tokenizer, pairs, batch_size=eval_config.batch_size)
+        pair_rows.extend([number] * len(choices))
+    scores = loglikelihoods(model, tokenizer, pairs, batch_size=eval_config.batch_size,
+                            on_scored=_rows_finished(pair_rows, progress))
     predictions, correct, correct_norm = [], [], []
     for number, ((offset, choices, gold), context) in enumerate(zip(spans, contexts)):
         lls = scores[offset:offset + len(choices)]
@@ -251,17 +329,18 @@ def _choice(model, tokenizer, rows, eval_config, label_names):
         correct_norm.append(prediction_norm == gold)
         predictions.append({"row": number, "prompt": context, "gold": gold, "prediction": prediction,
                             "prediction_norm": prediction_norm, "correct": prediction == gold,
-                            "scores": dict(zip(choices, [round(s, 4) for s in lls]))})
+                            "top": _top(choices, lls), "scores": dict(zip(choices, [round(s, 4) for s in lls]))})
     metrics = {"accuracy_norm": round(sum(correct_norm) / len(correct_norm), 4),
                "accuracy_norm_ci95": bootstrap_interval(correct_norm)}
     return correct, predictions, metrics
 
 
-def _generate(model, tokenizer, rows, eval_config, label_names):
+def _generate(model, tokenizer, rows, eval_config, label_names, progress):
     pattern = re.compile(eval_config.answer_regex) if eval_config.answer_regex else None
     contexts = [render_prompt(row["prompt"], tokenizer) for row in rows]
     start = time.perf_counter()
-    texts, generated = generate_texts(model, tokenizer, contexts, eval_config.max_new_tokens, eval_config.batch_size)
+    texts, generated = generate_texts(model, tokenizer, contexts, eval_config.max_new_tokens, eval_config.batch_size,
+                                      on_done=progress.update)
     seconds = time.perf_counter() - start
     predictions, correct = [], []
     for number, (row, context, text) in enumerate(zip(rows, contexts, texts)):
@@ -274,7 +353,7 @@ def _generate(model, tokenizer, rows, eval_config, label_names):
                                   "generated_tokens_per_second": round(generated / seconds, 1) if seconds else None}
 
 
-def _preference(model, tokenizer, rows, eval_config, label_names):
+def _preference(model, tokenizer, rows, eval_config, label_names, progress):
     pairs = []
     for number, row in enumerate(rows):
         if not {"prompt", "chosen", "rejected"} <= set(row):
@@ -283,7 +362,8 @@ def _preference(model, tokenizer, rows, eval_config, label_names):
         context = render_prompt(row["prompt"], tokenizer)
         for side in ("chosen", "rejected"):
             pairs.append((context, continuation(row["prompt"], answer_text({"completion": row[side]}))))
-    scores = loglikelihoods(model, tokenizer, pairs, batch_size=eval_config.batch_size)
+    scores = loglikelihoods(model, tokenizer, pairs, batch_size=eval_config.batch_size,
+                            on_scored=_rows_finished([n // 2 for n in range(len(pairs))], progress))
     predictions, correct = [], []
     for number, row in enumerate(rows):
         chosen, rejected = scores[2 * number], scores[2 * number + 1]
@@ -298,13 +378,13 @@ def _preference(model, tokenizer, rows, eval_config, label_names):
 TASKS = {"choice": _choice, "generate": _generate, "preference": _preference}
 
 
-def _with_smaller_batches_on_oom(model, tokenizer, rows, eval_config, label_names):
+def _with_smaller_batches_on_oom(model, tokenizer, rows, eval_config, label_names, progress):
     """Run the task; out of memory, halve `eval.batch_size` and run it again, down to batches of one."""
     import torch
 
     while True:
         try:
-            return TASKS[eval_config.task](model, tokenizer, rows, eval_config, label_names)
+            return TASKS[eval_config.task](model, tokenizer, rows, eval_config, label_names, progress)
         except Exception as error:
             if not is_out_of_memory(error):
                 raise
@@ -317,6 +397,7 @@ def _with_smaller_batches_on_oom(model, tokenizer, rows, eval_config, label_name
             print(f"tuner: out of memory scoring batches of {eval_config.batch_size}; retrying with {smaller} "
                   f"(set `eval.batch_size: {smaller}` to start there)")
             eval_config = eval_config.model_copy(update={"batch_size": smaller})
+            progress.restart()
 
 
 def _autocast(model, precision: str | None):
@@ -345,8 +426,10 @@ def evaluate(model, tokenizer, rows, eval_config, label_names: list[str] | None 
         raise TunerError("`eval.task` is not set: choose choice, generate or preference.")
     check_rows(rows, eval_config, label_names)
     phases: dict[str, Any] = {}
-    with phase("eval", phases), _autocast(model, precision):
-        correct, predictions, extra = _with_smaller_batches_on_oom(model, tokenizer, rows, eval_config, label_names)
+    with phase("eval", phases), _autocast(model, precision), Progress(len(rows), f"scoring ({eval_config.task})",
+                                                                      "rows") as progress:
+        correct, predictions, extra = _with_smaller_batches_on_oom(model, tokenizer, rows, eval_config, label_names,
+                                                                   progress)
     record = phases["eval"]
     metrics = {"task": eval_config.task, "rows": len(rows), "accuracy": round(sum(correct) / len(correct), 4),
                "accuracy_ci95": bootstrap_interval(correct), **extra,

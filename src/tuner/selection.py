@@ -8,6 +8,7 @@ from typing import Any
 
 from .data.rows import answer_text, join_answer, prompt_text, scoring_rows
 from .errors import TunerError
+from .progress import LARGE, bars_shown
 
 
 def _system_turns(prompt: Any) -> list[dict[str, str]]:
@@ -46,11 +47,13 @@ def _pick_examples(pool, evaluation, fewshot_config) -> list[list[int]]:
         return [rng.sample(range(len(pool)), k) for _ in evaluation]
     import bm25s
 
-    corpus = bm25s.tokenize([prompt_text(row) for row in pool], stopwords="en", show_progress=False)
+    # bm25s draws its own bars (indexing, retrieval): shown for large pools or eval sets on a terminal.
+    shown = bars_shown() and max(len(pool), len(evaluation)) >= LARGE
+    corpus = bm25s.tokenize([prompt_text(row) for row in pool], stopwords="en", show_progress=shown)
     retriever = bm25s.BM25()
-    retriever.index(corpus, show_progress=False)
-    queries = bm25s.tokenize([prompt_text(row) for row in evaluation], stopwords="en", show_progress=False)
-    indices, _ = retriever.retrieve(queries, k=k, show_progress=False, n_threads=1)
+    retriever.index(corpus, show_progress=shown)
+    queries = bm25s.tokenize([prompt_text(row) for row in evaluation], stopwords="en", show_progress=shown)
+    indices, _ = retriever.retrieve(queries, k=k, show_progress=shown, n_threads=1)
     return [list(reversed(row.tolist())) for row in indices]
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import TunerError
+from ..progress import tracked
 from .rows import join_answer
 
 TEXT_COLUMNS = ("text", "sentence", "content", "input", "question", "review", "document", "body")
@@ -272,7 +273,7 @@ def to_canonical(dataset, data_config, where: str = "<data>"):
                          f"{columns}. Set `data.format: auto` or the right column names.")
     _refuse_mixed_formats(dataset, required, columns, where)
     rows, bad = [], []
-    for number, row in enumerate(dataset):
+    for number, row in tracked(enumerate(dataset), len(dataset), f"converting {where}"):
         try:
             rows.append(_with_choices(entry.convert(row, data_config), row, data_config))
         except (ValueError, TypeError, AttributeError, KeyError) as exc:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TunerError
+from ..progress import tracked
 
 READERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
 
@@ -54,7 +55,8 @@ def _read_json_rows(path: Path) -> list[dict[str, Any]]:
                              f"file (a JSON file holds one list of row objects).") from None
     else:
         rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
+        lines = text.splitlines()
+        for number, line in tracked(enumerate(lines, start=1), len(lines), f"reading {path.name}", "lines"):
             if not line.strip():
                 continue
             try:

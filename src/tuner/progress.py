@@ -1,0 +1,86 @@
+"""Progress of tuner's long phases (scoring, reading and converting large data sets, choosing few-shot examples).
+
+On a terminal: a bar like the training bars (tqdm: count, rate, time left). When the output is not a terminal (a log
+file, CI): one line per phase when it ends. Under `tuner --quiet` (TUNER_QUIET=1): nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+QUIET_VARIABLE = "TUNER_QUIET"
+
+
+def quiet() -> bool:
+    """Whether progress is silenced (`tuner --quiet` sets TUNER_QUIET=1)."""
+    return os.environ.get(QUIET_VARIABLE, "") not in ("", "0")
+
+
+def interactive() -> bool:
+    """Whether progress goes to a terminal, where a live bar makes sense."""
+    return sys.stderr.isatty()
+
+
+class Progress:
+    """Count `total` units of work (`unit`: rows, lines...) for the phase `what`; use as a context manager and call
+    `update(n)` as work is done."""
+
+    def __init__(self, total: int, what: str, unit: str = "rows"):
+        self.total, self.what, self.unit = total, what, unit
+        self.done = 0
+        self.started = time.perf_counter()
+        self.bar = None
+        if not quiet() and interactive():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=f"tuner: {what}", unit=f" {unit}", file=sys.stderr, leave=True,
+                            dynamic_ncols=True)
+
+    def update(self, count: int = 1) -> None:
+        self.done += count
+        if self.bar is not None:
+            self.bar.update(count)
+
+    def restart(self) -> None:
+        """Start counting again (the phase is being redone, e.g. with smaller batches)."""
+        self.done, self.started = 0, time.perf_counter()
+        if self.bar is not None:
+            self.bar.reset(total=self.total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif not quiet():
+            seconds = time.perf_counter() - self.started
+            rate = f", {self.done / seconds:.1f} {self.unit}/s" if seconds > 0 else ""
+            print(f"tuner: {self.what}: {self.done} of {self.total} {self.unit} in {seconds:.1f} s{rate}",
+                  file=sys.stderr, flush=True)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# Phases over fewer items than this finish in moments and stay silent.
+LARGE = 10_000
+
+
+def bars_shown() -> bool:
+    """Whether live bars are drawn (a terminal, and not quiet); for libraries that draw their own."""
+    return interactive() and not quiet()
+
+
+def tracked(items, total: int, what: str, unit: str = "rows", at_least: int | None = None):
+    """Iterate `items`, counting them in a `Progress` when there are at least `at_least` of them (default
+    `LARGE`)."""
+    if total < (LARGE if at_least is None else at_least):
+        yield from items
+        return
+    with Progress(total, what, unit) as progress:
+        for item in items:
+            yield item
+            progress.update()
