@@ -96,8 +96,9 @@ def arm(name: str, folder: str, seq_len: int, batch: int, steps: int, peak_tflop
         "output_dir": "unused"}, check_files=False)
     loaded = load_model(recipe.model)
     with tempfile.TemporaryDirectory() as scratch:
+        speed = decide(recipe, loaded, rows)
         if name == "tuner":
-            trainer = sft_trainer(recipe, decide(recipe, loaded, rows), loaded, rows, Path(scratch))
+            trainer = sft_trainer(recipe, speed, loaded, rows, Path(scratch))
         else:
             # TRL's defaults, except max_length (its default, 1024, would cut the rows) and the step count.
             args = SFTConfig(output_dir=scratch, max_steps=steps, max_length=seq_len, report_to="none",
@@ -119,7 +120,7 @@ def arm(name: str, folder: str, seq_len: int, batch: int, steps: int, peak_tflop
             "tokens_per_second": round(tokens / wall, 1), "achieved_tflops": round(achieved / 1e12, 3),
             "mfu": round(achieved / (peak_tflops * 1e12), 4) if peak_tflops else None,
             "peak_memory_mb": round(peak), "gradient_checkpointing": trainer.args.gradient_checkpointing,
-            "batches": getattr(trainer, "batching", None), "liger_kernel": bool(trainer.args.use_liger_kernel),
+            "batches": speed.batches if name == "tuner" else None, "liger_kernel": bool(trainer.args.use_liger_kernel),
             **counted}
 
 

@@ -2,7 +2,9 @@
 
 Each label count runs in its own process (so its peak memory is its own) on the offline SmolLM2-135M-Instruct, with
 the rows as chat prompts (zero-shot, the quickstart's tickets). Printed per count: seconds per example and peak
-resident memory, and both as ratios to the 2-label run of the same invocation.
+resident memory, both as ratios to the 2-label run of the same invocation, and the tokens the model must be fed at
+the least (each context once, each distinct answer prefix once) as the same ratio: the floor the time ratio can
+approach.
 
     python benchmarks/many_labels.py                      # 2,10,77,300 labels on 20 rows
     python benchmarks/many_labels.py --labels 2,77 --rows 50
@@ -36,6 +38,22 @@ def labels(count: int) -> list[str]:
     return names[:count]
 
 
+def tokens_fed(tokenizer, eval_rows: list[dict], choices: list[str]) -> int | None:
+    """The least work scoring can do: each row's context once plus each distinct answer prefix once (the tokens
+    the evaluator's trie feeds); None for a tuner without the trie."""
+    try:
+        from tuner.evaluator import _encode_pair, _trie
+        from tuner.rendering import render_prompt
+    except ImportError:
+        return None
+    total = 0
+    for row in eval_rows:
+        context = render_prompt(row["prompt"], tokenizer)
+        encoded = [_encode_pair(tokenizer, context, choice) for choice in choices]
+        total += len(encoded[0][0]) + len(_trie([(n, answer) for n, (_, answer) in enumerate(encoded)]).tokens)
+    return total
+
+
 def case(count: int, rows: int) -> dict:
     import resource
 
@@ -58,6 +76,7 @@ def case(count: int, rows: int) -> dict:
                       precision=loaded.dtype)
     seconds = time.perf_counter() - start
     return {"labels": count, "rows": rows, "seconds_per_example": round(seconds / rows, 4),
+            "tokens_fed": tokens_fed(loaded.tokenizer, eval_rows, choices),
             "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "accuracy": result.metrics["accuracy"],
             "precision": loaded.dtype}
 
@@ -82,6 +101,9 @@ def main() -> None:
         base = results[0] if results else result
         result["time_vs_first"] = round(result["seconds_per_example"] / base["seconds_per_example"], 2)
         result["memory_vs_first"] = round(result["peak_memory_mb"] / base["peak_memory_mb"], 2)
+        if result["tokens_fed"]:
+            # How close the time is to the work: 1.0 would mean time grows exactly with the tokens fed.
+            result["tokens_fed_vs_first"] = round(result["tokens_fed"] / base["tokens_fed"], 2)
         results.append(result)
         print(json.dumps(result), flush=True)
 

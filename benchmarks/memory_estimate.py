@@ -47,7 +47,7 @@ def case(name: str) -> dict:
     on, _ = checkpointing(recipe, precision, config, tokenizer, train)
     predicted = estimate(recipe, train, config, tokenizer, precision, checkpointing=on)
     with tempfile.TemporaryDirectory() as scratch:
-        tuner_trainer(recipe, load_model(recipe.model, recipe.source), train, Path(scratch)).train()
+        tuner_trainer(recipe, load_model(recipe.model, recipe.source), train, Path(scratch))[0].train()
     measured = peak_memory_mb()
     return {"case": name, "estimated_mb": round(predicted.peak_mb), "measured_mb": round(measured),
             "error": round(predicted.peak_mb / measured - 1, 3), "batch_tokens": predicted.batch_tokens,

@@ -80,15 +80,15 @@ def recipe_for(method: str, data: str, rows: int, max_length: int, model: str | 
 
 
 def tuner_trainer(recipe, loaded, train, folder: Path):
-    """The trainer `tuner sft|dpo` builds for this recipe, on canonical training rows, with its speed settings."""
+    """The trainer `tuner sft|dpo` builds for this recipe, on canonical training rows, and its speed settings."""
     from tuner.rendering import sft_rows
     from tuner.speed import decide
     from tuner.trainers import dpo_trainer, sft_trainer
 
     speed = decide(recipe, loaded, train)
     if recipe.method == "sft":
-        return sft_trainer(recipe, speed, loaded, sft_rows(train, loaded.tokenizer), folder)
-    return dpo_trainer(recipe, speed, loaded, train, folder)
+        return sft_trainer(recipe, speed, loaded, sft_rows(train, loaded.tokenizer), folder), speed
+    return dpo_trainer(recipe, speed, loaded, train, folder), speed
 
 
 def arm(method: str, name: str, data: str, rows: int, max_length: int, model: str | None) -> dict:
@@ -105,8 +105,9 @@ def arm(method: str, name: str, data: str, rows: int, max_length: int, model: st
         # The clock starts before the trainer is built: building tokenizes the rows and, with
         # `precompute_ref_log_probs`, runs the whole reference pass, which is work the run does.
         start = time.perf_counter()
+        speed = None
         if name == "tuner":
-            trainer = tuner_trainer(recipe, loaded, train, Path(scratch))
+            trainer, speed = tuner_trainer(recipe, loaded, train, Path(scratch))
         else:
             from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
@@ -125,7 +126,7 @@ def arm(method: str, name: str, data: str, rows: int, max_length: int, model: st
             "tokens_per_second": round(tokens / wall, 1),
             "peak_memory_mb": round(peak_memory_mb()), "bf16": trainer.args.bf16,
             "gradient_checkpointing": trainer.args.gradient_checkpointing,
-            "batches": getattr(trainer, "batching", None) or ("packed, padding-free" if getattr(
+            "batches": speed.batches if speed else ("packed, padding-free" if getattr(
                 trainer.args, "packing", False) else trainer.args.train_sampling_strategy + " order")}
 
 

@@ -155,21 +155,19 @@ def test_a_trie_split_across_passes_scores_the_same(tiny, monkeypatch):
     model, tokenizer = tiny
     pairs = [("Which intent? My card has not arrived yet.", " " + label) for label in INTENTS] + PAIRS
     whole = loglikelihoods(model, tokenizer, pairs, batch_size=8)
-    monkeypatch.setattr(module, "TOKENS_PER_ROW", 3)  # a few nodes per unit, one or two units per pass
-    units = module._units((1, 2), [(n, [7, 8 + n % 3, 20 + n]) for n in range(6)], budget=3)
-    assert [len(unit.tokens) for unit in units] == [3, 2]  # the second unit feeds its shared [7] again
+    monkeypatch.setattr(module, "TOKEN_BUDGET", 3)  # a few nodes per pass: ancestors sit in earlier passes' cache
     split = loglikelihoods(model, tokenizer, pairs, batch_size=2)
     assert split == pytest.approx(whole, abs=1e-4)
 
 
 def test_each_distinct_answer_prefix_is_fed_once():
-    from tuner.evaluator import _units
+    from tuner.evaluator import _trie
 
     # card_arrival = [5, 6, 7], card_delivery = [5, 6, 8, 9], card = [5]: nodes are the prefixes [5], [5, 6] and
     # [5, 6, 8], each once; a single-token answer needs no node.
-    (unit,) = _units((1, 2, 3), [(0, [5, 6, 7]), (1, [5, 6, 8, 9]), (2, [5])], budget=100)
-    assert unit.tokens == [5, 6, 8] and unit.parents == [-1, 0, 1] and unit.depths == [1, 2, 3]
-    assert dict(unit.answers) == {0: [(0, 5), (1, 6), (2, 7)], 1: [(0, 5), (1, 6), (2, 8), (3, 9)], 2: [(0, 5)]}
+    trie = _trie([(0, [5, 6, 7]), (1, [5, 6, 8, 9]), (2, [5])])
+    assert trie.tokens == [5, 6, 8] and trie.parents == [-1, 0, 1] and trie.depths == [1, 2, 3]
+    assert dict(trie.answers) == {0: [(0, 5), (1, 6), (2, 7)], 1: [(0, 5), (1, 6), (2, 8), (3, 9)], 2: [(0, 5)]}
 
 
 def test_choice_predictions_carry_the_top_labels_with_probabilities(tiny):
@@ -192,8 +190,7 @@ def test_a_many_label_evaluation_shows_a_moving_progress_bar(tiny, monkeypatch, 
 
     model, tokenizer = tiny
     monkeypatch.setattr(tuner.progress, "interactive", lambda: True)  # as on a terminal
-    monkeypatch.setenv("TQDM_MININTERVAL", "0")  # draw every update, however fast the tiny model is
-    monkeypatch.setenv("TQDM_MINITERS", "1")
+    monkeypatch.setattr(tuner.progress.Progress, "redraw_seconds", 0)  # every update, however fast the model
     rows = [{"prompt": f"Which intent? Message {n} about my card.", "label": INTENTS[n % len(INTENTS)]}
             for n in range(6)]
     evaluate(model, tokenizer, rows, EvalConfig(task="choice", choices=INTENTS, batch_size=2))

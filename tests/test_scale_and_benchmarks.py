@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import needs_shared_data
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "recipes" / "accelerate").glob("*.yaml"))
 
@@ -49,3 +51,26 @@ def test_gpu_mfu_benchmark_runs_on_cpu_and_counts_flops_by_the_formula():
     assert result["flops_per_token"] == (4 * result["frozen_linear_parameters"] + 6 * adapter
                                          + result["attention_flops_per_token"])
     assert result["tokens"] == 2 * 64 and result["achieved_tflops"] > 0 and result["mfu"] is None
+
+
+@needs_shared_data("sst2", "dev.jsonl")
+def test_gpu_check_runs_end_to_end_on_a_cpu_with_a_tiny_model(tmp_path):
+    out = tmp_path / "check"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--cpu", "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=1200)
+    summary = json.loads((out / "gpu_check.json").read_text())
+    by_name = {result["workload"]: result for result in summary["workloads"]}
+    assert list(by_name) == ["sft_lora_smollm2", "sft_lora_0.5b", "sft_qlora_0.5b", "dpo_smollm2",
+                             "packing_smollm2", "eval_sst2", "mfu"]
+    assert [name for name, result in by_name.items() if "error" in result] == [], done.stdout[-3000:]
+    for name in ("sft_lora_smollm2", "sft_lora_0.5b", "sft_qlora_0.5b", "dpo_smollm2", "packing_smollm2"):
+        result = by_name[name]
+        assert result["checks"] == {"loss finite": True, "loss falling": True, "adapter saved": True}, name
+        assert result["tokens_per_second"] > 0 and result["peak_memory_mb"] > 0 and result["estimated_peak_mb"] > 0
+        assert result["precision"] in ("bf16", "fp32") and result["attention"] == "sdpa"
+    assert by_name["packing_smollm2"]["batches"] == "packed rows (block-diagonal causal mask per row)"
+    assert by_name["eval_sst2"]["rows"] == 16 and 0 <= by_name["eval_sst2"]["accuracy"] <= 1
+    assert by_name["mfu"]["arms"][0]["flops_per_token"] > 0
+    assert done.returncode == 0 and summary["passed"] is True
+    table = (out / "gpu_check.md").read_text()
+    assert table.startswith("# GPU check: cpu") and table.count("\n| ") == 9  # header, separator and seven workloads

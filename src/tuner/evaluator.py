@@ -82,91 +82,79 @@ def _model_device(model):
     return next(model.parameters()).device
 
 
-# Answer tokens one scoring pass may hold per row of its batch: with `eval.batch_size` rows, a pass keeps at most
-# batch_size x this many positions' logits (tokens x vocabulary), however many choices there are.
-TOKENS_PER_ROW = 128
+# Answer-prefix tokens one scoring pass may hold over all its rows: a pass keeps at most this many positions'
+# logits (positions x vocabulary), however many choices there are.
+TOKEN_BUDGET = 1024
 
 
 @dataclass
-class _Unit:
-    """One row of a scoring pass: a context, then trie nodes (distinct answer prefixes, each token once) that attend
-    to the context and to their own ancestors, and the answers scored there as (pair index, [(slot, token)]): slot 0
-    is the context's last position, slot 1 + i the i-th node."""
+class _Trie:
+    """The answers of one context as a token trie: its nodes are the distinct answer prefixes, each fed to the model
+    once after the context, and `answers` says where each answer's tokens are scored, as (pair index,
+    [(slot, token)]): slot 0 is the context's last position, slot 1 + i the i-th node. A node's parent comes
+    before it (-1: the context)."""
 
-    context: tuple[int, ...]
     tokens: list[int] = field(default_factory=list)
     parents: list[int] = field(default_factory=list)
     depths: list[int] = field(default_factory=list)
     answers: list[tuple[int, list[tuple[int, int]]]] = field(default_factory=list)
 
 
-def _units(context: tuple[int, ...], targets: list[tuple[int, list[int]]], budget: int) -> list[_Unit]:
-    """One context's answers as a token trie, split into units of about `budget` nodes (an answer's prefixes stay
-    in one unit). Answers are sorted by their tokens, so answers that share a beginning share its nodes."""
-    units: list[_Unit] = []
-    index: dict[tuple[int, ...], int] = {}
-    for pair, ids in sorted(targets, key=lambda target: target[1]):
-        path = [tuple(ids[:end]) for end in range(1, len(ids))]
-        new = [prefix for prefix in path if prefix not in index]
-        if not units or (units[-1].tokens and len(units[-1].tokens) + len(new) > budget):
-            units.append(_Unit(context))
-            index, new = {}, path
-        unit = units[-1]
-        for prefix in new:
-            index[prefix] = len(unit.tokens)
-            unit.tokens.append(prefix[-1])
-            unit.parents.append(index[prefix[:-1]] if len(prefix) > 1 else -1)
-            unit.depths.append(len(prefix))
-        unit.answers.append((pair, [(0, ids[0])] + [(index[tuple(ids[:end])] + 1, ids[end])
+def _trie(targets: list[tuple[int, list[int]]]) -> _Trie:
+    """The trie of (pair index, answer token ids) targets; an answer of one token needs no node."""
+    trie, index = _Trie(), {}
+    for pair, ids in targets:
+        for end in range(1, len(ids)):
+            prefix = tuple(ids[:end])
+            if prefix not in index:
+                index[prefix] = len(trie.tokens)
+                trie.tokens.append(prefix[-1])
+                trie.parents.append(index[prefix[:-1]] if end > 1 else -1)
+                trie.depths.append(end)
+        trie.answers.append((pair, [(0, ids[0])] + [(index[tuple(ids[:end])] + 1, ids[end])
                                                     for end in range(1, len(ids))]))
-    return units
+    return trie
 
 
-def _passes(units: list[_Unit], batch_size: int) -> list[list[_Unit]]:
-    """Units grouped into forward passes of at most `batch_size` rows and `batch_size x TOKENS_PER_ROW` scored
-    positions (the longest unit sets each row's width); a unit larger than that goes alone."""
-    budget = batch_size * TOKENS_PER_ROW
-    passes: list[list[_Unit]] = []
-    for unit in units:
-        current = passes[-1] if passes else None
-        width = 1 + max([len(unit.tokens)] + [len(other.tokens) for other in current or []])
-        if current is None or len(current) >= batch_size or (len(current) + 1) * width > budget:
-            passes.append([unit])
-        else:
-            current.append(unit)
-    return passes
-
-
-def _tree_inputs(units: list[_Unit], pad: int, dtype):
-    """A pass as model inputs: contexts left-padded to the longest, then each unit's nodes; position ids that
-    continue each context along the node's depth; an additive attention mask in which a context attends causally
-    to itself and a node to the whole context and its own ancestors (padding attends to itself only)."""
+def _context_inputs(contexts: list[tuple[int, ...]], pad: int):
+    """Contexts left-padded to the longest: input ids, the 2D attention mask and position ids."""
     import torch
 
-    width = max(len(unit.context) for unit in units)
-    nodes = max(len(unit.tokens) for unit in units)
-    size = width + nodes
-    input_ids = torch.full((len(units), size), pad, dtype=torch.long)
-    positions = torch.zeros((len(units), size), dtype=torch.long)
-    allowed = torch.zeros((len(units), size, size), dtype=torch.bool)
-    causal = torch.tril(torch.ones((width, width), dtype=torch.bool))
-    for row, unit in enumerate(units):
-        start = width - len(unit.context)
-        input_ids[row, start:width] = torch.tensor(unit.context)
-        positions[row, start:width] = torch.arange(len(unit.context))
-        allowed[row, start:width, start:width] = causal[:len(unit.context), :len(unit.context)]
-        for node, (token, parent, depth) in enumerate(zip(unit.tokens, unit.parents, unit.depths)):
-            column = width + node
-            input_ids[row, column] = token
-            positions[row, column] = len(unit.context) - 1 + depth
-            if parent >= 0:
-                allowed[row, column] = allowed[row, width + parent]  # the context and the parent's own ancestors
-            else:
-                allowed[row, column, start:width] = True
-            allowed[row, column, column] = True
-    allowed |= torch.eye(size, dtype=torch.bool)  # padding rows see themselves, so no row is wholly masked
-    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
-    return input_ids, positions, mask[:, None], nodes
+    width = len(contexts[0])
+    input_ids = torch.full((len(contexts), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(contexts), width), dtype=torch.long)
+    for row, context in enumerate(contexts):
+        input_ids[row, width - len(context):] = torch.tensor(context)
+        mask[row, width - len(context):] = 1
+    return input_ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def _node_inputs(tries: list[_Trie], mask, start: int, end: int, pad: int, dtype):
+    """Nodes start..end-1 of each row's trie, fed after the context and the nodes before them (in the key/value
+    cache): input ids, position ids (the context's length plus the node's depth), and an additive attention mask
+    in which a node sees the context and its own ancestors and padding sees only itself."""
+    import torch
+
+    rows, width = mask.shape
+    allowed = torch.zeros((rows, end - start, width + end), dtype=torch.bool)
+    allowed[:, :, :width] = mask[:, None, :].bool()
+    input_ids = torch.full((rows, end - start), pad, dtype=torch.long)
+    positions = torch.zeros((rows, end - start), dtype=torch.long)
+    for row, trie in enumerate(tries):
+        seen = [set() for _ in trie.tokens[:end]]  # ancestors-or-self of each node, as node indices
+        for node in range(min(end, len(trie.tokens))):
+            parent = trie.parents[node]
+            seen[node] = (seen[parent] if parent >= 0 else set()) | {node}
+            if node < start:
+                continue
+            input_ids[row, node - start] = trie.tokens[node]
+            positions[row, node - start] = int(mask[row].sum()) - 1 + trie.depths[node]
+            allowed[row, node - start, [width + n for n in seen[node]]] = True
+        for node in range(max(start, len(trie.tokens)), end):
+            allowed[row, node - start, :] = False
+            allowed[row, node - start, width + node] = True  # padding: itself only, so no row is wholly masked
+    additive = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    return input_ids, positions, additive[:, None]
 
 
 def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 16,
@@ -174,12 +162,12 @@ def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], batch_size: i
     """Sum of log-probabilities of each continuation given its context, for (context, continuation) pairs.
 
     A context runs once, however many answers are scored after it, and so does each distinct answer prefix: the
-    answers of a context form a token trie whose nodes follow the context in the same forward pass, each attending
-    to the context and to its own ancestors (tree attention), so `card_arrival` and `card_delivery_estimate` share
-    the tokens of `card_`. The context's last position scores every answer's first token and each node scores the
-    token after it. Contexts are sorted by length and left-padded per pass; the logits kept per pass are bounded by
-    `batch_size` (see TOKENS_PER_ROW), not by the number of choices. `on_scored` hears the pair indices each pass
-    finished.
+    answers of a context form a token trie whose nodes are fed after the context through its key/value cache, each
+    attending to the context and to its own ancestors (tree attention), so `card_arrival` and
+    `card_delivery_estimate` share the tokens of `card_`. The context's last position scores every answer's first
+    token and each node the token after it. Contexts are sorted by length and left-padded per batch; nodes go in
+    passes of at most TOKEN_BUDGET positions over the batch, so the logits held are bounded by that, not by the
+    number of choices. `on_scored` hears the pair indices each batch finished.
     """
     import torch
 
@@ -191,27 +179,50 @@ def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], batch_size: i
             raise TunerError(f"the answer {answer!r} encodes to no tokens; choices must be non-empty text.")
         keep_context = max(1, max_length - len(answer_ids) + 1)  # over-long inputs lose their start, as in lm-eval
         groups.setdefault(tuple(context_ids[-keep_context:]), []).append((index, answer_ids))
-    units = [unit for context, targets in sorted(groups.items(), key=lambda item: -len(item[0]))
-             for unit in _units(context, targets, TOKENS_PER_ROW)]
+    ordered = sorted(groups.items(), key=lambda item: -len(item[0]))
     scores = [0.0] * len(pairs)
     device = _model_device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.eval()
     with torch.inference_mode():
-        for batch in _passes(units, batch_size):
-            input_ids, positions, mask, nodes = _tree_inputs(batch, pad, model.dtype)
-            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                           position_ids=positions.to(device), use_cache=False, logits_to_keep=nodes + 1).logits
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
-            wanted = [(row, pair, slot, token) for row, unit in enumerate(batch) for pair, slots in unit.answers
-                      for slot, token in slots]
-            rows, pairs_of, slots, tokens = (torch.tensor(column) for column in zip(*wanted))
-            values = logprobs[rows.to(device), slots.to(device), tokens.to(device)].tolist()
-            for pair, value in zip(pairs_of.tolist(), values):
-                scores[pair] += value
+        for start in range(0, len(ordered), batch_size):
+            batch = ordered[start:start + batch_size]
+            tries = [_trie(targets) for _, targets in batch]
+            input_ids, mask, positions = _context_inputs([context for context, _ in batch], pad)
+            nodes = max(len(trie.tokens) for trie in tries)
+            output = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                           position_ids=positions.to(device), use_cache=nodes > 0, logits_to_keep=1)
+            wanted: dict[int, list[tuple[int, int, int]]] = {}  # slot -> (row, pair, token)
+            for row, trie in enumerate(tries):
+                for pair, places in trie.answers:
+                    for slot, token in places:
+                        wanted.setdefault(slot, []).append((row, pair, token))
+            _add_scores(output.logits[:, -1], wanted.get(0, []), scores, device)
+            step = max(1, TOKEN_BUDGET // len(batch))
+            for first in range(0, nodes, step):
+                last = min(nodes, first + step)
+                ids, node_positions, node_mask = _node_inputs(tries, mask, first, last, pad, model.dtype)
+                logits = model(input_ids=ids.to(device), attention_mask=node_mask.to(device),
+                               position_ids=node_positions.to(device), past_key_values=output.past_key_values,
+                               use_cache=True).logits
+                for n in range(last - first):
+                    _add_scores(logits[:, n], wanted.get(1 + first + n, []), scores, device)
             if on_scored is not None:
-                on_scored([pair for unit in batch for pair, _ in unit.answers])
+                on_scored([pair for trie in tries for pair, _ in trie.answers])
     return scores
+
+
+def _add_scores(logits, wanted: list[tuple[int, int, int]], scores: list[float], device) -> None:
+    """Add to answers' scores the log-probabilities, from one position's logits (rows x vocabulary), of the tokens
+    `wanted` as (row, pair index, token)."""
+    import torch
+
+    if not wanted:
+        return
+    rows, pairs_of, tokens = (torch.tensor(column) for column in zip(*wanted))
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    for pair, value in zip(pairs_of.tolist(), logprobs[rows.to(device), tokens.to(device)].tolist()):
+        scores[pair] += value
 
 
 def _stop_token_ids(tokenizer) -> list[int]:

@@ -27,6 +27,9 @@ class Progress:
     """Count `total` units of work (`unit`: rows, lines...) for the phase `what`; use as a context manager and call
     `update(n)` as work is done."""
 
+    # Seconds between redraws of a bar; every update counts (tuner updates once per batch, not per row).
+    redraw_seconds = 0.1
+
     def __init__(self, total: int, what: str, unit: str = "rows"):
         self.total, self.what, self.unit = total, what, unit
         self.done = 0
@@ -36,7 +39,7 @@ class Progress:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, desc=f"tuner: {what}", unit=f" {unit}", file=sys.stderr, leave=True,
-                            dynamic_ncols=True)
+                            dynamic_ncols=True, miniters=1, mininterval=self.redraw_seconds)
 
     def update(self, count: int = 1) -> None:
         self.done += count
