@@ -265,3 +265,16 @@ def test_a_large_file_reports_reading_and_converting(tmp_path, monkeypatch, caps
     assert len(splits.train) + len(splits.eval) == 120
     assert said[0].startswith("tuner: reading big.jsonl: 120 of 120 lines in ")
     assert said[1].startswith("tuner: converting ") and "120 of 120 rows" in said[1]
+
+
+def test_a_system_field_beside_a_system_message_is_a_bad_row(tmp_path):
+    rows = [{"system": "Be brief.", "messages": [{"role": "system", "content": "Be long."},
+                                                 {"role": "user", "content": "hi"},
+                                                 {"role": "assistant", "content": "hello"}]},
+            {"system": "Be brief.", "messages": [{"role": "user", "content": "hi"},
+                                                 {"role": "assistant", "content": "hello"}]}]
+    train = write_jsonl(tmp_path / "chats.jsonl", rows * 3)
+    splits = load_data(DataConfig(train=str(train), eval=str(train)))
+    assert splits.report["skipped_train_rows"]["count"] == 3
+    assert "both a `system` field and a system message" in splits.report["skipped_train_rows"]["first"][0]
+    assert [m["role"] for m in splits.train[0]["messages"]].count("system") == 1

@@ -107,3 +107,33 @@ def test_secrets_never_reach_a_run_folder(tiny_model_dir, ticket_files, tmp_path
     printed = capsys.readouterr()
     for value in secrets.values():
         assert value not in printed.out + printed.err
+
+
+def test_secret_names_and_values_that_were_missed_and_tokenizer_fields_that_were_masked(monkeypatch):
+    from tuner.secrets import is_secret_name, redact, redact_data
+
+    for name in ("DB_PASS", "MYSQL_PWD", "GITHUB_PAT", "AWS_ACCESS_KEY_ID", "APP_SECRETS", "HF_TOKEN", "hub_token"):
+        assert is_secret_name(name), name
+    for name in ("eos_token", "pad_token", "max_new_tokens", "patience", "passes"):
+        assert not is_secret_name(name), name
+    # TRL's SFTConfig fields stay readable in a saved recipe, so the recipe still loads.
+    assert redact_data({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}) == {
+        "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
+    monkeypatch.setenv("MYSQL_PWD", "hunter2-but-longer")
+    text = "db at postgres://app:s3cr3t-pw@db.internal:5432/x, pwd hunter2-but-longer, https://example.org/a:b"
+    assert redact(text) == "db at postgres://app:***@db.internal:5432/x, pwd ***, https://example.org/a:b"
+
+
+def test_bf16_is_native_only_from_compute_capability_8(monkeypatch):
+    import torch
+
+    import tuner.speed
+    from tuner.schema import ModelConfig
+    from tuner.speed import decide_precision
+
+    # A T4 or V100: torch counts emulated bf16 as supported unless asked for native support only.
+    monkeypatch.setattr(tuner.speed, "device_kind", lambda: "cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert decide_precision(ModelConfig(name_or_path="m")).compute == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an A100, H100
+    assert decide_precision(ModelConfig(name_or_path="m")).compute == "bf16"

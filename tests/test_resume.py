@@ -116,3 +116,19 @@ def test_resume_with_nothing_to_resume_and_a_bad_path(tiny_model_dir, ticket_fil
     with pytest.raises(TunerError, match="is not a whole tuner checkpoint"):
         sft.run(recipe_from_dict({**doc, "resume": str(tmp_path)}))
     assert not (tmp_path / "none").exists()  # refused before any run folder was made
+
+
+def test_save_steps_alone_saves_checkpoints_and_a_finished_run_is_never_resumed(tiny_model_dir, ticket_files,
+                                                                                 tmp_path):
+    doc = document(tiny_model_dir, ticket_files, tmp_path / "run")
+    del doc["train"]["save_strategy"]  # save_steps alone asks for checkpoints every 2 steps
+    doc["train"]["max_steps"] = 4
+    recipe = recipe_from_dict(doc)
+    assert recipe.train_settings()["save_strategy"] == "steps"
+    run_dir = sft.run(recipe).run_dir
+    assert (run_dir / "checkpoints" / "checkpoint-2" / MARKER).is_file()
+    adapter = (run_dir / "adapter" / "adapter_model.safetensors").read_bytes()
+    for target in (run_dir, run_dir / "checkpoints" / "checkpoint-2"):
+        with pytest.raises(TunerError, match="is a finished run"):
+            sft.run(recipe.model_copy(update={"resume": str(target)}))
+    assert (run_dir / "adapter" / "adapter_model.safetensors").read_bytes() == adapter  # left as it was

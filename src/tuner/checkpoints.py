@@ -130,6 +130,12 @@ def find_checkpoint(recipe) -> Path | None:
         return None
     if recipe.resume != "auto":
         given = Path(recipe.resume)
+        run_dir = given.parent.parent if (given / MARKER).is_file() else given
+        if (run_dir / "metrics.json").is_file():
+            # Resuming would train the finished run again and overwrite its adapter and metrics.
+            raise TunerError(f"{recipe.source}: key `resume`: {run_dir} is a finished run (it has metrics.json); "
+                             f"resuming would overwrite its adapter and metrics. Leave `resume` out to start a new "
+                             f"run, which goes to a new folder.")
         if (given / MARKER).is_file():
             return given
         if (given / "checkpoints").is_dir():

@@ -37,10 +37,11 @@ def cpu_has_native_bf16() -> bool:
 
 
 def cuda_has_bf16() -> bool:
-    """Whether the visible GPU supports bf16 (torch's own check)."""
+    """Whether the visible GPU computes bf16 natively (compute capability 8 and up). T4 and V100 only emulate it,
+    which torch's default check counts as support."""
     import torch
 
-    return torch.cuda.is_bf16_supported()
+    return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 def cpu_name() -> str:

@@ -246,5 +246,8 @@ class Recipe(_Section):
         return self.model_dump(mode="json")
 
     def train_settings(self) -> dict[str, Any]:
-        """tuner's `train:` defaults for this method with the recipe's own `train:` keys over them."""
-        return {**TRAIN_DEFAULTS.get(self.method, {}), **self.train}
+        """tuner's `train:` defaults for this method with the recipe's own `train:` keys over them. A recipe that
+        sets `save_steps` without `save_strategy` asks for checkpoints every so many steps: the strategy is `steps`
+        (tuner's default strategy, `no`, would silently save none)."""
+        implied = {"save_strategy": "steps"} if "save_steps" in self.train and "save_strategy" not in self.train else {}
+        return {**TRAIN_DEFAULTS.get(self.method, {}), **implied, **self.train}

@@ -11,9 +11,15 @@ import os
 import re
 from typing import Any
 
-# The name ends in a word that says "secret": HF_TOKEN, hub_token, WANDB_API_KEY, SECRET, DB_PASSWORD, ...
-SECRET_NAME = re.compile(r"(^|[_\-.])(token|secret|password|passwd|key|apikey|credentials?|auth)$",
+# The name ends in a word that says "secret": HF_TOKEN, hub_token, WANDB_API_KEY, SECRET(S), DB_PASSWORD, DB_PASS,
+# DB_PWD, GITHUB_PAT, AWS_ACCESS_KEY_ID, ...
+SECRET_NAME = re.compile(r"(^|[_\-.])(token|secrets?|password|passwd|pass|pwd|pat|key|apikey|key_id|credentials?|auth)$",
                          re.IGNORECASE)
+# Tokenizer and generation settings whose names end in "token" but hold vocabulary entries, never secrets
+# (TRL's SFTConfig has `eos_token` and `pad_token`): masking them would break a saved recipe.
+NOT_SECRETS = {"eos_token", "pad_token", "bos_token", "unk_token", "sep_token", "cls_token", "mask_token"}
+# user:password@ in a URL (a database or proxy address): the password is a secret wherever it appears.
+URL_CREDENTIALS = re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^\s:/@]+:)([^\s@/]+)(@)", re.IGNORECASE)
 # Shorter values ("1", "true") are settings, not secrets, and replacing them would garble ordinary text.
 MIN_SECRET_LENGTH = 8
 MASK = "***"
@@ -21,7 +27,7 @@ MASK = "***"
 
 def is_secret_name(name: str) -> bool:
     """Whether a variable or key named `name` holds a secret (by its last word)."""
-    return bool(SECRET_NAME.search(str(name)))
+    return str(name).lower() not in NOT_SECRETS and bool(SECRET_NAME.search(str(name)))
 
 
 def secret_values(environ: dict[str, str] | None = None) -> list[str]:
@@ -32,10 +38,10 @@ def secret_values(environ: dict[str, str] | None = None) -> list[str]:
 
 
 def redact(text: str) -> str:
-    """`text` with every environment secret replaced by ***."""
+    """`text` with every environment secret, and every password inside a URL, replaced by ***."""
     for value in secret_values():
         text = text.replace(value, MASK)
-    return text
+    return URL_CREDENTIALS.sub(lambda match: match.group(1) + MASK + match.group(3), text)
 
 
 def redact_data(data: Any) -> Any:

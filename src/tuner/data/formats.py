@@ -56,6 +56,8 @@ def _from_chat(column: str, what: str):
             raise ValueError(f"`{column}` is not a non-empty list")
         out = [{"role": "system", "content": row["system"]}] if row.get("system") else []
         out += [_turn(turn, f"{what} {i}") for i, turn in enumerate(turns)]
+        if row.get("system") and out[1]["role"] == "system":
+            raise ValueError(f"the row has both a `system` field and a system {what} first; keep one of them")
         if out[0]["role"] != "system":
             out = _system(data_config) + out
         return {"messages": _check_chat(out)}
