@@ -101,6 +101,8 @@ RECIPES = [
                                                           "Did you mean `learning_rate`?"], _set("train.lr", 0.1)),
     Case("reserved-train-key", "a key tuner sets itself", ["key `train.bf16` is set by tuner", "model.dtype"],
          _set("train.bf16", True)),
+    Case("eval-during-training", "evaluation during training", ["key `train.eval_strategy`", "tuner eval"],
+         _set("train.eval_strategy", "steps")),
     Case("dpo-key-in-train", "a DPO key under train", ["key `train.beta` belongs in the `dpo:` block"],
          _all(_set("method", "dpo"), _set("train.beta", 0.2))),
     Case("packing-with-dpo", "packing with a method that does not pack", ["key `train.packing`",

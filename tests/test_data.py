@@ -278,3 +278,12 @@ def test_a_system_field_beside_a_system_message_is_a_bad_row(tmp_path):
     assert splits.report["skipped_train_rows"]["count"] == 3
     assert "both a `system` field and a system message" in splits.report["skipped_train_rows"]["first"][0]
     assert [m["role"] for m in splits.train[0]["messages"]].count("system") == 1
+
+
+def test_the_held_out_split_is_the_same_for_every_run_seed(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", ticket_rows(40))
+    fingerprints = {load_data(DataConfig(train=str(train)), seed=seed).report["eval_fingerprint"]
+                    for seed in (0, 1, 2)}
+    assert len(fingerprints) == 1
+    other = load_data(DataConfig(train=str(train), split_seed=7), seed=0).report
+    assert other["eval_fingerprint"] not in fingerprints and other["split_seed"] == 7

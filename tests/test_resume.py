@@ -132,3 +132,17 @@ def test_save_steps_alone_saves_checkpoints_and_a_finished_run_is_never_resumed(
         with pytest.raises(TunerError, match="is a finished run"):
             sft.run(recipe.model_copy(update={"resume": str(target)}))
     assert (run_dir / "adapter" / "adapter_model.safetensors").read_bytes() == adapter  # left as it was
+
+
+def test_training_in_a_worker_thread_runs_without_signal_handlers(tiny_model_dir, ticket_files, tmp_path, capsys):
+    import threading
+
+    doc = document(tiny_model_dir, ticket_files, tmp_path / "thread")
+    doc["train"]["max_steps"] = 2
+    recipe = recipe_from_dict(doc)
+    outcome = {}
+    worker = threading.Thread(target=lambda: outcome.update(result=sft.run(recipe)))
+    worker.start()
+    worker.join()
+    assert outcome["result"].metrics["train_steps"] == 2
+    assert "cannot be caught here" in capsys.readouterr().out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,11 @@ class StopOnSignal(TrainerCallback):
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            # Python lets only the main thread install signal handlers (a notebook worker, a job runner's thread).
+            print("tuner: training in a worker thread: SIGINT/SIGTERM cannot be caught here, so an interruption "
+                  "saves no checkpoint (checkpoints on `train.save_steps` still do).")
+            return
         for signum in (signal.SIGINT, signal.SIGTERM):
             self._previous[signum] = signal.signal(signum, self._handle)
 

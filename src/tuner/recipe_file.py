@@ -106,6 +106,10 @@ def _check_train_keys(recipe: Recipe) -> None:
         if key in RESERVED_TRAIN_KEYS:
             raise TunerError(f"{recipe.source}: key `train.{key}` is set by tuner; use {RESERVED_TRAIN_KEYS[key]} "
                              f"instead.")
+        if key == "eval_strategy" and recipe.train[key] != "no":
+            raise TunerError(f"{recipe.source}: key `train.eval_strategy` is {recipe.train[key]!r}, but tuner does not "
+                             f"evaluate during training: it scores the eval rows with its evaluator when training "
+                             f"ends (and `tuner eval --adapter RUN` scores any run later). Remove the key.")
         if key == "packing" and recipe.method == "dpo":
             raise TunerError(f"{recipe.source}: key `train.packing`: DPO does not pack sequences (each row is a "
                              f"chosen/rejected pair scored side by side); packing is for method sft. Remove it.")

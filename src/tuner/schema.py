@@ -112,6 +112,8 @@ class DataConfig(_Section):
                                             "in data/formats.py (messages, sharegpt, alpaca, prompt_completion, "
                                             "classification, preference).")
     eval_fraction: float = Field(0.1, gt=0, lt=1, description="Seeded share of train held out when no eval file.")
+    split_seed: int = Field(0, description="Seed of the split `eval_fraction` draws. Apart from the run's `seed`, so "
+                                           "runs of different seeds are scored on the same held-out rows.")
     max_train_samples: int | None = Field(None, gt=0, description="Cap on training rows, for quick runs.")
     max_eval_samples: int | None = Field(None, gt=0, description="Cap on eval rows, for quick runs.")
     text_column: str | None = Field(None, description="Classification: the text column (detected if absent).")

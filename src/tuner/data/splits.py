@@ -39,7 +39,8 @@ def load_split(source, data_config, where: str):
 def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
     """Load a recipe's train and eval rows as canonical rows.
 
-    The eval rows come from `data.eval`, or from a seeded `eval_fraction` of the train rows. `max_train_samples`
+    The eval rows come from `data.eval`, or from an `eval_fraction` of the train rows drawn with `data.split_seed`
+    (not the run's seed: every seed of a sweep is scored on the same rows). `max_train_samples`
     keeps a seeded random subset of the train rows; `max_eval_samples` keeps the first eval rows, so every method
     and seed is scored on the same rows.
     """
@@ -53,7 +54,7 @@ def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
         if len(train) < 2:
             raise TunerError(f"{source}: data.train has {len(train)} usable row, too few to hold out an eval split. "
                              f"Add rows or give `data.eval`.")
-        parts = train.train_test_split(test_size=data_config.eval_fraction, seed=seed)
+        parts = train.train_test_split(test_size=data_config.eval_fraction, seed=data_config.split_seed)
         train, evaluation, eval_bad = parts["train"], parts["test"], _describe_bad([], "")
     if data_config.max_train_samples and data_config.max_train_samples < len(train):
         train = train.shuffle(seed=seed).select(range(data_config.max_train_samples))
@@ -66,7 +67,8 @@ def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
             print(f"tuner: ... {bad['count'] - len(bad['first'])} more rows skipped")
     report = {"format": fmt, "train_columns": columns, "train_rows": len(train), "eval_rows": len(evaluation),
               "train_fingerprint": fingerprint(train), "eval_fingerprint": fingerprint(evaluation),
-              "skipped_train_rows": train_bad, "skipped_eval_rows": eval_bad}
+              "skipped_train_rows": train_bad, "skipped_eval_rows": eval_bad,
+              "split_seed": data_config.split_seed if data_config.eval is None else None}
     return Splits(train=train, eval=evaluation, format=fmt, report=report)
 
 
