@@ -156,3 +156,31 @@ def test_chat_rendering_without_a_chat_template_is_refused_before_training(tiny_
     with pytest.raises(TunerError, match="`data.chat` is true .* has no chat template"):
         sft.run(recipe_from_dict(recipe_document(model, train, test, tmp_path / "out")))
     assert not (tmp_path / "out").exists()
+
+
+def test_run_folders_are_taken_atomically(tmp_path):
+    import threading
+
+    from tuner.runs import new_run_dir
+
+    (tmp_path / "made-before").mkdir()  # an empty folder made beforehand is still used, by one run only
+    taken: list = []
+    threads = [threading.Thread(target=lambda: taken.append(new_run_dir(tmp_path / "made-before")))
+               for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(taken)) == 8 and tmp_path / "made-before" in taken
+
+
+def test_two_conversions_of_one_gguf_at_once_keep_the_first(tmp_path):
+    from tuner.models import publish
+
+    target = tmp_path / "converted"
+    for name in ("first", "second"):
+        staging = tmp_path / name
+        staging.mkdir()
+        (staging / "config.json").write_text(f'{{"by": "{name}"}}')
+        publish(staging, target)
+    assert (target / "config.json").read_text() == '{"by": "first"}'

@@ -88,10 +88,20 @@ def gguf_checkpoint(gguf_path: str | Path) -> Path:
             del model.config.quantization_config
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        os.replace(staging, target)  # atomic: a half-written conversion is never seen as done
+        publish(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def publish(staging: Path, target: Path) -> None:
+    """Move a finished conversion into place atomically, so a half-written one is never seen as done. When another
+    process converting the same file at the same time got there first, its copy stands and this one is dropped."""
+    try:
+        os.replace(staging, target)
+    except OSError:
+        if not (target / "config.json").is_file():
+            raise
 
 
 def torch_dtype(name: str):

@@ -30,7 +30,8 @@ class RunResult:
 
     def files(self) -> list[str]:
         """The run folder's top-level entries, for telling the user what it holds."""
-        return sorted(p.name + ("/" if p.is_dir() else "") for p in self.run_dir.iterdir())
+        return sorted(p.name + ("/" if p.is_dir() else "") for p in self.run_dir.iterdir()
+                      if not p.name.startswith("."))
 
 
 def new_run_dir(output_dir: str | Path) -> Path:
@@ -40,13 +41,33 @@ def new_run_dir(output_dir: str | Path) -> Path:
     """
     base = Path(output_dir)
     candidate, n = base, 1
-    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
+    while not _claim(candidate):
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     if candidate != base:
         print(f"tuner: {base} already holds files; writing to {candidate} instead")
-    candidate.mkdir(parents=True, exist_ok=True)
     return candidate
+
+
+# Marks a folder as taken by a run: whoever creates it first owns the folder, so two runs started at once never
+# share one (hidden from `RunResult.files`).
+CLAIM = ".tuner-claim"
+
+
+def _claim(folder: Path) -> bool:
+    """Take `folder` for a new run, atomically: an empty or new folder is taken by creating its claim file, which
+    only one process can do. False when it holds anything else, or another process took it first."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        return False  # a file of that name
+    if any(folder.iterdir()):
+        return False
+    try:
+        (folder / CLAIM).open("x").close()
+    except FileExistsError:
+        return False
+    return True
 
 
 def run_folder(recipe, checkpoint: Path | None = None) -> Path:
