@@ -122,9 +122,9 @@ def test_in_memory_rows_and_dataset():
 
 def test_eval_fraction_is_seeded_and_disjoint():
     rows = ticket_rows(40)
-    first = load_data(DataConfig(train=rows, eval_fraction=0.25), seed=3)
-    again = load_data(DataConfig(train=rows, eval_fraction=0.25), seed=3)
-    other = load_data(DataConfig(train=rows, eval_fraction=0.25), seed=4)
+    first = load_data(DataConfig(train=rows, eval_fraction=0.25, split_seed=3))
+    again = load_data(DataConfig(train=rows, eval_fraction=0.25, split_seed=3), seed=5)  # the run's seed plays no part
+    other = load_data(DataConfig(train=rows, eval_fraction=0.25, split_seed=4))
     assert len(first.eval) == 10 and len(first.train) == 30
     assert fingerprint(first.eval) == fingerprint(again.eval) != fingerprint(other.eval)
     train_prompts = {json.dumps(r["prompt"]) for r in first.train}
