@@ -59,7 +59,7 @@ def flops_per_token(model, seq_len: int) -> dict[str, float]:
 def build_model(folder: Path, tiny: bool, tokenizer_source: str) -> None:
     """A random Llama saved as safetensors with SmolLM2's tokenizer (the vocabulary fits it)."""
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     from tuner.models import load_config_and_tokenizer
     from tuner.schema import ModelConfig

@@ -12,7 +12,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 METHODS = ("sft", "dpo", "fewshot")
-TRAINING_METHODS = ("sft", "dpo")
 
 # tuner's defaults under the recipe's `train:` keys (TRL config fields). They differ from TRL's where TRL's suit full
 # fine-tuning on a GPU rather than an adapter on any device: a LoRA learning rate, no gradient checkpointing unless

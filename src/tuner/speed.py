@@ -14,7 +14,7 @@ and keep attention short, so SFT packs only under flash attention and groups by 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib.util import find_spec
 from typing import Any
 
@@ -111,9 +111,6 @@ class Speed:
         return {"batches": self.batches, "attention": self.attention, "precision": self.precision.compute,
                 "gradient_checkpointing": self.gradient_checkpointing,
                 "gradient_checkpointing_reason": self.gradient_checkpointing_reason}
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _sft_batches(recipe, model) -> dict[str, Any]:
