@@ -81,8 +81,7 @@ def arm(name: str, folder: str, seq_len: int, batch: int, steps: int, peak_tflop
     from tuner import recipe_from_dict
     from tuner.adapters import build_peft_config
     from tuner.models import load_model
-    from tuner.speed import decide
-    from tuner.trainers import sft_trainer
+    from tuner.trainers import build_trainer
 
     generator = torch.Generator().manual_seed(0)
     rows = Dataset.from_dict({"input_ids": torch.randint(100, 40000, (batch * steps, seq_len),
@@ -96,9 +95,9 @@ def arm(name: str, folder: str, seq_len: int, batch: int, steps: int, peak_tflop
         "output_dir": "unused"}, check_files=False)
     loaded = load_model(recipe.model)
     with tempfile.TemporaryDirectory() as scratch:
-        speed = decide(recipe, loaded, rows)
+        speed = None
         if name == "tuner":
-            trainer = sft_trainer(recipe, speed, loaded, rows, Path(scratch))
+            trainer, speed = build_trainer(recipe, loaded, rows, Path(scratch))
         else:
             # TRL's defaults, except max_length (its default, 1024, would cut the rows) and the step count.
             args = SFTConfig(output_dir=scratch, max_steps=steps, max_length=seq_len, report_to="none",
@@ -120,7 +119,7 @@ def arm(name: str, folder: str, seq_len: int, batch: int, steps: int, peak_tflop
             "tokens_per_second": round(tokens / wall, 1), "achieved_tflops": round(achieved / 1e12, 3),
             "mfu": round(achieved / (peak_tflops * 1e12), 4) if peak_tflops else None,
             "peak_memory_mb": round(peak), "gradient_checkpointing": trainer.args.gradient_checkpointing,
-            "batches": speed.batches if name == "tuner" else None, "liger_kernel": bool(trainer.args.use_liger_kernel),
+            "batches": speed.batches if speed else None, "liger_kernel": bool(trainer.args.use_liger_kernel),
             **counted}
 
 

@@ -81,14 +81,9 @@ def recipe_for(method: str, data: str, rows: int, max_length: int, model: str | 
 
 def tuner_trainer(recipe, loaded, train, folder: Path):
     """The trainer `tuner sft|dpo` builds for this recipe, on canonical training rows, and its speed settings."""
-    from tuner.rendering import sft_rows
-    from tuner.speed import decide
-    from tuner.trainers import dpo_trainer, sft_trainer
+    from tuner.trainers import build_trainer
 
-    speed = decide(recipe, loaded, train)
-    if recipe.method == "sft":
-        return sft_trainer(recipe, speed, loaded, sft_rows(train, loaded.tokenizer), folder), speed
-    return dpo_trainer(recipe, speed, loaded, train, folder), speed
+    return build_trainer(recipe, loaded, train, folder)
 
 
 def arm(method: str, name: str, data: str, rows: int, max_length: int, model: str | None) -> dict:

@@ -114,14 +114,3 @@ def write_recipe(path: Path, document: dict) -> Path:
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     return path
 
-
-def build_trainer(recipe, loaded, rows, run_dir: Path):
-    """The trainer `tuner sft|dpo` builds for `recipe` on canonical training rows, with its speed settings."""
-    from tuner.rendering import sft_rows
-    from tuner.speed import decide
-    from tuner.trainers import dpo_trainer, sft_trainer
-
-    speed = decide(recipe, loaded, rows)
-    if recipe.method == "sft":
-        return sft_trainer(recipe, speed, loaded, sft_rows(rows, loaded.tokenizer), run_dir), speed
-    return dpo_trainer(recipe, speed, loaded, rows, run_dir), speed

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from conftest import TEAMS, build_trainer, fake_adapter_run, recipe_document, ticket_rows, write_jsonl
+from conftest import TEAMS, fake_adapter_run, recipe_document, ticket_rows, write_jsonl
+from tuner.trainers import build_trainer
 from tuner import TunerError, recipe_from_dict
 from tuner.recipes import dpo, sft
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from conftest import build_trainer, recipe_document, write_jsonl
+from conftest import recipe_document, write_jsonl
+from tuner.trainers import build_trainer
 from tuner.rendering import sft_rows
 from tuner import recipe_from_dict
 from tuner.errors import TunerError

@@ -8,7 +8,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from conftest import build_trainer, recipe_document, write_recipe
+from conftest import recipe_document, write_recipe
+from tuner.trainers import build_trainer
 from test_dpo import dpo_document, pair_files  # noqa: F401  (fixture)
 from tuner import dry_run, recipe_from_dict
 from tuner.cli import cli

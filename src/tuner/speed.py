@@ -59,10 +59,15 @@ def attention_implementation(model) -> str | None:
     return model.config._attn_implementation
 
 
+def is_flash_attention(implementation: str | None) -> bool:
+    """Whether an attention implementation is a varlen flash-attention kernel (which takes flattened batches as
+    they are)."""
+    return str(implementation or "") in FLASH_ATTENTION or "flash-attn" in str(implementation or "")
+
+
 def uses_flash_attention(model) -> bool:
-    """Whether the model attends with a varlen flash-attention kernel (which takes flattened batches as they are)."""
-    implementation = str(attention_implementation(model) or "")
-    return implementation in FLASH_ATTENTION or "flash-attn" in implementation
+    """Whether the model attends with a varlen flash-attention kernel."""
+    return is_flash_attention(attention_implementation(model))
 
 
 def liger_applies(recipe) -> bool:
@@ -82,12 +87,16 @@ class Speed:
     attention: str | None
     batches: str
     packing: bool | None = None
-    packed_rows: bool = False
     train_sampling_strategy: str | None = None
     length_column: bool = False
     gradient_checkpointing: bool = False
     gradient_checkpointing_reason: str | None = None
     liger_kernel: bool | None = None
+
+    @property
+    def packed_rows(self) -> bool:
+        """SFT packing without a varlen kernel: packed rows batched as rows, each masked block-diagonally."""
+        return bool(self.packing) and not is_flash_attention(self.attention)
 
     def trl_values(self) -> dict[str, Any]:
         """The TRL config keys tuner decides (a key left None is the recipe's or TRL's own)."""
@@ -119,7 +128,7 @@ def _sft_batches(recipe, model) -> dict[str, Any]:
     if packing:
         if uses_flash_attention(model):
             return {"packing": True, "batches": "packed, padding-free (flash-attention varlen)"}
-        return {"packing": True, "packed_rows": True, "batches": "packed rows (block-diagonal causal mask per row)"}
+        return {"packing": True, "batches": "packed rows (block-diagonal causal mask per row)"}
     if "train_sampling_strategy" in train:
         grouped = train["train_sampling_strategy"] == "group_by_length"
         return {"packing": False, "batches": "length-grouped padded rows" if grouped else "padded rows"}

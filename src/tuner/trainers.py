@@ -14,7 +14,8 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from .adapters import build_peft_config, with_run_adapter
 from .models import prepare_base
-from .rendering import with_lengths
+from .rendering import sft_rows, with_lengths
+from .speed import decide
 
 CONFIG_CLASSES = {"sft": SFTConfig, "dpo": DPOConfig}
 
@@ -83,3 +84,14 @@ def dpo_trainer(recipe, speed, loaded, rows, run_dir: Path):
     rows = with_lengths(rows, loaded.tokenizer) if speed.length_column else rows
     return DPOTrainer(model=model, args=args, train_dataset=rows, processing_class=loaded.tokenizer,
                       peft_config=peft_config)
+
+
+TRAINERS = {"sft": sft_trainer, "dpo": dpo_trainer}
+
+
+def build_trainer(recipe, loaded, rows, run_dir: Path):
+    """The trainer `tuner sft|dpo` builds for a recipe on its canonical training rows, and the `speed.Speed` decided
+    for it (SFT chats rendered by `rendering.sft_rows` first)."""
+    speed = decide(recipe, loaded, rows)
+    train_rows = sft_rows(rows, loaded.tokenizer) if recipe.method == "sft" else rows
+    return TRAINERS[recipe.method](recipe, speed, loaded, train_rows, run_dir), speed

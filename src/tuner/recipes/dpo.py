@@ -1,6 +1,6 @@
 """Preference tuning (DPO) of a LoRA/QLoRA adapter with TRL's DPOTrainer.
 
-`run(recipe)` reads top to bottom: seed, data, model, speed settings, trainer (with the SFT adapter when
+`run(recipe)` reads top to bottom: seed, data, model, trainer (with its speed settings; with the SFT adapter when
 continuing), train, save, evaluate preferences (and the recipe's task), write the run folder.
 
 The reference model is never a second copy of the base weights: with a new adapter it is the base model with the
@@ -22,8 +22,8 @@ from ..hardware import is_main_process
 from ..models import check_chat_template, load_model
 from ..rendering import report_long_rows
 from ..runs import RunResult, build_manifest, finish_run, record_evaluation, run_folder
-from ..speed import decide, decide_precision
-from ..trainers import dpo_trainer
+from ..speed import decide_precision
+from ..trainers import build_trainer
 from ..training import logged, recorded_args, speed_record, train_and_save, train_metrics
 
 TRAINING_LOGS = ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
@@ -46,8 +46,7 @@ def run(recipe) -> RunResult:
     check_chat_template(loaded.tokenizer, recipe)
     run_dir = run_folder(recipe, checkpoint)
 
-    speed = decide(recipe, loaded, splits.train)
-    trainer = dpo_trainer(recipe, speed, loaded, splits.train, run_dir)
+    trainer, speed = build_trainer(recipe, loaded, splits.train, run_dir)
     report_long_rows(splits.train, loaded.tokenizer, trainer.args.max_length, splits.report)
     counts = parameter_counts(trainer.model)
     output = train_and_save(trainer, loaded.tokenizer, run_dir, phases, recipe, splits.report, checkpoint)

@@ -1,7 +1,7 @@
 """Supervised fine-tuning of a LoRA/QLoRA adapter with TRL's SFTTrainer.
 
-`run(recipe)` reads top to bottom: seed, data, model, speed settings, trainer, train, save, evaluate, write the run
-folder.
+`run(recipe)` reads top to bottom: seed, data, model, trainer (with its speed settings), train, save, evaluate, write
+the run folder.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from ..data.splits import load_data
 from ..evaluator import check_rows, evaluate
 from ..hardware import is_main_process
 from ..models import check_chat_template, load_model
-from ..rendering import report_long_rows, sft_rows
+from ..rendering import report_long_rows
 from ..runs import RunResult, build_manifest, finish_run, record_evaluation, run_folder
-from ..speed import decide, decide_precision
-from ..trainers import sft_trainer
+from ..speed import decide_precision
+from ..trainers import build_trainer
 from ..training import logged, recorded_args, speed_record, train_and_save, train_metrics
 
 
@@ -39,8 +39,7 @@ def run(recipe) -> RunResult:
     check_chat_template(loaded.tokenizer, recipe)
     run_dir = run_folder(recipe, checkpoint)
 
-    speed = decide(recipe, loaded, splits.train)
-    trainer = sft_trainer(recipe, speed, loaded, sft_rows(splits.train, loaded.tokenizer), run_dir)
+    trainer, speed = build_trainer(recipe, loaded, splits.train, run_dir)
     report_long_rows(splits.train, loaded.tokenizer, trainer.args.max_length, splits.report)
     counts = parameter_counts(trainer.model)
     output = train_and_save(trainer, loaded.tokenizer, run_dir, phases, recipe, splits.report, checkpoint)
