@@ -137,3 +137,14 @@ def test_bf16_is_native_only_from_compute_capability_8(monkeypatch):
     assert decide_precision(ModelConfig(name_or_path="m")).compute == "fp16"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an A100, H100
     assert decide_precision(ModelConfig(name_or_path="m")).compute == "bf16"
+
+
+def test_the_shells_current_folder_is_not_a_secret(monkeypatch, tmp_path):
+    # PWD matched the `pwd` (password) suffix, so the current folder was masked in every path tuner wrote.
+    from tuner.secrets import is_secret_name, redact
+
+    monkeypatch.setenv("PWD", str(tmp_path / "project-folder"))
+    monkeypatch.setenv("OLDPWD", str(tmp_path / "previous-folder"))
+    assert not is_secret_name("PWD") and not is_secret_name("OLDPWD") and is_secret_name("DB_PWD")
+    path = f"{tmp_path}/project-folder/runs/sft"
+    assert redact(path) == path

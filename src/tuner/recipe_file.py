@@ -93,10 +93,10 @@ def _check_format(recipe: Recipe) -> None:
 
 
 def _check_train_keys(recipe: Recipe) -> None:
-    if recipe.method == "fewshot":
+    if recipe.method in ("fewshot", "rag"):
         if recipe.train:
-            raise TunerError(f"{recipe.source}: key `train` is set, but method fewshot does no training. Remove the "
-                             f"`train:` section or use method sft.")
+            raise TunerError(f"{recipe.source}: key `train` is set, but method {recipe.method} does no training. "
+                             f"Remove the `train:` section or use method sft.")
         return
     class_name, known = trl_fields(recipe.method)
     for key in recipe.train:
@@ -257,6 +257,10 @@ def _check_files(recipe: Recipe) -> None:
             raise TunerError(f"{recipe.source}: key `data.{name}.path`: data file {source.path} does not exist "
                              f"(paths are relative to the current folder {Path.cwd()}). Fix the path or create "
                              f"the file.")
+    if recipe.rag is not None and not Path(recipe.rag.corpus).exists():
+        raise TunerError(f"{recipe.source}: key `rag.corpus`: {recipe.rag.corpus} does not exist (paths are relative "
+                         f"to the current folder {Path.cwd()}). Point it at a folder of .txt/.md files or a data "
+                         f"file with a `text` column.")
     resolve_model_path(recipe.model.name_or_path, recipe.source)  # checks paths, loads nothing
     if recipe.model.adapter is not None:
         read_adapter_run(recipe.model.adapter, recipe.model, recipe.source)

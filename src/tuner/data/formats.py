@@ -206,7 +206,13 @@ def _from_classification(row, data_config):
 
 
 def _with_choices(row: dict[str, Any], raw: dict[str, Any], data_config) -> dict[str, Any]:
-    """Keep a multiple-choice row's own list of allowed answers as `choices`."""
+    """Keep a multiple-choice row's own list of allowed answers as `choices`, and the corpus document that answers
+    it as `source`."""
+    if data_config.source_column is not None:
+        source = raw.get(data_config.source_column)
+        if source is None or str(source) == "":
+            raise ValueError(f"`{data_config.source_column}` (data.source_column) is empty")
+        row = {**row, "source": str(source)}
     column = data_config.choices_column
     if column is None:
         return row
