@@ -165,7 +165,8 @@ def test_files_written_parse_and_the_plot_is_a_png(runs, tmp_path):
     # A second write never overwrites the first.
     assert result.write(tmp_path / "out")["png"].parent.name == "out-2"
     table, figure = result  # the notebook form
-    assert len(table) == 5 and figure.axes[0].get_xlabel() == "training CPU-hours"
+    assert len(table) == 5 and figure.axes[0].get_xlabel() == "one-off CPU-hours (training + indexing)"
+    assert figure.axes[1].get_xlabel() == "ms per request (retrieval included)"
 
 
 def test_a_run_with_unreadable_metrics_is_marked_and_the_others_still_print(runs):

@@ -17,10 +17,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tuner"
 LAYERS = [
     ("base", {"errors", "schema", "hardware", "secrets"}),
     ("services", {"files", "distributed", "accounting", "progress"}),
-    ("data", {"data", "data.sources", "data.formats", "data.rows", "data.splits", "rendering", "selection"}),
-    ("parts", {"adapters", "estimate", "speed", "models", "runs", "checkpoints", "recipe_file"}),
-    ("engine", {"trainers", "training", "evaluator", "comparison", "plot"}),
-    ("recipes", {"recipes", "recipes.sft", "recipes.dpo", "recipes.fewshot", "recipes.evaluation",
+    ("data", {"data", "data.sources", "data.formats", "data.rows", "data.splits", "data.corpus", "rendering",
+              "selection"}),
+    ("parts", {"adapters", "estimate", "speed", "models", "runs", "checkpoints", "recipe_file", "embedder", "index"}),
+    ("engine", {"trainers", "training", "evaluator", "retrieval", "comparison", "table", "plot"}),
+    ("recipes", {"recipes", "recipes.sft", "recipes.dpo", "recipes.fewshot", "recipes.rag", "recipes.evaluation",
                  "recipes.preflight"}),
     ("interface", {"cli", "__main__", "__init__"}),
 ]

@@ -40,7 +40,7 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars (tuner's, training's and data loading's); "
               "results and errors still print.")
 def cli(quiet: bool) -> None:
-    """Few-shot, SFT and DPO on your data, measured the same way."""
+    """Few-shot, retrieval, SFT and DPO on your data, measured the same way."""
     if quiet:
         # Read by tuner's progress and by tqdm itself (TRL's and transformers' training bars, datasets' bars).
         os.environ[QUIET_VARIABLE] = "1"
@@ -61,6 +61,11 @@ def validate(recipe_path: str, overrides: tuple[str, ...]) -> None:
     click.echo(f"{recipe_path}: ok. method {recipe.method}, model {recipe.model.name_or_path}, data "
                f"{report['format']} with {report['train_rows']} train and {report['eval_rows']} eval rows"
                f"{f' ({skipped} bad rows skipped)' if skipped else ''}, output {recipe.output_dir}")
+    if "corpus" in report:
+        corpus = report["corpus"]
+        click.echo(f"  corpus {recipe.rag.corpus}: {corpus['documents']} documents"
+                   + (f"; skipped {len(corpus['skipped'])}: {'; '.join(corpus['skipped'][:5])}"
+                      if corpus["skipped"] else ""))
 
 
 dry_run_option = click.option("--dry-run", is_flag=True, help="Validate, build the model on the meta device and "
@@ -95,6 +100,15 @@ def dpo(recipe_path: str, overrides: tuple[str, ...], resume: bool, dry_run: boo
 def fewshot(recipe_path: str, overrides: tuple[str, ...]) -> None:
     """Few-shot prompt baseline: k in-context examples from the train split, no training."""
     _run(recipe_path, overrides, "fewshot")
+
+
+@cli.command()
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
+@set_option
+def rag(recipe_path: str, overrides: tuple[str, ...]) -> None:
+    """Retrieval into the prompt: k passages from an index of the recipe's corpus before each question (BM25, dense
+    or hybrid), no training; with `model.adapter`, for a tuned adapter (SFT+RAG)."""
+    _run(recipe_path, overrides, "rag")
 
 
 @cli.command("eval")
@@ -181,8 +195,14 @@ def _report(result) -> None:
         scores = result.metrics.get(key)
         if scores:
             low, high = scores["accuracy_ci95"]
+            split = (f" ({scores['retrieval_ms_per_example']:.1f} retrieval + {scores['generation_ms_per_example']} "
+                     f"model)" if scores.get("retrieval_ms_per_example") is not None else "")
             click.echo(f"  eval ({scores['task']}): accuracy {scores['accuracy']:.4f} [95% CI {low:.4f}-{high:.4f}] "
-                       f"on {scores['rows']} rows, {scores['latency_ms_per_example']} ms per example")
+                       f"on {scores['rows']} rows, {scores['latency_ms_per_example']} ms per example{split}")
+            found = {k: v for k, v in scores.items() if k.startswith("recall_at_") or k == "answer_in_passages_rate"}
+            if any(v is not None for v in found.values()):
+                click.echo("  retrieval: " + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in found.items()
+                                                       if v is not None))
 
 
 def main() -> None:

@@ -23,14 +23,25 @@ from typing import Any
 from .errors import TunerError
 from .files import write_json, write_text
 from .plot import accuracy_vs_training
+from .table import markdown
 from .runs import new_run_dir
 
 RUN_FILES = ("recipe.yaml", "metrics.json", "manifest.json")
 WHAT_A_RUN_HOLDS = ("a run folder is what `tuner sft`, `tuner dpo`, `tuner fewshot` or `tuner eval` wrote: it holds "
                     "recipe.yaml, metrics.json and manifest.json")
 # Method order of rows found in a parent folder: cheapest first, so the default baseline is the zero-shot run.
-RANK = {"fewshot": 0, "base": 1, "sft": 2, "dpo": 3, "sft+dpo": 4}
+RANK = {"fewshot": 0, "base": 1, "rag": 2, "sft": 3, "dpo": 5, "sft+dpo": 6}
 ADAPTER_NAMES = {"lora": "", "dora": "DoRA ", "rslora": "rsLoRA "}
+RETRIEVERS = {"bm25": "BM25", "dense": "dense", "hybrid": "hybrid"}
+
+
+def _rank(metrics: dict[str, Any]) -> float:
+    """Rows in a parent folder: prompting, retrieval, tuning, tuning with retrieval, feedback tuning."""
+    rank = RANK.get(metrics.get("method"), 9)
+    if metrics.get("method") == "rag" and metrics.get("adapter_run") or metrics.get("method") == "sft" and \
+            metrics.get("retriever"):
+        rank = 4
+    return rank
 
 
 @dataclass
@@ -64,7 +75,7 @@ class Comparison:
 
     def markdown(self) -> str:
         """The table as Markdown, with the notes and the reproducibility section under it."""
-        return _markdown(self)
+        return markdown(self)
 
     def _repr_markdown_(self) -> str:
         return self.markdown()
@@ -142,10 +153,18 @@ def method_label(metrics: dict[str, Any], manifest: dict[str, Any]) -> str:
         return "zero-shot" if k == 0 else f"{k}-shot ({metrics.get('select', '?')})"
     if method == "base":
         return "base model (tuner eval)"
+    retriever = RETRIEVERS.get(metrics.get("retriever"), metrics.get("retriever"))
+    if method == "rag":
+        if metrics.get("upstream_retrieval_aware"):
+            return f"retrieval-aware SFT ({retriever})"
+        upstream = {"sft": "SFT", "dpo": "DPO", "sft+dpo": "SFT+DPO"}.get(metrics.get("upstream_method"))
+        return f"{upstream}+RAG ({retriever})" if metrics.get("adapter_run") else f"RAG ({retriever})"
     adapter = ADAPTER_NAMES.get((manifest.get("adapter") or {}).get("type", "lora"), "")
     quantized = (manifest.get("model") or {}).get("quantize")
     name = {"sft": "SFT", "dpo": "DPO", "sft+dpo": "SFT+DPO"}.get(method, str(method))
     label = f"{'QLoRA ' if quantized else adapter}{name}"
+    if method == "sft" and retriever:
+        label = f"retrieval-aware {label} ({retriever})"
     if metrics.get("adapter"):
         label += " (tuner eval)"
     return label
@@ -214,6 +233,7 @@ def _row(record: RunRecord, tasks: list[str]) -> dict[str, Any]:
     train_hours, unit = _phase_hours(phases, ["train"])
     train_hours += _upstream_train_hours(manifest, notes)
     eval_hours, eval_unit = _phase_hours(phases, [name for name in phases if name.startswith("eval")])
+    index_build = (metrics.get("index") or {}).get("build") or {}
     row: dict[str, Any] = {
         "run": record.name,
         "method": method_label(metrics, manifest) if metrics else None,
@@ -228,9 +248,13 @@ def _row(record: RunRecord, tasks: list[str]) -> dict[str, Any]:
     peaks = [record.get("peak_memory_mb") for record in phases.values() if record.get("peak_memory_mb") is not None]
     row.update({
         "train_hours": train_hours if metrics else None,
+        # Indexing is retrieval's one-off cost, as training is tuning's: the build's hours, also when reused.
+        "index_hours": index_build.get("gpu_hours", index_build.get("cpu_hours")) if index_build else None,
         "eval_hours": eval_hours if metrics else None,
         "hours_unit": "GPU" if "GPU" in (unit, eval_unit) else "CPU",
         "latency_ms": main.get("latency_ms_per_example"),
+        "retrieval_ms": main.get("retrieval_ms_per_example"),
+        "prompt_tokens": main.get("prompt_tokens_per_example"),
         "peak_memory_mb": max(peaks) if peaks else None,
         "memory_kind": "GPU" if (manifest.get("hardware") or {}).get("device") == "cuda" else "RSS",
         "trainable_parameters": metrics.get("trainable_parameters"),
@@ -303,7 +327,7 @@ def _cost(row: dict[str, Any], gpu_price: float | None, cpu_price: float | None)
     price = gpu_price if row["hours_unit"] == "GPU" else cpu_price
     if price is None or row["train_hours"] is None:
         return None
-    return round((row["train_hours"] + row["eval_hours"]) * price, 4)
+    return round((row["train_hours"] + (row["index_hours"] or 0.0) + row["eval_hours"]) * price, 4)
 
 
 def compare(paths: list[str | Path], baseline: str | None = None, price_per_gpu_hour: float | None = None,
@@ -322,7 +346,7 @@ def compare(paths: list[str | Path], baseline: str | None = None, price_per_gpu_
     for group in find_runs(paths):
         read = [read_run(path) for path in group]
         if len(group) > 1:
-            read.sort(key=lambda r: (RANK.get((r.metrics or {}).get("method"), 9), (r.metrics or {}).get("k", 0),
+            read.sort(key=lambda r: (_rank(r.metrics or {}), (r.metrics or {}).get("k", 0),
                                      r.name))
         records.extend(read)
     records = list({record.path.resolve(): record for record in records}.values())
@@ -363,85 +387,3 @@ def _baseline_index(records: list[RunRecord], baseline: str | None) -> int | Non
 def _units(rows: list[dict[str, Any]]) -> str:
     kinds = {row["hours_unit"] for row in rows if row["train_hours"] is not None}
     return kinds.pop() if len(kinds) == 1 else "GPU or CPU"
-
-
-def _fmt_hours(value: float | None, unit: str) -> str:
-    if value is None:
-        return ""
-    return f"0 {unit}-h" if value == 0 else f"{value:.3g} {unit}-h"
-
-
-def _fmt_count(value: int | None) -> str:
-    if value is None:
-        return ""
-    if value == 0:
-        return "0"
-    return f"{value / 1e6:.2f}M" if value >= 1e5 else f"{value:,}"
-
-
-def display_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
-    """The table as text cells: header and rows, as Markdown and the terminal show it."""
-    table = comparison.table
-    header = ["run", "method", "model"]
-    # A change column only for tasks the baseline was scored on.
-    deltas = {task: table[f"{task}_delta"].notna().any() for task in comparison.tasks}
-    for task in comparison.tasks:
-        header += [f"{task} accuracy [95% CI] (rows)"] + ([f"Δ {task} vs baseline"] if deltas[task] else [])
-    header += ["train hours", "eval hours", "ms/example", "peak memory", "trainable params"]
-    if "cost" in table:
-        header.append("cost")
-    header.append("notes")
-    lines = []
-    for row in table.to_dict(orient="records"):
-        cells = [row["run"] + (" (baseline)" if row["run"] == comparison.baseline else ""), _text(row["method"]),
-                 _text(row["model"])]
-        for task in comparison.tasks:
-            accuracy = row[f"{task}_accuracy"]
-            cells.append("" if _missing(accuracy) else
-                         f"{accuracy:.3f} [{row[f'{task}_ci_low']:.3f}, {row[f'{task}_ci_high']:.3f}] "
-                         f"({int(row[f'{task}_rows'])})")
-            delta = row[f"{task}_delta"]
-            if deltas[task]:
-                cells.append("" if _missing(delta) else f"{100 * delta:+.1f} pt")
-        cells += [_fmt_hours(None if _missing(row["train_hours"]) else row["train_hours"], row["hours_unit"]),
-                  _fmt_hours(None if _missing(row["eval_hours"]) else row["eval_hours"], row["hours_unit"]),
-                  "" if _missing(row["latency_ms"]) else f"{row['latency_ms']:.1f}",
-                  "" if _missing(row["peak_memory_mb"]) else f"{row['peak_memory_mb']:,.0f} MB {row['memory_kind']}",
-                  _fmt_count(None if _missing(row["trainable_parameters"]) else int(row["trainable_parameters"]))]
-        if "cost" in table:
-            cells.append("" if _missing(row["cost"]) else f"{row['cost']:.4g}")
-        cells.append(_text(row["notes"]))
-        lines.append(cells)
-    return header, lines
-
-
-def _text(value: Any) -> str:
-    return "" if _missing(value) else str(value)
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
-
-
-def _markdown(comparison: Comparison) -> str:
-    header, lines = display_rows(comparison)
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |" for cells in lines]
-    out.append("")
-    out.append(f"Hours are {comparison.units}-hours: wall time x processes. Δ is accuracy points against the "
-               f"baseline on the same rows and prompts; runs scored otherwise are flagged in notes and get none.")
-    same, differs = comparison.differences["same"], comparison.differences["differs"]
-    if same:
-        out.append("")
-        out.append("Same in every run: " + "; ".join(f"{key} {value}" for key, value in same.items()) + ".")
-    out.append("")
-    if differs:
-        out.append("Differs between runs beyond the method:")
-        for key, by_value in differs.items():
-            out.append(f"- {key}: " + "; ".join(f"{value} ({', '.join(names)})" for value, names in by_value.items()))
-    else:
-        out.append("Nothing else differs between the runs (seed, precision, versions, hardware, code, model file).")
-    if comparison.problems:
-        out.append("")
-        out.append("Problems: " + "; ".join(comparison.problems) + ".")
-    return "\n".join(out) + "\n"

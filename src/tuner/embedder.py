@@ -121,5 +121,7 @@ def load_embedder(name: str, where: str = "<recipe>") -> Embedder:
         raise TunerError(f"{where}: key `rag.embedding_model`: could not load {name}: {str(exc).splitlines()[0]} "
                          f"No model can be downloaded without network access; give a local sentence-transformers "
                          f"folder or {DEFAULT} (offline).") from None
-    dimensions = model.get_sentence_embedding_dimension()
+    # sentence-transformers 6 renamed the method; older releases have only the first name.
+    dimensions = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    dimensions = dimensions()
     return Embedder(name=name, model=model, dimensions=int(dimensions), precision=embedding_precision())

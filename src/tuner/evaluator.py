@@ -11,13 +11,12 @@ Every accuracy comes with a 95% bootstrap interval and its row count; latency is
 from __future__ import annotations
 
 import re
-import string
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .accounting import phase
-from .data.rows import answer_text, eval_identity
+from .data.rows import answer_text, eval_identity, extract_answer, normalize_answer
 from .errors import TunerError
 from .hardware import device_kind, is_out_of_memory
 from .progress import Progress
@@ -46,23 +45,6 @@ def bootstrap_interval(correct: list[bool], seed: int = 0) -> list[float]:
     rng = np.random.default_rng(seed)
     means = values[rng.integers(0, values.size, size=(BOOTSTRAP_SAMPLES, values.size))].mean(axis=1)
     return [round(float(np.percentile(means, 2.5)), 4), round(float(np.percentile(means, 97.5)), 4)]
-
-
-def normalize_answer(text: str) -> str:
-    """Lower case, no punctuation, single spaces: the form exact match compares."""
-    text = text.lower().translate(str.maketrans("", "", string.punctuation))
-    return " ".join(text.split())
-
-
-def extract_answer(generated: str, pattern: re.Pattern | None) -> str:
-    """The answer in a generation: the regex's first group (or whole match), else the first non-empty line."""
-    if pattern is not None:
-        match = pattern.search(generated)
-        if not match:
-            return ""
-        return match.group(1) if match.groups() else match.group(0)
-    lines = [line for line in generated.strip().splitlines() if line.strip()]
-    return lines[0].strip() if lines else ""
 
 
 # ---- scoring machinery ----
@@ -442,8 +424,14 @@ def evaluate(model, tokenizer, rows, eval_config, label_names: list[str] | None 
         correct, predictions, extra = _with_smaller_batches_on_oom(model, tokenizer, rows, eval_config, label_names,
                                                                    progress)
     record = phases["eval"]
+    for prediction in predictions:
+        if "passages" in rows[prediction["row"]]:  # retrieved passages: the sources a reader can check
+            prediction["passages"] = rows[prediction["row"]]["passages"]
+    prompt_tokens = sum(len(tokenizer(render_prompt(row["prompt"], tokenizer), add_special_tokens=False)["input_ids"])
+                        for row in rows)
     metrics = {"task": eval_config.task, "rows": len(rows), "accuracy": round(sum(correct) / len(correct), 4),
                "accuracy_ci95": bootstrap_interval(correct), **extra,
                "latency_ms_per_example": round(1000 * record["wall_seconds"] / len(rows), 2),
+               "prompt_tokens_per_example": round(prompt_tokens / len(rows), 1),
                **eval_identity(rows, eval_config), "phase": record}
     return EvalResult(task=eval_config.task, metrics=metrics, predictions=predictions)

@@ -81,10 +81,10 @@ class Index:
     """A built or reused index: `passages` (Chunk objects), `report` (what the build did), `search(question, k)`."""
 
     def __init__(self, folder: Path, manifest: dict[str, Any], passages: list[Chunk], report: dict[str, Any],
-                 store_url: str | None = None, api_key: str | None = None):
+                 store_url: str | None = None, api_key: str | None = None, embedder: Embedder | None = None):
         self.folder, self.manifest, self.passages, self.report = folder, manifest, passages, report
-        self._store_url, self._api_key = store_url, api_key
-        self._bm25 = self._client = self._embedder = None
+        self._store_url, self._api_key, self._embedder = store_url, api_key, embedder
+        self._bm25 = self._client = None
         self._by_id = {chunk.id: chunk for chunk in passages}
 
     @property
@@ -107,6 +107,7 @@ class Index:
             raise TunerError(f"{self.folder}: this index has no vectors; build it with retriever dense or hybrid.")
         if self._embedder is None:
             self._embedder = load_embedder(self.manifest["embedding_model"])
+        if self._client is None:
             self._client = _client(self.folder, self._store_url, self._api_key)
         vector = self._embedder.encode([question])[0]
         points = self._client.query_points(self.manifest["collection"], query=vector.tolist(),
@@ -297,7 +298,7 @@ def build_index(corpus: str | Path | Corpus, tokenizer, retriever: str = "bm25",
         shutil.rmtree(staging, ignore_errors=True)
     report.update(status="updated" if old else "built", embedded=embedded, added=added, changed=changed,
                   removed=removed, build=manifest["build"], size_bytes=_folder_size(folder))
-    return Index(folder, manifest, passages, report, url, api_key)
+    return Index(folder, manifest, passages, report, url, api_key, embedder)
 
 
 def describe(report: dict[str, Any]) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import string
 from typing import Any
 
 
@@ -85,3 +87,20 @@ def last_turn_as_completion(row: dict[str, Any]) -> dict[str, Any]:
     messages = row["messages"]
     last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
     return {"prompt": messages[:last], "completion": [messages[last]]}
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, no punctuation, single spaces: the form exact match compares."""
+    text = text.lower().translate(str.maketrans("", "", string.punctuation))
+    return " ".join(text.split())
+
+
+def extract_answer(generated: str, pattern: re.Pattern | None) -> str:
+    """The answer in a generation: the regex's first group (or whole match), else the first non-empty line."""
+    if pattern is not None:
+        match = pattern.search(generated)
+        if not match:
+            return ""
+        return match.group(1) if match.groups() else match.group(0)
+    lines = [line for line in generated.strip().splitlines() if line.strip()]
+    return lines[0].strip() if lines else ""

@@ -5,21 +5,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..data.corpus import read_corpus
 from ..data.rows import scoring_rows
 from ..data.splits import load_data, require_preference
 from ..estimate import Estimate, estimate
+from ..embedder import resolve_embedding_model
 from ..evaluator import check_rows
 from ..models import check_chat_template, load_config_and_tokenizer
 from ..speed import checkpointing, decide_precision
 
 
 def validate(recipe) -> dict[str, Any]:
-    """Read the recipe's data and check that its eval rows can be scored; returns the data report (formats, row
-    counts, skipped rows). Raises TunerError on any problem."""
+    """Read the recipe's data (and a retrieval corpus) and check that its eval rows can be scored; returns the data
+    report (formats, row counts, skipped rows, corpus documents). Raises TunerError on any problem."""
     splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
     if recipe.eval.task and recipe.eval.task != "preference" or recipe.method == "fewshot":
         check_rows(scoring_rows(splits.eval), recipe.eval, recipe.data.label_names)
-    return splits.report
+    report = dict(splits.report)
+    if recipe.rag is not None:
+        corpus = read_corpus(recipe.rag.corpus, recipe.source)
+        report["corpus"] = {"documents": len(corpus.documents), "skipped": [f"{n}: {r}" for n, r in corpus.skipped]}
+        if recipe.rag.retriever != "bm25":
+            resolve_embedding_model(recipe.rag.embedding_model, recipe.source)
+    return report
 
 
 def dry_run(recipe) -> Estimate:

@@ -17,6 +17,7 @@ from ..evaluator import check_rows, evaluate
 from ..hardware import is_main_process
 from ..models import check_chat_template, load_model
 from ..rendering import report_long_rows
+from ..retrieval import request_latency, retrieval_aware_rows
 from ..runs import RunResult, build_manifest, finish_run, record_evaluation, run_folder
 from ..speed import decide_precision
 from ..trainers import build_trainer
@@ -35,12 +36,15 @@ def run(recipe) -> RunResult:
         if recipe.eval.task:
             check_rows(eval_rows, recipe.eval, recipe.data.label_names)
     checkpoint = resume_point(recipe, splits.report)
+    train_rows, retrieval, index = splits.train, None, None
+    if recipe.rag:  # retrieval-aware fine-tuning: train and eval prompts carry the passages retrieved for them
+        train_rows, eval_rows, retrieval, index = retrieval_aware_rows(recipe, splits.train, eval_rows, phases)
     loaded = load_model(recipe.model, recipe.source, decide_precision(recipe.model))
     check_chat_template(loaded.tokenizer, recipe)
     run_dir = run_folder(recipe, checkpoint)
 
-    trainer, speed = build_trainer(recipe, loaded, splits.train, run_dir)
-    report_long_rows(splits.train, loaded.tokenizer, trainer.args.max_length, splits.report)
+    trainer, speed = build_trainer(recipe, loaded, train_rows, run_dir)
+    report_long_rows(train_rows, loaded.tokenizer, trainer.args.max_length, splits.report)
     counts = parameter_counts(trainer.model)
     output = train_and_save(trainer, loaded.tokenizer, run_dir, phases, recipe, splits.report, checkpoint)
     if not is_main_process():
@@ -52,9 +56,14 @@ def run(recipe) -> RunResult:
     if recipe.eval.task:
         result = evaluate(trainer.model, loaded.tokenizer, eval_rows, recipe.eval, recipe.data.label_names,
                           loaded.dtype)
+        if retrieval:
+            result.metrics.update(request_latency(result.metrics, retrieval, recipe.rag.k))
         record_evaluation(run_dir, result, metrics, phases)
+    if recipe.rag:
+        metrics.update(retriever=recipe.rag.retriever, k=recipe.rag.k, index=index)
     manifest = build_manifest(recipe, splits.report, loaded.info,
                               extra={"adapter": recipe.adapter.model_dump(),
                                      "trl_args": recorded_args(trainer.args, recipe),
-                                     "speed": speed_record(speed, trainer.args)})
+                                     "speed": speed_record(speed, trainer.args),
+                                     "rag": recipe.rag.model_dump() if recipe.rag else None, "index": index})
     return finish_run(run_dir, metrics, manifest, history)

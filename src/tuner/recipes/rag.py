@@ -1,0 +1,55 @@
+"""Retrieval into the prompt: the recipe's `rag.k` passages from an index of `rag.corpus` put before each question;
+no training. With `model.adapter` it retrieves for a tuned adapter (SFT+RAG).
+
+`run(recipe)` reads top to bottom: seed, data, tokenizer, index, prompts with passages, model, evaluate, write the
+run folder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..accounting import phase
+from ..adapters import read_adapter_run, with_run_adapter
+from ..data.rows import scoring_rows
+from ..data.splits import load_data
+from ..evaluator import check_rows, evaluate
+from ..models import check_chat_template, load_config_and_tokenizer, load_model
+from ..retrieval import context_length, open_index, request_latency, with_passages
+from ..runs import RunResult, build_manifest, finish_run, record_evaluation, run_folder
+from ..speed import decide_precision
+
+
+def run(recipe) -> RunResult:
+    """Score the base model (or `model.adapter`) with retrieved passages in every prompt; returns the run folder."""
+    from transformers import set_seed
+
+    set_seed(recipe.seed)
+    phases: dict[str, Any] = {}
+    with phase("data", phases):
+        splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
+        eval_rows = scoring_rows(splits.eval)
+        check_rows(eval_rows, recipe.eval, recipe.data.label_names)
+    config, tokenizer = load_config_and_tokenizer(recipe.model, recipe.source)
+    check_chat_template(tokenizer, recipe)
+    with phase("index", phases):
+        index = open_index(recipe.rag, tokenizer, context_length(config), recipe.source)
+    rows, retrieval = with_passages(eval_rows, index, recipe.rag, tokenizer, context_length(config))
+    index.close()
+    upstream = read_adapter_run(recipe.model.adapter, recipe.model, recipe.source) if recipe.model.adapter else None
+    loaded = load_model(recipe.model, recipe.source, decide_precision(recipe.model))
+    model = with_run_adapter(loaded.model, recipe.model.adapter) if upstream else loaded.model
+    run_dir = run_folder(recipe)
+
+    result = evaluate(model, loaded.tokenizer, rows, recipe.eval, recipe.data.label_names, loaded.dtype)
+
+    result.metrics.update(request_latency(result.metrics, retrieval, recipe.rag.k))
+    metrics: dict[str, Any] = {"method": "rag", "retriever": recipe.rag.retriever, "k": recipe.rag.k,
+                               "adapter_run": recipe.model.adapter, "upstream_method": (upstream or {}).get("method"),
+                               "upstream_retrieval_aware": bool((upstream or {}).get("rag")),
+                               "trainable_parameters": 0, "index": index.report, "phases": phases}
+    record_evaluation(run_dir, result, metrics, phases)
+    manifest = build_manifest(recipe, splits.report, loaded.info,
+                              extra={"rag": recipe.rag.model_dump(), "index": index.report,
+                                     "continued_from": recipe.model.adapter})
+    return finish_run(run_dir, metrics, manifest)

@@ -1,0 +1,139 @@
+"""Retrieval into the prompt: each row's question searched in the index, the passages put into its last user turn
+through `rag.context_template`, and what retrieval cost and found: ms per question, recall@k against the row's
+source document, the share of rows whose gold answer is in the passages, and prompt tokens.
+
+The rag recipe scores rows prepared here; the sft recipe with a `rag:` block trains on them too (retrieval-aware
+fine-tuning: the model learns to read the passages, and to pass over the distractors among them).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .data.corpus import read_corpus
+from .data.rows import answer_text, normalize_answer, prompt_text, scoring_rows
+from .errors import TunerError
+from .accounting import phase
+from .index import Hit, Index, build_index, chunk_settings, describe
+from .models import load_config_and_tokenizer
+from .rendering import render_prompt
+
+# Tokens kept free after the prompt for the answer (choices are short; generation is capped by eval.max_new_tokens).
+ANSWER_ROOM = 64
+
+
+@dataclass
+class Retrieval:
+    """What retrieval did for a set of rows: seconds per question and what was found."""
+
+    seconds: list[float] = field(default_factory=list)
+    found_source: list[bool] = field(default_factory=list)
+    answer_in_passages: list[bool] = field(default_factory=list)
+    prompt_tokens: list[int] = field(default_factory=list)
+
+    def metrics(self, k: int) -> dict[str, Any]:
+        """Retrieval's figures for metrics.json: ms per question, recall@k (rows with a source only), gold answer
+        found in the passages, prompt tokens per example."""
+        rows = len(self.seconds)
+        return {
+            "k": k,
+            "retrieval_ms_per_example": round(1000 * sum(self.seconds) / rows, 3) if rows else None,
+            f"recall_at_{k}": round(sum(self.found_source) / len(self.found_source), 4) if self.found_source
+            else None,
+            "answer_in_passages_rate": round(sum(self.answer_in_passages) / rows, 4) if rows else None,
+            "prompt_tokens_per_example": round(sum(self.prompt_tokens) / rows, 1) if rows else None,
+        }
+
+
+def open_index(rag_config, tokenizer, context_tokens: int | None, where: str = "<recipe>") -> Index:
+    """The recipe's index, built or reused (updated when the corpus changed), with a line saying which."""
+    size, overlap = chunk_settings(rag_config, context_tokens)
+    corpus = read_corpus(rag_config.corpus, where)
+    index = build_index(corpus, tokenizer, rag_config.retriever, size, overlap, rag_config.embedding_model,
+                        rag_config.store.path, rag_config.store, where)
+    print(describe(index.report))
+    return index
+
+
+def _passages_text(hits: list[Hit], rag_config) -> str:
+    blocks = []
+    for hit in hits:
+        block = rag_config.passage_template
+        for slot, value in (("{id}", hit.id), ("{title}", hit.title or ""), ("{text}", hit.text)):
+            block = block.replace(slot, value)
+        blocks.append(block)
+    return "\n\n".join(blocks)
+
+
+def _with_context(prompt: Any, question: str, hits: list[Hit], rag_config) -> Any:
+    """The prompt with its question (a plain prompt, or the last user turn of a chat) put into the template."""
+    text = rag_config.context_template.replace("{passages}", _passages_text(hits, rag_config))
+    text = text.replace("{question}", question)
+    if isinstance(prompt, str):
+        return text
+    last = max(i for i, message in enumerate(prompt) if message["role"] == "user")
+    return [*prompt[:last], {**prompt[last], "content": text}, *prompt[last + 1:]]
+
+
+def with_passages(rows, index: Index, rag_config, tokenizer, context_tokens: int | None,
+                  what: str = "eval") -> tuple[list[dict[str, Any]], Retrieval]:
+    """Rows (prompt/completion; chats are split at their last answer) whose questions carry the `rag.k` passages
+    retrieved for them, the passages' ids and scores kept under `passages` and the question as the data section
+    rendered it under `base_prompt` (so runs with and without retrieval are compared on the same rows). Raises
+    TunerError when a prompt with its passages cannot fit the model's context."""
+    retrieval, prepared = Retrieval(), []
+    for number, row in enumerate(scoring_rows(rows)):
+        question = prompt_text(row)
+        start = time.perf_counter()
+        hits = index.search(question, rag_config.k, rag_config.retriever)
+        retrieval.seconds.append(time.perf_counter() - start)
+        prompt = _with_context(row["prompt"], question, hits, rag_config)
+        tokens = len(tokenizer(render_prompt(prompt, tokenizer), add_special_tokens=False)["input_ids"])
+        if context_tokens and tokens + ANSWER_ROOM > context_tokens:
+            raise TunerError(f"{what} row {number}: its prompt with {len(hits)} passages is {tokens} tokens, and the "
+                             f"model reads at most {context_tokens} (with {ANSWER_ROOM} left for the answer). Lower "
+                             f"`rag.k` or `rag.chunk.size`, or shorten `rag.context_template`.")
+        retrieval.prompt_tokens.append(tokens)
+        if row.get("source") is not None:
+            retrieval.found_source.append(any(hit.document == row["source"] for hit in hits))
+        gold = normalize_answer(answer_text(row)) if row.get("completion") is not None or "label" in row else ""
+        retrieval.answer_in_passages.append(bool(gold) and gold in normalize_answer(" ".join(h.text for h in hits)))
+        prepared.append({**row, "prompt": prompt, "base_prompt": row.get("base_prompt", row["prompt"]),
+                         "passages": [{"id": hit.id, "score": hit.score} for hit in hits]})
+    return prepared, retrieval
+
+
+def request_latency(eval_metrics: dict[str, Any], retrieval: Retrieval, k: int) -> dict[str, Any]:
+    """An evaluation's metrics with retrieval in them: the latency of a request is retrieval plus generation, and
+    both parts are kept."""
+    figures = retrieval.metrics(k)
+    generation = eval_metrics["latency_ms_per_example"]
+    return {**eval_metrics, **figures, "generation_ms_per_example": generation,
+            "latency_ms_per_example": round(generation + (figures["retrieval_ms_per_example"] or 0.0), 2)}
+
+
+def retrieval_aware_rows(recipe, train, evaluation, phases: dict[str, Any]):
+    """Retrieval-aware fine-tuning (`method: sft` with a `rag:` block): train rows (a Dataset) and eval rows whose
+    prompts carry the passages retrieved for them, as a rag run would put them; the eval rows' Retrieval; the index
+    report. The index is built (or reused) in the `index` phase, a one-off cost beside training."""
+    import datasets
+
+    config, tokenizer = load_config_and_tokenizer(recipe.model, recipe.source)
+    with phase("index", phases):
+        index = open_index(recipe.rag, tokenizer, context_length(config), recipe.source)
+    try:
+        train_rows, _ = with_passages(train, index, recipe.rag, tokenizer, context_length(config), what="train")
+        eval_rows, retrieval = with_passages(evaluation, index, recipe.rag, tokenizer, context_length(config))
+    finally:
+        index.close()
+    # The trainer reads the prompt and its answer; the retrieval record is for predictions only.
+    train_rows = [{k: v for k, v in row.items() if k not in ("passages", "base_prompt")} for row in train_rows]
+    return datasets.Dataset.from_list(train_rows), eval_rows, retrieval, index.report
+
+
+def context_length(config) -> int | None:
+    """The number of positions the model reads (its config's max_position_embeddings)."""
+    return getattr(config, "max_position_embeddings", None)
+

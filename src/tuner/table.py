@@ -1,0 +1,102 @@
+"""The comparison table as text: its cells (hours, counts, intervals, latency with retrieval's share) and the
+Markdown `tuner compare` prints and writes, with the notes and the reproducibility section under it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _fmt_hours(value: float | None, unit: str) -> str:
+    if value is None:
+        return ""
+    return f"0 {unit}-h" if value == 0 else f"{value:.3g} {unit}-h"
+
+
+def _fmt_count(value: int | None) -> str:
+    if value is None:
+        return ""
+    if value == 0:
+        return "0"
+    return f"{value / 1e6:.2f}M" if value >= 1e5 else f"{value:,}"
+
+
+def display_rows(comparison) -> tuple[list[str], list[list[str]]]:
+    """The table as text cells: header and rows, as Markdown and the terminal show it."""
+    table = comparison.table
+    header = ["run", "method", "model"]
+    # A change column only for tasks the baseline was scored on.
+    deltas = {task: table[f"{task}_delta"].notna().any() for task in comparison.tasks}
+    for task in comparison.tasks:
+        header += [f"{task} accuracy [95% CI] (rows)"] + ([f"Δ {task} vs baseline"] if deltas[task] else [])
+    retrieval = table["retrieval_ms"].notna().any()
+    header += ["train hours"] + (["index hours"] if retrieval else []) + ["eval hours"]
+    header += ["ms/example (retrieval)" if retrieval else "ms/example", "prompt tokens", "peak memory",
+               "trainable params"]
+    if "cost" in table:
+        header.append("cost")
+    header.append("notes")
+    lines = []
+    for row in table.to_dict(orient="records"):
+        cells = [row["run"] + (" (baseline)" if row["run"] == comparison.baseline else ""), _text(row["method"]),
+                 _text(row["model"])]
+        for task in comparison.tasks:
+            accuracy = row[f"{task}_accuracy"]
+            cells.append("" if _missing(accuracy) else
+                         f"{accuracy:.3f} [{row[f'{task}_ci_low']:.3f}, {row[f'{task}_ci_high']:.3f}] "
+                         f"({int(row[f'{task}_rows'])})")
+            delta = row[f"{task}_delta"]
+            if deltas[task]:
+                cells.append("" if _missing(delta) else f"{100 * delta:+.1f} pt")
+        cells.append(_fmt_hours(None if _missing(row["train_hours"]) else row["train_hours"], row["hours_unit"]))
+        if retrieval:
+            cells.append(_fmt_hours(None if _missing(row["index_hours"]) else row["index_hours"], row["hours_unit"]))
+        latency = "" if _missing(row["latency_ms"]) else f"{row['latency_ms']:.1f}"
+        if retrieval and not _missing(row["retrieval_ms"]):
+            latency += f" ({row['retrieval_ms']:.1f})"
+        cells += [_fmt_hours(None if _missing(row["eval_hours"]) else row["eval_hours"], row["hours_unit"]),
+                  latency, "" if _missing(row["prompt_tokens"]) else f"{row['prompt_tokens']:.0f}",
+                  "" if _missing(row["peak_memory_mb"]) else f"{row['peak_memory_mb']:,.0f} MB {row['memory_kind']}",
+                  _fmt_count(None if _missing(row["trainable_parameters"]) else int(row["trainable_parameters"]))]
+        if "cost" in table:
+            cells.append("" if _missing(row["cost"]) else f"{row['cost']:.4g}")
+        cells.append(_text(row["notes"]))
+        lines.append(cells)
+    return header, lines
+
+
+def _text(value: Any) -> str:
+    return "" if _missing(value) else str(value)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def markdown(comparison) -> str:
+    """The table as Markdown, with the notes and what differs between the runs."""
+    header, lines = display_rows(comparison)
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |" for cells in lines]
+    out.append("")
+    out.append(f"Hours are {comparison.units}-hours: wall time x processes. Δ is accuracy points against the "
+               f"baseline on the same rows and prompts; runs scored otherwise are flagged in notes and get none.")
+    if "index hours" in header:
+        out.append("")
+        out.append("Index hours: building the retrieval index (a one-off, like training; a reused index counts its "
+                   "build). ms/example is a request's latency, retrieval included; in brackets, retrieval's share. "
+                   "Prompt tokens: the length of each request's prompt, passages included.")
+    same, differs = comparison.differences["same"], comparison.differences["differs"]
+    if same:
+        out.append("")
+        out.append("Same in every run: " + "; ".join(f"{key} {value}" for key, value in same.items()) + ".")
+    out.append("")
+    if differs:
+        out.append("Differs between runs beyond the method:")
+        for key, by_value in differs.items():
+            out.append(f"- {key}: " + "; ".join(f"{value} ({', '.join(names)})" for value, names in by_value.items()))
+    else:
+        out.append("Nothing else differs between the runs (seed, precision, versions, hardware, code, model file).")
+    if comparison.problems:
+        out.append("")
+        out.append("Problems: " + "; ".join(comparison.problems) + ".")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,343 @@
+"""Retrieval: corpus reading and chunking, the index (built, reused, updated, never half-written), BM25, dense and
+hybrid search over the real offline embedding model, prompts with passages, the rag recipe and retrieval-aware SFT
+on the tiny model, compare's retrieval rows, and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import recipe_document, write_jsonl, write_recipe
+from tuner.data.corpus import chunk_documents, read_corpus
+from tuner.errors import TunerError
+from tuner.index import Hit, Index, build_index
+
+FACTS = {
+    "kettle.md": "# Aurora Kettle\n\nThe Aurora Kettle carries a warranty of 33 months. It is made in Larkspur.",
+    "toaster.md": "# Brisk Toaster\n\nThe Brisk Toaster costs 106 crowns. Its product lead is Bram Sorrel.",
+    "policies/returns.txt": "Products may be returned within 41 days of delivery with the original receipt.",
+    "offices.md": "# Offices\n\nThe Brindleton office opens at 7:40 and employs 52 people.",
+}
+
+
+def write_corpus(folder: Path, files: dict[str, str] = FACTS) -> Path:
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def tokenizer(smollm2_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNER_CACHE", str(tmp_path / "cache"))
+
+
+# ---- corpus and chunks ----
+
+def test_a_corpus_folder_is_read_in_path_order_and_unreadable_files_are_skipped_by_name(tmp_path):
+    folder = write_corpus(tmp_path / "corpus")
+    (folder / "scan.txt").write_bytes(b"\xff\xfe\x00\x81 binary")
+    (folder / "empty.md").write_text("  \n", encoding="utf-8")
+    (folder / "manual.pdf").write_bytes(b"%PDF-1.4")
+    corpus = read_corpus(folder)
+    assert [d.id for d in corpus.documents] == ["kettle.md", "offices.md", "policies/returns.txt", "toaster.md"]
+    assert corpus.documents[0].title == "Aurora Kettle" and corpus.documents[2].title == "returns"
+    skipped = dict(corpus.skipped)
+    assert "not UTF-8" in skipped["scan.txt"] and skipped["empty.md"] == "empty" and "manual.pdf" in skipped
+
+
+def test_a_corpus_file_takes_text_id_and_title_columns(tmp_path):
+    path = write_jsonl(tmp_path / "docs.jsonl", [{"id": "k1", "title": "Kettle", "text": "Warranty 33 months."},
+                                                 {"text": "No id here."}, {"id": "e", "text": ""}])
+    corpus = read_corpus(path)
+    assert [(d.id, d.title) for d in corpus.documents] == [("k1", "Kettle"), ("row-1", None)]
+    assert corpus.skipped == [("row 2", "`text` is empty or not text")]
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("missing", "does not exist"), ("empty-folder", "holds no readable document"),
+    ("binary-only", "not UTF-8"), ("no-text-column", "needs a `text` column"), ("duplicate-id", "used by an earlier"),
+])
+def test_bad_corpora_are_refused_with_the_file_named(tmp_path, case, expect):
+    path = tmp_path / case
+    if case == "empty-folder":
+        path.mkdir()
+    elif case == "binary-only":
+        path.mkdir()
+        (path / "a.txt").write_bytes(b"\xff\xfe\xfa")
+    elif case == "no-text-column":
+        path = write_jsonl(tmp_path / "docs.jsonl", [{"body": "x"}])
+    elif case == "duplicate-id":
+        path = write_jsonl(tmp_path / "docs.jsonl", [{"id": 1, "text": "a"}, {"id": 1, "text": "b"}])
+    with pytest.raises(TunerError, match=expect) as error:
+        read_corpus(path)
+    assert str(path) in str(error.value)
+
+
+def test_chunks_have_the_size_and_overlap_asked_and_stable_ids(tokenizer, tmp_path):
+    text = " ".join(f"Fact {n}: the part numbered {n} weighs {3 * n} grams." for n in range(60))
+    corpus = read_corpus(write_corpus(tmp_path / "c", {"long.md": text, "short.md": "One short line."}))
+    chunks = chunk_documents(corpus.documents, tokenizer, size=40, overlap=8)
+    long = [c for c in chunks if c.document == "long.md"]
+    assert [c.id for c in long] == [f"long.md#{n}" for n in range(len(long))] and len(long) > 5
+    assert all(c.tokens <= 40 for c in chunks) and long[0].tokens == 40
+    for first, second in zip(long, long[1:]):  # consecutive passages share text (the overlap)
+        assert first.text[-12:].split()[-1] in second.text[:80]
+    assert long[0].text.startswith("Fact 0") and long[-1].text.endswith("grams.")
+    again = chunk_documents(corpus.documents, tokenizer, size=40, overlap=8)
+    assert [(c.id, c.digest) for c in again] == [(c.id, c.digest) for c in chunks]
+    with pytest.raises(TunerError, match="overlap"):
+        chunk_documents(corpus.documents, tokenizer, size=8, overlap=8)
+
+
+# ---- the index ----
+
+def test_the_index_is_built_reused_and_updated_only_where_the_corpus_changed(tokenizer, tmp_path):
+    folder = write_corpus(tmp_path / "corpus")
+    first = build_index(folder, tokenizer, chunk_size=32, chunk_overlap=4)
+    assert first.report["status"] == "built" and first.report["passages"] == 4
+    assert first.search("How long is the Aurora Kettle warranty?", k=1)[0].document == "kettle.md"
+    again = build_index(folder, tokenizer, chunk_size=32, chunk_overlap=4)
+    assert again.report["status"] == "reused" and again.folder == first.folder
+
+    (folder / "kettle.md").write_text("# Aurora Kettle\n\nThe Aurora Kettle carries a warranty of 48 months.")
+    (folder / "offices.md").unlink()
+    (folder / "lamp.md").write_text("# Cinder Lamp\n\nThe Cinder Lamp runs for 19 hours.")
+    updated = build_index(folder, tokenizer, chunk_size=32, chunk_overlap=4)
+    report = updated.report
+    assert (report["status"], report["added"], report["changed"], report["removed"]) == ("updated", 1, 1, 1)
+    hit = updated.search("Aurora Kettle warranty months", k=1)[0]
+    assert "48 months" in hit.text and hit.id == "kettle.md#0"
+    # Other chunking settings are another index, in another folder.
+    assert build_index(folder, tokenizer, chunk_size=16, chunk_overlap=2).folder != first.folder
+
+
+def test_an_index_folder_is_never_half_written(tokenizer, tmp_path, monkeypatch):
+    import tuner.index
+
+    folder = write_corpus(tmp_path / "corpus")
+    built = build_index(folder, tokenizer, chunk_size=32, chunk_overlap=4)
+    before = {p.relative_to(built.folder): p.read_bytes() for p in built.folder.rglob("*") if p.is_file()}
+    (folder / "kettle.md").write_text("The Aurora Kettle carries a warranty of 12 months.")
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tuner.index, "_write_bm25", crash)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(folder, tokenizer, chunk_size=32, chunk_overlap=4)
+    after = {p.relative_to(built.folder): p.read_bytes() for p in built.folder.rglob("*") if p.is_file()}
+    assert after == before
+    assert [p.name for p in built.folder.parent.iterdir()] == [built.folder.name]  # no staging folder left
+
+
+def test_hybrid_fuses_by_reciprocal_rank(tmp_path, monkeypatch):
+    def hits(*ids):
+        return [Hit(id=i, document=i, title=None, text=i, score=1.0) for i in ids]
+
+    index = Index(tmp_path, {}, [], {})
+    monkeypatch.setattr(index, "_bm25_hits", lambda question, k: hits("a", "b", "c"))
+    monkeypatch.setattr(index, "_dense_hits", lambda question, k: hits("d", "b", "a"))
+    index._by_id = {h.id: type("C", (), {"id": h.id, "document": h.id, "title": None, "text": h.id})()
+                    for h in hits("a", "b", "c", "d")}
+    fused = index.search("q", k=3, retriever="hybrid")
+    # a: 1/61 + 1/63, b: 2/62, d: 1/61, c: 1/63
+    assert [h.id for h in fused] == ["a", "b", "d"]
+    assert fused[0].score == pytest.approx(1 / 61 + 1 / 63, abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def dense_corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("dense") / "corpus")
+
+
+def test_dense_retrieval_round_trips_through_the_vector_store_and_embeds_only_what_changed(
+        dense_corpus, tokenizer, tmp_path):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(dense_corpus, corpus)
+    store = tmp_path / "index"
+    built = build_index(corpus, tokenizer, retriever="dense", chunk_size=32, chunk_overlap=4, folder=store)
+    assert built.report["embedded"] == 4 and (store / "vectors").is_dir()
+    # A paraphrase shares few words with the passage: the embedding finds it.
+    assert built.search("When may I send back something I bought?", 1, "dense")[0].document == "policies/returns.txt"
+    expected = [h.id for h in built.search("who leads the toaster product", 4, "dense")]
+    built.close()
+    reopened = build_index(corpus, tokenizer, retriever="dense", chunk_size=32, chunk_overlap=4, folder=store)
+    assert reopened.report["status"] == "reused"
+    assert [h.id for h in reopened.search("who leads the toaster product", 4, "dense")] == expected
+    reopened.close()
+    (corpus / "toaster.md").write_text("# Brisk Toaster\n\nThe Brisk Toaster's product lead is Edda Voss.")
+    updated = build_index(corpus, tokenizer, retriever="hybrid", chunk_size=32, chunk_overlap=4, folder=store)
+    assert updated.report["embedded"] == 1 and updated.report["changed"] == 1
+    top = updated.search("Who is the product lead of the Brisk Toaster?", 2, "hybrid")
+    assert "Edda Voss" in top[0].text
+    updated.close()
+    # Vectors of another model cannot be searched with these.
+    other = tmp_path / "other-model"
+    shutil.copytree(_packaged_model_folder(), other)
+    with pytest.raises(TunerError, match="built with the embedding model 'all-MiniLM-L6-v2'"):
+        build_index(corpus, tokenizer, retriever="dense", chunk_size=32, chunk_overlap=4, folder=store,
+                    embedding_model=str(other))
+
+
+def _packaged_model_folder() -> Path:
+    from tuner.embedder import resolve_embedding_model
+
+    return Path(resolve_embedding_model("all-MiniLM-L6-v2"))
+
+
+def test_an_embedding_model_that_cannot_be_found_is_named(tmp_path):
+    from tuner.embedder import resolve_embedding_model
+
+    with pytest.raises(TunerError, match="key `rag.embedding_model`: ./no/such/model does not exist"):
+        resolve_embedding_model("./no/such/model")
+    (tmp_path / "not-a-model").mkdir()
+    with pytest.raises(TunerError, match="not a sentence-transformers model folder"):
+        resolve_embedding_model(str(tmp_path / "not-a-model"))
+
+
+# ---- prompts with passages ----
+
+def test_rows_carry_their_passages_and_too_long_prompts_name_the_limit(tokenizer, tmp_path):
+    from tuner.retrieval import with_passages
+    from tuner.schema import RagConfig
+
+    index = build_index(write_corpus(tmp_path / "corpus"), tokenizer, chunk_size=32, chunk_overlap=4)
+    rows = [{"prompt": [{"role": "system", "content": "Be brief."},
+                        {"role": "user", "content": "How long is the Aurora Kettle warranty?"}],
+             "completion": "33 months", "source": "kettle.md"},
+            {"prompt": [{"role": "user", "content": "Who leads the Brisk Toaster?"}], "completion": "Bram Sorrel",
+             "source": "offices.md"}]
+    config = RagConfig(corpus=str(tmp_path / "corpus"), k=1)
+    prepared, retrieval = with_passages(rows, index, config, tokenizer, context_tokens=2048)
+    first = prepared[0]
+    assert first["prompt"][0] == rows[0]["prompt"][0] and first["base_prompt"] == rows[0]["prompt"]
+    content = first["prompt"][-1]["content"]
+    assert "[kettle.md#0]" in content and "warranty of 33 months" in content
+    assert content.endswith("Question: How long is the Aurora Kettle warranty?")
+    assert first["passages"][0]["id"] == "kettle.md#0"
+    figures = retrieval.metrics(1)
+    assert figures["recall_at_1"] == 0.5  # the second row names the wrong source on purpose
+    assert figures["answer_in_passages_rate"] == 1.0 and figures["prompt_tokens_per_example"] > 20
+    with pytest.raises(TunerError, match="eval row 0: its prompt with 1 passages is .* Lower `rag.k` or "
+                                         "`rag.chunk.size`"):
+        with_passages(rows, index, config, tokenizer, context_tokens=80)
+
+
+# ---- recipes on the tiny model ----
+
+def _knowledge_files(tmp_path):
+    rows = [{"prompt": "How long is the Aurora Kettle warranty?", "completion": "33 months",
+             "choices": ["33 months", "12 months"], "source": "kettle.md"},
+            {"prompt": "What does the Brisk Toaster cost?", "completion": "106 crowns",
+             "choices": ["106 crowns", "90 crowns"], "source": "toaster.md"},
+            {"prompt": "How many days do I have to return a product?", "completion": "41 days",
+             "choices": ["41 days", "30 days"], "source": "policies/returns.txt"}]
+    return write_jsonl(tmp_path / "train.jsonl", rows * 4), write_jsonl(tmp_path / "test.jsonl", rows)
+
+
+def _rag_document(tiny_model_dir, tmp_path, method="rag", **rag):
+    train, test = _knowledge_files(tmp_path)
+    document = recipe_document(tiny_model_dir, train, test, tmp_path / "run", method=method,
+                               rag={"corpus": str(write_corpus(tmp_path / "corpus")), "k": 2,
+                                    "chunk": {"size": 32, "overlap": 4}, **rag},
+                               eval={"task": "choice"})
+    document["data"].update(format="prompt_completion", choices_column="choices", source_column="source")
+    document["data"].pop("prompt_template")
+    if method == "rag":
+        document.pop("train"), document.pop("adapter")
+    return document
+
+
+def test_a_rag_run_records_passages_recall_and_the_latency_split(tiny_model_dir, tmp_path):
+    from tuner import recipe_from_dict, run
+
+    result = run(recipe_from_dict(_rag_document(tiny_model_dir, tmp_path)))
+    scores = result.metrics["eval"]
+    assert result.metrics["method"] == "rag" and scores["recall_at_2"] == 1.0
+    assert scores["latency_ms_per_example"] == pytest.approx(
+        scores["retrieval_ms_per_example"] + scores["generation_ms_per_example"], abs=0.02)
+    assert result.metrics["index"]["status"] == "built" and result.metrics["phases"]["index"]["wall_seconds"] > 0
+    predictions = [json.loads(line) for line in (result.run_dir / "predictions.jsonl").read_text().splitlines()]
+    # BM25 gives at most k passages: none that shares no word with the question.
+    assert all(1 <= len(p["passages"]) <= 2 and "score" in p["passages"][0] for p in predictions)
+    assert "[kettle.md#0]" in predictions[0]["prompt"]
+    # The same rows and rendering as a zero-shot run: compare sets them side by side.
+    zero = recipe_document(tiny_model_dir, *_knowledge_files(tmp_path), tmp_path / "zero", method="fewshot",
+                           fewshot={"k": 0}, eval={"task": "choice"})
+    zero["data"].update(format="prompt_completion", choices_column="choices", source_column="source")
+    zero["data"].pop("prompt_template"), zero.pop("train"), zero.pop("adapter")
+    zero_result = run(recipe_from_dict(zero))
+    assert zero_result.metrics["eval"]["rows_fingerprint"] == scores["rows_fingerprint"]
+    assert zero_result.metrics["eval"]["prompt_fingerprint"] == scores["prompt_fingerprint"]
+    assert scores["prompt_tokens_per_example"] > zero_result.metrics["eval"]["prompt_tokens_per_example"] + 20
+
+
+def test_retrieval_aware_sft_trains_on_prompts_with_passages(tiny_model_dir, tmp_path, monkeypatch):
+    import tuner.recipes.sft as sft
+    from tuner import recipe_from_dict
+
+    seen = {}
+    build = sft.build_trainer
+
+    def spy(recipe, loaded, rows, run_dir):
+        seen["rows"] = list(rows)
+        return build(recipe, loaded, rows, run_dir)
+
+    monkeypatch.setattr(sft, "build_trainer", spy)
+    document = _rag_document(tiny_model_dir, tmp_path, method="sft")
+    document["train"]["max_length"] = 256
+    result = sft.run(recipe_from_dict(document))
+    assert all("Answer the question using the passages below" in row["prompt"][-1]["content"] for row in seen["rows"])
+    assert "passages" not in seen["rows"][0] and result.metrics["retriever"] == "bm25"
+    assert result.metrics["eval"]["recall_at_2"] == 1.0 and "index" in result.metrics["phases"]
+
+
+def test_compare_labels_retrieval_rows_and_counts_index_hours(tiny_model_dir, tmp_path):
+    from tuner import compare, recipe_from_dict, run
+
+    rag = run(recipe_from_dict(_rag_document(tiny_model_dir, tmp_path)))
+    comparison = compare([str(rag.run_dir)])
+    row = comparison.table.iloc[0]
+    assert row["method"] == "RAG (BM25)" and row["index_hours"] > 0 and row["retrieval_ms"] >= 0
+    text = comparison.markdown()
+    assert "index hours" in text and "ms/example (retrieval)" in text and "prompt tokens" in text
+    assert len(comparison.figure.axes) == 2  # against one-off cost, and against latency
+
+
+def test_method_labels_of_the_four_corners():
+    from tuner.comparison import method_label
+
+    assert method_label({"method": "rag", "retriever": "dense"}, {}) == "RAG (dense)"
+    assert method_label({"method": "rag", "retriever": "bm25", "adapter_run": "runs/sft", "upstream_method": "sft"},
+                        {}) == "SFT+RAG (BM25)"
+    assert method_label({"method": "rag", "retriever": "bm25", "adapter_run": "runs/x", "upstream_method": "sft",
+                         "upstream_retrieval_aware": True}, {}) == "retrieval-aware SFT (BM25)"
+    assert method_label({"method": "sft", "retriever": "hybrid"}, {}) == "retrieval-aware SFT (hybrid)"
+
+
+def test_tuner_rag_refuses_an_empty_corpus_before_loading_the_model(tiny_model_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from tuner.cli import cli
+
+    document = _rag_document(tiny_model_dir, tmp_path)
+    empty = tmp_path / "empty-corpus"
+    empty.mkdir()
+    (empty / "photo.txt").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xd8")
+    document["rag"]["corpus"] = str(empty)
+    recipe = write_recipe(tmp_path / "rag.yaml", document)
+    result = CliRunner().invoke(cli, ["rag", str(recipe)])
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert "holds no readable document (photo.txt: not UTF-8 text" in result.stderr
+    assert not (tmp_path / "run").exists()  # no run folder for a run that never started
