@@ -26,7 +26,8 @@ def main(folder: str) -> None:
         kinds = {True: [], False: []}
         for row, prediction in zip(test, predictions):
             kinds[row["source"] in TRAINED_SOURCES].append(prediction["correct"])
-        print(f"| {run.name} | {sum(kinds[True]) / len(kinds[True]):.3f} | {sum(kinds[False]) / len(kinds[False]):.3f} |")
+        trained, handbook_only = (sum(kinds[k]) / len(kinds[k]) for k in (True, False))
+        print(f"| {run.name} | {trained:.3f} | {handbook_only:.3f} |")
 
 
 if __name__ == "__main__":

@@ -126,7 +126,8 @@ def main() -> None:
     _write_corpus(OUT / "corpus_v2", updated, random.Random(1))
     train = [_row(product, kind, phrasing, values, rng) for product in TRAINED for kind in FACTS for phrasing in (0, 1)]
     test = [_row(product, kind, 2, values, rng) for product in PRODUCTS for kind in FACTS]
-    changed = [_row(product, kind, 2, updated, rng, stale=values[product][kind]) for product in PRODUCTS for kind in FACTS
+    changed = [_row(product, kind, 2, updated, rng, stale=values[product][kind])
+               for product in PRODUCTS for kind in FACTS
                if updated[product][kind] != values[product][kind]]
     rng.shuffle(train)
     _write_jsonl(OUT / "train.jsonl", train)

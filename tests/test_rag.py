@@ -228,7 +228,11 @@ def test_rows_carry_their_passages_and_too_long_prompts_name_the_limit(tokenizer
     assert first["passages"][0]["id"] == "kettle.md#0"
     figures = retrieval.metrics(1)
     assert figures["recall_at_1"] == 0.5  # the second row names the wrong source on purpose
-    assert figures["answer_in_passages_rate"] == 1.0 and figures["prompt_tokens_per_example"] > 20
+    assert figures["answer_in_passages_rate"] == 1.0
+    # Slots are filled once: text that looks like a slot stays as written.
+    odd = [{"prompt": "Is {passages} a {question}?", "completion": "no"}]
+    assert with_passages(odd, index, config, tokenizer, 2048)[0][0]["prompt"].endswith("Question: Is {passages} a "
+                                                                                        "{question}?")
     with pytest.raises(TunerError, match="eval row 0: its prompt with 1 passages is .* Lower `rag.k` or "
                                          "`rag.chunk.size`"):
         with_passages(rows, index, config, tokenizer, context_tokens=80)
@@ -341,3 +345,56 @@ def test_tuner_rag_refuses_an_empty_corpus_before_loading_the_model(tiny_model_d
     assert result.exit_code == 2 and "Traceback" not in result.stderr
     assert "holds no readable document (photo.txt: not UTF-8 text" in result.stderr
     assert not (tmp_path / "run").exists()  # no run folder for a run that never started
+
+
+def test_a_server_store_keeps_the_vectors_there_and_the_passages_in_the_folder(dense_corpus, tokenizer, tmp_path,
+                                                                                 monkeypatch):
+    # No Qdrant server runs here: an in-memory Qdrant stands in for it behind the same client API.
+    import qdrant_client
+
+    server = qdrant_client.QdrantClient(location=":memory:")
+    opened = []
+
+    def client(url=None, api_key=None, path=None, **kwargs):
+        assert path is None, "with rag.store.url the vectors must not go into the index folder"
+        opened.append((url, api_key))
+        return type("Shared", (), {name: getattr(server, name) for name in (
+            "collection_exists", "create_collection", "delete_collection", "delete", "upsert", "query_points")} |
+            {"close": lambda self: None})()
+
+    monkeypatch.setattr(qdrant_client, "QdrantClient", client)
+    monkeypatch.setenv("QDRANT_TEST_KEY", "s3cret-key-value")
+    from tuner.schema import StoreConfig
+
+    store = StoreConfig(url="http://qdrant.internal:6333", api_key_env="QDRANT_TEST_KEY")
+    index = build_index(dense_corpus, tokenizer, retriever="dense", chunk_size=32, chunk_overlap=4,
+                        folder=tmp_path / "index", store=store)
+    assert opened[0] == ("http://qdrant.internal:6333", "s3cret-key-value")
+    assert not (tmp_path / "index" / "vectors").exists() and (tmp_path / "index" / "passages.jsonl").is_file()
+    collection = index.manifest["collection"]
+    assert collection.startswith("tuner-") and server.count(collection).count == 4
+    assert index.search("When may I send back something I bought?", 1, "dense")[0].document == "policies/returns.txt"
+    assert "s3cret-key-value" not in (tmp_path / "index" / "index.json").read_text()
+    with pytest.raises(TunerError, match="QDRANT_MISSING is not set"):
+        build_index(dense_corpus, tokenizer, retriever="dense", chunk_size=32, chunk_overlap=4,
+                    folder=tmp_path / "other", store=StoreConfig(url="http://x", api_key_env="QDRANT_MISSING"))
+
+
+def test_the_handbook_data_is_what_make_handbook_writes(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("make_handbook", ROOT / "examples" / "make_handbook.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "OUT", tmp_path / "handbook")
+    module.main()
+    shipped = ROOT / "examples" / "data" / "handbook"
+    written = sorted(p.relative_to(tmp_path / "handbook") for p in (tmp_path / "handbook").rglob("*") if p.is_file())
+    assert written == sorted(p.relative_to(shipped) for p in shipped.rglob("*") if p.is_file())
+    for path in written:
+        assert (tmp_path / "handbook" / path).read_bytes() == (shipped / path).read_bytes(), path
+    updated = [json.loads(line) for line in (shipped / "updated.jsonl").read_text().splitlines()]
+    # Each changed fact offers its stale answer among the choices, so a model that kept the old fact is caught.
+    assert len(updated) == 12 and all(len(set(row["choices"])) == 4 for row in updated)

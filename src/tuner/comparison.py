@@ -211,18 +211,25 @@ def _phase_hours(phases: dict[str, Any], names) -> tuple[float, str]:
     return hours, unit
 
 
-def _upstream_train_hours(manifest: dict[str, Any], notes: list[str]) -> float:
-    """Training hours of the SFT run a DPO run continued from: the cost of reaching that model includes them."""
-    upstream = manifest.get("continued_from")
-    if not upstream:
+def _upstream_train_hours(manifest: dict[str, Any], notes: list[str], depth: int = 0) -> float:
+    """Training hours of the run whose adapter this run continued (DPO on SFT), retrieved for (SFT+RAG) or scored
+    (`tuner eval --adapter`), and of the runs before it: the cost of reaching that model includes them."""
+    upstream = manifest.get("continued_from") or manifest.get("adapter_run")
+    if not upstream or depth > 8:
         return 0.0
     try:
-        phases = json.loads((Path(upstream) / "metrics.json").read_text(encoding="utf-8"))["phases"]
+        metrics = json.loads((Path(upstream) / "metrics.json").read_text(encoding="utf-8"))
+        phases = metrics["phases"]
     except (OSError, ValueError, KeyError, TypeError):
-        notes.append(f"train hours exclude the SFT stage ({upstream}: metrics.json unreadable)")
+        notes.append(f"train hours exclude the training of {upstream} (its metrics.json is unreadable)")
         return 0.0
-    notes.append(f"train hours include the SFT stage ({Path(upstream).name})")
-    return _phase_hours(phases, ["train"])[0]
+    stage = {"sft": "SFT", "dpo": "DPO"}.get(metrics.get("method"), str(metrics.get("method")))
+    notes.append(f"train hours include the {stage} stage ({Path(upstream).name})")
+    try:
+        earlier = json.loads((Path(upstream) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        earlier = {}
+    return _phase_hours(phases, ["train"])[0] + _upstream_train_hours(earlier, notes, depth + 1)
 
 
 def _row(record: RunRecord, tasks: list[str]) -> dict[str, Any]:

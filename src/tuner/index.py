@@ -91,6 +91,16 @@ class Index:
     def has_vectors(self) -> bool:
         return bool(self.manifest.get("vectors"))
 
+    def warm(self, retriever: str = "bm25") -> None:
+        """Load what `retriever` searches with (the BM25 index; the embedding model and vector store), so the first
+        question's time is a search's, as on a server that keeps them loaded."""
+        import bm25s
+
+        if self._bm25 is None:
+            self._bm25 = bm25s.BM25.load(self.folder / "bm25", show_progress=False)
+        if retriever in ("dense", "hybrid"):
+            self._dense_hits("warm-up", 1)
+
     def _bm25_hits(self, question: str, k: int) -> list[Hit]:
         import bm25s
 
@@ -225,14 +235,22 @@ def _write_bm25(staging: Path, passages: list[Chunk]) -> None:
 
 
 def _replace(staging: Path, folder: Path) -> None:
-    """Put a finished index folder in place of the old one (or where none was)."""
-    if folder.exists():
-        retired = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+    """Put a finished index folder in place of the old one (or where none was). When another process building the
+    same index put its own in place first, that one stands and this one is dropped."""
+    retired: Path | None = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+    try:
         os.replace(folder, retired)
+    except FileNotFoundError:
+        retired = None  # no index yet
+    try:
         os.replace(staging, folder)
+    except OSError:
+        if _read_manifest(folder) is None:  # nothing whole in place: the old index goes back
+            if retired is not None:
+                os.replace(retired, folder)
+            raise
+    if retired is not None:
         shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, folder)
 
 
 def build_index(corpus: str | Path | Corpus, tokenizer, retriever: str = "bm25", chunk_size: int = 128,
@@ -278,16 +296,17 @@ def build_index(corpus: str | Path | Corpus, tokenizer, retriever: str = "bm25",
         phases: dict[str, Any] = {}
         with phase("build", phases):
             started = time.perf_counter()
-            manifest = {**settings, "chunking": chunking, "collection": f"tuner-{_digest(settings)}" if url else COLLECTION,
-                        "store_url": url, "vectors": embedder is not None,
+            manifest = {**settings, "chunking": chunking, "store_url": url, "vectors": embedder is not None,
+                        "collection": f"tuner-{_digest(settings)}" if url else COLLECTION,
                         "embedding_dimensions": embedder.dimensions if embedder else None,
                         "corpus_fingerprint": corpus.fingerprint, "passages": digests}
             _write_bm25(staging, passages)
-            embedded = _write_vectors(staging, manifest, old, passages, old_digests, embedder, url, api_key) \
-                if embedder else 0
+            # Vectors of another chunking are not this index's passages: they are replaced, not updated.
+            embedded = _write_vectors(staging, manifest, old if same_chunking else None, passages, old_digests,
+                                      embedder, url, api_key) if embedder else 0
             seconds = time.perf_counter() - started
         added = sum(1 for chunk_id in digests if chunk_id not in old_digests)
-        changed = sum(1 for chunk_id in digests if chunk_id in old_digests and old_digests[chunk_id] != digests[chunk_id])
+        changed = sum(1 for chunk_id, digest in digests.items() if old_digests.get(chunk_id, digest) != digest)
         removed = sum(1 for chunk_id in old_digests if chunk_id not in digests)
         manifest["build"] = {**phases["build"], "embedded": embedded,
                              "passages_per_second": round(len(passages) / seconds, 1) if seconds else None}

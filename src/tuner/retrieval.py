@@ -1,6 +1,6 @@
 """Retrieval into the prompt: each row's question searched in the index, the passages put into its last user turn
 through `rag.context_template`, and what retrieval cost and found: ms per question, recall@k against the row's
-source document, the share of rows whose gold answer is in the passages, and prompt tokens.
+source document, the share of rows whose gold answer is in the passages; prompts too long for the model refused.
 
 The rag recipe scores rows prepared here; the sft recipe with a `rag:` block trains on them too (retrieval-aware
 fine-tuning: the model learns to read the passages, and to pass over the distractors among them).
@@ -8,14 +8,17 @@ fine-tuning: the model learns to read the passages, and to pass over the distrac
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .accounting import phase
 from .data.corpus import read_corpus
 from .data.rows import answer_text, normalize_answer, prompt_text, scoring_rows
+from .distributed import shared
 from .errors import TunerError
-from .accounting import phase
+from .hardware import world_size
 from .index import Hit, Index, build_index, chunk_settings, describe
 from .models import load_config_and_tokenizer
 from .rendering import render_prompt
@@ -31,11 +34,10 @@ class Retrieval:
     seconds: list[float] = field(default_factory=list)
     found_source: list[bool] = field(default_factory=list)
     answer_in_passages: list[bool] = field(default_factory=list)
-    prompt_tokens: list[int] = field(default_factory=list)
 
     def metrics(self, k: int) -> dict[str, Any]:
         """Retrieval's figures for metrics.json: ms per question, recall@k (rows with a source only), gold answer
-        found in the passages, prompt tokens per example."""
+        found in the passages."""
         rows = len(self.seconds)
         return {
             "k": k,
@@ -43,7 +45,6 @@ class Retrieval:
             f"recall_at_{k}": round(sum(self.found_source) / len(self.found_source), 4) if self.found_source
             else None,
             "answer_in_passages_rate": round(sum(self.answer_in_passages) / rows, 4) if rows else None,
-            "prompt_tokens_per_example": round(sum(self.prompt_tokens) / rows, 1) if rows else None,
         }
 
 
@@ -54,23 +55,22 @@ def open_index(rag_config, tokenizer, context_tokens: int | None, where: str = "
     index = build_index(corpus, tokenizer, rag_config.retriever, size, overlap, rag_config.embedding_model,
                         rag_config.store.path, rag_config.store, where)
     print(describe(index.report))
+    index.warm(rag_config.retriever)
     return index
 
 
-def _passages_text(hits: list[Hit], rag_config) -> str:
-    blocks = []
-    for hit in hits:
-        block = rag_config.passage_template
-        for slot, value in (("{id}", hit.id), ("{title}", hit.title or ""), ("{text}", hit.text)):
-            block = block.replace(slot, value)
-        blocks.append(block)
-    return "\n\n".join(blocks)
+def _fill(template: str, values: dict[str, str]) -> str:
+    """The template with each `{slot}` replaced in one pass, so a passage or question holding `{question}` or
+    `{text}` stays as written."""
+    pattern = "|".join(re.escape("{" + slot + "}") for slot in values)
+    return re.sub(pattern, lambda match: values[match.group(0)[1:-1]], template)
 
 
 def _with_context(prompt: Any, question: str, hits: list[Hit], rag_config) -> Any:
     """The prompt with its question (a plain prompt, or the last user turn of a chat) put into the template."""
-    text = rag_config.context_template.replace("{passages}", _passages_text(hits, rag_config))
-    text = text.replace("{question}", question)
+    passages = "\n\n".join(_fill(rag_config.passage_template, {"id": hit.id, "title": hit.title or "",
+                                                                 "text": hit.text}) for hit in hits)
+    text = _fill(rag_config.context_template, {"passages": passages, "question": question})
     if isinstance(prompt, str):
         return text
     last = max(i for i, message in enumerate(prompt) if message["role"] == "user")
@@ -95,7 +95,6 @@ def with_passages(rows, index: Index, rag_config, tokenizer, context_tokens: int
             raise TunerError(f"{what} row {number}: its prompt with {len(hits)} passages is {tokens} tokens, and the "
                              f"model reads at most {context_tokens} (with {ANSWER_ROOM} left for the answer). Lower "
                              f"`rag.k` or `rag.chunk.size`, or shorten `rag.context_template`.")
-        retrieval.prompt_tokens.append(tokens)
         if row.get("source") is not None:
             retrieval.found_source.append(any(hit.document == row["source"] for hit in hits))
         gold = normalize_answer(answer_text(row)) if row.get("completion") is not None or "label" in row else ""
@@ -114,6 +113,11 @@ def request_latency(eval_metrics: dict[str, Any], retrieval: Retrieval, k: int) 
             "latency_ms_per_example": round(generation + (figures["retrieval_ms_per_example"] or 0.0), 2)}
 
 
+def _closed(index: Index):
+    index.close()
+    return index.folder
+
+
 def retrieval_aware_rows(recipe, train, evaluation, phases: dict[str, Any]):
     """Retrieval-aware fine-tuning (`method: sft` with a `rag:` block): train rows (a Dataset) and eval rows whose
     prompts carry the passages retrieved for them, as a rag run would put them; the eval rows' Retrieval; the index
@@ -122,6 +126,8 @@ def retrieval_aware_rows(recipe, train, evaluation, phases: dict[str, Any]):
 
     config, tokenizer = load_config_and_tokenizer(recipe.model, recipe.source)
     with phase("index", phases):
+        if world_size() > 1:  # rank 0 builds or updates the index; the others wait for it, then open it as it is
+            shared(lambda: _closed(open_index(recipe.rag, tokenizer, context_length(config), recipe.source)))
         index = open_index(recipe.rag, tokenizer, context_length(config), recipe.source)
     try:
         train_rows, _ = with_passages(train, index, recipe.rag, tokenizer, context_length(config), what="train")

@@ -36,9 +36,9 @@ def run(recipe) -> RunResult:
         if recipe.eval.task:
             check_rows(eval_rows, recipe.eval, recipe.data.label_names)
     checkpoint = resume_point(recipe, splits.report)
-    train_rows, retrieval, index = splits.train, None, None
+    train_rows, retrieval, index_report = splits.train, None, None
     if recipe.rag:  # retrieval-aware fine-tuning: train and eval prompts carry the passages retrieved for them
-        train_rows, eval_rows, retrieval, index = retrieval_aware_rows(recipe, splits.train, eval_rows, phases)
+        train_rows, eval_rows, retrieval, index_report = retrieval_aware_rows(recipe, splits.train, eval_rows, phases)
     loaded = load_model(recipe.model, recipe.source, decide_precision(recipe.model))
     check_chat_template(loaded.tokenizer, recipe)
     run_dir = run_folder(recipe, checkpoint)
@@ -60,10 +60,11 @@ def run(recipe) -> RunResult:
             result.metrics.update(request_latency(result.metrics, retrieval, recipe.rag.k))
         record_evaluation(run_dir, result, metrics, phases)
     if recipe.rag:
-        metrics.update(retriever=recipe.rag.retriever, k=recipe.rag.k, index=index)
+        metrics.update(retriever=recipe.rag.retriever, k=recipe.rag.k, index=index_report)
     manifest = build_manifest(recipe, splits.report, loaded.info,
                               extra={"adapter": recipe.adapter.model_dump(),
                                      "trl_args": recorded_args(trainer.args, recipe),
                                      "speed": speed_record(speed, trainer.args),
-                                     "rag": recipe.rag.model_dump() if recipe.rag else None, "index": index})
+                                     "rag": recipe.rag.model_dump() if recipe.rag else None,
+                                     "index": index_report})
     return finish_run(run_dir, metrics, manifest, history)
