@@ -131,15 +131,17 @@ def eval_command(recipe_path: str, adapter: str | None, output_dir: str | None, 
 @cli.command("compare")
 @click.argument("paths", metavar="RUN_FOLDER...", nargs=-1)
 @click.option("--baseline", metavar="RUN", help="Run (folder name) that accuracy changes are measured against "
-              "(default: the first row; runs in a parent folder are ordered zero-shot, few-shot, SFT, DPO, SFT+DPO).")
+              "(default: the first row; runs in a parent folder are ordered zero-shot, few-shot, RAG, SFT, SFT+RAG, DPO, "
+              "SFT+DPO).")
 @click.option("--price-per-gpu-hour", type=float, metavar="PRICE", help="Add a cost column for GPU runs.")
 @click.option("--price-per-cpu-hour", type=float, metavar="PRICE", help="Add a cost column for CPU runs.")
 @click.option("--output-dir", metavar="FOLDER", help="Where to write the table and plot (default: `comparison` "
               "beside the runs; a folder holding files is never overwritten).")
 def compare_command(paths: tuple[str, ...], baseline: str | None, price_per_gpu_hour: float | None,
                     price_per_cpu_hour: float | None, output_dir: str | None) -> None:
-    """One table of runs: accuracy with intervals, training and eval hours, latency, memory, parameters, cost;
-    written as Markdown, CSV, JSON and a PNG plot of accuracy against training hours."""
+    """One table of runs: accuracy with intervals, training, indexing and eval hours, latency (retrieval's share),
+    prompt tokens, memory, parameters, cost; written as Markdown, CSV, JSON and a PNG plot of accuracy against
+    one-off hours and against ms per request."""
     try:
         comparison = compare(list(paths), baseline, price_per_gpu_hour, price_per_cpu_hour)
     except TunerError as error:

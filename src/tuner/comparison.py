@@ -1,15 +1,15 @@
-"""`tuner compare`: the prompting-versus-fine-tuning trade-off as one table, read from run folders.
+"""`tuner compare`: the prompting, retrieval and fine-tuning trade-off as one table, read from run folders.
 
 One row per run: method, base model, accuracy with its 95% interval and row count per task, the change against a
-baseline row, training and evaluation device-hours (GPU-hours, or CPU-hours labelled as such), latency, peak memory,
-trainable parameters and, given a price, cost. Runs scored on other eval rows or with other prompt rendering than the
+baseline row, training, indexing and evaluation device-hours (GPU-hours, or CPU-hours labelled as such), latency with
+retrieval's share, prompt tokens, peak memory, trainable parameters and, given a price, cost. Runs scored on other eval rows or with other prompt rendering than the
 baseline are flagged and get no change figure. Under the table: what differs between runs beyond the method (seeds,
 package versions, hardware...), read from each run's manifest.
 
     from tuner.compare import compare
     result = compare(["runs/quickstart"])        # a parent folder, or run folders
     result.table                                  # a pandas DataFrame, one row per run
-    result.figure                                 # accuracy against training hours (a matplotlib Figure)
+    result.figure                                 # accuracy against one-off hours and latency (matplotlib)
     result.write("runs/quickstart/comparison")    # Markdown, CSV, JSON and PNG
 """
 
@@ -27,7 +27,7 @@ from .table import markdown
 from .runs import new_run_dir
 
 RUN_FILES = ("recipe.yaml", "metrics.json", "manifest.json")
-WHAT_A_RUN_HOLDS = ("a run folder is what `tuner sft`, `tuner dpo`, `tuner fewshot` or `tuner eval` wrote: it holds "
+WHAT_A_RUN_HOLDS = ("a run folder is what `tuner sft`, `tuner dpo`, `tuner fewshot`, `tuner rag` or `tuner eval` wrote: it holds "
                     "recipe.yaml, metrics.json and manifest.json")
 # Method order of rows found in a parent folder: cheapest first, so the default baseline is the zero-shot run.
 RANK = {"fewshot": 0, "base": 1, "rag": 2, "sft": 3, "dpo": 5, "sft+dpo": 6}
