@@ -27,8 +27,8 @@ from .table import markdown
 from .runs import new_run_dir
 
 RUN_FILES = ("recipe.yaml", "metrics.json", "manifest.json")
-WHAT_A_RUN_HOLDS = ("a run folder is what `tuner sft`, `tuner dpo`, `tuner fewshot`, `tuner rag` or `tuner eval` wrote: it holds "
-                    "recipe.yaml, metrics.json and manifest.json")
+WHAT_A_RUN_HOLDS = ("a run folder is what `tuner sft`, `tuner dpo`, `tuner fewshot`, `tuner rag` or `tuner eval` "
+                    "wrote: it holds recipe.yaml, metrics.json and manifest.json")
 # Method order of rows found in a parent folder: cheapest first, so the default baseline is the zero-shot run.
 RANK = {"fewshot": 0, "base": 1, "rag": 2, "sft": 3, "dpo": 5, "sft+dpo": 6}
 ADAPTER_NAMES = {"lora": "", "dora": "DoRA ", "rslora": "rsLoRA "}
