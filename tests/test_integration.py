@@ -150,15 +150,21 @@ def test_sft_then_dpo(quickstart_run, tmp_path):
     assert read_json(run_dir / "manifest.json")["continued_from"] == str(quickstart_run)
 
 
+def run_pipeline(script: str, out: Path, eval_rows: int) -> subprocess.CompletedProcess:
+    """An examples/ pipeline with `eval_rows` rows scored and two training steps per run, into `out`."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OUT": str(out),
+           "TUNER": f"{sys.executable} -m tuner", "PYTHON": sys.executable,
+           "SET": f"--set data.max_eval_samples={eval_rows}",
+           "TRAIN_SET": "--set train.max_steps=2 --set train.per_device_train_batch_size=4"}
+    done = subprocess.run(["bash", script], cwd=ROOT, capture_output=True, text=True, timeout=1800, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 def test_quickstart_pipeline_then_compare(tmp_path):
     """examples/quickstart.sh (the README's main job) with a few steps each: five runs, then one table."""
     out = tmp_path / "quickstart"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OUT": str(out),
-           "TUNER": f"{sys.executable} -m tuner", "SET": "--set data.max_eval_samples=10",
-           "TRAIN_SET": "--set train.max_steps=2 --set train.per_device_train_batch_size=4"}
-    done = subprocess.run(["bash", "examples/quickstart.sh"], cwd=ROOT, capture_output=True, text=True, timeout=1200,
-                          env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_pipeline("examples/quickstart.sh", out, eval_rows=10)
     assert f"Plot: {out / 'comparison' / 'comparison.png'}" in done.stdout
     runs = {row["run"]: row for row in read_json(out / "comparison" / "comparison.json")["runs"]}
     assert list(runs) == ["zeroshot", "fewshot", "sft", "dpo", "sft-dpo"]
@@ -254,12 +260,7 @@ def test_rag_answers_handbook_questions_far_above_zero_shot(tmp_path):
 def test_knowledge_pipeline_then_compare(tmp_path):
     """examples/knowledge.sh with a few steps and rows each: every knowledge recipe, both tables, the update."""
     out = tmp_path / "knowledge"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OUT": str(out),
-           "TUNER": f"{sys.executable} -m tuner", "SET": "--set data.max_eval_samples=6",
-           "TRAIN_SET": "--set train.max_steps=2 --set train.per_device_train_batch_size=4"}
-    done = subprocess.run(["bash", "examples/knowledge.sh"], cwd=ROOT, capture_output=True, text=True, timeout=1800,
-                          env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_pipeline("examples/knowledge.sh", out, eval_rows=6)
     handbook = {row["run"]: row for row in read_json(out / "handbook" / "comparison" / "comparison.json")["runs"]}
     assert [row["method"] for row in handbook.values()] == [
         "zero-shot", "5-shot (similar)", "RAG (BM25)", "RAG (dense)", "SFT", "SFT+RAG (BM25)",
