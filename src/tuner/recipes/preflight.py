@@ -8,8 +8,8 @@ from typing import Any
 from ..data.corpus import read_corpus
 from ..data.rows import scoring_rows
 from ..data.splits import load_data, require_preference
-from ..estimate import Estimate, estimate
 from ..embedder import resolve_embedding_model
+from ..estimate import Estimate, estimate
 from ..evaluator import check_rows
 from ..models import check_chat_template, load_config_and_tokenizer
 from ..speed import checkpointing, decide_precision
