@@ -14,6 +14,7 @@ copy replaces the folder when it is complete: an index folder is never half-writ
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -119,6 +120,8 @@ class Index:
             self._embedder = load_embedder(self.manifest["embedding_model"])
         if self._client is None:
             self._client = _client(self.folder, self._store_url, self._api_key)
+            # Closed before the interpreter tears its modules down: Qdrant's own finaliser fails that late.
+            atexit.register(self.close)
         vector = self._embedder.encode([question])[0]
         points = self._client.query_points(self.manifest["collection"], query=vector.tolist(),
                                            limit=min(k, len(self.passages)), with_payload=True).points
@@ -150,6 +153,13 @@ class Index:
         if self._client is not None:
             self._client.close()
             self._client = None
+            atexit.unregister(self.close)
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 def _client(folder: Path, url: str | None, api_key: str | None):
