@@ -398,3 +398,15 @@ def test_the_handbook_data_is_what_make_handbook_writes(tmp_path, monkeypatch, c
     updated = [json.loads(line) for line in (shipped / "updated.jsonl").read_text().splitlines()]
     # Each changed fact offers its stale answer among the choices, so a model that kept the old fact is caught.
     assert len(updated) == 12 and all(len(set(row["choices"])) == 4 for row in updated)
+
+
+def test_the_dry_run_of_retrieval_aware_sft_shows_and_counts_the_passages(tiny_model_dir, tmp_path):
+    from tuner import dry_run, recipe_from_dict
+
+    document = _rag_document(tiny_model_dir, tmp_path, method="sft")
+    with_passages_estimate = dry_run(recipe_from_dict(document))
+    document.pop("rag")
+    plain = dry_run(recipe_from_dict(document))
+    shown = with_passages_estimate.rows[0]["answers"][0]["prompt"]
+    assert "Answer the question using the passages below" in shown and "[kettle.md#0]" in shown
+    assert with_passages_estimate.batch_tokens > plain.batch_tokens

@@ -12,6 +12,7 @@ from ..embedder import resolve_embedding_model
 from ..estimate import Estimate, estimate
 from ..evaluator import check_rows
 from ..models import check_chat_template, load_config_and_tokenizer
+from ..retrieval import retrieval_aware_rows
 from ..speed import checkpointing, decide_precision
 
 
@@ -38,6 +39,9 @@ def dry_run(recipe) -> Estimate:
         require_preference(splits, recipe.source, recipe.method)
     config, tokenizer = load_config_and_tokenizer(recipe.model, recipe.source)
     check_chat_template(tokenizer, recipe)
+    train = splits.train
+    if recipe.rag:  # retrieval-aware SFT trains on prompts with passages: estimate and show those
+        train = retrieval_aware_rows(recipe, splits.train, scoring_rows(splits.eval), {})[0]
     precision = decide_precision(recipe.model)
-    on, _ = checkpointing(recipe, precision, config, tokenizer, splits.train)
-    return estimate(recipe, splits.train, config, tokenizer, precision, checkpointing=on)
+    on, _ = checkpointing(recipe, precision, config, tokenizer, train)
+    return estimate(recipe, train, config, tokenizer, precision, checkpointing=on)
