@@ -219,3 +219,39 @@ def test_cli_marks_a_damaged_run_prints_the_rest_and_exits_2(runs):
     assert result.exit_code == 2
     assert "| qlora | QLoRA SFT |" in result.stdout and "metrics.json unreadable" in result.stdout
     _bad(result, f"{runs / 'sft' / 'metrics.json'} is unreadable", "not an object")
+
+
+def write_predictions(folder: Path, correct: list[bool], name: str = "predictions.jsonl") -> None:
+    lines = [json.dumps({"row": n, "correct": c, "prediction": "x", "gold": "x"}) for n, c in enumerate(correct)]
+    (folder / name).write_text("\n".join(reversed(lines)) + "\n", encoding="utf-8")  # read back in row order
+
+
+def test_paired_interval_of_a_change_and_the_verdict(tmp_path):
+    from tuner.intervals import paired_difference_interval
+
+    assert paired_difference_interval([True, False] * 20, [True, False] * 20) == [0.0, 0.0]
+    parent = tmp_path / "runs"
+    base = [n % 5 == 0 for n in range(100)]                       # 0.20
+    better = [n % 5 == 0 or n % 3 == 0 for n in range(100)]       # 0.47: right wherever the baseline is, and more
+    noisy = [(n % 5 == 0) != (n in (0, 1)) for n in range(100)]   # one row lost, one won: 0.20 again
+    write_predictions(write_run(parent / "zeroshot", "fewshot", 0.2, [0.12, 0.28], rows=100,
+                                extra_metrics={"k": 0}), base)
+    write_predictions(write_run(parent / "sft", "sft", 0.47, [0.37, 0.57], rows=100, train_cpu_hours=0.2,
+                                latency=40.0), better)
+    write_predictions(write_run(parent / "fewshot", "fewshot", 0.2, [0.12, 0.28], rows=100,
+                                extra_metrics={"k": 5}), noisy)
+    write_run(parent / "dpo", "dpo", 0.3, [0.2, 0.4], rows=100, train_cpu_hours=0.3)   # no predictions file
+    comparison = compare([parent])
+    table = comparison.table.set_index("run")
+    low, high = table.loc["sft", ["choice_delta_ci_low", "choice_delta_ci_high"]]
+    assert 0 < low < 0.27 < high and table.loc["sft", "choice_delta_distinguishable"]
+    assert table.loc["fewshot", "choice_delta_ci_low"] < 0 < table.loc["fewshot", "choice_delta_ci_high"]
+    assert not table.loc["fewshot", "choice_delta_distinguishable"]
+    assert table.loc["dpo", "choice_delta"] == pytest.approx(0.1)   # no predictions file: no paired interval
+    assert table.loc[["dpo", "zeroshot"], "choice_delta_ci_low"].isna().all()
+    text = comparison.markdown()
+    assert "n.s." in next(line for line in text.splitlines() if line.startswith("| fewshot |"))
+    sft_cell = next(line for line in text.splitlines() if line.startswith("| sft |"))
+    assert f"+27.0 pt [+{100 * low:.1f}, +{100 * high:.1f}]" in sft_cell and "n.s." not in sft_cell
+    assert ("Verdict (choice): most accurate: sft (SFT, 0.470); better than the baseline beyond noise: sft; "
+            "not distinguishable from it: fewshot; fastest per request: sft (40.0 ms)") in text

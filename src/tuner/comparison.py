@@ -22,6 +22,7 @@ from typing import Any
 
 from .errors import TunerError
 from .files import write_json, write_text
+from .intervals import paired_difference_interval
 from .plot import accuracy_vs_training
 from .table import markdown
 from .runs import new_run_dir
@@ -250,7 +251,8 @@ def _row(record: RunRecord, tasks: list[str]) -> dict[str, Any]:
         task_scores = scores.get(task, {})
         low, high = task_scores.get("accuracy_ci95", [None, None])
         row.update({f"{task}_accuracy": task_scores.get("accuracy"), f"{task}_ci_low": low, f"{task}_ci_high": high,
-                    f"{task}_rows": task_scores.get("rows"), f"{task}_delta": None})
+                    f"{task}_rows": task_scores.get("rows"), f"{task}_delta": None, f"{task}_delta_ci_low": None,
+                    f"{task}_delta_ci_high": None, f"{task}_delta_distinguishable": None})
     main = metrics.get("eval") or {}
     peaks = [record.get("peak_memory_mb") for record in phases.values() if record.get("peak_memory_mb") is not None]
     row.update({
@@ -308,11 +310,41 @@ def differences(records: list[RunRecord]) -> dict[str, Any]:
     return {"same": same, "differs": differs}
 
 
+def outcomes(record: RunRecord, task: str) -> list[bool] | None:
+    """Whether each eval row was answered right, in row order, from the run's predictions file for `task`; None when
+    the file is missing, unreadable or holds another number of rows than the run scored."""
+    metrics = record.metrics or {}
+    for key in sorted(metrics, key=lambda k: (k != "eval", k)):
+        scores = metrics[key]
+        if not (key.startswith("eval") and isinstance(scores, dict) and scores.get("task") == task):
+            continue
+        name = "predictions.jsonl" if key == "eval" else f"predictions_{key[len('eval_'):]}.jsonl"
+        try:
+            lines = (record.path / name).read_text(encoding="utf-8").splitlines()
+            predictions = sorted((json.loads(line) for line in lines if line.strip()), key=lambda p: p["row"])
+            correct = [bool(prediction["correct"]) for prediction in predictions]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return correct if correct and len(correct) == scores.get("rows") else None
+    return None
+
+
+def _paired(row: dict[str, Any], task: str, correct: list[bool] | None, baseline: list[bool] | None) -> None:
+    """The change's 95% interval by paired bootstrap over the rows both runs scored, and whether it excludes zero."""
+    if correct is None or baseline is None or len(correct) != len(baseline):
+        return
+    low, high = paired_difference_interval(correct, baseline)
+    row.update({f"{task}_delta_ci_low": low, f"{task}_delta_ci_high": high,
+                f"{task}_delta_distinguishable": low > 0 or high < 0})
+
+
 def _flag_and_delta(rows: list[dict[str, Any]], records: list[RunRecord], tasks: list[str],
                     baseline: int | None) -> None:
     """Per task: runs scored on other rows or with other rendering than the reference run (the baseline, or the
-    first run with that task) are flagged; the others get their change in accuracy against the baseline."""
+    first run with that task) are flagged; the others get their change in accuracy against the baseline, with its
+    paired interval when both runs' predictions are there."""
     for task in tasks:
+        base_outcomes = outcomes(records[baseline], task) if baseline is not None else None
         identities = [_identity(evaluations(r.metrics or {}).get(task, {}), r.manifest or {})
                       if task in evaluations(r.metrics or {}) else None for r in records]
         reference = baseline if baseline is not None and identities[baseline] else \
@@ -326,6 +358,7 @@ def _flag_and_delta(rows: list[dict[str, Any]], records: list[RunRecord], tasks:
             elif reference == baseline:
                 rows[index][f"{task}_delta"] = round(rows[index][f"{task}_accuracy"]
                                                      - rows[baseline][f"{task}_accuracy"], 4)
+                _paired(rows[index], task, outcomes(records[index], task), base_outcomes)
         if reference == baseline:
             rows[baseline][f"{task}_delta"] = 0.0
 

@@ -19,10 +19,10 @@ from .accounting import phase
 from .data.rows import answer_text, eval_identity, extract_answer, normalize_answer
 from .errors import TunerError
 from .hardware import device_kind, is_out_of_memory
+from .intervals import bootstrap_interval
 from .progress import Progress
 from .rendering import continuation, render_prompt
 
-BOOTSTRAP_SAMPLES = 1000
 
 
 @dataclass
@@ -33,18 +33,6 @@ class EvalResult:
     task: str
     metrics: dict[str, Any]
     predictions: list[dict[str, Any]] = field(default_factory=list)
-
-
-def bootstrap_interval(correct: list[bool], seed: int = 0) -> list[float]:
-    """95% percentile bootstrap interval of the mean of 0/1 outcomes."""
-    import numpy as np
-
-    values = np.asarray(correct, dtype=float)
-    if values.size == 0:
-        return [float("nan"), float("nan")]
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, size=(BOOTSTRAP_SAMPLES, values.size))].mean(axis=1)
-    return [round(float(np.percentile(means, 2.5)), 4), round(float(np.percentile(means, 97.5)), 4)]
 
 
 # ---- scoring machinery ----

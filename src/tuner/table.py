@@ -44,9 +44,8 @@ def display_rows(comparison) -> tuple[list[str], list[list[str]]]:
             cells.append("" if _missing(accuracy) else
                          f"{accuracy:.3f} [{row[f'{task}_ci_low']:.3f}, {row[f'{task}_ci_high']:.3f}] "
                          f"({int(row[f'{task}_rows'])})")
-            delta = row[f"{task}_delta"]
             if deltas[task]:
-                cells.append("" if _missing(delta) else f"{100 * delta:+.1f} pt")
+                cells.append(_delta(row, task))
         cells.append(_fmt_hours(None if _missing(row["train_hours"]) else row["train_hours"], row["hours_unit"]))
         if retrieval:
             cells.append(_fmt_hours(None if _missing(row["index_hours"]) else row["index_hours"], row["hours_unit"]))
@@ -64,6 +63,53 @@ def display_rows(comparison) -> tuple[list[str], list[list[str]]]:
     return header, lines
 
 
+def _delta(row: dict[str, Any], task: str) -> str:
+    """The change against the baseline, with its paired 95% interval when there is one; `n.s.` when that interval
+    covers zero."""
+    delta = row[f"{task}_delta"]
+    if _missing(delta):
+        return ""
+    text = f"{100 * delta:+.1f} pt"
+    low, high = row[f"{task}_delta_ci_low"], row[f"{task}_delta_ci_high"]
+    if _missing(low):
+        return text
+    return f"{text} [{100 * low:+.1f}, {100 * high:+.1f}]" + ("" if row[f"{task}_delta_distinguishable"] else " n.s.")
+
+
+def verdict(comparison) -> list[str]:
+    """The table in plain words, per task: the most accurate run, which runs differ from the baseline beyond the
+    noise of the eval rows (paired intervals), the fastest per request, and the cheapest one-off among the runs
+    that beat the baseline."""
+    rows = comparison.table.to_dict(orient="records")
+    lines = []
+    for task in comparison.tasks:
+        scored = [row for row in rows if not _missing(row[f"{task}_accuracy"])]
+        if len(scored) < 2:
+            continue
+        best = max(scored, key=lambda row: row[f"{task}_accuracy"])
+        words = [f"most accurate: {best['run']} ({best['method']}, {best[f'{task}_accuracy']:.3f})"]
+        paired = [row for row in scored if row[f"{task}_delta_distinguishable"] is not None
+                  and not _missing(row[f"{task}_delta_distinguishable"])]
+        better = [row for row in paired if row[f"{task}_delta_distinguishable"] and row[f"{task}_delta"] > 0]
+        if paired:
+            same = [row["run"] for row in paired if not row[f"{task}_delta_distinguishable"]]
+            worse = [row["run"] for row in paired if row[f"{task}_delta_distinguishable"] and row[f"{task}_delta"] < 0]
+            words.append("better than the baseline beyond noise: " + (", ".join(r["run"] for r in better) or "none"))
+            if same:
+                words.append("not distinguishable from it: " + ", ".join(same))
+            if worse:
+                words.append("worse: " + ", ".join(worse))
+        timed = [row for row in scored if not _missing(row["latency_ms"])]
+        if timed:
+            fastest = min(timed, key=lambda row: row["latency_ms"])
+            words.append(f"fastest per request: {fastest['run']} ({fastest['latency_ms']:.1f} ms)")
+        if better:
+            cheapest = min(better, key=lambda row: (row["train_hours"] or 0) + (row.get("index_hours") or 0))
+            words.append(f"cheapest one-off among those beating the baseline: {cheapest['run']}")
+        lines.append(f"Verdict ({task}): " + "; ".join(words) + ".")
+    return lines
+
+
 def _text(value: Any) -> str:
     return "" if _missing(value) else str(value)
 
@@ -79,7 +125,12 @@ def markdown(comparison) -> str:
     out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |" for cells in lines]
     out.append("")
     out.append(f"Hours are {comparison.units}-hours: wall time x processes. Δ is accuracy points against the "
-               f"baseline on the same rows and prompts; runs scored otherwise are flagged in notes and get none.")
+               f"baseline on the same rows and prompts, with its 95% interval by paired bootstrap over those rows "
+               f"(n.s.: the interval covers zero, not distinguishable from the noise of the eval rows); runs scored "
+               f"otherwise are flagged in notes and get none.")
+    if comparison.tasks:
+        out.append("")
+        out.extend(verdict(comparison))
     if "index hours" in header:
         out.append("")
         out.append("Index hours: building the retrieval index (a one-off, like training; a reused index counts its "
