@@ -255,3 +255,18 @@ def test_paired_interval_of_a_change_and_the_verdict(tmp_path):
     assert f"+27.0 pt [+{100 * low:.1f}, +{100 * high:.1f}]" in sft_cell and "n.s." not in sft_cell
     assert ("Verdict (choice): most accurate: sft (SFT, 0.470); better than the baseline beyond noise: sft; "
             "not distinguishable from it: fewshot; fastest per request: sft (40.0 ms)") in text
+
+
+def test_a_relative_upstream_run_is_found_beside_the_run_not_in_the_current_folder(tmp_path, monkeypatch):
+    # A run records `model.adapter` as the user gave it, relative to where they started it. Compared from another
+    # folder that happens to hold a run of the same name, that other run's hours were counted.
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    write_run(project / "runs" / "k" / "sft", "sft", 0.6, [0.5, 0.7], train_cpu_hours=0.25)
+    write_run(project / "runs" / "k" / "sft-rag", "rag", 0.7, [0.6, 0.8], extra_manifest={"continued_from":
+                                                                                        "runs/k/sft"},
+              extra_metrics={"adapter_run": "runs/k/sft", "upstream_method": "sft", "retriever": "bm25"})
+    write_run(elsewhere / "runs" / "k" / "sft", "sft", 0.6, [0.5, 0.7], train_cpu_hours=9.0)
+    monkeypatch.chdir(elsewhere)
+    table = compare([project / "runs" / "k"]).table.set_index("run")
+    assert table.loc["sft-rag", "train_hours"] == pytest.approx(0.25)
+    assert table.loc["sft-rag", "method"] == "SFT+RAG (BM25)"

@@ -212,12 +212,23 @@ def _phase_hours(phases: dict[str, Any], names) -> tuple[float, str]:
     return hours, unit
 
 
-def _upstream_train_hours(manifest: dict[str, Any], notes: list[str], depth: int = 0) -> float:
+def _upstream_folder(run: Path, upstream: str) -> Path:
+    """A run folder named in a manifest: as written when absolute; a relative one was relative to where that run
+    was started, so it is looked for under the run folder's own ancestors first, then the current folder."""
+    given = Path(upstream)
+    if given.is_absolute():
+        return given
+    return next((base / given for base in run.resolve().parents if (base / given / "metrics.json").is_file()),
+                given)
+
+
+def _upstream_train_hours(run: Path, manifest: dict[str, Any], notes: list[str], depth: int = 0) -> float:
     """Training hours of the run whose adapter this run continued (DPO on SFT), retrieved for (SFT+RAG) or scored
     (`tuner eval --adapter`), and of the runs before it: the cost of reaching that model includes them."""
-    upstream = manifest.get("continued_from") or manifest.get("adapter_run")
-    if not upstream or depth > 8:
+    named = manifest.get("continued_from") or manifest.get("adapter_run")
+    if not named or depth > 8:
         return 0.0
+    upstream = _upstream_folder(run, named)
     try:
         metrics = json.loads((Path(upstream) / "metrics.json").read_text(encoding="utf-8"))
         phases = metrics["phases"]
@@ -230,7 +241,7 @@ def _upstream_train_hours(manifest: dict[str, Any], notes: list[str], depth: int
         earlier = json.loads((Path(upstream) / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         earlier = {}
-    return _phase_hours(phases, ["train"])[0] + _upstream_train_hours(earlier, notes, depth + 1)
+    return _phase_hours(phases, ["train"])[0] + _upstream_train_hours(upstream, earlier, notes, depth + 1)
 
 
 def _row(record: RunRecord, tasks: list[str]) -> dict[str, Any]:
@@ -239,7 +250,7 @@ def _row(record: RunRecord, tasks: list[str]) -> dict[str, Any]:
     scores = evaluations(metrics)
     notes: list[str] = []
     train_hours, unit = _phase_hours(phases, ["train"])
-    train_hours += _upstream_train_hours(manifest, notes)
+    train_hours += _upstream_train_hours(record.path, manifest, notes)
     eval_hours, eval_unit = _phase_hours(phases, [name for name in phases if name.startswith("eval")])
     index_build = (metrics.get("index") or {}).get("build") or {}
     row: dict[str, Any] = {
