@@ -270,3 +270,15 @@ def test_a_relative_upstream_run_is_found_beside_the_run_not_in_the_current_fold
     table = compare([project / "runs" / "k"]).table.set_index("run")
     assert table.loc["sft-rag", "train_hours"] == pytest.approx(0.25)
     assert table.loc["sft-rag", "method"] == "SFT+RAG (BM25)"
+
+
+def test_break_even_requests_and_cost_per_thousand_requests(runs):
+    # fewshot (k 5, 300 ms, no one-off cost) is the most accurate prompt-side run; tuned runs answer faster.
+    table = compare([runs], price_per_cpu_hour=2.0).table.set_index("run")
+    assert table.loc["sft", "break_even_requests"] == round(0.25 / ((300 - 80) / 3_600_000))   # 4,091
+    assert table.loc["sft", "break_even_against"] == "fewshot"
+    assert table.loc["sft-dpo", "break_even_requests"] == round(0.35 / ((300 - 50) / 3_600_000))  # SFT stage in
+    assert table.loc[["zeroshot", "fewshot"], "break_even_requests"].isna().all()
+    assert table.loc["sft", "cost_per_1k_requests"] == pytest.approx(1000 * 80 / 3_600_000 * 2.0, rel=1e-4)
+    text = compare([runs], price_per_cpu_hour=2.0).markdown()
+    assert "| 4,091 vs fewshot |" in text and "sft repays its one-off cost against fewshot after 4,091 requests" in text

@@ -20,7 +20,7 @@ LAYERS = [
     ("data", {"data", "data.sources", "data.formats", "data.rows", "data.splits", "data.corpus", "rendering",
               "selection"}),
     ("parts", {"adapters", "estimate", "speed", "models", "runs", "checkpoints", "recipe_file", "embedder", "index"}),
-    ("engine", {"trainers", "training", "evaluator", "retrieval", "comparison", "table", "plot"}),
+    ("engine", {"trainers", "training", "evaluator", "retrieval", "costs", "comparison", "table", "plot"}),
     ("recipes", {"recipes", "recipes.sft", "recipes.dpo", "recipes.fewshot", "recipes.rag", "recipes.evaluation",
                  "recipes.preflight"}),
     ("interface", {"cli", "__main__", "__init__"}),

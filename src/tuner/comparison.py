@@ -2,8 +2,9 @@
 
 One row per run: method, base model, accuracy with its 95% interval and row count per task, the change against a
 baseline row, training, indexing and evaluation device-hours (GPU-hours, or CPU-hours labelled as such), latency with
-retrieval's share, prompt tokens, peak memory, trainable parameters and, given a price, cost. Runs scored on other eval rows or with other prompt rendering than the
-baseline are flagged and get no change figure. Under the table: what differs between runs beyond the method (seeds,
+retrieval's share, prompt tokens, peak memory, trainable parameters, the requests after which a tuned model's
+one-off cost is paid back against prompting or retrieval, and, given a price, cost in total and per 1,000 requests.
+Runs scored on other eval rows or with other prompt rendering than the baseline are flagged and get no change figure. Under the table: what differs between runs beyond the method (seeds,
 package versions, hardware...), read from each run's manifest.
 
     from tuner.compare import compare
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .costs import add_break_even, cost_per_1k_requests, is_prompt_side, run_cost
 from .errors import TunerError
 from .files import write_json, write_text
 from .intervals import paired_difference_interval
@@ -374,20 +376,15 @@ def _flag_and_delta(rows: list[dict[str, Any]], records: list[RunRecord], tasks:
             rows[baseline][f"{task}_delta"] = 0.0
 
 
-def _cost(row: dict[str, Any], gpu_price: float | None, cpu_price: float | None) -> float | None:
-    price = gpu_price if row["hours_unit"] == "GPU" else cpu_price
-    if price is None or row["train_hours"] is None:
-        return None
-    return round((row["train_hours"] + (row["index_hours"] or 0.0) + row["eval_hours"]) * price, 4)
-
-
 def compare(paths: list[str | Path], baseline: str | None = None, price_per_gpu_hour: float | None = None,
             price_per_cpu_hour: float | None = None) -> Comparison:
     """Read run folders (or folders holding them) and build the comparison table and plot.
 
     `baseline`: the run (folder name) that changes in accuracy are measured against; default the first row (runs
     found in a parent folder are ordered zero-shot, few-shot, SFT, DPO, SFT+DPO). `price_per_gpu_hour` (and
-    `price_per_cpu_hour` for CPU runs) add a `cost` column: (training + evaluation hours) x price.
+    `price_per_cpu_hour` for CPU runs) add a `cost` column, (training + indexing + evaluation hours) x price, and
+    `cost_per_1k_requests`. Runs with a one-off cost get `break_even_requests` against the most accurate prompt-side
+    run (few-shot or retrieval): the requests after which their faster requests have paid for it.
     Raises TunerError for paths that are not run folders; runs with missing or unreadable files stay in the table,
     marked, and are listed in `problems`.
     """
@@ -411,9 +408,11 @@ def compare(paths: list[str | Path], baseline: str | None = None, price_per_gpu_
     base_index = _baseline_index(records, baseline)
     if tasks:
         _flag_and_delta(rows, records, tasks, base_index)
+    add_break_even(rows, [is_prompt_side(record.metrics or {}) for record in records], tasks[0] if tasks else None)
     if price_per_gpu_hour is not None or price_per_cpu_hour is not None:
         for row in rows:
-            row["cost"] = _cost(row, price_per_gpu_hour, price_per_cpu_hour)
+            row["cost"] = run_cost(row, price_per_gpu_hour, price_per_cpu_hour)
+            row["cost_per_1k_requests"] = cost_per_1k_requests(row, price_per_gpu_hour, price_per_cpu_hour)
     for row in rows:
         row["notes"] = "; ".join(row["notes"])
     table = pd.DataFrame(rows)

@@ -32,8 +32,11 @@ def display_rows(comparison) -> tuple[list[str], list[list[str]]]:
     header += ["train hours"] + (["index hours"] if retrieval else []) + ["eval hours"]
     header += ["ms/example (retrieval)" if retrieval else "ms/example", "prompt tokens", "peak memory",
                "trainable params"]
+    break_even = "break_even_requests" in table and table["break_even_requests"].notna().any()
+    if break_even:
+        header.append("break-even (requests)")
     if "cost" in table:
-        header.append("cost")
+        header += ["cost", "cost / 1k requests"]
     header.append("notes")
     lines = []
     for row in table.to_dict(orient="records"):
@@ -56,8 +59,12 @@ def display_rows(comparison) -> tuple[list[str], list[list[str]]]:
                   latency, "" if _missing(row["prompt_tokens"]) else f"{row['prompt_tokens']:.0f}",
                   "" if _missing(row["peak_memory_mb"]) else f"{row['peak_memory_mb']:,.0f} MB {row['memory_kind']}",
                   _fmt_count(None if _missing(row["trainable_parameters"]) else int(row["trainable_parameters"]))]
+        if break_even:
+            cells.append("" if _missing(row["break_even_requests"]) else
+                         f"{int(row['break_even_requests']):,} vs {row['break_even_against']}")
         if "cost" in table:
-            cells.append("" if _missing(row["cost"]) else f"{row['cost']:.4g}")
+            cells += ["" if _missing(row["cost"]) else f"{row['cost']:.4g}",
+                      "" if _missing(row["cost_per_1k_requests"]) else f"{row['cost_per_1k_requests']:.4g}"]
         cells.append(_text(row["notes"]))
         lines.append(cells)
     return header, lines
@@ -106,6 +113,10 @@ def verdict(comparison) -> list[str]:
         if better:
             cheapest = min(better, key=lambda row: (row["train_hours"] or 0) + (row.get("index_hours") or 0))
             words.append(f"cheapest one-off among those beating the baseline: {cheapest['run']}")
+        repaid = [row for row in scored if not _missing(row.get("break_even_requests"))]
+        for row in repaid:
+            words.append(f"{row['run']} repays its one-off cost against {row['break_even_against']} after "
+                         f"{int(row['break_even_requests']):,} requests")
         lines.append(f"Verdict ({task}): " + "; ".join(words) + ".")
     return lines
 
@@ -131,6 +142,11 @@ def markdown(comparison) -> str:
     if comparison.tasks:
         out.append("")
         out.extend(verdict(comparison))
+    if "break-even (requests)" in header:
+        out.append("")
+        out.append("Break-even: the requests after which a run's one-off hours (training, indexing) are paid back by "
+                   "its faster requests against the most accurate prompt-side run (few-shot or retrieval, whose "
+                   "prompts are longer), at the ms/example measured here; cost / 1k requests is that latency priced.")
     if "index hours" in header:
         out.append("")
         out.append("Index hours: building the retrieval index (a one-off, like training; a reused index counts its "

@@ -1,0 +1,69 @@
+"""What each run of a comparison costs: one-off (training plus indexing) and per request, in device-hours and, given
+a price, in money; and after how many requests a tuned model's one-off cost is paid back by its cheaper requests
+against a prompt-side method (few-shot examples or retrieval, whose prompts are longer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# ms per request to device-hours per request.
+MS_PER_HOUR = 3_600_000
+
+
+def one_off_hours(row: dict[str, Any]) -> float:
+    """Training plus index-building device-hours (a row's SFT stage included)."""
+    return (row.get("train_hours") or 0.0) + (row.get("index_hours") or 0.0)
+
+
+def price_of(row: dict[str, Any], gpu_price: float | None, cpu_price: float | None) -> float | None:
+    return gpu_price if row["hours_unit"] == "GPU" else cpu_price
+
+
+def run_cost(row: dict[str, Any], gpu_price: float | None, cpu_price: float | None) -> float | None:
+    """(training + indexing + evaluation hours) x the price of an hour of the run's device."""
+    price = price_of(row, gpu_price, cpu_price)
+    if price is None or row["train_hours"] is None:
+        return None
+    return round((one_off_hours(row) + row["eval_hours"]) * price, 4)
+
+
+def cost_per_1k_requests(row: dict[str, Any], gpu_price: float | None, cpu_price: float | None) -> float | None:
+    """1,000 requests at the run's measured ms per example (batched scoring on one device) x the hourly price."""
+    price = price_of(row, gpu_price, cpu_price)
+    if price is None or row.get("latency_ms") is None:
+        return None
+    return round(1000 * row["latency_ms"] / MS_PER_HOUR * price, 6)
+
+
+def is_prompt_side(metrics: dict[str, Any]) -> bool:
+    """Few-shot examples or retrieval for the base model: no training, a longer prompt on every request."""
+    return (metrics.get("method") == "fewshot" and (metrics.get("k") or 0) > 0
+            or metrics.get("method") == "rag" and not metrics.get("adapter_run"))
+
+
+def break_even(tuned: dict[str, Any], prompt_side: dict[str, Any]) -> float | None:
+    """Requests after which `tuned`'s extra one-off hours are paid back by its faster requests against
+    `prompt_side` (same device kind, so the price cancels out); None when it is not faster or costs no more."""
+    if tuned.get("latency_ms") is None or prompt_side.get("latency_ms") is None:
+        return None
+    saved = (prompt_side["latency_ms"] - tuned["latency_ms"]) / MS_PER_HOUR
+    extra = one_off_hours(tuned) - one_off_hours(prompt_side)
+    if saved <= 0 or extra <= 0 or tuned["hours_unit"] != prompt_side["hours_unit"]:
+        return None
+    return round(extra / saved)
+
+
+def add_break_even(rows: list[dict[str, Any]], prompt_side: list[bool], task: str | None) -> None:
+    """For each run with a one-off cost, its break-even number of requests against the most accurate prompt-side
+    run (`break_even_requests`, `break_even_against`)."""
+    candidates = [row for row, side in zip(rows, prompt_side) if side]
+    if task is not None:
+        candidates = [row for row in candidates if row.get(f"{task}_accuracy") is not None]
+        candidates.sort(key=lambda row: -row[f"{task}_accuracy"])
+    for row in rows:
+        row["break_even_requests"], row["break_even_against"] = None, None
+        if not candidates or one_off_hours(row) <= 0 or row in candidates:
+            continue
+        requests = break_even(row, candidates[0])
+        if requests is not None:
+            row["break_even_requests"], row["break_even_against"] = requests, candidates[0]["run"]
