@@ -190,6 +190,22 @@ def test_dense_retrieval_round_trips_through_the_vector_store_and_embeds_only_wh
                     embedding_model=str(other))
 
 
+def test_a_dense_index_in_use_by_another_process_is_named(dense_corpus, tokenizer, tmp_path):
+    # Qdrant's embedded store locks its folder (portalocker, per open file): a second client, as another process
+    # would open it, is refused with a message that says what to do.
+    from qdrant_client import QdrantClient
+
+    store = tmp_path / "index"
+    build_index(dense_corpus, tokenizer, retriever="dense", chunk_size=32, chunk_overlap=4, folder=store).close()
+    holder = QdrantClient(path=str(store / "vectors"))
+    try:
+        index = build_index(dense_corpus, tokenizer, retriever="dense", chunk_size=32, chunk_overlap=4, folder=store)
+        with pytest.raises(TunerError, match="in use by another process.*its own `rag.store.path`"):
+            index.search("returns", 1, "dense")
+    finally:
+        holder.close()
+
+
 def _packaged_model_folder() -> Path:
     from tuner.embedder import resolve_embedding_model
 
