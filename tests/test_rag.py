@@ -122,6 +122,20 @@ def test_the_index_is_built_reused_and_updated_only_where_the_corpus_changed(tok
     assert build_index(folder, tokenizer, chunk_size=16, chunk_overlap=2).folder != first.folder
 
 
+def test_a_reused_index_keeps_its_own_passage_order(tokenizer, tmp_path):
+    # The same documents in another row order are the same corpus (reused), and BM25's rows still point at the
+    # passages they were built from.
+    rows = [{"id": name, "text": text} for name, text in FACTS.items()]
+    path = write_jsonl(tmp_path / "docs.jsonl", rows)
+    build_index(path, tokenizer, chunk_size=32, chunk_overlap=4)
+    write_jsonl(path, list(reversed(rows)))
+    again = build_index(path, tokenizer, chunk_size=32, chunk_overlap=4)
+    assert again.report["status"] == "reused"
+    assert again.search("Aurora Kettle warranty", 1)[0].document == "kettle.md"
+    with pytest.raises(TunerError, match="retriever 'tfidf' is not one of bm25, dense, hybrid"):
+        again.search("x", 1, "tfidf")
+
+
 def test_an_index_folder_is_never_half_written(tokenizer, tmp_path, monkeypatch):
     import tuner.index
 

@@ -136,10 +136,12 @@ class Index:
         (dense), or both fused by reciprocal rank (hybrid: each passage scores the sum of 1 / (60 + its rank))."""
         if k < 1:
             raise TunerError(f"k is {k}: ask for at least one passage.")
-        if retriever == "bm25":
-            return self._bm25_hits(question, k)
-        if retriever == "dense":
-            return self._dense_hits(question, k)
+        searches = {"bm25": self._bm25_hits, "dense": self._dense_hits, "hybrid": self._hybrid_hits}
+        if retriever not in searches:
+            raise TunerError(f"retriever {retriever!r} is not one of {', '.join(searches)}.")
+        return searches[retriever](question, k)
+
+    def _hybrid_hits(self, question: str, k: int) -> list[Hit]:
         depth = max(4 * k, 20)
         fused: dict[str, float] = {}
         for hits in (self._bm25_hits(question, depth), self._dense_hits(question, depth)):
@@ -295,7 +297,8 @@ def build_index(corpus: str | Path | Corpus, tokenizer, retriever: str = "bm25",
                               "skipped": [f"{name}: {reason}" for name, reason in corpus.skipped]}
     if old and old_digests == digests and (old.get("vectors") or not dense):
         report.update(status="reused", embedded=0, build=old.get("build"), size_bytes=_folder_size(folder))
-        return Index(folder, old, passages, report, url, api_key)
+        # The index's own passage order, which its BM25 rows follow (a data file's rows may have been reordered).
+        return Index(folder, old, _read_passages(folder), report, url, api_key)
 
     embedder = load_embedder(embedding_model, where) if dense or (old and old.get("vectors")) else None
     folder.parent.mkdir(parents=True, exist_ok=True)
