@@ -226,6 +226,21 @@ def _packaged_model_folder() -> Path:
     return Path(resolve_embedding_model("all-MiniLM-L6-v2"))
 
 
+def test_embeddings_use_bf16_only_where_the_hardware_computes_it(monkeypatch):
+    # A GPU that only emulates bf16 (T4, V100) counts as bf16-capable for torch's default check; the shared probe
+    # in hardware.py does not, and the embedder now asks it.
+    import torch
+
+    import tuner.embedder as embedder
+
+    monkeypatch.setattr(embedder, "device_kind", lambda: "cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert embedder.embedding_precision() == "fp32"
+    monkeypatch.setattr(embedder, "device_kind", lambda: "cpu")
+    monkeypatch.setattr(embedder, "cpu_has_native_bf16", lambda: True)
+    assert embedder.embedding_precision() == "bf16"
+
+
 def test_an_embedding_model_that_cannot_be_found_is_named(tmp_path):
     from tuner.embedder import resolve_embedding_model
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import TunerError
 from .files import cache_dir
-from .hardware import cpu_has_native_bf16, device_kind
+from .hardware import cpu_has_native_bf16, cuda_has_bf16, device_kind
 
 DEFAULT = "all-MiniLM-L6-v2"
 # The names the packaged model answers to: a recipe may use the hub id it was published under.
@@ -101,11 +101,8 @@ class Embedder:
 def embedding_precision() -> str:
     """bf16 where the hardware computes it natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX), else
     fp32: emulated bf16 is many times slower than fp32."""
-    if device_kind() == "cuda":
-        import torch
-
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
+    native = cuda_has_bf16() if device_kind() == "cuda" else cpu_has_native_bf16()
+    return "bf16" if native else "fp32"
 
 
 def load_embedder(name: str, where: str = "<recipe>") -> Embedder:

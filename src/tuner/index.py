@@ -95,22 +95,25 @@ class Index:
     def warm(self, retriever: str = "bm25") -> None:
         """Load what `retriever` searches with (the BM25 index; the embedding model and vector store), so the first
         question's time is a search's, as on a server that keeps them loaded."""
+        self._bm25_index()
+        if retriever in ("dense", "hybrid"):
+            self._dense_hits("warm-up", 1)
+
+    def _bm25_index(self):
         import bm25s
 
         if self._bm25 is None:
             self._bm25 = bm25s.BM25.load(self.folder / "bm25", show_progress=False)
-        if retriever in ("dense", "hybrid"):
-            self._dense_hits("warm-up", 1)
+        return self._bm25
 
     def _bm25_hits(self, question: str, k: int) -> list[Hit]:
         import bm25s
 
-        if self._bm25 is None:
-            self._bm25 = bm25s.BM25.load(self.folder / "bm25", show_progress=False)
         query = bm25s.tokenize([question], stopwords="en", show_progress=False)
         if not query.vocab:
             return []  # a question of stop words only: BM25 has nothing to match
-        indices, scores = self._bm25.retrieve(query, k=min(k, len(self.passages)), show_progress=False, n_threads=1)
+        indices, scores = self._bm25_index().retrieve(query, k=min(k, len(self.passages)), show_progress=False,
+                                                      n_threads=1)
         return [self._hit(self.passages[int(i)].id, float(s)) for i, s in zip(indices[0], scores[0]) if s > 0]
 
     def _dense_hits(self, question: str, k: int) -> list[Hit]:

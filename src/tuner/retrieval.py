@@ -20,7 +20,6 @@ from .distributed import shared
 from .errors import TunerError
 from .hardware import world_size
 from .index import Hit, Index, build_index, chunk_settings, describe
-from .models import load_config_and_tokenizer
 from .rendering import render_prompt
 
 # Tokens kept free after the prompt for the answer (choices are short; generation is capped by eval.max_new_tokens).
@@ -118,13 +117,13 @@ def _closed(index: Index):
     return index.folder
 
 
-def retrieval_aware_rows(recipe, train, evaluation, phases: dict[str, Any]):
+def retrieval_aware_rows(recipe, config, tokenizer, train, evaluation, phases: dict[str, Any]):
     """Retrieval-aware fine-tuning (`method: sft` with a `rag:` block): train rows (a Dataset) and eval rows whose
     prompts carry the passages retrieved for them, as a rag run would put them; the eval rows' Retrieval; the index
-    report. The index is built (or reused) in the `index` phase, a one-off cost beside training."""
+    report. `config` and `tokenizer` are the model's (`models.load_config_and_tokenizer`). The index is built (or
+    reused) in the `index` phase, a one-off cost beside training."""
     import datasets
 
-    config, tokenizer = load_config_and_tokenizer(recipe.model, recipe.source)
     with phase("index", phases):
         if world_size() > 1:  # rank 0 builds or updates the index; the others wait for it, then open it as it is
             shared(lambda: _closed(open_index(recipe.rag, tokenizer, context_length(config), recipe.source)))

@@ -205,7 +205,7 @@ def _from_classification(row, data_config):
     return {**_pair(prompt, answer, data_config), "label": answer}
 
 
-def _with_choices(row: dict[str, Any], raw: dict[str, Any], data_config) -> dict[str, Any]:
+def _with_row_extras(row: dict[str, Any], raw: dict[str, Any], data_config) -> dict[str, Any]:
     """Keep a multiple-choice row's own list of allowed answers as `choices`, and the corpus document that answers
     it as `source`."""
     if data_config.source_column is not None:
@@ -283,7 +283,7 @@ def to_canonical(dataset, data_config, where: str = "<data>"):
     rows, bad = [], []
     for number, row in tracked(enumerate(dataset), len(dataset), f"converting {where}"):
         try:
-            rows.append(_with_choices(entry.convert(row, data_config), row, data_config))
+            rows.append(_with_row_extras(entry.convert(row, data_config), row, data_config))
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             bad.append((number, str(exc)))
     if not rows:

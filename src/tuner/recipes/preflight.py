@@ -41,7 +41,7 @@ def dry_run(recipe) -> Estimate:
     check_chat_template(tokenizer, recipe)
     train = splits.train
     if recipe.rag:  # retrieval-aware SFT trains on prompts with passages: estimate and show those
-        train = retrieval_aware_rows(recipe, splits.train, scoring_rows(splits.eval), {})[0]
+        train = retrieval_aware_rows(recipe, config, tokenizer, splits.train, scoring_rows(splits.eval), {})[0]
     precision = decide_precision(recipe.model)
     on, _ = checkpointing(recipe, precision, config, tokenizer, train)
     return estimate(recipe, train, config, tokenizer, precision, checkpointing=on)

@@ -15,7 +15,7 @@ from ..data.rows import scoring_rows
 from ..data.splits import load_data
 from ..evaluator import check_rows, evaluate
 from ..hardware import is_main_process
-from ..models import check_chat_template, load_model
+from ..models import check_chat_template, load_config_and_tokenizer, load_model
 from ..rendering import report_long_rows
 from ..retrieval import request_latency, retrieval_aware_rows
 from ..runs import RunResult, build_manifest, finish_run, record_evaluation, run_folder
@@ -38,7 +38,9 @@ def run(recipe) -> RunResult:
     checkpoint = resume_point(recipe, splits.report)
     train_rows, retrieval, index_report = splits.train, None, None
     if recipe.rag:  # retrieval-aware fine-tuning: train and eval prompts carry the passages retrieved for them
-        train_rows, eval_rows, retrieval, index_report = retrieval_aware_rows(recipe, splits.train, eval_rows, phases)
+        config, tokenizer = load_config_and_tokenizer(recipe.model, recipe.source)
+        train_rows, eval_rows, retrieval, index_report = retrieval_aware_rows(recipe, config, tokenizer, splits.train,
+                                                                              eval_rows, phases)
     loaded = load_model(recipe.model, recipe.source, decide_precision(recipe.model))
     check_chat_template(loaded.tokenizer, recipe)
     run_dir = run_folder(recipe, checkpoint)
