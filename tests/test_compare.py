@@ -20,7 +20,7 @@ def write_run(folder: Path, method: str, accuracy: float, ci: list[float], *, tr
               eval_cpu_hours: float = 0.01, latency: float = 50.0, peak: float = 1000.0, trainable: int = 0,
               rows: int = 150, rows_fp: str = "rows-a", prompt_fp: str = "prompt-a", seed: int = 0,
               versions: dict | None = None, extra_metrics: dict | None = None, extra_manifest: dict | None = None,
-              gpu: bool = False, eval_data: str = "data-a") -> Path:
+              gpu: bool = False, eval_data: str = "data-a", recipe: dict | None = None) -> Path:
     """The metrics.json and manifest.json a tuner run writes, with chosen values."""
     unit = "gpu_hours" if gpu else "cpu_hours"
     phases = {"data": {unit: 0.0001, "wall_seconds": 0.5, "peak_memory_mb": 500.0},
@@ -40,7 +40,8 @@ def write_run(folder: Path, method: str, accuracy: float, ci: list[float], *, tr
                                                     "quantize": None},
                 **(extra_manifest or {})}
     folder.mkdir(parents=True)
-    (folder / "recipe.yaml").write_text("method: x\n", encoding="utf-8")
+    (folder / "recipe.yaml").write_text(json.dumps(recipe or {"method": method, "what": folder.name, "seed": seed}),
+                                        encoding="utf-8")
     (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
     (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     return folder
@@ -282,3 +283,74 @@ def test_break_even_requests_and_cost_per_thousand_requests(runs):
     assert table.loc["sft", "cost_per_1k_requests"] == pytest.approx(1000 * 80 / 3_600_000 * 2.0, rel=1e-4)
     text = compare([runs], price_per_cpu_hour=2.0).markdown()
     assert "| 4,091 vs fewshot |" in text and "sft repays its one-off cost against fewshot after 4,091 requests" in text
+
+
+def _seeded(parent: Path, name: str, method: str, outcomes_by_seed: dict[int, list[bool]], **kwargs) -> None:
+    """Runs of one recipe under `parent/name/seed-<n>`, as `--seeds` writes them, with their predictions."""
+    recipe = {"method": method, "what": name}
+    for seed, correct in outcomes_by_seed.items():
+        accuracy = sum(correct) / len(correct)
+        write_predictions(write_run(parent / name / f"seed-{seed}", method, accuracy, [accuracy - 0.1, accuracy + 0.1],
+                                    rows=len(correct), seed=seed, recipe={**recipe, "seed": seed}, **kwargs), correct)
+
+
+def test_runs_differing_only_by_seed_are_one_row_with_spread_paired_delta_and_verdict(tmp_path):
+    parent = tmp_path / "runs"
+    rows = 100
+    prompt = {seed: [n % 5 != 0 for n in range(rows)] for seed in (0, 1, 2)}              # 0.80 on every seed
+    sft = {0: [n % 10 != 0 for n in range(rows)],                                          # 0.90
+           1: [n % 20 != 0 for n in range(rows)],                                          # 0.95
+           2: [n % 10 != 0 and n != 55 for n in range(rows)]}                               # 0.89
+    _seeded(parent, "fewshot", "fewshot", prompt, extra_metrics={"k": 5, "select": "similar"}, latency=300.0)
+    _seeded(parent, "sft", "sft", sft, train_cpu_hours=0.2, latency=80.0)
+    comparison = compare([parent])
+    table = comparison.table.set_index("run")
+    assert list(table.index) == ["fewshot", "sft"]                     # three seeds each, one row each
+    assert table.loc["sft", "seeds"] == [0, 1, 2]
+    assert table.loc["sft", "choice_accuracy"] == pytest.approx((0.90 + 0.95 + 0.89) / 3, abs=1e-4)
+    assert (table.loc["sft", "choice_spread_low"], table.loc["sft", "choice_spread_high"]) == (0.89, 0.95)
+    assert table.loc["sft", "choice_std"] == pytest.approx(0.0321, abs=1e-4)
+    assert table.loc["sft", "choice_seed_accuracy"] == [0.9, 0.95, 0.89]
+    assert table.loc["fewshot", "choice_std"] == 0.0
+    # The Δ over rows and seeds: SFT is right wherever the prompt is, and on some more rows on every seed.
+    assert table.loc["sft", "choice_delta"] == pytest.approx(0.1133, abs=1e-4)
+    low, high = table.loc["sft", ["choice_delta_ci_low", "choice_delta_ci_high"]]
+    assert 0 < low < 0.1133 < high and table.loc["sft", "choice_delta_distinguishable"]
+    assert table.loc["sft", "train_hours"] == pytest.approx(0.2)      # one seed's cost, not three
+    text = comparison.markdown()
+    sft_line = next(line for line in text.splitlines() if line.startswith("| sft |"))
+    assert "0.913 [" in sft_line and "3 seeds: 0.890-0.950, sd 0.032" in sft_line
+    assert "- sft (choice): seed 0 0.900 [0.800, 1.000]; seed 1 0.950 [0.850, 1.050]; seed 2 0.890" in text
+    assert "better than the baseline beyond noise: sft" in text
+    written = comparison.write(tmp_path / "out")
+    data = json.loads(written["json"].read_text())
+    sft_json = next(run for run in data["runs"] if run["run"] == "sft")
+    assert sft_json["choice_accuracy"] == table.loc["sft", "choice_accuracy"] and sft_json["seeds"] == [0, 1, 2]
+    assert sft_json["choice_delta_ci_low"] == low
+    with written["csv"].open() as handle:
+        sft_csv = next(row for row in csv.DictReader(handle) if row["run"] == "sft")
+    assert float(sft_csv["choice_accuracy"]) == table.loc["sft", "choice_accuracy"]
+    assert float(sft_csv["choice_delta_ci_high"]) == high and sft_csv["choice_std"] == "0.0321"
+
+
+def test_seeds_of_other_recipes_and_repeated_seeds_stay_apart(tmp_path):
+    parent = tmp_path / "runs"
+    correct = [n % 4 != 0 for n in range(40)]
+    _seeded(parent, "sft", "sft", {0: correct, 1: correct})
+    _seeded(parent, "sft-lr", "sft", {0: correct})                     # another recipe: its own row
+    write_run(parent / "sft-again", "sft", 0.75, [0.6, 0.9], rows=40, seed=0,
+              recipe={"method": "sft", "what": "sft", "seed": 0})      # same recipe and seed as sft/seed-0: a repeat
+    table = compare([parent]).table.set_index("run")
+    assert sorted(table.index) == ["sft", "sft-again", "sft-lr"]
+    assert table.loc["sft", "seeds"] == [0, 1] and table.loc["sft-lr", "seeds"] == [0]
+    text = compare([parent]).markdown()
+    assert "1 seed (0)" in next(line for line in text.splitlines() if line.startswith("| sft-lr |"))
+
+
+def test_a_missing_recipe_file_keeps_a_run_out_of_any_group(tmp_path):
+    parent = tmp_path / "runs"
+    correct = [n % 4 != 0 for n in range(40)]
+    _seeded(parent, "sft", "sft", {0: correct, 1: correct})
+    (parent / "sft" / "seed-1" / "recipe.yaml").unlink()
+    table = compare([parent]).table
+    assert len(table) == 2 and list(table["seeds"]) == [[0], [1]]

@@ -20,9 +20,9 @@ LAYERS = [
     ("data", {"data", "data.sources", "data.formats", "data.rows", "data.splits", "data.corpus", "rendering",
               "selection"}),
     ("parts", {"adapters", "estimate", "speed", "models", "runs", "checkpoints", "recipe_file", "embedder", "index"}),
-    ("engine", {"trainers", "training", "evaluator", "retrieval", "costs", "comparison", "table", "plot"}),
+    ("engine", {"trainers", "training", "evaluator", "retrieval", "costs", "seeds", "comparison", "table", "plot"}),
     ("recipes", {"recipes", "recipes.sft", "recipes.dpo", "recipes.fewshot", "recipes.rag", "recipes.evaluation",
-                 "recipes.preflight"}),
+                 "recipes.preflight", "recipes.sweep"}),
     ("interface", {"cli", "__main__", "__init__"}),
 ]
 LAYER_OF = {module: number for number, (_, modules) in enumerate(LAYERS) for module in modules}

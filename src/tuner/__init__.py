@@ -8,6 +8,7 @@
     from tuner import dry_run           # parameters and peak memory of a training recipe, before it runs
     from tuner import compare           # one table of runs
     from tuner import build_index       # a retrieval index of a corpus: index.search(question, k)
+    from tuner import run_seeds, sweep  # a recipe over seeds, and over a grid of values with its learning curve
 
 Where each part lives: ARCHITECTURE.md.
 """
@@ -20,14 +21,19 @@ from .index import Index, build_index
 from .recipe_file import load_recipe, recipe_from_dict
 from .recipes import module_for
 from .recipes.preflight import dry_run, validate
+from .recipes.sweep import Sweep, run_seeds, sweep
 from .runs import RunResult
 from .schema import Recipe
 
-__all__ = ["Comparison", "Estimate", "EvalResult", "Index", "Recipe", "RunResult", "TunerError", "build_index",
-           "compare", "dry_run", "evaluate", "load_recipe", "recipe_from_dict", "run", "validate"]
+__all__ = ["Comparison", "Estimate", "EvalResult", "Index", "Recipe", "RunResult", "Sweep", "TunerError", "build_index",
+           "compare", "dry_run", "evaluate", "load_recipe", "recipe_from_dict", "run", "run_seeds", "sweep", "validate"]
 __version__ = "0.1.0"
 
 
 def run(recipe: Recipe) -> RunResult:
-    """Run a recipe with the module of its `method` (sft, dpo, fewshot or rag)."""
+    """Run a recipe with the module of its `method` (sft, dpo, fewshot or rag); a recipe with `seeds` runs with
+    `run_seeds`, which returns one result per seed."""
+    if recipe.seeds:
+        raise TunerError(f"{recipe.source}: key `seeds` asks for one run per seed: call tuner.run_seeds(recipe), "
+                         f"which returns a result per seed, or remove `seeds` to run once with `seed`.")
     return module_for(recipe.method).run(recipe)

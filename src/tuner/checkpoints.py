@@ -129,6 +129,12 @@ def _candidates(output_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
+def resumable(output_dir: str | Path) -> bool:
+    """Whether an unfinished run of `output_dir` (or `output_dir-N`) has a whole checkpoint to resume from."""
+    return any(not (run_dir / "metrics.json").is_file() and last_complete(run_dir)
+               for run_dir in _candidates(Path(output_dir)))
+
+
 def find_checkpoint(recipe) -> Path | None:
     """The checkpoint `recipe.resume` points at: `auto` (the newest unfinished run of this recipe's output_dir with
     a whole checkpoint), a checkpoint folder, or a run folder (its newest whole checkpoint). None without resume."""

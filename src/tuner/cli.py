@@ -15,6 +15,7 @@ from .hardware import is_main_process
 from .progress import QUIET_VARIABLE
 from .recipe_file import load_recipe
 from .recipes import evaluation, module_for, preflight
+from .recipes.sweep import parse_grid, parse_seeds, run_seeds, sweep
 from .secrets import redact
 
 
@@ -70,6 +71,9 @@ def validate(recipe_path: str, overrides: tuple[str, ...]) -> None:
 
 dry_run_option = click.option("--dry-run", is_flag=True, help="Validate, build the model on the meta device and "
                                "estimate peak memory (weights, adapter, optimizer, activations); train nothing.")
+seeds_option = click.option("--seeds", metavar="N,N,...", help="Run the recipe once per seed into "
+                            "<output_dir>/seed-<n>/ (same as `seeds:` in the recipe); compare shows them as one row "
+                            "with their spread. Finished seeds of the same recipe are kept.")
 resume_option = click.option("--resume", is_flag=True, help="Continue the newest interrupted run of this recipe "
                              "from its last whole checkpoint (same as `resume: auto` in the recipe).")
 
@@ -77,38 +81,43 @@ resume_option = click.option("--resume", is_flag=True, help="Continue the newest
 @cli.command()
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @set_option
+@seeds_option
 @resume_option
 @dry_run_option
-def sft(recipe_path: str, overrides: tuple[str, ...], resume: bool, dry_run: bool) -> None:
+def sft(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resume: bool, dry_run: bool) -> None:
     """Supervised fine-tuning of a LoRA/QLoRA adapter (TRL SFTTrainer)."""
-    _train(recipe_path, overrides, resume, dry_run, "sft")
+    _train(recipe_path, overrides, seeds, resume, dry_run, "sft")
 
 
 @cli.command()
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @set_option
+@seeds_option
 @resume_option
 @dry_run_option
-def dpo(recipe_path: str, overrides: tuple[str, ...], resume: bool, dry_run: bool) -> None:
-    """Preference tuning (DPO) of a LoRA/QLoRA adapter (TRL DPOTrainer), new or continuing an SFT run."""
-    _train(recipe_path, overrides, resume, dry_run, "dpo")
+def dpo(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resume: bool, dry_run: bool) -> None:
+    """Preference tuning (DPO) of a LoRA/QLoRA adapter (TRL DPOTrainer), new or continuing an SFT run (with seeds,
+    each seed continues the same seed of the SFT run when `model.adapter` holds seed-<n> folders)."""
+    _train(recipe_path, overrides, seeds, resume, dry_run, "dpo")
 
 
 @cli.command()
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @set_option
-def fewshot(recipe_path: str, overrides: tuple[str, ...]) -> None:
+@seeds_option
+def fewshot(recipe_path: str, overrides: tuple[str, ...], seeds: str | None) -> None:
     """Few-shot prompt baseline: k in-context examples from the train split, no training."""
-    _run(recipe_path, overrides, "fewshot")
+    _run(recipe_path, overrides, seeds, "fewshot")
 
 
 @cli.command()
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @set_option
-def rag(recipe_path: str, overrides: tuple[str, ...]) -> None:
+@seeds_option
+def rag(recipe_path: str, overrides: tuple[str, ...], seeds: str | None) -> None:
     """Retrieval into the prompt: k passages from an index of the recipe's corpus before each question (BM25, dense
     or hybrid), no training; with `model.adapter`, for a tuned adapter (SFT+RAG)."""
-    _run(recipe_path, overrides, "rag")
+    _run(recipe_path, overrides, seeds, "rag")
 
 
 @cli.command("eval")
@@ -158,11 +167,12 @@ def compare_command(paths: tuple[str, ...], baseline: str | None, price_per_gpu_
                          + "; ".join(comparison.problems) + "."))
 
 
-def _train(recipe_path: str, overrides: tuple[str, ...], resume: bool, dry_run: bool, method: str) -> None:
+def _train(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resume: bool, dry_run: bool,
+           method: str) -> None:
     if dry_run:
         _dry_run(recipe_path, overrides, method)
     else:
-        _run(recipe_path, overrides + (("resume=auto",) if resume else ()), method)
+        _run(recipe_path, overrides + (("resume=auto",) if resume else ()), seeds, method)
 
 
 def _dry_run(recipe_path: str, overrides: tuple[str, ...], method: str) -> None:
@@ -174,13 +184,47 @@ def _dry_run(recipe_path: str, overrides: tuple[str, ...], method: str) -> None:
     click.echo(describe(result, recipe))
 
 
-def _run(recipe_path: str, overrides: tuple[str, ...], method: str) -> None:
+def _run(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, method: str) -> None:
     try:
         recipe = _load(recipe_path, overrides, method)
-        result = module_for(method).run(recipe)
+        chosen = parse_seeds(seeds) or recipe.seeds
+        results = run_seeds(recipe, chosen) if chosen else [module_for(method).run(recipe)]
     except TunerError as error:
         _fail(error)
-    _report(result)
+    for result in results:
+        _report(result)
+    if chosen and is_main_process():
+        click.echo(f"\n{len(results)} seeds in {recipe.output_dir}: `tuner compare {recipe.output_dir}` shows them as "
+                   f"one row with their spread.")
+
+
+@cli.command("sweep")
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
+@click.option("--grid", "grids", multiple=True, required=True, metavar="KEY.PATH=V1,V2,...",
+              help="A recipe key and the values to run it at (repeatable: every combination runs), e.g. --grid "
+                   "data.max_train_samples=50,100,200,400.")
+@seeds_option
+@click.option("--against", multiple=True, metavar="RUN_FOLDER", help="Runs to compare the sweep with, drawn as "
+              "horizontal lines (prompt baselines such as few-shot; a folder of seeds counts as one); the most "
+              "accurate is the baseline of every Δ (repeatable).")
+@set_option
+def sweep_command(recipe_path: str, grids: tuple[str, ...], seeds: str | None, against: tuple[str, ...],
+                  overrides: tuple[str, ...]) -> None:
+    """Run a recipe over a grid of values (and seeds) into <output_dir>/<key>=<value>/, then compare the runs and
+    draw the learning curve: accuracy against the first key, with the seed spread and the baselines. Finished runs
+    are kept when the sweep runs again, interrupted training resumes."""
+    try:
+        recipe = _load(recipe_path, overrides)
+        done = sweep(recipe, parse_grid(grids), parse_seeds(seeds) or recipe.seeds, list(against))
+    except TunerError as error:
+        _fail(error)
+    if not is_main_process():
+        return
+    written = done.write()
+    click.echo(done.comparison.markdown())
+    click.echo("\n".join(done.passes))
+    click.echo(f"Table: {written['md']} (also {written['csv'].name}, {written['json'].name})")
+    click.echo(f"Learning curve: {written['curve']}")
 
 
 def _report(result) -> None:

@@ -7,7 +7,7 @@ one-off cost is paid back against prompting or retrieval, and, given a price, co
 Runs scored on other eval rows or with other prompt rendering than the baseline are flagged and get no change figure. Under the table: what differs between runs beyond the method (seeds,
 package versions, hardware...), read from each run's manifest.
 
-    from tuner.compare import compare
+    from tuner import compare
     result = compare(["runs/quickstart"])        # a parent folder, or run folders
     result.table                                  # a pandas DataFrame, one row per run
     result.figure                                 # accuracy against one-off hours and latency (matplotlib)
@@ -21,13 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .costs import add_break_even, cost_per_1k_requests, is_prompt_side, run_cost
+import yaml
+
+from .costs import add_break_even, cost_per_1k_requests, is_prompt_side, phase_hours, run_cost, upstream_train_hours
 from .errors import TunerError
 from .files import write_json, write_text
 from .intervals import paired_difference_interval
 from .plot import accuracy_vs_training
-from .table import markdown
 from .runs import new_run_dir
+from .seeds import SEED_FOLDER, group_key, group_name, groups, merge, seed_of
+from .table import markdown
 
 RUN_FILES = ("recipe.yaml", "metrics.json", "manifest.json")
 WHAT_A_RUN_HOLDS = ("a run folder is what `tuner sft`, `tuner dpo`, `tuner fewshot`, `tuner rag` or `tuner eval` "
@@ -55,6 +58,7 @@ class RunRecord:
     name: str
     metrics: dict[str, Any] | None
     manifest: dict[str, Any] | None
+    recipe: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -98,7 +102,8 @@ class Comparison:
 
 
 def find_runs(paths: list[str | Path]) -> list[list[Path]]:
-    """The run folders named, or found one level down in the folders named; one group per path given."""
+    """The run folders named, or found in the folders named: one level down, or two where a folder holds runs
+    (the `seed-<n>` runs of `--seeds`, the points of a sweep); one group per path given."""
     if not paths:
         raise TunerError("no runs to compare: name run folders, or a folder holding them (for example "
                          "`tuner compare runs/quickstart`).")
@@ -110,8 +115,8 @@ def find_runs(paths: list[str | Path]) -> list[list[Path]]:
         if given.is_dir() and _is_run(given):
             groups.append([given])
             continue
-        found = sorted(child for child in given.iterdir() if child.is_dir() and _is_run(child)) \
-            if given.is_dir() else []
+        found = sorted(run for child in given.iterdir() if child.is_dir()
+                       for run in ([child] if _is_run(child) else _runs_in(child))) if given.is_dir() else []
         if not found:
             raise TunerError(f"{given}: not a run folder, and it holds none: {WHAT_A_RUN_HOLDS}. Name such folders, "
                              f"or the folder holding them.")
@@ -121,6 +126,10 @@ def find_runs(paths: list[str | Path]) -> list[list[Path]]:
 
 def _is_run(folder: Path) -> bool:
     return any((folder / name).is_file() for name in RUN_FILES)
+
+
+def _runs_in(folder: Path) -> list[Path]:
+    return [child for child in folder.iterdir() if child.is_dir() and _is_run(child)]
 
 
 def _read_json(path: Path, record: RunRecord, what: str) -> dict[str, Any] | None:
@@ -145,6 +154,11 @@ def read_run(path: Path) -> RunRecord:
     record = RunRecord(path=path, name=path.name, metrics=None, manifest=None)
     record.metrics = _read_json(path / "metrics.json", record, "the run's scores")
     record.manifest = _read_json(path / "manifest.json", record, "the run's model, data and versions")
+    try:
+        recipe = yaml.safe_load((path / "recipe.yaml").read_text(encoding="utf-8"))
+        record.recipe = recipe if isinstance(recipe, dict) else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        record.recipe = None  # without its recipe a run is compared alone, never grouped with other seeds
     return record
 
 
@@ -203,57 +217,14 @@ def _mismatch(identity: dict[str, str | None], reference: dict[str, str | None])
     return next((what for what, key in pairs if identity[key] != reference[key]), None)
 
 
-def _phase_hours(phases: dict[str, Any], names) -> tuple[float, str]:
-    hours, unit = 0.0, "CPU"
-    for name in names:
-        record = phases.get(name) or {}
-        if "gpu_hours" in record:
-            hours, unit = hours + record["gpu_hours"], "GPU"
-        else:
-            hours += record.get("cpu_hours", 0.0)
-    return hours, unit
-
-
-def _upstream_folder(run: Path, upstream: str) -> Path:
-    """A run folder named in a manifest: as written when absolute; a relative one was relative to where that run
-    was started, so it is looked for under the run folder's own ancestors first, then the current folder."""
-    given = Path(upstream)
-    if given.is_absolute():
-        return given
-    return next((base / given for base in run.resolve().parents if (base / given / "metrics.json").is_file()),
-                given)
-
-
-def _upstream_train_hours(run: Path, manifest: dict[str, Any], notes: list[str], depth: int = 0) -> float:
-    """Training hours of the run whose adapter this run continued (DPO on SFT), retrieved for (SFT+RAG) or scored
-    (`tuner eval --adapter`), and of the runs before it: the cost of reaching that model includes them."""
-    named = manifest.get("continued_from") or manifest.get("adapter_run")
-    if not named or depth > 8:
-        return 0.0
-    upstream = _upstream_folder(run, named)
-    try:
-        metrics = json.loads((Path(upstream) / "metrics.json").read_text(encoding="utf-8"))
-        phases = metrics["phases"]
-    except (OSError, ValueError, KeyError, TypeError):
-        notes.append(f"train hours exclude the training of {upstream} (its metrics.json is unreadable)")
-        return 0.0
-    stage = {"sft": "SFT", "dpo": "DPO"}.get(metrics.get("method"), str(metrics.get("method")))
-    notes.append(f"train hours include the {stage} stage ({Path(upstream).name})")
-    try:
-        earlier = json.loads((Path(upstream) / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        earlier = {}
-    return _phase_hours(phases, ["train"])[0] + _upstream_train_hours(upstream, earlier, notes, depth + 1)
-
-
 def _row(record: RunRecord, tasks: list[str]) -> dict[str, Any]:
     metrics, manifest = record.metrics or {}, record.manifest or {}
     phases = metrics.get("phases") or {}
     scores = evaluations(metrics)
     notes: list[str] = []
-    train_hours, unit = _phase_hours(phases, ["train"])
-    train_hours += _upstream_train_hours(record.path, manifest, notes)
-    eval_hours, eval_unit = _phase_hours(phases, [name for name in phases if name.startswith("eval")])
+    train_hours, unit = phase_hours(phases, ["train"])
+    train_hours += upstream_train_hours(record.path, manifest, notes)
+    eval_hours, eval_unit = phase_hours(phases, [name for name in phases if name.startswith("eval")])
     index_build = (metrics.get("index") or {}).get("build") or {}
     row: dict[str, Any] = {
         "run": record.name,
@@ -342,24 +313,32 @@ def outcomes(record: RunRecord, task: str) -> list[bool] | None:
     return None
 
 
-def _paired(row: dict[str, Any], task: str, correct: list[bool] | None, baseline: list[bool] | None) -> None:
-    """The change's 95% interval by paired bootstrap over the rows both runs scored, and whether it excludes zero."""
-    if correct is None or baseline is None or len(correct) != len(baseline):
+def _outcome_matrix(members: list[RunRecord], task: str) -> list[list[bool]] | None:
+    """Each seed's row outcomes for `task`, or None when a seed's predictions are missing."""
+    found = [outcomes(member, task) for member in members]
+    return None if any(correct is None for correct in found) else found
+
+
+def _paired(row: dict[str, Any], task: str, correct: list[list[bool]] | None,
+            baseline: list[list[bool]] | None) -> None:
+    """The change's 95% interval by paired bootstrap over the rows both scored (and over seeds where there are
+    several), and whether it excludes zero."""
+    if correct is None or baseline is None or len(correct[0]) != len(baseline[0]):
         return
     low, high = paired_difference_interval(correct, baseline)
     row.update({f"{task}_delta_ci_low": low, f"{task}_delta_ci_high": high,
                 f"{task}_delta_distinguishable": low > 0 or high < 0})
 
 
-def _flag_and_delta(rows: list[dict[str, Any]], records: list[RunRecord], tasks: list[str],
+def _flag_and_delta(rows: list[dict[str, Any]], members: list[list[RunRecord]], tasks: list[str],
                     baseline: int | None) -> None:
-    """Per task: runs scored on other rows or with other rendering than the reference run (the baseline, or the
-    first run with that task) are flagged; the others get their change in accuracy against the baseline, with its
-    paired interval when both runs' predictions are there."""
+    """Per task: rows scored on other rows or with other rendering than the reference row (the baseline, or the
+    first row with that task) are flagged; the others get their change in accuracy against the baseline, with its
+    paired interval when both rows' predictions are there."""
     for task in tasks:
-        base_outcomes = outcomes(records[baseline], task) if baseline is not None else None
-        identities = [_identity(evaluations(r.metrics or {}).get(task, {}), r.manifest or {})
-                      if task in evaluations(r.metrics or {}) else None for r in records]
+        base_outcomes = _outcome_matrix(members[baseline], task) if baseline is not None else None
+        identities = [_identity(evaluations(group[0].metrics or {}).get(task, {}), group[0].manifest or {})
+                      if task in evaluations(group[0].metrics or {}) else None for group in members]
         reference = baseline if baseline is not None and identities[baseline] else \
             next(i for i, identity in enumerate(identities) if identity)
         for index, identity in enumerate(identities):
@@ -367,11 +346,11 @@ def _flag_and_delta(rows: list[dict[str, Any]], records: list[RunRecord], tasks:
                 continue
             mismatch = _mismatch(identity, identities[reference])
             if mismatch:
-                rows[index]["notes"].append(f"{task}: {mismatch} than {records[reference].name}, not compared")
+                rows[index]["notes"].append(f"{task}: {mismatch} than {rows[reference]['run']}, not compared")
             elif reference == baseline:
                 rows[index][f"{task}_delta"] = round(rows[index][f"{task}_accuracy"]
                                                      - rows[baseline][f"{task}_accuracy"], 4)
-                _paired(rows[index], task, outcomes(records[index], task), base_outcomes)
+                _paired(rows[index], task, _outcome_matrix(members[index], task), base_outcomes)
         if reference == baseline:
             rows[baseline][f"{task}_delta"] = 0.0
 
@@ -394,21 +373,38 @@ def compare(paths: list[str | Path], baseline: str | None = None, price_per_gpu_
     for group in find_runs(paths):
         read = [read_run(path) for path in group]
         if len(group) > 1:
-            read.sort(key=lambda r: (_rank(r.metrics or {}), (r.metrics or {}).get("k", 0),
-                                     r.name))
+            read.sort(key=lambda r: (_rank(r.metrics or {}), (r.metrics or {}).get("k", 0), str(r.path)))
         records.extend(read)
     records = list({record.path.resolve(): record for record in records}.values())
-    names = [record.name for record in records]
     for record in records:
-        if names.count(record.name) > 1:
+        if SEED_FOLDER.match(record.name):
+            record.name = f"{record.path.parent.name}/{record.name}"
+    record_names = [record.name for record in records]
+    for record in records:
+        if record_names.count(record.name) > 1:
             record.name = str(record.path)
     tasks = list(dict.fromkeys(task for r in records for task in evaluations(r.metrics or {})))
-    rows = [_row(record, tasks) for record in records]
+    # Runs that differ only by seed are one row.
+    seeds = [seed_of(record.recipe, record.manifest) for record in records]
+    members = [[records[i] for i in group]
+               for group in groups([group_key(r.recipe, r.metrics) for r in records], seeds,
+                                   [r.path for r in records])]
+    rows = []
+    for group in members:
+        name, folder = group_name([record.path for record in group])
+        rows.append(merge([_row(record, tasks) for record in group], [seed_of(r.recipe, r.manifest) for r in group],
+                          tasks, {task: _outcome_matrix(group, task) for task in tasks}, name, folder))
+    for longer in (lambda row, group: group[0].name if len(group) == 1 else row["run"],
+                   lambda row, group: row["path"]):
+        names = [row["run"] for row in rows]
+        for row, group in zip(rows, members):
+            if names.count(row["run"]) > 1:
+                row["run"] = longer(row, group)
 
-    base_index = _baseline_index(records, baseline)
+    base_index = _baseline_index(rows, members, baseline)
     if tasks:
-        _flag_and_delta(rows, records, tasks, base_index)
-    add_break_even(rows, [is_prompt_side(record.metrics or {}) for record in records], tasks[0] if tasks else None)
+        _flag_and_delta(rows, members, tasks, base_index)
+    add_break_even(rows, [is_prompt_side(group[0].metrics or {}) for group in members], tasks[0] if tasks else None)
     if price_per_gpu_hour is not None or price_per_cpu_hour is not None:
         for row in rows:
             row["cost"] = run_cost(row, price_per_gpu_hour, price_per_cpu_hour)
@@ -420,17 +416,18 @@ def compare(paths: list[str | Path], baseline: str | None = None, price_per_gpu_
     problems = [problem for record in records for problem in record.problems]
 
     figure = accuracy_vs_training(rows, tasks[0] if tasks else None, units)
-    return Comparison(table=table, figure=figure, baseline=records[base_index].name if base_index is not None
+    return Comparison(table=table, figure=figure, baseline=rows[base_index]["run"] if base_index is not None
                       else None, tasks=tasks, differences=differences(records), problems=problems, units=units)
 
 
-def _baseline_index(records: list[RunRecord], baseline: str | None) -> int | None:
+def _baseline_index(rows: list[dict[str, Any]], members: list[list[RunRecord]], baseline: str | None) -> int | None:
     if baseline is None:
-        return next((i for i, record in enumerate(records) if record.metrics), None)
-    for index, record in enumerate(records):
-        if baseline in (record.name, str(record.path), record.path.name):
+        return next((i for i, group in enumerate(members) if group[0].metrics), None)
+    for index, (row, group) in enumerate(zip(rows, members)):
+        if baseline in (row["run"], row["path"], Path(row["path"]).name) or any(
+                baseline in (record.name, str(record.path)) for record in group):
             return index
-    raise TunerError(f"--baseline {baseline!r} is not one of the runs compared ({', '.join(r.name for r in records)}). "
+    raise TunerError(f"--baseline {baseline!r} is not one of the runs compared ({', '.join(r['run'] for r in rows)}). "
                      f"Name one of them.")
 
 

@@ -1,9 +1,12 @@
 """What each run of a comparison costs: one-off (training plus indexing) and per request, in device-hours and, given
 a price, in money; and after how many requests a tuned model's one-off cost is paid back by its cheaper requests
-against a prompt-side method (few-shot examples or retrieval, whose prompts are longer)."""
+against a prompt-side method (few-shot examples or retrieval, whose prompts are longer). A run that continued or
+used another run's adapter counts that run's training too."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 # ms per request to device-hours per request.
@@ -67,3 +70,47 @@ def add_break_even(rows: list[dict[str, Any]], prompt_side: list[bool], task: st
         requests = break_even(row, candidates[0])
         if requests is not None:
             row["break_even_requests"], row["break_even_against"] = requests, candidates[0]["run"]
+
+
+def phase_hours(phases: dict[str, Any], names) -> tuple[float, str]:
+    """Device-hours of the named phases of a run, and their unit (GPU when any ran on one, else CPU)."""
+    hours, unit = 0.0, "CPU"
+    for name in names:
+        record = phases.get(name) or {}
+        if "gpu_hours" in record:
+            hours, unit = hours + record["gpu_hours"], "GPU"
+        else:
+            hours += record.get("cpu_hours", 0.0)
+    return hours, unit
+
+
+def _upstream_folder(run: Path, upstream: str) -> Path:
+    """A run folder named in a manifest: as written when absolute; a relative one was relative to where that run
+    was started, so it is looked for under the run folder's own ancestors first, then the current folder."""
+    given = Path(upstream)
+    if given.is_absolute():
+        return given
+    return next((base / given for base in run.resolve().parents if (base / given / "metrics.json").is_file()),
+                given)
+
+
+def upstream_train_hours(run: Path, manifest: dict[str, Any], notes: list[str], depth: int = 0) -> float:
+    """Training hours of the run whose adapter this run continued (DPO on SFT), retrieved for (SFT+RAG) or scored
+    (`tuner eval --adapter`), and of the runs before it: the cost of reaching that model includes them."""
+    named = manifest.get("continued_from") or manifest.get("adapter_run")
+    if not named or depth > 8:
+        return 0.0
+    upstream = _upstream_folder(run, named)
+    try:
+        metrics = json.loads((Path(upstream) / "metrics.json").read_text(encoding="utf-8"))
+        phases = metrics["phases"]
+    except (OSError, ValueError, KeyError, TypeError):
+        notes.append(f"train hours exclude the training of {upstream} (its metrics.json is unreadable)")
+        return 0.0
+    stage = {"sft": "SFT", "dpo": "DPO"}.get(metrics.get("method"), str(metrics.get("method")))
+    notes.append(f"train hours include the {stage} stage ({Path(upstream).name})")
+    try:
+        earlier = json.loads((Path(upstream) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        earlier = {}
+    return phase_hours(phases, ["train"])[0] + upstream_train_hours(upstream, earlier, notes, depth + 1)

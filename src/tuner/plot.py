@@ -1,5 +1,6 @@
 """The comparison plot: accuracy against one-off cost (training or indexing hours) and against latency per request,
-one point per run with its 95% interval."""
+one point per run with its 95% interval; and a sweep's learning curve: accuracy against the swept value, with the
+spread over seeds and the prompt baselines as horizontal lines."""
 
 from __future__ import annotations
 
@@ -45,4 +46,53 @@ def accuracy_vs_training(rows: list[dict[str, Any]], task: str | None, units: st
     _panel(latency, timed, task, lambda row: row["latency_ms"], "ms per request (retrieval included)",
            "Accuracy against latency per request")
     cost.legend(fontsize=8, loc="lower right")
+    return figure
+
+
+def learning_curve(points: list[tuple[tuple[tuple[str, Any], ...], dict[str, Any]]], baselines: list[dict[str, Any]],
+                   task: str | None):
+    """A matplotlib Figure: `task` accuracy (mean over seeds; bars span the seeds' min-max, or the eval interval for
+    one seed) against the first swept key, one line per setting of the other keys, each baseline a horizontal line
+    with its interval shaded. `points`: ((key, value), ...) with the comparison row scored there."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 5))
+    axes = figure.subplots()
+    if task is None or not points:
+        axes.text(0.5, 0.5, "no run has a score to plot", ha="center", va="center", transform=axes.transAxes)
+        return figure
+    key = points[0][0][0][0]
+    series: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
+    for point, row in points:
+        series.setdefault(", ".join(f"{k}={v}" for k, v in point[1:]), []).append((point[0][1], row))
+    for name, curve in series.items():
+        xs = [value for value, _ in curve]
+        means = [row[f"{task}_accuracy"] for _, row in curve]
+        lows = [row[f"{task}_spread_low"] if row.get(f"{task}_spread_low") is not None else row[f"{task}_ci_low"]
+                for _, row in curve]
+        highs = [row[f"{task}_spread_high"] if row.get(f"{task}_spread_high") is not None else row[f"{task}_ci_high"]
+                 for _, row in curve]
+        seeds = max(len(row.get("seeds") or [None]) for _, row in curve)
+        label = f"{curve[0][1]['method']}{f' ({name})' if name else ''}, " + \
+            (f"mean of {seeds} seeds (bars: min-max)" if seeds > 1 else "one seed (bars: 95% eval interval)")
+        axes.errorbar(xs, means, yerr=[[m - lo for m, lo in zip(means, lows)], [hi - m for m, hi in zip(means, highs)]],
+                      fmt="o-", capsize=4, label=label)
+    for number, row in enumerate(baselines):
+        colour = f"C{(number + len(series)) % 10}"
+        axes.axhline(row[f"{task}_accuracy"], color=colour, linestyle="--",
+                     label=f"{row['method']} ({row[f'{task}_accuracy']:.3f}; band: 95% interval)")
+        axes.axhspan(row[f"{task}_ci_low"], row[f"{task}_ci_high"], color=colour, alpha=0.12)
+    values = sorted({point[0][1] for point, _ in points}, key=str)
+    if all(isinstance(value, int | float) and not isinstance(value, bool) and value > 0 for value in values):
+        # Row counts and learning rates grow by factors: equal steps on a log axis.
+        values = sorted(values)
+        axes.set_xscale("log")
+        axes.set_xticks(values, [str(value) for value in values])
+        axes.minorticks_off()
+    axes.set_xlabel(key)
+    axes.set_ylabel(f"{task} accuracy")
+    axes.set_ylim(0, 1.05)
+    axes.set_title(f"Accuracy against {key}", fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="lower right")
     return figure

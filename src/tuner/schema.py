@@ -270,6 +270,9 @@ class Recipe(_Section):
                                                     "(train and eval prompts carry retrieved passages).")
     output_dir: str = Field(description="Run folder; a new suffix is added if it already holds a run.")
     seed: int = Field(0, description="Seed for data splits, adapter init and training.")
+    seeds: list[int] | None = Field(None, description="Run the recipe once per seed, each into "
+                                    "`<output_dir>/seed-<n>/` with `seed` (and `fewshot.seed`) set to n; "
+                                    "`tuner compare` shows them as one row with their spread. Same as --seeds.")
     resume: str | None = Field(None, description="sft/dpo: continue an interrupted run from a checkpoint: `auto` "
                                "(the newest unfinished run of output_dir) or a checkpoint or run folder.")
 
@@ -301,6 +304,10 @@ class Recipe(_Section):
         if self.model.adapter is not None and "adapter" in self.model_fields_set:
             raise ValueError("`adapter` would be ignored: with `model.adapter` the run's own adapter trains on, with "
                              "its rank and targets. Remove the `adapter` section")
+        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)
+                                       or min(self.seeds) < 0):
+            raise ValueError(f"`seeds` must list distinct whole numbers of 0 or more, at least one (got "
+                             f"{self.seeds})")
         if self.resume is not None and self.method in ("fewshot", "rag"):
             raise ValueError(f"`resume` is for training methods (sft, dpo); method {self.method} has nothing to "
                              f"resume")

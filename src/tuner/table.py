@@ -26,8 +26,10 @@ def display_rows(comparison) -> tuple[list[str], list[list[str]]]:
     header = ["run", "method", "model"]
     # A change column only for tasks the baseline was scored on.
     deltas = {task: table[f"{task}_delta"].notna().any() for task in comparison.tasks}
+    seeded = several_seeds(comparison)
     for task in comparison.tasks:
-        header += [f"{task} accuracy [95% CI] (rows)"] + ([f"Δ {task} vs baseline"] if deltas[task] else [])
+        header += [f"{task} accuracy [95% CI] (rows)"] + ([f"{task} across seeds"] if seeded else []) \
+            + ([f"Δ {task} vs baseline"] if deltas[task] else [])
     retrieval = table["retrieval_ms"].notna().any()
     header += ["train hours"] + (["index hours"] if retrieval else []) + ["eval hours"]
     header += ["ms/example (retrieval)" if retrieval else "ms/example", "prompt tokens", "peak memory",
@@ -47,6 +49,8 @@ def display_rows(comparison) -> tuple[list[str], list[list[str]]]:
             cells.append("" if _missing(accuracy) else
                          f"{accuracy:.3f} [{row[f'{task}_ci_low']:.3f}, {row[f'{task}_ci_high']:.3f}] "
                          f"({int(row[f'{task}_rows'])})")
+            if seeded:
+                cells.append(_spread(row, task))
             if deltas[task]:
                 cells.append(_delta(row, task))
         cells.append(_fmt_hours(None if _missing(row["train_hours"]) else row["train_hours"], row["hours_unit"]))
@@ -68,6 +72,37 @@ def display_rows(comparison) -> tuple[list[str], list[list[str]]]:
         cells.append(_text(row["notes"]))
         lines.append(cells)
     return header, lines
+
+
+def several_seeds(comparison) -> bool:
+    """Whether any row of the table merges runs of several seeds."""
+    return "seeds" in comparison.table and any(len(seeds or ()) > 1 for seeds in comparison.table["seeds"])
+
+
+def _spread(row: dict[str, Any], task: str) -> str:
+    """How far a row's accuracy moves with the seed: min-max over its seeds, and the standard deviation from three."""
+    seeds = list(row.get("seeds") or [])
+    if len(seeds) <= 1:
+        return f"1 seed ({seeds[0]})" if seeds and seeds[0] is not None else "1 run"
+    if _missing(row.get(f"{task}_spread_low")):
+        return f"{len(seeds)} seeds"
+    text = f"{len(seeds)} seeds: {row[f'{task}_spread_low']:.3f}-{row[f'{task}_spread_high']:.3f}"
+    return text + ("" if _missing(row.get(f"{task}_std")) else f", sd {row[f'{task}_std']:.3f}")
+
+
+def seed_lines(comparison) -> list[str]:
+    """Each seed's accuracy with its own eval interval, for rows of several seeds."""
+    lines = []
+    for row in comparison.table.to_dict(orient="records"):
+        seeds = list(row.get("seeds") or [])
+        if len(seeds) <= 1:
+            continue
+        for task in comparison.tasks:
+            scores = zip(seeds, row[f"{task}_seed_accuracy"], row[f"{task}_seed_ci"])
+            lines.append(f"- {row['run']} ({task}): " + "; ".join(
+                f"seed {seed} {accuracy:.3f} [{low:.3f}, {high:.3f}]" for seed, accuracy, (low, high) in scores
+                if not _missing(accuracy)))
+    return lines
 
 
 def _delta(row: dict[str, Any], task: str) -> str:
@@ -139,6 +174,11 @@ def markdown(comparison) -> str:
                f"baseline on the same rows and prompts, with its 95% interval by paired bootstrap over those rows "
                f"(n.s.: the interval covers zero, not distinguishable from the noise of the eval rows); runs scored "
                f"otherwise are flagged in notes and get none.")
+    if several_seeds(comparison):
+        out.append("")
+        out.append("Rows of several seeds (runs differing only by seed) show the mean over seeds; its interval and "
+                   "Δ's are by bootstrap over eval rows and seeds together. Each seed alone:")
+        out.extend(seed_lines(comparison))
     if comparison.tasks:
         out.append("")
         out.extend(verdict(comparison))

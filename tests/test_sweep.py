@@ -1,0 +1,122 @@
+"""Seeds and sweeps: a recipe run once per seed and per grid point into its own folder, finished runs kept on a second
+invocation, the comparison grouping the seeds, and the learning curve with its baselines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import recipe_document, ticket_files, ticket_rows, write_jsonl, write_recipe  # noqa: F401
+from tuner import TunerError, recipe_from_dict
+from tuner.cli import cli
+from tuner.recipes.sweep import parse_grid, parse_seeds, plan
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(map(str, args)))
+
+
+def _recipe(tiny_model_dir, ticket_files, out: Path, **sections) -> dict:
+    train, test = ticket_files
+    return recipe_document(tiny_model_dir, train, test, out, **sections)
+
+
+def test_plan_gives_each_seed_and_grid_point_its_folder_seed_and_adapter(tiny_model_dir, ticket_files, tmp_path):
+    sft_runs = tmp_path / "runs" / "sft"
+    for seed in (0, 1):
+        (sft_runs / f"seed-{seed}").mkdir(parents=True)
+    document = _recipe(tiny_model_dir, ticket_files, tmp_path / "runs" / "sweep",
+                       fewshot={"k": 2, "select": "random", "seed": 7})
+    recipe = recipe_from_dict(document)
+    planned = plan(recipe, {"data.max_train_samples": [8, 16], "train.learning_rate": [0.01]}, [0, 1])
+    assert [(p.output_dir, p.seed, p.fewshot.seed, p.data.max_train_samples) for p in planned] == [
+        (str(tmp_path / "runs/sweep/data.max_train_samples=8,train.learning_rate=0.01/seed-0"), 0, 0, 8),
+        (str(tmp_path / "runs/sweep/data.max_train_samples=8,train.learning_rate=0.01/seed-1"), 1, 1, 8),
+        (str(tmp_path / "runs/sweep/data.max_train_samples=16,train.learning_rate=0.01/seed-0"), 0, 0, 16),
+        (str(tmp_path / "runs/sweep/data.max_train_samples=16,train.learning_rate=0.01/seed-1"), 1, 1, 16)]
+    assert all(p.seeds is None for p in planned)
+    # DPO on an SFT run of several seeds continues each seed's own adapter.
+    dpo = {**document, "method": "dpo", "model": {**document["model"], "adapter": str(sft_runs)}, "seeds": [0, 1]}
+    dpo.pop("adapter")
+    dpo["data"] = {**dpo["data"], "format": "preference"}
+    with pytest.raises(TunerError):   # the fake folders hold no adapter: the plan checks each seed's one
+        plan(recipe_from_dict(dpo, check_files=False))
+    assert plan(recipe_from_dict({**document, "seeds": [3]}))[0].output_dir == str(tmp_path / "runs/sweep/seed-3")
+
+
+def test_bad_seeds_and_grids_are_refused_with_the_option_named(tiny_model_dir, ticket_files, tmp_path):
+    for text in ("a,b", "1,1", "-1", ","):
+        with pytest.raises(TunerError, match=f"--seeds {text}"):
+            parse_seeds(text)
+    for text in ("data.max_train_samples", "=1,2", "seed=1,2", "output_dir=a,b"):
+        with pytest.raises(TunerError, match="--grid"):
+            parse_grid([text])
+    assert parse_grid(["data.max_train_samples=8,16", "train.learning_rate=1e-3"]) == {
+        "data.max_train_samples": [8, 16], "train.learning_rate": ["1e-3"]}
+    recipe = write_recipe(tmp_path / "r.yaml", _recipe(tiny_model_dir, ticket_files, tmp_path / "out"))
+    result = invoke("sft", recipe, "--seeds", "0,zero")
+    assert result.exit_code == 2 and "--seeds 0,zero: expected whole numbers" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+    result = invoke("sweep", recipe, "--grid", "data.max_train_samples=8", "--against", tmp_path / "missing")
+    assert result.exit_code == 2 and "missing: no such folder" in result.output and not (tmp_path / "out").exists()
+    document = _recipe(tiny_model_dir, ticket_files, tmp_path / "out", seeds=[0, 0])
+    result = invoke("sft", write_recipe(tmp_path / "dup.yaml", document))
+    assert result.exit_code == 2 and "`seeds` must list distinct" in result.output
+
+
+def test_sft_seeds_run_apart_are_kept_on_a_second_call_and_compare_as_one_row(tiny_model_dir, ticket_files,
+                                                                              tmp_path):
+    out = tmp_path / "runs" / "sft"
+    recipe = write_recipe(tmp_path / "sft.yaml", _recipe(tiny_model_dir, ticket_files, out))
+    result = invoke("sft", recipe, "--seeds", "0,1", "--set", "train.max_steps=2")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["seed-0", "seed-1"]
+    adapters = [(out / f"seed-{seed}" / "adapter" / "adapter_model.safetensors").read_bytes() for seed in (0, 1)]
+    assert adapters[0] != adapters[1]                                 # each seed initialised and trained its own
+    assert [json.loads((out / f"seed-{s}" / "manifest.json").read_text())["seed"] for s in (0, 1)] == [0, 1]
+    assert "2 seeds in" in result.output and f"tuner compare {out}" in result.output
+    again = invoke("sft", recipe, "--seeds", "0,1", "--set", "train.max_steps=2")
+    assert again.exit_code == 0 and again.output.count("holds a finished run of this recipe; kept") == 2
+    assert sorted(p.name for p in out.iterdir()) == ["seed-0", "seed-1"]
+    other = invoke("sft", recipe, "--seeds", "0", "--set", "train.max_steps=1")   # another recipe: a new folder
+    assert other.exit_code == 0 and (out / "seed-0-2" / "metrics.json").is_file()
+    compared = invoke("compare", out.parent)
+    assert compared.exit_code == 0, compared.output
+    line = next(row for row in compared.output.splitlines() if row.startswith("| sft (baseline) |"))
+    assert "2 seeds: " in line
+    assert "1 seed (0)" in next(row for row in compared.output.splitlines() if row.startswith("| sft/seed-0-2 |"))
+    assert "- seed: 0 (sft/seed-0, sft/seed-0-2); 1 (sft/seed-1)" in compared.output
+
+
+def test_sweep_runs_the_grid_draws_the_curve_and_keeps_finished_points(tiny_model_dir, ticket_files, tmp_path):
+    train, test = ticket_files
+    write_jsonl(train, ticket_rows(40))
+    prompt = _recipe(tiny_model_dir, ticket_files, tmp_path / "runs" / "fewshot", method="fewshot",
+                     fewshot={"k": 2, "select": "first"})
+    prompt.pop("adapter"), prompt.pop("train")
+    assert invoke("fewshot", write_recipe(tmp_path / "fewshot.yaml", prompt)).exit_code == 0
+    recipe = write_recipe(tmp_path / "sft.yaml", _recipe(tiny_model_dir, ticket_files, tmp_path / "runs" / "sweep"))
+    args = ("sweep", recipe, "--grid", "data.max_train_samples=8,32", "--seeds", "0,1", "--against",
+            tmp_path / "runs" / "fewshot", "--set", "train.max_steps=2")
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    sweep_dir = tmp_path / "runs" / "sweep"
+    assert sorted(p.name for p in sweep_dir.iterdir()) == ["comparison", "data.max_train_samples=32",
+                                                           "data.max_train_samples=8"]
+    manifest = json.loads((sweep_dir / "data.max_train_samples=8" / "seed-1" / "manifest.json").read_text())
+    assert manifest["data"]["train_rows"] == 8 and manifest["seed"] == 1
+    comparison = json.loads((sweep_dir / "comparison" / "comparison.json").read_text())
+    assert comparison["baseline"] == "fewshot"
+    points = {run["run"]: run for run in comparison["runs"]}
+    assert set(points) == {"fewshot", "data.max_train_samples=8", "data.max_train_samples=32"}
+    assert points["data.max_train_samples=8"]["seeds"] == [0, 1]
+    assert (sweep_dir / "comparison" / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    passes = (sweep_dir / "comparison" / "learning_curve.md").read_text()
+    assert "2-shot (first)" in passes and ("passes" in passes or "does not pass" in passes)
+    assert passes.strip() in result.output
+    again = invoke(*args)
+    assert again.exit_code == 0 and again.output.count("holds a finished run of this recipe; kept") == 4
+    assert (sweep_dir / "comparison-2" / "comparison.md").is_file()   # the first comparison is kept
