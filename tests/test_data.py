@@ -172,7 +172,8 @@ def test_train_and_eval_of_different_kinds(tmp_path):
 def test_llamafactory_alpaca_files_load_as_they_are(name):
     splits = load_data(DataConfig(train=str(SHARED_DATA / "llamafactory" / name)))
     assert splits.format == "alpaca" and splits.report["skipped_train_rows"]["count"] == 0
-    total = splits.report["train_rows"] + splits.report["eval_rows"]
+    total = splits.report["train_rows"] + splits.report["eval_rows"] + \
+        splits.report["train_rows_dropped_as_eval_questions"]
     assert total == {"alpaca_en_demo.json": 999, "identity.json": 91}[name]
     row = splits.train[0]
     assert row["prompt"][-1]["role"] == "user" and row["completion"][0]["role"] == "assistant"
@@ -274,7 +275,7 @@ def test_a_system_field_beside_a_system_message_is_a_bad_row(tmp_path):
             {"system": "Be brief.", "messages": [{"role": "user", "content": "hi"},
                                                  {"role": "assistant", "content": "hello"}]}]
     train = write_jsonl(tmp_path / "chats.jsonl", rows * 3)
-    splits = load_data(DataConfig(train=str(train), eval=str(train)))
+    splits = load_data(DataConfig(train=str(train), eval=str(train), drop_eval_overlap=False))
     assert splits.report["skipped_train_rows"]["count"] == 3
     assert "both a `system` field and a system message" in splits.report["skipped_train_rows"]["first"][0]
     assert [m["role"] for m in splits.train[0]["messages"]].count("system") == 1
@@ -287,3 +288,29 @@ def test_the_held_out_split_is_the_same_for_every_run_seed(tmp_path):
     assert len(fingerprints) == 1
     other = load_data(DataConfig(train=str(train), split_seed=7), seed=0).report
     assert other["eval_fingerprint"] not in fingerprints and other["split_seed"] == 7
+
+
+def test_train_rows_asking_an_eval_question_are_dropped_and_counted(capsys):
+    from tuner.data.splits import load_data
+
+    train, test = ticket_rows(20), ticket_rows(5, offset=100)
+    repeated = [{**test[0], "label": "billing"}, test[3]]          # the same questions, one with another answer
+    splits = load_data(DataConfig(train=train + repeated, eval=test, prompt_template="Team? {text}"))
+    assert len(splits.train) == 20 and splits.report["train_rows"] == 20
+    assert splits.report["train_rows_dropped_as_eval_questions"] == 2
+    assert not {json.dumps(row["prompt"]) for row in splits.train} & {json.dumps(row["prompt"]) for row in splits.eval}
+    assert "dropped 2 train rows whose question is also an eval question" in capsys.readouterr().out
+    kept = load_data(DataConfig(train=train + repeated, eval=test, drop_eval_overlap=False))
+    assert len(kept.train) == 22 and kept.report["train_rows_dropped_as_eval_questions"] == 0
+    # Only the scored rows count: with max_eval_samples 1, test[3] is no longer an eval question.
+    capped = load_data(DataConfig(train=train + repeated, eval=test, max_eval_samples=1))
+    assert capped.report["train_rows_dropped_as_eval_questions"] == 1 and len(capped.train) == 21
+
+
+def test_training_on_nothing_but_eval_questions_is_refused():
+    from tuner.data.splits import load_data
+
+    rows = ticket_rows(6)
+    with pytest.raises(TunerError, match="every row of data.train asks a question that data.eval asks too.*"
+                                         "drop_eval_overlap: false"):
+        load_data(DataConfig(train=rows, eval=rows))

