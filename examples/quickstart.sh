@@ -5,7 +5,7 @@
 #   bash examples/quickstart.sh
 #
 # Environment: OUT (parent folder of the runs; default runs/quickstart, or runs/quickstart-2... when that holds
-# files), TUNER (the command; default .venv/bin/tuner, else tuner on PATH), SET (options for every recipe, e.g.
+# files; a given OUT is used as it is), TUNER (the command; default .venv/bin/tuner, else tuner on PATH), SET (options for every recipe, e.g.
 # "--set data.max_eval_samples=20"), TRAIN_SET (options for the training recipes, e.g. "--set train.max_steps=5"),
 # SEEDS (e.g. 0,1,2: every recipe once per seed into OUT/<run>/seed-<n>, compared as one row per method with the
 # spread; three seeds take about three times as long), README_TABLE (a file: write the comparison as README's
@@ -17,10 +17,14 @@ TUNER=${TUNER:-.venv/bin/tuner}
 [ -x "${TUNER%% *}" ] || TUNER=tuner
 PYTHON=${PYTHON:-.venv/bin/python}
 [ -x "$PYTHON" ] || PYTHON=python3
-OUT=${OUT:-runs/quickstart}
-# A finished pipeline is never overwritten: pick the first free folder, as run folders do.
-if [ -e "$OUT" ] && [ -n "$(ls -A "$OUT")" ]; then
-  n=2; while [ -e "$OUT-$n" ] && [ -n "$(ls -A "$OUT-$n")" ]; do n=$((n + 1)); done; OUT="$OUT-$n"
+# A finished pipeline is never overwritten: without OUT, the first free runs/quickstart, -2, ... is used. A given OUT
+# is used as it is: with SEEDS, the seeds that finished there are kept and the rest run (an interrupted pipeline
+# continues); without, runs already there stay and new ones go beside them (sft-2...).
+if [ -z "${OUT:-}" ]; then
+  OUT=runs/quickstart
+  if [ -e "$OUT" ] && [ -n "$(ls -A "$OUT")" ]; then
+    n=2; while [ -e "$OUT-$n" ] && [ -n "$(ls -A "$OUT-$n")" ]; do n=$((n + 1)); done; OUT="$OUT-$n"
+  fi
 fi
 read -r -a SET <<< "${SET:-}"
 read -r -a TRAIN_SET <<< "${TRAIN_SET:-}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -186,9 +187,10 @@ def _dry_run(recipe_path: str, overrides: tuple[str, ...], method: str) -> None:
 
 def _run(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, method: str) -> None:
     try:
-        recipe = _load(recipe_path, overrides, method)
-        chosen = parse_seeds(seeds) or recipe.seeds
-        results = run_seeds(recipe, chosen) if chosen else [module_for(method).run(recipe)]
+        # --seeds goes into the recipe before it is checked: a `model.adapter` of SFT seeds is checked seed by seed.
+        recipe = _load(recipe_path, overrides + _seeds_override(seeds), method)
+        chosen = recipe.seeds
+        results = run_seeds(recipe) if chosen else [module_for(method).run(recipe)]
     except TunerError as error:
         _fail(error)
     for result in results:
@@ -196,6 +198,11 @@ def _run(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, method
     if chosen and is_main_process():
         click.echo(f"\n{len(results)} seeds in {recipe.output_dir}: `tuner compare {recipe.output_dir}` shows them as "
                    f"one row with their spread.")
+
+
+def _seeds_override(seeds: str | None) -> tuple[str, ...]:
+    chosen = parse_seeds(seeds)
+    return (f"seeds={json.dumps(chosen)}",) if chosen else ()
 
 
 @cli.command("sweep")
@@ -214,8 +221,8 @@ def sweep_command(recipe_path: str, grids: tuple[str, ...], seeds: str | None, a
     draw the learning curve: accuracy against the first key, with the seed spread and the baselines. Finished runs
     are kept when the sweep runs again, interrupted training resumes."""
     try:
-        recipe = _load(recipe_path, overrides)
-        done = sweep(recipe, parse_grid(grids), parse_seeds(seeds) or recipe.seeds, list(against))
+        recipe = _load(recipe_path, overrides + _seeds_override(seeds))
+        done = sweep(recipe, parse_grid(grids), recipe.seeds, list(against))
     except TunerError as error:
         _fail(error)
     if not is_main_process():

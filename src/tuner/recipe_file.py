@@ -263,4 +263,13 @@ def _check_files(recipe: Recipe) -> None:
                          f"file with a `text` column.")
     resolve_model_path(recipe.model.name_or_path, recipe.source)  # checks paths, loads nothing
     if recipe.model.adapter is not None:
-        read_adapter_run(recipe.model.adapter, recipe.model, recipe.source)
+        for adapter in adapter_runs(recipe):
+            read_adapter_run(adapter, recipe.model, recipe.source)
+
+
+def adapter_runs(recipe: Recipe) -> list[Path]:
+    """The run folders `model.adapter` names: with `seeds`, a folder holding `seed-<n>` runs for every seed names
+    each of them (a DPO recipe continues each SFT seed); otherwise the folder itself."""
+    given = Path(recipe.model.adapter)
+    per_seed = [given / f"seed-{seed}" for seed in recipe.seeds or []]
+    return per_seed if per_seed and all(folder.is_dir() for folder in per_seed) else [given]
