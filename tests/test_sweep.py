@@ -140,3 +140,22 @@ def test_pass_lines_name_where_the_curve_passes_each_baseline_on_the_mean_and_be
     assert pass_lines(curve[:1], [fewshot], "choice") == [
         "SFT does not pass 5-shot (similar) (0.800) at any data.max_train_samples swept: its best is 0.500 at "
         "data.max_train_samples=25."]
+
+
+def test_a_finished_run_written_before_a_new_recipe_key_is_still_kept(tiny_model_dir, ticket_files, tmp_path):
+    import yaml
+
+    from tuner.recipes.sweep import finished_run
+
+    recipe = recipe_from_dict(_recipe(tiny_model_dir, ticket_files, tmp_path / "runs" / "sft" / "seed-0"))
+    folder = tmp_path / "runs" / "sft" / "seed-0"
+    folder.mkdir(parents=True)
+    written = recipe.to_dict()
+    del written["data"]["drop_eval_overlap"]                         # a run from before that key existed
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(written))
+    (folder / "metrics.json").write_text('{"method": "sft"}')
+    (folder / "manifest.json").write_text("{}")
+    assert finished_run(recipe).run_dir == folder
+    written["data"]["drop_eval_overlap"] = False                     # set otherwise: another run
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(written))
+    assert finished_run(recipe) is None

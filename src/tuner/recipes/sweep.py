@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from ..checkpoints import resumable
 from ..comparison import Comparison, compare, find_runs
@@ -121,7 +122,12 @@ def _finished_in(folder: Path, recipe: Recipe) -> RunResult | None:
     except (OSError, ValueError, yaml.YAMLError):
         return None
     planned = yaml.safe_load(yaml.safe_dump(redact_data(recipe.to_dict()), sort_keys=False))
-    if not isinstance(written, dict) or _what(written) != _what(planned):
+    try:
+        # Through today's schema, so a key tuner added since (at its default) does not make the same run differ.
+        then = yaml.safe_load(yaml.safe_dump(redact_data(Recipe.model_validate(written).to_dict()), sort_keys=False))
+    except (ValidationError, TypeError):
+        return None
+    if _what(then) != _what(planned):
         return None
     return RunResult(run_dir=folder, metrics=metrics, manifest=manifest)
 
