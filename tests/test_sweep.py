@@ -159,3 +159,20 @@ def test_a_finished_run_written_before_a_new_recipe_key_is_still_kept(tiny_model
     written["data"]["drop_eval_overlap"] = False                     # set otherwise: another run
     (folder / "recipe.yaml").write_text(yaml.safe_dump(written))
     assert finished_run(recipe) is None
+
+
+def test_a_dpo_recipe_on_sft_seeds_plans_each_seed_on_its_own_adapter(tiny_model_dir, tmp_path):
+    from conftest import fake_adapter_run
+
+    sft = tmp_path / "runs" / "sft"
+    for seed in (0, 1):
+        fake_adapter_run(sft / f"seed-{seed}", str(tiny_model_dir))
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": f"Ticket {n}?", "chosen": "billing",
+                                                   "rejected": "shipping"} for n in range(8)])
+    document = {"method": "dpo", "model": {"name_or_path": str(tiny_model_dir), "adapter": str(sft)},
+                "data": {"train": {"path": str(pairs)}, "format": "preference"},
+                "output_dir": str(tmp_path / "runs" / "sft-dpo"), "seeds": [0, 1]}
+    planned = plan(recipe_from_dict(document))
+    assert [(p.model.adapter, p.seed) for p in planned] == [(str(sft / "seed-0"), 0), (str(sft / "seed-1"), 1)]
+    with pytest.raises(TunerError, match="not a tuner run folder with an adapter"):
+        recipe_from_dict({**document, "seeds": None})               # without seeds the folder must be a run itself

@@ -77,7 +77,8 @@ def plan(recipe: Recipe, grid: dict[str, list[Any]] | None = None, seeds: list[i
     run folder holding `seed-<n>` folders gives each seed its own (DPO on SFT, seed by seed). With `resume: auto`,
     each run resumes where its folder holds an interrupted one with a checkpoint and starts anew elsewhere."""
     seeds = seeds if seeds is not None else recipe.seeds
-    document = recipe.to_dict()
+    # The recipe as written (defaults left out), so it validates again as the user's recipe did.
+    document = recipe.model_dump(mode="json", exclude_unset=True)
     points = list(itertools.product(*[[(key, value) for value in values] for key, values in (grid or {}).items()]))
     planned = []
     for point in points:
@@ -86,8 +87,9 @@ def plan(recipe: Recipe, grid: dict[str, list[Any]] | None = None, seeds: list[i
         for seed in seeds if seeds else [None]:
             one = {**at_point, "seeds": None, "output_dir": str(folder)}
             if seed is not None:
-                one.update(seed=seed, output_dir=str(folder / f"seed-{seed}"),
-                           fewshot={**one["fewshot"], "seed": seed})
+                one.update(seed=seed, output_dir=str(folder / f"seed-{seed}"))
+                if recipe.method == "fewshot" or "fewshot" in one:
+                    one["fewshot"] = {**one.get("fewshot", {}), "seed": seed}
                 adapter = one["model"].get("adapter")
                 if adapter and (Path(adapter) / f"seed-{seed}").is_dir():
                     one["model"] = {**one["model"], "adapter": str(Path(adapter) / f"seed-{seed}")}
