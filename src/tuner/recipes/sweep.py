@@ -88,8 +88,7 @@ def plan(recipe: Recipe, grid: dict[str, list[Any]] | None = None, seeds: list[i
             one = {**at_point, "seeds": None, "output_dir": str(folder)}
             if seed is not None:
                 one.update(seed=seed, output_dir=str(folder / f"seed-{seed}"))
-                if recipe.method == "fewshot" or "fewshot" in one:
-                    one["fewshot"] = {**one.get("fewshot", {}), "seed": seed}
+                one["fewshot"] = {**one.get("fewshot", {}), "seed": seed}
                 adapter = one["model"].get("adapter")
                 if adapter and (Path(adapter) / f"seed-{seed}").is_dir():
                     one["model"] = {**one["model"], "adapter": str(Path(adapter) / f"seed-{seed}")}
