@@ -285,14 +285,16 @@ def _machine(hardware: dict[str, Any]) -> str:
 
 
 def differences(records: list[RunRecord]) -> dict[str, Any]:
-    """`same`: context values every run shares; `differs`: for the others, each value and the runs that had it."""
+    """`same`: context values every run shares; `differs`: for the others, each value and the runs that had it. A
+    run that did not record a value (a package tuner began recording later) differs from none."""
     contexts = {record.name: _context(record.manifest) for record in records if record.manifest}
     keys = list(dict.fromkeys(key for context in contexts.values() for key in context))
     same, differs = {}, {}
     for key in keys:
         by_value: dict[str, list[str]] = {}
         for name, context in contexts.items():
-            by_value.setdefault(str(context.get(key)), []).append(name)
+            if context.get(key) is not None or not any(other.get(key) is not None for other in contexts.values()):
+                by_value.setdefault(str(context.get(key)), []).append(name)
         if len(by_value) == 1:
             value = next(iter(by_value))
             if value != "None":

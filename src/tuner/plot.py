@@ -45,7 +45,7 @@ def accuracy_vs_training(rows: list[dict[str, Any]], task: str | None, units: st
     timed = [row for row in points if row.get("latency_ms") is not None]
     _panel(latency, timed, task, lambda row: row["latency_ms"], "ms per request (retrieval included)",
            "Accuracy against latency per request")
-    cost.legend(fontsize=8, loc="lower right")
+    cost.legend(fontsize=8, loc="best")
     return figure
 
 

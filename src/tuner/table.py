@@ -82,6 +82,8 @@ def several_seeds(comparison) -> bool:
 def _spread(row: dict[str, Any], task: str) -> str:
     """How far a row's accuracy moves with the seed: min-max over its seeds, and the standard deviation from three."""
     seeds = list(row.get("seeds") or [])
+    if _missing(row.get(f"{task}_accuracy")):
+        return ""
     if len(seeds) <= 1:
         return f"1 seed ({seeds[0]})" if seeds and seeds[0] is not None else "1 run"
     if _missing(row.get(f"{task}_spread_low")):
@@ -98,6 +100,8 @@ def seed_lines(comparison) -> list[str]:
         if len(seeds) <= 1:
             continue
         for task in comparison.tasks:
+            if _missing(row[f"{task}_accuracy"]):
+                continue
             scores = zip(seeds, row[f"{task}_seed_accuracy"], row[f"{task}_seed_ci"])
             lines.append(f"- {row['run']} ({task}): " + "; ".join(
                 f"seed {seed} {accuracy:.3f} [{low:.3f}, {high:.3f}]" for seed, accuracy, (low, high) in scores
