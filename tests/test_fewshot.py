@@ -117,7 +117,8 @@ def test_multiple_choice_from_a_column(tmp_path, tiny_model_dir):
 
     rows = [{"prompt": "2+2=", "completion": "4", "options": ["3", "4", "5"]},
             {"prompt": "Sky colour:", "completion": "blue", "options": ["blue", "green"]}]
-    data = load_data(DataConfig(train=rows, eval=rows, chat=False, choices_column="options"))
+    data = load_data(DataConfig(train=rows, eval=rows, chat=False, choices_column="options",
+                                drop_eval_overlap=False))
     assert data.eval[0]["choices"] == ["3", "4", "5"]
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)

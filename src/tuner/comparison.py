@@ -281,7 +281,8 @@ def _context(manifest: dict[str, Any]) -> dict[str, Any]:
 def _machine(hardware: dict[str, Any]) -> str:
     """`1 x AMD EPYC (cpu, 2 cores)`: the devices, and the cores a CPU run had."""
     cores = f", {hardware['cpu_cores']} cores" if hardware.get("cpu_cores") and hardware.get("device") == "cpu" else ""
-    return f"{hardware.get('device_count', '?')} x {hardware.get('device_name', '?')} ({hardware.get('device', '?')}{cores})"
+    return (f"{hardware.get('device_count', '?')} x {hardware.get('device_name', '?')} "
+            f"({hardware.get('device', '?')}{cores})")
 
 
 def differences(records: list[RunRecord]) -> dict[str, Any]:

@@ -68,7 +68,8 @@ def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
         if bad["count"] > len(bad["first"]):
             print(f"tuner: ... {bad['count'] - len(bad['first'])} more rows skipped")
     report = {"format": fmt, "train_columns": columns, "train_rows": len(train), "eval_rows": len(evaluation),
-              "train_rows_dropped_as_eval_questions": overlap, "train_fingerprint": fingerprint(train), "eval_fingerprint": fingerprint(evaluation),
+              "train_rows_dropped_as_eval_questions": overlap, "train_fingerprint": fingerprint(train),
+              "eval_fingerprint": fingerprint(evaluation),
               "skipped_train_rows": train_bad, "skipped_eval_rows": eval_bad,
               "split_seed": data_config.split_seed if data_config.eval is None else None}
     return Splits(train=train, eval=evaluation, format=fmt, report=report)

@@ -46,8 +46,8 @@ def parse_grid(texts: list[str] | tuple[str, ...]) -> dict[str, list[Any]]:
             raise TunerError(f"--grid {text}: expected KEY.PATH=VALUE,VALUE,... with at least one value, for example "
                              f"--grid data.max_train_samples=50,100,200.")
         if key.strip() in grid or key.strip() in ("seed", "output_dir"):
-            raise TunerError(f"--grid {text}: key {key.strip()} is {'swept twice' if key.strip() in grid else 'set by the sweep'}"
-                             f"; give each key once (seeds with --seeds).")
+            why = "swept twice" if key.strip() in grid else "set by the sweep"
+            raise TunerError(f"--grid {text}: key {key.strip()} is {why}; give each key once (seeds with --seeds).")
         grid[key.strip()] = values
     return grid
 
@@ -185,7 +185,8 @@ def sweep(recipe: Recipe, grid: dict[str, list[Any]], seeds: list[int] | None = 
     if not grid:
         raise TunerError("a sweep needs at least one --grid KEY.PATH=VALUE,VALUE,... (for example --grid "
                          "data.max_train_samples=50,100,200).")
-    find_runs(list(against)) if against else None  # a wrong baseline folder is named before hours of training
+    if against:
+        find_runs(list(against))  # a wrong baseline folder is named before hours of training, not after
     resumable = {"resume": "auto"} if recipe.method in ("sft", "dpo") else {}
     planned = plan(recipe.model_copy(update=resumable), grid, seeds)
     results = run_all(planned)
