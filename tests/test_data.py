@@ -310,7 +310,11 @@ def test_train_rows_asking_an_eval_question_are_dropped_and_counted(capsys):
 def test_training_on_nothing_but_eval_questions_is_refused():
     from tuner.data.splits import load_data
 
+    from tuner.data.splits import require_train_rows
+
     rows = ticket_rows(6)
+    splits = load_data(DataConfig(train=rows, eval=rows))    # methods that train on nothing (rag, eval) go on
+    assert len(splits.train) == 0 and splits.report["train_rows_dropped_as_eval_questions"] == 6
     with pytest.raises(TunerError, match="every row of data.train asks a question that data.eval asks too.*"
                                          "drop_eval_overlap: false"):
-        load_data(DataConfig(train=rows, eval=rows))
+        require_train_rows(splits, "<recipe>")                 # what sft and dpo call before training

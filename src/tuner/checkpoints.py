@@ -19,9 +19,10 @@ from transformers import TrainerCallback
 
 from .errors import TunerError
 from .files import write_json
+from .runs import CHECKPOINT_MARKER
 from .secrets import redact_data
 
-MARKER = "tuner_checkpoint.json"
+MARKER = CHECKPOINT_MARKER
 REQUIRED = ("trainer_state.json", "adapter_model.safetensors")
 # Recipe keys a resumed run may change: they steer logging, saving and scoring, not what is trained.
 # What is trained is guarded by the train data fingerprint and the rest of the recipe.
@@ -127,12 +128,6 @@ def _candidates(output_dir: Path) -> list[Path]:
         found += [p for p in output_dir.parent.glob(f"{output_dir.name}-*")
                   if p.is_dir() and p.name.rsplit("-", 1)[-1].isdigit()]
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
-
-
-def resumable(output_dir: str | Path) -> bool:
-    """Whether an unfinished run of `output_dir` (or `output_dir-N`) has a whole checkpoint to resume from."""
-    return any(not (run_dir / "metrics.json").is_file() and last_complete(run_dir)
-               for run_dir in _candidates(Path(output_dir)))
 
 
 def find_checkpoint(recipe) -> Path | None:

@@ -52,6 +52,19 @@ def new_run_dir(output_dir: str | Path) -> Path:
     return candidate
 
 
+# Written last into a checkpoint folder: a checkpoint without it was cut off mid-write (see checkpoints.py).
+CHECKPOINT_MARKER = "tuner_checkpoint.json"
+
+
+def resumable(output_dir: str | Path) -> bool:
+    """Whether an unfinished run of `output_dir` (or `output_dir-N`) holds a whole checkpoint to resume from."""
+    base = Path(output_dir)
+    taken = [p for p in base.parent.glob(f"{base.name}-*") if p.name.rsplit("-", 1)[-1].isdigit()] \
+        if base.parent.is_dir() else []
+    return any(folder.is_dir() and not (folder / "metrics.json").is_file()
+               and any((folder / "checkpoints").glob(f"checkpoint-*/{CHECKPOINT_MARKER}")) for folder in [base, *taken])
+
+
 # Marks a folder as taken by a run: whoever creates it first owns the folder, so two runs started at once never
 # share one (hidden from `RunResult.files`).
 CLAIM = ".tuner-claim"

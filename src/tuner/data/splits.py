@@ -85,12 +85,16 @@ def _without_eval_questions(train, evaluation, data_config, source: str):
     dropped = len(train) - len(keep)
     if not dropped:
         return train, 0
-    if not keep:
+    print(f"tuner: dropped {dropped} train rows whose question is also an eval question (data.drop_eval_overlap)")
+    return train.select(keep), dropped
+
+
+def require_train_rows(splits: Splits, source: str) -> None:
+    """Refuse to train on no rows: every train row asked an eval question and was dropped (`drop_eval_overlap`)."""
+    if len(splits.train) == 0 and splits.report["train_rows_dropped_as_eval_questions"]:
         raise TunerError(f"{source}: every row of data.train asks a question that data.eval asks too, so none is left "
                          f"to train on without training on the scored rows. Give held-out eval rows, or set "
                          f"`data.drop_eval_overlap: false` to train on them anyway (its scores then measure recall).")
-    print(f"tuner: dropped {dropped} train rows whose question is also an eval question (data.drop_eval_overlap)")
-    return train.select(keep), dropped
 
 
 def require_preference(splits: Splits, source: str, method: str) -> None:

@@ -12,7 +12,7 @@ from ..accounting import phase
 from ..adapters import parameter_counts
 from ..checkpoints import resume_point
 from ..data.rows import scoring_rows
-from ..data.splits import load_data
+from ..data.splits import load_data, require_train_rows
 from ..evaluator import check_rows, evaluate
 from ..hardware import is_main_process
 from ..models import check_chat_template, load_config_and_tokenizer, load_model
@@ -32,6 +32,7 @@ def run(recipe) -> RunResult:
     phases: dict[str, Any] = {}
     with phase("data", phases):
         splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
+        require_train_rows(splits, recipe.source)
         eval_rows = scoring_rows(splits.eval)
         if recipe.eval.task:
             check_rows(eval_rows, recipe.eval, recipe.data.label_names)

@@ -20,14 +20,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ..checkpoints import resumable
 from ..comparison import Comparison, compare, find_runs
 from ..errors import TunerError
 from ..files import write_text
 from ..hardware import is_main_process
 from ..plot import learning_curve
 from ..recipe_file import apply_overrides, recipe_from_dict
-from ..runs import RunResult
+from ..runs import RunResult, resumable
 from ..schema import Recipe
 from ..secrets import redact_data
 from . import module_for
