@@ -69,6 +69,12 @@ def _point_folder(point: tuple[tuple[str, Any], ...]) -> str:
     return ",".join(f"{key}={value}" for key, value in point).replace("/", "_")
 
 
+def _points(grid: dict[str, list[Any]]) -> list[tuple[tuple[str, Any], ...]]:
+    """Every combination of the grid's values, as ((key, value), ...) in the grid's key order; one empty point
+    without a grid."""
+    return list(itertools.product(*[[(key, value) for value in values] for key, values in grid.items()]))
+
+
 def plan(recipe: Recipe, grid: dict[str, list[Any]] | None = None, seeds: list[int] | None = None) -> list[Recipe]:
     """The recipes of a sweep, validated before anything runs: one per point of `grid` (every combination of its
     values) and per seed (`seeds`, else the recipe's `seeds`), in
@@ -78,7 +84,7 @@ def plan(recipe: Recipe, grid: dict[str, list[Any]] | None = None, seeds: list[i
     seeds = seeds if seeds is not None else recipe.seeds
     # The recipe as written (defaults left out), so it validates again as the user's recipe did.
     document = recipe.model_dump(mode="json", exclude_unset=True)
-    points = list(itertools.product(*[[(key, value) for value in values] for key, values in (grid or {}).items()]))
+    points = _points(grid or {})
     planned = []
     for point in points:
         folder = Path(recipe.output_dir) / _point_folder(point) if point else Path(recipe.output_dir)
@@ -194,7 +200,7 @@ def sweep(recipe: Recipe, grid: dict[str, list[Any]], seeds: list[int] | None = 
     comparison = compare([str(result.run_dir) for result in results] + against, baseline=baseline)
     rows = comparison.table.to_dict(orient="records")
     task = comparison.tasks[0] if comparison.tasks else None
-    points = list(itertools.product(*[[(key, value) for value in values] for key, values in grid.items()]))
+    points = _points(grid)
     per_point = len(planned) // len(points)
     curve_points = []
     for number, point in enumerate(points):
