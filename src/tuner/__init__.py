@@ -9,6 +9,8 @@
     from tuner import compare           # one table of runs
     from tuner import build_index       # a retrieval index of a corpus: index.search(question, k)
     from tuner import run_seeds, sweep  # a recipe over seeds, and over a grid of values with its learning curve
+    from tuner import export            # a run as a merged model, a GGUF file or its adapter, checked against the run
+    from tuner import predict, chat     # a run's model on a file of rows, or in a conversation
 
 Where each part lives: ARCHITECTURE.md.
 """
@@ -20,13 +22,17 @@ from .evaluator import EvalResult, evaluate
 from .index import Index, build_index
 from .recipe_file import load_recipe, recipe_from_dict
 from .recipes import module_for
+from .recipes.chat import chat
+from .recipes.export import ExportResult, export
+from .recipes.predict import Predictions, predict
 from .recipes.preflight import dry_run, validate
 from .recipes.sweep import Sweep, run_seeds, sweep
 from .runs import RunResult
 from .schema import Recipe
 
-__all__ = ["Comparison", "Estimate", "EvalResult", "Index", "Recipe", "RunResult", "Sweep", "TunerError", "build_index",
-           "compare", "dry_run", "evaluate", "load_recipe", "recipe_from_dict", "run", "run_seeds", "sweep", "validate"]
+__all__ = ["Comparison", "Estimate", "EvalResult", "ExportResult", "Index", "Predictions", "Recipe", "RunResult", "Sweep",
+           "TunerError", "build_index", "chat", "compare", "dry_run", "evaluate", "export", "load_recipe", "predict",
+           "recipe_from_dict", "run", "run_seeds", "sweep", "validate"]
 __version__ = "0.1.0"
 
 

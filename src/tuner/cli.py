@@ -16,6 +16,9 @@ from .hardware import is_main_process
 from .progress import QUIET_VARIABLE
 from .recipe_file import load_recipe
 from .recipes import evaluation, module_for, preflight
+from .recipes.chat import chat
+from .recipes.export import export
+from .recipes.predict import predict
 from .recipes.sweep import parse_grid, parse_seeds, run_seeds, sweep
 from .secrets import redact
 
@@ -166,6 +169,61 @@ def compare_command(paths: tuple[str, ...], baseline: str | None, price_per_gpu_
     if comparison.problems:
         _fail(TunerError(f"{len(comparison.problems)} run file(s) could not be read, so their rows are marked: "
                          + "; ".join(comparison.problems) + "."))
+
+
+@cli.command("export")
+@click.argument("run_path", metavar="RUN_FOLDER")
+@click.option("--to", "to", type=click.Choice(["merged", "gguf", "adapter"]), default="merged", show_default=True,
+              help="merged: one Hugging Face folder, base and adapter merged; gguf: one GGUF file for llama.cpp and "
+                   "Ollama (with a Modelfile); adapter: the PEFT adapter for LoRA serving (vLLM, TGI).")
+@click.option("--quant", type=click.Choice(["f32", "f16", "bf16", "q8_0"]), help="GGUF tensor type (default f16).")
+@click.option("--out", metavar="FOLDER", help="Where to write (default: RUN_FOLDER/exports/<format>; a folder that "
+              "holds files is never overwritten).")
+def export_command(run_path: str, to: str, quant: str | None, out: str | None) -> None:
+    """Export a finished SFT or DPO run for deployment, load it back and check its next-token log-probabilities
+    against the run's base + adapter; writes export.json and a model card beside it."""
+    try:
+        result = export(run_path, to, out, quant)
+    except TunerError as error:
+        _fail(error)
+    check = result.info["check"]
+    click.echo(f"\nExport: {result.folder}")
+    click.echo("  holds: " + ", ".join(result.info["files"]))
+    click.echo(f"  check: next-token log-probabilities within {check['max_abs_logprob_difference']:.2e} of the run's "
+               f"base + adapter on {check['rows']} eval rows (tolerance {check['tolerance']:g}), same top token at "
+               f"{100 * check['same_top_token_share']:.1f}% of {check['positions']} positions")
+
+
+@cli.command("predict")
+@click.argument("target", metavar="RUN_FOLDER|RECIPE")
+@click.option("--input", "input_path", required=True, metavar="FILE", help="Rows to answer (JSONL, JSON, CSV, TSV or "
+              "Parquet) in the run's data format; the answer column may be left out.")
+@click.option("--output", "output_path", required=True, metavar="FILE", help="JSONL to write, one line per row (a "
+              "file that exists is never overwritten).")
+@click.option("--batch-size", type=int, help="Rows per batch (default: the run's eval.batch_size).")
+def predict_command(target: str, input_path: str, output_path: str, batch_size: int | None) -> None:
+    """Answer a file of rows with a run's model (or a recipe's base model), rendered as the run rendered its eval
+    rows: system prompt, template, few-shot examples or retrieved passages. Per row: the answer, the choice scores
+    or generated text, and latency."""
+    try:
+        result = predict(target, input_path, output_path, batch_size)
+    except TunerError as error:
+        _fail(error)
+    scored = (f"; accuracy {result.accuracy:.4f} on the {result.answered} rows that gave an answer"
+              if result.accuracy is not None else "")
+    click.echo(f"Predictions: {result.output} ({len(result.rows)} rows{scored})")
+
+
+@cli.command("chat")
+@click.argument("target", metavar="RUN_FOLDER|RECIPE")
+@click.option("--max-new-tokens", type=int, default=256, show_default=True, help="Longest reply, in tokens.")
+def chat_command(target: str, max_new_tokens: int) -> None:
+    """Chat with a run's model (or a recipe's base model) in the terminal, with the run's system prompt; tokens are
+    printed as they are generated. /reset starts over, /exit ends."""
+    try:
+        chat(target, max_new_tokens=max_new_tokens)
+    except TunerError as error:
+        _fail(error)
 
 
 def _train(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resume: bool, dry_run: bool,

@@ -24,7 +24,6 @@ from .progress import Progress
 from .rendering import continuation, render_prompt
 
 
-
 @dataclass
 class EvalResult:
     """Scores of one evaluation: `metrics` (accuracy, interval, rows, latency, the phase's accounting) and one
@@ -195,7 +194,7 @@ def _add_scores(logits, wanted: list[tuple[int, int, int]], scores: list[float],
         scores[pair] += value
 
 
-def _stop_token_ids(tokenizer) -> list[int]:
+def stop_token_ids(tokenizer) -> list[int]:
     ids = {tokenizer.eos_token_id}
     for token in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
         token_id = tokenizer.convert_tokens_to_ids(token)
@@ -205,16 +204,16 @@ def _stop_token_ids(tokenizer) -> list[int]:
 
 
 def generate_texts(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 16,
-                   on_done: Callable[[int], None] | None = None) -> tuple[list[str], int]:
+                   on_done: Callable[[list[int]], None] | None = None) -> tuple[list[str], int]:
     """Greedy continuations of plain-text prompts (stopping at EOS / end of turn) and the generated token count;
-    `on_done` hears how many prompts each batch finished."""
+    `on_done` hears which prompts (by index) each batch finished."""
     import torch
 
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     outputs: list[str] = [""] * len(prompts)
     generated_tokens = 0
     device = _model_device(model)
-    stops = _stop_token_ids(tokenizer)
+    stops = stop_token_ids(tokenizer)
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # generation continues from the last position of every row
     model.eval()
@@ -231,7 +230,7 @@ def generate_texts(model, tokenizer, prompts: list[str], max_new_tokens: int, ba
                     generated_tokens += cut
                     outputs[i] = tokenizer.decode(tokens[:cut], skip_special_tokens=True)
                 if on_done is not None:
-                    on_done(len(indices))
+                    on_done(indices)
     finally:
         tokenizer.padding_side = side
     return outputs, generated_tokens
@@ -239,18 +238,41 @@ def generate_texts(model, tokenizer, prompts: list[str], max_new_tokens: int, ba
 
 # ---- tasks ----
 
-def _rows_finished(pair_rows: list[int], progress: Progress) -> Callable[[list[int]], None]:
+class _RowClock:
+    """Rows as they finish: the progress bar moves, and each row is given its share of the wall time since the last
+    rows finished (a batch's time split evenly over the rows it completed), so the rows' latencies add up to the
+    phase's time."""
+
+    def __init__(self, progress: Progress, rows: int):
+        self.progress, self.ms = progress, [None] * rows
+        self.last = time.perf_counter()
+
+    def finished(self, rows: list[int]) -> None:
+        now = time.perf_counter()
+        for row in rows:
+            self.ms[row] = round(1000 * (now - self.last) / len(rows), 2)
+        if rows:
+            self.last = now
+        self.progress.update(len(rows))
+
+    def restart(self) -> None:
+        self.progress.restart()
+        self.ms, self.last = [None] * len(self.ms), time.perf_counter()
+
+
+def _rows_finished(pair_rows: list[int], clock: _RowClock) -> Callable[[list[int]], None]:
     """A callback for `loglikelihoods` that counts a row done once all of its pairs are scored."""
     left: dict[int, int] = {}
     for row in pair_rows:
         left[row] = left.get(row, 0) + 1
 
     def scored(pairs: list[int]) -> None:
-        finished = 0
+        finished = []
         for pair in pairs:
             left[pair_rows[pair]] -= 1
-            finished += left[pair_rows[pair]] == 0
-        progress.update(finished)
+            if left[pair_rows[pair]] == 0:
+                finished.append(pair_rows[pair])
+        clock.finished(finished)
 
     return scored
 
@@ -289,7 +311,7 @@ def check_rows(rows, eval_config, label_names: list[str] | None = None) -> None:
                              f"the row, or add the answer to `eval.choices`.")
 
 
-def _choice(model, tokenizer, rows, eval_config, label_names, progress):
+def _choice(model, tokenizer, rows, eval_config, label_names, clock):
     contexts = [render_prompt(row["prompt"], tokenizer) for row in rows]
     pairs, spans, pair_rows = [], [], []
     for number, (row, context) in enumerate(zip(rows, contexts)):
@@ -298,7 +320,7 @@ def _choice(model, tokenizer, rows, eval_config, label_names, progress):
         pairs.extend((context, continuation(row["prompt"], choice)) for choice in choices)
         pair_rows.extend([number] * len(choices))
     scores = loglikelihoods(model, tokenizer, pairs, batch_size=eval_config.batch_size,
-                            on_scored=_rows_finished(pair_rows, progress))
+                            on_scored=_rows_finished(pair_rows, clock))
     predictions, correct, correct_norm = [], [], []
     for number, ((offset, choices, gold), context) in enumerate(zip(spans, contexts)):
         lls = scores[offset:offset + len(choices)]
@@ -316,12 +338,12 @@ def _choice(model, tokenizer, rows, eval_config, label_names, progress):
     return correct, predictions, metrics
 
 
-def _generate(model, tokenizer, rows, eval_config, label_names, progress):
+def _generate(model, tokenizer, rows, eval_config, label_names, clock):
     pattern = re.compile(eval_config.answer_regex) if eval_config.answer_regex else None
     contexts = [render_prompt(row["prompt"], tokenizer) for row in rows]
     start = time.perf_counter()
     texts, generated = generate_texts(model, tokenizer, contexts, eval_config.max_new_tokens, eval_config.batch_size,
-                                      on_done=progress.update)
+                                      on_done=clock.finished)
     seconds = time.perf_counter() - start
     predictions, correct = [], []
     for number, (row, context, text) in enumerate(zip(rows, contexts, texts)):
@@ -334,7 +356,7 @@ def _generate(model, tokenizer, rows, eval_config, label_names, progress):
                                   "generated_tokens_per_second": round(generated / seconds, 1) if seconds else None}
 
 
-def _preference(model, tokenizer, rows, eval_config, label_names, progress):
+def _preference(model, tokenizer, rows, eval_config, label_names, clock):
     pairs = []
     for number, row in enumerate(rows):
         if not {"prompt", "chosen", "rejected"} <= set(row):
@@ -344,7 +366,7 @@ def _preference(model, tokenizer, rows, eval_config, label_names, progress):
         for side in ("chosen", "rejected"):
             pairs.append((context, continuation(row["prompt"], answer_text({"completion": row[side]}))))
     scores = loglikelihoods(model, tokenizer, pairs, batch_size=eval_config.batch_size,
-                            on_scored=_rows_finished([n // 2 for n in range(len(pairs))], progress))
+                            on_scored=_rows_finished([n // 2 for n in range(len(pairs))], clock))
     predictions, correct = [], []
     for number, row in enumerate(rows):
         chosen, rejected = scores[2 * number], scores[2 * number + 1]
@@ -359,13 +381,13 @@ def _preference(model, tokenizer, rows, eval_config, label_names, progress):
 TASKS = {"choice": _choice, "generate": _generate, "preference": _preference}
 
 
-def _with_smaller_batches_on_oom(model, tokenizer, rows, eval_config, label_names, progress):
+def _with_smaller_batches_on_oom(model, tokenizer, rows, eval_config, label_names, clock):
     """Run the task; out of memory, halve `eval.batch_size` and run it again, down to batches of one."""
     import torch
 
     while True:
         try:
-            return TASKS[eval_config.task](model, tokenizer, rows, eval_config, label_names, progress)
+            return TASKS[eval_config.task](model, tokenizer, rows, eval_config, label_names, clock)
         except Exception as error:
             if not is_out_of_memory(error):
                 raise
@@ -378,7 +400,7 @@ def _with_smaller_batches_on_oom(model, tokenizer, rows, eval_config, label_name
             print(f"tuner: out of memory scoring batches of {eval_config.batch_size}; retrying with {smaller} "
                   f"(set `eval.batch_size: {smaller}` to start there)")
             eval_config = eval_config.model_copy(update={"batch_size": smaller})
-            progress.restart()
+            clock.restart()
 
 
 def _autocast(model, precision: str | None):
@@ -409,10 +431,12 @@ def evaluate(model, tokenizer, rows, eval_config, label_names: list[str] | None 
     phases: dict[str, Any] = {}
     with phase("eval", phases), _autocast(model, precision), Progress(len(rows), f"scoring ({eval_config.task})",
                                                                       "rows") as progress:
+        clock = _RowClock(progress, len(rows))
         correct, predictions, extra = _with_smaller_batches_on_oom(model, tokenizer, rows, eval_config, label_names,
-                                                                   progress)
+                                                                   clock)
     record = phases["eval"]
     for prediction in predictions:
+        prediction["latency_ms"] = clock.ms[prediction["row"]]
         if "passages" in rows[prediction["row"]]:  # retrieved passages: the sources a reader can check
             prediction["passages"] = rows[prediction["row"]]["passages"]
     prompt_tokens = sum(len(tokenizer(render_prompt(row["prompt"], tokenizer), add_special_tokens=False)["input_ids"])

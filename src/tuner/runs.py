@@ -3,6 +3,7 @@ and predictions written into it, and the result object a recipe returns."""
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 from dataclasses import dataclass, field
@@ -13,8 +14,10 @@ from typing import Any
 import yaml
 
 from .distributed import shared
+from .errors import TunerError
 from .files import write_json, write_jsonl, write_text
 from .hardware import device_info, engine, world_size
+from .recipe_file import read_yaml, recipe_from_dict
 from .secrets import redact_data
 
 # Every package whose version can move a figure: the manifest records them and compare lists those that differ.
@@ -170,3 +173,49 @@ def record_evaluation(run_dir: Path, result, metrics: dict[str, Any], phases: di
     write_jsonl(run_dir / (f"predictions_{name}.jsonl" if name else "predictions.jsonl"), result.predictions)
     phases[key] = result.metrics["phase"]
     metrics[key] = {k: v for k, v in result.metrics.items() if k != "phase"}
+
+
+@dataclass
+class FinishedRun:
+    """A finished run folder read back: its recipe (as it ran), manifest and metrics, and its adapter folder when it
+    trained one."""
+
+    run_dir: Path
+    recipe: Any
+    manifest: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @property
+    def adapter(self) -> Path | None:
+        folder = self.run_dir / "adapter"
+        return folder if (folder / "adapter_config.json").is_file() else None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TunerError(f"{path}: unreadable ({exc}). The run folder is damaged; run the recipe again.") from None
+
+
+def read_run(path: str | Path) -> FinishedRun:
+    """Read a finished run folder (recipe.yaml, manifest.json, metrics.json); the recipe's data files need not exist
+    any more. An unfinished, interrupted or seed-parent folder is refused with what to do."""
+    run_dir = Path(path)
+    if not run_dir.is_dir():
+        raise TunerError(f"{run_dir}: no such run folder. Give the folder a `tuner sft`, `dpo`, `fewshot` or `rag` "
+                         f"run printed as its run folder.")
+    seeds = sorted(p.name for p in run_dir.glob("seed-*") if (p / "recipe.yaml").is_file())
+    if seeds and not (run_dir / "recipe.yaml").is_file():
+        raise TunerError(f"{run_dir}: holds one run per seed ({', '.join(seeds)}), not one run. Give one of them, "
+                         f"e.g. {run_dir / seeds[0]}.")
+    if not (run_dir / "recipe.yaml").is_file():
+        raise TunerError(f"{run_dir}: not a tuner run folder (it has no recipe.yaml). Give the folder a `tuner sft`, "
+                         f"`dpo`, `fewshot` or `rag` run printed as its run folder.")
+    if not (run_dir / "metrics.json").is_file() or not (run_dir / "manifest.json").is_file():
+        raise TunerError(f"{run_dir}: the run did not finish (no metrics.json: it was interrupted or is still "
+                         f"running). Finish it with `tuner <method> {run_dir / 'recipe.yaml'} --resume`, or give a "
+                         f"finished run.")
+    recipe = recipe_from_dict(read_yaml(run_dir / "recipe.yaml"), str(run_dir / "recipe.yaml"), check_files=False)
+    return FinishedRun(run_dir=run_dir, recipe=recipe, manifest=_read_json(run_dir / "manifest.json"),
+                       metrics=_read_json(run_dir / "metrics.json"))

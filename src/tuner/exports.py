@@ -1,0 +1,231 @@
+"""Exports: a finished run written as something to deploy, and the proof that it is the model the run trained.
+
+- `merged`: base and adapter merged into one Hugging Face folder (safetensors, tokenizer, chat template, generation
+  config), in the base checkpoint's own precision; a QLoRA run's adapter goes into the unquantised base.
+- `gguf`: the merged model as one GGUF file (`gguf_file.py`) with an Ollama `Modelfile` beside it.
+- `adapter`: the run's PEFT adapter as it is, for LoRA serving (vLLM, TGI).
+
+Each export is loaded back the way its users load it, and its next-token log-probabilities on rows of the run's own
+eval predictions are compared with the run's base + adapter in fp32 (`agreement`); the largest difference and the
+format's tolerance go into `export.json` beside a model card.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .adapters import with_run_adapter
+from .errors import TunerError
+from .files import write_json, write_text
+from .gguf_file import check_architecture, write_gguf
+from .models import load_config_and_tokenizer, load_model, resolve_model_path
+from .rendering import render_prompt
+from .runs import versions
+from .speed import Precision
+
+FORMATS = ("merged", "gguf", "adapter")
+# Largest difference in a next-token log-probability (nats) each export may show against base + adapter in fp32.
+# Measured on the quickstart SFT run (BENCHMARKS.md): fp32 merges differ by float rounding (~1e-5), f16 by ~1e-2,
+# q8_0 by ~1e-1; the tolerances leave room above those and still catch a wrong tensor (differences of whole nats).
+TOLERANCES = {"fp32": 1e-4, "f32": 1e-4, "f16": 0.1, "fp16": 0.1, "bf16": 0.5, "q8_0": 0.75, "adapter": 1e-6}
+BYTES_PER_PARAMETER = {"fp32": 4, "f32": 4, "fp16": 2, "f16": 2, "bf16": 2, "q8_0": 1.07, "adapter": 0}
+CHECK_ROWS = 8
+
+
+def stored_precision(model_config, source: str) -> str:
+    """The precision the base checkpoint is stored in (what a merge keeps): fp32, fp16 or bf16."""
+    config, _ = load_config_and_tokenizer(model_config, source)
+    dtype = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32")
+    return {"torch.bfloat16": "bf16", "bfloat16": "bf16", "torch.float16": "fp16", "float16": "fp16"}.get(dtype, "fp32")
+
+
+def check_disk(folder: Path, parameters: int, kind: str) -> None:
+    """Refuse an export that cannot fit on the disk of `folder`, saying how much it needs."""
+    needed = int(parameters * BYTES_PER_PARAMETER[kind] * 1.05) + (64 << 20)
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise TunerError(f"{folder}: the export needs about {needed / 2**30:.2f} GiB and {probe} has "
+                         f"{free / 2**30:.2f} GiB free. Free some space or give `--out` on a larger disk.")
+
+
+def unquantized(model_config):
+    """The base as a merge needs it: never 4-bit or 8-bit (a QLoRA adapter is merged into the full-precision base)."""
+    return model_config.model_copy(update={"quantize": None})
+
+
+def reference_model(run):
+    """The run's base + adapter in fp32 (unquantised): what every export is compared with."""
+    loaded = load_model(unquantized(run.recipe.model), run.recipe.source, Precision(compute="fp32", weights="fp32"))
+    return with_run_adapter(loaded.model, run.run_dir).eval(), loaded.tokenizer
+
+
+def merged_model(run, precision: str):
+    """Base (in `precision`, unquantised) with the run's adapter merged into its weights; no peft left."""
+    loaded = load_model(unquantized(run.recipe.model), run.recipe.source, Precision(compute=precision,
+                                                                                     weights=precision))
+    return with_run_adapter(loaded.model, run.run_dir).merge_and_unload().eval(), loaded.tokenizer
+
+
+def check_texts(run, tokenizer) -> list[str]:
+    """Up to CHECK_ROWS texts the run scored: each prompt as the model saw it and its gold answer."""
+    path = run.run_dir / "predictions.jsonl"
+    texts = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines()[:CHECK_ROWS]:
+            row = json.loads(line)
+            answer = row.get("gold") if run.metrics.get("eval", {}).get("task") != "preference" else ""
+            texts.append(str(row.get("prompt", "")) + str(answer or row.get("generated") or ""))
+    if not texts:  # a run without eval predictions: a short chat through the model's own template
+        texts = [render_prompt([{"role": "user", "content": "Say hello."}], tokenizer) + "Hello!"]
+    return texts
+
+
+def _token_logprobs(model, tokenizer, text: str):
+    import torch
+
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        logits = model(input_ids=ids.to(next(model.parameters()).device)).logits.float()
+    logprobs = torch.log_softmax(logits[0, :-1], dim=-1)
+    return logprobs.gather(-1, ids[0, 1:, None].to(logprobs.device))[:, 0].cpu(), logprobs.argmax(-1).cpu()
+
+
+def agreement(reference, candidate, reference_tokenizer, candidate_tokenizer, texts: list[str]) -> dict[str, Any]:
+    """Next-token log-probabilities of two models on the same texts: the largest and mean absolute difference over
+    every position, and how often both put the same token first. Both must tokenize each text the same way."""
+    import torch
+
+    largest, total, positions, same_top = 0.0, 0.0, 0, 0
+    for text in texts:
+        ours, ours_top = _token_logprobs(reference, reference_tokenizer, text)
+        theirs, theirs_top = _token_logprobs(candidate, candidate_tokenizer, text)
+        if ours.shape != theirs.shape:
+            raise TunerError("the exported tokenizer splits the check text differently from the run's; the export is "
+                             "not the same model. Report this with the run's base model.")
+        difference = (ours - theirs).abs()
+        largest = max(largest, float(difference.max()))
+        total += float(difference.sum())
+        positions += difference.numel()
+        same_top += int(torch.eq(ours_top, theirs_top).sum())
+    return {"rows": len(texts), "positions": positions, "max_abs_logprob_difference": largest,
+            "mean_abs_logprob_difference": total / max(positions, 1),
+            "same_top_token_share": round(same_top / max(positions, 1), 4)}
+
+
+def load_merged(folder: Path):
+    """A merged export as its users load it: plain transformers, no peft, upcast to fp32 for the check."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto", use_safetensors=True)
+    return model.float().eval(), AutoTokenizer.from_pretrained(folder)
+
+
+def load_gguf(path: Path):
+    """A GGUF export through transformers' GGUF loader (which dequantises to fp32)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+    return model.eval(), AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+
+
+def load_adapter(run, folder: Path):
+    """An adapter export on the run's base in fp32, the way peft serving loads it."""
+    from peft import PeftModel
+
+    loaded = load_model(unquantized(run.recipe.model), run.recipe.source, Precision(compute="fp32", weights="fp32"))
+    return PeftModel.from_pretrained(loaded.model, str(folder)).eval(), loaded.tokenizer
+
+
+def save_merged(model, tokenizer, folder: Path) -> list[str]:
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def copy_adapter(run, folder: Path) -> list[str]:
+    for path in sorted(run.adapter.iterdir()):
+        if path.is_file() and path.name != "README.md":
+            shutil.copy2(path, folder / path.name)
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def source_gguf(run) -> Path | None:
+    """The base model's own GGUF file, when the run's base came from one (its tokenizer metadata is reused)."""
+    name = run.recipe.model.name_or_path
+    path = resolve_model_path(name, run.recipe.source)
+    return Path(path) if path.endswith(".gguf") else None
+
+
+def gguf_export(run, model, tokenizer, folder: Path, quant: str) -> tuple[Path, dict[str, Any]]:
+    check_architecture(model.config.model_type, str(run.run_dir))
+    path = folder / f"model-{quant}.gguf"
+    written = write_gguf(model, tokenizer, path, quant, name=run.run_dir.name, source_gguf=source_gguf(run))
+    write_text(folder / "Modelfile", modelfile(path.name, tokenizer.chat_template or "", run.recipe.data.system_prompt))
+    return path, written
+
+
+# Ollama reads Go templates, not Jinja: ChatML models (SmolLM2, Qwen2) get this one; for others Ollama falls back on
+# the chat template in the GGUF's metadata, which it recognises for the common families.
+CHATML = ('{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
+          '{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n')
+
+
+def modelfile(gguf_name: str, chat_template: str, system_prompt: str | None) -> str:
+    """An Ollama Modelfile for the GGUF file beside it: `ollama create NAME -f Modelfile`."""
+    lines = [f"# ollama create my-model -f Modelfile && ollama run my-model", f"FROM ./{gguf_name}"]
+    if "<|im_start|>" in chat_template:
+        lines += [f'TEMPLATE """{CHATML}"""', 'PARAMETER stop "<|im_end|>"']
+    if system_prompt:
+        lines.append(f'SYSTEM """{system_prompt}"""')
+    lines.append("PARAMETER temperature 0")
+    return "\n".join(lines) + "\n"
+
+
+def record(run, kind: str, quant: str | None, files: list[str], check: dict[str, Any], merged_into: str | None,
+           extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """export.json: what was exported from which run, how it scored, and how close the export is to it."""
+    model = run.manifest.get("model", {})
+    return {"format": kind, "quant": quant, "files": files, "run": str(run.run_dir), "method": run.recipe.method,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "base_model": {k: model.get(k) for k in ("name_or_path", "gguf_sha256", "model_type", "parameters")},
+            "quantize_in_training": run.recipe.model.quantize, "merged_into": merged_into,
+            "eval": run.metrics.get("eval"), "data": {k: run.manifest.get("data", {}).get(k) for k in (
+                "format", "train_rows", "eval_rows", "train_fingerprint", "eval_fingerprint")},
+            "train_data": run.recipe.data.train.path or run.recipe.data.train.hub,
+            "eval_data": (run.recipe.data.eval.path or run.recipe.data.eval.hub) if run.recipe.data.eval else None,
+            "check": check, "versions": versions(), "trained_with_versions": run.manifest.get("versions"),
+            **(extra or {})}
+
+
+def model_card(info: dict[str, Any]) -> str:
+    """README.md of an export: what it is, what it was trained on, how it scored, how close it is to the run."""
+    base, check, scores = info["base_model"], info["check"], info.get("eval") or {}
+    library = "peft" if info["format"] == "adapter" else "transformers" if info["format"] == "merged" else "gguf"
+    score = (f"accuracy {scores['accuracy']:.4f} (95% CI {scores['accuracy_ci95'][0]:.4f}-"
+             f"{scores['accuracy_ci95'][1]:.4f}) on {scores['rows']} held-out rows ({scores['task']} task, "
+             f"{info['eval_data'] or 'held out from the train data'})" if scores else "not scored (no `eval.task`)")
+    lines = [
+        "---", f"base_model: {base['name_or_path']}", f"library_name: {library}", "tags:", "- tuner",
+        f"- {info['method']}", "---", "",
+        f"# {Path(info['run']).name} ({info['format']}{', ' + info['quant'] if info['quant'] else ''})", "",
+        f"Exported by `tuner export` from the {info['method'].upper()} run `{info['run']}`.", "",
+        f"- Base model: `{base['name_or_path']}` ({base.get('model_type')}, {base.get('parameters')} parameters"
+        + (f", GGUF sha256 {base['gguf_sha256'][:16]}…" if base.get("gguf_sha256") else "") + ")",
+        f"- Trained on: `{info['train_data']}`, {info['data']['train_rows']} rows ({info['data']['format']}, "
+        f"fingerprint {str(info['data']['train_fingerprint'])[:16]})",
+        f"- Scored: {score}",
+    ]
+    if info.get("merged_into"):
+        lines.append(f"- Merged into: {info['merged_into']}")
+    lines += [f"- Checked: next-token log-probabilities on {check['rows']} eval rows ({check['positions']} positions) "
+              f"differ from the run's base + adapter (fp32) by at most {check['max_abs_logprob_difference']:.2e} "
+              f"(tolerance {check['tolerance']:g}); the same top token at {100 * check['same_top_token_share']:.1f}% "
+              f"of positions.", "", "Details: `export.json`."]
+    return "\n".join(lines) + "\n"
