@@ -72,6 +72,7 @@ def read_requests(path: str | Path, data_config, fmt: str, eval_config) -> Reque
 
     where = f"--input {path}"
     raw = read_source(SourceConfig(path=str(path)), where)
+    given = list(raw.column_names)
     if fmt == "classification" and data_config.label_column not in raw.column_names:
         raw = raw.add_column(data_config.label_column, [None] * len(raw))
     config = data_config.model_copy(update={"format": fmt})
@@ -80,7 +81,7 @@ def read_requests(path: str | Path, data_config, fmt: str, eval_config) -> Reque
     missing = [c for c in asked if c not in raw.column_names]
     if missing:
         raise TunerError(f"{where}: the run was trained on {fmt} rows, which put their question in {asked}, but the "
-                         f"file has the columns {raw.column_names}. Give rows in the run's format (the answer column "
+                         f"file has the columns {given}. Give rows in the run's format (the answer column "
                          f"may be left out).")
     filled = [_with_stand_in(row, fmt, config, eval_config.choices) for row in raw]
     dataset, _, bad = to_canonical(datasets.Dataset.from_list([row for row, _ in filled]), config, where)

@@ -111,8 +111,8 @@ def predict(target: str | Path, input_path: str | Path, output_path: str | Path,
                                              or recipe.data.choices_column):
         raise TunerError(f"{target}: its eval task is choice but it names no choices (`eval.choices`). Set them in "
                          f"the recipe.")
-    set_seed(recipe.seed)
     requests = read_requests(input_path, recipe.data, data_format(recipe, known_format), eval_config)
+    set_seed(recipe.seed)
     rows, retrieval_seconds = method_prompts(recipe, requests.rows)
     if adapter is not None:
         read_adapter_run(adapter, recipe.model, recipe.source)

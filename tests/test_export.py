@@ -1,0 +1,183 @@
+"""After training, on a tiny random model: exports (merged, GGUF, adapter) load back in the tools they target and
+reproduce the run, predict answers files of rows as the run did, chat streams replies; bad input is refused."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import TEAMS, recipe_document, write_jsonl, write_recipe
+from tuner import chat, export, predict, recipe_from_dict
+from tuner.cli import cli
+from tuner.errors import TunerError
+from tuner.recipes import fewshot, sft
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_model_dir, tmp_path_factory):
+    """A finished SFT run of the tiny model whose adapter moved away from zero (high learning rate)."""
+    folder = tmp_path_factory.mktemp("export")
+    train = write_jsonl(folder / "data" / "train.jsonl",
+                        [{"text": f"Ticket {i}: help with {TEAMS[i % 5]}.", "label": TEAMS[i % 5]} for i in range(24)])
+    test = write_jsonl(folder / "data" / "test.jsonl",
+                       [{"text": f"Ticket {i}: about {TEAMS[i % 5]}.", "label": TEAMS[i % 5]} for i in range(100, 108)])
+    document = recipe_document(tiny_model_dir, train, test, folder / "runs" / "sft")
+    document["data"]["system_prompt"] = "You route tickets."
+    return sft.run(recipe_from_dict(document)).run_dir
+
+
+def _logits(model, tokenizer, text="<|im_start|>user\nWhich team?<|im_end|>\n<|im_start|>assistant\n"):
+    import torch
+
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        return model(input_ids=ids).logits[0].float()
+
+
+def test_merged_export_loads_without_peft_and_is_the_tuned_model(tiny_run, tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    result = export(tiny_run, "merged", tmp_path / "merged")
+    folder = result.folder
+    assert not (folder / "adapter_config.json").exists()  # plain transformers, no peft
+    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+            "chat_template.jinja", "README.md", "export.json"} <= {p.name for p in folder.iterdir()}
+    info = json.loads((folder / "export.json").read_text())
+    assert info["check"]["passed"] and info["check"]["max_abs_logprob_difference"] <= 1e-4
+    assert info["check"]["rows"] == 8 and info["merged_into"] == "the base's fp32 weights"
+    assert info["data"]["train_rows"] == 24 and len(info["data"]["train_fingerprint"]) == 64
+    assert info["eval"]["accuracy"] == json.loads((tiny_run / "metrics.json").read_text())["eval"]["accuracy"]
+    card = (folder / "README.md").read_text()
+    assert "library_name: transformers" in card and f"accuracy {info['eval']['accuracy']:.4f}" in card
+
+    merged = AutoModelForCausalLM.from_pretrained(folder)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert (_logits(merged, tokenizer) - _logits(base, tokenizer)).abs().max() > 1e-3  # the adapter is in it
+
+
+@pytest.mark.parametrize("quant", ["f32", "f16", "q8_0"])
+def test_gguf_export_loads_through_transformers_gguf_reader(tiny_run, tmp_path, quant):
+    from gguf import GGUFReader
+    from transformers import AutoModelForCausalLM
+
+    result = export(tiny_run, "gguf", tmp_path / "gguf", quant=quant)
+    path = result.folder / f"model-{quant}.gguf"
+    reader = GGUFReader(path)
+    assert reader.fields["general.architecture"].contents() == "llama"
+    assert "<|im_start|>" in reader.fields["tokenizer.chat_template"].contents()
+    kinds = {t.tensor_type.name for t in reader.tensors}
+    assert kinds == ({"F32"} if quant == "f32" else {"F32", quant.upper()})
+    check = result.info["check"]
+    assert check["passed"] and check["max_abs_logprob_difference"] <= check["tolerance"]
+    if quant == "f32":
+        assert check["max_abs_logprob_difference"] <= 1e-4
+    modelfile = (result.folder / "Modelfile").read_text()
+    assert f"FROM ./model-{quant}.gguf" in modelfile and 'SYSTEM """You route tickets."""' in modelfile
+    assert AutoModelForCausalLM.from_pretrained(result.folder, gguf_file=path.name).config.num_hidden_layers == 2
+
+
+def test_a_gguf_with_the_wrong_tensor_layout_fails_its_own_check(tiny_run, tmp_path, monkeypatch):
+    import tuner.gguf_file
+
+    monkeypatch.setattr(tuner.gguf_file, "_permute", lambda weights, heads: weights)  # skip llama.cpp's rotary order
+    with pytest.raises(TunerError, match="does not reproduce the run"):
+        export(tiny_run, "gguf", tmp_path / "wrong", quant="f32")
+    assert json.loads((tmp_path / "wrong" / "export.json").read_text())["check"]["passed"] is False
+
+
+def test_adapter_export_is_the_runs_adapter_with_a_card(tiny_run, tmp_path):
+    result = export(tiny_run, "adapter", tmp_path / "adapter")
+    assert (result.folder / "adapter_model.safetensors").read_bytes() == \
+        (tiny_run / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert result.info["check"]["max_abs_logprob_difference"] == 0.0
+    assert "library_name: peft" in (result.folder / "README.md").read_text()
+
+
+def test_export_never_overwrites_a_folder_that_holds_files(tiny_run, tmp_path):
+    taken = tmp_path / "out"
+    taken.mkdir()
+    (taken / "mine.txt").write_text("keep")
+    result = export(tiny_run, "adapter", taken)
+    assert result.folder == tmp_path / "out-2" and (taken / "mine.txt").read_text() == "keep"
+
+
+def test_export_refuses_what_it_cannot_export_before_loading(tiny_run, tmp_path, monkeypatch):
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(tiny_run, unfinished)
+    (unfinished / "metrics.json").unlink()
+    with pytest.raises(TunerError, match="did not finish"):
+        export(unfinished, "merged")
+    other = tmp_path / "gpt2"
+    shutil.copytree(tiny_run, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["model"]["model_type"] = "gpt2"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(TunerError, match="architecture is 'gpt2'"):
+        export(other, "gguf")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 << 30, 10 << 30, 1 << 20))
+    with pytest.raises(TunerError, match=r"needs about 0\.\d+ GiB .* 0\.00 GiB free"):
+        export(tiny_run, "merged", tmp_path / "full")
+    assert not (tmp_path / "full").exists()
+
+
+def test_export_cli_refuses_a_run_without_an_adapter(tiny_model_dir, ticket_files, tmp_path):
+    train, test = ticket_files
+    document = recipe_document(tiny_model_dir, train, test, tmp_path / "fewshot")
+    document.update(method="fewshot", train={}, fewshot={"k": 1})
+    prompt_run = fewshot.run(recipe_from_dict(document)).run_dir
+    done = CliRunner().invoke(cli, ["export", str(prompt_run), "--to", "gguf"])
+    assert done.exit_code == 2 and "trained no adapter" in done.output and "Traceback" not in done.output
+
+
+def test_predict_gives_the_runs_own_answers_and_reads_rows_without_labels(tiny_run, tmp_path):
+    recipe_rows = [json.loads(line) for line in (tiny_run / "predictions.jsonl").read_text().splitlines()]
+    result = predict(tiny_run, tiny_run.parent.parent / "data" / "test.jsonl", tmp_path / "out.jsonl")
+    assert [row["answer"] for row in result.rows] == [row["prediction"] for row in recipe_rows]
+    assert result.answered == len(recipe_rows) and result.accuracy == json.loads(
+        (tiny_run / "metrics.json").read_text())["eval"]["accuracy"]
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(lines) == len(recipe_rows) and all(line["latency_ms"] > 0 and set(line["scores"]) == set(TEAMS)
+                                                  for line in lines)
+
+    unlabelled = write_jsonl(tmp_path / "ask.jsonl", [{"text": "Ticket 100: about billing."}, {"text": "Where?"}])
+    again = predict(tiny_run, unlabelled, tmp_path / "out.jsonl")
+    assert again.output == tmp_path / "out-2.jsonl" and again.answered == 0 and again.accuracy is None
+    assert all("gold" not in row and row["answer"] in TEAMS for row in again.rows)
+    assert "You route tickets." in again.rows[0]["prompt"]
+
+
+def test_predict_refuses_rows_in_another_format_and_unknown_files(tiny_run, tmp_path):
+    runner = CliRunner()
+    wrong = write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": "hi"}]}])
+    done = runner.invoke(cli, ["predict", str(tiny_run), "--input", str(wrong), "--output", str(tmp_path / "o.jsonl")])
+    assert done.exit_code == 2 and "classification rows" in done.output and "['messages']" in done.output
+    odd = tmp_path / "rows.xml"
+    odd.write_text("<rows/>")
+    done = runner.invoke(cli, ["predict", str(tiny_run), "--input", str(odd), "--output", str(tmp_path / "o.jsonl")])
+    assert done.exit_code == 2 and "unsupported file type '.xml'" in done.output
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_chat_streams_replies_with_the_system_prompt_and_resets(tiny_run):
+    out = io.StringIO()
+    messages = chat(tiny_run, io.StringIO("Where is my parcel?\n/reset\nI was charged twice.\n/exit\nignored\n"), out,
+                    max_new_tokens=4)
+    assert [m["role"] for m in messages] == ["system", "user", "assistant"]
+    assert messages[0]["content"] == "You route tickets." and messages[1]["content"] == "I was charged twice."
+    shown = out.getvalue()
+    assert shown.startswith("Chatting with") and "(conversation reset)" in shown
+    assert messages[2]["content"] in shown
+
+
+def test_chat_cli_reads_piped_lines(tiny_model_dir, ticket_files, tmp_path):
+    train, test = ticket_files
+    recipe = write_recipe(tmp_path / "base.yaml", recipe_document(tiny_model_dir, train, test, tmp_path / "runs"))
+    done = CliRunner().invoke(cli, ["-q", "chat", str(recipe), "--max-new-tokens", "3"], input="Hello\nThanks\n")
+    assert done.exit_code == 0, done.output
+    banner, _, replies = done.output.partition("\n")
+    assert banner.startswith(f"Chatting with {tiny_model_dir}") and replies.count("\n") >= 2  # a line per reply
