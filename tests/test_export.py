@@ -179,5 +179,5 @@ def test_chat_cli_reads_piped_lines(tiny_model_dir, ticket_files, tmp_path):
     recipe = write_recipe(tmp_path / "base.yaml", recipe_document(tiny_model_dir, train, test, tmp_path / "runs"))
     done = CliRunner().invoke(cli, ["-q", "chat", str(recipe), "--max-new-tokens", "3"], input="Hello\nThanks\n")
     assert done.exit_code == 0, done.output
-    banner, _, replies = done.output.partition("\n")
+    banner, _, replies = done.stdout.partition("\n")
     assert banner.startswith(f"Chatting with {tiny_model_dir}") and replies.count("\n") >= 2  # a line per reply
