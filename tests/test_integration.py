@@ -150,6 +150,52 @@ def test_sft_then_dpo(quickstart_run, tmp_path):
     assert read_json(run_dir / "manifest.json")["continued_from"] == str(quickstart_run)
 
 
+def test_quickstart_exports_reproduce_the_run(quickstart_run, tmp_path):
+    """`tuner export` of the quickstart SFT: the merged folder in plain transformers within 1e-4 (fp32) of base +
+    adapter and scoring the run's accuracy with `tuner eval`; the f16 GGUF through transformers' GGUF reader within
+    the tolerance it reports, with the base GGUF's own tokenizer metadata."""
+    from gguf import GGUFReader
+
+    done = tuner("export", str(quickstart_run), "--to", "merged", "--out", str(tmp_path / "merged"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    merged = read_json(tmp_path / "merged" / "export.json")
+    assert merged["check"]["max_abs_logprob_difference"] <= 1e-4 and merged["merged_into"] == "the base's fp32 weights"
+    assert f"Export: {tmp_path / 'merged'}" in done.stdout
+    scored = tuner("eval", "recipes/quickstart/sft.yaml", "--output-dir", str(tmp_path / "ev"), "--set",
+                   f"model.name_or_path={tmp_path / 'merged'}", "--set", "data.max_eval_samples=10")
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert read_json(tmp_path / "ev" / "metrics.json")["eval"]["accuracy"] == \
+        read_json(quickstart_run / "metrics.json")["eval"]["accuracy"]
+
+    done = tuner("export", str(quickstart_run), "--to", "gguf", "--quant", "f16", "--out", str(tmp_path / "gguf"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    check = read_json(tmp_path / "gguf" / "export.json")["check"]
+    assert check["passed"] and check["max_abs_logprob_difference"] <= check["tolerance"] == 0.1
+    assert check["same_top_token_share"] > 0.95
+    fields = GGUFReader(tmp_path / "gguf" / "model-f16.gguf").fields
+    assert fields["tokenizer.ggml.pre"].contents() == "smollm" and "tokenizer.chat_template" in fields
+
+
+def test_quickstart_predict_matches_the_runs_predictions_and_chat_answers(quickstart_run, tmp_path):
+    rows = (ROOT / "examples" / "data" / "tickets" / "test.jsonl").read_text().splitlines()[:10]
+    ask = tmp_path / "ask.jsonl"
+    ask.write_text("\n".join(rows) + "\n")
+    done = tuner("predict", str(quickstart_run), "--input", str(ask), "--output", str(tmp_path / "out.jsonl"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    answers = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    scored = [json.loads(line) for line in (quickstart_run / "predictions.jsonl").read_text().splitlines()]
+    assert [a["answer"] for a in answers] == [s["prediction"] for s in scored]
+    assert all(a["latency_ms"] > 0 for a in answers)
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    chat = subprocess.run([sys.executable, "-m", "tuner", "-q", "chat", str(quickstart_run), "--max-new-tokens", "8"],
+                          input="I was charged twice for order NW-12345.\nMy parcel never arrived.\n", cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert chat.returncode == 0, chat.stderr[-3000:]
+    banner, *replies = chat.stdout.strip().splitlines()
+    assert banner.startswith("Chatting with") and len(replies) == 2 and all(reply.strip() for reply in replies)
+
+
 def run_pipeline(script: str, out: Path, eval_rows: int) -> subprocess.CompletedProcess:
     """An examples/ pipeline with `eval_rows` rows scored and two training steps per run, into `out`."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OUT": str(out),
