@@ -209,3 +209,16 @@ def test_progress_is_one_line_off_a_terminal_and_silent_when_quiet(tiny, monkeyp
     monkeypatch.setenv("TUNER_QUIET", "1")
     evaluate(model, tokenizer, rows, EvalConfig(task="choice", choices=["negative", "positive"]))
     assert "tuner:" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task", ["choice", "generate"])
+def test_every_prediction_carries_its_share_of_the_scoring_time(tiny, task):
+    model, tokenizer = tiny
+    rows = [{"prompt": f"Is it good? Review {n}: {'great ' * n}", "label": "positive"} for n in range(1, 8)]
+    result = evaluate(model, tokenizer, rows, EvalConfig(task=task, choices=["negative", "positive"], batch_size=3,
+                                                         max_new_tokens=3))
+    shares = [p["latency_ms"] for p in result.predictions]
+    assert all(share > 0 for share in shares)
+    # Batches of three: the rows of one batch share its time evenly, and all rows add up to the scoring time.
+    assert len(set(shares)) <= 3
+    assert sum(shares) / 1000 == pytest.approx(result.metrics["phase"]["wall_seconds"], rel=0.25)

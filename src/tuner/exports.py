@@ -29,8 +29,8 @@ from .speed import Precision
 
 FORMATS = ("merged", "gguf", "adapter")
 # Largest difference in a next-token log-probability (nats) each export may show against base + adapter in fp32.
-# Measured on the quickstart SFT run (BENCHMARKS.md): fp32 merges differ by float rounding (~1e-5), f16 by ~1e-2,
-# q8_0 by ~1e-1; the tolerances leave room above those and still catch a wrong tensor (differences of whole nats).
+# Measured on the quickstart SFT run (BENCHMARKS.md, at most): fp32 8e-5 (float rounding), f16 0.02, bf16 0.2,
+# q8_0 0.43; the tolerances leave room above those and still catch a wrong tensor (differences of whole nats).
 TOLERANCES = {"fp32": 1e-4, "f32": 1e-4, "f16": 0.1, "fp16": 0.1, "bf16": 0.5, "q8_0": 0.75, "adapter": 1e-6}
 BYTES_PER_PARAMETER = {"fp32": 4, "f32": 4, "fp16": 2, "f16": 2, "bf16": 2, "q8_0": 1.07, "adapter": 0}
 CHECK_ROWS = 8
@@ -194,7 +194,8 @@ def record(run, kind: str, quant: str | None, files: list[str], check: dict[str,
     model = run.manifest.get("model", {})
     return {"format": kind, "quant": quant, "files": files, "run": str(run.run_dir), "method": run.recipe.method,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "base_model": {k: model.get(k) for k in ("name_or_path", "gguf_sha256", "model_type", "parameters")},
+            "base_model": {k: model.get(k) for k in ("name_or_path", "resolved_path", "gguf_sha256", "model_type",
+                                                     "parameters")},
             "quantize_in_training": run.recipe.model.quantize, "merged_into": merged_into,
             "eval": run.metrics.get("eval"), "data": {k: run.manifest.get("data", {}).get(k) for k in (
                 "format", "train_rows", "eval_rows", "train_fingerprint", "eval_fingerprint")},
@@ -227,5 +228,19 @@ def model_card(info: dict[str, Any]) -> str:
     lines += [f"- Checked: next-token log-probabilities on {check['rows']} eval rows ({check['positions']} positions) "
               f"differ from the run's base + adapter (fp32) by at most {check['max_abs_logprob_difference']:.2e} "
               f"(tolerance {check['tolerance']:g}); the same top token at {100 * check['same_top_token_share']:.1f}% "
-              f"of positions.", "", "Details: `export.json`."]
+              f"of positions.", "", "## Use", "", "```", *USAGE[info["format"]](info), "```", "",
+              "Details: `export.json`."]
     return "\n".join(lines) + "\n"
+
+
+# How each export is loaded by the tools it is made for (README's "Deploy" section has more).
+USAGE = {
+    "merged": lambda info: ["from transformers import AutoModelForCausalLM, AutoTokenizer",
+                            "model = AutoModelForCausalLM.from_pretrained('.')",
+                            "tokenizer = AutoTokenizer.from_pretrained('.')"],
+    "gguf": lambda info: [f"llama-server -m {info['files'][0]}           # llama.cpp, OpenAI-compatible server",
+                          "ollama create my-model -f Modelfile && ollama run my-model"],
+    "adapter": lambda info: [f"vllm serve {info['base_model'].get('resolved_path') or info['base_model']['name_or_path']}"
+                             f" --enable-lora --lora-modules {Path(info['run']).name}=.",
+                             "# or in Python: PeftModel.from_pretrained(base_model, '.')"],
+}

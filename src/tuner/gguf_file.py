@@ -123,6 +123,11 @@ def write_gguf(model, tokenizer, path: Path, quant: str, name: str, source_gguf:
 
     config = model.config
     check_architecture(config.model_type, str(path))
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    if rope.get("rope_type") not in (None, "default"):
+        raise TunerError(f"{path}: the model scales its rotary embeddings ({rope.get('rope_type')}), which tuner's "
+                         f"GGUF writer does not lay out. Export `--to merged` and convert it with llama.cpp's "
+                         f"convert_hf_to_gguf.py.")
     arch_name, permuted = ARCHITECTURES[config.model_type]
     arch = next(a for a, n in MODEL_ARCH_NAMES.items() if n == arch_name)
     names = get_tensor_name_map(arch, config.num_hidden_layers)
