@@ -41,7 +41,8 @@ def model_target(target: str | Path):
     path = Path(target)
     if path.is_dir():
         run = read_run(path)
-        adapter = run.run_dir if run.adapter else run.recipe.model.adapter
+        # Its own adapter; else the adapter `tuner eval --adapter` scored, or the one a rag recipe used.
+        adapter = run.run_dir if run.adapter else run.metrics.get("adapter") or run.recipe.model.adapter
         return run.recipe, adapter, run.manifest.get("data", {}).get("format")
     recipe = load_recipe(path)
     return recipe, recipe.model.adapter, None
