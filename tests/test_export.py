@@ -98,6 +98,21 @@ def test_adapter_export_is_the_runs_adapter_with_a_card(tiny_run, tmp_path):
     assert "library_name: peft" in (result.folder / "README.md").read_text()
 
 
+def test_a_qlora_adapter_is_merged_into_the_unquantised_base_and_says_so(tiny_model_dir, ticket_files, tmp_path):
+    from safetensors.torch import load_file
+
+    train, test = ticket_files
+    document = recipe_document(tiny_model_dir, train, test, tmp_path / "qlora")
+    document["model"]["quantize"] = "4bit"
+    run_dir = sft.run(recipe_from_dict(document)).run_dir
+    result = export(run_dir, "merged", tmp_path / "merged")
+    assert "unquantised: the run trained against 4bit weights" in result.info["merged_into"]
+    assert result.info["quantize_in_training"] == "4bit" and result.info["check"]["passed"]
+    weights = load_file(str(result.folder / "model.safetensors"))
+    assert all(t.dtype.is_floating_point and t.element_size() == 4 for t in weights.values())  # fp32, no 4-bit packs
+    assert "Merged into: the base's fp32 weights (unquantised" in (result.folder / "README.md").read_text()
+
+
 def test_export_never_overwrites_a_folder_that_holds_files(tiny_run, tmp_path):
     taken = tmp_path / "out"
     taken.mkdir()
