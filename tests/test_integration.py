@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from browser import page
 from conftest import ROOT, needs_shared_data
 from tuner.hardware import cpu_has_native_bf16
 
@@ -222,6 +223,13 @@ def test_quickstart_pipeline_then_compare(tmp_path):
     assert runs["sft-dpo"]["train_hours"] > runs["sft"]["train_hours"]
     assert runs["dpo"]["preference_rows"] == 10 and runs["sft"]["trainable_parameters"] > 0
     assert (out / "comparison" / "comparison.png").read_bytes().startswith(b"\x89PNG")
+    # The decision report of the same comparison, in a real browser: every run in its table, no console errors.
+    from selenium.webdriver.common.by import By
+
+    with page(out / "comparison" / "report.html") as driver:
+        shown = [row.get_attribute("data-run") for row in driver.find_elements(By.CSS_SELECTOR, "#runs-table tbody tr")]
+        assert shown == list(runs) and len(driver.find_elements(By.CSS_SELECTOR, "#browser-rows tr.row")) == 10
+        assert [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"] == []
 
 
 RESUMABLE = ("train.max_steps=6", "train.save_strategy=steps", "train.save_steps=2", "train.logging_steps=1",

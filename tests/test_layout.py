@@ -22,7 +22,7 @@ LAYERS = [
     ("parts", {"adapters", "estimate", "speed", "models", "runs", "checkpoints", "recipe_file", "embedder", "index",
                "gguf_file"}),
     ("engine", {"trainers", "training", "evaluator", "retrieval", "costs", "seeds", "comparison", "table", "plot",
-                "exports"}),
+                "exports", "report"}),
     ("recipes", {"recipes", "recipes.sft", "recipes.dpo", "recipes.fewshot", "recipes.rag", "recipes.evaluation",
                  "recipes.preflight", "recipes.sweep", "recipes.export", "recipes.predict", "recipes.chat"}),
     ("interface", {"cli", "__main__", "__init__"}),

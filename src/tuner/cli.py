@@ -166,6 +166,7 @@ def compare_command(paths: tuple[str, ...], baseline: str | None, price_per_gpu_
     click.echo(comparison.markdown())
     click.echo(f"Table: {written['md']} (also {written['csv'].name}, {written['json'].name})")
     click.echo(f"Plot: {written['png']}")
+    click.echo(f"Report: {written['html']} (one page: open it in a browser)")
     if comparison.problems:
         _fail(TunerError(f"{len(comparison.problems)} run file(s) could not be read, so their rows are marked: "
                          + "; ".join(comparison.problems) + "."))

@@ -28,8 +28,9 @@ from .errors import TunerError
 from .files import write_json, write_text
 from .intervals import paired_difference_interval
 from .plot import accuracy_vs_training
-from .runs import new_run_dir
+from .runs import new_run_dir, predictions_file, read_predictions
 from .seeds import SEED_FOLDER, group_key, group_name, groups, merge, seed_of
+from .report import report_html
 from .table import markdown
 
 RUN_FILES = ("recipe.yaml", "metrics.json", "manifest.json")
@@ -88,16 +89,18 @@ class Comparison:
         return self.markdown()
 
     def write(self, folder: str | Path) -> dict[str, Path]:
-        """Write comparison.md, comparison.csv, comparison.json and comparison.png into `folder` (created if
+        """Write comparison.md, .csv, .json, .png and the page report.html into `folder` (created if
         needed; a folder that already holds files is left alone and `folder-2`... is used). Returns the paths."""
         out = new_run_dir(folder)
         paths = {kind: out / f"comparison.{kind}" for kind in ("md", "csv", "json", "png")}
+        paths["html"] = out / "report.html"
         write_text(paths["md"], self.markdown())
         write_text(paths["csv"], self.table.to_csv(index=False))
         write_json(paths["json"], {"baseline": self.baseline, "tasks": self.tasks, "units": self.units,
                                    "runs": json.loads(self.table.to_json(orient="records")),
                                    "differences": self.differences, "problems": self.problems})
         self.figure.savefig(paths["png"], dpi=130, bbox_inches="tight")
+        write_text(paths["html"], report_html(self))
         return paths
 
 
@@ -309,19 +312,14 @@ def outcomes(record: RunRecord, task: str) -> list[bool] | None:
     """Whether each eval row was answered right, in row order, from the run's predictions file for `task`; None when
     the file is missing, unreadable or holds another number of rows than the run scored."""
     metrics = record.metrics or {}
-    for key in sorted(metrics, key=lambda k: (k != "eval", k)):
-        scores = metrics[key]
-        if not (key.startswith("eval") and isinstance(scores, dict) and scores.get("task") == task):
-            continue
-        name = "predictions.jsonl" if key == "eval" else f"predictions_{key[len('eval_'):]}.jsonl"
-        try:
-            lines = (record.path / name).read_text(encoding="utf-8").splitlines()
-            predictions = sorted((json.loads(line) for line in lines if line.strip()), key=lambda p: p["row"])
-            correct = [bool(prediction["correct"]) for prediction in predictions]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return correct if correct and len(correct) == scores.get("rows") else None
-    return None
+    path = predictions_file(record.path, metrics, task)
+    if path is None:
+        return None
+    try:
+        correct = [bool(prediction["correct"]) for prediction in read_predictions(path)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return correct if correct and len(correct) == evaluations(metrics)[task].get("rows") else None
 
 
 def _outcome_matrix(members: list[RunRecord], task: str) -> list[list[bool]] | None:

@@ -165,6 +165,22 @@ def finish_run(run_dir: Path, metrics: dict[str, Any], manifest: dict[str, Any],
     return RunResult(run_dir=run_dir, metrics=metrics, manifest=manifest)
 
 
+def predictions_file(run_dir: Path, metrics: dict[str, Any], task: str) -> Path | None:
+    """The predictions file of a run's evaluation on `task` (`predictions.jsonl` for `eval`, `predictions_NAME.jsonl`
+    for `eval_NAME`), the main evaluation first; None when the run has none."""
+    for key in sorted(metrics, key=lambda k: (k != "eval", k)):
+        scores = metrics[key]
+        if key.startswith("eval") and isinstance(scores, dict) and scores.get("task") == task:
+            return Path(run_dir) / ("predictions.jsonl" if key == "eval" else f"predictions_{key[len('eval_'):]}.jsonl")
+    return None
+
+
+def read_predictions(path: Path) -> list[dict[str, Any]]:
+    """A predictions file's rows in row order (raises OSError or ValueError when it is missing or damaged)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return sorted((json.loads(line) for line in lines if line.strip()), key=lambda p: p["row"])
+
+
 def record_evaluation(run_dir: Path, result, metrics: dict[str, Any], phases: dict[str, Any],
                       name: str | None = None) -> None:
     """Put an EvalResult into a run: predictions.jsonl, its scores under metrics['eval'], its phase beside the

@@ -95,7 +95,7 @@ def merge(rows: list[dict[str, Any]], seeds: list[int | None], tasks: list[str],
     import numpy as np
 
     merged = dict(rows[0])
-    merged.update({"run": name, "path": str(path), "seeds": list(seeds),
+    merged.update({"run": name, "path": str(path), "seeds": list(seeds), "run_paths": [row["path"] for row in rows],
                    "notes": list(dict.fromkeys(note for row in rows for note in row["notes"]))})
     for task in tasks:
         accuracies = [row[f"{task}_accuracy"] for row in rows]

@@ -1,0 +1,120 @@
+"""The decision report (`comparison/report.html`): self-contained, built from the comparison's own figures, and
+working in a real headless browser: every run in the table, sorting, the disagreement filter, paging, no console
+errors."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from browser import page
+from test_compare import write_run
+from tuner import compare
+
+TEAMS = ["billing", "shipping", "returns"]
+
+
+def _answers(folder: Path, gold: list[str], predicted: list[str], passages: bool = False) -> None:
+    lines = []
+    for n, (g, p) in enumerate(zip(gold, predicted)):
+        line = {"row": n, "gold": g, "prediction": p, "correct": g == p,
+                "prompt": f"<|im_start|>user\nTicket {n}: which team?<|im_end|>\n<|im_start|>assistant\n"}
+        if passages:
+            line["passages"] = [{"id": f"faq.md#{n % 3}", "score": 1.0}]
+        lines.append(json.dumps(line))
+    (folder / "predictions.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def comparison_folder(parent: Path, runs: int = 3, rows: int = 30) -> Path:
+    """`runs` runs scored on the same `rows` rows: run 0 always says billing, the others are right on more rows."""
+    gold = [TEAMS[n % 3] for n in range(rows)]
+    for r in range(runs):
+        predicted = ["billing"] * rows if r == 0 else [g if (n + r) % (r + 2) else TEAMS[(n + 1) % 3]
+                                                       for n, g in enumerate(gold)]
+        accuracy = sum(g == p for g, p in zip(gold, predicted)) / rows
+        method = "fewshot" if r == 0 else "sft"
+        folder = write_run(parent / f"run-{r}", method, accuracy, [max(0, accuracy - 0.1), min(1, accuracy + 0.1)],
+                           rows=rows, train_cpu_hours=0.01 * r, latency=50.0 + 10 * r,
+                           extra_metrics={"k": 0, "select": "random"} if r == 0 else None)
+        _answers(folder, gold, predicted, passages=r == 1)
+    return parent
+
+
+def _data(html: str) -> dict:
+    blob = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S).group(1)
+    return json.loads(blob)
+
+
+def test_the_page_is_self_contained_and_holds_the_comparisons_own_figures(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secretvalue123456")
+    parent = comparison_folder(tmp_path / "runs")
+    recipe = parent / "run-1" / "recipe.yaml"
+    recipe.write_text(recipe.read_text() + "\n# hub token: hf_secretvalue123456\n")
+    (parent / "run-2" / "predictions.jsonl").write_text(
+        (parent / "run-2" / "predictions.jsonl").read_text().replace("Ticket 0:", "Ticket 0: </script><b>x</b>"))
+    comparison = compare([parent])
+    written = comparison.write(tmp_path / "out")
+    html = written["html"].read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html) and "<link" not in html
+    assert "hf_secretvalue123456" not in html and html.count("</script>") == 2
+    data = _data(html)
+    assert [row["run"] for row in data["rows"]] == list(comparison.table["run"]) == ["run-0", "run-1", "run-2"]
+    assert data["cells"][1][3].startswith(f"{comparison.table['choice_accuracy'][1]:.3f}")
+    browse = data["browse"]["choice"]
+    assert len(browse["gold"]) == 30 and [r["name"] for r in browse["runs"]] == ["run-0", "run-1", "run-2"]
+    assert browse["runs"][1]["passages"][4] == ["faq.md#1"]
+    assert browse["questions"][3] == "Ticket 3: which team?"
+    assert "</script><b>x</b>" in data["prompts"][browse["runs"][2]["prompts"][0]]
+    confusion = data["runs"][0]["confusion"][0]
+    assert confusion["labels"] == ["billing", "returns", "shipping"] and sum(map(sum, confusion["matrix"])) == 30
+    assert confusion["matrix"][0] == [10, 0, 0] and confusion["accuracy"][0] == 1.0  # run 0 says billing to all
+
+
+def test_report_in_chromium_sorts_filters_and_logs_no_errors(tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    written = compare([comparison_folder(tmp_path / "runs")]).write(tmp_path / "out")
+    with page(written["html"]) as driver:
+        assert driver.execute_script("return window.reportReady") > 0
+        names = lambda: [r.get_attribute("data-run") for r in driver.find_elements(By.CSS_SELECTOR, "#runs-table tbody tr")]
+        assert names() == ["run-0", "run-1", "run-2"]
+        header = next(th for th in driver.find_elements(By.CSS_SELECTOR, "#runs-table th")
+                      if th.text.startswith("choice accuracy"))
+        header.click()
+        ascending = names()
+        header = next(th for th in driver.find_elements(By.CSS_SELECTOR, "#runs-table th")
+                      if th.text.startswith("choice accuracy"))
+        header.click()
+        assert names() == list(reversed(ascending)) and names() != ascending
+        rows = lambda: driver.find_elements(By.CSS_SELECTOR, "#browser-rows tr.row")
+        assert len(rows()) == 30
+        Select(driver.find_element(By.ID, "browser-filter")).select_by_value("disagree")
+        disagreeing = len(rows())
+        Select(driver.find_element(By.ID, "browser-filter")).select_by_value("allfail")
+        assert 0 < len(rows()) < disagreeing < 30
+        rows()[0].click()
+        assert "which team?" in driver.find_element(By.CSS_SELECTOR, "#browser-rows tr.detail").text
+        assert driver.find_elements(By.CSS_SELECTOR, "#run-details details") and driver.find_elements(
+            By.CSS_SELECTOR, "#plots svg circle")
+        driver.save_screenshot(str(tmp_path / "report.png"))
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == [] and (tmp_path / "report.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_large_comparison_pages_its_rows(tmp_path):
+    from selenium.webdriver.common.by import By
+
+    written = compare([comparison_folder(tmp_path / "runs", runs=10, rows=5000)]).write(tmp_path / "out")
+    with page(written["html"]) as driver:
+        opened_ms = driver.execute_script("return window.reportReady")
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#browser-rows tr.row")) == 50
+        assert driver.find_element(By.ID, "browser-count").text == "rows 1-50 of 5000 (5000 in all)"
+        driver.find_element(By.ID, "browser-next").click()
+        assert driver.find_element(By.ID, "browser-count").text.startswith("rows 51-100 of 5000")
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#runs-table tbody tr")) == 10
+        assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
+    print(f"10 runs x 5000 rows: page ready {opened_ms:.0f} ms after navigation, {written['html'].stat().st_size:,} bytes")
