@@ -118,3 +118,16 @@ def test_a_large_comparison_pages_its_rows(tmp_path):
         assert len(driver.find_elements(By.CSS_SELECTOR, "#runs-table tbody tr")) == 10
         assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
     print(f"10 runs x 5000 rows: page ready {opened_ms:.0f} ms after navigation, {written['html'].stat().st_size:,} bytes")
+
+
+def test_a_sweep_gets_its_learning_curve_with_the_baselines_as_lines(tmp_path):
+    parent = tmp_path / "sweep"
+    for n, accuracy in ((25, 0.2), (100, 0.4), (400, 0.8)):
+        write_run(parent / f"data.max_train_samples={n}", "sft", accuracy, [accuracy - 0.1, accuracy + 0.1],
+                  train_cpu_hours=0.001 * n)
+    write_run(tmp_path / "fewshot", "fewshot", 0.9, [0.85, 0.95], extra_metrics={"k": 5, "select": "similar"})
+    data = _data(compare([parent, tmp_path / "fewshot"], baseline="fewshot").write(tmp_path / "out")["html"].read_text())
+    curve = data["plots"][-1]
+    assert curve["title"] == "learning curve: choice accuracy against data.max_train_samples" and curve["logX"]
+    assert [(p["x"], p["y"]) for p in curve["points"]] == [(25.0, 0.2), (100.0, 0.4), (400.0, 0.8)]
+    assert [(line["label"], line["y"]) for line in curve["lines"]] == [("fewshot", 0.9)]

@@ -134,7 +134,8 @@ def _plots(rows: list[dict[str, Any]], task: str | None, units: str) -> list[dic
     keys = {match["key"] for match, _ in swept if match}
     if len(keys) == 1:
         key = keys.pop()
-        points = [_point(row, task, float(match["value"])) for match, row in swept if match]
+        points = sorted((_point(row, task, float(match["value"])) for match, row in swept if match),
+                        key=lambda point: point["x"])
         lines = [{"label": row["run"], "y": row[f"{task}_accuracy"], "lo": row[f"{task}_ci_low"],
                   "hi": row[f"{task}_ci_high"]} for match, row in swept if not match]
         plots.append({"title": f"learning curve: {task} accuracy against {key}", "points": points, "xLabel": key,
