@@ -127,6 +127,9 @@ def test_export_refuses_what_it_cannot_export_before_loading(tiny_run, tmp_path,
     (unfinished / "metrics.json").unlink()
     with pytest.raises(TunerError, match="did not finish"):
         export(unfinished, "merged")
+    shutil.copytree(tiny_run, tmp_path / "seeds" / "seed-0")
+    with pytest.raises(TunerError, match=r"one run per seed \(seed-0\).*seeds/seed-0"):
+        export(tmp_path / "seeds", "adapter")
     other = tmp_path / "gpt2"
     shutil.copytree(tiny_run, other)
     manifest = json.loads((other / "manifest.json").read_text())
