@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -85,17 +86,55 @@ def test_loss_only_on_the_answer_and_eos_ends_every_target(tiny_recipe, tmp_path
         assert any(team in decoded for team in ("billing", "shipping", "returns", "technical", "account"))
 
 
-def test_multi_turn_chat_trains_on_the_last_answer_when_the_template_cannot_mark_turns(tiny_model_dir):
+def test_every_assistant_turn_of_a_chat_carries_loss_when_the_template_cannot_mark_turns(tiny_model_dir):
+    import datasets
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)  # SmolLM2's ChatML template: no generation markers
+    messages = [{"role": "user", "content": "Where is my parcel?"}, {"role": "assistant", "content": "In transit."},
+                {"role": "user", "content": "When does it come?"}, {"role": "assistant", "content": "On Friday."}]
+    out = sft_rows(datasets.Dataset.from_list([{"messages": messages}]), tokenizer)
+    ids, mask = out[0]["input_ids"], out[0]["assistant_masks"]
+    assert tokenizer.decode(ids) == tokenizer.apply_chat_template(messages, tokenize=False)
+    trained = tokenizer.decode([t for t, m in zip(ids, mask) if m])
+    assert trained == "In transit.<|im_end|>\nOn Friday.<|im_end|>\n"  # both answers, each with its end of turn
+
+
+def test_a_template_that_rewrites_earlier_turns_falls_back_to_the_last_answer(tiny_model_dir, capsys):
     import datasets
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    # Only the last assistant turn is rendered in full (as templates that drop earlier reasoning do).
+    tokenizer.chat_template = ("{% for m in messages %}{{ m['role'] }}: {% if m['role'] == 'assistant' and not loop.last "
+                               "%}...{% else %}{{ m['content'] }}{% endif %}\n{% endfor %}"
+                               "{% if add_generation_prompt %}assistant: {% endif %}")
     rows = datasets.Dataset.from_list([{"messages": [
         {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
         {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}])
     out = sft_rows(rows, tokenizer)
     assert out[0]["completion"] == [{"role": "assistant", "content": "d"}]
     assert [m["content"] for m in out[0]["prompt"]] == ["a", "b", "c"]
+    assert "cannot be rendered turn by turn for 1 of 1 chats" in capsys.readouterr().out
+
+
+def test_a_multi_turn_chat_trains_every_answer_and_the_dry_run_shows_each(tiny_model_dir, tmp_path):
+    from tuner.estimate import describe
+    from tuner.recipes.preflight import dry_run
+
+    chats = [{"messages": [{"role": "user", "content": f"Question {n}?"}, {"role": "assistant", "content": f"One {n}."},
+                           {"role": "user", "content": f"And then {n}?"},
+                           {"role": "assistant", "content": f"Two {n}."}]}
+             for n in range(12)]
+    train = write_jsonl(tmp_path / "chats.jsonl", chats)
+    document = recipe_document(tiny_model_dir, train, None, tmp_path / "runs" / "chat")
+    document["eval"] = {"task": "generate", "max_new_tokens": 4}
+    recipe = recipe_from_dict(document)
+    shown = describe(dry_run(recipe), recipe)
+    assert "answers between [[ ]]" in shown
+    assert re.search(r"\| \[\[One (\d+)\.<\|im_end\|>\n.*\| \[\[Two \1\.<\|im_end\|>", shown, re.S)
+    result = sft.run(recipe)
+    assert result.metrics["train_steps"] == 3 and result.metrics["train_loss"] > 0
 
 
 def test_existing_run_folder_is_never_overwritten(tiny_recipe):

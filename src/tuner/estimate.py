@@ -156,7 +156,7 @@ def describe(result: Estimate, recipe) -> str:
     for number, row in enumerate(result.rows):
         for part in row["answers"]:
             lines.append(f"  row {number}: {part['prompt_tokens']} prompt tokens (no loss) + {part['answer_tokens']} "
-                         f"answer tokens (loss), the answer between [[ ]]:")
-            text = part["prompt"] + "[[" + part["answer"] + "]]"
+                         f"answer tokens (loss), the answer{'s' if part.get('marked') else ''} between [[ ]]:")
+            text = part.get("marked") or part["prompt"] + "[[" + part["answer"] + "]]"
             lines.extend("    | " + line for line in text.splitlines())
     return os.linesep.join(lines)

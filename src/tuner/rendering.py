@@ -61,8 +61,57 @@ def longest_row_tokens(rows, tokenizer, max_length: int | None, sample: int = 20
     return min(longest, max_length) if max_length else longest
 
 
+def chat_segments(messages: list[dict[str, Any]], tokenizer) -> list[tuple[str, bool]] | None:
+    """A chat as the template renders it, cut into (text, carries loss) pieces that join to the whole: each
+    assistant turn (its content and end-of-turn marker) carries loss. The turns are found by rendering the chat turn by
+    turn, so any template works, with or without generation markers; None when the template does not render a chat as
+    the sum of its beginnings (one that rewrites earlier turns), or renders no assistant turn."""
+    try:
+        whole = tokenizer.apply_chat_template(messages, tokenize=False)
+        pieces, done = [], 0
+        for number, message in enumerate(messages):
+            if message["role"] != "assistant" or number == 0:
+                continue
+            before = tokenizer.apply_chat_template(messages[:number], tokenize=False, add_generation_prompt=True)
+            through = tokenizer.apply_chat_template(messages[:number + 1], tokenize=False)
+            if not (whole.startswith(through) and through.startswith(before) and len(before) >= done):
+                return None
+            pieces += [(whole[done:len(before)], False), (whole[len(before):len(through)], True)]
+            done = len(through)
+    except (ValueError, TypeError, KeyError):  # a template that refuses a partial chat (jinja raises these)
+        return None
+    if not pieces:
+        return None
+    return [piece for piece in pieces + [(whole[done:], False)] if piece[0]]
+
+
+def every_turn_tokens(row: dict[str, Any], tokenizer) -> dict[str, Any]:
+    """A chat row as token ids with a mask that is 1 on every assistant turn: each piece of `chat_segments` is
+    tokenized alone, so an answer starts on a token boundary as it does when the model generates it after the
+    prompt. Falls back to the last assistant turn as the completion (`last_turn_as_completion`) when the template
+    cannot be cut into turns."""
+    pieces = chat_segments(row["messages"], tokenizer)
+    if pieces is None:
+        return {**last_turn_as_completion(row), "input_ids": None, "assistant_masks": None}
+    ids, mask = [], []
+    for text, loss in pieces:
+        tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids += tokens
+        mask += [int(loss)] * len(tokens)
+    return {"input_ids": ids, "assistant_masks": mask}
+
+
 def rendered_row(row: dict[str, Any], tokenizer) -> dict[str, Any]:
-    """One training row as rendered text, with the answer (the tokens the loss is on) and token counts."""
+    """One training row as rendered text, with the answer (the tokens the loss is on) and token counts; a chat shows
+    every assistant turn between [[ ]] in `marked`."""
+    pieces = chat_segments(row["messages"], tokenizer) if "messages" in row else None
+    if pieces is not None:
+        counts = [(len(tokenizer(text, add_special_tokens=False)["input_ids"]), loss) for text, loss in pieces]
+        return {"answers": [{"prompt": "".join(t for t, loss in pieces if not loss),
+                             "answer": "".join(t for t, loss in pieces if loss),
+                             "marked": "".join(f"[[{t}]]" if loss else t for t, loss in pieces),
+                             "prompt_tokens": sum(n for n, loss in counts if not loss),
+                             "answer_tokens": sum(n for n, loss in counts if loss)}]}
     parts = []
     for prompt, answer in rendered_pairs(row, tokenizer):
         prompt_tokens = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
@@ -94,11 +143,21 @@ def chat_template_marks_assistant(tokenizer) -> bool:
 def sft_rows(dataset, tokenizer):
     """Rows ready for SFTTrainer with loss on the answer only.
 
-    Prompt/completion rows train on the completion. Chats keep every assistant turn as a target when the chat
-    template can mark assistant turns; otherwise the last assistant turn becomes the completion.
+    Prompt/completion rows train on the completion. Chats train on every assistant turn: TRL masks them itself when
+    the chat template has generation markers (or TRL ships a training template for it); otherwise tuner renders each
+    chat turn by turn into token ids with an `assistant_masks` column, which TRL turns into labels. A chat whose
+    template cannot be cut into turns trains on its last answer, and the count of such rows is printed.
     """
     if "messages" not in dataset.column_names or chat_template_marks_assistant(tokenizer):
         return dataset
+    rows = [every_turn_tokens(row, tokenizer) for row in dataset]
+    whole = [row for row in rows if row["input_ids"] is not None]
+    if len(whole) == len(rows):
+        import datasets
+
+        return datasets.Dataset.from_list(whole)
+    print(f"tuner: the chat template cannot be rendered turn by turn for {len(rows) - len(whole)} of {len(rows)} "
+          f"chats; they train on their last answer only")
     return dataset.map(last_turn_as_completion, remove_columns=["messages"])
 
 
