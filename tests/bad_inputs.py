@@ -122,8 +122,10 @@ RECIPES = [
          _all(_set("method", "fewshot"), _set("train", {"max_steps": 3}))),
     Case("fewshot-negative-k", "a negative number of examples", ["key `fewshot.k`", "greater than or equal to 0"],
          _all(_set("method", "fewshot"), _set("train", {}), _set("fewshot.k", -1))),
-    Case("choice-without-choices", "task choice with no answers to choose from",
-         ["eval.task choice needs the allowed answers"], _drop("eval.choices")),
+    Case("choice-without-choices", "task choice on rows with no labels to take the answers from",
+         ["eval.task choice needs the allowed answers", "no labels to take them from"],
+         _all(_drop("eval.choices"), _drop("data.eval")),
+         data=("train.jsonl", _jsonl([{"instruction": f"Say {n}.", "output": str(n)} for n in range(10)]))),
     Case("unknown-task", "an unknown eval task", ["key `eval.task`", "'classify'"], _set("eval.task", "classify")),
     Case("adapter-with-sft", "`model.adapter` with method sft", ["`model.adapter` (a run's adapter) is for method "
                                                                 "dpo (train on) and rag"],

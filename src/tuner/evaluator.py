@@ -20,7 +20,7 @@ from .data.rows import answer_text, eval_identity, extract_answer, normalize_ans
 from .errors import TunerError
 from .hardware import device_kind, is_out_of_memory
 from .intervals import bootstrap_interval
-from .progress import Progress
+from .progress import Progress, RowClock
 from .rendering import continuation, render_prompt
 
 
@@ -238,29 +238,7 @@ def generate_texts(model, tokenizer, prompts: list[str], max_new_tokens: int, ba
 
 # ---- tasks ----
 
-class _RowClock:
-    """Rows as they finish: the progress bar moves, and each row is given its share of the wall time since the last
-    rows finished (a batch's time split evenly over the rows it completed), so the rows' latencies add up to the
-    phase's time."""
-
-    def __init__(self, progress: Progress, rows: int):
-        self.progress, self.ms = progress, [None] * rows
-        self.last = time.perf_counter()
-
-    def finished(self, rows: list[int]) -> None:
-        now = time.perf_counter()
-        for row in rows:
-            self.ms[row] = round(1000 * (now - self.last) / len(rows), 2)
-        if rows:
-            self.last = now
-        self.progress.update(len(rows))
-
-    def restart(self) -> None:
-        self.progress.restart()
-        self.ms, self.last = [None] * len(self.ms), time.perf_counter()
-
-
-def _rows_finished(pair_rows: list[int], clock: _RowClock) -> Callable[[list[int]], None]:
+def _rows_finished(pair_rows: list[int], clock: RowClock) -> Callable[[list[int]], None]:
     """A callback for `loglikelihoods` that counts a row done once all of its pairs are scored."""
     left: dict[int, int] = {}
     for row in pair_rows:
@@ -291,15 +269,21 @@ def _top(choices: list[str], scores: list[float], count: int = 5) -> list[dict[s
 def _row_choices(row: dict[str, Any], eval_config, label_names: list[str] | None) -> list[str]:
     choices = row.get("choices") or eval_config.choices or label_names
     if not choices:
-        raise TunerError("task: choice needs the allowed answers: set `eval.choices`, `data.label_names`, or "
-                         "`data.choices_column`.")
+        raise TunerError("eval.task choice needs the allowed answers, and the rows have no labels to take them "
+                         "from: set `eval.choices`, `data.label_names`, or `data.choices_column`.")
     return list(choices)
 
 
-def check_rows(rows, eval_config, label_names: list[str] | None = None) -> None:
+def check_rows(rows, eval_config, label_names: list[str] | None = None, source: str | None = None) -> None:
     """Refuse eval rows the task cannot score (an empty split, a gold answer outside the choices) before any model
-    loads."""
-    rows = list(rows)
+    loads; `source` (the recipe file) opens the message."""
+    try:
+        _check_rows(list(rows), eval_config, label_names)
+    except TunerError as error:
+        raise TunerError(f"{source}: {error}" if source else str(error)) from None
+
+
+def _check_rows(rows, eval_config, label_names: list[str] | None) -> None:
     if not rows:
         raise TunerError("the eval split is empty: give `data.eval` rows or a larger `data.eval_fraction`.")
     if eval_config.task != "choice":
@@ -431,7 +415,7 @@ def evaluate(model, tokenizer, rows, eval_config, label_names: list[str] | None 
     phases: dict[str, Any] = {}
     with phase("eval", phases), _autocast(model, precision), Progress(len(rows), f"scoring ({eval_config.task})",
                                                                       "rows") as progress:
-        clock = _RowClock(progress, len(rows))
+        clock = RowClock(progress, len(rows))
         correct, predictions, extra = _with_smaller_batches_on_oom(model, tokenizer, rows, eval_config, label_names,
                                                                    clock)
     record = phases["eval"]

@@ -1,7 +1,8 @@
 """Progress of tuner's long phases (scoring, reading and converting large data sets, choosing few-shot examples).
 
 On a terminal: a bar like the training bars (tqdm: count, rate, time left). When the output is not a terminal (a log
-file, CI): one line per phase when it ends. Under `tuner --quiet` (TUNER_QUIET=1): nothing.
+file, CI): one line per phase when it ends. Under `tuner --quiet` (TUNER_QUIET=1): nothing. `RowClock` moves a
+bar as rows finish and gives each row its share of the time.
 """
 
 from __future__ import annotations
@@ -87,3 +88,25 @@ def tracked(items, total: int, what: str, unit: str = "rows", at_least: int | No
         for item in items:
             yield item
             progress.update()
+
+
+class RowClock:
+    """Rows as they finish: the progress bar moves, and each row is given its share of the wall time since the last
+    rows finished (a batch's time split evenly over the rows it completed), so the rows' latencies add up to the
+    phase's time."""
+
+    def __init__(self, progress: Progress, rows: int):
+        self.progress, self.ms = progress, [None] * rows
+        self.last = time.perf_counter()
+
+    def finished(self, rows: list[int]) -> None:
+        now = time.perf_counter()
+        for row in rows:
+            self.ms[row] = round(1000 * (now - self.last) / len(rows), 2)
+        if rows:
+            self.last = now
+        self.progress.update(len(rows))
+
+    def restart(self) -> None:
+        self.progress.restart()
+        self.ms, self.last = [None] * len(self.ms), time.perf_counter()

@@ -63,7 +63,7 @@ def longest_row_tokens(rows, tokenizer, max_length: int | None, sample: int = 20
 
 def chat_segments(messages: list[dict[str, Any]], tokenizer) -> list[tuple[str, bool]] | None:
     """A chat as the template renders it, cut into (text, carries loss) pieces that join to the whole: each
-    assistant turn (its content and end-of-turn marker) carries loss. The turns are found by rendering the chat turn by
+    assistant turn (its content and end-of-turn marker) carries loss, unless the data marked it `train: false`. The turns are found by rendering the chat turn by
     turn, so any template works, with or without generation markers; None when the template does not render a chat as
     the sum of its beginnings (one that rewrites earlier turns), or renders no assistant turn."""
     try:
@@ -76,7 +76,8 @@ def chat_segments(messages: list[dict[str, Any]], tokenizer) -> list[tuple[str, 
             through = tokenizer.apply_chat_template(messages[:number + 1], tokenize=False)
             if not (whole.startswith(through) and through.startswith(before) and len(before) >= done):
                 return None
-            pieces += [(whole[done:len(before)], False), (whole[len(before):len(through)], True)]
+            pieces += [(whole[done:len(before)], False),
+                       (whole[len(before):len(through)], message.get("train") is not False)]
             done = len(through)
     except (ValueError, TypeError, KeyError):  # a template that refuses a partial chat (jinja raises these)
         return None
@@ -148,7 +149,11 @@ def sft_rows(dataset, tokenizer):
     chat turn by turn into token ids with an `assistant_masks` column, which TRL turns into labels. A chat whose
     template cannot be cut into turns trains on its last answer, and the count of such rows is printed.
     """
-    if "messages" not in dataset.column_names or chat_template_marks_assistant(tokenizer):
+    if "messages" not in dataset.column_names:
+        return dataset
+    # Messages marked `train: false` need tuner's own masks: a template's generation markers cover every answer.
+    switched = any(m.get("train") is False for row in dataset for m in row["messages"])
+    if chat_template_marks_assistant(tokenizer) and not switched:
         return dataset
     rows = [every_turn_tokens(row, tokenizer) for row in dataset]
     whole = [row for row in rows if row["input_ids"] is not None]

@@ -318,9 +318,6 @@ class Recipe(_Section):
         if self.method in ("fewshot", "rag") and self.eval.task is None:
             raise ValueError(f"method {self.method} only evaluates: set `eval.task` (choice, generate or "
                              f"preference)")
-        if self.eval.task == "choice" and not (self.eval.choices or self.data.label_names or self.data.choices_column):
-            raise ValueError("eval.task choice needs the allowed answers: set `eval.choices`, `data.label_names` or "
-                             "`data.choices_column`")
         return self
 
     def to_dict(self) -> dict[str, Any]:

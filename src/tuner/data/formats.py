@@ -42,9 +42,11 @@ def _system(data_config) -> list[dict[str, str]]:
     return [{"role": "system", "content": data_config.system_prompt}] if data_config.system_prompt else []
 
 
-def _check_chat(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+def _check_chat(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if not any(m["role"] == "assistant" for m in messages):
         raise ValueError("the conversation has no assistant turn to learn from")
+    if not any(m["role"] == "assistant" and m.get("train") is not False for m in messages):
+        raise ValueError("every assistant turn of the conversation is marked not to be trained on")
     return messages
 
 
@@ -90,16 +92,57 @@ def _from_prompt_completion(row, data_config):
                                                                             "completion": completion}
 
 
-def _turn(turn: Any, what: str) -> dict[str, str]:
-    """One message from OpenAI style ({role, content}) or ShareGPT style ({from, value})."""
+def _parts(value: Any, what: str) -> Any:
+    """Message content given as typed parts (OpenAI's `[{"type": "text", "text": ...}]`, LLaMA-Factory's
+    `{"type": "text", "value": ...}`) as one text, parts joined by a new line; text stays as it is. A part that is
+    not text (an image, audio) stops the data: tuner tunes text models."""
+    if not isinstance(value, list):
+        return value
+    texts = []
+    for number, part in enumerate(value):
+        kind = part.get("type", "text") if isinstance(part, dict) else "text" if isinstance(part, str) else None
+        if kind != "text":
+            raise TunerError(f"{what} part {number} is {'a ' + repr(kind) if kind else 'not a typed part'}: tuner "
+                             f"tunes text models, and a message may hold text parts only. Remove the other parts "
+                             f"(or the rows that need them), or use a tool built for multimodal models.")
+        texts.append(part if isinstance(part, str) else part.get("text", part.get("value")))
+    if not all(isinstance(text, str) for text in texts):
+        raise ValueError(f"{what} has a text part without a `text` (or `value`) string")
+    return "\n".join(texts)
+
+
+# Per-message loss switches, as data sets write them: LLaMA-Factory's `loss_weight`, Axolotl's `weight` and `train`.
+LOSS_KEYS = ("loss_weight", "weight", "train")
+
+
+def _trained(turn: dict[str, Any], what: str) -> bool | None:
+    """Whether a message asks to be trained on (True/False), or None when it does not say."""
+    for key in LOSS_KEYS:
+        value = turn.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or (isinstance(value, int | float) and value in (0, 1)):
+            return bool(value)
+        raise ValueError(f"{what} has `{key}: {value!r}`; tuner trains a message or not, so give 0 or 1 (false or "
+                         f"true)")
+    return None
+
+
+def _turn(turn: Any, what: str) -> dict[str, Any]:
+    """One message from OpenAI style ({role, content}) or ShareGPT style ({from, value}); content parts joined, a
+    loss switch kept as `train: false`."""
     if isinstance(turn, dict) and "role" in turn and "content" in turn:
-        return {"role": str(turn["role"]), "content": _content(turn["content"], f"{what} content")}
-    if isinstance(turn, dict) and "from" in turn and "value" in turn:
+        message = {"role": str(turn["role"]), "content": _content(_parts(turn["content"], what), f"{what} content")}
+    elif isinstance(turn, dict) and "from" in turn and "value" in turn:
         role = SHAREGPT_ROLES.get(str(turn["from"]).lower())
         if role is None:
             raise ValueError(f"{what} has unknown speaker {turn['from']!r} (known: {', '.join(SHAREGPT_ROLES)})")
-        return {"role": role, "content": _content(turn["value"], f"{what} value")}
-    raise ValueError(f"{what} is not a message ({{role, content}} or {{from, value}})")
+        message = {"role": role, "content": _content(_parts(turn["value"], what), f"{what} value")}
+    else:
+        raise ValueError(f"{what} is not a message ({{role, content}} or {{from, value}})")
+    if _trained(turn, what) is False:
+        message["train"] = False
+    return message
 
 
 def _answer(value: Any, what: str) -> list[dict[str, str]] | str:
@@ -179,6 +222,18 @@ def _from_preference(row, data_config):
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
+def _from_preference_messages(row, data_config):
+    """LLaMA-Factory's `chosen_messages` / `rejected_messages`: two whole chats sharing their beginning (split off as
+    the prompt), or the two answers after `conversations` / `prompt` turns."""
+    sides = {}
+    for side in ("chosen", "rejected"):
+        turns = row[f"{side}_messages"]
+        if not isinstance(turns, list) or not turns:
+            raise ValueError(f"`{side}_messages` is not a non-empty list of messages")
+        sides[side] = [_turn(turn, f"`{side}_messages` turn {i}") for i, turn in enumerate(turns)]
+    return _from_preference({**row, **sides}, data_config)
+
+
 def label_name(value: Any, data_config) -> str:
     """The label name of a raw label: integers index `data.label_names`, strings are names already."""
     names = data_config.label_names
@@ -243,6 +298,8 @@ def _classification_columns(columns: list[str], data_config) -> list[str]:
 # In detection order: the first format whose required columns are all present is the data's format.
 FORMATS: dict[str, Format] = {
     "preference": Format(_columns("chosen", "rejected"), _from_preference, "preference"),
+    "preference_messages": Format(_columns("chosen_messages", "rejected_messages"), _from_preference_messages,
+                                  "preference"),
     "messages": Format(_columns("messages"), _from_chat("messages", "message"), "messages"),
     "sharegpt": Format(_columns("conversations"), _from_chat("conversations", "turn"), "messages"),
     "alpaca": Format(_columns("instruction", "output"), _from_alpaca, "prompt_completion"),
@@ -259,8 +316,8 @@ def detect_format(columns: list[str], data_config) -> str:
     raise TunerError(
         f"the columns {sorted(columns)} fit no known format. tuner reads `messages` (chat), `conversations` "
         f"(ShareGPT), `instruction`/`input`/`output` (Alpaca), `prompt`/`completion`, `chosen`/`rejected` "
-        f"(preference pairs, with `prompt` or `conversations`, or as full transcripts), or a text column "
-        f"({', '.join(TEXT_COLUMNS)}) with a `{data_config.label_column}` column (classification). Rename the "
+        f"(preference pairs, with `prompt` or `conversations`, or as full transcripts), "
+        f"`chosen_messages`/`rejected_messages` (two chats), or a text column ({', '.join(TEXT_COLUMNS)}) with a `{data_config.label_column}` column (classification). Rename the "
         f"columns, or set `data.format`, `data.text_column` and `data.label_column`.")
 
 
@@ -286,6 +343,8 @@ def to_canonical(dataset, data_config, where: str = "<data>"):
             rows.append(_with_row_extras(entry.convert(row, data_config), row, data_config))
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             bad.append((number, str(exc)))
+        except TunerError as exc:  # a row that no skipping can fix (an image in a text data set) stops the data
+            raise TunerError(f"{where} row {number}: {exc}") from None
     if not rows:
         reasons = "; ".join(f"row {n}: {r}" for n, r in bad[:3])
         raise TunerError(f"{where}: none of its {len(bad)} rows is usable as {fmt} ({reasons}). Fix the rows or "

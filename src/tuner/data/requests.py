@@ -17,7 +17,7 @@ from ..errors import TunerError
 from ..schema import SourceConfig
 from .formats import FORMATS, to_canonical
 from .rows import scoring_rows
-from .sources import read_source
+from .sources import as_table, read_source
 
 STAND_IN = "?"
 
@@ -65,16 +65,14 @@ def _with_stand_in(row: dict[str, Any], fmt: str, data_config, choices: list[str
     return {**row, **{column: STAND_IN for column in missing}}, False
 
 
-def read_requests(path: str | Path, data_config, fmt: str, eval_config) -> Requests:
-    """Read a file of requests (JSON, JSONL, CSV, TSV or Parquet) in format `fmt` (the run's data format); every row
-    must convert, or the first bad rows are named."""
-    import datasets
-
+def read_requests(path: str | Path, data_config, fmt: str, eval_config, labels: list[str] | None = None) -> Requests:
+    """Read a file of requests (JSON, JSONL, CSV, TSV or Parquet) in format `fmt` (the run's data format; `labels`:
+    its label set); every row must convert, or the first bad rows are named."""
     where = f"--input {path}"
     raw = read_source(SourceConfig(path=str(path)), where)
     given = list(raw.column_names)
     if fmt == "classification" and data_config.label_column not in raw.column_names:
-        raw = raw.add_column(data_config.label_column, [None] * len(raw))
+        raw = as_table([{**row, data_config.label_column: None} for row in raw])
     config = data_config.model_copy(update={"format": fmt})
     first = FORMATS[fmt].required(list(raw.column_names), config)
     asked = [c for c in first if c not in _answer_columns(fmt, config)]
@@ -83,8 +81,8 @@ def read_requests(path: str | Path, data_config, fmt: str, eval_config) -> Reque
         raise TunerError(f"{where}: the run was trained on {fmt} rows, which put their question in {asked}, but the "
                          f"file has the columns {given}. Give rows in the run's format (the answer column "
                          f"may be left out).")
-    filled = [_with_stand_in(row, fmt, config, eval_config.choices) for row in raw]
-    dataset, _, bad = to_canonical(datasets.Dataset.from_list([row for row, _ in filled]), config, where)
+    filled = [_with_stand_in(row, fmt, config, eval_config.choices or labels) for row in raw]
+    dataset, _, bad = to_canonical(as_table([row for row, _ in filled]), config, where)
     if bad:
         raise TunerError(f"{where}: {len(bad)} row(s) cannot be read as {fmt} rows: "
                          + "; ".join(f"row {n}: {reason}" for n, reason in bad[:3])

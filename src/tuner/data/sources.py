@@ -14,6 +14,27 @@ from ..progress import tracked
 
 READERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
 
+
+class Rows(list):
+    """Rows whose fields hold values of mixed types from row to row (a message's content as text here and as a list
+    of parts there), which one Arrow table cannot hold: the list of dicts as read, with the `column_names` the
+    converters ask of a data set. Converted rows are uniform and become a `datasets.Dataset` again."""
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(dict.fromkeys(key for row in self for key in row))
+
+
+def as_table(rows: list[dict[str, Any]]):
+    """A `datasets.Dataset` of the rows, or `Rows` when their fields mix types that Arrow cannot put in one column."""
+    import datasets
+    import pyarrow
+
+    try:
+        return datasets.Dataset.from_list(rows)
+    except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError):
+        return Rows(rows)
+
 def _read_file(path: Path):
     import datasets
 
@@ -23,7 +44,7 @@ def _read_file(path: Path):
     if path.stat().st_size == 0:
         raise TunerError(f"{path}: the data file is empty. Add rows or point at another file.")
     if reader == "json":
-        return datasets.Dataset.from_list(_read_json_rows(path))
+        return as_table(_read_json_rows(path))
     # pandas directly rather than datasets' builders: no progress bars or logged tracebacks, and its parser errors
     # name the line.
     import pandas as pd

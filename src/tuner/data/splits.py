@@ -22,6 +22,7 @@ class Splits:
     eval: Any
     format: str
     report: dict[str, Any] = field(default_factory=dict)
+    labels: list[str] | None = None
 
 
 def _describe_bad(bad: list[tuple[int, str]], where: str) -> dict[str, Any]:
@@ -67,12 +68,37 @@ def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
             print(f"tuner: skipped {line}")
         if bad["count"] > len(bad["first"]):
             print(f"tuner: ... {bad['count'] - len(bad['first'])} more rows skipped")
-    report = {"format": fmt, "train_columns": columns, "train_rows": len(train), "eval_rows": len(evaluation),
+    labels = data_config.label_names or _label_set(train, evaluation)
+    report = {"format": fmt, "labels": labels, **_unseen_labels(train, evaluation, labels), "train_columns": columns, "train_rows": len(train), "eval_rows": len(evaluation),
               "train_rows_dropped_as_eval_questions": overlap, "train_fingerprint": fingerprint(train),
               "eval_fingerprint": fingerprint(evaluation),
               "skipped_train_rows": train_bad, "skipped_eval_rows": eval_bad,
               "split_seed": data_config.split_seed if data_config.eval is None else None}
-    return Splits(train=train, eval=evaluation, format=fmt, report=report)
+    return Splits(train=train, eval=evaluation, format=fmt, report=report, labels=labels)
+
+
+def _label_set(train, evaluation) -> list[str] | None:
+    """Classification rows' labels, train and eval together, sorted: the choices of `task: choice` when the recipe
+    names none (`eval.choices`, `data.label_names`)."""
+    if "label" not in train.column_names:
+        return None
+    return sorted({str(label) for split in (train, evaluation) if "label" in split.column_names
+                   for label in split["label"] if label is not None})
+
+
+def _unseen_labels(train, evaluation, labels: list[str] | None) -> dict[str, Any]:
+    """Eval rows whose label no train row has (a model trained on these rows never saw it), said and recorded."""
+    if not labels or "label" not in train.column_names or "label" not in evaluation.column_names:
+        return {}
+    seen = {str(label) for label in train["label"]}
+    rows = [n for n, label in enumerate(evaluation["label"]) if label is not None and str(label) not in seen]
+    if not rows:
+        return {}
+    names = sorted({str(evaluation["label"][n]) for n in rows})
+    print(f"tuner: {len(rows)} eval rows have a label no train row has ({', '.join(names[:10])}"
+          f"{'...' if len(names) > 10 else ''}; eval rows {rows[:10]}{'...' if len(rows) > 10 else ''}): a model "
+          f"tuned on the train rows has never seen it")
+    return {"eval_labels_unseen_in_train": {"labels": names, "rows": rows[:50], "count": len(rows)}}
 
 
 def _without_eval_questions(train, evaluation, data_config, source: str):
@@ -99,7 +125,7 @@ def require_train_rows(splits: Splits, source: str) -> None:
 
 def require_preference(splits: Splits, source: str, method: str) -> None:
     """Refuse a preference method's run on rows that are not preference pairs, naming the columns found."""
-    if splits.format != "preference":
+    if FORMATS[splits.format].family != "preference":
         raise TunerError(f"{source}: method {method} needs preference pairs, but data.train holds {splits.format} "
                          f"rows (columns found: {splits.report['train_columns']}). Give rows with `chosen` and "
                          f"`rejected` (plus `prompt`, or `conversations` as LLaMA-Factory writes them, or full "

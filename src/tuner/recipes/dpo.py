@@ -41,7 +41,7 @@ def run(recipe) -> RunResult:
         require_preference(splits, recipe.source, recipe.method)
         eval_rows = scoring_rows(splits.eval)
         if recipe.eval.task not in (None, "preference"):
-            check_rows(eval_rows, recipe.eval, recipe.data.label_names)
+            check_rows(eval_rows, recipe.eval, splits.labels, recipe.source)
     checkpoint = resume_point(recipe, splits.report)
     loaded = load_model(recipe.model, recipe.source, decide_precision(recipe.model))
     check_chat_template(loaded.tokenizer, recipe)
@@ -60,12 +60,12 @@ def run(recipe) -> RunResult:
                **{f"last_{key.replace('/', '_')}": logged(history, key, -1) for key in TRAINING_LOGS}}
     # Held-out pairs are always scored as preferences; the recipe's own task, when it names another, is the main score.
     preference = evaluate(trainer.model, loaded.tokenizer, eval_rows,
-                          recipe.eval.model_copy(update={"task": "preference"}), recipe.data.label_names, loaded.dtype)
+                          recipe.eval.model_copy(update={"task": "preference"}), splits.labels, loaded.dtype)
     if recipe.eval.task in (None, "preference"):
         record_evaluation(run_dir, preference, metrics, phases)
     else:
         record_evaluation(run_dir, preference, metrics, phases, name="preference")
-        task = evaluate(trainer.model, loaded.tokenizer, eval_rows, recipe.eval, recipe.data.label_names,
+        task = evaluate(trainer.model, loaded.tokenizer, eval_rows, recipe.eval, splits.labels,
                         loaded.dtype)
         record_evaluation(run_dir, task, metrics, phases)
     manifest = build_manifest(recipe, splits.report, loaded.info,

@@ -28,7 +28,7 @@ def run(recipe, adapter: str | Path | None = None, output_dir: str | Path | None
     with phase("data", phases):
         splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
         eval_rows = scoring_rows(splits.eval)
-        check_rows(eval_rows, recipe.eval, recipe.data.label_names)
+        check_rows(eval_rows, recipe.eval, splits.labels, recipe.source)
     loaded = load_model(recipe.model, recipe.source, decide_precision(recipe.model))
     check_chat_template(loaded.tokenizer, recipe)
     model = with_run_adapter(loaded.model, adapter) if adapter else loaded.model
@@ -36,7 +36,7 @@ def run(recipe, adapter: str | Path | None = None, output_dir: str | Path | None
     run_dir = new_run_dir(output_dir or base.with_name(base.name + "-eval"))
     write_recipe(run_dir, recipe)
 
-    result = evaluate(model, loaded.tokenizer, eval_rows, recipe.eval, recipe.data.label_names, loaded.dtype)
+    result = evaluate(model, loaded.tokenizer, eval_rows, recipe.eval, splits.labels, loaded.dtype)
 
     metrics: dict[str, Any] = {"method": adapter_manifest["method"] if adapter_manifest else "base",
                                "adapter": str(adapter) if adapter else None, "phases": phases}

@@ -25,12 +25,12 @@ def run(recipe) -> RunResult:
     with phase("data", phases):
         splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
         rows = fewshot_rows(splits.train, splits.eval, recipe.fewshot)
-        check_rows(rows, recipe.eval, recipe.data.label_names)
+        check_rows(rows, recipe.eval, splits.labels, recipe.source)
     loaded = load_model(recipe.model, recipe.source, decide_precision(recipe.model))
     check_chat_template(loaded.tokenizer, recipe)
     run_dir = run_folder(recipe)
 
-    result = evaluate(loaded.model, loaded.tokenizer, rows, recipe.eval, recipe.data.label_names, loaded.dtype)
+    result = evaluate(loaded.model, loaded.tokenizer, rows, recipe.eval, splits.labels, loaded.dtype)
 
     metrics: dict[str, Any] = {"method": "fewshot", "k": recipe.fewshot.k, "select": recipe.fewshot.select,
                                "trainable_parameters": 0, "phases": phases}

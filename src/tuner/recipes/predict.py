@@ -37,15 +37,15 @@ class Predictions:
 
 def model_target(target: str | Path):
     """A run folder (its recipe as it ran, its adapter) or a recipe file (the base model as the recipe sets it up):
-    (recipe, adapter run folder or None, the run's data format or None)."""
+    (recipe, adapter run folder or None, the run's data report or {})."""
     path = Path(target)
     if path.is_dir():
         run = read_run(path)
         # Its own adapter; else the adapter `tuner eval --adapter` scored, or the one a rag recipe used.
         adapter = run.run_dir if run.adapter else run.metrics.get("adapter") or run.recipe.model.adapter
-        return run.recipe, adapter, run.manifest.get("data", {}).get("format")
+        return run.recipe, adapter, run.manifest.get("data") or {}
     recipe = load_recipe(path)
-    return recipe, recipe.model.adapter, None
+    return recipe, recipe.model.adapter, {}
 
 
 def data_format(recipe, known: str | None) -> str:
@@ -105,14 +105,15 @@ def predict(target: str | Path, input_path: str | Path, output_path: str | Path,
     model) and write one JSON line per row to `output_path` (a new name if it exists)."""
     from transformers import set_seed
 
-    recipe, adapter, known_format = model_target(target)
+    recipe, adapter, data_report = model_target(target)
+    labels = data_report.get("labels") or recipe.data.label_names
     eval_config = recipe.eval.model_copy(update={"task": recipe.eval.task or "generate",
                                                  **({"batch_size": batch_size} if batch_size else {})})
-    if eval_config.task == "choice" and not (eval_config.choices or recipe.data.label_names
-                                             or recipe.data.choices_column):
+    if eval_config.task == "choice" and not (eval_config.choices or labels or recipe.data.choices_column):
         raise TunerError(f"{target}: its eval task is choice but it names no choices (`eval.choices`). Set them in "
                          f"the recipe.")
-    requests = read_requests(input_path, recipe.data, data_format(recipe, known_format), eval_config)
+    requests = read_requests(input_path, recipe.data, data_format(recipe, data_report.get("format")), eval_config,
+                             labels)
     set_seed(recipe.seed)
     rows, retrieval_seconds = method_prompts(recipe, requests.rows)
     if adapter is not None:
@@ -121,7 +122,7 @@ def predict(target: str | Path, input_path: str | Path, output_path: str | Path,
     check_chat_template(loaded.tokenizer, recipe)
     model = with_run_adapter(loaded.model, adapter) if adapter is not None else loaded.model
 
-    result = evaluate(model, loaded.tokenizer, rows, eval_config, recipe.data.label_names, loaded.dtype)
+    result = evaluate(model, loaded.tokenizer, rows, eval_config, labels, loaded.dtype)
 
     lines = [_answer(p, had, retrieval_seconds[p["row"]] if retrieval_seconds else None)
              for p, had in zip(result.predictions, requests.answered)]

@@ -21,7 +21,7 @@ def validate(recipe) -> dict[str, Any]:
     report (formats, row counts, skipped rows, corpus documents). Raises TunerError on any problem."""
     splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
     if recipe.eval.task and recipe.eval.task != "preference" or recipe.method == "fewshot":
-        check_rows(scoring_rows(splits.eval), recipe.eval, recipe.data.label_names)
+        check_rows(scoring_rows(splits.eval), recipe.eval, splits.labels, recipe.source)
     report = dict(splits.report)
     if recipe.rag is not None:
         corpus = read_corpus(recipe.rag.corpus, recipe.source)

@@ -29,7 +29,7 @@ def run(recipe) -> RunResult:
     with phase("data", phases):
         splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
         eval_rows = scoring_rows(splits.eval)
-        check_rows(eval_rows, recipe.eval, recipe.data.label_names)
+        check_rows(eval_rows, recipe.eval, splits.labels, recipe.source)
     config, tokenizer = load_config_and_tokenizer(recipe.model, recipe.source)
     check_chat_template(tokenizer, recipe)
     with phase("index", phases):
@@ -41,7 +41,7 @@ def run(recipe) -> RunResult:
     model = with_run_adapter(loaded.model, recipe.model.adapter) if upstream else loaded.model
     run_dir = run_folder(recipe)
 
-    result = evaluate(model, loaded.tokenizer, rows, recipe.eval, recipe.data.label_names, loaded.dtype)
+    result = evaluate(model, loaded.tokenizer, rows, recipe.eval, splits.labels, loaded.dtype)
 
     result.metrics.update(request_latency(result.metrics, retrieval, recipe.rag.k))
     metrics: dict[str, Any] = {"method": "rag", "retriever": recipe.rag.retriever, "k": recipe.rag.k,

@@ -35,7 +35,7 @@ def run(recipe) -> RunResult:
         require_train_rows(splits, recipe.source)
         eval_rows = scoring_rows(splits.eval)
         if recipe.eval.task:
-            check_rows(eval_rows, recipe.eval, recipe.data.label_names)
+            check_rows(eval_rows, recipe.eval, splits.labels, recipe.source)
     checkpoint = resume_point(recipe, splits.report)
     train_rows, retrieval, index_report = splits.train, None, None
     if recipe.rag:  # retrieval-aware fine-tuning: train and eval prompts carry the passages retrieved for them
@@ -57,7 +57,7 @@ def run(recipe) -> RunResult:
     metrics = {**train_metrics("sft", output, phases, counts),
                "first_logged_loss": logged(history, "loss", 0), "last_logged_loss": logged(history, "loss", -1)}
     if recipe.eval.task:
-        result = evaluate(trainer.model, loaded.tokenizer, eval_rows, recipe.eval, recipe.data.label_names,
+        result = evaluate(trainer.model, loaded.tokenizer, eval_rows, recipe.eval, splits.labels,
                           loaded.dtype)
         if retrieval:
             result.metrics.update(request_latency(result.metrics, retrieval, recipe.rag.k))
