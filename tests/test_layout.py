@@ -15,13 +15,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tuner"
 
 # Low to high. A module may import modules of its own layer or lower ones, never a higher layer.
 LAYERS = [
-    ("base", {"errors", "schema", "hardware", "secrets", "intervals"}),
+    ("base", {"errors", "schema", "hardware", "secrets", "intervals", "confusion"}),
     ("services", {"files", "distributed", "accounting", "progress"}),
     ("data", {"data", "data.sources", "data.formats", "data.rows", "data.splits", "data.corpus", "data.requests",
               "rendering", "selection"}),
     ("parts", {"adapters", "estimate", "speed", "models", "runs", "checkpoints", "recipe_file", "embedder", "index",
-               "gguf_file"}),
-    ("engine", {"trainers", "training", "evaluator", "retrieval", "costs", "seeds", "comparison", "table", "plot",
+               "gguf_file", "plot"}),
+    ("engine", {"trainers", "training", "evaluator", "retrieval", "costs", "seeds", "comparison", "table",
                 "exports", "report"}),
     ("recipes", {"recipes", "recipes.sft", "recipes.dpo", "recipes.fewshot", "recipes.rag", "recipes.evaluation",
                  "recipes.preflight", "recipes.sweep", "recipes.export", "recipes.predict", "recipes.chat"}),

@@ -242,7 +242,8 @@ def _row(record: RunRecord, tasks: list[str]) -> dict[str, Any]:
         low, high = task_scores.get("accuracy_ci95", [None, None])
         row.update({f"{task}_accuracy": task_scores.get("accuracy"), f"{task}_ci_low": low, f"{task}_ci_high": high,
                     f"{task}_rows": task_scores.get("rows"), f"{task}_delta": None, f"{task}_delta_ci_low": None,
-                    f"{task}_delta_ci_high": None, f"{task}_delta_distinguishable": None})
+                    f"{task}_delta_ci_high": None, f"{task}_delta_distinguishable": None,
+                    f"{task}_macro_f1": task_scores.get("macro_f1")})
     main = metrics.get("eval") or {}
     peaks = [record.get("peak_memory_mb") for record in phases.values() if record.get("peak_memory_mb") is not None]
     row.update({

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .accounting import phase
+from .confusion import macro_f1
 from .data.rows import answer_text, eval_identity, extract_answer, normalize_answer
 from .errors import TunerError
 from .hardware import device_kind, is_out_of_memory
@@ -318,7 +319,8 @@ def _choice(model, tokenizer, rows, eval_config, label_names, clock):
                             "prediction_norm": prediction_norm, "correct": prediction == gold,
                             "top": _top(choices, lls), "scores": dict(zip(choices, [round(s, 4) for s in lls]))})
     metrics = {"accuracy_norm": round(sum(correct_norm) / len(correct_norm), 4),
-               "accuracy_norm_ci95": bootstrap_interval(correct_norm)}
+               "accuracy_norm_ci95": bootstrap_interval(correct_norm),
+               "macro_f1": macro_f1([p["gold"] for p in predictions], [p["prediction"] for p in predictions])}
     return correct, predictions, metrics
 
 

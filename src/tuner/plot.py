@@ -1,6 +1,6 @@
 """The comparison plot: accuracy against one-off cost (training or indexing hours) and against latency per request,
-one point per run with its 95% interval; and a sweep's learning curve: accuracy against the swept value, with the
-spread over seeds and the prompt baselines as horizontal lines."""
+one point per run with its 95% interval; a sweep's learning curve: accuracy against the swept value, with the
+spread over seeds and the prompt baselines as horizontal lines; and a classification's confusion heat map."""
 
 from __future__ import annotations
 
@@ -96,3 +96,30 @@ def learning_curve(points: list[tuple[tuple[tuple[str, Any], ...], dict[str, Any
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="lower right")
     return figure
+
+
+def confusion_heatmap(labels: list[str], matrix: list[list[int]], title: str):
+    """Gold (rows) against predicted (columns) counts as a heat map, each cell's count written in it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = 2.5 + 0.45 * len(labels)
+    figure, axes = plt.subplots(figsize=(size + 1.5, size))
+    image = axes.imshow(matrix, cmap="Blues")
+    axes.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
+    axes.set_yticks(range(len(labels)), labels)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("gold")
+    axes.set_title(title)
+    top = max((max(row) for row in matrix), default=0)
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            if count:
+                axes.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                          color="white" if count > top / 2 else "black")
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    figure.tight_layout()
+    return figure
+

@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .confusion import confusion_matrix, per_label_accuracy
 from .runs import predictions_file, read_predictions
 from .secrets import redact
 from .table import display_rows, verdict
@@ -59,13 +60,9 @@ def _confusion(members: list[Path], task: str) -> dict[str, Any] | None:
         pairs += [(str(p.get("gold")), str(p.get("prediction"))) for p in found]
     if not pairs:
         return None
-    labels = sorted({label for pair in pairs for label in pair})
-    where = {label: n for n, label in enumerate(labels)}
-    matrix = [[0] * len(labels) for _ in labels]
-    for gold, predicted in pairs:
-        matrix[where[gold]][where[predicted]] += 1
-    accuracy = [row[n] / sum(row) if sum(row) else None for n, row in enumerate(matrix)]
-    return {"task": task, "labels": labels, "matrix": matrix, "accuracy": accuracy, "seeds": len(members)}
+    labels, matrix = confusion_matrix([gold for gold, _ in pairs], [predicted for _, predicted in pairs])
+    return {"task": task, "labels": labels, "matrix": matrix, "accuracy": per_label_accuracy(labels, matrix),
+            "seeds": len(members)}
 
 
 def _facts(manifest: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:

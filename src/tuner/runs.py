@@ -15,8 +15,10 @@ import yaml
 
 from .distributed import shared
 from .errors import TunerError
+from .confusion import confusion_matrix, per_label_accuracy
 from .files import write_json, write_jsonl, write_text
 from .hardware import device_info, engine, world_size
+from .plot import confusion_heatmap
 from .recipe_file import read_yaml, recipe_from_dict
 from .secrets import redact_data
 
@@ -181,12 +183,39 @@ def read_predictions(path: Path) -> list[dict[str, Any]]:
     return sorted((json.loads(line) for line in lines if line.strip()), key=lambda p: p["row"])
 
 
+# A heat map of more labels than this is unreadable; the CSV holds any number.
+HEATMAP_MAX_LABELS = 30
+
+
+def write_confusion(run_dir: Path, predictions: list[dict[str, Any]], name: str | None = None) -> None:
+    """confusion.csv (gold rows, predicted columns, each gold label's accuracy) and, up to HEATMAP_MAX_LABELS labels,
+    confusion.png beside a classification run's predictions."""
+    labels, matrix = confusion_matrix([str(p["gold"]) for p in predictions], [str(p["prediction"]) for p in predictions])
+    stem = run_dir / (f"confusion_{name}" if name else "confusion")
+    lines = [",".join(["gold \\ predicted", *map(_csv_cell, labels), "accuracy"])]
+    for label, row, accuracy in zip(labels, matrix, per_label_accuracy(labels, matrix)):
+        lines.append(",".join([_csv_cell(label), *map(str, row), "" if accuracy is None else f"{accuracy:.4f}"]))
+    write_text(stem.with_suffix(".csv"), "\n".join(lines) + "\n")
+    if len(labels) <= HEATMAP_MAX_LABELS:
+        figure = confusion_heatmap(labels, matrix, f"{run_dir.name}: gold against predicted")
+        figure.savefig(stem.with_suffix(".png"), dpi=110, bbox_inches="tight")
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+
+
+def _csv_cell(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
+
+
 def record_evaluation(run_dir: Path, result, metrics: dict[str, Any], phases: dict[str, Any],
                       name: str | None = None) -> None:
     """Put an EvalResult into a run: predictions.jsonl, its scores under metrics['eval'], its phase beside the
     others. A second evaluation of the same run takes a `name`: predictions_NAME.jsonl and metrics['eval_NAME']."""
     key = f"eval_{name}" if name else "eval"
     write_jsonl(run_dir / (f"predictions_{name}.jsonl" if name else "predictions.jsonl"), result.predictions)
+    if result.task == "choice":
+        write_confusion(run_dir, result.predictions, name)
     phases[key] = result.metrics["phase"]
     metrics[key] = {k: v for k, v in result.metrics.items() if k != "phase"}
 

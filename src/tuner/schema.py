@@ -126,7 +126,14 @@ class DataConfig(_Section):
     prompt_template: str = Field("{text}", description="Classification: prompt built from the text, `{text}` "
                                                        "marks where it goes.")
     choices_column: str | None = Field(None, description="Multiple choice: a column holding each row's allowed "
-                                                          "answers (kept as `choices`).")
+                                                          "answers (kept as `choices`; `{choices}` in "
+                                                          "`prompt_template` lists them).")
+    answer_index_column: str | None = Field(None, description="Multiple choice: a column holding the index (from 0) "
+                                                              "of the right answer among the row's `choices_column` "
+                                                              "(MMLU's shape); it is then the row's label.")
+    columns: dict[str, str] | None = Field(None, description="Your column names for tuner's: {text: utterance, label: "
+                                                             "intent} reads `utterance` as `text` and `intent` as "
+                                                             "`label`, in every split and in `tuner predict` input.")
     source_column: str | None = Field(None, description="A column naming the corpus document that answers each row "
                                                          "(its `id`, or its file path in a corpus folder), kept as "
                                                          "`source`: rag runs then report retrieval recall@k.")
@@ -139,6 +146,16 @@ class DataConfig(_Section):
         if "{text}" not in value:
             raise ValueError("must contain `{text}`, where the row's text goes")
         return value
+
+    @model_validator(mode="after")
+    def _answer_index_needs_choices(self) -> "DataConfig":
+        if self.answer_index_column and not self.choices_column:
+            raise ValueError("`data.answer_index_column` indexes each row's options: set `data.choices_column` to the "
+                             "column that holds them")
+        if "{choices}" in self.prompt_template and not self.choices_column:
+            raise ValueError("`data.prompt_template` has `{choices}`: set `data.choices_column` to the column "
+                             "holding each row's options")
+        return self
 
 
 class AdapterConfig(_Section):

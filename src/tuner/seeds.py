@@ -114,7 +114,7 @@ def merge(rows: list[dict[str, Any]], seeds: list[int | None], tasks: list[str],
             merged[f"{task}_ci_low"] = min(row[f"{task}_ci_low"] for row in rows)
             merged[f"{task}_ci_high"] = max(row[f"{task}_ci_high"] for row in rows)
             merged["notes"].append(f"{task}: a seed's predictions are missing, so the interval is the widest seed's")
-    for column in MEANS:
+    for column in (*MEANS, *(f"{task}_macro_f1" for task in tasks)):
         values = [row.get(column) for row in rows]
         if len(rows) > 1 and all(value is not None for value in values):
             merged[column] = float(np.mean(values))

@@ -27,9 +27,10 @@ def display_rows(comparison) -> tuple[list[str], list[list[str]]]:
     # A change column only for tasks the baseline was scored on.
     deltas = {task: table[f"{task}_delta"].notna().any() for task in comparison.tasks}
     seeded = several_seeds(comparison)
+    f1 = {task: f"{task}_macro_f1" in table and table[f"{task}_macro_f1"].notna().any() for task in comparison.tasks}
     for task in comparison.tasks:
-        header += [f"{task} accuracy [95% CI] (rows)"] + ([f"{task} across seeds"] if seeded else []) \
-            + ([f"Δ {task} vs baseline"] if deltas[task] else [])
+        header += [f"{task} accuracy [95% CI] (rows)"] + ([f"{task} macro-F1"] if f1[task] else []) \
+            + ([f"{task} across seeds"] if seeded else []) + ([f"Δ {task} vs baseline"] if deltas[task] else [])
     retrieval = table["retrieval_ms"].notna().any()
     header += ["train hours"] + (["index hours"] if retrieval else []) + ["eval hours"]
     header += ["ms/example (retrieval)" if retrieval else "ms/example", "prompt tokens", "peak memory",
@@ -49,6 +50,8 @@ def display_rows(comparison) -> tuple[list[str], list[list[str]]]:
             cells.append("" if _missing(accuracy) else
                          f"{accuracy:.3f} [{row[f'{task}_ci_low']:.3f}, {row[f'{task}_ci_high']:.3f}] "
                          f"({int(row[f'{task}_rows'])})")
+            if f1[task]:
+                cells.append("" if _missing(row[f"{task}_macro_f1"]) else f"{row[f'{task}_macro_f1']:.3f}")
             if seeded:
                 cells.append(_spread(row, task))
             if deltas[task]:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from ..errors import TunerError
 from ..progress import tracked
 from .rows import join_answer
+from .sources import as_table
 
 TEXT_COLUMNS = ("text", "sentence", "content", "input", "question", "review", "document", "body")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -252,11 +253,33 @@ def label_name(value: Any, data_config) -> str:
     return text
 
 
+def _options(row, data_config) -> list[str]:
+    options = row.get(data_config.choices_column)
+    if not isinstance(options, list) or not options or not all(isinstance(o, str) and o for o in options):
+        raise ValueError(f"`{data_config.choices_column}` (data.choices_column) is not a non-empty list of answers")
+    return options
+
+
+def _indexed_answer(row, data_config) -> str:
+    """The right option of a multiple-choice row, by its index in the row's options (MMLU's `answer`)."""
+    column, options = data_config.answer_index_column, _options(row, data_config)
+    index = row.get(column)
+    if isinstance(index, str) and index.strip().isdigit():
+        index = int(index)
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(options):
+        raise ValueError(f"`{column}` (data.answer_index_column) is {index!r}, not an index 0..{len(options) - 1} of "
+                         f"the row's {len(options)} options")
+    return options[index]
+
+
 def _from_classification(row, data_config):
     column = text_column(list(row), data_config)
     text = _content(row[column], f"`{column}`")
-    answer = label_name(row[data_config.label_column], data_config)
+    answer = _indexed_answer(row, data_config) if data_config.answer_index_column else label_name(
+        row[data_config.label_column], data_config)
     prompt = data_config.prompt_template.replace("{text}", text)
+    if "{choices}" in prompt:
+        prompt = prompt.replace("{choices}", "\n".join(_options(row, data_config)))
     return {**_pair(prompt, answer, data_config), "label": answer}
 
 
@@ -292,7 +315,8 @@ def _columns(*names: str) -> Callable[[list[str], Any], list[str]]:
 
 
 def _classification_columns(columns: list[str], data_config) -> list[str]:
-    return [text_column(columns, data_config) or data_config.text_column or "text", data_config.label_column]
+    return [text_column(columns, data_config) or data_config.text_column or "text",
+            data_config.answer_index_column or data_config.label_column]
 
 
 # In detection order: the first format whose required columns are all present is the data's format.
@@ -321,10 +345,27 @@ def detect_format(columns: list[str], data_config) -> str:
         f"columns, or set `data.format`, `data.text_column` and `data.label_column`.")
 
 
+def renamed(dataset, data_config, where: str):
+    """The data set with the user's column names (`data.columns`: tuner's name -> theirs) read as tuner's."""
+    mapping = data_config.columns or {}
+    columns = list(dataset.column_names)
+    mapping = {ours: theirs for ours, theirs in mapping.items() if theirs in columns or ours not in columns}
+    missing = {ours: theirs for ours, theirs in mapping.items() if theirs not in columns}
+    if missing:
+        ours, theirs = next(iter(missing.items()))
+        raise TunerError(f"{where}: key `data.columns.{ours}` reads the column `{theirs}`, but the columns are "
+                         f"{list(dataset.column_names)}. Fix the name in `data.columns`.")
+    rename = {theirs: ours for ours, theirs in mapping.items() if theirs != ours}
+    if not rename:
+        return dataset
+    return as_table([{rename.get(key, key): value for key, value in row.items()} for row in dataset])
+
+
 def to_canonical(dataset, data_config, where: str = "<data>"):
     """Convert a raw data set to canonical rows; returns (dataset, format, bad rows as (row number, reason))."""
     import datasets
 
+    dataset = renamed(dataset, data_config, where)
     columns = list(dataset.column_names)
     try:
         fmt = data_config.format if data_config.format != "auto" else detect_format(columns, data_config)

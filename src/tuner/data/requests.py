@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import TunerError
 from ..schema import SourceConfig
-from .formats import FORMATS, to_canonical
+from .formats import FORMATS, renamed, to_canonical
 from .rows import scoring_rows
 from .sources import as_table, read_source
 
@@ -69,7 +69,7 @@ def read_requests(path: str | Path, data_config, fmt: str, eval_config, labels: 
     """Read a file of requests (JSON, JSONL, CSV, TSV or Parquet) in format `fmt` (the run's data format; `labels`:
     its label set); every row must convert, or the first bad rows are named."""
     where = f"--input {path}"
-    raw = read_source(SourceConfig(path=str(path)), where)
+    raw = renamed(read_source(SourceConfig(path=str(path)), where), data_config, where)
     given = list(raw.column_names)
     if fmt == "classification" and data_config.label_column not in raw.column_names:
         raw = as_table([{**row, data_config.label_column: None} for row in raw])

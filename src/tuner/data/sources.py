@@ -51,7 +51,9 @@ def _read_file(path: Path):
 
     try:
         if reader == "csv":
-            frame = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+            # Only an empty cell is missing: labels and texts such as "None", "NA" or "null" stay the strings they are.
+            frame = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", keep_default_na=False,
+                                na_values=[""])
         else:
             frame = pd.read_parquet(path)
     except Exception as exc:  # pandas and pyarrow raise many types for a broken file

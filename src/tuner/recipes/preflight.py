@@ -7,21 +7,36 @@ from typing import Any
 
 from ..data.corpus import read_corpus
 from ..data.rows import scoring_rows
-from ..data.splits import load_data, require_preference
+from ..data.splits import load_data, require_preference, require_train_rows
 from ..embedder import resolve_embedding_model
 from ..estimate import Estimate, estimate
 from ..evaluator import check_rows
 from ..models import check_chat_template, load_config_and_tokenizer
 from ..retrieval import retrieval_aware_rows
+from ..selection import fewshot_rows
 from ..speed import checkpointing, decide_precision
 
 
-def validate(recipe) -> dict[str, Any]:
-    """Read the recipe's data (and a retrieval corpus) and check that its eval rows can be scored; returns the data
-    report (formats, row counts, skipped rows, corpus documents). Raises TunerError on any problem."""
-    splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
-    if recipe.eval.task and recipe.eval.task != "preference" or recipe.method == "fewshot":
+def check_data(recipe, splits) -> None:
+    """Every check of a recipe's rows that its run makes before a model loads, in one place, so `tuner validate`
+    and the dry run refuse what the run would: rows left to train on, preference pairs for DPO, enough few-shot
+    examples, eval rows the task can score (gold answers among the choices, labels to choose from)."""
+    if recipe.method in ("sft", "dpo"):
+        require_train_rows(splits, recipe.source)
+    if recipe.method == "dpo":
+        require_preference(splits, recipe.source, recipe.method)
+    if recipe.method == "fewshot":
+        check_rows(fewshot_rows(splits.train, splits.eval, recipe.fewshot), recipe.eval, splits.labels, recipe.source)
+    elif recipe.eval.task and recipe.eval.task != "preference":
         check_rows(scoring_rows(splits.eval), recipe.eval, splits.labels, recipe.source)
+
+
+def validate(recipe) -> dict[str, Any]:
+    """Read the recipe's data (and a retrieval corpus) and make every check its run makes before a model loads;
+    returns the data report (formats, row counts, skipped rows, corpus documents). Raises TunerError on any
+    problem."""
+    splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
+    check_data(recipe, splits)
     report = dict(splits.report)
     if recipe.rag is not None:
         corpus = read_corpus(recipe.rag.corpus, recipe.source)
@@ -35,8 +50,7 @@ def dry_run(recipe) -> Estimate:
     """Validate the recipe, read the data and the model's config (no weights), and estimate the run as it would go:
     the same precision and gradient-checkpointing decision as the run itself."""
     splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
-    if recipe.method == "dpo":
-        require_preference(splits, recipe.source, recipe.method)
+    check_data(recipe, splits)
     config, tokenizer = load_config_and_tokenizer(recipe.model, recipe.source)
     check_chat_template(tokenizer, recipe)
     train = splits.train
