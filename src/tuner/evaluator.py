@@ -297,7 +297,7 @@ def _check_rows(rows, eval_config, label_names: list[str] | None) -> None:
 
 
 def _choice(model, tokenizer, rows, eval_config, label_names, clock):
-    contexts = [render_prompt(row["prompt"], tokenizer) for row in rows]
+    contexts = [render_prompt(row["prompt"], tokenizer, row.get("tools")) for row in rows]
     pairs, spans, pair_rows = [], [], []
     for number, (row, context) in enumerate(zip(rows, contexts)):
         choices, gold = _row_choices(row, eval_config, label_names), answer_text(row)
@@ -326,7 +326,7 @@ def _choice(model, tokenizer, rows, eval_config, label_names, clock):
 
 def _generate(model, tokenizer, rows, eval_config, label_names, clock):
     pattern = re.compile(eval_config.answer_regex) if eval_config.answer_regex else None
-    contexts = [render_prompt(row["prompt"], tokenizer) for row in rows]
+    contexts = [render_prompt(row["prompt"], tokenizer, row.get("tools")) for row in rows]
     start = time.perf_counter()
     texts, generated = generate_texts(model, tokenizer, contexts, eval_config.max_new_tokens, eval_config.batch_size,
                                       on_done=clock.finished)
@@ -348,7 +348,7 @@ def _preference(model, tokenizer, rows, eval_config, label_names, clock):
         if not {"prompt", "chosen", "rejected"} <= set(row):
             raise TunerError(f"eval row {number}: task preference needs `prompt`, `chosen` and `rejected`; the row "
                              f"has {sorted(row)}.")
-        context = render_prompt(row["prompt"], tokenizer)
+        context = render_prompt(row["prompt"], tokenizer, row.get("tools"))
         for side in ("chosen", "rejected"):
             pairs.append((context, continuation(row["prompt"], answer_text({"completion": row[side]}))))
     scores = loglikelihoods(model, tokenizer, pairs, batch_size=eval_config.batch_size,
@@ -425,8 +425,8 @@ def evaluate(model, tokenizer, rows, eval_config, label_names: list[str] | None 
         prediction["latency_ms"] = clock.ms[prediction["row"]]
         if "passages" in rows[prediction["row"]]:  # retrieved passages: the sources a reader can check
             prediction["passages"] = rows[prediction["row"]]["passages"]
-    prompt_tokens = sum(len(tokenizer(render_prompt(row["prompt"], tokenizer), add_special_tokens=False)["input_ids"])
-                        for row in rows)
+    prompt_tokens = sum(len(tokenizer(render_prompt(row["prompt"], tokenizer, row.get("tools")),
+                                      add_special_tokens=False)["input_ids"]) for row in rows)
     metrics = {"task": eval_config.task, "rows": len(rows), "accuracy": round(sum(correct) / len(correct), 4),
                "accuracy_ci95": bootstrap_interval(correct), **extra,
                "latency_ms_per_example": round(1000 * record["wall_seconds"] / len(rows), 2),

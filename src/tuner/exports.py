@@ -199,7 +199,7 @@ def record(run, kind: str, quant: str | None, files: list[str], check: dict[str,
             "quantize_in_training": run.recipe.model.quantize, "merged_into": merged_into,
             "eval": run.metrics.get("eval"), "data": {k: run.manifest.get("data", {}).get(k) for k in (
                 "format", "train_rows", "eval_rows", "train_fingerprint", "eval_fingerprint")},
-            "train_data": run.recipe.data.train.path or run.recipe.data.train.hub,
+            "train_data": ", ".join(one.describe() for one in run.recipe.data.train_sources()),
             "eval_data": (run.recipe.data.eval.path or run.recipe.data.eval.hub) if run.recipe.data.eval else None,
             "check": check, "versions": versions(), "trained_with_versions": run.manifest.get("versions"),
             **(extra or {})}

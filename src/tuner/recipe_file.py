@@ -251,8 +251,9 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def _check_files(recipe: Recipe) -> None:
-    for name in ("train", "eval"):
-        source = getattr(recipe.data, name)
+    sources = [(f"train[{n}]" if isinstance(recipe.data.train, list) else "train", one)
+               for n, one in enumerate(recipe.data.train_sources())] + [("eval", recipe.data.eval)]
+    for name, source in sources:
         if source is not None and source.path is not None and not Path(source.path).is_file():
             raise TunerError(f"{recipe.source}: key `data.{name}.path`: data file {source.path} does not exist "
                              f"(paths are relative to the current folder {Path.cwd()}). Fix the path or create "

@@ -5,20 +5,67 @@ see the same text.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from .data.rows import join_answer, last_turn_as_completion
 from .errors import TunerError
 
+# How tools reach a template that has no `tools` argument (SmolLM2's and most small models'): the schemas in the
+# system turn, and a call as the JSON the assistant writes. The same text in training, the dry run and evaluation.
+PLAIN_TOOLS = ("You can call these functions. To call one, answer with only a JSON object "
+               '{"name": <function name>, "arguments": <arguments object>}:\n')
 
-def render_prompt(prompt: Any, tokenizer) -> str:
-    """A prompt as the model sees it: chat messages through the chat template, plain text as it is."""
+
+def native_tools(tokenizer) -> bool:
+    """Whether the model's chat template takes `tools=` (and so renders tool calls its own way)."""
+    return bool(tokenizer.chat_template) and "tools" in tokenizer.chat_template
+
+
+def tool_rendering(tokenizer) -> str:
+    return "the chat template's own (tools=, tool_calls)" if native_tools(tokenizer) else \
+        "plain: the schemas in the system turn, calls as JSON in the assistant turn"
+
+
+def chat_view(messages: list[dict[str, Any]], tools: str | None, tokenizer) -> tuple[list[dict[str, Any]], dict]:
+    """Messages and the template's keyword arguments for a chat that may carry tool schemas (`tools`, JSON) and
+    calls (assistant turns marked `call`, their content the call's JSON): the template's own tool rendering where it
+    has one, else `PLAIN_TOOLS`."""
+    calls = any(message.get("call") for message in messages)
+    if not tools and not calls:
+        return messages, {}
+    schemas = json.loads(tools) if tools else None
+    if native_tools(tokenizer):
+        view = [{"role": "assistant", "content": "", "tool_calls": [
+                    {"type": "function", "function": call} for call in _calls(m["content"])]}
+                if m.get("call") else m for m in messages]
+        return view, ({"tools": schemas} if schemas else {})
+    if not schemas:
+        return messages, {}
+    listing = PLAIN_TOOLS + json.dumps(schemas, ensure_ascii=False)
+    if messages and messages[0]["role"] == "system":
+        return [{**messages[0], "content": messages[0]["content"] + "\n\n" + listing}, *messages[1:]], {}
+    return [{"role": "system", "content": listing}, *messages], {}
+
+
+def _calls(content: str) -> list[dict[str, Any]]:
+    try:
+        found = json.loads(content)
+    except ValueError:
+        return [{"name": content, "arguments": {}}]
+    return found if isinstance(found, list) else [found]
+
+
+def render_prompt(prompt: Any, tokenizer, tools: str | None = None) -> str:
+    """A prompt as the model sees it: chat messages through the chat template (with the row's tool schemas),
+    plain text as it is."""
     if isinstance(prompt, str):
         return prompt
     if not tokenizer.chat_template:
         raise TunerError("the rows are chat messages but the tokenizer has no chat template. Set `data.chat: false` "
                          "to score plain text, or use a model with a chat template.")
-    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    prompt, settings = chat_view(prompt, tools, tokenizer)
+    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True, **settings)
 
 
 def continuation(prompt: Any, answer: str) -> str:
@@ -37,8 +84,9 @@ def rendered_pairs(row: dict[str, Any], tokenizer) -> list[tuple[str, str]]:
     for answer in answers:
         if isinstance(row["prompt"], list):
             turns = answer if isinstance(answer, list) else [{"role": "assistant", "content": answer}]
-            prompt = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
-            full = tokenizer.apply_chat_template(row["prompt"] + turns, tokenize=False)
+            prompt = render_prompt(row["prompt"], tokenizer, row.get("tools"))
+            view, settings = chat_view(row["prompt"] + turns, row.get("tools"), tokenizer)
+            full = tokenizer.apply_chat_template(view, tokenize=False, **settings)
             pairs.append((prompt, full[len(prompt):] if full.startswith(prompt) else full))
         else:
             text = answer if isinstance(answer, str) else answer[-1]["content"]
@@ -61,19 +109,22 @@ def longest_row_tokens(rows, tokenizer, max_length: int | None, sample: int = 20
     return min(longest, max_length) if max_length else longest
 
 
-def chat_segments(messages: list[dict[str, Any]], tokenizer) -> list[tuple[str, bool]] | None:
+def chat_segments(messages: list[dict[str, Any]], tokenizer, tools: str | None = None) -> list[tuple[str, bool]] | None:
     """A chat as the template renders it, cut into (text, carries loss) pieces that join to the whole: each
     assistant turn (its content and end-of-turn marker) carries loss, unless the data marked it `train: false`. The turns are found by rendering the chat turn by
     turn, so any template works, with or without generation markers; None when the template does not render a chat as
     the sum of its beginnings (one that rewrites earlier turns), or renders no assistant turn."""
+    def render(turns, opening: bool = False) -> str:
+        view, settings = chat_view(turns, tools, tokenizer)
+        return tokenizer.apply_chat_template(view, tokenize=False, add_generation_prompt=opening, **settings)
+
     try:
-        whole = tokenizer.apply_chat_template(messages, tokenize=False)
+        whole = render(messages)
         pieces, done = [], 0
         for number, message in enumerate(messages):
             if message["role"] != "assistant" or number == 0:
                 continue
-            before = tokenizer.apply_chat_template(messages[:number], tokenize=False, add_generation_prompt=True)
-            through = tokenizer.apply_chat_template(messages[:number + 1], tokenize=False)
+            before, through = render(messages[:number], opening=True), render(messages[:number + 1])
             if not (whole.startswith(through) and through.startswith(before) and len(before) >= done):
                 return None
             pieces += [(whole[done:len(before)], False),
@@ -91,7 +142,7 @@ def every_turn_tokens(row: dict[str, Any], tokenizer) -> dict[str, Any]:
     tokenized alone, so an answer starts on a token boundary as it does when the model generates it after the
     prompt. Falls back to the last assistant turn as the completion (`last_turn_as_completion`) when the template
     cannot be cut into turns."""
-    pieces = chat_segments(row["messages"], tokenizer)
+    pieces = chat_segments(row["messages"], tokenizer, row.get("tools"))
     if pieces is None:
         return {**last_turn_as_completion(row), "input_ids": None, "assistant_masks": None}
     ids, mask = [], []
@@ -105,7 +156,7 @@ def every_turn_tokens(row: dict[str, Any], tokenizer) -> dict[str, Any]:
 def rendered_row(row: dict[str, Any], tokenizer) -> dict[str, Any]:
     """One training row as rendered text, with the answer (the tokens the loss is on) and token counts; a chat shows
     every assistant turn between [[ ]] in `marked`."""
-    pieces = chat_segments(row["messages"], tokenizer) if "messages" in row else None
+    pieces = chat_segments(row["messages"], tokenizer, row.get("tools")) if "messages" in row else None
     if pieces is not None:
         counts = [(len(tokenizer(text, add_special_tokens=False)["input_ids"]), loss) for text, loss in pieces]
         return {"answers": [{"prompt": "".join(t for t, loss in pieces if not loss),
@@ -151,8 +202,10 @@ def sft_rows(dataset, tokenizer):
     """
     if "messages" not in dataset.column_names:
         return dataset
-    # Messages marked `train: false` need tuner's own masks: a template's generation markers cover every answer.
-    switched = any(m.get("train") is False for row in dataset for m in row["messages"])
+    # Messages marked `train: false`, and chats with tools, take tuner's own masks and rendering: a template's
+    # generation markers cover every answer, and TRL would hand the schemas only to templates that take them.
+    switched = any(m.get("train") is False or m.get("call") for row in dataset for m in row["messages"]) or \
+        any(row.get("tools") for row in dataset)
     if chat_template_marks_assistant(tokenizer) and not switched:
         return dataset
     rows = [every_turn_tokens(row, tokenizer) for row in dataset]
@@ -164,6 +217,17 @@ def sft_rows(dataset, tokenizer):
     print(f"tuner: the chat template cannot be rendered turn by turn for {len(rows) - len(whole)} of {len(rows)} "
           f"chats; they train on their last answer only")
     return dataset.map(last_turn_as_completion, remove_columns=["messages"])
+
+
+def report_tools(rows, tokenizer, data_report: dict[str, Any]) -> None:
+    """Say, and record in the data report (so in the manifest), how tool schemas and calls are rendered when the
+    rows have any: the template's own way, or tuner's plain one for a template without tool support."""
+    if not any(row.get("tools") or any(m.get("call") for m in row.get("messages") or []) for row in rows):
+        return
+    data_report["tools_rendering"] = tool_rendering(tokenizer)
+    if not native_tools(tokenizer):
+        print(f"tuner: the chat template has no tool support, so tools are rendered {tool_rendering(tokenizer)} "
+              f"(the same in training and evaluation; README, Data formats)")
 
 
 def report_long_rows(rows, tokenizer, max_length: int | None, data_report: dict[str, Any]) -> None:

@@ -74,6 +74,13 @@ class SourceConfig(_Section):
     subset: str | None = Field(None, description="Hub data set configuration name.")
     split: str = Field("train", description="Split of a hub data set.")
     rows: Any = Field(None, exclude=True, description="In-memory rows (notebooks): a list of dicts or a Dataset.")
+    format: str | None = Field(None, description="This source's row format, when it differs from `data.format` "
+                                                 "(a mixture of sources in several formats).")
+    columns: dict[str, str] | None = Field(None, description="This source's column names for tuner's, as "
+                                                             "`data.columns` (which applies when this is absent).")
+    max_samples: int | None = Field(None, gt=0, description="Cap on this source's rows (a seeded random subset).")
+    weight: float = Field(1.0, gt=0, description="In a mixture (`data.train` as a list): this source's rows are "
+                                                 "drawn weight times over (2: each about twice, 0.5: a seeded half).")
 
     @model_validator(mode="before")
     @classmethod
@@ -106,7 +113,10 @@ class SourceConfig(_Section):
 class DataConfig(_Section):
     """Where the rows come from and how they become prompts and targets."""
 
-    train: SourceConfig = Field(description="Training rows (and the pool few-shot examples are drawn from).")
+    train: SourceConfig | list[SourceConfig] = Field(description="Training rows (and the pool few-shot examples are "
+                                                                 "drawn from): one source, or a list of sources "
+                                                                 "mixed into one split, each with its own `format`, "
+                                                                 "`columns`, `weight` and `max_samples`.")
     eval: SourceConfig | None = Field(None, description="Held-out rows; if absent, `eval_fraction` of train.")
     format: str = Field("auto", description="Row format: auto (detected from the columns) or a name from the table "
                                             "in data/formats.py (messages, sharegpt, alpaca, prompt_completion, "
@@ -139,6 +149,24 @@ class DataConfig(_Section):
                                                          "`source`: rag runs then report retrieval recall@k.")
     system_prompt: str | None = Field(None, description="System message put before every chat prompt.")
     chat: bool = Field(True, description="Render rows through the model's chat template (false: plain text).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sources_or_rows(cls, value: Any) -> Any:
+        # A list under `train` is a mixture of sources when each item names a file or hub data set; any other list
+        # is in-memory rows (a notebook's shorthand).
+        train = value.get("train") if isinstance(value, dict) else None
+        if isinstance(train, list) and train and all(
+                isinstance(item, str) or (isinstance(item, dict) and ("path" in item or "hub" in item))
+                for item in train):
+            return value
+        if isinstance(train, list):
+            return {**value, "train": {"rows": train}}
+        return value
+
+    def train_sources(self) -> list[SourceConfig]:
+        """`train` as a list of sources (one for a single source)."""
+        return list(self.train) if isinstance(self.train, list) else [self.train]
 
     @field_validator("prompt_template")
     @classmethod

@@ -8,6 +8,7 @@ and never drops them silently.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -63,8 +64,26 @@ def _from_chat(column: str, what: str):
             raise ValueError(f"the row has both a `system` field and a system {what} first; keep one of them")
         if out[0]["role"] != "system":
             out = _system(data_config) + out
-        return {"messages": _check_chat(out)}
+        tools = _tools(row.get("tools"))
+        return {"messages": _check_chat(out), **({"tools": tools} if tools else {})}
     return convert
+
+
+def _tools(value: Any) -> str | None:
+    """A row's tool schemas (a list, or the JSON text of one, as ShareGPT files keep them) as JSON text: one type
+    for every row, whatever the schemas hold."""
+    if value in (None, "", []):
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"`tools` is not valid JSON ({exc})") from None
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(tool, dict) for tool in value):
+        raise ValueError("`tools` is not a list of function schemas (JSON objects)")
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _pair(prompt: str, answer: str, data_config, system: str | None = None) -> dict[str, Any]:
@@ -131,14 +150,21 @@ def _trained(turn: dict[str, Any], what: str) -> bool | None:
 
 def _turn(turn: Any, what: str) -> dict[str, Any]:
     """One message from OpenAI style ({role, content}) or ShareGPT style ({from, value}); content parts joined, a
-    loss switch kept as `train: false`."""
-    if isinstance(turn, dict) and "role" in turn and "content" in turn:
+    loss switch kept as `train: false`, a tool call (OpenAI's `tool_calls`, ShareGPT's `function_call` turn) kept as
+    an assistant turn marked `call` whose content is the call's JSON."""
+    if isinstance(turn, dict) and turn.get("tool_calls"):
+        calls = [call.get("function", call) if isinstance(call, dict) else call for call in turn["tool_calls"]]
+        message = {"role": "assistant", "content": json.dumps(calls[0] if len(calls) == 1 else calls,
+                                                                ensure_ascii=False), "call": True}
+    elif isinstance(turn, dict) and "role" in turn and "content" in turn:
         message = {"role": str(turn["role"]), "content": _content(_parts(turn["content"], what), f"{what} content")}
     elif isinstance(turn, dict) and "from" in turn and "value" in turn:
         role = SHAREGPT_ROLES.get(str(turn["from"]).lower())
         if role is None:
             raise ValueError(f"{what} has unknown speaker {turn['from']!r} (known: {', '.join(SHAREGPT_ROLES)})")
         message = {"role": role, "content": _content(_parts(turn["value"], what), f"{what} value")}
+        if str(turn["from"]).lower() == "function_call":
+            message["call"] = True
     else:
         raise ValueError(f"{what} is not a message ({{role, content}} or {{from, value}})")
     if _trained(turn, what) is False:

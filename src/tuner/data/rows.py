@@ -86,7 +86,8 @@ def last_turn_as_completion(row: dict[str, Any]) -> dict[str, Any]:
     """
     messages = row["messages"]
     last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-    return {"prompt": messages[:last], "completion": [messages[last]]}
+    return {"prompt": messages[:last], "completion": [messages[last]], **({"tools": row["tools"]} if row.get("tools")
+                                                                        else {})}
 
 
 def normalize_answer(text: str) -> str:

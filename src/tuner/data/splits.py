@@ -29,12 +29,47 @@ def _describe_bad(bad: list[tuple[int, str]], where: str) -> dict[str, Any]:
     return {"count": len(bad), "first": [f"{where} row {n}: {reason}" for n, reason in bad[:_MAX_REPORTED]]}
 
 
-def load_split(source, data_config, where: str):
-    """Read and convert one source; returns (dataset, format, bad-row report, the raw columns)."""
+def load_split(source, data_config, where: str, seed: int = 0):
+    """Read and convert one source (its own `format` and `columns` over the data section's, its `max_samples` cap
+    drawn with `seed`); returns (dataset, format, bad-row report, the raw columns)."""
     where = f"{where} ({source.describe()})"
     raw = read_source(source, where)
-    dataset, fmt, bad = to_canonical(raw, data_config, where)
+    own = {key: value for key, value in (("format", source.format), ("columns", source.columns)) if value}
+    dataset, fmt, bad = to_canonical(raw, data_config.model_copy(update=own) if own else data_config, where)
+    if source.max_samples and source.max_samples < len(dataset):
+        dataset = dataset.shuffle(seed=seed).select(range(source.max_samples))
     return dataset, fmt, _describe_bad(bad, source.describe()), list(raw.column_names)
+
+
+def _mixture(data_config, seed: int, source: str):
+    """`data.train` as one split: each source read in its own format, capped, drawn `weight` times over (seeded),
+    all shuffled together; returns (dataset, format, bad-row report, columns, per-source report)."""
+    import random
+
+    import datasets
+
+    parts = [load_split(one, data_config, f"{source}: data.train[{n}]", seed)
+             for n, one in enumerate(data_config.train_sources())]
+    if len(parts) == 1:
+        return (*parts[0], None)
+    families = {FORMATS[fmt].family for _, fmt, _, _ in parts}
+    if len(families) > 1:
+        found = ", ".join(f"data.train[{n}] {fmt}" for n, (_, fmt, _, _) in enumerate(parts))
+        raise TunerError(f"{source}: the sources of data.train make different kinds of rows ({found}); a mixture "
+                         f"must be all chats or prompt/answer rows, or all preference pairs. Split them into runs.")
+    draw, rows, report = random.Random(seed), [], []
+    for one, (dataset, fmt, bad, _) in zip(data_config.train_sources(), parts):
+        items = list(dataset)
+        whole, part = divmod(one.weight, 1)
+        chosen = items * int(whole) + draw.sample(items, round(part * len(items)))
+        rows += chosen
+        report.append({"source": one.describe(), "format": fmt, "rows": len(items), "weight": one.weight,
+                       "rows_used": len(chosen), "fingerprint": fingerprint(dataset), "skipped": bad["count"]})
+    draw.shuffle(rows)
+    bad = {"count": sum(r["skipped"] for r in report),
+           "first": [line for _, _, one_bad, _ in parts for line in one_bad["first"]][:_MAX_REPORTED]}
+    columns = list(dict.fromkeys(column for _, _, _, found in parts for column in found))
+    return datasets.Dataset.from_list(rows), parts[0][1], bad, columns, report
 
 
 def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
@@ -46,7 +81,7 @@ def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
     and seed is scored on the same rows. Train rows asking a scored eval question are dropped first
     (`drop_eval_overlap`), for every method, and counted in the report.
     """
-    train, fmt, train_bad, columns = load_split(data_config.train, data_config, f"{source}: data.train")
+    train, fmt, train_bad, columns, mixture = _mixture(data_config, seed, source)
     if data_config.eval is not None:
         evaluation, eval_fmt, eval_bad, _ = load_split(data_config.eval, data_config, f"{source}: data.eval")
         if FORMATS[eval_fmt].family != FORMATS[fmt].family:
@@ -69,7 +104,7 @@ def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
         if bad["count"] > len(bad["first"]):
             print(f"tuner: ... {bad['count'] - len(bad['first'])} more rows skipped")
     labels = data_config.label_names or _label_set(train, evaluation)
-    report = {"format": fmt, "labels": labels, **_unseen_labels(train, evaluation, labels), "train_columns": columns, "train_rows": len(train), "eval_rows": len(evaluation),
+    report = {"format": fmt, **({"train_sources": mixture} if mixture else {}), "labels": labels, **_unseen_labels(train, evaluation, labels), "train_columns": columns, "train_rows": len(train), "eval_rows": len(evaluation),
               "train_rows_dropped_as_eval_questions": overlap, "train_fingerprint": fingerprint(train),
               "eval_fingerprint": fingerprint(evaluation),
               "skipped_train_rows": train_bad, "skipped_eval_rows": eval_bad,

@@ -54,7 +54,7 @@ def data_format(recipe, known: str | None) -> str:
         return known
     if recipe.data.format != "auto":
         return recipe.data.format
-    return load_split(recipe.data.train, recipe.data, f"{recipe.source}: data.train")[1]
+    return load_split(recipe.data.train_sources()[0], recipe.data, f"{recipe.source}: data.train")[1]
 
 
 def method_prompts(recipe, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[float] | None]:

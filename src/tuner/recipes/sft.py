@@ -16,7 +16,7 @@ from ..data.splits import load_data, require_train_rows
 from ..evaluator import check_rows, evaluate
 from ..hardware import is_main_process
 from ..models import check_chat_template, load_config_and_tokenizer, load_model
-from ..rendering import report_long_rows
+from ..rendering import report_long_rows, report_tools
 from ..retrieval import request_latency, retrieval_aware_rows
 from ..runs import RunResult, build_manifest, finish_run, record_evaluation, run_folder
 from ..speed import decide_precision
@@ -48,6 +48,7 @@ def run(recipe) -> RunResult:
 
     trainer, speed = build_trainer(recipe, loaded, train_rows, run_dir)
     report_long_rows(train_rows, loaded.tokenizer, trainer.args.max_length, splits.report)
+    report_tools(train_rows, loaded.tokenizer, splits.report)
     counts = parameter_counts(trainer.model)
     output = train_and_save(trainer, loaded.tokenizer, run_dir, phases, recipe, splits.report, checkpoint)
     if not is_main_process():
