@@ -122,7 +122,7 @@ def _parts(value: Any, what: str) -> Any:
     for number, part in enumerate(value):
         kind = part.get("type", "text") if isinstance(part, dict) else "text" if isinstance(part, str) else None
         if kind != "text":
-            raise TunerError(f"{what} part {number} is {'a ' + repr(kind) if kind else 'not a typed part'}: tuner "
+            raise TunerError(f"{what} part {number} is {'of type ' + repr(kind) if kind else 'not a typed part'}: tuner "
                              f"tunes text models, and a message may hold text parts only. Remove the other parts "
                              f"(or the rows that need them), or use a tool built for multimodal models.")
         texts.append(part if isinstance(part, str) else part.get("text", part.get("value")))
