@@ -375,7 +375,6 @@ def renamed(dataset, data_config, where: str):
     """The data set with the user's column names (`data.columns`: tuner's name -> theirs) read as tuner's."""
     mapping = data_config.columns or {}
     columns = list(dataset.column_names)
-    mapping = {ours: theirs for ours, theirs in mapping.items() if theirs in columns or ours not in columns}
     missing = {ours: theirs for ours, theirs in mapping.items() if theirs not in columns}
     if missing:
         ours, theirs = next(iter(missing.items()))

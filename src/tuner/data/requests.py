@@ -73,7 +73,7 @@ def read_requests(path: str | Path, data_config, fmt: str, eval_config, labels: 
     given = list(raw.column_names)
     if fmt == "classification" and data_config.label_column not in raw.column_names:
         raw = as_table([{**row, data_config.label_column: None} for row in raw])
-    config = data_config.model_copy(update={"format": fmt})
+    config = data_config.model_copy(update={"format": fmt, "columns": None})  # renamed above
     first = FORMATS[fmt].required(list(raw.column_names), config)
     asked = [c for c in first if c not in _answer_columns(fmt, config)]
     missing = [c for c in asked if c not in raw.column_names]
