@@ -30,9 +30,9 @@ from .recipes.sweep import Sweep, run_seeds, sweep
 from .runs import RunResult
 from .schema import Recipe
 
-__all__ = ["Comparison", "Estimate", "EvalResult", "ExportResult", "Index", "Predictions", "Recipe", "RunResult", "Sweep",
-           "TunerError", "build_index", "chat", "compare", "dry_run", "evaluate", "export", "load_recipe", "predict",
-           "recipe_from_dict", "run", "run_seeds", "sweep", "validate"]
+__all__ = ["Comparison", "Estimate", "EvalResult", "ExportResult", "Index", "Predictions", "Recipe", "RunResult",
+           "Sweep", "TunerError", "build_index", "chat", "compare", "dry_run", "evaluate", "export", "load_recipe",
+           "predict", "recipe_from_dict", "run", "run_seeds", "sweep", "validate"]
 __version__ = "0.1.0"
 
 

@@ -233,6 +233,10 @@ def model_card(info: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _base_folder(info: dict[str, Any]) -> str:
+    return info["base_model"].get("resolved_path") or info["base_model"]["name_or_path"]
+
+
 # How each export is loaded by the tools it is made for (README's "Deploy" section has more).
 USAGE = {
     "merged": lambda info: ["from transformers import AutoModelForCausalLM, AutoTokenizer",
@@ -240,7 +244,6 @@ USAGE = {
                             "tokenizer = AutoTokenizer.from_pretrained('.')"],
     "gguf": lambda info: [f"llama-server -m {info['files'][0]}           # llama.cpp, OpenAI-compatible server",
                           "ollama create my-model -f Modelfile && ollama run my-model"],
-    "adapter": lambda info: [f"vllm serve {info['base_model'].get('resolved_path') or info['base_model']['name_or_path']}"
-                             f" --enable-lora --lora-modules {Path(info['run']).name}=.",
+    "adapter": lambda info: [f"vllm serve {_base_folder(info)} --enable-lora --lora-modules {Path(info['run']).name}=.",
                              "# or in Python: PeftModel.from_pretrained(base_model, '.')"],
 }

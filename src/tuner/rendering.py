@@ -111,9 +111,12 @@ def longest_row_tokens(rows, tokenizer, max_length: int | None, sample: int = 20
 
 def chat_segments(messages: list[dict[str, Any]], tokenizer, tools: str | None = None) -> list[tuple[str, bool]] | None:
     """A chat as the template renders it, cut into (text, carries loss) pieces that join to the whole: each
-    assistant turn (its content and end-of-turn marker) carries loss, unless the data marked it `train: false`. The turns are found by rendering the chat turn by
-    turn, so any template works, with or without generation markers; None when the template does not render a chat as
-    the sum of its beginnings (one that rewrites earlier turns), or renders no assistant turn."""
+    assistant turn (its content and end-of-turn marker) carries loss, unless the data marked it `train: false`. The
+    turns are found by rendering the chat turn by turn, so any template works, with or without generation markers;
+    None when the template does not render a chat as the sum of its beginnings (one that rewrites earlier turns),
+    refuses a partial chat, or renders no assistant turn."""
+    from jinja2 import TemplateError
+
     def render(turns, opening: bool = False) -> str:
         view, settings = chat_view(turns, tools, tokenizer)
         return tokenizer.apply_chat_template(view, tokenize=False, add_generation_prompt=opening, **settings)
@@ -130,7 +133,7 @@ def chat_segments(messages: list[dict[str, Any]], tokenizer, tools: str | None =
             pieces += [(whole[done:len(before)], False),
                        (whole[len(before):len(through)], message.get("train") is not False)]
             done = len(through)
-    except (ValueError, TypeError, KeyError):  # a template that refuses a partial chat (jinja raises these)
+    except (ValueError, TypeError, KeyError, TemplateError):  # a template that refuses a partial chat
         return None
     if not pieces:
         return None

@@ -190,7 +190,8 @@ HEATMAP_MAX_LABELS = 30
 def write_confusion(run_dir: Path, predictions: list[dict[str, Any]], name: str | None = None) -> None:
     """confusion.csv (gold rows, predicted columns, each gold label's accuracy) and, up to HEATMAP_MAX_LABELS labels,
     confusion.png beside a classification run's predictions."""
-    labels, matrix = confusion_matrix([str(p["gold"]) for p in predictions], [str(p["prediction"]) for p in predictions])
+    labels, matrix = confusion_matrix([str(p["gold"]) for p in predictions],
+                                      [str(p["prediction"]) for p in predictions])
     stem = run_dir / (f"confusion_{name}" if name else "confusion")
     lines = [",".join(["gold \\ predicted", *map(_csv_cell, labels), "accuracy"])]
     for label, row, accuracy in zip(labels, matrix, per_label_accuracy(labels, matrix)):

@@ -122,7 +122,8 @@ def _parts(value: Any, what: str) -> Any:
     for number, part in enumerate(value):
         kind = part.get("type", "text") if isinstance(part, dict) else "text" if isinstance(part, str) else None
         if kind != "text":
-            raise TunerError(f"{what} part {number} is {'of type ' + repr(kind) if kind else 'not a typed part'}: tuner "
+            kind = f"of type {kind!r}" if kind else "not a typed part"
+            raise TunerError(f"{what} part {number} is {kind}: tuner "
                              f"tunes text models, and a message may hold text parts only. Remove the other parts "
                              f"(or the rows that need them), or use a tool built for multimodal models.")
         texts.append(part if isinstance(part, str) else part.get("text", part.get("value")))
@@ -367,8 +368,9 @@ def detect_format(columns: list[str], data_config) -> str:
         f"the columns {sorted(columns)} fit no known format. tuner reads `messages` (chat), `conversations` "
         f"(ShareGPT), `instruction`/`input`/`output` (Alpaca), `prompt`/`completion`, `chosen`/`rejected` "
         f"(preference pairs, with `prompt` or `conversations`, or as full transcripts), "
-        f"`chosen_messages`/`rejected_messages` (two chats), or a text column ({', '.join(TEXT_COLUMNS)}) with a `{data_config.label_column}` column (classification). Rename the "
-        f"columns, or set `data.format`, `data.text_column` and `data.label_column`.")
+        f"`chosen_messages`/`rejected_messages` (two chats), or a text column ({', '.join(TEXT_COLUMNS)}) with a "
+        f"`{data_config.label_column}` column (classification). Rename the columns, or set `data.format`, "
+        f"`data.text_column` and `data.label_column`.")
 
 
 def renamed(dataset, data_config, where: str):

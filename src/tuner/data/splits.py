@@ -104,7 +104,9 @@ def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
         if bad["count"] > len(bad["first"]):
             print(f"tuner: ... {bad['count'] - len(bad['first'])} more rows skipped")
     labels = data_config.label_names or _label_set(train, evaluation)
-    report = {"format": fmt, **({"train_sources": mixture} if mixture else {}), "labels": labels, **_unseen_labels(train, evaluation, labels), "train_columns": columns, "train_rows": len(train), "eval_rows": len(evaluation),
+    report = {"format": fmt, **({"train_sources": mixture} if mixture else {}), "labels": labels,
+              **_unseen_labels(train, evaluation, labels), "train_columns": columns, "train_rows": len(train),
+              "eval_rows": len(evaluation),
               "train_rows_dropped_as_eval_questions": overlap, "train_fingerprint": fingerprint(train),
               "eval_fingerprint": fingerprint(evaluation),
               "skipped_train_rows": train_bad, "skipped_eval_rows": eval_bad,
