@@ -222,3 +222,26 @@ def test_every_prediction_carries_its_share_of_the_scoring_time(tiny, task):
     # Batches of three: the rows of one batch share its time evenly, and all rows add up to the scoring time.
     assert len(set(shares)) <= 3
     assert sum(shares) / 1000 == pytest.approx(result.metrics["phase"]["wall_seconds"], rel=0.25)
+
+
+def test_plain_text_is_scored_after_the_bos_token_a_tokenizer_adds(tiny):
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer
+
+    from tuner.rendering import render_prompt
+
+    model, base = tiny
+    tokenizer = AutoTokenizer.from_pretrained(base.name_or_path)
+    tokenizer.bos_token = "<|im_start|>"
+    bos = tokenizer.bos_token_id
+    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(single="<|im_start|> $A", pair="<|im_start|> $A $B",
+                                                                    special_tokens=[("<|im_start|>", bos)])
+    assert tokenizer("a")["input_ids"][0] == bos  # as Llama's tokenizer does, and TRL trains with it
+    assert render_prompt("Is it good?", tokenizer) == "<|im_start|>Is it good?"
+    assert render_prompt("Is it good?", base) == "Is it good?"  # SmolLM2 adds none
+    row = {"prompt": "Is it good? The film was great.", "label": "positive"}
+    result = evaluate(model, tokenizer, [row], EvalConfig(task="choice", choices=["negative", "positive"]))
+    expected = direct_loglikelihood(model, tokenizer, "<|im_start|>" + row["prompt"], " positive")
+    assert result.predictions[0]["scores"]["positive"] == pytest.approx(expected, abs=1e-3)
+    assert result.predictions[0]["scores"]["positive"] != pytest.approx(
+        direct_loglikelihood(model, tokenizer, row["prompt"], " positive"), abs=1e-3)

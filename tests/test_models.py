@@ -86,3 +86,40 @@ def test_trust_remote_code_is_off_by_default_and_warns_when_on(tiny_model_dir, c
     load_model(ModelConfig(name_or_path=str(tiny_model_dir), trust_remote_code=True))
     printed = capsys.readouterr().out
     assert "warning" in printed and "`model.trust_remote_code: true`" in printed
+
+
+def test_attention_is_decided_from_the_key_and_the_hardware(monkeypatch, tiny_model_dir):
+    import tuner.speed as speed
+    from tuner.speed import decide_attention
+
+    assert decide_attention(ModelConfig(name_or_path="x")) == "sdpa"  # no GPU here
+    monkeypatch.setattr(speed, "cuda_capability", lambda: (8, 0))
+    monkeypatch.setattr(speed, "find_spec", lambda name: object() if name == "flash_attn" else None)
+    assert decide_attention(ModelConfig(name_or_path="x")) == "flash_attention_2"
+    monkeypatch.setattr(speed, "cuda_capability", lambda: (7, 5))  # a T4
+    assert decide_attention(ModelConfig(name_or_path="x")) == "sdpa"
+    with pytest.raises(TunerError, match=r"`model.attn_implementation` is flash_attention_2, which needs .* compute "
+                                         r"capability 8.0 or more; this machine has a GPU of 7.5"):
+        decide_attention(ModelConfig(name_or_path="x", attn_implementation="flash_attention_2"))
+    monkeypatch.undo()
+    loaded = load_model(ModelConfig(name_or_path=str(tiny_model_dir), attn_implementation="eager"))
+    assert loaded.info["attn_implementation"] == "eager" and loaded.info["revision"] is None
+
+
+def test_a_hub_model_records_the_commit_it_was_loaded_at(tiny_model_dir, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--acme--tiny"
+    shutil.copytree(tiny_model_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    script = ("from tuner.models import load_model; from tuner.schema import ModelConfig; "
+              "print(load_model(ModelConfig(name_or_path='acme/tiny')).info['revision'])")
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == commit

@@ -44,6 +44,15 @@ def cuda_has_bf16() -> bool:
     return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
+def cuda_capability() -> tuple[int, int] | None:
+    """The visible GPU's compute capability (8, 0 for an A100), None without one."""
+    if device_kind() != "cuda":
+        return None
+    import torch
+
+    return torch.cuda.get_device_capability()
+
+
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:

@@ -18,7 +18,7 @@ from typing import Any
 from .errors import TunerError
 from .files import cache_dir
 from .hardware import device_kind
-from .speed import Precision, decide_precision
+from .speed import Precision, decide_attention, decide_precision
 
 PACKAGE_SCHEME = "pkg://"
 
@@ -56,6 +56,17 @@ def resolve_model_path(name_or_path: str, source: str = "<recipe>") -> str:
         raise TunerError(f"{source}: key `model.name_or_path`: {name_or_path} does not exist. Give an existing "
                          f"local folder or .gguf file, a hub id (org/name), or pkg://DIST/FILE.")
     return name_or_path
+
+
+def resolved_revision(model_config, path: str) -> str | None:
+    """The commit a hub model was loaded at (its snapshot folder in the local hub cache), so runs can tell whether
+    they used the same weights; None for a local folder or file (a GGUF file is identified by its SHA-256)."""
+    if Path(path).exists():
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(path, "config.json", revision=model_config.revision)
+    return Path(found).parent.name if isinstance(found, str) else model_config.revision
 
 
 def file_sha256(path: str | Path) -> str:
@@ -172,13 +183,14 @@ def load_model(model_config, source: str = "<recipe>", precision: Precision | No
         path = str(gguf_checkpoint(path))
     info["resolved_path"] = path
     precision = precision or decide_precision(model_config)
+    attention = decide_attention(model_config, source)
     if model_config.trust_remote_code:
         print(f"tuner: warning: {source} sets `model.trust_remote_code: true`: Python code shipped with "
               f"{model_config.name_or_path} will run on this machine. Keep it only for a model whose code you trust.")
     _refuse_pickled_weights(path, model_config, source)
     common = {"trust_remote_code": model_config.trust_remote_code, "revision": model_config.revision}
     # safetensors only; pickled weights (.bin) can run code when loaded, so they take an explicit opt-in.
-    kwargs: dict[str, Any] = {"dtype": torch_dtype(precision.weights),
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(precision.weights), "attn_implementation": attention,
                               "use_safetensors": None if model_config.allow_pickle else True, **common}
     quantization = _quantization_config(model_config.quantize, precision.compute)
     if quantization is not None:
@@ -192,6 +204,7 @@ def load_model(model_config, source: str = "<recipe>", precision: Precision | No
     if quantization is None and device_kind() == "cuda":
         model = model.to("cuda")
     info.update(dtype=precision.compute, quantize=model_config.quantize, model_type=model.config.model_type,
+                attn_implementation=attention, revision=resolved_revision(model_config, path),
                 parameters=sum(p.numel() for p in model.parameters()))
     return LoadedModel(model=model, tokenizer=tokenizer, precision=precision, info=info)
 

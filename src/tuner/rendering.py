@@ -56,11 +56,20 @@ def _calls(content: str) -> list[dict[str, Any]]:
     return found if isinstance(found, list) else [found]
 
 
+def bos_text(tokenizer) -> str:
+    """The BOS token's text when the tokenizer puts one before every encoding (Llama, Mistral, Gemma), else "": TRL
+    tokenizes plain-text training rows with it, so they are scored with it too."""
+    if not tokenizer.bos_token or tokenizer.bos_token_id is None:
+        return ""
+    ids = tokenizer("a")["input_ids"]
+    return tokenizer.bos_token if ids and ids[0] == tokenizer.bos_token_id else ""
+
+
 def render_prompt(prompt: Any, tokenizer, tools: str | None = None) -> str:
     """A prompt as the model sees it: chat messages through the chat template (with the row's tool schemas),
-    plain text as it is."""
+    plain text as it is, after the BOS token where the tokenizer adds one (as in training)."""
     if isinstance(prompt, str):
-        return prompt
+        return bos_text(tokenizer) + prompt
     if not tokenizer.chat_template:
         raise TunerError("the rows are chat messages but the tokenizer has no chat template. Set `data.chat: false` "
                          "to score plain text, or use a model with a chat template.")

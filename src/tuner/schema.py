@@ -54,6 +54,9 @@ class ModelConfig(_Section):
         "auto", description="auto: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPUs.")
     quantize: Literal["4bit", "8bit"] | None = Field(
         None, description="Load the base weights with bitsandbytes (4bit = NF4, QLoRA with an adapter).")
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3"] = Field(
+        "auto", description="The attention kernel. auto: flash_attention_2 where the flash-attn package and a GPU of "
+                            "compute capability 8+ allow it (SFT then packs rows padding-free), sdpa elsewhere.")
     trust_remote_code: bool = Field(False, description="Run model code shipped with a hub model. Off unless asked; "
                                     "a warning is printed when on.")
     allow_pickle: bool = Field(False, description="Load pickled (.bin) weights when a model has no safetensors. "

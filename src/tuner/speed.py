@@ -19,7 +19,8 @@ from importlib.util import find_spec
 from typing import Any
 
 from .estimate import estimate
-from .hardware import available_memory_mb, cpu_has_native_bf16, cuda_has_bf16, device_kind
+from .errors import TunerError
+from .hardware import available_memory_mb, cpu_has_native_bf16, cuda_capability, cuda_has_bf16, device_kind
 
 FLASH_ATTENTION = ("flash_attention_2", "flash_attention_3")
 # Recipe keys under which a recipe decides checkpointing itself (`gradient_checkpointing` is transformers' older
@@ -54,20 +55,35 @@ def decide_precision(model_config) -> Precision:
     return Precision(compute=compute, weights=compute if device == "cuda" else "fp32")
 
 
-def attention_implementation(model) -> str | None:
-    """The attention kernel transformers chose for the model (sdpa, eager, flash_attention_2, ...)."""
-    return model.config._attn_implementation
+# What each flash-attention kernel needs: its package, and the smallest GPU compute capability it runs on.
+FLASH_NEEDS = {"flash_attention_2": ("flash_attn", (8, 0)), "flash_attention_3": ("flash_attn_interface", (9, 0))}
+
+
+def decide_attention(model_config, source: str = "<recipe>") -> str:
+    """`model.attn_implementation`, or for `auto`: flash_attention_2 where its package is installed and the GPU has
+    compute capability 8 or more, else sdpa. A flash kernel asked for where it cannot run is refused here, before
+    any weight loads."""
+    asked = model_config.attn_implementation
+    if asked in ("sdpa", "eager"):
+        return asked
+    for kernel in ([asked] if asked != "auto" else ["flash_attention_2"]):
+        package, capability = FLASH_NEEDS[kernel]
+        found = cuda_capability()
+        if find_spec(package) is not None and found is not None and found >= capability:
+            return kernel
+        if asked != "auto":
+            raise TunerError(f"{source}: key `model.attn_implementation` is {kernel}, which needs the {package} "
+                             f"package and a GPU of compute capability {capability[0]}.{capability[1]} or more; this "
+                             f"machine has {'a GPU of ' + '.'.join(map(str, found)) if found else 'no GPU'}"
+                             f"{'' if find_spec(package) else ' and no ' + package}. Use `auto` or sdpa.")
+    return "sdpa"
+
 
 
 def is_flash_attention(implementation: str | None) -> bool:
     """Whether an attention implementation is a varlen flash-attention kernel (which takes flattened batches as
     they are)."""
     return str(implementation or "") in FLASH_ATTENTION or "flash-attn" in str(implementation or "")
-
-
-def uses_flash_attention(model) -> bool:
-    """Whether the model attends with a varlen flash-attention kernel."""
-    return is_flash_attention(attention_implementation(model))
 
 
 def liger_applies(recipe) -> bool:
@@ -122,11 +138,11 @@ class Speed:
                 "gradient_checkpointing_reason": self.gradient_checkpointing_reason}
 
 
-def _sft_batches(recipe, model) -> dict[str, Any]:
+def _sft_batches(recipe, attention: str | None) -> dict[str, Any]:
     train = recipe.train
-    packing = bool(train["packing"]) if "packing" in train else uses_flash_attention(model)
+    packing = bool(train["packing"]) if "packing" in train else is_flash_attention(attention)
     if packing:
-        if uses_flash_attention(model):
+        if is_flash_attention(attention):
             return {"packing": True, "batches": "packed, padding-free (flash-attention varlen)"}
         return {"packing": True, "batches": "packed rows (block-diagonal causal mask per row)"}
     if "train_sampling_strategy" in train:
@@ -167,9 +183,9 @@ def checkpointing(recipe, precision: Precision, model_config, tokenizer, rows) -
 def decide(recipe, loaded, rows) -> Speed:
     """Every speed setting of a training run, from the recipe, the loaded model and the hardware. `rows` are the
     canonical training rows (the checkpointing estimate measures their longest batch)."""
-    model = loaded.model
-    batches = _sft_batches(recipe, model) if recipe.method == "sft" else _dpo_batches(recipe)
+    model, attention = loaded.model, loaded.info.get("attn_implementation")  # as models.load_model decided it
+    batches = _sft_batches(recipe, attention) if recipe.method == "sft" else _dpo_batches(recipe)
     on, reason = checkpointing(recipe, loaded.precision, model.config, loaded.tokenizer, rows)
     liger = None if "use_liger_kernel" in recipe.train else (liger_applies(recipe) or None)
-    return Speed(precision=loaded.precision, attention=attention_implementation(model), gradient_checkpointing=on,
+    return Speed(precision=loaded.precision, attention=attention, gradient_checkpointing=on,
                  gradient_checkpointing_reason=reason, liger_kernel=liger, **batches)
