@@ -174,3 +174,13 @@ def test_a_column_map_to_a_missing_column_is_named(tiny_model_dir, tmp_path):
     with pytest.raises(TunerError, match=r"key `data.columns.label` reads the column `topic`, but the columns are "
                                          r"\['utterance', 'intent'\]"):
         validate(recipe_from_dict(document))
+
+
+def test_validate_refuses_what_the_dry_run_and_the_run_refuse(tiny_model_dir, ticket_files, tmp_path):
+    train, test = ticket_files
+    document = recipe_document(tiny_model_dir, train, test, tmp_path / "dpo")
+    document["method"] = "dpo"  # on classification rows: no pairs to prefer
+    recipe = recipe_from_dict(document)
+    for check in (validate, dry_run):
+        with pytest.raises(TunerError, match="method dpo needs preference pairs, but data.train holds classification"):
+            check(recipe)
