@@ -8,7 +8,6 @@ import subprocess
 import sys
 import tomllib
 from importlib import metadata
-from pathlib import Path
 
 from conftest import ROOT
 from test_compare import _seeded, write_predictions, write_run

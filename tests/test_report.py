@@ -8,8 +8,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-
 from browser import page
 from test_compare import write_run
 from tuner import compare

@@ -20,7 +20,7 @@ from typing import Any
 
 from .adapters import with_run_adapter
 from .errors import TunerError
-from .files import write_json, write_text
+from .files import write_text
 from .gguf_file import check_architecture, write_gguf
 from .models import load_config_and_tokenizer, load_model, resolve_model_path
 from .rendering import render_prompt
@@ -179,7 +179,7 @@ CHATML = ('{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end 
 
 def modelfile(gguf_name: str, chat_template: str, system_prompt: str | None) -> str:
     """An Ollama Modelfile for the GGUF file beside it: `ollama create NAME -f Modelfile`."""
-    lines = [f"# ollama create my-model -f Modelfile && ollama run my-model", f"FROM ./{gguf_name}"]
+    lines = ["# ollama create my-model -f Modelfile && ollama run my-model", f"FROM ./{gguf_name}"]
     if "<|im_start|>" in chat_template:
         lines += [f'TEMPLATE """{CHATML}"""', 'PARAMETER stop "<|im_end|>"']
     if system_prompt:

@@ -5,6 +5,7 @@ see the same text.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -56,6 +57,7 @@ def _calls(content: str) -> list[dict[str, Any]]:
     return found if isinstance(found, list) else [found]
 
 
+@functools.lru_cache(maxsize=16)  # asked once per rendered prompt; a tokenizer's answer never changes
 def bos_text(tokenizer) -> str:
     """The BOS token's text when the tokenizer puts one before every encoding (Llama, Mistral, Gemma), else "": TRL
     tokenizes plain-text training rows with it, so they are scored with it too."""

@@ -21,7 +21,7 @@ from typing import Any
 from .confusion import confusion_matrix, per_label_accuracy
 from .runs import predictions_file, read_predictions
 from .secrets import redact
-from .table import display_rows, verdict
+from .table import display_rows, notes, verdict
 
 TEMPLATE = "report_page.html"
 SPECIAL = re.compile(r"<\|[^|]*\|>|<s>|</s>|\[/?INST\]")
@@ -150,14 +150,12 @@ def report_data(comparison) -> dict[str, Any]:
     prompts: dict[str, int] = {}
     browse = {task: found for task in comparison.tasks
               for found in [_browse(rows, comparison.baseline, task, prompts)] if found}
-    markdown = comparison.markdown().split("\n\n")
     return {"title": "tuner comparison: " + ", ".join(row["run"] for row in rows),
             "subtitle": f"{len(rows)} runs; baseline {comparison.baseline or 'none'}; tasks "
                         f"{', '.join(comparison.tasks) or 'none'}; hours are {comparison.units}-hours",
             "verdict": verdict(comparison), "header": header, "cells": cells, "rows": rows,
             "accuracyColumns": accuracy_columns, "baseline": comparison.baseline,
-            "notes": [part for part in markdown[1:] if part.strip() and not part.startswith(
-                ("Verdict", "Same in every run", "Differs between"))],
+            "notes": notes(comparison, header),
             "plots": _plots(rows, comparison.tasks[0] if comparison.tasks else None, comparison.units),
             "differences": comparison.differences, "runs": [_run(row, comparison.tasks) for row in rows],
             "browse": browse, "prompts": sorted(prompts, key=prompts.get)}

@@ -171,34 +171,44 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
+def notes(comparison, header: list[str]) -> list[str]:
+    """The paragraphs that explain the table (units, seeds, break-even, index hours), in the order Markdown prints
+    them around the verdict; the report shows the same ones."""
+    found = [f"Hours are {comparison.units}-hours: wall time x processes. Δ is accuracy points against the "
+             f"baseline on the same rows and prompts, with its 95% interval by paired bootstrap over those rows "
+             f"(n.s.: the interval covers zero, not distinguishable from the noise of the eval rows); runs scored "
+             f"otherwise are flagged in notes and get none."]
+    if several_seeds(comparison):
+        found.append("\n".join(["Rows of several seeds (runs differing only by seed) show the mean over seeds; its "
+                                "interval and Δ's are by bootstrap over eval rows and seeds together. Each seed alone:",
+                                *seed_lines(comparison)]))
+    if "break-even (requests)" in header:
+        found.append("Break-even: the requests after which a run's one-off hours (training, indexing) are paid back "
+                     "by its faster requests against the most accurate prompt-side run (few-shot or retrieval, whose "
+                     "prompts are longer), at the ms/example measured here; cost / 1k requests is that latency "
+                     "priced.")
+    if "index hours" in header:
+        found.append("Index hours: building the retrieval index (a one-off, like training; a reused index counts its "
+                     "build). ms/example is a request's latency, retrieval included; in brackets, retrieval's share. "
+                     "Prompt tokens: the length of each request's prompt, passages included.")
+    return found
+
+
 def markdown(comparison) -> str:
     """The table as Markdown, with the notes and what differs between the runs."""
     header, lines = display_rows(comparison)
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |" for cells in lines]
-    out.append("")
-    out.append(f"Hours are {comparison.units}-hours: wall time x processes. Δ is accuracy points against the "
-               f"baseline on the same rows and prompts, with its 95% interval by paired bootstrap over those rows "
-               f"(n.s.: the interval covers zero, not distinguishable from the noise of the eval rows); runs scored "
-               f"otherwise are flagged in notes and get none.")
-    if several_seeds(comparison):
-        out.append("")
-        out.append("Rows of several seeds (runs differing only by seed) show the mean over seeds; its interval and "
-                   "Δ's are by bootstrap over eval rows and seeds together. Each seed alone:")
-        out.extend(seed_lines(comparison))
+    paragraphs = notes(comparison, header)
+    # The verdict follows the units and the seeds (when there are several), before break-even and index hours.
+    before = 1 + several_seeds(comparison)
+    for paragraph in paragraphs[:before]:
+        out += ["", paragraph]
     if comparison.tasks:
         out.append("")
         out.extend(verdict(comparison))
-    if "break-even (requests)" in header:
-        out.append("")
-        out.append("Break-even: the requests after which a run's one-off hours (training, indexing) are paid back by "
-                   "its faster requests against the most accurate prompt-side run (few-shot or retrieval, whose "
-                   "prompts are longer), at the ms/example measured here; cost / 1k requests is that latency priced.")
-    if "index hours" in header:
-        out.append("")
-        out.append("Index hours: building the retrieval index (a one-off, like training; a reused index counts its "
-                   "build). ms/example is a request's latency, retrieval included; in brackets, retrieval's share. "
-                   "Prompt tokens: the length of each request's prompt, passages included.")
+    for paragraph in paragraphs[before:]:
+        out += ["", paragraph]
     same, differs = comparison.differences["same"], comparison.differences["differs"]
     if same:
         out.append("")

@@ -27,7 +27,8 @@ def check_data(recipe, splits) -> None:
         require_preference(splits, recipe.source, recipe.method)
     if recipe.method == "fewshot":
         check_rows(fewshot_rows(splits.train, splits.eval, recipe.fewshot), recipe.eval, splits.labels, recipe.source)
-    elif recipe.eval.task and recipe.eval.task != "preference":
+    elif recipe.eval.task and not (recipe.method == "dpo" and recipe.eval.task == "preference"):
+        # DPO always scores its held-out pairs as preferences; another task is its main score.
         check_rows(scoring_rows(splits.eval), recipe.eval, splits.labels, recipe.source)
 
 

@@ -13,11 +13,12 @@ from ..accounting import phase
 from ..adapters import read_adapter_run, with_run_adapter
 from ..data.rows import scoring_rows
 from ..data.splits import load_data
-from ..evaluator import check_rows, evaluate
+from ..evaluator import evaluate
 from ..models import check_chat_template, load_config_and_tokenizer, load_model
 from ..retrieval import context_length, open_index, request_latency, with_passages
 from ..runs import RunResult, build_manifest, finish_run, record_evaluation, run_folder
 from ..speed import decide_precision
+from .preflight import check_data
 
 
 def run(recipe) -> RunResult:
@@ -28,8 +29,8 @@ def run(recipe) -> RunResult:
     phases: dict[str, Any] = {}
     with phase("data", phases):
         splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
+        check_data(recipe, splits)
         eval_rows = scoring_rows(splits.eval)
-        check_rows(eval_rows, recipe.eval, splits.labels, recipe.source)
     config, tokenizer = load_config_and_tokenizer(recipe.model, recipe.source)
     check_chat_template(tokenizer, recipe)
     with phase("index", phases):

@@ -12,8 +12,8 @@ from ..accounting import phase
 from ..adapters import parameter_counts
 from ..checkpoints import resume_point
 from ..data.rows import scoring_rows
-from ..data.splits import load_data, require_train_rows
-from ..evaluator import check_rows, evaluate
+from ..data.splits import load_data
+from ..evaluator import evaluate
 from ..hardware import is_main_process
 from ..models import check_chat_template, load_config_and_tokenizer, load_model
 from ..rendering import report_long_rows, report_tools
@@ -22,6 +22,7 @@ from ..runs import RunResult, build_manifest, finish_run, record_evaluation, run
 from ..speed import decide_precision
 from ..trainers import build_trainer
 from ..training import logged, recorded_args, speed_record, train_and_save, train_metrics
+from .preflight import check_data
 
 
 def run(recipe) -> RunResult:
@@ -32,10 +33,8 @@ def run(recipe) -> RunResult:
     phases: dict[str, Any] = {}
     with phase("data", phases):
         splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
-        require_train_rows(splits, recipe.source)
+        check_data(recipe, splits)
         eval_rows = scoring_rows(splits.eval)
-        if recipe.eval.task:
-            check_rows(eval_rows, recipe.eval, splits.labels, recipe.source)
     checkpoint = resume_point(recipe, splits.report)
     train_rows, retrieval, index_report = splits.train, None, None
     if recipe.rag:  # retrieval-aware fine-tuning: train and eval prompts carry the passages retrieved for them
