@@ -4,11 +4,14 @@ The routing follows the house policy below, which a general model cannot know (w
 gift cards to billing, address changes to shipping, data-deletion requests to account), so a small model is poor
 before tuning and clearly better after a few minutes of training.
 
-    python examples/make_tickets.py   # rewrites examples/data/tickets/{train,test}.jsonl and *_pairs.jsonl (seeded)
+    python examples/make_tickets.py   # rewrites examples/data/tickets/*.jsonl (seeded)
 
 Rows are `{"id", "text", "label"}`: tuner reads them as classification data (text column plus label). The
 `*_pairs.jsonl` files hold the same tickets as preference pairs for DPO, `{"id", "prompt", "chosen", "rejected"}`:
 the house-style answer (the team's name alone) is chosen; a wrong team, or a rambling non-answer, is rejected.
+`train_feedback.jsonl` holds the train tickets as thumbs up/down feedback for KTO, `{"id", "prompt", "completion",
+"thumbs_up"}`: one answer per ticket, as a deployed assistant might have given it (the right team 40% of the time,
+else a wrong team or a rambling answer), and whether the user marked it good.
 """
 
 from __future__ import annotations
@@ -92,6 +95,13 @@ def pair(rng: random.Random, row: dict) -> dict:
     return {"id": row["id"], "prompt": PROMPT.format(text=row["text"]), "chosen": row["label"], "rejected": rejected}
 
 
+def feedback(rng: random.Random, row: dict) -> dict:
+    """One answer to a ticket and its thumbs up or down: the right team (up) 40% of the time, else a wrong one."""
+    good = rng.random() < 0.4
+    answer = row["label"] if good else pair(rng, row)["rejected"]
+    return {"id": row["id"], "prompt": PROMPT.format(text=row["text"]), "completion": answer, "thumbs_up": good}
+
+
 def make(n_train: int = 600, n_test: int = 150, seed: int = 7) -> tuple[list[dict], list[dict]]:
     """Balanced rows over the teams; test texts never appear in train."""
     rng = random.Random(seed)
@@ -121,7 +131,12 @@ def main() -> None:
         with open(out / f"{name}_pairs.jsonl", "w", encoding="utf-8") as handle:
             for row in rows:
                 handle.write(json.dumps(pair(rng, row)) + "\n")
-    print(f"wrote {len(train)} train and {len(test)} test rows, and as many preference pairs, to {out}")
+    rng = random.Random("feedback-train")
+    with open(out / "train_feedback.jsonl", "w", encoding="utf-8") as handle:
+        for row in train:
+            handle.write(json.dumps(feedback(rng, row)) + "\n")
+    print(f"wrote {len(train)} train and {len(test)} test rows, as many preference pairs, and thumbs up/down "
+          f"feedback on the train tickets, to {out}")
 
 
 if __name__ == "__main__":

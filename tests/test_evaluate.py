@@ -111,13 +111,19 @@ def test_preference_task(tiny):
     rows = [{"prompt": "Answer briefly: 2+2?", "chosen": "4", "rejected": "It is four, I think, maybe."},
             {"prompt": "Capital of France?", "chosen": "Paris", "rejected": "Paris."}]
     result = evaluate(model, tokenizer, rows, EvalConfig(task="preference"))
-    wins = []
+    wins, per_token = [], []
     for row, prediction in zip(rows, result.predictions):
         chosen = direct_loglikelihood(model, tokenizer, row["prompt"], " " + row["chosen"])
         rejected = direct_loglikelihood(model, tokenizer, row["prompt"], " " + row["rejected"])
         assert prediction["scores"] == pytest.approx({"chosen": chosen, "rejected": rejected}, abs=1e-3)
         wins.append(chosen > rejected)
+        lengths = [len(tokenizer(" " + row[side], add_special_tokens=False)["input_ids"])
+                   for side in ("chosen", "rejected")]
+        per_token.append(chosen / lengths[0] > rejected / lengths[1])
     assert result.metrics["accuracy"] == sum(wins) / 2
+    # Per token: the long rejected answer is no longer penalised for its length alone.
+    assert result.metrics["accuracy_per_token"] == sum(per_token) / 2
+    assert [p["correct_per_token"] for p in result.predictions] == per_token
 
 
 def test_bootstrap_interval():

@@ -17,14 +17,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tuner"
 LAYERS = [
     ("base", {"errors", "schema", "hardware", "secrets", "intervals", "confusion"}),
     ("services", {"files", "distributed", "accounting", "progress"}),
-    ("data", {"data", "data.sources", "data.formats", "data.rows", "data.splits", "data.corpus", "data.requests",
-              "rendering", "selection"}),
+    ("data", {"data", "data.sources", "data.messages", "data.formats", "data.rows", "data.splits", "data.corpus",
+              "data.requests", "rendering", "selection"}),
     ("parts", {"adapters", "estimate", "speed", "models", "runs", "checkpoints", "recipe_file", "embedder", "index",
                "gguf_file", "plot"}),
     ("engine", {"trainers", "training", "evaluator", "retrieval", "costs", "seeds", "comparison", "table",
                 "exports", "report"}),
-    ("recipes", {"recipes", "recipes.sft", "recipes.dpo", "recipes.fewshot", "recipes.rag", "recipes.evaluation",
-                 "recipes.preflight", "recipes.sweep", "recipes.export", "recipes.predict", "recipes.chat"}),
+    ("recipes", {"recipes", "recipes.sft", "recipes.dpo", "recipes.kto", "recipes.fewshot", "recipes.rag",
+                 "recipes.evaluation", "recipes.preflight", "recipes.sweep", "recipes.export", "recipes.predict",
+                 "recipes.chat"}),
     ("interface", {"cli", "__main__", "__init__"}),
 ]
 LAYER_OF = {module: number for number, (_, modules) in enumerate(LAYERS) for module in modules}

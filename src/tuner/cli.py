@@ -45,7 +45,7 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars (tuner's, training's and data loading's); "
               "results and errors still print.")
 def cli(quiet: bool) -> None:
-    """Few-shot, retrieval, SFT and DPO on your data, measured the same way."""
+    """Few-shot, retrieval, SFT, DPO and KTO on your data, measured the same way."""
     if quiet:
         # Read by tuner's progress and by tqdm itself (TRL's and transformers' training bars, datasets' bars).
         os.environ[QUIET_VARIABLE] = "1"
@@ -103,6 +103,18 @@ def dpo(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resume:
     """Preference tuning (DPO) of a LoRA/QLoRA adapter (TRL DPOTrainer), new or continuing an SFT run (with seeds,
     each seed continues the same seed of the SFT run when `model.adapter` holds seed-<n> folders)."""
     _train(recipe_path, overrides, seeds, resume, dry_run, "dpo")
+
+
+@cli.command()
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
+@set_option
+@seeds_option
+@resume_option
+@dry_run_option
+def kto(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resume: bool, dry_run: bool) -> None:
+    """Feedback tuning (KTO) of a LoRA/QLoRA adapter on answers marked good or bad (TRL KTOTrainer), new or
+    continuing an SFT run."""
+    _train(recipe_path, overrides, seeds, resume, dry_run, "kto")
 
 
 @cli.command()

@@ -34,10 +34,11 @@ from .report import report_html
 from .table import markdown
 
 RUN_FILES = ("recipe.yaml", "metrics.json", "manifest.json")
-WHAT_A_RUN_HOLDS = ("a run folder is what `tuner sft`, `tuner dpo`, `tuner fewshot`, `tuner rag` or `tuner eval` "
-                    "wrote: it holds recipe.yaml, metrics.json and manifest.json")
+WHAT_A_RUN_HOLDS = ("a run folder is what `tuner sft`, `tuner dpo`, `tuner kto`, `tuner fewshot`, `tuner rag` or "
+                    "`tuner eval` wrote: it holds recipe.yaml, metrics.json and manifest.json")
 # Method order of rows found in a parent folder: cheapest first, so the default baseline is the zero-shot run.
-RANK = {"fewshot": 0, "base": 1, "rag": 2, "sft": 3, "dpo": 5, "sft+dpo": 6}
+RANK = {"fewshot": 0, "base": 1, "rag": 2, "sft": 3, "dpo": 5, "sft+dpo": 6, "kto": 7, "sft+kto": 8}
+METHOD_NAMES = {"sft": "SFT", "dpo": "DPO", "sft+dpo": "SFT+DPO", "kto": "KTO", "sft+kto": "SFT+KTO"}
 ADAPTER_NAMES = {"lora": "", "dora": "DoRA ", "rslora": "rsLoRA "}
 RETRIEVERS = {"bm25": "BM25", "dense": "dense", "hybrid": "hybrid"}
 
@@ -177,11 +178,11 @@ def method_label(metrics: dict[str, Any], manifest: dict[str, Any]) -> str:
     if method == "rag":
         if metrics.get("upstream_retrieval_aware"):
             return f"retrieval-aware SFT ({retriever})"
-        upstream = {"sft": "SFT", "dpo": "DPO", "sft+dpo": "SFT+DPO"}.get(metrics.get("upstream_method"))
+        upstream = METHOD_NAMES.get(metrics.get("upstream_method"))
         return f"{upstream}+RAG ({retriever})" if metrics.get("adapter_run") else f"RAG ({retriever})"
     adapter = ADAPTER_NAMES.get((manifest.get("adapter") or {}).get("type", "lora"), "")
     quantized = (manifest.get("model") or {}).get("quantize")
-    name = {"sft": "SFT", "dpo": "DPO", "sft+dpo": "SFT+DPO"}.get(method, str(method))
+    name = METHOD_NAMES.get(method, str(method))
     label = f"{'QLoRA ' if quantized else adapter}{name}"
     if method == "sft" and retriever:
         label = f"retrieval-aware {label} ({retriever})"

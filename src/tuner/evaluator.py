@@ -3,7 +3,8 @@
 Tasks:
 - `choice`: log-likelihood of each allowed answer after the prompt; accuracy and length-normalised accuracy.
 - `generate`: greedy generation to EOS / end of turn, answer extraction, normalised exact match.
-- `preference`: share of pairs where `chosen` gets a higher log-likelihood than `rejected`.
+- `preference`: share of pairs where `chosen` gets a higher log-likelihood than `rejected` (and, as
+  `accuracy_per_token`, a higher mean log-probability per token, which does not favour the shorter answer).
 
 Every accuracy comes with a 95% bootstrap interval and its row count; latency is measured on the same rows.
 """
@@ -353,15 +354,21 @@ def _preference(model, tokenizer, rows, eval_config, label_names, clock):
             pairs.append((context, continuation(row["prompt"], answer_text({"completion": row[side]}))))
     scores = loglikelihoods(model, tokenizer, pairs, batch_size=eval_config.batch_size,
                             on_scored=_rows_finished([n // 2 for n in range(len(pairs))], clock))
-    predictions, correct = [], []
+    # A summed log-probability favours the shorter answer; per token, it does not.
+    per_token = [score / max(1, len(_encode_pair(tokenizer, *pair)[1])) for score, pair in zip(scores, pairs)]
+    predictions, correct, correct_norm = [], [], []
     for number, row in enumerate(rows):
         chosen, rejected = scores[2 * number], scores[2 * number + 1]
         correct.append(chosen > rejected)
+        correct_norm.append(per_token[2 * number] > per_token[2 * number + 1])
         predictions.append({"row": number, "prompt": pairs[2 * number][0], "gold": "chosen",
                             "prediction": "chosen" if chosen > rejected else "rejected", "correct": chosen > rejected,
+                            "correct_per_token": correct_norm[-1],
                             "scores": {"chosen": round(chosen, 4), "rejected": round(rejected, 4)}})
     margins = [scores[2 * n] - scores[2 * n + 1] for n in range(len(rows))]
-    return correct, predictions, {"mean_logprob_margin": round(sum(margins) / len(margins), 4)}
+    return correct, predictions, {"mean_logprob_margin": round(sum(margins) / len(margins), 4),
+                                  "accuracy_per_token": round(sum(correct_norm) / len(correct_norm), 4),
+                                  "accuracy_per_token_ci95": bootstrap_interval(correct_norm)}
 
 
 TASKS = {"choice": _choice, "generate": _generate, "preference": _preference}

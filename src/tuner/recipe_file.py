@@ -21,15 +21,19 @@ from .data.formats import FORMATS
 from .errors import TunerError
 from .files import cache_dir, write_json
 from .models import resolve_model_path
-from .schema import RESERVED_TRAIN_KEYS, PreferenceConfig, Recipe
+from .schema import RESERVED_TRAIN_KEYS, TRAINING_METHODS, FeedbackConfig, PreferenceConfig, Recipe
+
+# The TRL config class of each training method (read by name, so validating a recipe imports no TRL), and the
+# recipe block holding the method's own settings, whose keys do not go under `train:`.
+TRL_CONFIGS = {"sft": "SFTConfig", "dpo": "DPOConfig", "kto": "KTOConfig"}
+METHOD_BLOCKS = {"dpo": PreferenceConfig, "kto": FeedbackConfig}
+
 
 def trl_config_class(method: str):
     """The TRL config class whose fields the `train:` section may set."""
-    if method == "dpo":
-        from trl import DPOConfig
-        return DPOConfig
-    from trl import SFTConfig
-    return SFTConfig
+    import trl
+
+    return getattr(trl, TRL_CONFIGS[method])
 
 
 # Sizes TRL would accept and then fail on (or silently misuse) deep inside training.
@@ -73,7 +77,7 @@ def trl_fields(method: str) -> tuple[str, set[str]]:
         except (OSError, ValueError, KeyError, TypeError):
             pass  # a damaged cache is rebuilt below
     fields = {}
-    for name in ("sft", "dpo"):
+    for name in TRL_CONFIGS:
         cls = trl_config_class(name)
         fields[name] = {"class": cls.__name__, "fields": sorted(f.name for f in dataclasses.fields(cls) if f.init)}
     if tag:
@@ -93,16 +97,19 @@ def _check_format(recipe: Recipe) -> None:
 
 
 def _check_train_keys(recipe: Recipe) -> None:
-    if recipe.method in ("fewshot", "rag"):
+    if recipe.method not in TRAINING_METHODS:
         if recipe.train:
             raise TunerError(f"{recipe.source}: key `train` is set, but method {recipe.method} does no training. "
                              f"Remove the `train:` section or use method sft.")
         return
     class_name, known = trl_fields(recipe.method)
     for key in recipe.train:
-        if key in PreferenceConfig.model_fields:
-            raise TunerError(f"{recipe.source}: key `train.{key}` belongs in the `dpo:` block, where it is checked; "
-                             f"move it to `dpo.{key}`.")
+        # The method's own block first (`beta` is DPO's and KTO's), else the block that has the key.
+        own = {recipe.method: METHOD_BLOCKS[recipe.method]} if recipe.method in METHOD_BLOCKS else METHOD_BLOCKS
+        block = next((name for name, section in own.items() if key in section.model_fields), None)
+        if block is not None:
+            raise TunerError(f"{recipe.source}: key `train.{key}` belongs in the `{block}:` block, where it is "
+                             f"checked; move it to `{block}.{key}`.")
         if key in RESERVED_TRAIN_KEYS:
             raise TunerError(f"{recipe.source}: key `train.{key}` is set by tuner; use {RESERVED_TRAIN_KEYS[key]} "
                              f"instead.")
@@ -110,9 +117,9 @@ def _check_train_keys(recipe: Recipe) -> None:
             raise TunerError(f"{recipe.source}: key `train.eval_strategy` is {recipe.train[key]!r}, but tuner does not "
                              f"evaluate during training: it scores the eval rows with its evaluator when training "
                              f"ends (and `tuner eval --adapter RUN` scores any run later). Remove the key.")
-        if key == "packing" and recipe.method == "dpo":
-            raise TunerError(f"{recipe.source}: key `train.packing`: DPO does not pack sequences (each row is a "
-                             f"chosen/rejected pair scored side by side); packing is for method sft. Remove it.")
+        if key == "packing" and recipe.method in METHOD_BLOCKS:
+            raise TunerError(f"{recipe.source}: key `train.packing`: {recipe.method.upper()} does not pack sequences "
+                             f"(each row's answers are scored side by side); packing is for method sft. Remove it.")
         if key not in known:
             raise TunerError(f"{recipe.source}: key `train.{key}` is not a field of TRL's {class_name}."
                              f"{_did_you_mean(key, known)} Fix or remove it (see the {class_name} documentation "
@@ -147,7 +154,7 @@ def _section_fields(path: tuple) -> set[str]:
 
 
 _UNION_TAGS = {"str", "int", "float", "bool", "dict", "list", "none", "SourceConfig", "ModelConfig", "DataConfig",
-               "AdapterConfig", "EvalConfig", "FewshotConfig", "PreferenceConfig", "Recipe"}
+               "AdapterConfig", "EvalConfig", "FewshotConfig", "PreferenceConfig", "FeedbackConfig", "Recipe"}
 
 
 def _explain(error: ValidationError, source: str) -> TunerError:

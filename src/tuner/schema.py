@@ -11,12 +11,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-METHODS = ("sft", "dpo", "fewshot", "rag")
+METHODS = ("sft", "dpo", "kto", "fewshot", "rag")
+# Methods that train an adapter (and can resume, continue an SFT adapter, take `train:` keys).
+TRAINING_METHODS = ("sft", "dpo", "kto")
 
 # tuner's defaults under the recipe's `train:` keys (TRL config fields). They differ from TRL's where TRL's suit full
 # fine-tuning on a GPU rather than an adapter on any device: a LoRA learning rate, no gradient checkpointing unless
 # asked or memory needs it (it costs about 20% of step time), tokens counted, no tracker, one adapter saved at the
-# end. DPO takes the usual smaller learning rate and batch (each row is two sequences, and a reference pass).
+# end. DPO takes the usual smaller learning rate and batch (each row is two sequences, and a reference pass); KTO the
+# same learning rate, with batches of 8 because its KL estimate pairs each prompt with another row's answer.
 _COMMON_TRAIN_DEFAULTS: dict[str, Any] = {
     "learning_rate": 2.0e-4,
     "num_train_epochs": 1,
@@ -34,6 +37,7 @@ _COMMON_TRAIN_DEFAULTS: dict[str, Any] = {
 TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "sft": _COMMON_TRAIN_DEFAULTS,
     "dpo": {**_COMMON_TRAIN_DEFAULTS, "learning_rate": 5.0e-5, "per_device_train_batch_size": 4},
+    "kto": {**_COMMON_TRAIN_DEFAULTS, "learning_rate": 5.0e-5, "per_device_train_batch_size": 8},
 }
 # Keys set by tuner itself from other sections or the hardware; a recipe that set them would be silently overridden.
 RESERVED_TRAIN_KEYS = {"output_dir": "the top-level `output_dir`", "seed": "the top-level `seed`",
@@ -62,9 +66,9 @@ class ModelConfig(_Section):
     allow_pickle: bool = Field(False, description="Load pickled (.bin) weights when a model has no safetensors. "
                                "Off: unpickling can run code.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")
-    adapter: str | None = Field(None, description="A `tuner sft` run folder: DPO continues training its adapter "
-                                                  "(the SFT policy is then the reference); RAG retrieves for it "
-                                                  "(SFT+RAG).")
+    adapter: str | None = Field(None, description="A `tuner sft` run folder: DPO and KTO continue training its "
+                                                  "adapter (the SFT policy is then the reference); RAG retrieves for "
+                                                  "it (SFT+RAG).")
 
 
 class SourceConfig(_Section):
@@ -307,17 +311,35 @@ class PreferenceConfig(_Section):
     precompute_ref_log_probs: bool = Field(False, description="Score the reference once before training.")
 
 
+class FeedbackConfig(_Section):
+    """Method kto's own settings, handed to TRL's KTOConfig."""
+
+    beta: float = Field(0.1, gt=0, description="Strength of the pull towards the reference model.")
+    loss_type: Literal["kto", "apo_zero_unpaired"] = Field("kto", description="kto (the paper's) or "
+                                                                              "apo_zero_unpaired.")
+    desirable_weight: float | None = Field(None, gt=0, description="Weight of thumbs-up rows; default from the "
+                                           "data's balance (below).")
+    undesirable_weight: float | None = Field(None, gt=0, description="Weight of thumbs-down rows. When neither "
+                                             "weight is set, the rarer side is weighted up so both sides weigh the "
+                                             "same, as KTO's authors advise (weighted up / down within 1 to 4/3).")
+    unpair: bool = Field(False, description="Train on preference pairs by splitting each into a thumbs-up row (its "
+                                            "chosen answer) and a thumbs-down row (its rejected one).")
+    precompute_ref_log_probs: bool = Field(False, description="Score the reference once before training.")
+
+
 class Recipe(_Section):
     """One run: a method and the sections every method shares."""
 
-    method: Literal[METHODS] = Field(description="sft, dpo, fewshot or rag.")
+    method: Literal[METHODS] = Field(description="sft, dpo, kto, fewshot or rag.")
     model: ModelConfig
     data: DataConfig
     adapter: AdapterConfig = Field(default_factory=AdapterConfig)
-    train: dict[str, Any] = Field(default_factory=dict, description="Keys of TRL's SFTConfig / DPOConfig.")
+    train: dict[str, Any] = Field(default_factory=dict, description="Keys of TRL's SFTConfig / DPOConfig / "
+                                                                    "KTOConfig.")
     eval: EvalConfig = Field(default_factory=EvalConfig)
     fewshot: FewshotConfig = Field(default_factory=FewshotConfig, description="Used by method fewshot.")
     dpo: PreferenceConfig = Field(default_factory=PreferenceConfig, description="Used by method dpo.")
+    kto: FeedbackConfig = Field(default_factory=FeedbackConfig, description="Used by method kto.")
     rag: RagConfig | None = Field(None, description="Method rag; with method sft, retrieval-aware fine-tuning "
                                                     "(train and eval prompts carry retrieved passages).")
     output_dir: str = Field(description="Run folder; a new suffix is added if it already holds a run.")
@@ -325,7 +347,7 @@ class Recipe(_Section):
     seeds: list[int] | None = Field(None, description="Run the recipe once per seed, each into "
                                     "`<output_dir>/seed-<n>/` with `seed` (and `fewshot.seed`) set to n; "
                                     "`tuner compare` shows them as one row with their spread. Same as --seeds.")
-    resume: str | None = Field(None, description="sft/dpo: continue an interrupted run from a checkpoint: `auto` "
+    resume: str | None = Field(None, description="sft/dpo/kto: continue an interrupted run from a checkpoint: `auto` "
                                "(the newest unfinished run of output_dir) or a checkpoint or run folder.")
 
     # Where the recipe came from, for messages; not a YAML key.
@@ -344,9 +366,9 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
-        if self.model.adapter is not None and self.method not in ("dpo", "rag"):
-            raise ValueError("`model.adapter` (a run's adapter) is for method dpo (train on) and rag (retrieve for "
-                             "it); for scoring an adapter use `tuner eval --adapter`")
+        if self.model.adapter is not None and self.method not in ("dpo", "kto", "rag"):
+            raise ValueError("`model.adapter` (a run's adapter) is for methods dpo and kto (train on) and rag "
+                             "(retrieve for it); for scoring an adapter use `tuner eval --adapter`")
         if self.method == "rag" and self.rag is None:
             raise ValueError("method rag needs a `rag:` section with at least `corpus:` (a folder of .txt/.md "
                              "files, or a data file with a `text` column)")
@@ -361,7 +383,7 @@ class Recipe(_Section):
             raise ValueError(f"`seeds` must list distinct whole numbers of 0 or more, at least one (got "
                              f"{self.seeds})")
         if self.resume is not None and self.method in ("fewshot", "rag"):
-            raise ValueError(f"`resume` is for training methods (sft, dpo); method {self.method} has nothing to "
+            raise ValueError(f"`resume` is for training methods ({', '.join(TRAINING_METHODS)}); method {self.method} has nothing to "
                              f"resume")
         if self.method in ("fewshot", "rag") and self.eval.task is None:
             raise ValueError(f"method {self.method} only evaluates: set `eval.task` (choice, generate or "

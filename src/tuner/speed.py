@@ -159,6 +159,12 @@ def _dpo_batches(recipe) -> dict[str, Any]:
             "batches": "length-grouped padded pairs"}
 
 
+def _kto_batches(recipe) -> dict[str, Any]:
+    """KTO batches in order: its KL estimate pairs each prompt with a neighbouring row's answer in a fixed-order
+    batch, which TRL refuses to break (the run shuffles its rows once, with its seed, instead)."""
+    return {"batches": f"padded rows ({recipe.train.get('train_sampling_strategy', 'sequential')} order)"}
+
+
 def checkpointing(recipe, precision: Precision, model_config, tokenizer, rows) -> tuple[bool, str | None]:
     """Gradient checkpointing, and why: the recipe's own choice when it makes one; on a CPU off (RAM is the larger
     pool, and recomputation costs about 20% of step time); on a GPU on only when the dry-run estimate of what the run
@@ -184,7 +190,8 @@ def decide(recipe, loaded, rows) -> Speed:
     """Every speed setting of a training run, from the recipe, the loaded model and the hardware. `rows` are the
     canonical training rows (the checkpointing estimate measures their longest batch)."""
     model, attention = loaded.model, loaded.info.get("attn_implementation")  # as models.load_model decided it
-    batches = _sft_batches(recipe, attention) if recipe.method == "sft" else _dpo_batches(recipe)
+    batches = {"sft": lambda: _sft_batches(recipe, attention), "dpo": lambda: _dpo_batches(recipe),
+               "kto": lambda: _kto_batches(recipe)}[recipe.method]()
     on, reason = checkpointing(recipe, loaded.precision, model.config, loaded.tokenizer, rows)
     liger = None if "use_liger_kernel" in recipe.train else (liger_applies(recipe) or None)
     return Speed(precision=loaded.precision, attention=attention, gradient_checkpointing=on,

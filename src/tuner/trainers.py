@@ -1,5 +1,5 @@
 """The TRL trainers tuner builds. Each run's TRL config is built here, in one place, from tuner's `train:` defaults
-(schema.py), the recipe's `train:` keys, the method's own block (`dpo:`) and the `speed.Speed` decisions; the trainer
+(schema.py), the recipe's `train:` keys, the method's own block (`dpo:`, `kto:`) and the `speed.Speed` decisions; the trainer
 is built over it. Nothing changes the config or the trainer once they are built.
 """
 
@@ -9,15 +9,16 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer, SFTConfig, SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from .adapters import build_peft_config, with_run_adapter
+from .data.splits import feedback_counts
 from .models import prepare_base
 from .rendering import sft_rows, with_lengths
 from .speed import decide
 
-CONFIG_CLASSES = {"sft": SFTConfig, "dpo": DPOConfig}
+CONFIG_CLASSES = {"sft": SFTConfig, "dpo": DPOConfig, "kto": KTOConfig}
 
 
 def trl_config(recipe, speed, run_dir: Path, method_settings: dict[str, Any] | None = None):
@@ -86,11 +87,35 @@ def dpo_trainer(recipe, speed, loaded, rows, run_dir: Path):
                       peft_config=peft_config)
 
 
-TRAINERS = {"sft": sft_trainer, "dpo": dpo_trainer}
+def feedback_weights(settings, counts: dict[str, int]) -> dict[str, float]:
+    """KTO's desirable and undesirable weights: the recipe's, or (neither given) the rarer side weighted up so both
+    sides weigh the same, as KTO's authors advise (desirable x count over undesirable x count within 1 to 4/3)."""
+    if settings.desirable_weight is not None or settings.undesirable_weight is not None:
+        return {"desirable_weight": settings.desirable_weight or 1.0,
+                "undesirable_weight": settings.undesirable_weight or 1.0}
+    up, down = counts["desirable"], counts["undesirable"]
+    return {"desirable_weight": round(max(1.0, down / up), 4), "undesirable_weight": round(max(1.0, up / down), 4)}
+
+
+def kto_trainer(recipe, speed, loaded, rows, run_dir: Path):
+    """KTOTrainer over the policy, new adapter or an SFT run's, on feedback rows (`desirable` is TRL's `label`). The
+    reference is the policy with the adapter off, or a frozen copy of the SFT adapter, as for DPO."""
+    settings = {**recipe.kto.model_dump(exclude={"unpair"}, exclude_none=True),
+                **feedback_weights(recipe.kto, feedback_counts(rows))}
+    args = trl_config(recipe, speed, run_dir, settings)
+    model = prepare_base(loaded.model, recipe.model.quantize, speed.gradient_checkpointing)
+    peft_config = build_peft_config(recipe.adapter) if recipe.model.adapter is None else None
+    if recipe.model.adapter is not None:
+        model = with_run_adapter(model, recipe.model.adapter, trainable=True)
+    return KTOTrainer(model=model, args=args, train_dataset=rows.rename_column("desirable", "label"),
+                      processing_class=loaded.tokenizer, peft_config=peft_config)
+
+
+TRAINERS = {"sft": sft_trainer, "dpo": dpo_trainer, "kto": kto_trainer}
 
 
 def build_trainer(recipe, loaded, rows, run_dir: Path):
-    """The trainer `tuner sft|dpo` builds for a recipe on its canonical training rows, and the `speed.Speed` decided
+    """The trainer `tuner sft|dpo|kto` builds for a recipe on its canonical training rows, and the `speed.Speed` decided
     for it (SFT chats rendered by `rendering.sft_rows` first)."""
     speed = decide(recipe, loaded, rows)
     train_rows = sft_rows(rows, loaded.tokenizer) if recipe.method == "sft" else rows

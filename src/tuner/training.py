@@ -1,5 +1,6 @@
 """Running a built trainer: the `train` phase (tokens, steps, hours, resumed time), signals and checkpoints, out of
-memory or disk as messages, saving the adapter, and the metrics and arguments every training method records."""
+memory or disk as messages, saving the adapter, the metrics and arguments every training method records, and how a
+feedback-trained (DPO, KTO) policy is scored."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from typing import Any
 
 from .accounting import count_earlier, phase
 from .adapters import adapter_dir, gathered_state_dict, parameter_counts, save_adapter
+from .data.rows import scoring_rows
+from .evaluator import evaluate
+from .runs import record_evaluation
 from .checkpoints import Interrupted, MarkComplete, StopOnSignal, earlier_seconds, identity, last_complete, signal_name
 from .errors import TunerError
 from .files import write_json
@@ -109,3 +113,19 @@ def speed_record(speed, args) -> dict[str, Any]:
     and compilation TRL ended up using."""
     return {**speed.manifest(), "liger_kernel": bool(args.use_liger_kernel),
             "optimizer": str(getattr(args.optim, "value", args.optim)), "torch_compile": bool(args.torch_compile)}
+
+
+def score_feedback_run(model, tokenizer, splits, recipe, precision, run_dir: Path, metrics: dict[str, Any],
+                       phases: dict[str, Any]) -> None:
+    """Score a policy tuned on feedback (DPO, KTO) into its run: held-out preference pairs always as preferences;
+    the recipe's own task, when it names another, is the main score (feedback rows: their answers marked good)."""
+    eval_rows = scoring_rows(splits.eval)
+    if "chosen" in splits.eval.column_names:
+        preference = evaluate(model, tokenizer, eval_rows, recipe.eval.model_copy(update={"task": "preference"}),
+                              splits.labels, precision)
+        if recipe.eval.task in (None, "preference"):
+            record_evaluation(run_dir, preference, metrics, phases)
+            return
+        record_evaluation(run_dir, preference, metrics, phases, name="preference")
+    task = evaluate(model, tokenizer, eval_rows, recipe.eval, splits.labels, precision)
+    record_evaluation(run_dir, task, metrics, phases)

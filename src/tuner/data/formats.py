@@ -8,7 +8,6 @@ and never drops them silently.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -16,13 +15,11 @@ from typing import Any, Callable
 
 from ..errors import TunerError
 from ..progress import tracked
+from .messages import content_text, message, tools_json
 from .rows import join_answer
 from .sources import as_table
 
 TEXT_COLUMNS = ("text", "sentence", "content", "input", "question", "review", "document", "body")
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "model": "assistant", "bot": "assistant", "system": "system", "observation": "tool",
-                  "tool": "tool", "function_call": "assistant"}
 
 
 def text_column(columns: list[str], data_config) -> str | None:
@@ -33,12 +30,6 @@ def text_column(columns: list[str], data_config) -> str | None:
 
 
 # ---- one converter per format: row -> canonical row, or ValueError with the reason ----
-
-def _content(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{what} is empty or not a string")
-    return value
-
 
 def _system(data_config) -> list[dict[str, str]]:
     return [{"role": "system", "content": data_config.system_prompt}] if data_config.system_prompt else []
@@ -59,31 +50,14 @@ def _from_chat(column: str, what: str):
         if not isinstance(turns, list) or not turns:
             raise ValueError(f"`{column}` is not a non-empty list")
         out = [{"role": "system", "content": row["system"]}] if row.get("system") else []
-        out += [_turn(turn, f"{what} {i}") for i, turn in enumerate(turns)]
+        out += [message(turn, f"{what} {i}") for i, turn in enumerate(turns)]
         if row.get("system") and out[1]["role"] == "system":
             raise ValueError(f"the row has both a `system` field and a system {what} first; keep one of them")
         if out[0]["role"] != "system":
             out = _system(data_config) + out
-        tools = _tools(row.get("tools"))
+        tools = tools_json(row.get("tools"))
         return {"messages": _check_chat(out), **({"tools": tools} if tools else {})}
     return convert
-
-
-def _tools(value: Any) -> str | None:
-    """A row's tool schemas (a list, or the JSON text of one, as ShareGPT files keep them) as JSON text: one type
-    for every row, whatever the schemas hold."""
-    if value in (None, "", []):
-        return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise ValueError(f"`tools` is not valid JSON ({exc})") from None
-    if isinstance(value, dict):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(tool, dict) for tool in value):
-        raise ValueError("`tools` is not a list of function schemas (JSON objects)")
-    return json.dumps(value, ensure_ascii=False)
 
 
 def _pair(prompt: str, answer: str, data_config, system: str | None = None) -> dict[str, Any]:
@@ -96,10 +70,10 @@ def _pair(prompt: str, answer: str, data_config, system: str | None = None) -> d
 
 
 def _from_alpaca(row, data_config):
-    instruction = _content(row["instruction"], "`instruction`")
+    instruction = content_text(row["instruction"], "`instruction`")
     extra = row.get("input")
     prompt = f"{instruction}\n\n{extra}" if isinstance(extra, str) and extra.strip() else instruction
-    return _pair(prompt, _content(row["output"], "`output`"), data_config, system=row.get("system") or None)
+    return _pair(prompt, content_text(row["output"], "`output`"), data_config, system=row.get("system") or None)
 
 
 def _from_prompt_completion(row, data_config):
@@ -107,80 +81,19 @@ def _from_prompt_completion(row, data_config):
     if isinstance(prompt, list) and isinstance(completion, list):
         return {"prompt": _system(data_config) + prompt if prompt and prompt[0].get("role") != "system" else prompt,
                 "completion": completion}
-    prompt, completion = _content(prompt, "`prompt`"), _content(completion, "`completion`")
+    prompt, completion = content_text(prompt, "`prompt`"), content_text(completion, "`completion`")
     return _pair(prompt, completion, data_config) if data_config.chat else {"prompt": prompt,
                                                                             "completion": completion}
-
-
-def _parts(value: Any, what: str) -> Any:
-    """Message content given as typed parts (OpenAI's `[{"type": "text", "text": ...}]`, LLaMA-Factory's
-    `{"type": "text", "value": ...}`) as one text, parts joined by a new line; text stays as it is. A part that is
-    not text (an image, audio) stops the data: tuner tunes text models."""
-    if not isinstance(value, list):
-        return value
-    texts = []
-    for number, part in enumerate(value):
-        kind = part.get("type", "text") if isinstance(part, dict) else "text" if isinstance(part, str) else None
-        if kind != "text":
-            kind = f"of type {kind!r}" if kind else "not a typed part"
-            raise TunerError(f"{what} part {number} is {kind}: tuner "
-                             f"tunes text models, and a message may hold text parts only. Remove the other parts "
-                             f"(or the rows that need them), or use a tool built for multimodal models.")
-        texts.append(part if isinstance(part, str) else part.get("text", part.get("value")))
-    if not all(isinstance(text, str) for text in texts):
-        raise ValueError(f"{what} has a text part without a `text` (or `value`) string")
-    return "\n".join(texts)
-
-
-# Per-message loss switches, as data sets write them: LLaMA-Factory's `loss_weight`, Axolotl's `weight` and `train`.
-LOSS_KEYS = ("loss_weight", "weight", "train")
-
-
-def _trained(turn: dict[str, Any], what: str) -> bool | None:
-    """Whether a message asks to be trained on (True/False), or None when it does not say."""
-    for key in LOSS_KEYS:
-        value = turn.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or (isinstance(value, int | float) and value in (0, 1)):
-            return bool(value)
-        raise ValueError(f"{what} has `{key}: {value!r}`; tuner trains a message or not, so give 0 or 1 (false or "
-                         f"true)")
-    return None
-
-
-def _turn(turn: Any, what: str) -> dict[str, Any]:
-    """One message from OpenAI style ({role, content}) or ShareGPT style ({from, value}); content parts joined, a
-    loss switch kept as `train: false`, a tool call (OpenAI's `tool_calls`, ShareGPT's `function_call` turn) kept as
-    an assistant turn marked `call` whose content is the call's JSON."""
-    if isinstance(turn, dict) and turn.get("tool_calls"):
-        calls = [call.get("function", call) if isinstance(call, dict) else call for call in turn["tool_calls"]]
-        message = {"role": "assistant", "content": json.dumps(calls[0] if len(calls) == 1 else calls,
-                                                                ensure_ascii=False), "call": True}
-    elif isinstance(turn, dict) and "role" in turn and "content" in turn:
-        message = {"role": str(turn["role"]), "content": _content(_parts(turn["content"], what), f"{what} content")}
-    elif isinstance(turn, dict) and "from" in turn and "value" in turn:
-        role = SHAREGPT_ROLES.get(str(turn["from"]).lower())
-        if role is None:
-            raise ValueError(f"{what} has unknown speaker {turn['from']!r} (known: {', '.join(SHAREGPT_ROLES)})")
-        message = {"role": role, "content": _content(_parts(turn["value"], what), f"{what} value")}
-        if str(turn["from"]).lower() == "function_call":
-            message["call"] = True
-    else:
-        raise ValueError(f"{what} is not a message ({{role, content}} or {{from, value}})")
-    if _trained(turn, what) is False:
-        message["train"] = False
-    return message
 
 
 def _answer(value: Any, what: str) -> list[dict[str, str]] | str:
     """A preference answer: a string, one message, or a list of messages."""
     if isinstance(value, str):
-        return _content(value, what)
+        return content_text(value, what)
     if isinstance(value, dict):
-        return [_turn(value, what)]
+        return [message(value, what)]
     if isinstance(value, list) and value:
-        return [_turn(turn, f"{what} turn {i}") for i, turn in enumerate(value)]
+        return [message(turn, f"{what} turn {i}") for i, turn in enumerate(value)]
     raise ValueError(f"{what} is empty or not text or messages")
 
 
@@ -225,10 +138,10 @@ def _as_assistant(answer: list[dict[str, str]] | str) -> list[dict[str, str]]:
 def _from_preference(row, data_config):
     chosen, rejected = row["chosen"], row["rejected"]
     if isinstance(row.get("conversations"), list):  # LLaMA-Factory: the prompt turns, then one message each
-        prompt = [_turn(turn, f"conversation turn {i}") for i, turn in enumerate(row["conversations"])]
+        prompt = [message(turn, f"conversation turn {i}") for i, turn in enumerate(row["conversations"])]
     elif row.get("prompt") is not None:
         prompt = row["prompt"] if isinstance(row["prompt"], str) else [
-            _turn(turn, f"prompt turn {i}") for i, turn in enumerate(row["prompt"])]
+            message(turn, f"prompt turn {i}") for i, turn in enumerate(row["prompt"])]
     else:
         prompt, chosen, rejected = _split_transcripts(chosen, rejected)
         if isinstance(prompt, str) and data_config.chat:
@@ -237,7 +150,7 @@ def _from_preference(row, data_config):
     if chosen == rejected:
         raise ValueError("`chosen` equals `rejected`, so there is nothing to prefer")
     if isinstance(prompt, str):
-        _content(prompt, "`prompt`")
+        content_text(prompt, "`prompt`")
         if data_config.chat:
             prompt = _system(data_config) + [{"role": "user", "content": prompt}]
         elif isinstance(chosen, str):
@@ -258,8 +171,51 @@ def _from_preference_messages(row, data_config):
         turns = row[f"{side}_messages"]
         if not isinstance(turns, list) or not turns:
             raise ValueError(f"`{side}_messages` is not a non-empty list of messages")
-        sides[side] = [_turn(turn, f"`{side}_messages` turn {i}") for i, turn in enumerate(turns)]
+        sides[side] = [message(turn, f"`{side}_messages` turn {i}") for i, turn in enumerate(turns)]
     return _from_preference({**row, **sides}, data_config)
+
+
+_THUMBS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "up": True, "down": False,
+           "good": True, "bad": False, "desirable": True, "undesirable": False, "\U0001f44d": True,
+           "\U0001f44e": False}
+
+
+def _thumbs(value: Any) -> bool:
+    """A feedback label as True (thumbs up) or False: a boolean, 1/0, or a word (true/false, up/down, good/bad)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _THUMBS:
+        return _THUMBS[value.strip().lower()]
+    raise ValueError(f"`label` is {value!r}, not a thumbs up or down (true/false, 1/0, up/down, good/bad)")
+
+
+def _from_feedback(row, data_config):
+    """One answer judged good or bad (TRL's unpaired preference rows: `prompt`, `completion`, boolean `label`)."""
+    desirable = _thumbs(row["label"])
+    pair = _from_prompt_completion(row, data_config)
+    return {"prompt": pair["prompt"], "completion": pair["completion"], "desirable": desirable}
+
+
+def _from_feedback_chat(column: str, what: str):
+    """LLaMA-Factory's KTO rows: a chat (`messages` or ShareGPT `conversations`) whose last answer is judged by
+    `label`."""
+    chat = _from_chat(column, what)
+
+    def convert(row, data_config):
+        desirable = _thumbs(row["label"])
+        messages = chat(row, data_config)["messages"]
+        if messages[-1]["role"] != "assistant":
+            raise ValueError(f"the last {what} is not the assistant's answer that `label` judges")
+        return {"prompt": messages[:-1], "completion": messages[-1:], "desirable": desirable}
+    return convert
+
+
+def unpaired(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """A preference pair as two feedback rows: its chosen answer thumbs up, its rejected one thumbs down."""
+    return [{"prompt": row["prompt"], "completion": row["chosen"], "desirable": True},
+            {"prompt": row["prompt"], "completion": row["rejected"], "desirable": False}]
 
 
 def label_name(value: Any, data_config) -> str:
@@ -274,7 +230,7 @@ def label_name(value: Any, data_config) -> str:
             raise ValueError(f"label {int(value)} is outside 0..{len(names) - 1} (`data.label_names` has "
                              f"{len(names)} names)")
         return names[int(value)]
-    text = _content(str(value), "the label")
+    text = content_text(str(value), "the label")
     if names and text not in names:
         raise ValueError(f"label {text!r} is not one of data.label_names {names}")
     return text
@@ -301,7 +257,7 @@ def _indexed_answer(row, data_config) -> str:
 
 def _from_classification(row, data_config):
     column = text_column(list(row), data_config)
-    text = _content(row[column], f"`{column}`")
+    text = content_text(row[column], f"`{column}`")
     answer = _indexed_answer(row, data_config) if data_config.answer_index_column else label_name(
         row[data_config.label_column], data_config)
     prompt = data_config.prompt_template.replace("{text}", text)
@@ -330,7 +286,8 @@ def _with_row_extras(row: dict[str, Any], raw: dict[str, Any], data_config) -> d
 @dataclass(frozen=True)
 class Format:
     """One row format: the columns that must be present, the converter, and the kind of canonical row it makes
-    (`messages`, `prompt_completion` or `preference`; train and eval splits must make the same kind)."""
+    (`messages`, `prompt_completion`, `preference` or `feedback`; train and eval splits make the same kind, except
+    that feedback rows are scored on any kind)."""
 
     required: Callable[[list[str], Any], list[str]]
     convert: Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -351,6 +308,11 @@ FORMATS: dict[str, Format] = {
     "preference": Format(_columns("chosen", "rejected"), _from_preference, "preference"),
     "preference_messages": Format(_columns("chosen_messages", "rejected_messages"), _from_preference_messages,
                                   "preference"),
+    "feedback_messages": Format(_columns("messages", "label"), _from_feedback_chat("messages", "message"),
+                                "feedback"),
+    "feedback_conversations": Format(_columns("conversations", "label"),
+                                     _from_feedback_chat("conversations", "turn"), "feedback"),
+    "feedback": Format(_columns("prompt", "completion", "label"), _from_feedback, "feedback"),
     "messages": Format(_columns("messages"), _from_chat("messages", "message"), "messages"),
     "sharegpt": Format(_columns("conversations"), _from_chat("conversations", "turn"), "messages"),
     "alpaca": Format(_columns("instruction", "output"), _from_alpaca, "prompt_completion"),
@@ -368,7 +330,8 @@ def detect_format(columns: list[str], data_config) -> str:
         f"the columns {sorted(columns)} fit no known format. tuner reads `messages` (chat), `conversations` "
         f"(ShareGPT), `instruction`/`input`/`output` (Alpaca), `prompt`/`completion`, `chosen`/`rejected` "
         f"(preference pairs, with `prompt` or `conversations`, or as full transcripts), "
-        f"`chosen_messages`/`rejected_messages` (two chats), or a text column ({', '.join(TEXT_COLUMNS)}) with a "
+        f"`chosen_messages`/`rejected_messages` (two chats), `prompt`/`completion` or `messages` with a boolean "
+        f"`label` (thumbs up/down feedback), or a text column ({', '.join(TEXT_COLUMNS)}) with a "
         f"`{data_config.label_column}` column (classification). Rename the columns, or set `data.format`, "
         f"`data.text_column` and `data.label_column`.")
 

@@ -5,7 +5,8 @@ Canonical rows use TRL's column names and are one of:
 - `messages`: a chat, a list of `{role, content}`;
 - `prompt` / `completion`: strings (plain text) or message lists (chat); classification rows also carry `label`, the
   gold answer as a label name, and multiple-choice rows `choices`;
-- `prompt` / `chosen` / `rejected`: preference pairs.
+- `prompt` / `chosen` / `rejected`: preference pairs;
+- `prompt` / `completion` / `desirable`: feedback, one answer marked good (true) or bad (false).
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ def prompt_text(row: dict[str, Any]) -> str:
     if isinstance(prompt, str):
         return prompt
     return next(m["content"] for m in reversed(prompt) if m["role"] == "user")
+
+
+def question(row: dict[str, Any]) -> str:
+    """The question of any canonical row (a chat's last user turn before its last answer)."""
+    return prompt_text(last_turn_as_completion(row) if "messages" in row else row)
 
 
 def answer_text(row: dict[str, Any]) -> str:
@@ -73,8 +79,9 @@ def eval_identity(rows, eval_config) -> dict[str, str]:
 
 
 def scoring_rows(dataset) -> list[dict[str, Any]]:
-    """Eval rows as prompt/completion, the form the evaluator scores (chats are split at the last answer)."""
-    rows = list(dataset)
+    """Eval rows as prompt/completion, the form the evaluator scores (chats are split at the last answer; of
+    feedback rows, the answers marked good, each the gold answer of its prompt)."""
+    rows = [row for row in dataset if row.get("desirable") is not False]
     return [last_turn_as_completion(row) if "messages" in row else row for row in rows]
 
 

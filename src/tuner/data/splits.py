@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import TunerError
-from .formats import FORMATS, to_canonical
-from .rows import fingerprint, prompt_text, scoring_rows
+from .formats import FORMATS, to_canonical, unpaired
+from .rows import fingerprint, prompt_text, question, scoring_rows
 from .sources import read_source
 
 _MAX_REPORTED = 10
@@ -84,7 +84,8 @@ def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
     train, fmt, train_bad, columns, mixture = _mixture(data_config, seed, source)
     if data_config.eval is not None:
         evaluation, eval_fmt, eval_bad, _ = load_split(data_config.eval, data_config, f"{source}: data.eval")
-        if FORMATS[eval_fmt].family != FORMATS[fmt].family:
+        # Feedback (thumbs up/down) trains what any kind of held-out row can score: pairs, tasks, feedback.
+        if FORMATS[eval_fmt].family != FORMATS[fmt].family and FORMATS[fmt].family != "feedback":
             raise TunerError(f"{source}: data.train is {fmt} but data.eval is {eval_fmt}; both splits must hold the "
                              f"same kind of rows.")
     else:
@@ -144,7 +145,7 @@ def _without_eval_questions(train, evaluation, data_config, source: str):
     if not data_config.drop_eval_overlap:
         return train, 0
     questions = {prompt_text(row) for row in scoring_rows(evaluation)}
-    keep = [number for number, row in enumerate(scoring_rows(train)) if prompt_text(row) not in questions]
+    keep = [number for number, row in enumerate(train) if question(row) not in questions]
     dropped = len(train) - len(keep)
     if not dropped:
         return train, 0
@@ -158,6 +159,45 @@ def require_train_rows(splits: Splits, source: str) -> None:
         raise TunerError(f"{source}: every row of data.train asks a question that data.eval asks too, so none is left "
                          f"to train on without training on the scored rows. Give held-out eval rows, or set "
                          f"`data.drop_eval_overlap: false` to train on them anyway (its scores then measure recall).")
+
+
+def require_feedback(splits: Splits, source: str, unpair: bool) -> None:
+    """Refuse KTO on rows that are not thumbs up/down feedback (pairs only with `kto.unpair`), or whose feedback is
+    all one way: KTO learns from the contrast between desirable and undesirable answers."""
+    family = FORMATS[splits.format].family
+    if family == "preference" and not unpair:
+        raise TunerError(f"{source}: method kto trains on answers marked good or bad, but data.train holds preference "
+                         f"pairs ({splits.format}). Set `kto.unpair: true` to split each pair into a thumbs-up and a "
+                         f"thumbs-down row, or use `tuner dpo` for pairs.")
+    if family not in ("feedback", "preference"):
+        raise TunerError(f"{source}: method kto needs feedback rows (an answer and a boolean `label`, thumbs up or "
+                         f"down), but data.train holds {splits.format} rows (columns found: "
+                         f"{splits.report['train_columns']}). Give `prompt`/`completion`/`label` or `messages`/"
+                         f"`label` rows (map your own thumbs column with `data.columns: {{label: ...}}`).")
+    if family == "feedback":
+        counts = feedback_counts(splits.train)
+        if not counts["desirable"] or not counts["undesirable"]:
+            kind = "thumbs up" if counts["desirable"] else "thumbs down"
+            raise TunerError(f"{source}: every one of the {len(splits.train)} train rows of data.train is {kind}; KTO "
+                             f"learns from the contrast between answers marked good and bad, so it needs rows of both "
+                             f"`label` values. Add rows of the other kind (or check the `label` column).")
+
+
+def feedback_rows(dataset, seed: int):
+    """KTO's training rows: feedback rows (preference pairs unpaired into a thumbs-up and a thumbs-down row each),
+    shuffled with the run's seed, because KTO batches rows in order (its KL estimate pairs neighbours) and a file
+    sorted by label would make one-sided batches."""
+    import datasets
+
+    if "chosen" in dataset.column_names:
+        dataset = datasets.Dataset.from_list([one for row in dataset for one in unpaired(row)])
+    return dataset.shuffle(seed=seed)
+
+
+def feedback_counts(rows) -> dict[str, int]:
+    """How many feedback rows are thumbs up (`desirable`) and thumbs down (`undesirable`)."""
+    marks = list(rows["desirable"])
+    return {"desirable": sum(1 for mark in marks if mark), "undesirable": sum(1 for mark in marks if not mark)}
 
 
 def require_preference(splits: Splits, source: str, method: str) -> None:

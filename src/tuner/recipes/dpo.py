@@ -15,16 +15,14 @@ from typing import Any
 from ..accounting import phase
 from ..adapters import parameter_counts
 from ..checkpoints import resume_point
-from ..data.rows import scoring_rows
 from ..data.splits import load_data
-from ..evaluator import evaluate
 from ..hardware import is_main_process
 from ..models import check_chat_template, load_model
 from ..rendering import report_long_rows
-from ..runs import RunResult, build_manifest, finish_run, record_evaluation, run_folder
+from ..runs import RunResult, build_manifest, finish_run, run_folder
 from ..speed import decide_precision
 from ..trainers import build_trainer
-from ..training import logged, recorded_args, speed_record, train_and_save, train_metrics
+from ..training import logged, recorded_args, score_feedback_run, speed_record, train_and_save, train_metrics
 from .preflight import check_data
 
 TRAINING_LOGS = ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
@@ -39,7 +37,6 @@ def run(recipe) -> RunResult:
     with phase("data", phases):
         splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
         check_data(recipe, splits)
-        eval_rows = scoring_rows(splits.eval)
     checkpoint = resume_point(recipe, splits.report)
     loaded = load_model(recipe.model, recipe.source, decide_precision(recipe.model))
     check_chat_template(loaded.tokenizer, recipe)
@@ -56,16 +53,7 @@ def run(recipe) -> RunResult:
     metrics = {**train_metrics("sft+dpo" if recipe.model.adapter else "dpo", output, phases, counts),
                **{f"first_{key.replace('/', '_')}": logged(history, key, 0) for key in TRAINING_LOGS},
                **{f"last_{key.replace('/', '_')}": logged(history, key, -1) for key in TRAINING_LOGS}}
-    # Held-out pairs are always scored as preferences; the recipe's own task, when it names another, is the main score.
-    preference = evaluate(trainer.model, loaded.tokenizer, eval_rows,
-                          recipe.eval.model_copy(update={"task": "preference"}), splits.labels, loaded.dtype)
-    if recipe.eval.task in (None, "preference"):
-        record_evaluation(run_dir, preference, metrics, phases)
-    else:
-        record_evaluation(run_dir, preference, metrics, phases, name="preference")
-        task = evaluate(trainer.model, loaded.tokenizer, eval_rows, recipe.eval, splits.labels,
-                        loaded.dtype)
-        record_evaluation(run_dir, task, metrics, phases)
+    score_feedback_run(trainer.model, loaded.tokenizer, splits, recipe, loaded.dtype, run_dir, metrics, phases)
     manifest = build_manifest(recipe, splits.report, loaded.info,
                               extra={"adapter": recipe.adapter.model_dump(), "dpo": recipe.dpo.model_dump(),
                                      "continued_from": recipe.model.adapter,

@@ -7,13 +7,15 @@ from typing import Any
 
 from ..data.corpus import read_corpus
 from ..data.rows import scoring_rows
-from ..data.splits import load_data, require_preference, require_train_rows
+from ..data.splits import load_data, require_feedback, require_preference, require_train_rows
 from ..embedder import resolve_embedding_model
+from ..errors import TunerError
 from ..estimate import Estimate, estimate
 from ..evaluator import check_rows
 from ..models import check_chat_template, load_config_and_tokenizer
 from ..retrieval import retrieval_aware_rows
 from ..selection import fewshot_rows
+from ..schema import TRAINING_METHODS
 from ..speed import checkpointing, decide_precision
 
 
@@ -21,15 +23,29 @@ def check_data(recipe, splits) -> None:
     """Every check of a recipe's rows that its run makes before a model loads, in one place, so `tuner validate`
     and the dry run refuse what the run would: rows left to train on, preference pairs for DPO, enough few-shot
     examples, eval rows the task can score (gold answers among the choices, labels to choose from)."""
-    if recipe.method in ("sft", "dpo"):
+    if recipe.method in TRAINING_METHODS:
         require_train_rows(splits, recipe.source)
     if recipe.method == "dpo":
         require_preference(splits, recipe.source, recipe.method)
+    if recipe.method == "kto":
+        require_feedback(splits, recipe.source, recipe.kto.unpair)
+        if not held_out_pairs(splits) and recipe.eval.task in (None, "preference"):
+            raise TunerError(f"{recipe.source}: the held-out rows of this KTO run are feedback, not preference pairs, "
+                             f"so there is nothing to score them on: set `eval.task` (choice or generate; the answers "
+                             f"marked good are the gold answers), or give `data.eval` preference pairs.")
+        if not held_out_pairs(splits) and not scoring_rows(splits.eval):
+            raise TunerError(f"{recipe.source}: none of the {len(splits.eval)} held-out feedback rows is marked good, so "
+                             f"no row has a gold answer to score. Give `data.eval` (task rows or preference pairs).")
     if recipe.method == "fewshot":
         check_rows(fewshot_rows(splits.train, splits.eval, recipe.fewshot), recipe.eval, splits.labels, recipe.source)
-    elif recipe.eval.task and not (recipe.method == "dpo" and recipe.eval.task == "preference"):
-        # DPO always scores its held-out pairs as preferences; another task is its main score.
+    elif recipe.eval.task and not (recipe.method in ("dpo", "kto") and recipe.eval.task == "preference"):
+        # Feedback runs always score held-out pairs as preferences; another task is their main score.
         check_rows(scoring_rows(splits.eval), recipe.eval, splits.labels, recipe.source)
+
+
+def held_out_pairs(splits) -> bool:
+    """Whether a run's eval rows are preference pairs (scored as preferences by DPO and KTO runs)."""
+    return "chosen" in splits.eval.column_names
 
 
 def validate(recipe) -> dict[str, Any]:

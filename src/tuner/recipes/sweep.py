@@ -27,7 +27,7 @@ from ..hardware import is_main_process
 from ..plot import learning_curve
 from ..recipe_file import apply_overrides, recipe_from_dict
 from ..runs import RunResult, resumable
-from ..schema import Recipe
+from ..schema import TRAINING_METHODS, Recipe
 from ..secrets import redact_data
 from . import module_for
 
@@ -192,7 +192,7 @@ def sweep(recipe: Recipe, grid: dict[str, list[Any]], seeds: list[int] | None = 
                          "data.max_train_samples=50,100,200).")
     if against:
         find_runs(list(against))  # a wrong baseline folder is named before hours of training, not after
-    resumable = {"resume": "auto"} if recipe.method in ("sft", "dpo") else {}
+    resumable = {"resume": "auto"} if recipe.method in TRAINING_METHODS else {}
     planned = plan(recipe.model_copy(update=resumable), grid, seeds)
     results = run_all(planned)
     against = [str(path) for path in against]
