@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The quickstart pipeline on the offline SmolLM2-135M-Instruct: zero-shot and 5-shot baselines, LoRA SFT, DPO, SFT then
-# DPO, and `tuner compare` over the five runs. About 16 minutes on 2 CPU cores (per seed).
+# The quickstart pipeline on the offline SmolLM2-135M-Instruct: zero-shot and 5-shot baselines, LoRA SFT, DPO, KTO on
+# thumbs up/down feedback, SFT then DPO, and `tuner compare` over the six runs. About 23 minutes on 2 CPU cores (per
+# seed).
 #
 #   bash examples/quickstart.sh
 #
@@ -41,6 +42,8 @@ step "sft recipes/quickstart/sft.yaml"
 $TUNER sft recipes/quickstart/sft.yaml --set "output_dir=$OUT/sft" "${SET[@]}" "${TRAIN_SET[@]}" "${SEEDS_OPTION[@]}"
 step "dpo recipes/quickstart/dpo.yaml"
 $TUNER dpo recipes/quickstart/dpo.yaml --set "output_dir=$OUT/dpo" "${SET[@]}" "${TRAIN_SET[@]}" "${SEEDS_OPTION[@]}"
+step "kto recipes/quickstart/kto.yaml"
+$TUNER kto recipes/quickstart/kto.yaml --set "output_dir=$OUT/kto" "${SET[@]}" "${TRAIN_SET[@]}" "${SEEDS_OPTION[@]}"
 step "dpo recipes/quickstart/sft_then_dpo.yaml"
 $TUNER dpo recipes/quickstart/sft_then_dpo.yaml --set "output_dir=$OUT/sft-dpo" --set "model.adapter=$OUT/sft" \
   "${SET[@]}" "${TRAIN_SET[@]}" "${SEEDS_OPTION[@]}"

@@ -122,8 +122,8 @@ def test_preference_task(tiny):
         per_token.append(chosen / lengths[0] > rejected / lengths[1])
     assert result.metrics["accuracy"] == sum(wins) / 2
     # Per token: the long rejected answer is no longer penalised for its length alone.
-    assert result.metrics["accuracy_per_token"] == sum(per_token) / 2
-    assert [p["correct_per_token"] for p in result.predictions] == per_token
+    assert result.metrics["accuracy_length_normalized"] == sum(per_token) / 2
+    assert [p["correct_length_normalized"] for p in result.predictions] == per_token
 
 
 def test_bootstrap_interval():

@@ -141,6 +141,23 @@ def test_quickstart_dpo_moves_the_adapter_and_grows_the_reward_margin(tmp_path):
     assert metrics["eval_preference"]["rows"] == 8 and metrics["eval"]["task"] == "choice"
 
 
+def test_quickstart_kto_on_thumbs_feedback_moves_the_adapter_and_grows_the_reward_margin(tmp_path):
+    from safetensors.torch import load_file
+
+    run_dir = run_recipe("recipes/quickstart/kto.yaml", tmp_path / "kto", "train.max_steps=6",
+                         "train.logging_steps=1", "data.max_eval_samples=8", command="kto")
+    metrics = read_json(run_dir / "metrics.json")
+    assert metrics["method"] == "kto" and metrics["train_steps"] == 6
+    # The policy starts equal to the reference (margin 0); six steps push thumbs-up answers above thumbs-down ones.
+    assert metrics["last_rewards_margins"] > metrics["first_rewards_margins"]
+    tensors = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    assert all(t.abs().sum() > 0 for name, t in tensors.items() if "lora_B" in name)
+    assert metrics["eval_preference"]["rows"] == 8 and metrics["eval"]["task"] == "choice"
+    manifest = read_json(run_dir / "manifest.json")
+    up, down = metrics["feedback_rows"]["desirable"], metrics["feedback_rows"]["undesirable"]
+    assert up < down and manifest["kto"]["desirable_weight"] == pytest.approx(down / up, abs=1e-3)
+
+
 def test_sft_then_dpo(quickstart_run, tmp_path):
     run_dir = run_recipe("recipes/quickstart/sft_then_dpo.yaml", tmp_path / "sft-dpo",
                          f"model.adapter={quickstart_run}", "train.max_steps=2", "train.per_device_train_batch_size=4",
@@ -209,19 +226,21 @@ def run_pipeline(script: str, out: Path, eval_rows: int) -> subprocess.Completed
 
 
 def test_quickstart_pipeline_then_compare(tmp_path):
-    """examples/quickstart.sh (the README's main job) with a few steps each: five runs, then one table."""
+    """examples/quickstart.sh (the README's main job) with a few steps each: six runs, then one table."""
     out = tmp_path / "quickstart"
     done = run_pipeline("examples/quickstart.sh", out, eval_rows=10)
     assert f"Plot: {out / 'comparison' / 'comparison.png'}" in done.stdout
     runs = {row["run"]: row for row in read_json(out / "comparison" / "comparison.json")["runs"]}
-    assert list(runs) == ["zeroshot", "fewshot", "sft", "dpo", "sft-dpo"]
-    assert [row["method"] for row in runs.values()] == ["zero-shot", "5-shot (similar)", "SFT", "DPO", "SFT+DPO"]
+    assert list(runs) == ["zeroshot", "fewshot", "sft", "dpo", "kto", "sft-dpo"]
+    assert [row["method"] for row in runs.values()] == ["zero-shot", "5-shot (similar)", "SFT", "DPO", "KTO",
+                                                        "SFT+DPO"]
     # Every method was scored on the same 10 tickets, rendered the same way: all compared, none flagged.
     assert all(row["choice_rows"] == 10 and row["choice_delta"] is not None for row in runs.values())
     assert all(row["notes"] in ("", "train hours include the SFT stage (sft)") for row in runs.values())
     assert runs["sft"]["train_hours"] > 0 and runs["zeroshot"]["train_hours"] == 0
     assert runs["sft-dpo"]["train_hours"] > runs["sft"]["train_hours"]
-    assert runs["dpo"]["preference_rows"] == 10 and runs["sft"]["trainable_parameters"] > 0
+    assert runs["dpo"]["preference_rows"] == runs["kto"]["preference_rows"] == 10
+    assert runs["sft"]["trainable_parameters"] > 0
     assert (out / "comparison" / "comparison.png").read_bytes().startswith(b"\x89PNG")
     # The decision report of the same comparison, in a real browser: every run in its table, no console errors.
     from selenium.webdriver.common.by import By

@@ -62,6 +62,7 @@ def test_kto_trains_on_feedback_and_is_scored_like_dpo(tmp_path, tiny_model_dir,
     # 8 up against 16 down: each thumbs up weighs 2, so both sides weigh the same.
     assert manifest["kto"]["desirable_weight"] == 2.0 and manifest["kto"]["undesirable_weight"] == 1.0
     assert manifest["data"]["format"] == "feedback"
+    assert "***" not in (run_dir / "metrics.json").read_text()  # no metric name mistaken for a secret
 
 
 def test_feedback_weights_balance_the_sides_unless_the_recipe_sets_them():
@@ -189,3 +190,31 @@ def test_sigterm_then_resume_matches_an_uninterrupted_kto_run(tmp_path, tiny_mod
     assert sorted(after) == list(range(1, 7))
     for step in range(4, 7):  # optimizer, scheduler, RNG and the fixed row order restored
         assert after[step] == pytest.approx(before[step], rel=1e-3, abs=1e-4), (step, before, after)
+
+
+def test_kto_moves_held_out_preferences_towards_what_the_feedback_rewards(tmp_path, tiny_model_dir):
+    """Thumbs up for a polite sentence naming the team, down for the bare name: on other tickets' pairs, the tuned
+    model prefers the sentence (per token) where the base did not, beyond the paired interval."""
+    from tuner.intervals import paired_difference_interval
+    from tuner.recipes import evaluation
+
+    def sentence(team):
+        return f"Thank you for writing. The {team} team will look into this today."
+
+    train = [{"prompt": f"Which team? {r['text']}", "completion": sentence(r["label"]) if i % 2 else r["label"],
+              "label": bool(i % 2)} for i, r in enumerate(ticket_rows(48))]
+    test = [{"prompt": f"Which team? {r['text']}", "chosen": sentence(r["label"]), "rejected": r["label"]}
+            for r in ticket_rows(40, offset=100)]
+    files = (write_jsonl(tmp_path / "train.jsonl", train), write_jsonl(tmp_path / "test.jsonl", test))
+    document = kto_document(tiny_model_dir, files, tmp_path / "kto", eval={"task": "preference"})
+    document["train"].update(max_steps=12, learning_rate=1.0e-2)
+    tuned = kto.run(recipe_from_dict(document))
+    base = evaluation.run(recipe_from_dict(document), output_dir=tmp_path / "base")
+
+    def outcomes(run_dir):
+        return [row["correct_length_normalized"] for row in map(json.loads, open(run_dir / "predictions.jsonl"))]
+
+    low, high = paired_difference_interval(outcomes(tuned.run_dir), outcomes(base.run_dir))
+    assert low > 0, (low, high, base.metrics["eval"], tuned.metrics["eval"])
+    assert tuned.metrics["eval"]["accuracy_length_normalized"] > base.metrics["eval"]["accuracy_length_normalized"]
+    assert tuned.metrics["last_rewards_margins"] > tuned.metrics["first_rewards_margins"]

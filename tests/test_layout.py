@@ -21,11 +21,11 @@ LAYERS = [
               "data.requests", "rendering", "selection"}),
     ("parts", {"adapters", "estimate", "speed", "models", "runs", "checkpoints", "recipe_file", "embedder", "index",
                "gguf_file", "plot"}),
-    ("engine", {"trainers", "training", "evaluator", "retrieval", "costs", "seeds", "comparison", "table",
+    ("engine", {"trainers", "training", "evaluator", "rewards", "retrieval", "costs", "seeds", "comparison", "table",
                 "exports", "report"}),
-    ("recipes", {"recipes", "recipes.sft", "recipes.dpo", "recipes.kto", "recipes.fewshot", "recipes.rag",
-                 "recipes.evaluation", "recipes.preflight", "recipes.sweep", "recipes.export", "recipes.predict",
-                 "recipes.chat"}),
+    ("recipes", {"recipes", "recipes.sft", "recipes.dpo", "recipes.kto", "recipes.reward", "recipes.fewshot",
+                 "recipes.rag", "recipes.evaluation", "recipes.preflight", "recipes.sweep", "recipes.export",
+                 "recipes.predict", "recipes.chat"}),
     ("interface", {"cli", "__main__", "__init__"}),
 ]
 LAYER_OF = {module: number for number, (_, modules) in enumerate(LAYERS) for module in modules}

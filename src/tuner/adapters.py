@@ -11,12 +11,13 @@ from typing import Any
 from .errors import TunerError
 
 
-def build_peft_config(adapter_config):
-    """Map an AdapterConfig to a `peft.LoraConfig` (LoRA, DoRA or rsLoRA) for a causal language model."""
+def build_peft_config(adapter_config, head: str = "causal_lm"):
+    """Map an AdapterConfig to a `peft.LoraConfig` (LoRA, DoRA or rsLoRA) for a causal language model, or (`head`
+    "reward") for a reward model, whose new score head peft then trains and saves with the adapter."""
     from peft import LoraConfig, TaskType
 
     return LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
+        task_type=TaskType.SEQ_CLS if head == "reward" else TaskType.CAUSAL_LM,
         r=adapter_config.r,
         lora_alpha=adapter_config.alpha,
         lora_dropout=adapter_config.dropout,
@@ -53,6 +54,10 @@ def read_adapter_run(path: str | Path, model_config, source: str = "<recipe>") -
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise TunerError(f"{manifest_file}: unreadable ({exc}). The run folder is damaged; train again.") from None
+    if manifest.get("method") == "reward":
+        raise TunerError(f"{run_dir}: this is a reward model run (`tuner reward`): its adapter scores answers and "
+                         f"cannot answer itself. Point at a `tuner sft` run here; a reward model is used by naming it "
+                         f"in a GRPO recipe's rewards.")
     trained_on = manifest.get("model", {}).get("name_or_path")
     if trained_on != model_config.name_or_path:
         raise TunerError(f"{run_dir}: its adapter was trained on {trained_on!r}, but {source} sets "

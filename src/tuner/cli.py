@@ -45,7 +45,7 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars (tuner's, training's and data loading's); "
               "results and errors still print.")
 def cli(quiet: bool) -> None:
-    """Few-shot, retrieval, SFT, DPO and KTO on your data, measured the same way."""
+    """Few-shot, retrieval, SFT, DPO, KTO and reward models on your data, measured the same way."""
     if quiet:
         # Read by tuner's progress and by tqdm itself (TRL's and transformers' training bars, datasets' bars).
         os.environ[QUIET_VARIABLE] = "1"
@@ -115,6 +115,18 @@ def kto(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resume:
     """Feedback tuning (KTO) of a LoRA/QLoRA adapter on answers marked good or bad (TRL KTOTrainer), new or
     continuing an SFT run."""
     _train(recipe_path, overrides, seeds, resume, dry_run, "kto")
+
+
+@cli.command()
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
+@set_option
+@seeds_option
+@resume_option
+@dry_run_option
+def reward(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resume: bool, dry_run: bool) -> None:
+    """A reward model from preference pairs: a LoRA adapter and a score head on the base (TRL RewardTrainer), scored
+    by how often it ranks held-out chosen answers first."""
+    _train(recipe_path, overrides, seeds, resume, dry_run, "reward")
 
 
 @cli.command()

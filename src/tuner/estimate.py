@@ -110,8 +110,8 @@ def estimate(recipe, rows, config, tokenizer, precision, checkpointing: bool, re
     max_length = train.get("max_length")
     longest = longest_row_tokens(rows, tokenizer, max_length)
     packing = bool(train.get("packing")) and recipe.method == "sft"
-    # DPO runs chosen and rejected side by side; KTO each answer and its KL answer (another row's).
-    sequences = batch * (2 if recipe.method in ("dpo", "kto") else 1)
+    # DPO and reward models run chosen and rejected side by side; KTO each answer and its KL answer (another row's).
+    sequences = batch * (2 if recipe.method in ("dpo", "kto", "reward") else 1)
     batch_tokens = sequences * (max_length if packing and max_length else longest)
     residual_bytes = 4 if weight_bytes == 4 or compute == "fp32" else 2
     activations = batch_tokens * activation_bytes_per_token(config, compute_bytes, residual_bytes, checkpointing)

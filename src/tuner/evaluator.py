@@ -4,7 +4,7 @@ Tasks:
 - `choice`: log-likelihood of each allowed answer after the prompt; accuracy and length-normalised accuracy.
 - `generate`: greedy generation to EOS / end of turn, answer extraction, normalised exact match.
 - `preference`: share of pairs where `chosen` gets a higher log-likelihood than `rejected` (and, as
-  `accuracy_per_token`, a higher mean log-probability per token, which does not favour the shorter answer).
+  `accuracy_length_normalized`, a higher mean log-probability per token, which does not favour the shorter answer).
 
 Every accuracy comes with a 95% bootstrap interval and its row count; latency is measured on the same rows.
 """
@@ -240,7 +240,7 @@ def generate_texts(model, tokenizer, prompts: list[str], max_new_tokens: int, ba
 
 # ---- tasks ----
 
-def _rows_finished(pair_rows: list[int], clock: RowClock) -> Callable[[list[int]], None]:
+def rows_finished(pair_rows: list[int], clock: RowClock) -> Callable[[list[int]], None]:
     """A callback for `loglikelihoods` that counts a row done once all of its pairs are scored."""
     left: dict[int, int] = {}
     for row in pair_rows:
@@ -306,7 +306,7 @@ def _choice(model, tokenizer, rows, eval_config, label_names, clock):
         pairs.extend((context, continuation(row["prompt"], choice)) for choice in choices)
         pair_rows.extend([number] * len(choices))
     scores = loglikelihoods(model, tokenizer, pairs, batch_size=eval_config.batch_size,
-                            on_scored=_rows_finished(pair_rows, clock))
+                            on_scored=rows_finished(pair_rows, clock))
     predictions, correct, correct_norm = [], [], []
     for number, ((offset, choices, gold), context) in enumerate(zip(spans, contexts)):
         lls = scores[offset:offset + len(choices)]
@@ -353,7 +353,7 @@ def _preference(model, tokenizer, rows, eval_config, label_names, clock):
         for side in ("chosen", "rejected"):
             pairs.append((context, continuation(row["prompt"], answer_text({"completion": row[side]}))))
     scores = loglikelihoods(model, tokenizer, pairs, batch_size=eval_config.batch_size,
-                            on_scored=_rows_finished([n // 2 for n in range(len(pairs))], clock))
+                            on_scored=rows_finished([n // 2 for n in range(len(pairs))], clock))
     # A summed log-probability favours the shorter answer; per token, it does not.
     per_token = [score / max(1, len(_encode_pair(tokenizer, *pair)[1])) for score, pair in zip(scores, pairs)]
     predictions, correct, correct_norm = [], [], []
@@ -363,12 +363,12 @@ def _preference(model, tokenizer, rows, eval_config, label_names, clock):
         correct_norm.append(per_token[2 * number] > per_token[2 * number + 1])
         predictions.append({"row": number, "prompt": pairs[2 * number][0], "gold": "chosen",
                             "prediction": "chosen" if chosen > rejected else "rejected", "correct": chosen > rejected,
-                            "correct_per_token": correct_norm[-1],
+                            "correct_length_normalized": correct_norm[-1],
                             "scores": {"chosen": round(chosen, 4), "rejected": round(rejected, 4)}})
     margins = [scores[2 * n] - scores[2 * n + 1] for n in range(len(rows))]
     return correct, predictions, {"mean_logprob_margin": round(sum(margins) / len(margins), 4),
-                                  "accuracy_per_token": round(sum(correct_norm) / len(correct_norm), 4),
-                                  "accuracy_per_token_ci95": bootstrap_interval(correct_norm)}
+                                  "accuracy_length_normalized": round(sum(correct_norm) / len(correct_norm), 4),
+                                  "accuracy_length_normalized_ci95": bootstrap_interval(correct_norm)}
 
 
 TASKS = {"choice": _choice, "generate": _generate, "preference": _preference}
@@ -396,7 +396,7 @@ def _with_smaller_batches_on_oom(model, tokenizer, rows, eval_config, label_name
             clock.restart()
 
 
-def _autocast(model, precision: str | None):
+def precision_autocast(model, precision: str | None):
     """bf16/fp16 autocast when fp32 weights should compute in lower precision (tuner's CPU bf16 mode)."""
     import contextlib
 
@@ -422,7 +422,7 @@ def evaluate(model, tokenizer, rows, eval_config, label_names: list[str] | None 
         raise TunerError("`eval.task` is not set: choose choice, generate or preference.")
     check_rows(rows, eval_config, label_names)
     phases: dict[str, Any] = {}
-    with phase("eval", phases), _autocast(model, precision), Progress(len(rows), f"scoring ({eval_config.task})",
+    with phase("eval", phases), precision_autocast(model, precision), Progress(len(rows), f"scoring ({eval_config.task})",
                                                                       "rows") as progress:
         clock = RowClock(progress, len(rows))
         correct, predictions, extra = _with_smaller_batches_on_oom(model, tokenizer, rows, eval_config, label_names,

@@ -171,10 +171,12 @@ def _with_pad_token(tokenizer):
     return tokenizer
 
 
-def load_model(model_config, source: str = "<recipe>", precision: Precision | None = None) -> LoadedModel:
+def load_model(model_config, source: str = "<recipe>", precision: Precision | None = None,
+               head: str = "causal_lm") -> LoadedModel:
     """Load the base model and tokenizer described by a recipe's `model` section, in `precision` (default: what
-    `speed.decide_precision` picks for this hardware)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    `speed.decide_precision` picks for this hardware); `head` "reward" loads it with a new one-score head (a reward
+    model: the score of a whole text, read at its last token)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     path = resolve_model_path(model_config.name_or_path, source)
     info: dict[str, Any] = {"name_or_path": model_config.name_or_path}
@@ -198,12 +200,16 @@ def load_model(model_config, source: str = "<recipe>", precision: Precision | No
         kwargs["device_map"] = {"": 0} if device_kind() == "cuda" else {"": "cpu"}
     try:
         tokenizer = _with_pad_token(AutoTokenizer.from_pretrained(path, **common))
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        model_class = AutoModelForCausalLM
+        if head == "reward":  # the score is read at each text's last token before the padding
+            model_class = AutoModelForSequenceClassification
+            kwargs.update(num_labels=1, pad_token_id=tokenizer.pad_token_id)
+        model = model_class.from_pretrained(path, **kwargs)
     except OSError as exc:
         raise _unreadable(model_config, source, exc) from None
     if quantization is None and device_kind() == "cuda":
         model = model.to("cuda")
-    info.update(dtype=precision.compute, quantize=model_config.quantize, model_type=model.config.model_type,
+    info.update(head=head, dtype=precision.compute, quantize=model_config.quantize, model_type=model.config.model_type,
                 attn_implementation=attention, revision=resolved_revision(model_config, path),
                 parameters=sum(p.numel() for p in model.parameters()))
     return LoadedModel(model=model, tokenizer=tokenizer, precision=precision, info=info)

@@ -25,7 +25,7 @@ from .schema import RESERVED_TRAIN_KEYS, TRAINING_METHODS, FeedbackConfig, Prefe
 
 # The TRL config class of each training method (read by name, so validating a recipe imports no TRL), and the
 # recipe block holding the method's own settings, whose keys do not go under `train:`.
-TRL_CONFIGS = {"sft": "SFTConfig", "dpo": "DPOConfig", "kto": "KTOConfig"}
+TRL_CONFIGS = {"sft": "SFTConfig", "dpo": "DPOConfig", "kto": "KTOConfig", "reward": "RewardConfig"}
 METHOD_BLOCKS = {"dpo": PreferenceConfig, "kto": FeedbackConfig}
 
 

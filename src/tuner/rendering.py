@@ -79,6 +79,17 @@ def render_prompt(prompt: Any, tokenizer, tools: str | None = None) -> str:
     return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True, **settings)
 
 
+def reward_ids(prompt: Any, answer: Any, tokenizer, tools: str | None = None) -> list[int]:
+    """A prompt and answer as the token ids a reward model scores, as TRL's RewardTrainer trains on them: a chat
+    through the template (no generation prompt), plain text joined and closed by the end-of-text token."""
+    if isinstance(prompt, str):
+        text = prompt + (answer if isinstance(answer, str) else answer[-1]["content"])
+        return tokenizer(text + tokenizer.eos_token)["input_ids"]
+    messages, settings = chat_view(prompt + (answer if isinstance(answer, list) else
+                                             [{"role": "assistant", "content": answer}]), tools, tokenizer)
+    return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **settings)["input_ids"])
+
+
 def continuation(prompt: Any, answer: str) -> str:
     """The text scored after a prompt: chat answers follow the assistant header directly; plain-text answers are
     joined as the data loader joins them (one space unless the prompt ends in whitespace)."""
@@ -257,3 +268,24 @@ def report_long_rows(rows, tokenizer, max_length: int | None, data_report: dict[
               f"tokens; rows {long_rows[:5]}{'...' if len(long_rows) > 5 else ''}): they are cut to their first "
               f"{max_length} tokens, and a row whose answer falls wholly beyond is dropped. Raise "
               f"`train.max_length` to keep them whole.")
+
+
+def report_long_pairs(rows, tokenizer, max_length: int | None, data_report: dict[str, Any], source: str) -> None:
+    """For a reward model: count the pairs with an answer longer than `train.max_length` as its trainer reads them,
+    say so and record it (TRL's RewardTrainer leaves such pairs out, where the other trainers cut them), and refuse
+    a run that would have none left."""
+    if not max_length:
+        return
+    long_rows = [number for number, row in enumerate(rows)
+                 if max(len(reward_ids(row["prompt"], row[side], tokenizer, row.get("tools")))
+                        for side in ("chosen", "rejected")) > max_length]
+    data_report["rows_longer_than_max_length"] = {"count": len(long_rows), "max_length": max_length,
+                                                  "first": long_rows[:10], "policy": "drop"}
+    if len(long_rows) == len(rows):
+        raise TunerError(f"{source}: every one of the {len(rows)} train pairs is longer than train.max_length "
+                         f"({max_length} tokens) with its prompt, and a reward model leaves such pairs out, so none is "
+                         f"left to train on. Raise `train.max_length`.")
+    if long_rows:
+        print(f"tuner: {len(long_rows)} of {len(rows)} train pairs are longer than train.max_length ({max_length} "
+              f"tokens; rows {long_rows[:5]}{'...' if len(long_rows) > 5 else ''}): the reward model trains without "
+              f"them. Raise `train.max_length` to keep them.")

@@ -11,15 +11,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-METHODS = ("sft", "dpo", "kto", "fewshot", "rag")
+METHODS = ("sft", "dpo", "kto", "reward", "fewshot", "rag")
 # Methods that train an adapter (and can resume, continue an SFT adapter, take `train:` keys).
-TRAINING_METHODS = ("sft", "dpo", "kto")
+TRAINING_METHODS = ("sft", "dpo", "kto", "reward")
 
 # tuner's defaults under the recipe's `train:` keys (TRL config fields). They differ from TRL's where TRL's suit full
 # fine-tuning on a GPU rather than an adapter on any device: a LoRA learning rate, no gradient checkpointing unless
 # asked or memory needs it (it costs about 20% of step time), tokens counted, no tracker, one adapter saved at the
 # end. DPO takes the usual smaller learning rate and batch (each row is two sequences, and a reference pass); KTO the
-# same learning rate, with batches of 8 because its KL estimate pairs each prompt with another row's answer.
+# same learning rate, with batches of 8 because its KL estimate pairs each prompt with another row's answer. A reward
+# model trains a new score head beside the adapter, at LoRA's usual rate halved.
 _COMMON_TRAIN_DEFAULTS: dict[str, Any] = {
     "learning_rate": 2.0e-4,
     "num_train_epochs": 1,
@@ -38,6 +39,7 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "sft": _COMMON_TRAIN_DEFAULTS,
     "dpo": {**_COMMON_TRAIN_DEFAULTS, "learning_rate": 5.0e-5, "per_device_train_batch_size": 4},
     "kto": {**_COMMON_TRAIN_DEFAULTS, "learning_rate": 5.0e-5, "per_device_train_batch_size": 8},
+    "reward": {**_COMMON_TRAIN_DEFAULTS, "learning_rate": 1.0e-4, "per_device_train_batch_size": 8},
 }
 # Keys set by tuner itself from other sections or the hardware; a recipe that set them would be silently overridden.
 RESERVED_TRAIN_KEYS = {"output_dir": "the top-level `output_dir`", "seed": "the top-level `seed`",
@@ -330,12 +332,12 @@ class FeedbackConfig(_Section):
 class Recipe(_Section):
     """One run: a method and the sections every method shares."""
 
-    method: Literal[METHODS] = Field(description="sft, dpo, kto, fewshot or rag.")
+    method: Literal[METHODS] = Field(description="sft, dpo, kto, reward, fewshot or rag.")
     model: ModelConfig
     data: DataConfig
     adapter: AdapterConfig = Field(default_factory=AdapterConfig)
     train: dict[str, Any] = Field(default_factory=dict, description="Keys of TRL's SFTConfig / DPOConfig / "
-                                                                    "KTOConfig.")
+                                                                    "KTOConfig / RewardConfig.")
     eval: EvalConfig = Field(default_factory=EvalConfig)
     fewshot: FewshotConfig = Field(default_factory=FewshotConfig, description="Used by method fewshot.")
     dpo: PreferenceConfig = Field(default_factory=PreferenceConfig, description="Used by method dpo.")
@@ -385,6 +387,10 @@ class Recipe(_Section):
         if self.resume is not None and self.method in ("fewshot", "rag"):
             raise ValueError(f"`resume` is for training methods ({', '.join(TRAINING_METHODS)}); method {self.method} has nothing to "
                              f"resume")
+        if self.method == "reward" and self.eval.task is not None:
+            raise ValueError(f"method reward is scored by how often its reward ranks the chosen answer of a held-out "
+                             f"pair above the rejected one; `eval.task` ({self.eval.task}) is for language models. "
+                             f"Remove it")
         if self.method in ("fewshot", "rag") and self.eval.task is None:
             raise ValueError(f"method {self.method} only evaluates: set `eval.task` (choice, generate or "
                              f"preference)")

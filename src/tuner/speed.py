@@ -152,7 +152,8 @@ def _sft_batches(recipe, attention: str | None) -> dict[str, Any]:
 
 
 def _dpo_batches(recipe) -> dict[str, Any]:
-    """Length-grouped DPO batches unless the recipe picks a sampler: pairs of similar length are padded together."""
+    """Length-grouped batches of pairs (DPO, reward models) unless the recipe picks a sampler: pairs of similar length
+    are padded together."""
     if "train_sampling_strategy" in recipe.train:
         return {"batches": f"padded pairs ({recipe.train['train_sampling_strategy']} order)"}
     return {"train_sampling_strategy": "group_by_length", "length_column": True,
@@ -191,7 +192,7 @@ def decide(recipe, loaded, rows) -> Speed:
     canonical training rows (the checkpointing estimate measures their longest batch)."""
     model, attention = loaded.model, loaded.info.get("attn_implementation")  # as models.load_model decided it
     batches = {"sft": lambda: _sft_batches(recipe, attention), "dpo": lambda: _dpo_batches(recipe),
-               "kto": lambda: _kto_batches(recipe)}[recipe.method]()
+               "kto": lambda: _kto_batches(recipe), "reward": lambda: _dpo_batches(recipe)}[recipe.method]()
     on, reason = checkpointing(recipe, loaded.precision, model.config, loaded.tokenizer, rows)
     liger = None if "use_liger_kernel" in recipe.train else (liger_applies(recipe) or None)
     return Speed(precision=loaded.precision, attention=attention, gradient_checkpointing=on,

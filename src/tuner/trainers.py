@@ -9,7 +9,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer, SFTConfig, SFTTrainer
+from trl import (DPOConfig, DPOTrainer, KTOConfig, KTOTrainer, RewardConfig, RewardTrainer, SFTConfig,
+                 SFTTrainer)
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from .adapters import build_peft_config, with_run_adapter
@@ -18,7 +19,7 @@ from .models import prepare_base
 from .rendering import sft_rows, with_lengths
 from .speed import decide
 
-CONFIG_CLASSES = {"sft": SFTConfig, "dpo": DPOConfig, "kto": KTOConfig}
+CONFIG_CLASSES = {"sft": SFTConfig, "dpo": DPOConfig, "kto": KTOConfig, "reward": RewardConfig}
 
 
 def trl_config(recipe, speed, run_dir: Path, method_settings: dict[str, Any] | None = None):
@@ -111,11 +112,21 @@ def kto_trainer(recipe, speed, loaded, rows, run_dir: Path):
                       processing_class=loaded.tokenizer, peft_config=peft_config)
 
 
-TRAINERS = {"sft": sft_trainer, "dpo": dpo_trainer, "kto": kto_trainer}
+def reward_trainer(recipe, speed, loaded, rows, run_dir: Path):
+    """RewardTrainer over the base model loaded with a score head (`models.load_model(head="reward")`): a new
+    adapter and the head, trained so the chosen answer of each pair scores above the rejected one."""
+    args = trl_config(recipe, speed, run_dir)
+    model = prepare_base(loaded.model, recipe.model.quantize, speed.gradient_checkpointing)
+    rows = with_lengths(rows, loaded.tokenizer) if speed.length_column else rows
+    return RewardTrainer(model=model, args=args, train_dataset=rows, processing_class=loaded.tokenizer,
+                         peft_config=build_peft_config(recipe.adapter, head="reward"))
+
+
+TRAINERS = {"sft": sft_trainer, "dpo": dpo_trainer, "kto": kto_trainer, "reward": reward_trainer}
 
 
 def build_trainer(recipe, loaded, rows, run_dir: Path):
-    """The trainer `tuner sft|dpo|kto` builds for a recipe on its canonical training rows, and the `speed.Speed` decided
+    """The trainer `tuner sft|dpo|kto|reward` builds for a recipe on its canonical training rows, and the `speed.Speed` decided
     for it (SFT chats rendered by `rendering.sft_rows` first)."""
     speed = decide(recipe, loaded, rows)
     train_rows = sft_rows(rows, loaded.tokenizer) if recipe.method == "sft" else rows

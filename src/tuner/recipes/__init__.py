@@ -7,9 +7,9 @@
 import importlib
 
 MODULES = {"sft": "tuner.recipes.sft", "dpo": "tuner.recipes.dpo", "kto": "tuner.recipes.kto",
-           "fewshot": "tuner.recipes.fewshot", "rag": "tuner.recipes.rag"}
+           "reward": "tuner.recipes.reward", "fewshot": "tuner.recipes.fewshot", "rag": "tuner.recipes.rag"}
 
 
 def module_for(method: str):
-    """The recipe module that runs `method` (sft, dpo, kto, fewshot or rag)."""
+    """The recipe module that runs `method` (sft, dpo, kto, reward, fewshot or rag)."""
     return importlib.import_module(MODULES[method])

@@ -25,7 +25,7 @@ def check_data(recipe, splits) -> None:
     examples, eval rows the task can score (gold answers among the choices, labels to choose from)."""
     if recipe.method in TRAINING_METHODS:
         require_train_rows(splits, recipe.source)
-    if recipe.method == "dpo":
+    if recipe.method in ("dpo", "reward"):
         require_preference(splits, recipe.source, recipe.method)
     if recipe.method == "kto":
         require_feedback(splits, recipe.source, recipe.kto.unpair)
