@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tuner"
 
 # Low to high. A module may import modules of its own layer or lower ones, never a higher layer.
 LAYERS = [
-    ("base", {"errors", "schema", "hardware", "secrets", "intervals", "confusion"}),
+    ("base", {"errors", "defaults", "schema", "hardware", "secrets", "intervals", "confusion"}),
     ("services", {"files", "distributed", "accounting", "progress"}),
     ("data", {"data", "data.sources", "data.messages", "data.formats", "data.rows", "data.splits", "data.corpus",
               "data.requests", "rendering", "selection"}),
@@ -23,9 +23,9 @@ LAYERS = [
                "gguf_file", "plot"}),
     ("engine", {"trainers", "training", "evaluator", "rewards", "retrieval", "costs", "seeds", "comparison", "table",
                 "exports", "report"}),
-    ("recipes", {"recipes", "recipes.sft", "recipes.dpo", "recipes.kto", "recipes.reward", "recipes.fewshot",
-                 "recipes.rag", "recipes.evaluation", "recipes.preflight", "recipes.sweep", "recipes.export",
-                 "recipes.predict", "recipes.chat"}),
+    ("recipes", {"recipes", "recipes.sft", "recipes.dpo", "recipes.kto", "recipes.reward", "recipes.grpo",
+                 "recipes.fewshot", "recipes.rag", "recipes.evaluation", "recipes.preflight", "recipes.sweep",
+                 "recipes.export", "recipes.predict", "recipes.chat"}),
     ("interface", {"cli", "__main__", "__init__"}),
 ]
 LAYER_OF = {module: number for number, (_, modules) in enumerate(LAYERS) for module in modules}

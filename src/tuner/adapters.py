@@ -42,8 +42,9 @@ def adapter_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "adapter"
 
 
-def read_adapter_run(path: str | Path, model_config, source: str = "<recipe>") -> dict[str, Any]:
-    """Check that `path` is a run folder with an adapter trained on the recipe's base model; return its manifest."""
+def read_adapter_run(path: str | Path, model_config, source: str = "<recipe>", kind: str = "policy") -> dict[str, Any]:
+    """Check that `path` is a run folder with an adapter trained on the recipe's base model, a policy (an SFT run's)
+    or, with `kind` "reward", a reward model (`tuner reward`); return its manifest."""
     run_dir = Path(path)
     manifest_file, adapter_config = run_dir / "manifest.json", adapter_dir(run_dir) / "adapter_config.json"
     if not manifest_file.is_file() or not adapter_config.is_file():
@@ -54,10 +55,14 @@ def read_adapter_run(path: str | Path, model_config, source: str = "<recipe>") -
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise TunerError(f"{manifest_file}: unreadable ({exc}). The run folder is damaged; train again.") from None
-    if manifest.get("method") == "reward":
+    if kind == "policy" and manifest.get("method") == "reward":
         raise TunerError(f"{run_dir}: this is a reward model run (`tuner reward`): its adapter scores answers and "
                          f"cannot answer itself. Point at a `tuner sft` run here; a reward model is used by naming it "
                          f"in a GRPO recipe's rewards.")
+    if kind == "reward" and manifest.get("method") != "reward":
+        raise TunerError(f"{run_dir}: a `model` reward needs a reward model run (`tuner reward`), but this is a "
+                         f"{manifest.get('method')} run. Train one with `tuner reward` and name its folder as the "
+                         f"reward's `run`.")
     trained_on = manifest.get("model", {}).get("name_or_path")
     if trained_on != model_config.name_or_path:
         raise TunerError(f"{run_dir}: its adapter was trained on {trained_on!r}, but {source} sets "

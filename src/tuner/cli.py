@@ -45,7 +45,7 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars (tuner's, training's and data loading's); "
               "results and errors still print.")
 def cli(quiet: bool) -> None:
-    """Few-shot, retrieval, SFT, DPO, KTO and reward models on your data, measured the same way."""
+    """Few-shot, retrieval, SFT, DPO, KTO, reward models and GRPO on your data, measured the same way."""
     if quiet:
         # Read by tuner's progress and by tqdm itself (TRL's and transformers' training bars, datasets' bars).
         os.environ[QUIET_VARIABLE] = "1"
@@ -127,6 +127,18 @@ def reward(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resu
     """A reward model from preference pairs: a LoRA adapter and a score head on the base (TRL RewardTrainer), scored
     by how often it ranks held-out chosen answers first."""
     _train(recipe_path, overrides, seeds, resume, dry_run, "reward")
+
+
+@cli.command()
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
+@set_option
+@seeds_option
+@resume_option
+@dry_run_option
+def grpo(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resume: bool, dry_run: bool) -> None:
+    """Reinforcement learning (GRPO, TRL GRPOTrainer) of a LoRA/QLoRA adapter against the recipe's rewards: built-in
+    checks of the answer, a reward model run, or your function; new or continuing an SFT run."""
+    _train(recipe_path, overrides, seeds, resume, dry_run, "grpo")
 
 
 @cli.command()

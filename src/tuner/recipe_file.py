@@ -21,12 +21,14 @@ from .data.formats import FORMATS
 from .errors import TunerError
 from .files import cache_dir, write_json
 from .models import resolve_model_path
-from .schema import RESERVED_TRAIN_KEYS, TRAINING_METHODS, FeedbackConfig, PreferenceConfig, Recipe
+from .defaults import RESERVED_TRAIN_KEYS, TRAINING_METHODS
+from .schema import FeedbackConfig, GroupPolicyConfig, PreferenceConfig, Recipe
 
 # The TRL config class of each training method (read by name, so validating a recipe imports no TRL), and the
 # recipe block holding the method's own settings, whose keys do not go under `train:`.
-TRL_CONFIGS = {"sft": "SFTConfig", "dpo": "DPOConfig", "kto": "KTOConfig", "reward": "RewardConfig"}
-METHOD_BLOCKS = {"dpo": PreferenceConfig, "kto": FeedbackConfig}
+TRL_CONFIGS = {"sft": "SFTConfig", "dpo": "DPOConfig", "kto": "KTOConfig", "reward": "RewardConfig",
+               "grpo": "GRPOConfig"}
+METHOD_BLOCKS = {"dpo": PreferenceConfig, "kto": FeedbackConfig, "grpo": GroupPolicyConfig}
 
 
 def trl_config_class(method: str):
@@ -39,6 +41,18 @@ def trl_config_class(method: str):
 # Sizes TRL would accept and then fail on (or silently misuse) deep inside training.
 _POSITIVE_TRAIN_KEYS = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
                         "num_train_epochs", "logging_steps", "save_steps", "per_device_eval_batch_size")
+
+
+def _check_groups(recipe: Recipe) -> None:
+    """A GRPO batch must hold whole groups of sampled answers, or TRL stops after the model loaded."""
+    if recipe.grpo is None:
+        return
+    train = recipe.train_settings()
+    batch = train["per_device_train_batch_size"] * train.get("gradient_accumulation_steps", 1)
+    if isinstance(batch, int) and batch % recipe.grpo.num_generations:
+        raise TunerError(f"{recipe.source}: key `train.per_device_train_batch_size`: a GRPO batch ({batch} answers) "
+                         f"must hold whole groups of `grpo.num_generations` ({recipe.grpo.num_generations}) answers "
+                         f"to one prompt. Make the batch a multiple of it.")
 
 
 def _check_train_values(recipe: Recipe) -> None:
@@ -154,7 +168,8 @@ def _section_fields(path: tuple) -> set[str]:
 
 
 _UNION_TAGS = {"str", "int", "float", "bool", "dict", "list", "none", "SourceConfig", "ModelConfig", "DataConfig",
-               "AdapterConfig", "EvalConfig", "FewshotConfig", "PreferenceConfig", "FeedbackConfig", "Recipe"}
+               "AdapterConfig", "EvalConfig", "FewshotConfig", "PreferenceConfig", "FeedbackConfig",
+               "GroupPolicyConfig", "RewardSpec", "Recipe"}
 
 
 def _explain(error: ValidationError, source: str) -> TunerError:
@@ -243,6 +258,7 @@ def recipe_from_dict(document: dict[str, Any], source: str = "<recipe>", check_f
     _check_format(recipe)
     _check_train_keys(recipe)
     _check_train_values(recipe)
+    _check_groups(recipe)
     if check_files:
         _check_files(recipe)
     return recipe
@@ -273,6 +289,9 @@ def _check_files(recipe: Recipe) -> None:
     if recipe.model.adapter is not None:
         for adapter in adapter_runs(recipe):
             read_adapter_run(adapter, recipe.model, recipe.source)
+    for spec in recipe.grpo.rewards if recipe.grpo else []:
+        if spec.type == "model":
+            read_adapter_run(spec.run, recipe.model, recipe.source, kind="reward")
 
 
 def adapter_runs(recipe: Recipe) -> list[Path]:

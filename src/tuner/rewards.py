@@ -1,15 +1,27 @@
-"""Rewards: the score a reward model gives a prompt and answer (`reward_scores`), and how a reward model run is
-evaluated, by how often it ranks the chosen answer of a held-out pair above the rejected one (`evaluate_rewards`)."""
+"""Rewards: the score a reward model gives a prompt and answer (`reward_scores`); how a reward model run is
+evaluated, by how often it ranks the chosen answer of a held-out pair above the rejected one (`evaluate_rewards`);
+and the rewards of a GRPO run (`reward_functions`, from the recipe's `grpo.rewards`: built-ins that need no code, a
+reward model run, or the user's own function), called as TRL calls them, and their mean on held-out prompts
+(`mean_reward`)."""
 
 from __future__ import annotations
 
+import functools
+import importlib
+import math
+import re
+import sys
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from .accounting import phase
-from .data.rows import eval_identity
-from .evaluator import EvalResult, precision_autocast, rows_finished
+from .adapters import read_adapter_run, with_run_adapter
+from .data.rows import eval_identity, extract_answer, normalize_answer
+from .errors import TunerError
+from .evaluator import EvalResult, generate_texts, precision_autocast, rows_finished
 from .intervals import bootstrap_interval
+from .models import load_model
 from .progress import Progress, RowClock
 from .rendering import render_prompt, reward_ids
 
@@ -70,3 +82,144 @@ def evaluate_rewards(model, tokenizer, rows: list[dict[str, Any]], eval_config,
                **eval_identity(rows, eval_config.model_copy(update={"task": "preference"})),
                "phase": phases["eval"]}
     return EvalResult(task="reward", metrics=metrics, predictions=predictions)
+
+
+# ---- GRPO rewards: each called as TRL calls a reward, (prompts, completions, completion_ids, gold, ...) ----
+
+def completion_text(completion: Any) -> str:
+    """A sampled answer as text: a chat completion's last message, or the text itself."""
+    return completion[-1]["content"] if isinstance(completion, list) else str(completion)
+
+
+def named_choice(text: str, choices: list[str]) -> str | None:
+    """The choice an answer names first (whole words, any case), or None when it names none."""
+    found = [(match.start(), choice) for choice in choices
+             for match in [re.search(rf"(?<!\w){re.escape(choice)}(?!\w)", text, re.IGNORECASE)] if match]
+    return min(found)[1] if found else None
+
+
+def _exact_match(spec, choices):
+    def exact_match(prompts, completions, gold, **kwargs):
+        return [float(normalize_answer(extract_answer(completion_text(c), None)) == normalize_answer(g))
+                for c, g in zip(completions, gold)]
+    return exact_match
+
+
+def _choice(spec, choices):
+    def choice(prompts, completions, gold, **kwargs):
+        row_choices = kwargs.get("choices") or [choices] * len(completions)
+        return [float(named_choice(completion_text(c), options or choices) == g)
+                for c, g, options in zip(completions, gold, row_choices)]
+    return choice
+
+
+def _regex(spec, choices):
+    pattern = re.compile(spec.pattern)
+
+    def regex(prompts, completions, **kwargs):
+        return [float(bool(pattern.search(completion_text(c)))) for c in completions]
+    return regex
+
+
+def _length(spec, choices):
+    def length(prompts, completions, completion_ids, **kwargs):
+        return [-max(0, len(ids) - spec.max_tokens) / spec.max_tokens for ids in completion_ids]
+    return length
+
+
+BUILT_IN = {"exact_match": _exact_match, "choice": _choice, "regex": _regex, "length": _length}
+NEEDS_GOLD = ("exact_match", "choice")
+
+
+def user_function(spec, source: str) -> Callable:
+    """The recipe's own `module:function`, imported from the current folder or the installed packages."""
+    module_name, _, name = spec.function.partition(":")
+    if not module_name or not name:
+        raise TunerError(f"{source}: reward function {spec.function!r} is not `module:function` (e.g. "
+                         f"`my_rewards:polite`). Fix `grpo.rewards`.")
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise TunerError(f"{source}: reward function {spec.function}: cannot import {module_name!r} ({exc}). Put "
+                         f"{module_name}.py in the current folder ({Path.cwd()}) or install it.") from None
+    finally:
+        sys.path.remove(str(Path.cwd()))
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise TunerError(f"{source}: reward function {spec.function}: {module_name} has no function {name!r}. Fix "
+                         f"the name in `grpo.rewards`.")
+    return checked(function, spec.function)
+
+
+def checked(function: Callable, name: str) -> Callable:
+    """A user's reward that must return one number (or None) per completion, else a message naming it."""
+    @functools.wraps(function)  # TRL logs each reward under its function's name
+    def call(prompts, completions, **kwargs):
+        try:
+            out = function(prompts=prompts, completions=completions, **kwargs)
+        except Exception as exc:  # the user's code: its failure is a message about it, not a tuner traceback
+            raise TunerError(f"reward function {name} raised {type(exc).__name__}: {exc}. Fix the function (it is "
+                             f"called as TRL calls rewards: prompts=, completions=, completion_ids=, gold=, "
+                             f"choices=, and more keywords).") from None
+        if not isinstance(out, list | tuple) or len(out) != len(completions) or not all(
+                value is None or (isinstance(value, int | float) and not isinstance(value, bool)
+                                  and math.isfinite(value)) for value in out):
+            shown = repr(out)[:80]
+            raise TunerError(f"reward function {name} returned {shown}, not one finite number (or None) per "
+                             f"completion ({len(completions)} given). Make it return a list of floats.")
+        return [None if value is None else float(value) for value in out]
+    return call
+
+
+def _reward_model(spec, tokenizer, model_config, source: str, precision) -> Callable:
+    """A `tuner reward` run as a reward: its base with the score head and adapter, scoring prompt and answer."""
+    read_adapter_run(spec.run, model_config, source, kind="reward")
+    loaded = load_model(model_config, source, precision, head="reward")
+    model = with_run_adapter(loaded.model, spec.run).eval()
+
+    def reward_model(prompts, completions, **kwargs):
+        return reward_scores(model, loaded.tokenizer, [(p, c, None) for p, c in zip(prompts, completions)])
+    return reward_model
+
+
+def reward_functions(recipe, tokenizer, choices: list[str] | None, precision=None,
+                     load_models: bool = True) -> list[Callable]:
+    """The recipe's `grpo.rewards` as TRL reward functions, in order (their weights go to TRL's `reward_weights`).
+    `load_models` false leaves reward model runs out (the checks before a model loads)."""
+    functions = []
+    for spec in recipe.grpo.rewards:
+        if spec.type in BUILT_IN:
+            functions.append(BUILT_IN[spec.type](spec, choices or []))
+        elif spec.type == "function":
+            functions.append(user_function(spec, recipe.source))
+        elif load_models:
+            functions.append(_reward_model(spec, tokenizer, recipe.model, recipe.source, precision))
+    return functions
+
+
+def weighted_rewards(functions: list[Callable], weights: list[float], prompts, completions, completion_ids,
+                     extras: dict[str, list]) -> list[float]:
+    """Each completion's reward as TRL sums them: weights times each function's value, None counted as 0."""
+    totals = [0.0] * len(completions)
+    for function, weight in zip(functions, weights):
+        values = function(prompts=prompts, completions=completions, completion_ids=completion_ids, **extras)
+        totals = [total + weight * (value or 0.0) for total, value in zip(totals, values)]
+    return totals
+
+
+def mean_reward(model, tokenizer, rows: list[dict[str, Any]], functions: list[Callable], weights: list[float],
+                max_new_tokens: int, batch_size: int = 16) -> dict[str, Any]:
+    """The policy's reward on held-out prompts: one greedy answer each, rewarded as in training; the mean, its 95%
+    interval, and each row's value (for a paired difference)."""
+    prompts = [row["prompt"] for row in rows]
+    texts, _ = generate_texts(model, tokenizer, [render_prompt(p, tokenizer) for p in prompts], max_new_tokens,
+                              batch_size)
+    completions = [[{"role": "assistant", "content": text}] if isinstance(p, list) else text
+                   for p, text in zip(prompts, texts)]
+    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    extras = {key: [row.get(key) for row in rows] for key in ("gold", "choices")}
+    values = weighted_rewards(functions, weights, prompts, completions, ids, extras)
+    return {"mean": round(sum(values) / len(values), 4), "ci95": bootstrap_interval(values),
+            "rows": len(values), "values": [round(value, 4) for value in values],
+            "answers": texts}

@@ -1,7 +1,8 @@
-"""The typed recipe: every section, key, default and cross-key rule, including tuner's `train:` defaults per method.
+"""The typed recipe: every section, key, default and cross-key rule (tuner's `train:` defaults per method are in
+`defaults.py`).
 
-A leaf of the package: it imports nothing else from tuner, and no torch. Reading a recipe file, `--set` overrides
-and the checks that need files, TRL or the data formats live in `recipe_file.py`.
+Near the bottom of the package: it imports only `defaults.py` from tuner, and no torch. Reading a recipe file, `--set`
+overrides and the checks that need files, TRL or the data formats live in `recipe_file.py`.
 """
 
 from __future__ import annotations
@@ -11,41 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-METHODS = ("sft", "dpo", "kto", "reward", "fewshot", "rag")
-# Methods that train an adapter (and can resume, continue an SFT adapter, take `train:` keys).
-TRAINING_METHODS = ("sft", "dpo", "kto", "reward")
-
-# tuner's defaults under the recipe's `train:` keys (TRL config fields). They differ from TRL's where TRL's suit full
-# fine-tuning on a GPU rather than an adapter on any device: a LoRA learning rate, no gradient checkpointing unless
-# asked or memory needs it (it costs about 20% of step time), tokens counted, no tracker, one adapter saved at the
-# end. DPO takes the usual smaller learning rate and batch (each row is two sequences, and a reference pass); KTO the
-# same learning rate, with batches of 8 because its KL estimate pairs each prompt with another row's answer. A reward
-# model trains a new score head beside the adapter, at LoRA's usual rate halved.
-_COMMON_TRAIN_DEFAULTS: dict[str, Any] = {
-    "learning_rate": 2.0e-4,
-    "num_train_epochs": 1,
-    "per_device_train_batch_size": 8,
-    "max_length": 512,
-    "lr_scheduler_type": "cosine",
-    "warmup_steps": 0.03,
-    "logging_steps": 10,
-    "gradient_checkpointing": False,
-    "include_num_input_tokens_seen": "non_padding",
-    "report_to": "none",
-    "save_strategy": "no",
-    "eval_strategy": "no",
-}
-TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sft": _COMMON_TRAIN_DEFAULTS,
-    "dpo": {**_COMMON_TRAIN_DEFAULTS, "learning_rate": 5.0e-5, "per_device_train_batch_size": 4},
-    "kto": {**_COMMON_TRAIN_DEFAULTS, "learning_rate": 5.0e-5, "per_device_train_batch_size": 8},
-    "reward": {**_COMMON_TRAIN_DEFAULTS, "learning_rate": 1.0e-4, "per_device_train_batch_size": 8},
-}
-# Keys set by tuner itself from other sections or the hardware; a recipe that set them would be silently overridden.
-RESERVED_TRAIN_KEYS = {"output_dir": "the top-level `output_dir`", "seed": "the top-level `seed`",
-                       "bf16": "`model.dtype` (auto picks the precision from the hardware)",
-                       "fp16": "`model.dtype` (auto picks the precision from the hardware)"}
-
+from .defaults import METHODS, TRAIN_DEFAULTS, TRAINING_METHODS
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -68,7 +35,7 @@ class ModelConfig(_Section):
     allow_pickle: bool = Field(False, description="Load pickled (.bin) weights when a model has no safetensors. "
                                "Off: unpickling can run code.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")
-    adapter: str | None = Field(None, description="A `tuner sft` run folder: DPO and KTO continue training its "
+    adapter: str | None = Field(None, description="A `tuner sft` run folder: DPO, KTO and GRPO continue training its "
                                                   "adapter (the SFT policy is then the reference); RAG retrieves for "
                                                   "it (SFT+RAG).")
 
@@ -329,19 +296,70 @@ class FeedbackConfig(_Section):
     precompute_ref_log_probs: bool = Field(False, description="Score the reference once before training.")
 
 
+REWARD_TYPES = ("exact_match", "choice", "regex", "length", "model", "function")
+
+
+class RewardSpec(_Section):
+    """One reward of a GRPO run; several add up, each times its `weight`."""
+
+    type: Literal[REWARD_TYPES] = Field(description="exact_match (1 when the answer equals the row's gold answer), "
+                                        "choice (1 when the first of the choices the answer names is the gold one), "
+                                        "regex (1 when the answer matches `pattern`), length (minus the share of "
+                                        "tokens beyond `max_tokens`), model (a `tuner reward` run's score), function "
+                                        "(your Python `module:function`).")
+    weight: float = Field(1.0, description="The reward's weight in the sum.")
+    pattern: str | None = Field(None, description="regex: the pattern an answer must match (re.search).")
+    max_tokens: int | None = Field(None, gt=0, description="length: answers up to this many tokens get 0, longer "
+                                                           "ones less.")
+    run: str | None = Field(None, description="model: a `tuner reward` run folder.")
+    function: str | None = Field(None, description="function: `module:function`, called as TRL calls rewards "
+                                                   "(prompts, completions, gold, ...) and returning one number per "
+                                                   "completion.")
+    trust_remote_code: bool = Field(False, description="function: must be true, because the function is your code "
+                                                       "and runs in the training process.")
+
+    @model_validator(mode="after")
+    def _has_its_keys(self) -> "RewardSpec":
+        needed = {"regex": "pattern", "length": "max_tokens", "model": "run", "function": "function"}.get(self.type)
+        if needed and getattr(self, needed) is None:
+            raise ValueError(f"a `{self.type}` reward needs `{needed}`")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"`pattern` {self.pattern!r} is not a valid regular expression ({exc})") from None
+        if self.type == "function" and not self.trust_remote_code:
+            raise ValueError(f"a `function` reward runs your code ({self.function}) inside the training process: set "
+                             f"`trust_remote_code: true` on it to allow that")
+        return self
+
+
+class GroupPolicyConfig(_Section):
+    """Method grpo's own settings: the rewards and how answers are sampled, handed to TRL's GRPOConfig."""
+
+    rewards: list[RewardSpec] = Field(min_length=1, description="What scores a sampled answer (a list; their "
+                                      "weighted sum is the reward).")
+    num_generations: int = Field(4, ge=2, description="Answers sampled per prompt: each is scored against its "
+                                                      "group's mean.")
+    max_completion_length: int = Field(16, gt=0, description="Tokens per sampled answer.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    beta: float = Field(0.0, ge=0, description="KL pull towards the starting policy (0: none, no reference pass).")
+
+
 class Recipe(_Section):
     """One run: a method and the sections every method shares."""
 
-    method: Literal[METHODS] = Field(description="sft, dpo, kto, reward, fewshot or rag.")
+    method: Literal[METHODS] = Field(description="sft, dpo, kto, reward, grpo, fewshot or rag.")
     model: ModelConfig
     data: DataConfig
     adapter: AdapterConfig = Field(default_factory=AdapterConfig)
     train: dict[str, Any] = Field(default_factory=dict, description="Keys of TRL's SFTConfig / DPOConfig / "
-                                                                    "KTOConfig / RewardConfig.")
+                                                                    "KTOConfig / RewardConfig / GRPOConfig.")
     eval: EvalConfig = Field(default_factory=EvalConfig)
     fewshot: FewshotConfig = Field(default_factory=FewshotConfig, description="Used by method fewshot.")
     dpo: PreferenceConfig = Field(default_factory=PreferenceConfig, description="Used by method dpo.")
     kto: FeedbackConfig = Field(default_factory=FeedbackConfig, description="Used by method kto.")
+    grpo: GroupPolicyConfig | None = Field(None, description="Method grpo: its rewards and sampling.")
     rag: RagConfig | None = Field(None, description="Method rag; with method sft, retrieval-aware fine-tuning "
                                                     "(train and eval prompts carry retrieved passages).")
     output_dir: str = Field(description="Run folder; a new suffix is added if it already holds a run.")
@@ -368,8 +386,8 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
-        if self.model.adapter is not None and self.method not in ("dpo", "kto", "rag"):
-            raise ValueError("`model.adapter` (a run's adapter) is for methods dpo and kto (train on) and rag "
+        if self.model.adapter is not None and self.method not in ("dpo", "kto", "grpo", "rag"):
+            raise ValueError("`model.adapter` (a run's adapter) is for methods dpo, kto and grpo (train on) and rag "
                              "(retrieve for it); for scoring an adapter use `tuner eval --adapter`")
         if self.method == "rag" and self.rag is None:
             raise ValueError("method rag needs a `rag:` section with at least `corpus:` (a folder of .txt/.md "
@@ -387,6 +405,10 @@ class Recipe(_Section):
         if self.resume is not None and self.method in ("fewshot", "rag"):
             raise ValueError(f"`resume` is for training methods ({', '.join(TRAINING_METHODS)}); method {self.method} has nothing to "
                              f"resume")
+        if (self.method == "grpo") != (self.grpo is not None):
+            raise ValueError("method grpo needs a `grpo:` section with its `rewards` (e.g. `rewards: [{type: choice}]`)"
+                             if self.method == "grpo" else f"`grpo` is for method grpo; method {self.method} would "
+                             f"ignore it. Remove the `grpo:` section")
         if self.method == "reward" and self.eval.task is not None:
             raise ValueError(f"method reward is scored by how often its reward ranks the chosen answer of a held-out "
                              f"pair above the rejected one; `eval.task` ({self.eval.task}) is for language models. "

@@ -192,7 +192,9 @@ def decide(recipe, loaded, rows) -> Speed:
     canonical training rows (the checkpointing estimate measures their longest batch)."""
     model, attention = loaded.model, loaded.info.get("attn_implementation")  # as models.load_model decided it
     batches = {"sft": lambda: _sft_batches(recipe, attention), "dpo": lambda: _dpo_batches(recipe),
-               "kto": lambda: _kto_batches(recipe), "reward": lambda: _dpo_batches(recipe)}[recipe.method]()
+               "kto": lambda: _kto_batches(recipe), "reward": lambda: _dpo_batches(recipe),
+               "grpo": lambda: {"batches": f"groups of {recipe.grpo.num_generations} sampled answers per prompt"}
+               }[recipe.method]()
     on, reason = checkpointing(recipe, loaded.precision, model.config, loaded.tokenizer, rows)
     liger = None if "use_liger_kernel" in recipe.train else (liger_applies(recipe) or None)
     return Speed(precision=loaded.precision, attention=attention, gradient_checkpointing=on,

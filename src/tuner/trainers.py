@@ -9,17 +9,18 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from trl import (DPOConfig, DPOTrainer, KTOConfig, KTOTrainer, RewardConfig, RewardTrainer, SFTConfig,
-                 SFTTrainer)
+from trl import (DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, KTOConfig, KTOTrainer, RewardConfig, RewardTrainer,
+                 SFTConfig, SFTTrainer)
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from .adapters import build_peft_config, with_run_adapter
 from .data.splits import feedback_counts
 from .models import prepare_base
+from .rewards import reward_functions
 from .rendering import sft_rows, with_lengths
 from .speed import decide
 
-CONFIG_CLASSES = {"sft": SFTConfig, "dpo": DPOConfig, "kto": KTOConfig, "reward": RewardConfig}
+CONFIG_CLASSES = {"sft": SFTConfig, "dpo": DPOConfig, "kto": KTOConfig, "reward": RewardConfig, "grpo": GRPOConfig}
 
 
 def trl_config(recipe, speed, run_dir: Path, method_settings: dict[str, Any] | None = None):
@@ -122,11 +123,28 @@ def reward_trainer(recipe, speed, loaded, rows, run_dir: Path):
                          peft_config=build_peft_config(recipe.adapter, head="reward"))
 
 
-TRAINERS = {"sft": sft_trainer, "dpo": dpo_trainer, "kto": kto_trainer, "reward": reward_trainer}
+def grpo_trainer(recipe, speed, loaded, rows, run_dir: Path):
+    """GRPOTrainer over the policy (a new adapter, or an SFT run's trained on) with the recipe's rewards
+    (`rewards.reward_functions`, their weights as TRL's `reward_weights`), on prompt rows (`gold`, `choices` beside
+    each prompt for the rewards that need them)."""
+    settings = {**recipe.grpo.model_dump(exclude={"rewards"}),
+                "reward_weights": [spec.weight for spec in recipe.grpo.rewards]}
+    args = trl_config(recipe, speed, run_dir, settings)
+    model = prepare_base(loaded.model, recipe.model.quantize, speed.gradient_checkpointing)
+    peft_config = build_peft_config(recipe.adapter) if recipe.model.adapter is None else None
+    if recipe.model.adapter is not None:
+        model = with_run_adapter(model, recipe.model.adapter, trainable=True)
+    functions = reward_functions(recipe, loaded.tokenizer, None, loaded.precision)
+    return GRPOTrainer(model=model, reward_funcs=functions, args=args, train_dataset=rows,
+                       processing_class=loaded.tokenizer, peft_config=peft_config)
+
+
+TRAINERS = {"sft": sft_trainer, "dpo": dpo_trainer, "kto": kto_trainer, "reward": reward_trainer,
+            "grpo": grpo_trainer}
 
 
 def build_trainer(recipe, loaded, rows, run_dir: Path):
-    """The trainer `tuner sft|dpo|kto|reward` builds for a recipe on its canonical training rows, and the `speed.Speed` decided
+    """The trainer `tuner sft|dpo|kto|reward|grpo` builds for a recipe on its canonical training rows, and the `speed.Speed` decided
     for it (SFT chats rendered by `rendering.sft_rows` first)."""
     speed = decide(recipe, loaded, rows)
     train_rows = sft_rows(rows, loaded.tokenizer) if recipe.method == "sft" else rows

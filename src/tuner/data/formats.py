@@ -212,6 +212,18 @@ def _from_feedback_chat(column: str, what: str):
     return convert
 
 
+def _from_prompts(row, data_config):
+    """A prompt alone, for GRPO, whose rewards judge sampled answers: text, or chat turns ending with the user's."""
+    prompt = row["prompt"]
+    if isinstance(prompt, list):
+        turns = [message(turn, f"prompt turn {i}") for i, turn in enumerate(prompt)]
+        if not turns or turns[-1]["role"] != "user":
+            raise ValueError("the prompt's turns do not end with a user turn to answer")
+        return {"prompt": turns if turns[0]["role"] == "system" else _system(data_config) + turns}
+    prompt = content_text(prompt, "`prompt`")
+    return {"prompt": _system(data_config) + [{"role": "user", "content": prompt}] if data_config.chat else prompt}
+
+
 def unpaired(row: dict[str, Any]) -> list[dict[str, Any]]:
     """A preference pair as two feedback rows: its chosen answer thumbs up, its rejected one thumbs down."""
     return [{"prompt": row["prompt"], "completion": row["chosen"], "desirable": True},
@@ -286,8 +298,8 @@ def _with_row_extras(row: dict[str, Any], raw: dict[str, Any], data_config) -> d
 @dataclass(frozen=True)
 class Format:
     """One row format: the columns that must be present, the converter, and the kind of canonical row it makes
-    (`messages`, `prompt_completion`, `preference` or `feedback`; train and eval splits make the same kind, except
-    that feedback rows are scored on any kind)."""
+    (`messages`, `prompt_completion`, `preference`, `feedback` or `prompts`; train and eval splits make the same
+    kind, except that feedback rows and prompts are scored on any kind)."""
 
     required: Callable[[list[str], Any], list[str]]
     convert: Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -318,6 +330,7 @@ FORMATS: dict[str, Format] = {
     "alpaca": Format(_columns("instruction", "output"), _from_alpaca, "prompt_completion"),
     "prompt_completion": Format(_columns("prompt", "completion"), _from_prompt_completion, "prompt_completion"),
     "classification": Format(_classification_columns, _from_classification, "prompt_completion"),
+    "prompts": Format(_columns("prompt"), _from_prompts, "prompts"),
 }
 
 
@@ -331,7 +344,7 @@ def detect_format(columns: list[str], data_config) -> str:
         f"(ShareGPT), `instruction`/`input`/`output` (Alpaca), `prompt`/`completion`, `chosen`/`rejected` "
         f"(preference pairs, with `prompt` or `conversations`, or as full transcripts), "
         f"`chosen_messages`/`rejected_messages` (two chats), `prompt`/`completion` or `messages` with a boolean "
-        f"`label` (thumbs up/down feedback), or a text column ({', '.join(TEXT_COLUMNS)}) with a "
+        f"`label` (thumbs up/down feedback), `prompt` alone (prompts for GRPO), or a text column ({', '.join(TEXT_COLUMNS)}) with a "
         f"`{data_config.label_column}` column (classification). Rename the columns, or set `data.format`, "
         f"`data.text_column` and `data.label_column`.")
 

@@ -6,7 +6,8 @@ Canonical rows use TRL's column names and are one of:
 - `prompt` / `completion`: strings (plain text) or message lists (chat); classification rows also carry `label`, the
   gold answer as a label name, and multiple-choice rows `choices`;
 - `prompt` / `chosen` / `rejected`: preference pairs;
-- `prompt` / `completion` / `desirable`: feedback, one answer marked good (true) or bad (false).
+- `prompt` / `completion` / `desirable`: feedback, one answer marked good (true) or bad (false);
+- `prompt` alone: prompts for GRPO, whose rewards judge sampled answers.
 """
 
 from __future__ import annotations
@@ -95,6 +96,16 @@ def last_turn_as_completion(row: dict[str, Any]) -> dict[str, Any]:
     last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
     return {"prompt": messages[:last], "completion": [messages[last]], **({"tools": row["tools"]} if row.get("tools")
                                                                         else {})}
+
+
+def prompt_rows(dataset, choices: list[str] | None = None) -> list[dict[str, Any]]:
+    """Rows as GRPO samples answers to them: each prompt with its gold answer beside it (None for a prompt alone) and
+    the answers allowed (the row's own choices, else `choices`), for the rewards."""
+    rows = []
+    for row in scoring_rows(dataset):
+        gold = answer_text(row) if any(row.get(key) is not None for key in ("completion", "chosen", "label")) else None
+        rows.append({"prompt": row["prompt"], "gold": gold, "choices": row.get("choices") or choices})
+    return rows
 
 
 def normalize_answer(text: str) -> str:

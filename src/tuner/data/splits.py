@@ -84,8 +84,8 @@ def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
     train, fmt, train_bad, columns, mixture = _mixture(data_config, seed, source)
     if data_config.eval is not None:
         evaluation, eval_fmt, eval_bad, _ = load_split(data_config.eval, data_config, f"{source}: data.eval")
-        # Feedback (thumbs up/down) trains what any kind of held-out row can score: pairs, tasks, feedback.
-        if FORMATS[eval_fmt].family != FORMATS[fmt].family and FORMATS[fmt].family != "feedback":
+        # Feedback (thumbs up/down) and prompts (GRPO) train what any kind of held-out row can score.
+        if FORMATS[eval_fmt].family != FORMATS[fmt].family and FORMATS[fmt].family not in ("feedback", "prompts"):
             raise TunerError(f"{source}: data.train is {fmt} but data.eval is {eval_fmt}; both splits must hold the "
                              f"same kind of rows.")
     else:

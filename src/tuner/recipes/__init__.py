@@ -7,9 +7,10 @@
 import importlib
 
 MODULES = {"sft": "tuner.recipes.sft", "dpo": "tuner.recipes.dpo", "kto": "tuner.recipes.kto",
-           "reward": "tuner.recipes.reward", "fewshot": "tuner.recipes.fewshot", "rag": "tuner.recipes.rag"}
+           "reward": "tuner.recipes.reward", "grpo": "tuner.recipes.grpo", "fewshot": "tuner.recipes.fewshot",
+           "rag": "tuner.recipes.rag"}
 
 
 def module_for(method: str):
-    """The recipe module that runs `method` (sft, dpo, kto, reward, fewshot or rag)."""
+    """The recipe module that runs `method` (sft, dpo, kto, reward, grpo, fewshot or rag)."""
     return importlib.import_module(MODULES[method])

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..data.corpus import read_corpus
-from ..data.rows import scoring_rows
+from ..data.formats import FORMATS
+from ..data.rows import prompt_rows, scoring_rows
 from ..data.splits import load_data, require_feedback, require_preference, require_train_rows
 from ..embedder import resolve_embedding_model
 from ..errors import TunerError
@@ -14,8 +15,9 @@ from ..estimate import Estimate, estimate
 from ..evaluator import check_rows
 from ..models import check_chat_template, load_config_and_tokenizer
 from ..retrieval import retrieval_aware_rows
+from ..rewards import NEEDS_GOLD, reward_functions
 from ..selection import fewshot_rows
-from ..schema import TRAINING_METHODS
+from ..defaults import TRAINING_METHODS
 from ..speed import checkpointing, decide_precision
 
 
@@ -36,11 +38,44 @@ def check_data(recipe, splits) -> None:
         if not held_out_pairs(splits) and not scoring_rows(splits.eval):
             raise TunerError(f"{recipe.source}: none of the {len(splits.eval)} held-out feedback rows is marked good, so "
                              f"no row has a gold answer to score. Give `data.eval` (task rows or preference pairs).")
+    if recipe.method == "grpo":
+        check_rewards(recipe, splits)
+    elif FORMATS[splits.format].family == "prompts":
+        raise TunerError(f"{recipe.source}: data.train holds prompts alone (no answers), which only `tuner grpo` "
+                         f"trains on (its rewards judge the answers it samples). Give rows with answers for method "
+                         f"{recipe.method}.")
     if recipe.method == "fewshot":
         check_rows(fewshot_rows(splits.train, splits.eval, recipe.fewshot), recipe.eval, splits.labels, recipe.source)
     elif recipe.eval.task and not (recipe.method in ("dpo", "kto") and recipe.eval.task == "preference"):
         # Feedback runs always score held-out pairs as preferences; another task is their main score.
         check_rows(scoring_rows(splits.eval), recipe.eval, splits.labels, recipe.source)
+
+
+def check_rewards(recipe, splits) -> None:
+    """A GRPO run's rewards against its rows, before a model loads: gold answers for the rewards that compare with
+    them, choices for `choice`, and the user's functions imported and tried on the first rows (their gold answers,
+    or a stand-in text, as completions) so that a missing function or a wrong return shape stops the run here."""
+    rows = prompt_rows(splits.train, recipe.eval.choices or splits.labels)
+    needs_gold = [spec.type for spec in recipe.grpo.rewards if spec.type in NEEDS_GOLD]
+    if needs_gold and any(row["gold"] is None for row in rows):
+        raise TunerError(f"{recipe.source}: the `{needs_gold[0]}` reward compares each answer with the row's gold "
+                         f"answer, but data.train holds prompts alone. Give rows with answers (prompt/completion, "
+                         f"classification...), or use rewards that need none (regex, length, model, function).")
+    if "choice" in needs_gold and any(not row["choices"] for row in rows):
+        raise TunerError(f"{recipe.source}: the `choice` reward needs the answers to choose from: set `eval.choices`, "
+                         f"or give classification rows (their labels are the choices) or `data.choices_column`.")
+    functions = reward_functions(recipe, None, None, load_models=False)
+    sample = rows[:4]
+    completions = [[{"role": "assistant", "content": row["gold"] or "ok"}] if isinstance(row["prompt"], list)
+                   else row["gold"] or "ok" for row in sample]
+    extras = {key: [row[key] for row in sample] for key in ("gold", "choices")}
+    for function in functions:
+        function(prompts=[row["prompt"] for row in sample], completions=completions,
+                 completion_ids=[[0] for _ in sample], **extras)
+    if recipe.eval.task and any(row["gold"] is None for row in prompt_rows(splits.eval)):
+        raise TunerError(f"{recipe.source}: `eval.task` {recipe.eval.task} scores answers against gold ones, but "
+                         f"the held-out rows are prompts alone. Remove `eval.task` (the run reports its mean "
+                         f"reward on them) or give `data.eval` rows with answers.")
 
 
 def held_out_pairs(splits) -> bool:

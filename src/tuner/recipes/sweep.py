@@ -27,7 +27,8 @@ from ..hardware import is_main_process
 from ..plot import learning_curve
 from ..recipe_file import apply_overrides, recipe_from_dict
 from ..runs import RunResult, resumable
-from ..schema import TRAINING_METHODS, Recipe
+from ..defaults import TRAINING_METHODS
+from ..schema import Recipe
 from ..secrets import redact_data
 from . import module_for
 
