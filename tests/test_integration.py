@@ -251,6 +251,25 @@ def test_quickstart_pipeline_then_compare(tmp_path):
         assert [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"] == []
 
 
+def test_feedback_pipeline_then_compare(tmp_path):
+    """examples/feedback.sh with a few steps each: zero-shot, SFT, a reward model, GRPO from the base and from the SFT
+    adapter, then one table with every method in it."""
+    out = tmp_path / "feedback"
+    done = run_pipeline("examples/feedback.sh", out, eval_rows=10)
+    runs = {row["run"]: row for row in read_json(out / "comparison" / "comparison.json")["runs"]}
+    assert [row["method"] for row in runs.values()] == ["zero-shot", "SFT", "GRPO", "SFT+GRPO", "reward model"]
+    assert runs["reward"]["reward_rows"] == 10 and runs["grpo"]["choice_rows"] == runs["sft-grpo"]["choice_rows"] == 10
+    assert runs["sft-grpo"]["train_hours"] > runs["sft"]["train_hours"]  # the SFT stage counts in SFT+GRPO's cost
+    for name in ("grpo", "sft-grpo"):
+        metrics = read_json(out / name / "metrics.json")
+        assert metrics["reward_before"]["rows"] == metrics["reward_after"]["rows"] == 10
+    manifest = read_json(out / "sft-grpo" / "manifest.json")
+    assert manifest["continued_from"] == str(out / "sft") and manifest["grpo"]["rewards"] == [
+        {"type": "choice", "weight": 1.0, "pattern": None, "max_tokens": None, "run": None, "function": None,
+         "trust_remote_code": False}]
+    assert "Feedback pipeline:" in done.stdout
+
+
 RESUMABLE = ("train.max_steps=6", "train.save_strategy=steps", "train.save_steps=2", "train.logging_steps=1",
              "data.max_train_samples=48", "train.per_device_train_batch_size=4", "data.max_eval_samples=4")
 

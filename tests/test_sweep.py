@@ -176,3 +176,26 @@ def test_a_dpo_recipe_on_sft_seeds_plans_each_seed_on_its_own_adapter(tiny_model
     assert [(p.model.adapter, p.seed) for p in planned] == [(str(sft / "seed-0"), 0), (str(sft / "seed-1"), 1)]
     with pytest.raises(TunerError, match="not a tuner run folder with an adapter"):
         recipe_from_dict({**document, "seeds": None})               # without seeds the folder must be a run itself
+
+
+def test_a_finished_run_that_continued_an_adapter_is_kept_and_its_recipe_loads_back(tiny_model_dir, tmp_path):
+    import yaml
+
+    from conftest import fake_adapter_run
+    from tuner.recipes.sweep import finished_run
+
+    sft = fake_adapter_run(tmp_path / "runs" / "sft", str(tiny_model_dir))
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": f"Ticket {n}?", "chosen": "billing",
+                                                   "rejected": "shipping"} for n in range(8)])
+    folder = tmp_path / "runs" / "sft-dpo"
+    recipe = recipe_from_dict({"method": "dpo", "model": {"name_or_path": str(tiny_model_dir), "adapter": str(sft)},
+                               "data": {"train": {"path": str(pairs)}, "format": "preference"},
+                               "output_dir": str(folder)})
+    folder.mkdir(parents=True)
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict()))   # as runs.finish_run writes it
+    (folder / "metrics.json").write_text('{"method": "sft+dpo"}')
+    (folder / "manifest.json").write_text("{}")
+    # The written recipe is a recipe again (an `adapter:` section beside `model.adapter` would be refused) ...
+    assert recipe_from_dict(yaml.safe_load((folder / "recipe.yaml").read_text())).model.adapter == str(sft)
+    # ... so a second call of the same seeds keeps the run instead of training it again.
+    assert finished_run(recipe).run_dir == folder

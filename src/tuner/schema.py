@@ -419,8 +419,9 @@ class Recipe(_Section):
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """The resolved recipe as plain data, as written to the run folder."""
-        return self.model_dump(mode="json")
+        """The resolved recipe as plain data, as written to the run folder: a recipe again (with `model.adapter`,
+        the `adapter` section it would refuse is left out; the continued adapter's own settings hold)."""
+        return self.model_dump(mode="json", exclude={"adapter"} if self.model.adapter is not None else None)
 
     def train_settings(self) -> dict[str, Any]:
         """tuner's `train:` defaults for this method with the recipe's own `train:` keys over them. A recipe that

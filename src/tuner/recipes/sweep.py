@@ -128,6 +128,8 @@ def _finished_in(folder: Path, recipe: Recipe) -> RunResult | None:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, yaml.YAMLError):
         return None
+    if isinstance(written, dict) and (written.get("model") or {}).get("adapter"):
+        written.pop("adapter", None)  # written before recipe.yaml left out the section `model.adapter` overrides
     planned = yaml.safe_load(yaml.safe_dump(redact_data(recipe.to_dict()), sort_keys=False))
     try:
         # Through today's schema, so a key tuner added since (at its default) does not make the same run differ.
