@@ -127,8 +127,8 @@ RECIPES = [
          _all(_drop("eval.choices"), _drop("data.eval")),
          data=("train.jsonl", _jsonl([{"instruction": f"Say {n}.", "output": str(n)} for n in range(10)]))),
     Case("unknown-task", "an unknown eval task", ["key `eval.task`", "'classify'"], _set("eval.task", "classify")),
-    Case("adapter-with-sft", "`model.adapter` with method sft", ["`model.adapter` (a run's adapter) is for method "
-                                                                "dpo (train on) and rag"],
+    Case("adapter-with-sft", "`model.adapter` with method sft", ["`model.adapter` (a run's adapter) is for methods "
+                                                                "dpo, kto and grpo (train on) and rag"],
          _set("model.adapter", "runs/x")),
     Case("quantize-without-adapter", "4-bit quantisation with the adapter section emptied",
          ["`adapter` is empty while `model.quantize` is set", "QLoRA"],
@@ -147,6 +147,25 @@ RECIPES = [
          _all(_set("method", "dpo"), _set("dpo.loss_type", "magic"))),
     Case("resume-fewshot", "resume with method fewshot", ["`resume` is for training methods"],
          _all(_set("method", "fewshot"), _set("train", {}), _set("resume", "auto"))),
+    Case("grpo-without-rewards", "method grpo with no `grpo:` section", ["method grpo needs a `grpo:` section"],
+         _set("method", "grpo")),
+    Case("grpo-unknown-reward", "a reward type tuner does not have", ["key `grpo.rewards.0.type`", "'bleu'"],
+         _all(_set("method", "grpo"), _set("grpo", {"rewards": [{"type": "bleu"}]}))),
+    Case("grpo-function-without-trust", "a reward function without `trust_remote_code`",
+         ["a `function` reward runs your code", "set `trust_remote_code: true` on it"],
+         _all(_set("method", "grpo"), _set("grpo", {"rewards": [{"type": "function", "function": "mine:score"}]}))),
+    Case("grpo-missing-function", "a reward function whose module does not exist",
+         ["reward function no_such_module:score: cannot import 'no_such_module'"],
+         _all(_set("method", "grpo"), _set("grpo", {"rewards": [{"type": "function", "function": "no_such_module:score",
+                                                                 "trust_remote_code": True}]}))),
+    Case("grpo-partial-groups", "a GRPO batch that splits a group of answers",
+         ["a GRPO batch (6 answers) must hold whole groups of `grpo.num_generations` (4)"],
+         _all(_set("method", "grpo"), _set("grpo", {"rewards": [{"type": "choice"}]}),
+              _set("train.per_device_train_batch_size", 6))),
+    Case("kto-key-in-train", "a KTO key under train", ["key `train.desirable_weight` belongs in the `kto:` block"],
+         _all(_set("method", "kto"), _set("train.desirable_weight", 2.0))),
+    Case("reward-with-task", "a reward model given a language-model eval task",
+         ["method reward is scored by how often its reward ranks the chosen answer"], _set("method", "reward")),
     Case("rag-without-section", "method rag with no `rag:` section", ["method rag needs a `rag:` section"],
          _all(_set("method", "rag"), _drop("train"))),
     Case("rag-missing-corpus", "a corpus that does not exist", ["key `rag.corpus`", "no/such/handbook", "does not "
@@ -228,6 +247,20 @@ DATA = [
     Case("preference-missing-rejected", "DPO pairs without `rejected`", ["the columns ['chosen', 'prompt'] fit no known format"],
          data=("train.jsonl", _jsonl([{"prompt": "p", "chosen": "a"}] * 3))),
     Case("empty-eval", "an eval file with only blank lines", ["holds no rows"], data=("test.jsonl", b"\n")),
+    Case("kto-one-label", "KTO feedback that is all thumbs up", ["every one of the 4 train rows", "is thumbs up",
+                                                                "both `label` values"],
+         _set("method", "kto"),
+         data=("train.jsonl", _jsonl([{"prompt": f"Ticket {n}?", "completion": "billing", "label": True}
+                                      for n in range(4)]))),
+    Case("kto-on-pairs", "KTO on preference pairs without asking to unpair them", ["Set `kto.unpair: true`"],
+         _all(_set("method", "kto"), _drop("data.eval"), _set("eval", {})),
+         data=("train.jsonl", _jsonl([{"prompt": f"Ticket {n}?", "chosen": "billing", "rejected": "returns"}
+                                      for n in range(4)]))),
+    Case("grpo-prompts-without-answers", "GRPO's `choice` reward on prompts with no gold answers",
+         ["the `choice` reward compares each answer with the row's gold answer", "prompts alone"],
+         _all(_set("method", "grpo"), _set("grpo", {"rewards": [{"type": "choice"}]}), _drop("data.eval"),
+              _set("eval", {"choices": TEAMS})),
+         data=("train.jsonl", _jsonl([{"prompt": f"Which team for ticket {n}?"} for n in range(6)]))),
 ]
 CASES = RECIPES + DATA
 

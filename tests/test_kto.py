@@ -218,3 +218,18 @@ def test_kto_moves_held_out_preferences_towards_what_the_feedback_rewards(tmp_pa
     assert low > 0, (low, high, base.metrics["eval"], tuned.metrics["eval"])
     assert tuned.metrics["eval"]["accuracy_length_normalized"] > base.metrics["eval"]["accuracy_length_normalized"]
     assert tuned.metrics["last_rewards_margins"] > tuned.metrics["first_rewards_margins"]
+
+
+def test_a_label_column_of_class_names_is_not_feedback(tmp_path):
+    """`messages` or `prompt`/`completion` rows with a `label` of class names stay what they were before feedback
+    formats existed; only thumbs (booleans, 1/0, up/down) make feedback rows."""
+    from tuner.schema import DataConfig
+
+    chats = [{"messages": [{"role": "user", "content": f"Ticket {n}"}, {"role": "assistant", "content": "billing"}],
+              "label": "billing"} for n in range(4)]
+    pairs = [{"prompt": f"Ticket {n}", "completion": "billing", "label": "billing"} for n in range(4)]
+    thumbs = [{"prompt": f"Ticket {n}", "completion": "billing", "label": n % 2} for n in range(4)]
+    for rows, expected in ((chats, "messages"), (pairs, "prompt_completion"), (thumbs, "feedback")):
+        path = write_jsonl(tmp_path / f"{expected}.jsonl", rows)
+        splits = load_data(DataConfig(train={"path": str(path)}, eval={"path": str(path)}, drop_eval_overlap=False))
+        assert splits.format == expected

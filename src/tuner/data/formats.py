@@ -180,6 +180,16 @@ _THUMBS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no
            "\U0001f44e": False}
 
 
+def _thumbs_labels(dataset) -> bool:
+    """Whether a data set's `label` column holds thumbs (booleans, 1/0, up/down...) and not class names: only then
+    are `messages` or `prompt`/`completion` rows with a `label` feedback."""
+    values = [row.get("label") for row in dataset if row.get("label") is not None]
+    try:
+        return bool(values) and all(_thumbs(value) in (True, False) for value in values)
+    except ValueError:
+        return False
+
+
 def _thumbs(value: Any) -> bool:
     """A feedback label as True (thumbs up) or False: a boolean, 1/0, or a word (true/false, up/down, good/bad)."""
     if isinstance(value, bool):
@@ -222,6 +232,12 @@ def _from_prompts(row, data_config):
         return {"prompt": turns if turns[0]["role"] == "system" else _system(data_config) + turns}
     prompt = content_text(prompt, "`prompt`")
     return {"prompt": _system(data_config) + [{"role": "user", "content": prompt}] if data_config.chat else prompt}
+
+
+def _prompts_alone(dataset) -> bool:
+    """Whether a `prompt` column stands alone: beside half of a pair or an answer column it is a broken file of
+    another format, named as such."""
+    return not {"chosen", "rejected", "completion", "response", "output", "answer"} & set(dataset.column_names)
 
 
 def unpaired(row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -304,6 +320,8 @@ class Format:
     required: Callable[[list[str], Any], list[str]]
     convert: Callable[[dict[str, Any], Any], dict[str, Any]]
     family: str
+    # Detection only: whether the rows' values fit too, when the columns alone do not tell.
+    fits: Callable[[Any], bool] | None = None
 
 
 def _columns(*names: str) -> Callable[[list[str], Any], list[str]]:
@@ -321,23 +339,25 @@ FORMATS: dict[str, Format] = {
     "preference_messages": Format(_columns("chosen_messages", "rejected_messages"), _from_preference_messages,
                                   "preference"),
     "feedback_messages": Format(_columns("messages", "label"), _from_feedback_chat("messages", "message"),
-                                "feedback"),
+                                "feedback", _thumbs_labels),
     "feedback_conversations": Format(_columns("conversations", "label"),
-                                     _from_feedback_chat("conversations", "turn"), "feedback"),
-    "feedback": Format(_columns("prompt", "completion", "label"), _from_feedback, "feedback"),
+                                     _from_feedback_chat("conversations", "turn"), "feedback", _thumbs_labels),
+    "feedback": Format(_columns("prompt", "completion", "label"), _from_feedback, "feedback", _thumbs_labels),
     "messages": Format(_columns("messages"), _from_chat("messages", "message"), "messages"),
     "sharegpt": Format(_columns("conversations"), _from_chat("conversations", "turn"), "messages"),
     "alpaca": Format(_columns("instruction", "output"), _from_alpaca, "prompt_completion"),
     "prompt_completion": Format(_columns("prompt", "completion"), _from_prompt_completion, "prompt_completion"),
     "classification": Format(_classification_columns, _from_classification, "prompt_completion"),
-    "prompts": Format(_columns("prompt"), _from_prompts, "prompts"),
+    "prompts": Format(_columns("prompt"), _from_prompts, "prompts", _prompts_alone),
 }
 
 
-def detect_format(columns: list[str], data_config) -> str:
-    """Name the row format from a data set's columns, or raise listing the columns found."""
+def detect_format(columns: list[str], data_config, dataset=None) -> str:
+    """Name the row format from a data set's columns (and, given the `dataset`, its values where a format asks), or
+    raise listing the columns found."""
     for name, entry in FORMATS.items():
-        if all(column in columns for column in entry.required(columns, data_config)):
+        if all(column in columns for column in entry.required(columns, data_config)) and (
+                entry.fits is None or dataset is None or entry.fits(dataset)):
             return name
     raise TunerError(
         f"the columns {sorted(columns)} fit no known format. tuner reads `messages` (chat), `conversations` "
@@ -371,7 +391,7 @@ def to_canonical(dataset, data_config, where: str = "<data>"):
     dataset = renamed(dataset, data_config, where)
     columns = list(dataset.column_names)
     try:
-        fmt = data_config.format if data_config.format != "auto" else detect_format(columns, data_config)
+        fmt = data_config.format if data_config.format != "auto" else detect_format(columns, data_config, dataset)
     except TunerError as exc:
         raise TunerError(f"{where}: {exc}") from None
     entry = FORMATS[fmt]
