@@ -57,6 +57,14 @@ def test_reward_model_learns_to_rank_held_out_pairs(tmp_path, tiny_model_dir, pa
     assert len(predictions) == 40 and all(set(p["scores"]) == {"chosen", "rejected"} for p in predictions)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["method"] == "reward" and manifest["model"]["head"] == "reward"
+    # It scores answers and cannot write any: export and predict refuse it with what to give instead.
+    from tuner import export, predict
+
+    with pytest.raises(TunerError, match="reward model run .* no language-model head to export"):
+        export(run_dir, to="merged", out=tmp_path / "export")
+    with pytest.raises(TunerError, match="no language-model head to answer with"):
+        predict(run_dir, pair_files[1], tmp_path / "answers.jsonl")
+    assert not (tmp_path / "export").exists() and not (tmp_path / "answers.jsonl").exists()
 
 
 def test_reward_scores_match_a_direct_forward(tmp_path, tiny_model_dir):

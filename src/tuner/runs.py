@@ -231,6 +231,14 @@ class FinishedRun:
     manifest: dict[str, Any]
     metrics: dict[str, Any]
 
+    def require_policy(self, action: str) -> None:
+        """Refuse to `action` (export, answer with) a reward model run: its adapter and head score answers, and it
+        has no language-model head to write any."""
+        if self.recipe.method == "reward":
+            raise TunerError(f"{self.run_dir}: this is a reward model run (`tuner reward`): it scores answers and has "
+                             f"no language-model head to {action}. Give a run of sft, dpo, kto or grpo; a reward model "
+                             f"is used by naming its folder in a GRPO recipe's rewards.")
+
     @property
     def adapter(self) -> Path | None:
         folder = self.run_dir / "adapter"
@@ -249,15 +257,15 @@ def read_run(path: str | Path) -> FinishedRun:
     any more. An unfinished, interrupted or seed-parent folder is refused with what to do."""
     run_dir = Path(path)
     if not run_dir.is_dir():
-        raise TunerError(f"{run_dir}: no such run folder. Give the folder a `tuner sft`, `dpo`, `fewshot` or `rag` "
-                         f"run printed as its run folder.")
+        raise TunerError(f"{run_dir}: no such run folder. Give the folder a `tuner sft`, `dpo`, `kto`, `grpo`, "
+                         f"`fewshot` or `rag` run printed as its run folder.")
     seeds = sorted(p.name for p in run_dir.glob("seed-*") if (p / "recipe.yaml").is_file())
     if seeds and not (run_dir / "recipe.yaml").is_file():
         raise TunerError(f"{run_dir}: holds one run per seed ({', '.join(seeds)}), not one run. Give one of them, "
                          f"e.g. {run_dir / seeds[0]}.")
     if not (run_dir / "recipe.yaml").is_file():
         raise TunerError(f"{run_dir}: not a tuner run folder (it has no recipe.yaml). Give the folder a `tuner sft`, "
-                         f"`dpo`, `fewshot` or `rag` run printed as its run folder.")
+                         f"`dpo`, `kto`, `grpo`, `fewshot` or `rag` run printed as its run folder.")
     if not (run_dir / "metrics.json").is_file() or not (run_dir / "manifest.json").is_file():
         raise TunerError(f"{run_dir}: the run did not finish (no metrics.json: it was interrupted or is still "
                          f"running). Finish it with `tuner <method> {run_dir / 'recipe.yaml'} --resume`, or give a "

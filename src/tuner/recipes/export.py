@@ -32,6 +32,7 @@ class ExportResult:
 def _checked_request(run, to: str, quant: str | None) -> str | None:
     if to not in FORMATS:
         raise TunerError(f"--to {to!r} is not an export format; choose {', '.join(FORMATS)}.")
+    run.require_policy("export")
     if run.adapter is None:
         raise TunerError(f"{run.run_dir}: this {run.recipe.method} run trained no adapter (it has no "
                          f"adapter/adapter_config.json), so there is nothing of its own to export. Export the SFT or "

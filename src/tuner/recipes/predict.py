@@ -41,6 +41,7 @@ def model_target(target: str | Path):
     path = Path(target)
     if path.is_dir():
         run = read_run(path)
+        run.require_policy("answer with")
         # Its own adapter; else the adapter `tuner eval --adapter` scored, or the one a rag recipe used.
         adapter = run.run_dir if run.adapter else run.metrics.get("adapter") or run.recipe.model.adapter
         return run.recipe, adapter, run.manifest.get("data") or {}
