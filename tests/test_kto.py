@@ -133,8 +133,13 @@ def test_bad_feedback_is_refused_before_a_model_loads(tmp_path, tiny_model_dir, 
 
     words = write_jsonl(tmp_path / "words.jsonl", [{**row, "label": "billing"} for row in feedback_rows(4)])
     document["data"]["train"] = {"path": str(words)}
+    # Class names in `label` are not feedback: detected as prompt/completion rows, named as such ...
+    with pytest.raises(TunerError, match="method kto needs feedback rows .* holds prompt_completion rows"):
+        preflight.validate(recipe_from_dict(document))
+    document["data"]["format"] = "feedback"  # ... and, named feedback, each row says why it is not
     with pytest.raises(TunerError, match="not a thumbs up or down"):
         preflight.validate(recipe_from_dict(document))
+    document["data"]["format"] = "auto"
 
     only_feedback = kto_document(tiny_model_dir, feedback_files, tmp_path / "kto", eval={})
     only_feedback["data"].pop("eval")
