@@ -26,9 +26,12 @@ def grpo_document(tiny_model_dir, ticket_files, output_dir, rewards=None, **chan
     return document
 
 
-def test_named_choice_is_the_first_choice_an_answer_names():
-    assert named_choice("Send it to Billing, not shipping.", TEAMS) == "billing"
-    assert named_choice("shipping or billing", TEAMS) == "shipping"
+def test_named_choice_is_the_one_choice_an_answer_names():
+    assert named_choice("Send it to Billing.", TEAMS) == "billing"
+    assert named_choice("billing, billing!", TEAMS) == "billing"
+    # Repeating the options (the question's own list) names them all, and earns nothing.
+    assert named_choice("Team for this ticket (billing, shipping, returns", TEAMS) is None
+    assert named_choice("shipping or billing", TEAMS) is None
     assert named_choice("re-billing team", ["billing", "re-billing"]) == "re-billing"
     assert named_choice("no team here", TEAMS) is None
 
@@ -39,10 +42,10 @@ def test_built_in_rewards_as_trl_calls_them(tmp_path, tiny_model_dir, ticket_fil
         {"type": "length", "max_tokens": 2}])
     choice, exact, regex, length = reward_functions(recipe_from_dict(document), None, TEAMS)
     completions = [[{"role": "assistant", "content": text}] for text in
-                   ("billing", "Billing team, I think", "shipping", "It goes to billing.")]
+                   ("billing", "Billing team, I think", "shipping", "It goes to billing, or returns.")]
     gold = ["billing"] * 4
     kwargs = {"prompts": [[]] * 4, "completions": completions, "gold": gold, "trainer_state": None}
-    assert choice(**kwargs) == [1.0, 1.0, 0.0, 1.0]
+    assert choice(**kwargs) == [1.0, 1.0, 0.0, 0.0]
     assert exact(**kwargs) == [1.0, 0.0, 0.0, 0.0]
     assert regex(**kwargs) == [1.0, 0.0, 1.0, 0.0]
     assert length(**kwargs, completion_ids=[[1], [1, 2], [1, 2, 3], [1, 2, 3, 4]]) == [0.0, 0.0, -0.5, -1.0]

@@ -92,10 +92,13 @@ def completion_text(completion: Any) -> str:
 
 
 def named_choice(text: str, choices: list[str]) -> str | None:
-    """The choice an answer names first (whole words, any case), or None when it names none."""
-    found = [(match.start(), choice) for choice in choices
-             for match in [re.search(rf"(?<!\w){re.escape(choice)}(?!\w)", text, re.IGNORECASE)] if match]
-    return min(found)[1] if found else None
+    """The one choice an answer names (whole words, any case), or None when it names none or several: an answer
+    that repeats the list of options names them all, and must not earn the reward of the right one."""
+    named = {choice for choice in choices if re.search(rf"(?<!\w){re.escape(choice)}(?!\w)", text, re.IGNORECASE)}
+    if len(named) > 1:  # "re-billing" names "billing" too: keep the longest of nested names
+        named = {choice for choice in named if not any(choice != other and choice.lower() in other.lower()
+                                                       for other in named)}
+    return named.pop() if len(named) == 1 else None
 
 
 def _exact_match(spec, choices):

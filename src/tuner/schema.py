@@ -303,7 +303,7 @@ class RewardSpec(_Section):
     """One reward of a GRPO run; several add up, each times its `weight`."""
 
     type: Literal[REWARD_TYPES] = Field(description="exact_match (1 when the answer equals the row's gold answer), "
-                                        "choice (1 when the first of the choices the answer names is the gold one), "
+                                        "choice (1 when the one choice the answer names is the gold one), "
                                         "regex (1 when the answer matches `pattern`), length (minus the share of "
                                         "tokens beyond `max_tokens`), model (a `tuner reward` run's score), function "
                                         "(your Python `module:function`).")
