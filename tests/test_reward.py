@@ -82,8 +82,8 @@ def test_reward_scores_match_a_direct_forward(tmp_path, tiny_model_dir):
              ("Which team? plain text", " returns", None)]
     batched = reward_scores(loaded.model, loaded.tokenizer, items, batch_size=3)
     with torch.inference_mode():
-        alone = [loaded.model(input_ids=torch.tensor([reward_ids(prompt, answer, loaded.tokenizer)])).logits[0, 0].item()
-                 for prompt, answer, _ in items]
+        alone = [loaded.model(input_ids=torch.tensor([reward_ids(prompt, answer, loaded.tokenizer)])).logits[0, 0]
+                 .item() for prompt, answer, _ in items]
     assert batched == pytest.approx(alone, abs=1e-4)  # padding changes nothing
     assert reward_ids(items[2][0], items[2][1], loaded.tokenizer)[-1] == loaded.tokenizer.eos_token_id
 

@@ -422,7 +422,8 @@ def evaluate(model, tokenizer, rows, eval_config, label_names: list[str] | None 
         raise TunerError("`eval.task` is not set: choose choice, generate or preference.")
     check_rows(rows, eval_config, label_names)
     phases: dict[str, Any] = {}
-    with phase("eval", phases), precision_autocast(model, precision), Progress(len(rows), f"scoring ({eval_config.task})",
+    with phase("eval", phases), precision_autocast(model, precision), Progress(len(rows),
+                                                                               f"scoring ({eval_config.task})",
                                                                       "rows") as progress:
         clock = RowClock(progress, len(rows))
         correct, predictions, extra = _with_smaller_batches_on_oom(model, tokenizer, rows, eval_config, label_names,

@@ -403,8 +403,8 @@ class Recipe(_Section):
             raise ValueError(f"`seeds` must list distinct whole numbers of 0 or more, at least one (got "
                              f"{self.seeds})")
         if self.resume is not None and self.method in ("fewshot", "rag"):
-            raise ValueError(f"`resume` is for training methods ({', '.join(TRAINING_METHODS)}); method {self.method} has nothing to "
-                             f"resume")
+            raise ValueError(f"`resume` is for training methods ({', '.join(TRAINING_METHODS)}); method "
+                             f"{self.method} has nothing to resume")
         if (self.method == "grpo") != (self.grpo is not None):
             raise ValueError("method grpo needs a `grpo:` section with its `rewards` (e.g. `rewards: [{type: choice}]`)"
                              if self.method == "grpo" else f"`grpo` is for method grpo; method {self.method} would "

@@ -1,6 +1,6 @@
 """The TRL trainers tuner builds. Each run's TRL config is built here, in one place, from tuner's `train:` defaults
-(schema.py), the recipe's `train:` keys, the method's own block (`dpo:`, `kto:`) and the `speed.Speed` decisions; the trainer
-is built over it. Nothing changes the config or the trainer once they are built.
+(defaults.py), the recipe's `train:` keys, the method's own block (`dpo:`, `kto:`, `grpo:`) and the `speed.Speed`
+decisions; the trainer is built over it. Nothing changes the config or the trainer once they are built.
 """
 
 from __future__ import annotations
@@ -144,8 +144,8 @@ TRAINERS = {"sft": sft_trainer, "dpo": dpo_trainer, "kto": kto_trainer, "reward"
 
 
 def build_trainer(recipe, loaded, rows, run_dir: Path):
-    """The trainer `tuner sft|dpo|kto|reward|grpo` builds for a recipe on its canonical training rows, and the `speed.Speed` decided
-    for it (SFT chats rendered by `rendering.sft_rows` first)."""
+    """The trainer `tuner sft|dpo|kto|reward|grpo` builds for a recipe on its canonical training rows, and the
+    `speed.Speed` decided for it (SFT chats rendered by `rendering.sft_rows` first)."""
     speed = decide(recipe, loaded, rows)
     train_rows = sft_rows(rows, loaded.tokenizer) if recipe.method == "sft" else rows
     return TRAINERS[recipe.method](recipe, speed, loaded, train_rows, run_dir), speed

@@ -364,7 +364,8 @@ def detect_format(columns: list[str], data_config, dataset=None) -> str:
         f"(ShareGPT), `instruction`/`input`/`output` (Alpaca), `prompt`/`completion`, `chosen`/`rejected` "
         f"(preference pairs, with `prompt` or `conversations`, or as full transcripts), "
         f"`chosen_messages`/`rejected_messages` (two chats), `prompt`/`completion` or `messages` with a boolean "
-        f"`label` (thumbs up/down feedback), `prompt` alone (prompts for GRPO), or a text column ({', '.join(TEXT_COLUMNS)}) with a "
+        f"`label` (thumbs up/down feedback), `prompt` alone (prompts for GRPO), or a text column "
+        f"({', '.join(TEXT_COLUMNS)}) with a "
         f"`{data_config.label_column}` column (classification). Rename the columns, or set `data.format`, "
         f"`data.text_column` and `data.label_column`.")
 

@@ -59,7 +59,8 @@ def run(recipe) -> RunResult:
     weights = {"desirable_weight": trainer.args.desirable_weight,
                "undesirable_weight": trainer.args.undesirable_weight}
     manifest = build_manifest(recipe, splits.report, loaded.info,
-                              extra={"adapter": recipe.adapter.model_dump(), "kto": {**recipe.kto.model_dump(), **weights},
+                              extra={"adapter": recipe.adapter.model_dump(),
+                                     "kto": {**recipe.kto.model_dump(), **weights},
                                      "continued_from": recipe.model.adapter,
                                      "trl_args": recorded_args(trainer.args, recipe),
                                      "speed": speed_record(speed, trainer.args)})

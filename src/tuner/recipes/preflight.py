@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..data.corpus import read_corpus
+from ..defaults import TRAINING_METHODS
 from ..data.formats import FORMATS
 from ..data.rows import prompt_rows, scoring_rows
 from ..data.splits import load_data, require_feedback, require_preference, require_train_rows
@@ -17,7 +18,6 @@ from ..models import check_chat_template, load_config_and_tokenizer
 from ..retrieval import retrieval_aware_rows
 from ..rewards import NEEDS_GOLD, reward_functions
 from ..selection import fewshot_rows
-from ..defaults import TRAINING_METHODS
 from ..speed import checkpointing, decide_precision
 
 
@@ -36,8 +36,9 @@ def check_data(recipe, splits) -> None:
                              f"so there is nothing to score them on: set `eval.task` (choice or generate; the answers "
                              f"marked good are the gold answers), or give `data.eval` preference pairs.")
         if not held_out_pairs(splits) and not scoring_rows(splits.eval):
-            raise TunerError(f"{recipe.source}: none of the {len(splits.eval)} held-out feedback rows is marked good, so "
-                             f"no row has a gold answer to score. Give `data.eval` (task rows or preference pairs).")
+            raise TunerError(f"{recipe.source}: none of the {len(splits.eval)} held-out feedback rows is marked good, "
+                             f"so no row has a gold answer to score. Give `data.eval` (task rows or preference "
+                             f"pairs).")
     if recipe.method == "grpo":
         check_rewards(recipe, splits)
     elif FORMATS[splits.format].family == "prompts":
