@@ -146,3 +146,47 @@ def test_training_in_a_worker_thread_runs_without_signal_handlers(tiny_model_dir
     worker.join()
     assert outcome["result"].metrics["train_steps"] == 2
     assert "cannot be caught here" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("stop_at", [4, 3])  # mid-way through the second epoch; at the end of the first
+def test_resume_in_the_second_epoch_trains_the_rows_of_an_uninterrupted_run(tiny_model_dir, ticket_files, tmp_path,
+                                                                            signal_at_step, stop_at):
+    def two_epochs(output_dir):
+        doc = document(tiny_model_dir, ticket_files, output_dir)
+        # 12 rows in batches of 4: 3 steps an epoch, each epoch's rows in a new length-grouped order.
+        doc["train"].update(max_steps=-1, num_train_epochs=2)
+        doc["data"]["max_train_samples"] = 12
+        return doc
+
+    whole = sft.run(recipe_from_dict(two_epochs(tmp_path / "whole")))
+    assert whole.metrics["train_steps"] == STEPS
+    disarm = signal_at_step(stop_at)
+    doc = two_epochs(tmp_path / "cut")
+    with pytest.raises(Interrupted):
+        sft.run(recipe_from_dict(doc))
+    disarm()
+    sft.run(recipe_from_dict({**doc, "resume": "auto"}))
+    before, after = losses(whole.run_dir), losses(tmp_path / "cut")
+    assert sorted(after) == list(range(1, STEPS + 1))
+    for step in range(stop_at + 1, STEPS + 1):  # the second epoch's order drawn again as it was the first time
+        assert after[step] == pytest.approx(before[step], rel=1e-3, abs=1e-4), (step, before, after)
+
+
+def test_a_second_signal_at_once_is_the_same_ctrl_c_under_a_launcher(monkeypatch, capsys):
+    import time
+
+    # Ctrl-C under torchrun: the terminal signals the worker, and torchrun forwards the signal again at once.
+    several = StopOnSignal(processes=2)
+    several._handle(signal.SIGINT, None)
+    several._handle(signal.SIGINT, None)  # the forwarded copy: still saving a checkpoint
+    assert several.signum == signal.SIGINT
+    later = time.monotonic() + StopOnSignal.SAME_SIGNAL_SECONDS + 1
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C a moment later stops at once
+        several._handle(signal.SIGINT, None)
+    monkeypatch.undo()
+    alone = StopOnSignal()
+    alone._handle(signal.SIGINT, None)
+    with pytest.raises(KeyboardInterrupt):  # one process: the second signal always stops at once
+        alone._handle(signal.SIGINT, None)
+    assert capsys.readouterr().out.count("saving a checkpoint after this step") == 2

@@ -9,6 +9,7 @@ skipped. The marker holds the resolved recipe and data fingerprints, so a resume
 from __future__ import annotations
 
 import json
+import math
 import signal
 import threading
 import time
@@ -41,10 +42,20 @@ class Interrupted(TunerError):
 
 class StopOnSignal(TrainerCallback):
     """On SIGINT or SIGTERM (a preempted spot instance gets SIGTERM), finish the current step, save a checkpoint
-    and stop. A second signal stops at once."""
+    and stop. A second signal stops at once.
 
-    def __init__(self):
+    Under a launcher (several processes) the ranks agree at every step's end on whether any of them got a signal,
+    so all stop after the same step and save one checkpoint together (a rank that stopped alone would leave the
+    others waiting for it in their next gradient exchange). A second signal within `SAME_SIGNAL_SECONDS` of the
+    first counts as the same one there: on Ctrl-C the terminal signals every process and torchrun forwards the
+    signal to its workers again."""
+
+    SAME_SIGNAL_SECONDS = 1.0
+
+    def __init__(self, processes: int = 1):
         self.signum: int | None = None
+        self.processes = processes
+        self._when = 0.0
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
@@ -63,16 +74,64 @@ class StopOnSignal(TrainerCallback):
 
     def _handle(self, signum, frame) -> None:
         if self.signum is not None:
+            if self.processes > 1 and time.monotonic() - self._when < self.SAME_SIGNAL_SECONDS:
+                return
             self.uninstall()
             raise KeyboardInterrupt
-        self.signum = signum
+        self.signum, self._when = signum, time.monotonic()
         print(f"\ntuner: got {signal.Signals(signum).name}: saving a checkpoint after this step, then stopping "
               f"(send it again to stop at once).", flush=True)
 
     def on_step_end(self, args, state, control, **kwargs):
+        if self.processes > 1:
+            self.signum = agreed_signal(self.signum)
         if self.signum is not None:
             control.should_save = True
             control.should_training_stop = True
+        return control
+
+
+def agreed_signal(signum: int | None) -> int | None:
+    """The signal any rank got (the highest number when several did), the same on every rank; a collective call
+    every rank makes at the same step."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return signum
+    # NCCL reduces CUDA tensors only; gloo (CPUs) CPU tensors.
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    flag = torch.tensor([signum or 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item()) or None
+
+
+class EpochOrder(TrainerCallback):
+    """Draw each epoch's row order (after the first) from a generator seeded by the run's seed and the epoch, so a
+    run resumed in epoch 2 or later trains the rows an uninterrupted run trains.
+
+    Trainer's length-grouped sampler draws its permutation from torch's global generator when the epoch starts, and
+    a resume restores that generator only from the checkpoint's step: mid-epoch, the permutation was drawn before.
+    Reseeding at the end of each epoch's last step (before its checkpoint records the generator) and at the start of
+    the next makes the draw the same function of (seed, epoch) in both runs. The first epoch keeps the order it
+    always had (drawn after `set_seed` and model loading, which a resumed run repeats)."""
+
+    @staticmethod
+    def _reseed(seed: int, epoch: int) -> None:
+        import torch
+
+        torch.manual_seed(seed * 1_000_003 + epoch)
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        epoch = math.floor(state.epoch + 1e-9) if state.epoch else 0
+        if epoch >= 1:
+            self._reseed(args.seed, epoch)
+        return control
+
+    def on_step_end(self, args, state, control, **kwargs):
+        ended = round(state.epoch or 0.0)
+        if ended >= 1 and abs(state.epoch - ended) < 1e-9:  # this step ended an epoch
+            self._reseed(args.seed, ended)
         return control
 
 

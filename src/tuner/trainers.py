@@ -16,7 +16,6 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 from .adapters import build_peft_config, with_run_adapter
 from .data.splits import feedback_counts
 from .models import prepare_base
-from .rewards import reward_functions
 from .rendering import sft_rows, with_lengths
 from .speed import decide
 
@@ -72,6 +71,15 @@ def sft_trainer(recipe, speed, loaded, rows, run_dir: Path):
                          peft_config=build_peft_config(recipe.adapter))
 
 
+def policy(recipe, speed, loaded):
+    """The model a feedback trainer trains and the peft config it is given: the base with a new adapter from the
+    recipe (peft config for TRL to apply), or with the adapter of `model.adapter`'s SFT run, trainable (no config)."""
+    model = prepare_base(loaded.model, recipe.model.quantize, speed.gradient_checkpointing)
+    if recipe.model.adapter is None:
+        return model, build_peft_config(recipe.adapter)
+    return with_run_adapter(model, recipe.model.adapter, trainable=True), None
+
+
 def dpo_trainer(recipe, speed, loaded, rows, run_dir: Path):
     """DPOTrainer over the policy: a new adapter from the recipe, or the adapter of `model.adapter`'s SFT run
     trained on. With no reference model given, TRL scores the reference with the adapter switched off (or, from
@@ -80,10 +88,7 @@ def dpo_trainer(recipe, speed, loaded, rows, run_dir: Path):
     if isinstance(settings["loss_type"], str):
         settings["loss_type"] = [settings["loss_type"]]
     args = trl_config(recipe, speed, run_dir, settings)
-    model = prepare_base(loaded.model, recipe.model.quantize, speed.gradient_checkpointing)
-    peft_config = build_peft_config(recipe.adapter) if recipe.model.adapter is None else None
-    if recipe.model.adapter is not None:
-        model = with_run_adapter(model, recipe.model.adapter, trainable=True)
+    model, peft_config = policy(recipe, speed, loaded)
     rows = with_lengths(rows, loaded.tokenizer) if speed.length_column else rows
     return DPOTrainer(model=model, args=args, train_dataset=rows, processing_class=loaded.tokenizer,
                       peft_config=peft_config)
@@ -105,10 +110,7 @@ def kto_trainer(recipe, speed, loaded, rows, run_dir: Path):
     settings = {**recipe.kto.model_dump(exclude={"unpair"}, exclude_none=True),
                 **feedback_weights(recipe.kto, feedback_counts(rows))}
     args = trl_config(recipe, speed, run_dir, settings)
-    model = prepare_base(loaded.model, recipe.model.quantize, speed.gradient_checkpointing)
-    peft_config = build_peft_config(recipe.adapter) if recipe.model.adapter is None else None
-    if recipe.model.adapter is not None:
-        model = with_run_adapter(model, recipe.model.adapter, trainable=True)
+    model, peft_config = policy(recipe, speed, loaded)
     return KTOTrainer(model=model, args=args, train_dataset=rows.rename_column("desirable", "label"),
                       processing_class=loaded.tokenizer, peft_config=peft_config)
 
@@ -123,19 +125,15 @@ def reward_trainer(recipe, speed, loaded, rows, run_dir: Path):
                          peft_config=build_peft_config(recipe.adapter, head="reward"))
 
 
-def grpo_trainer(recipe, speed, loaded, rows, run_dir: Path):
-    """GRPOTrainer over the policy (a new adapter, or an SFT run's trained on) with the recipe's rewards
-    (`rewards.reward_functions`, their weights as TRL's `reward_weights`), on prompt rows (`gold`, `choices` beside
+def grpo_trainer(recipe, speed, loaded, rows, run_dir: Path, reward_funcs: list):
+    """GRPOTrainer over the policy (a new adapter, or an SFT run's trained on) with the recipe's rewards (built by
+    `rewards.reward_functions`, their weights as TRL's `reward_weights`), on prompt rows (`gold`, `choices` beside
     each prompt for the rewards that need them)."""
     settings = {**recipe.grpo.model_dump(exclude={"rewards"}),
                 "reward_weights": [spec.weight for spec in recipe.grpo.rewards]}
     args = trl_config(recipe, speed, run_dir, settings)
-    model = prepare_base(loaded.model, recipe.model.quantize, speed.gradient_checkpointing)
-    peft_config = build_peft_config(recipe.adapter) if recipe.model.adapter is None else None
-    if recipe.model.adapter is not None:
-        model = with_run_adapter(model, recipe.model.adapter, trainable=True)
-    functions = reward_functions(recipe, loaded.tokenizer, None, loaded.precision)
-    return GRPOTrainer(model=model, reward_funcs=functions, args=args, train_dataset=rows,
+    model, peft_config = policy(recipe, speed, loaded)
+    return GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=rows,
                        processing_class=loaded.tokenizer, peft_config=peft_config)
 
 
@@ -143,9 +141,10 @@ TRAINERS = {"sft": sft_trainer, "dpo": dpo_trainer, "kto": kto_trainer, "reward"
             "grpo": grpo_trainer}
 
 
-def build_trainer(recipe, loaded, rows, run_dir: Path):
+def build_trainer(recipe, loaded, rows, run_dir: Path, **parts):
     """The trainer `tuner sft|dpo|kto|reward|grpo` builds for a recipe on its canonical training rows, and the
-    `speed.Speed` decided for it (SFT chats rendered by `rendering.sft_rows` first)."""
+    `speed.Speed` decided for it (SFT chats rendered by `rendering.sft_rows` first). `parts` are what a method's
+    trainer takes beside (GRPO: `reward_funcs`, built by the recipe module)."""
     speed = decide(recipe, loaded, rows)
     train_rows = sft_rows(rows, loaded.tokenizer) if recipe.method == "sft" else rows
-    return TRAINERS[recipe.method](recipe, speed, loaded, train_rows, run_dir), speed
+    return TRAINERS[recipe.method](recipe, speed, loaded, train_rows, run_dir, **parts), speed

@@ -14,10 +14,10 @@ from .adapters import adapter_dir, gathered_state_dict, parameter_counts, save_a
 from .data.rows import scoring_rows
 from .evaluator import evaluate
 from .runs import record_evaluation
-from .checkpoints import Interrupted, MarkComplete, StopOnSignal, earlier_seconds, identity, last_complete, signal_name
+from .checkpoints import EpochOrder, Interrupted, MarkComplete, StopOnSignal, earlier_seconds, identity, last_complete, signal_name
 from .errors import TunerError
 from .files import write_json
-from .hardware import is_main_process, is_out_of_memory
+from .hardware import is_main_process, is_out_of_memory, world_size
 
 
 def train_and_save(trainer, tokenizer, run_dir: Path, phases: dict[str, Any], recipe, data_report: dict[str, Any],
@@ -28,8 +28,9 @@ def train_and_save(trainer, tokenizer, run_dir: Path, phases: dict[str, Any], re
     the trainer restores optimizer, scheduler, RNG and data position, and the hours before the interruption count.
     """
     earlier = earlier_seconds(checkpoint)
-    stopper = StopOnSignal()
+    stopper = StopOnSignal(world_size())
     trainer.add_callback(stopper)
+    trainer.add_callback(EpochOrder())
     trainer.add_callback(MarkComplete(identity(recipe, data_report), earlier))
     stopper.install()
     try:
@@ -101,6 +102,12 @@ def logged(history: list[dict[str, Any]], key: str, which: int) -> float | None:
     """The first (`which` 0) or last (-1) value the trainer logged under `key`, or None."""
     values = [entry[key] for entry in history if key in entry]
     return values[which] if values else None
+
+
+def first_and_last(history: list[dict[str, Any]], keys) -> dict[str, float | None]:
+    """`first_<key>` and `last_<key>` for each logged key (a `/` in TRL's names becomes `_`), for a run's metrics."""
+    return {f"{end}_{key.replace('/', '_')}": logged(history, key, which)
+            for end, which in (("first", 0), ("last", -1)) for key in keys}
 
 
 def recorded_args(args, recipe) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """Reinforcement learning against rewards (GRPO) of a LoRA/QLoRA adapter with TRL's GRPOTrainer.
 
-`run(recipe)` reads top to bottom: seed, data (prompts with their gold answers and choices), model, trainer (with the
-recipe's rewards; with the SFT adapter when continuing), the reward of the starting policy on held-out prompts,
-train, save, the reward after, evaluate the recipe's task, write the run folder. Each held-out prompt gets one greedy
-answer before and after, rewarded as in training (`rewards.jsonl`).
+`run(recipe)` reads top to bottom: seed, data (prompts with their gold answers and choices), model, the recipe's
+rewards (a reward model run is loaded here), trainer (with the SFT adapter when continuing), the reward of the
+starting policy on held-out prompts, train, save, the reward after, evaluate the recipe's task, write the run folder.
+Each held-out prompt gets one greedy answer before and after, rewarded as in training (`rewards.jsonl`).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from ..files import write_jsonl
 from ..hardware import is_main_process
 from ..intervals import paired_difference_interval
 from ..models import check_chat_template, load_model
-from ..rewards import mean_reward
+from ..rewards import mean_reward, reward_functions
 from ..runs import RunResult, build_manifest, finish_run, record_evaluation, run_folder
 from ..speed import decide_precision
 from ..trainers import build_trainer
-from ..training import logged, recorded_args, speed_record, train_and_save, train_metrics
+from ..training import first_and_last, recorded_args, speed_record, train_and_save, train_metrics
 from .preflight import check_data
 
 TRAINING_LOGS = ("loss", "reward", "reward_std")
@@ -48,11 +48,12 @@ def run(recipe) -> RunResult:
     check_chat_template(loaded.tokenizer, recipe)
     run_dir = run_folder(recipe, checkpoint)
 
-    trainer, speed = build_trainer(recipe, loaded, train_rows, run_dir)
+    functions = reward_functions(recipe, loaded.tokenizer, None, loaded.precision)
+    trainer, speed = build_trainer(recipe, loaded, train_rows, run_dir, reward_funcs=functions)
     counts = parameter_counts(trainer.model)
     weights = [spec.weight for spec in recipe.grpo.rewards]
     with phase("reward_before", phases):
-        before = mean_reward(trainer.model, loaded.tokenizer, held_out, trainer.reward_funcs, weights,
+        before = mean_reward(trainer.model, loaded.tokenizer, held_out, functions, weights,
                              recipe.grpo.max_completion_length, recipe.eval.batch_size)
     output = train_and_save(trainer, loaded.tokenizer, run_dir, phases, recipe, splits.report, checkpoint)
     if not is_main_process():
@@ -60,7 +61,7 @@ def run(recipe) -> RunResult:
 
     history = trainer.state.log_history
     with phase("reward_after", phases):
-        after = mean_reward(trainer.model, loaded.tokenizer, held_out, trainer.reward_funcs, weights,
+        after = mean_reward(trainer.model, loaded.tokenizer, held_out, functions, weights,
                             recipe.grpo.max_completion_length, recipe.eval.batch_size)
     write_jsonl(run_dir / "rewards.jsonl", [
         {"row": number, "gold": row["gold"], "before": {"answer": before["answers"][number],
@@ -68,8 +69,7 @@ def run(recipe) -> RunResult:
          "after": {"answer": after["answers"][number], "reward": after["values"][number]}}
         for number, row in enumerate(held_out)])
     metrics = {**train_metrics("sft+grpo" if recipe.model.adapter else "grpo", output, phases, counts),
-               **{f"first_{key}": logged(history, key, 0) for key in TRAINING_LOGS},
-               **{f"last_{key}": logged(history, key, -1) for key in TRAINING_LOGS},
+               **first_and_last(history, TRAINING_LOGS),
                "reward_before": {k: before[k] for k in ("mean", "ci95", "rows")},
                "reward_after": {k: after[k] for k in ("mean", "ci95", "rows")},
                "reward_change_ci95": paired_difference_interval(after["values"], before["values"])}

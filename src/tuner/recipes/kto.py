@@ -21,7 +21,7 @@ from ..rendering import report_long_rows
 from ..runs import RunResult, build_manifest, finish_run, run_folder
 from ..speed import decide_precision
 from ..trainers import build_trainer
-from ..training import logged, recorded_args, score_feedback_run, speed_record, train_and_save, train_metrics
+from ..training import first_and_last, recorded_args, score_feedback_run, speed_record, train_and_save, train_metrics
 from .preflight import check_data
 
 TRAINING_LOGS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "kl")
@@ -52,8 +52,7 @@ def run(recipe) -> RunResult:
 
     history = trainer.state.log_history
     metrics = {**train_metrics("sft+kto" if recipe.model.adapter else "kto", output, phases, counts),
-               **{f"first_{key.replace('/', '_')}": logged(history, key, 0) for key in TRAINING_LOGS},
-               **{f"last_{key.replace('/', '_')}": logged(history, key, -1) for key in TRAINING_LOGS},
+               **first_and_last(history, TRAINING_LOGS),
                "feedback_rows": feedback_counts(train_rows)}
     score_feedback_run(trainer.model, loaded.tokenizer, splits, recipe, loaded.dtype, run_dir, metrics, phases)
     weights = {"desirable_weight": trainer.args.desirable_weight,

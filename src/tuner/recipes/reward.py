@@ -22,7 +22,7 @@ from ..rewards import evaluate_rewards
 from ..runs import RunResult, build_manifest, finish_run, record_evaluation, run_folder
 from ..speed import decide_precision
 from ..trainers import build_trainer
-from ..training import logged, recorded_args, speed_record, train_and_save, train_metrics
+from ..training import first_and_last, recorded_args, speed_record, train_and_save, train_metrics
 from .preflight import check_data
 
 TRAINING_LOGS = ("loss", "accuracy", "margin")
@@ -53,8 +53,7 @@ def run(recipe) -> RunResult:
 
     history = trainer.state.log_history
     metrics = {**train_metrics("reward", output, phases, counts),
-               **{f"first_{key}": logged(history, key, 0) for key in TRAINING_LOGS},
-               **{f"last_{key}": logged(history, key, -1) for key in TRAINING_LOGS}}
+               **first_and_last(history, TRAINING_LOGS)}
     result = evaluate_rewards(trainer.model, loaded.tokenizer, eval_rows, recipe.eval, loaded.dtype)
     record_evaluation(run_dir, result, metrics, phases)
     manifest = build_manifest(recipe, splits.report, loaded.info,
