@@ -123,3 +123,38 @@ def test_a_hub_model_records_the_commit_it_was_loaded_at(tiny_model_dir, tmp_pat
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == commit
+
+
+def test_each_rank_loads_onto_its_own_gpu_after_joining_the_process_group(monkeypatch, tiny_model_dir):
+    import torch
+    import transformers
+
+    import tuner.distributed as distributed
+    import tuner.hardware as hardware
+    import tuner.models as models
+
+    # Rank 1 of 2 on a GPU machine (patched: no GPU here): it used to load onto cuda:0 before any device was set.
+    events = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    for module in (hardware, models):
+        monkeypatch.setattr(module, "device_kind", lambda: "cuda")
+    monkeypatch.setattr(models, "decide_attention", lambda model_config, source: "sdpa")
+    monkeypatch.setattr(distributed, "process_group", lambda: events.append("process group"))
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *args, **kwargs: events.append(("to", args)) or self)
+    load_model(ModelConfig(name_or_path=str(tiny_model_dir)), precision=Precision("fp32", "fp32"))
+    assert events == ["process group", ("to", ("cuda:1",))]
+
+    events.clear()
+    original = transformers.AutoModelForCausalLM.from_pretrained
+
+    def loading(*args, **kwargs):
+        events.append(("device_map", kwargs.get("device_map")))
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("device_map", "quantization_config")}
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", loading)
+    monkeypatch.setattr(models, "_quantization_config", lambda quantize, compute: {"load_in_4bit": True})
+    load_model(ModelConfig(name_or_path=str(tiny_model_dir), quantize="4bit"), precision=Precision("fp32",
+                                                                                                  "fp32"))
+    assert events == ["process group", ("device_map", {"": "cuda:1"})]  # QLoRA: bitsandbytes on the rank's GPU

@@ -13,8 +13,9 @@ from typing import Callable
 from .hardware import device_kind, is_main_process, local_rank, world_size
 
 
-def _process_group():
-    """Join the launcher's process group (Trainer later reuses it): gloo on CPUs, NCCL for CUDA tensors."""
+def process_group():
+    """Join the launcher's process group (Trainer later reuses it): gloo on CPUs, NCCL for CUDA tensors, with this
+    rank's GPU made the current device."""
     import torch
     import torch.distributed as dist
 
@@ -27,11 +28,19 @@ def _process_group():
     return dist
 
 
+def before_loading() -> None:
+    """Under a launcher, join the process group before the model loads: the rank's own GPU is then the current
+    device, and transformers sees the group (under FSDP with `cpu_ram_efficient_loading`, rank 0 alone reads the
+    weights and the others build the model empty, to receive them when FSDP wraps it)."""
+    if world_size() > 1:
+        process_group()
+
+
 def shared(make: Callable[[], Path]) -> Path:
     """`make()` on rank 0 only (it creates the run folder); every rank gets its result."""
     if world_size() == 1:
         return make()
-    dist = _process_group()
+    dist = process_group()
     box = [str(make()) if is_main_process() else None]
     dist.broadcast_object_list(box, src=0, group=dist.new_group(backend="gloo"))
     return Path(box[0])

@@ -116,6 +116,11 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def rank_device() -> str:
+    """This process's device: its own GPU (`cuda:LOCAL_RANK`) under a launcher, `cuda:0` alone, or `cpu`."""
+    return f"cuda:{local_rank()}" if device_kind() == "cuda" else "cpu"
+
+
 def is_main_process() -> bool:
     """Rank 0 (or the only process): the one that writes run files and prints results."""
     return int(os.environ.get("RANK", "0")) == 0

@@ -17,7 +17,8 @@ from typing import Any
 
 from .errors import TunerError
 from .files import cache_dir
-from .hardware import device_kind
+from .distributed import before_loading
+from .hardware import device_kind, rank_device
 from .speed import Precision, decide_attention, decide_precision
 
 PACKAGE_SCHEME = "pkg://"
@@ -190,6 +191,7 @@ def load_model(model_config, source: str = "<recipe>", precision: Precision | No
         print(f"tuner: warning: {source} sets `model.trust_remote_code: true`: Python code shipped with "
               f"{model_config.name_or_path} will run on this machine. Keep it only for a model whose code you trust.")
     _refuse_pickled_weights(path, model_config, source)
+    before_loading()
     common = {"trust_remote_code": model_config.trust_remote_code, "revision": model_config.revision}
     # safetensors only; pickled weights (.bin) can run code when loaded, so they take an explicit opt-in.
     kwargs: dict[str, Any] = {"dtype": torch_dtype(precision.weights), "attn_implementation": attention,
@@ -197,7 +199,7 @@ def load_model(model_config, source: str = "<recipe>", precision: Precision | No
     quantization = _quantization_config(model_config.quantize, precision.compute)
     if quantization is not None:
         kwargs["quantization_config"] = quantization
-        kwargs["device_map"] = {"": 0} if device_kind() == "cuda" else {"": "cpu"}
+        kwargs["device_map"] = {"": rank_device()}
     try:
         tokenizer = _with_pad_token(AutoTokenizer.from_pretrained(path, **common))
         model_class = AutoModelForCausalLM
@@ -207,12 +209,19 @@ def load_model(model_config, source: str = "<recipe>", precision: Precision | No
         model = model_class.from_pretrained(path, **kwargs)
     except OSError as exc:
         raise _unreadable(model_config, source, exc) from None
-    if quantization is None and device_kind() == "cuda":
-        model = model.to("cuda")
+    if quantization is None and device_kind() == "cuda" and not _loaded_for_fsdp():
+        model = model.to(rank_device())  # each rank on its own GPU (every rank on cuda:0 stacked N copies there)
     info.update(head=head, dtype=precision.compute, quantize=model_config.quantize, model_type=model.config.model_type,
                 attn_implementation=attention, revision=resolved_revision(model_config, path),
                 parameters=sum(p.numel() for p in model.parameters()))
     return LoadedModel(model=model, tokenizer=tokenizer, precision=precision, info=info)
+
+
+def _loaded_for_fsdp() -> bool:
+    """FSDP's rank-0-only loading (the other ranks hold empty weights): FSDP itself places the model when it wraps it."""
+    from transformers.distributed.fsdp import is_fsdp_enabled
+
+    return is_fsdp_enabled()
 
 
 def load_config_and_tokenizer(model_config, source: str = "<recipe>"):
