@@ -161,3 +161,34 @@ def test_sigterm_then_resume_matches_an_uninterrupted_grpo_run(tmp_path, tiny_mo
                           for run in (whole.run_dir, resumed.run_dir))
     assert any(t.abs().sum() > 0 for name, t in trained.items() if "lora_B" in name)
     assert all((trained[name] - continued[name]).abs().max() < 1e-5 for name in trained)
+
+
+def test_grpo_memory_is_estimated_on_prompts_and_sampled_answers(tmp_path, tiny_model_dir, ticket_files, monkeypatch,
+                                                                  capsys):
+    import tuner.estimate as estimate_module
+    import tuner.speed as speed
+    from tuner.data.rows import prompt_rows
+    from tuner.data.splits import load_data
+    from tuner.models import load_config_and_tokenizer
+    from tuner.rendering import render_prompt
+    from tuner.speed import Precision, checkpointing
+
+    recipe = recipe_from_dict(grpo_document(tiny_model_dir, ticket_files, tmp_path / "g"))
+    config, tokenizer = load_config_and_tokenizer(recipe.model)
+    rows = prompt_rows(load_data(recipe.data).train, TEAMS)
+    estimate = preflight.dry_run(recipe)
+    # The dry run shows what GRPO trains on: the prompt and sampled answers, never the row's gold answer.
+    shown = estimate.rows[0]["answers"][0]
+    assert shown["answer"] == "(up to 4 sampled tokens)" and shown["answer_tokens"] == 4
+    assert shown["prompt"] == render_prompt(rows[0]["prompt"], tokenizer)
+    longest = max(len(tokenizer(render_prompt(row["prompt"], tokenizer), add_special_tokens=False)["input_ids"])
+                  for row in rows)
+    assert estimate.batch_tokens == 4 * (longest + 4)  # 4 sampled answers a batch, each its prompt and 4 tokens
+
+    # On a GPU the run decides gradient checkpointing from this estimate on its prompt rows (it crashed there:
+    # prompt rows have no answer to measure).
+    for module in (speed, estimate_module):
+        monkeypatch.setattr(module, "device_kind", lambda: "cuda")
+        monkeypatch.setattr(module, "available_memory_mb", lambda device: 1.0)
+    on, reason = checkpointing(recipe, Precision("bf16", "bf16"), config, tokenizer, rows)
+    assert on and "1 MB free on the GPU" in reason

@@ -21,7 +21,7 @@ from typing import Any
 
 from .adapters import build_peft_config, run_peft_config
 from .hardware import MB, available_memory_mb, device_kind
-from .rendering import longest_row_tokens, rendered_row
+from .rendering import longest_row_tokens, rendered_row, sampled_row
 
 # Python, torch, peft and TRL's trainers imported, before any model: 516 MB resident on this project's CPU
 # machine (BENCHMARKS.md). A GPU's peak is counted by torch's allocator and has no such share.
@@ -108,7 +108,13 @@ def estimate(recipe, rows, config, tokenizer, precision, checkpointing: bool, re
 
     batch = int(train["per_device_train_batch_size"])
     max_length = train.get("max_length")
-    longest = longest_row_tokens(rows, tokenizer, max_length)
+    if recipe.method == "grpo":  # prompts alone: each answer is sampled, up to max_completion_length tokens
+        generated = recipe.grpo.max_completion_length
+        shown = [sampled_row(row, tokenizer, generated) for row in list(rows)[:2000]]
+        longest = max((row["answers"][0]["prompt_tokens"] for row in shown), default=0) + generated
+    else:
+        shown = [rendered_row(row, tokenizer) for row in list(rows)[:rendered_rows]]
+        longest = longest_row_tokens(rows, tokenizer, max_length)
     packing = bool(train.get("packing")) and recipe.method == "sft"
     # DPO and reward models run chosen and rejected side by side; KTO each answer and its KL answer (another row's).
     sequences = batch * (2 if recipe.method in ("dpo", "kto", "reward") else 1)
@@ -132,7 +138,7 @@ def estimate(recipe, rows, config, tokenizer, precision, checkpointing: bool, re
         memory["runtime"] = CPU_RUNTIME_MB
     return Estimate(trainable_parameters=trainable, total_parameters=total, memory_mb=memory,
                     batch_tokens=batch_tokens, device=device, available_mb=available_memory_mb(device),
-                    rows=[rendered_row(row, tokenizer) for row in list(rows)[:rendered_rows]])
+                    rows=shown[:rendered_rows])
 
 
 def describe(result: Estimate, recipe) -> str:

@@ -125,6 +125,15 @@ def row_tokens(row: dict[str, Any], tokenizer) -> int:
                for prompt, answer in rendered_pairs(row, tokenizer))
 
 
+def sampled_row(row: dict[str, Any], tokenizer, generated: int) -> dict[str, Any]:
+    """A GRPO prompt row as `rendered_row` shows a row: the prompt as the model reads it, and in place of an answer
+    the `generated` tokens sampled for it (the loss is on those)."""
+    prompt = render_prompt(row["prompt"], tokenizer, row.get("tools"))
+    return {"answers": [{"prompt": prompt, "answer": f"(up to {generated} sampled tokens)",
+                         "prompt_tokens": len(tokenizer(prompt, add_special_tokens=False)["input_ids"]),
+                         "answer_tokens": generated}]}
+
+
 def longest_row_tokens(rows, tokenizer, max_length: int | None, sample: int = 2000) -> int:
     """Tokens of the longest training row (a pair's longer side) among the first `sample`, capped at max_length."""
     longest = max((row_tokens(row, tokenizer) for row in list(rows)[:sample]), default=1)

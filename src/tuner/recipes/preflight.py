@@ -107,6 +107,8 @@ def dry_run(recipe) -> Estimate:
     config, tokenizer = load_config_and_tokenizer(recipe.model, recipe.source)
     check_chat_template(tokenizer, recipe)
     train = splits.train
+    if recipe.method == "grpo":  # GRPO trains on prompts alone, as the run does: its answers are sampled
+        train = prompt_rows(splits.train, recipe.eval.choices or splits.labels)
     if recipe.rag:  # retrieval-aware SFT trains on prompts with passages: estimate and show those
         train = retrieval_aware_rows(recipe, config, tokenizer, splits.train, scoring_rows(splits.eval), {})[0]
     precision = decide_precision(recipe.model)
