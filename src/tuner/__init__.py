@@ -15,20 +15,24 @@
 Where each part lives: ARCHITECTURE.md.
 """
 
-from .comparison import Comparison, compare
-from .errors import TunerError
-from .estimate import Estimate
-from .evaluator import EvalResult, evaluate
-from .index import Index, build_index
-from .recipe_file import load_recipe, recipe_from_dict
-from .recipes import module_for
-from .recipes.chat import chat
-from .recipes.export import ExportResult, export
-from .recipes.predict import Predictions, predict
-from .recipes.preflight import dry_run, validate
-from .recipes.sweep import Sweep, run_seeds, sweep
-from .runs import RunResult
-from .schema import Recipe
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+# Each public name and the module that holds it, imported on first use (PEP 562): `import tuner` and `tuner --help`
+# stay as quick as Python itself, and a notebook's `from tuner import compare` loads what compare needs.
+_PUBLIC = {"Comparison": "comparison", "compare": "comparison", "TunerError": "errors", "Estimate": "estimate",
+           "EvalResult": "evaluator", "evaluate": "evaluator", "Index": "index", "build_index": "index",
+           "load_recipe": "recipe_file", "recipe_from_dict": "recipe_file", "module_for": "recipes",
+           "chat": "recipes.chat", "ExportResult": "recipes.export", "export": "recipes.export",
+           "Predictions": "recipes.predict", "predict": "recipes.predict", "dry_run": "recipes.preflight",
+           "validate": "recipes.preflight", "Sweep": "recipes.sweep", "run_seeds": "recipes.sweep",
+           "sweep": "recipes.sweep", "RunResult": "runs", "Recipe": "schema"}
+
+if TYPE_CHECKING:
+    from .runs import RunResult
+    from .schema import Recipe
 
 __all__ = ["Comparison", "Estimate", "EvalResult", "ExportResult", "Index", "Predictions", "Recipe", "RunResult",
            "Sweep", "TunerError", "build_index", "chat", "compare", "dry_run", "evaluate", "export", "load_recipe",
@@ -36,9 +40,22 @@ __all__ = ["Comparison", "Estimate", "EvalResult", "ExportResult", "Index", "Pre
 __version__ = "0.1.0"
 
 
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'tuner' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))
+
+
 def run(recipe: Recipe) -> RunResult:
-    """Run a recipe with the module of its `method` (sft, dpo, fewshot or rag); a recipe with `seeds` runs with
-    `run_seeds`, which returns one result per seed."""
+    """Run a recipe with the module of its `method` (sft, dpo, kto, reward, grpo, fewshot or rag); a recipe with
+    `seeds` runs with `run_seeds`, which returns one result per seed."""
+    from .errors import TunerError
+    from .recipes import module_for
+
     if recipe.seeds:
         raise TunerError(f"{recipe.source}: key `seeds` asks for one run per seed: call tuner.run_seeds(recipe), "
                          f"which returns a result per seed, or remove `seeds` to run once with `seed`.")

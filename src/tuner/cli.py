@@ -9,21 +9,19 @@ from pathlib import Path
 
 import click
 
-from .comparison import compare, find_runs
 from .errors import TunerError
-from .estimate import describe
 from .hardware import is_main_process
 from .progress import QUIET_VARIABLE
-from .recipe_file import load_recipe
-from .recipes import evaluation, module_for, preflight
-from .recipes.chat import chat
-from .recipes.export import export
-from .recipes.predict import predict
-from .recipes.sweep import parse_grid, parse_seeds, run_seeds, sweep
 from .secrets import redact
+
+# The API (recipes, schema, data, models) is imported inside each command, where it runs: `tuner --help`, a
+# command's --help and a mistyped option then cost Python and click alone (they cost 4.4x `import click` when
+# this module imported the API at its top).
 
 
 def _load(path: str, overrides: tuple[str, ...], method: str | None = None):
+    from .recipe_file import load_recipe
+
     recipe = load_recipe(path, overrides)
     if method is not None and recipe.method != method:
         raise TunerError(f"{path}: key `method` is {recipe.method!r}, but this is `tuner {method}`. Run "
@@ -57,6 +55,8 @@ def cli(quiet: bool) -> None:
 @set_option
 def validate(recipe_path: str, overrides: tuple[str, ...]) -> None:
     """Check a recipe (keys, types, files, TRL keys, data rows) without loading any model."""
+    from .recipes import preflight
+
     try:
         recipe = _load(recipe_path, overrides)
         report = preflight.validate(recipe)
@@ -167,6 +167,8 @@ def rag(recipe_path: str, overrides: tuple[str, ...], seeds: str | None) -> None
 @set_option
 def eval_command(recipe_path: str, adapter: str | None, output_dir: str | None, overrides: tuple[str, ...]) -> None:
     """Score a base model or a trained adapter with the recipe's `eval` section."""
+    from .recipes import evaluation
+
     try:
         recipe = _load(recipe_path, overrides)
         if recipe.eval.task is None:
@@ -191,6 +193,8 @@ def compare_command(paths: tuple[str, ...], baseline: str | None, price_per_gpu_
     """One table of runs: accuracy with intervals, training, indexing and eval hours, latency (retrieval's share),
     prompt tokens, memory, parameters, cost; written as Markdown, CSV, JSON and a PNG plot of accuracy against
     one-off hours and against ms per request."""
+    from .comparison import compare, find_runs
+
     try:
         comparison = compare(list(paths), baseline, price_per_gpu_hour, price_per_cpu_hour)
     except TunerError as error:
@@ -219,6 +223,8 @@ def compare_command(paths: tuple[str, ...], baseline: str | None, price_per_gpu_
 def export_command(run_path: str, to: str, quant: str | None, out: str | None) -> None:
     """Export a finished SFT or DPO run for deployment, load it back and check its next-token log-probabilities
     against the run's base + adapter; writes export.json and a model card beside it."""
+    from .recipes.export import export
+
     try:
         result = export(run_path, to, out, quant)
     except TunerError as error:
@@ -242,6 +248,8 @@ def predict_command(target: str, input_path: str, output_path: str, batch_size: 
     """Answer a file of rows with a run's model (or a recipe's base model), rendered as the run rendered its eval
     rows: system prompt, template, few-shot examples or retrieved passages. Per row: the answer, the choice scores
     or generated text, and latency."""
+    from .recipes.predict import predict
+
     try:
         result = predict(target, input_path, output_path, batch_size)
     except TunerError as error:
@@ -257,6 +265,8 @@ def predict_command(target: str, input_path: str, output_path: str, batch_size: 
 def chat_command(target: str, max_new_tokens: int) -> None:
     """Chat with a run's model (or a recipe's base model) in the terminal, with the run's system prompt; tokens are
     printed as they are generated. /reset starts over, /exit ends."""
+    from .recipes.chat import chat
+
     try:
         chat(target, max_new_tokens=max_new_tokens)
     except TunerError as error:
@@ -272,6 +282,9 @@ def _train(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resu
 
 
 def _dry_run(recipe_path: str, overrides: tuple[str, ...], method: str) -> None:
+    from .estimate import describe
+    from .recipes import preflight
+
     try:
         recipe = _load(recipe_path, overrides, method)
         result = preflight.dry_run(recipe)
@@ -281,6 +294,9 @@ def _dry_run(recipe_path: str, overrides: tuple[str, ...], method: str) -> None:
 
 
 def _run(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, method: str) -> None:
+    from .recipes import module_for
+    from .recipes.sweep import run_seeds
+
     try:
         # --seeds goes into the recipe before it is checked: a `model.adapter` of SFT seeds is checked seed by seed.
         recipe = _load(recipe_path, overrides + _seeds_override(seeds), method)
@@ -296,6 +312,8 @@ def _run(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, method
 
 
 def _seeds_override(seeds: str | None) -> tuple[str, ...]:
+    from .recipes.sweep import parse_seeds
+
     chosen = parse_seeds(seeds)
     return (f"seeds={json.dumps(chosen)}",) if chosen else ()
 
@@ -315,6 +333,8 @@ def sweep_command(recipe_path: str, grids: tuple[str, ...], seeds: str | None, a
     """Run a recipe over a grid of values (and seeds) into <output_dir>/<key>=<value>/, then compare the runs and
     draw the learning curve: accuracy against the first key, with the seed spread and the baselines. Finished runs
     are kept when the sweep runs again, interrupted training resumes."""
+    from .recipes.sweep import parse_grid, sweep
+
     try:
         recipe = _load(recipe_path, overrides + _seeds_override(seeds))
         done = sweep(recipe, parse_grid(grids), recipe.seeds, list(against))
