@@ -224,3 +224,26 @@ def test_two_conversions_of_one_gguf_at_once_keep_the_first(tmp_path):
         (staging / "config.json").write_text(f'{{"by": "{name}"}}')
         publish(staging, target)
     assert (target / "config.json").read_text() == '{"by": "first"}'
+
+
+def test_sharded_weights_are_scored_as_a_whole_copy_of_base_and_saved_adapter(tiny_model_dir, ticket_files, tmp_path,
+                                                                                monkeypatch):
+    import tuner.training as training
+    from tuner.models import load_model
+
+    whole = sft.run(recipe_from_dict(recipe_document(tiny_model_dir, *ticket_files, tmp_path / "whole")))
+    # FSDP / ZeRO-3 (patched: no GPUs here): each rank holds a shard, a forward pass needs every rank, and rank 0
+    # scored alone (a hang). The trained model must not be used for scoring; a whole copy is loaded instead.
+    loads = []
+    monkeypatch.setattr(training, "is_sharded", lambda trainer: True)
+    monkeypatch.setattr(training, "gathered_state_dict", lambda trainer: None)
+    monkeypatch.setattr(training, "load_model", lambda *args, **kwargs: loads.append(args) or load_model(*args,
+                                                                                                         **kwargs))
+    sharded = sft.run(recipe_from_dict(recipe_document(tiny_model_dir, *ticket_files, tmp_path / "sharded")))
+    assert len(loads) == 1
+    assert sharded.metrics["eval"]["accuracy"] == whole.metrics["eval"]["accuracy"]
+    scores = [json.loads(line)["scores"] for line in (sharded.run_dir / "predictions.jsonl").read_text().splitlines()]
+    expected = [json.loads(line)["scores"] for line in (whole.run_dir / "predictions.jsonl").read_text().splitlines()]
+    assert len(scores) == len(expected)
+    for row, wanted in zip(scores, expected):  # the same adapter: the same scores, within fp32 reload noise
+        assert row == pytest.approx(wanted, abs=1e-3)

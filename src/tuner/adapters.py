@@ -86,16 +86,21 @@ def with_run_adapter(model, run_dir: str | Path, trainable: bool = False):
     return PeftModel.from_pretrained(model, str(adapter_dir(run_dir)), is_trainable=trainable)
 
 
-def gathered_state_dict(trainer) -> dict[str, Any] | None:
-    """Under FSDP or DeepSpeed ZeRO-3 each rank holds a shard of the weights: every rank must join in gathering the
-    full state dict before rank 0 saves. None when the model is whole on every rank."""
+def is_sharded(trainer) -> bool:
+    """Whether each rank holds only a shard of the weights (FSDP, DeepSpeed ZeRO-3): then a forward pass and a
+    state dict need every rank."""
     if trainer.is_fsdp_enabled:
-        return trainer.accelerator.get_state_dict(trainer.model)
-    if trainer.is_deepspeed_enabled:
-        plugin = trainer.accelerator.state.deepspeed_plugin
-        if plugin is not None and plugin.zero_stage == 3:
-            return trainer.accelerator.get_state_dict(trainer.deepspeed)
-    return None
+        return True
+    plugin = trainer.accelerator.state.deepspeed_plugin if trainer.is_deepspeed_enabled else None
+    return plugin is not None and plugin.zero_stage == 3
+
+
+def gathered_state_dict(trainer) -> dict[str, Any] | None:
+    """Under FSDP or DeepSpeed ZeRO-3 every rank must join in gathering the full state dict before rank 0 saves.
+    None when the model is whole on every rank."""
+    if not is_sharded(trainer):
+        return None
+    return trainer.accelerator.get_state_dict(trainer.deepspeed if trainer.is_deepspeed_enabled else trainer.model)
 
 
 def save_adapter(model, tokenizer, folder: Path, state_dict: dict[str, Any] | None = None) -> None:

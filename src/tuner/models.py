@@ -218,7 +218,7 @@ def load_model(model_config, source: str = "<recipe>", precision: Precision | No
 
 
 def _loaded_for_fsdp() -> bool:
-    """FSDP's rank-0-only loading (the other ranks hold empty weights): FSDP itself places the model when it wraps it."""
+    """FSDP's rank-0-only loading (the other ranks hold empty weights): FSDP places the model when it wraps it."""
     from transformers.distributed.fsdp import is_fsdp_enabled
 
     return is_fsdp_enabled()

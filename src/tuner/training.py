@@ -10,14 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from .accounting import count_earlier, phase
-from .adapters import adapter_dir, gathered_state_dict, parameter_counts, save_adapter
+from .adapters import adapter_dir, gathered_state_dict, is_sharded, parameter_counts, save_adapter, with_run_adapter
 from .data.rows import scoring_rows
 from .evaluator import evaluate
 from .runs import record_evaluation
-from .checkpoints import EpochOrder, Interrupted, MarkComplete, StopOnSignal, earlier_seconds, identity, last_complete, signal_name
+from .checkpoints import (EpochOrder, Interrupted, MarkComplete, StopOnSignal, earlier_seconds, identity, last_complete,
+                          signal_name)
 from .errors import TunerError
 from .files import write_json
-from .hardware import is_main_process, is_out_of_memory, world_size
+from .hardware import is_main_process, is_out_of_memory, rank_device, world_size
+from .models import load_model
 
 
 def train_and_save(trainer, tokenizer, run_dir: Path, phases: dict[str, Any], recipe, data_report: dict[str, Any],
@@ -61,6 +63,18 @@ def train_and_save(trainer, tokenizer, run_dir: Path, phases: dict[str, Any], re
         raise _resource_error(error, trainer, run_dir) from None
     _remove_if_empty(run_dir / "checkpoints")
     return output
+
+
+def trained_model(trainer, recipe, run_dir: Path, loaded, head: str = "causal_lm"):
+    """The trained model rank 0 scores: the trainer's own when every rank holds it whole. Under FSDP or ZeRO-3 a
+    forward pass needs every rank and the others have returned, so the base is loaded anew, whole, with the adapter
+    just saved (the run scores exactly what its folder holds)."""
+    if not is_sharded(trainer):
+        return trainer.model
+    print("tuner: the trained weights are sharded across ranks: scoring a whole copy (the base and the saved "
+          "adapter) on rank 0.")
+    whole = load_model(recipe.model, recipe.source, loaded.precision, head=head).model
+    return with_run_adapter(whole, run_dir).to(rank_device())
 
 
 def _remove_if_empty(folder: Path) -> None:

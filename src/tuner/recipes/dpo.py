@@ -22,7 +22,8 @@ from ..rendering import report_long_rows
 from ..runs import RunResult, build_manifest, finish_run, run_folder
 from ..speed import decide_precision
 from ..trainers import build_trainer
-from ..training import first_and_last, recorded_args, score_feedback_run, speed_record, train_and_save, train_metrics
+from ..training import (first_and_last, recorded_args, score_feedback_run, speed_record, train_and_save, train_metrics,
+                        trained_model)
 from .preflight import check_data
 
 TRAINING_LOGS = ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
@@ -49,10 +50,11 @@ def run(recipe) -> RunResult:
     if not is_main_process():
         return RunResult(run_dir=run_dir, metrics={}, manifest={})  # rank 0 evaluates and writes the run folder
 
+    model = trained_model(trainer, recipe, run_dir, loaded)
     history = trainer.state.log_history
     metrics = {**train_metrics("sft+dpo" if recipe.model.adapter else "dpo", output, phases, counts),
                **first_and_last(history, TRAINING_LOGS)}
-    score_feedback_run(trainer.model, loaded.tokenizer, splits, recipe, loaded.dtype, run_dir, metrics, phases)
+    score_feedback_run(model, loaded.tokenizer, splits, recipe, loaded.dtype, run_dir, metrics, phases)
     manifest = build_manifest(recipe, splits.report, loaded.info,
                               extra={"adapter": recipe.adapter.model_dump(), "dpo": recipe.dpo.model_dump(),
                                      "continued_from": recipe.model.adapter,

@@ -24,7 +24,7 @@ from ..rewards import mean_reward, reward_functions
 from ..runs import RunResult, build_manifest, finish_run, record_evaluation, run_folder
 from ..speed import decide_precision
 from ..trainers import build_trainer
-from ..training import first_and_last, recorded_args, speed_record, train_and_save, train_metrics
+from ..training import first_and_last, recorded_args, speed_record, train_and_save, train_metrics, trained_model
 from .preflight import check_data
 
 TRAINING_LOGS = ("loss", "reward", "reward_std")
@@ -59,9 +59,10 @@ def run(recipe) -> RunResult:
     if not is_main_process():
         return RunResult(run_dir=run_dir, metrics={}, manifest={})  # rank 0 evaluates and writes the run folder
 
+    model = trained_model(trainer, recipe, run_dir, loaded)
     history = trainer.state.log_history
     with phase("reward_after", phases):
-        after = mean_reward(trainer.model, loaded.tokenizer, held_out, functions, weights,
+        after = mean_reward(model, loaded.tokenizer, held_out, functions, weights,
                             recipe.grpo.max_completion_length, recipe.eval.batch_size)
     write_jsonl(run_dir / "rewards.jsonl", [
         {"row": number, "gold": row["gold"], "before": {"answer": before["answers"][number],
@@ -74,7 +75,7 @@ def run(recipe) -> RunResult:
                "reward_after": {k: after[k] for k in ("mean", "ci95", "rows")},
                "reward_change_ci95": paired_difference_interval(after["values"], before["values"])}
     if recipe.eval.task:
-        result = evaluate(trainer.model, loaded.tokenizer, scoring_rows(splits.eval), recipe.eval, splits.labels,
+        result = evaluate(model, loaded.tokenizer, scoring_rows(splits.eval), recipe.eval, splits.labels,
                           loaded.dtype)
         record_evaluation(run_dir, result, metrics, phases)
     manifest = build_manifest(recipe, splits.report, loaded.info,

@@ -22,7 +22,7 @@ from ..rewards import evaluate_rewards
 from ..runs import RunResult, build_manifest, finish_run, record_evaluation, run_folder
 from ..speed import decide_precision
 from ..trainers import build_trainer
-from ..training import first_and_last, recorded_args, speed_record, train_and_save, train_metrics
+from ..training import first_and_last, recorded_args, speed_record, train_and_save, train_metrics, trained_model
 from .preflight import check_data
 
 TRAINING_LOGS = ("loss", "accuracy", "margin")
@@ -51,10 +51,11 @@ def run(recipe) -> RunResult:
     if not is_main_process():
         return RunResult(run_dir=run_dir, metrics={}, manifest={})  # rank 0 evaluates and writes the run folder
 
+    model = trained_model(trainer, recipe, run_dir, loaded, head="reward")
     history = trainer.state.log_history
     metrics = {**train_metrics("reward", output, phases, counts),
                **first_and_last(history, TRAINING_LOGS)}
-    result = evaluate_rewards(trainer.model, loaded.tokenizer, eval_rows, recipe.eval, loaded.dtype)
+    result = evaluate_rewards(model, loaded.tokenizer, eval_rows, recipe.eval, loaded.dtype)
     record_evaluation(run_dir, result, metrics, phases)
     manifest = build_manifest(recipe, splits.report, loaded.info,
                               extra={"adapter": recipe.adapter.model_dump(),

@@ -21,7 +21,7 @@ from ..retrieval import request_latency, retrieval_aware_rows
 from ..runs import RunResult, build_manifest, finish_run, record_evaluation, run_folder
 from ..speed import decide_precision
 from ..trainers import build_trainer
-from ..training import logged, recorded_args, speed_record, train_and_save, train_metrics
+from ..training import logged, recorded_args, speed_record, train_and_save, train_metrics, trained_model
 from .preflight import check_data
 
 
@@ -53,11 +53,12 @@ def run(recipe) -> RunResult:
     if not is_main_process():
         return RunResult(run_dir=run_dir, metrics={}, manifest={})  # rank 0 evaluates and writes the run folder
 
+    model = trained_model(trainer, recipe, run_dir, loaded)
     history = trainer.state.log_history
     metrics = {**train_metrics("sft", output, phases, counts),
                "first_logged_loss": logged(history, "loss", 0), "last_logged_loss": logged(history, "loss", -1)}
     if recipe.eval.task:
-        result = evaluate(trainer.model, loaded.tokenizer, eval_rows, recipe.eval, splits.labels,
+        result = evaluate(model, loaded.tokenizer, eval_rows, recipe.eval, splits.labels,
                           loaded.dtype)
         if retrieval:
             result.metrics.update(request_latency(result.metrics, retrieval, recipe.rag.k))
