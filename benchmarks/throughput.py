@@ -5,7 +5,9 @@ Every arm trains the same new LoRA adapter (r 16, all linear layers) on the same
 same rows, at the same `max_length` (TRL's default, 1024, so no arm truncates more than another). Each arm runs in a
 child process of this one invocation, so each peak memory (resident set on a CPU, CUDA peak on a GPU) is its own.
 Trained tokens are counted from the rows each trainer actually fed (after its truncation or packing), so arms that
-pack, group or pad differently are compared on the same work. Wall time runs from building the trainer (tokenizing,
+pack, group or pad differently are compared on the same work. Each arm's useful FLOPs per second (the model's own
+arithmetic, `benchmarks/ceiling.py`) are given as a fraction of the machine's dense matmul ceiling at the model's
+shapes, measured in the same invocation in the arm's precision. Wall time runs from building the trainer (tokenizing,
 and any precomputed reference pass) to the end of training.
 
     python benchmarks/throughput.py --method sft --rows 96      # alpaca_en_demo.json from ../shared/data
@@ -56,12 +58,23 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def trained_tokens(method: str, dataset, max_length: int) -> int:
-    """Tokens one epoch feeds the model: SFT rows (packed or not) as stored; DPO pairs as the collator cuts them."""
+def trained_rows(method: str, dataset, max_length: int) -> list[int]:
+    """The token length of every sequence one epoch feeds the model: SFT rows as stored (a packed row's sequences
+    one by one); each side of a DPO pair as the collator cuts it."""
     if method == "sft":
-        return sum(len(ids) for ids in dataset["input_ids"])
-    return sum(min(len(p) + len(c), max_length) + min(len(p) + len(r), max_length)
-               for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"]))
+        if "seq_lengths" in dataset.column_names:
+            return [n for lengths in dataset["seq_lengths"] for n in lengths]
+        return [len(ids) for ids in dataset["input_ids"]]
+    return [min(len(p) + len(side), max_length) for p, c, r in
+            zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"]) for side in (c, r)]
+
+
+def useful_flops(method: str, model, rows: list[int], precomputed_reference: bool) -> float:
+    """The model's own arithmetic in one epoch (benchmarks/ceiling.py): training FLOPs of every sequence, and for DPO
+    the reference model's forward pass over them too (in the arm's time whether precomputed or not)."""
+    from ceiling import forward_flops, training_flops
+
+    return training_flops(model, rows) + (forward_flops(model, rows) if method == "dpo" else 0.0)
 
 
 def recipe_for(method: str, data: str, rows: int, max_length: int, model: str | None):
@@ -115,14 +128,29 @@ def arm(method: str, name: str, data: str, rows: int, max_length: int, model: st
         built = time.perf_counter() - start
         trainer.train()
         wall = time.perf_counter() - start
-        tokens = trained_tokens(method, trainer.train_dataset, max_length)
+        lengths = trained_rows(method, trainer.train_dataset, max_length)
+        tokens = sum(lengths)
+        flops = useful_flops(method, trainer.model, lengths, bool(getattr(trainer.args, "precompute_ref_log_probs",
+                                                                           False)))
     return {"arm": name, "rows": rows, "steps": trainer.state.global_step, "tokens": tokens,
+            "useful_gflops_per_second": round(flops / wall / 1e9, 1),
             "build_seconds": round(built, 1), "wall_seconds": round(wall, 1),
             "tokens_per_second": round(tokens / wall, 1),
             "peak_memory_mb": round(peak_memory_mb()), "bf16": trainer.args.bf16,
             "gradient_checkpointing": trainer.args.gradient_checkpointing,
             "batches": speed.batches if speed else ("packed, padding-free" if getattr(
                 trainer.args, "packing", False) else trainer.args.train_sampling_strategy + " order")}
+
+
+def measured_ceilings(method: str, data: str, rows: int, max_length: int, model: str | None) -> dict[str, float]:
+    """The machine's dense matmul ceiling at the base model's shapes, bf16 and fp32, in this invocation (before the
+    arms, each in its own process, so nothing else runs meanwhile)."""
+    from ceiling import matmul_ceiling
+    from tuner.models import load_config_and_tokenizer
+
+    recipe = recipe_for(method, data, rows, max_length, model)
+    config, _ = load_config_and_tokenizer(recipe.model, recipe.source)
+    return {dtype: matmul_ceiling(config, 2048, dtype)["ceiling"] for dtype in ("bf16", "fp32")}
 
 
 def main() -> None:
@@ -140,6 +168,9 @@ def main() -> None:
         print("RESULT " + json.dumps(arm(args.method, args.arm, data, args.rows, args.max_length, args.model)))
         return
     names = args.arms.split(",") if args.arms else ["tuner", *TRL_ARMS[args.method]]
+    ceilings = measured_ceilings(args.method, data, args.rows, args.max_length, args.model)
+    print(json.dumps({"matmul_ceiling_gflops_per_second": {k: round(v / 1e9, 1) for k, v in ceilings.items()}}),
+          flush=True)
     results = []
     for name in names:
         command = [sys.executable, __file__, "--method", args.method, "--arm", name, "--rows", str(args.rows),
@@ -148,7 +179,9 @@ def main() -> None:
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:
             sys.exit(f"arm {name} failed:\n{done.stderr[-3000:]}")
-        results.append(json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:]))
+        result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
+        ceiling = ceilings["bf16" if result["bf16"] else "fp32"]
+        results.append({**result, "ceiling_fraction": round(result["useful_gflops_per_second"] * 1e9 / ceiling, 3)})
         print(json.dumps(results[-1]), flush=True)
     by_name = {result["arm"]: result for result in results}
     trl_arms = [result for result in results if result["arm"] != "tuner"]
