@@ -1,5 +1,5 @@
-"""The shipped accelerate configs parse as accelerate reads them, and the GPU MFU benchmark runs on a CPU with a
-tiny model and counts FLOPs by its written formula."""
+"""The shipped accelerate configs parse as accelerate reads them, the GPU MFU benchmark runs on a CPU with a tiny
+model, and FLOPs are counted by the written formula (benchmarks/ceiling.py)."""
 
 from __future__ import annotations
 
@@ -74,3 +74,27 @@ def test_gpu_check_runs_end_to_end_on_a_cpu_with_a_tiny_model(tmp_path):
     assert done.returncode == 0 and summary["passed"] is True
     table = (out / "gpu_check.md").read_text()
     assert table.startswith("# GPU check: cpu") and table.count("\n| ") == 9  # header, separator and seven workloads
+
+
+def test_the_ceiling_counts_useful_flops_by_its_formula_and_measures_matmuls(tiny_model_dir, monkeypatch):
+    from peft import get_peft_model
+
+    from tuner.adapters import build_peft_config
+    from tuner.models import load_model
+    from tuner.schema import AdapterConfig, ModelConfig
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import ceiling
+
+    loaded = load_model(ModelConfig(name_or_path=str(tiny_model_dir)))
+    model = get_peft_model(loaded.model, build_peft_config(AdapterConfig(r=4, alpha=8, dropout=0.0)))
+    frozen, adapter = ceiling.linear_parameters(model)
+    layers, width = ceiling.attention_dim(model.config)
+    assert adapter == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # Two rows, 10 and 30 tokens: the linear work per token, and attention growing with each row's square.
+    expected = (40 * (4 * frozen + 6 * adapter)) + 6 * layers * width * (10 ** 2 + 30 ** 2)
+    assert ceiling.training_flops(model, [10, 30]) == expected
+    assert ceiling.forward_flops(model, [10]) == 10 * 2 * (frozen + adapter) + 2 * layers * width * 100
+    measured = ceiling.matmul_ceiling(model.config, tokens=64, dtype="fp32", seconds=0.05)
+    assert set(measured) == {"q/o projection", "k/v projection", "mlp up/gate", "mlp down", "lm head", "ceiling"}
+    assert measured["ceiling"] == max(v for k, v in measured.items() if k != "ceiling") > 0
