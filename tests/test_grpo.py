@@ -192,3 +192,20 @@ def test_grpo_memory_is_estimated_on_prompts_and_sampled_answers(tmp_path, tiny_
         monkeypatch.setattr(module, "available_memory_mb", lambda device: 1.0)
     on, reason = checkpointing(recipe, Precision("bf16", "bf16"), config, tokenizer, rows)
     assert on and "1 MB free on the GPU" in reason
+
+
+def test_rloo_trains_against_the_rewards_with_its_own_trl_config(tmp_path, tiny_model_dir, ticket_files):
+    from safetensors.torch import load_file
+
+    rewards = [{"type": "choice"}, {"type": "regex", "pattern": "^[A-Za-z ]+$", "weight": 0.5}]
+    document = grpo_document(tiny_model_dir, ticket_files, tmp_path / "rloo", rewards)
+    document["grpo"]["algorithm"] = "rloo"
+    document["train"]["normalize_advantages"] = True  # a key of RLOOConfig, not of GRPOConfig
+    result = grpo.run(recipe_from_dict(document))
+    assert result.metrics["method"] == "rloo" and result.metrics["train_steps"] == 3
+    tensors = load_file(str(result.run_dir / "adapter" / "adapter_model.safetensors"))
+    assert all(t.abs().sum() > 0 for name, t in tensors.items() if "lora_B" in name)  # the adapter was trained
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["grpo"]["algorithm"] == "rloo" and manifest["trl_args"]["normalize_advantages"] is True
+    with pytest.raises(TunerError, match="`train.normalize_advantages` is not a field of TRL's GRPOConfig"):
+        recipe_from_dict({**document, "grpo": {**document["grpo"], "algorithm": "grpo"}})

@@ -136,8 +136,9 @@ def reward(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resu
 @resume_option
 @dry_run_option
 def grpo(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resume: bool, dry_run: bool) -> None:
-    """Reinforcement learning (GRPO, TRL GRPOTrainer) of a LoRA/QLoRA adapter against the recipe's rewards: built-in
-    checks of the answer, a reward model run, or your function; new or continuing an SFT run."""
+    """Reinforcement learning (GRPO, or RLOO with `grpo.algorithm: rloo`; TRL's trainers) of a LoRA/QLoRA adapter
+    against the recipe's rewards: built-in checks of the answer, a reward model run, or your function; new or
+    continuing an SFT run."""
     _train(recipe_path, overrides, seeds, resume, dry_run, "grpo")
 
 

@@ -37,10 +37,10 @@ RUN_FILES = ("recipe.yaml", "metrics.json", "manifest.json")
 WHAT_A_RUN_HOLDS = ("a run folder is what `tuner sft`, `tuner dpo`, `tuner kto`, `tuner reward`, `tuner fewshot`, "
                     "`tuner rag` or `tuner eval` wrote: it holds recipe.yaml, metrics.json and manifest.json")
 # Method order of rows found in a parent folder: cheapest first, so the default baseline is the zero-shot run.
-RANK = {"fewshot": 0, "base": 1, "rag": 2, "sft": 3, "dpo": 5, "kto": 6, "grpo": 7, "sft+dpo": 8, "sft+kto": 9,
-        "sft+grpo": 10, "reward": 11}
+RANK = {"fewshot": 0, "base": 1, "rag": 2, "sft": 3, "dpo": 5, "kto": 6, "grpo": 7, "rloo": 7, "sft+dpo": 8,
+        "sft+kto": 9, "sft+grpo": 10, "sft+rloo": 10, "reward": 11}
 METHOD_NAMES = {"sft": "SFT", "dpo": "DPO", "sft+dpo": "SFT+DPO", "kto": "KTO", "sft+kto": "SFT+KTO", "grpo": "GRPO",
-                "sft+grpo": "SFT+GRPO", "reward": "reward model"}
+                "sft+grpo": "SFT+GRPO", "rloo": "RLOO", "sft+rloo": "SFT+RLOO", "reward": "reward model"}
 ADAPTER_NAMES = {"lora": "", "dora": "DoRA ", "rslora": "rsLoRA "}
 RETRIEVERS = {"bm25": "BM25", "dense": "dense", "hybrid": "hybrid"}
 

@@ -27,8 +27,14 @@ from .schema import FeedbackConfig, GroupPolicyConfig, PreferenceConfig, Recipe
 # The TRL config class of each training method (read by name, so validating a recipe imports no TRL), and the
 # recipe block holding the method's own settings, whose keys do not go under `train:`.
 TRL_CONFIGS = {"sft": "SFTConfig", "dpo": "DPOConfig", "kto": "KTOConfig", "reward": "RewardConfig",
-               "grpo": "GRPOConfig"}
+               "grpo": "GRPOConfig", "rloo": "RLOOConfig"}
 METHOD_BLOCKS = {"dpo": PreferenceConfig, "kto": FeedbackConfig, "grpo": GroupPolicyConfig}
+
+
+def trl_method(recipe: Recipe) -> str:
+    """The TRL trainer a training recipe runs, by name: its method, or `rloo` for method grpo with
+    `grpo.algorithm: rloo`."""
+    return recipe.grpo.algorithm if recipe.method == "grpo" and recipe.grpo is not None else recipe.method
 
 
 def trl_config_class(method: str):
@@ -116,7 +122,7 @@ def _check_train_keys(recipe: Recipe) -> None:
             raise TunerError(f"{recipe.source}: key `train` is set, but method {recipe.method} does no training. "
                              f"Remove the `train:` section or use method sft.")
         return
-    class_name, known = trl_fields(recipe.method)
+    class_name, known = trl_fields(trl_method(recipe))
     for key in recipe.train:
         # The method's own block first (`beta` is DPO's and KTO's), else the block that has the key.
         own = {recipe.method: METHOD_BLOCKS[recipe.method]} if recipe.method in METHOD_BLOCKS else METHOD_BLOCKS

@@ -344,6 +344,9 @@ class GroupPolicyConfig(_Section):
     max_completion_length: int = Field(16, gt=0, description="Tokens per sampled answer.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     beta: float = Field(0.0, ge=0, description="KL pull towards the starting policy (0: none, no reference pass).")
+    algorithm: Literal["grpo", "rloo"] = Field("grpo", description="grpo: each answer's reward against its group's "
+                                               "mean (TRL's GRPOTrainer); rloo: against the mean of the rest of its "
+                                               "group, leave-one-out (TRL's RLOOTrainer, `train:` keys of RLOOConfig).")
 
 
 class Recipe(_Section):

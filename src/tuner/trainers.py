@@ -10,22 +10,25 @@ from pathlib import Path
 from typing import Any
 
 from trl import (DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, KTOConfig, KTOTrainer, RewardConfig, RewardTrainer,
-                 SFTConfig, SFTTrainer)
+                 RLOOConfig, RLOOTrainer, SFTConfig, SFTTrainer)
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from .adapters import build_peft_config, with_run_adapter
 from .data.splits import feedback_counts
 from .models import prepare_base
+from .recipe_file import trl_method
 from .rendering import sft_rows, with_lengths
 from .speed import decide
 
-CONFIG_CLASSES = {"sft": SFTConfig, "dpo": DPOConfig, "kto": KTOConfig, "reward": RewardConfig, "grpo": GRPOConfig}
+CONFIG_CLASSES = {"sft": SFTConfig, "dpo": DPOConfig, "kto": KTOConfig, "reward": RewardConfig, "grpo": GRPOConfig,
+                  "rloo": RLOOConfig}
+POLICY_TRAINERS = {"grpo": GRPOTrainer, "rloo": RLOOTrainer}
 
 
 def trl_config(recipe, speed, run_dir: Path, method_settings: dict[str, Any] | None = None):
     """The TRL config of a run: tuner's defaults, the recipe's `train:` keys, the method's settings, then what
     tuner decides itself (precision, batching, checkpointing, kernels from `speed`; paths and seed)."""
-    config_class = CONFIG_CLASSES[recipe.method]
+    config_class = CONFIG_CLASSES[trl_method(recipe)]
     values = {**recipe.train_settings(), **(method_settings or {}), **speed.trl_values(),
               "output_dir": str(run_dir / "checkpoints"), "seed": recipe.seed}
     # transformers 5 reads `activation_checkpointing`; `gradient_checkpointing` is its older name, copied over only
@@ -126,15 +129,16 @@ def reward_trainer(recipe, speed, loaded, rows, run_dir: Path):
 
 
 def grpo_trainer(recipe, speed, loaded, rows, run_dir: Path, reward_funcs: list):
-    """GRPOTrainer over the policy (a new adapter, or an SFT run's trained on) with the recipe's rewards (built by
-    `rewards.reward_functions`, their weights as TRL's `reward_weights`), on prompt rows (`gold`, `choices` beside
-    each prompt for the rewards that need them)."""
-    settings = {**recipe.grpo.model_dump(exclude={"rewards"}),
+    """GRPOTrainer (or RLOOTrainer, `grpo.algorithm: rloo`) over the policy (a new adapter, or an SFT run's trained
+    on) with the recipe's rewards (built by `rewards.reward_functions`, their weights as TRL's `reward_weights`), on
+    prompt rows (`gold`, `choices` beside each prompt for the rewards that need them)."""
+    settings = {**recipe.grpo.model_dump(exclude={"rewards", "algorithm"}),
                 "reward_weights": [spec.weight for spec in recipe.grpo.rewards]}
     args = trl_config(recipe, speed, run_dir, settings)
     model, peft_config = policy(recipe, speed, loaded)
-    return GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=rows,
-                       processing_class=loaded.tokenizer, peft_config=peft_config)
+    trainer_class = POLICY_TRAINERS[recipe.grpo.algorithm]
+    return trainer_class(model=model, reward_funcs=reward_funcs, args=args, train_dataset=rows,
+                         processing_class=loaded.tokenizer, peft_config=peft_config)
 
 
 TRAINERS = {"sft": sft_trainer, "dpo": dpo_trainer, "kto": kto_trainer, "reward": reward_trainer,

@@ -1,4 +1,5 @@
-"""Reinforcement learning against rewards (GRPO) of a LoRA/QLoRA adapter with TRL's GRPOTrainer.
+"""Reinforcement learning against rewards (GRPO) of a LoRA/QLoRA adapter with TRL's GRPOTrainer (or RLOOTrainer,
+`grpo.algorithm: rloo`: each answer's reward against the mean of the rest of its group).
 
 `run(recipe)` reads top to bottom: seed, data (prompts with their gold answers and choices), model, the recipe's
 rewards (a reward model run is loaded here), trainer (with the SFT adapter when continuing), the reward of the
@@ -69,7 +70,8 @@ def run(recipe) -> RunResult:
                                                         "reward": before["values"][number]},
          "after": {"answer": after["answers"][number], "reward": after["values"][number]}}
         for number, row in enumerate(held_out)])
-    metrics = {**train_metrics("sft+grpo" if recipe.model.adapter else "grpo", output, phases, counts),
+    method = f"sft+{recipe.grpo.algorithm}" if recipe.model.adapter else recipe.grpo.algorithm
+    metrics = {**train_metrics(method, output, phases, counts),
                **first_and_last(history, TRAINING_LOGS),
                "reward_before": {k: before[k] for k in ("mean", "ci95", "rows")},
                "reward_after": {k: after[k] for k in ("mean", "ci95", "rows")},
