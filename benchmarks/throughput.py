@@ -13,6 +13,7 @@ and any precomputed reference pass) to the end of training.
     python benchmarks/throughput.py --method sft --rows 96      # alpaca_en_demo.json from ../shared/data
     python benchmarks/throughput.py --method dpo --rows 48      # dpo_en_demo.json
     python benchmarks/throughput.py --method sft --arms tuner,trl_defaults --model /path/to/model
+    python benchmarks/throughput.py --method sft --rows 24 --arms tuner,tuner_compiled   # torch.compile's effect
 
 TRL's arms keep every config default except output folder, epochs, `max_length`, no saving, no tracker and, on a
 machine without a GPU, `use_cpu=True` (without which transformers refuses TRL's bf16 default on a CPU). The
@@ -33,6 +34,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "llamafactory
 DATA = {"sft": SHARED / "alpaca_en_demo.json", "dpo": SHARED / "dpo_en_demo.json"}
 RECIPE = {"sft": "recipes/quickstart/sft.yaml", "dpo": "recipes/quickstart/dpo.yaml"}
 
+# tuner's arms: its defaults, and with these `train:` keys on top (asked for by --arms only).
+TUNER_ARMS = {"tuner": {}, "tuner_compiled": {"torch_compile": True}}
 # Hand-configured TRL: each arm is TRL's defaults plus these config keys.
 TRL_ARMS = {
     "sft": {"trl_defaults": {},
@@ -107,6 +110,8 @@ def arm(method: str, name: str, data: str, rows: int, max_length: int, model: st
     from tuner.models import load_model
 
     recipe = recipe_for(method, data, rows, max_length, model)
+    if name in TUNER_ARMS:
+        recipe = recipe.model_copy(update={"train": {**recipe.train, **TUNER_ARMS[name]}})
     train = load_data(recipe.data, seed=recipe.seed, source=recipe.source).train
     loaded = load_model(recipe.model, recipe.source)
     with tempfile.TemporaryDirectory() as scratch:
@@ -114,7 +119,7 @@ def arm(method: str, name: str, data: str, rows: int, max_length: int, model: st
         # `precompute_ref_log_probs`, runs the whole reference pass, which is work the run does.
         start = time.perf_counter()
         speed = None
-        if name == "tuner":
+        if name in TUNER_ARMS:
             trainer, speed = tuner_trainer(recipe, loaded, train, Path(scratch))
         else:
             from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
@@ -184,7 +189,7 @@ def main() -> None:
         results.append({**result, "ceiling_fraction": round(result["useful_gflops_per_second"] * 1e9 / ceiling, 3)})
         print(json.dumps(results[-1]), flush=True)
     by_name = {result["arm"]: result for result in results}
-    trl_arms = [result for result in results if result["arm"] != "tuner"]
+    trl_arms = [result for result in results if result["arm"] not in TUNER_ARMS]
     summary = {"method": args.method, "data": data, "rows": args.rows, "max_length": args.max_length}
     if "tuner" in by_name and trl_arms:
         best = max(trl_arms, key=lambda result: result["tokens_per_second"])
