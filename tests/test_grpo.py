@@ -10,7 +10,6 @@ import pytest
 from conftest import TEAMS, recipe_document, ticket_rows, write_jsonl
 from test_resume import signal_at_step  # noqa: F401 (a fixture)
 from tuner import TunerError, recipe_from_dict
-from tuner.checkpoints import Interrupted
 from tuner.recipes import grpo, preflight
 from tuner.rewards import named_choice, reward_functions
 
@@ -135,7 +134,7 @@ def test_bad_grpo_recipes_are_refused_before_a_model_loads(tmp_path, tiny_model_
 
 def test_sigterm_then_resume_matches_an_uninterrupted_grpo_run(tmp_path, tiny_model_dir, ticket_files,
                                                               signal_at_step):
-    from test_resume import losses
+    from test_resume import stopped_and_resumed
 
     def document(output_dir):
         doc = grpo_document(tiny_model_dir, ticket_files, output_dir,
@@ -143,15 +142,7 @@ def test_sigterm_then_resume_matches_an_uninterrupted_grpo_run(tmp_path, tiny_mo
         doc["train"].update(max_steps=4, save_strategy="steps", save_steps=2)
         return doc
 
-    whole = grpo.run(recipe_from_dict(document(tmp_path / "whole")))
-    disarm = signal_at_step(2)
-    with pytest.raises(Interrupted, match="interrupted by SIGTERM at step 2 of 4"):
-        grpo.run(recipe_from_dict(document(tmp_path / "cut")))
-    disarm()
-    resumed = grpo.run(recipe_from_dict({**document(tmp_path / "cut"), "resume": "auto"}))
-    assert resumed.run_dir == tmp_path / "cut" and resumed.metrics["train_steps"] == 4
-    before, after = losses(whole.run_dir), losses(resumed.run_dir)
-    assert sorted(after) == [1, 2, 3, 4]
+    whole, resumed, before, after = stopped_and_resumed(grpo.run, document, tmp_path, signal_at_step, 2, 4)
     for step in (3, 4):  # the sampled answers, their rewards and the update all as in the uninterrupted run
         assert after[step] == pytest.approx(before[step], rel=1e-3, abs=1e-4), (step, before, after)
     assert resumed.metrics["reward_after"] == whole.metrics["reward_after"]

@@ -10,7 +10,6 @@ import pytest
 from conftest import TEAMS, recipe_document, ticket_rows, write_jsonl
 from test_dpo import pair_rows
 from test_resume import signal_at_step  # noqa: F401 (a fixture)
-from tuner.checkpoints import Interrupted
 from tuner import TunerError, recipe_from_dict
 from tuner.data.splits import load_data
 from tuner.recipes import kto, preflight, sft
@@ -177,22 +176,14 @@ def test_sft_then_kto_trains_the_sft_adapter_on(tmp_path, tiny_model_dir, feedba
 
 def test_sigterm_then_resume_matches_an_uninterrupted_kto_run(tmp_path, tiny_model_dir, feedback_files,
                                                              signal_at_step):
-    from test_resume import losses
+    from test_resume import stopped_and_resumed
 
     def document(output_dir):
         doc = kto_document(tiny_model_dir, feedback_files, output_dir)
         doc["train"].update(max_steps=6, save_strategy="steps", save_steps=2, logging_steps=1)
         return doc
 
-    whole = kto.run(recipe_from_dict(document(tmp_path / "whole")))
-    disarm = signal_at_step(3)
-    with pytest.raises(Interrupted, match="interrupted by SIGTERM at step 3 of 6"):
-        kto.run(recipe_from_dict(document(tmp_path / "cut")))
-    disarm()
-    resumed = kto.run(recipe_from_dict({**document(tmp_path / "cut"), "resume": "auto"}))
-    assert resumed.run_dir == tmp_path / "cut" and resumed.metrics["train_steps"] == 6
-    before, after = losses(whole.run_dir), losses(resumed.run_dir)
-    assert sorted(after) == list(range(1, 7))
+    _, _, before, after = stopped_and_resumed(kto.run, document, tmp_path, signal_at_step, 3, 6)
     for step in range(4, 7):  # optimizer, scheduler, RNG and the fixed row order restored
         assert after[step] == pytest.approx(before[step], rel=1e-3, abs=1e-4), (step, before, after)
 

@@ -32,6 +32,21 @@ def losses(run_dir):
     return {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
 
 
+def stopped_and_resumed(run, document, tmp_path, signal_at_step, stop_at: int, steps: int):
+    """`run` (a recipe module's) on `document(folder)` whole, then the same stopped by SIGTERM after step `stop_at` of
+    `steps` and resumed in its folder: (the whole result, the resumed result, the losses of each by step)."""
+    whole = run(recipe_from_dict(document(tmp_path / "whole")))
+    disarm = signal_at_step(stop_at)
+    with pytest.raises(Interrupted, match=f"interrupted by SIGTERM at step {stop_at} of {steps}"):
+        run(recipe_from_dict(document(tmp_path / "cut")))
+    disarm()
+    resumed = run(recipe_from_dict({**document(tmp_path / "cut"), "resume": "auto"}))
+    assert resumed.run_dir == tmp_path / "cut" and resumed.metrics["train_steps"] == steps
+    before, after = losses(whole.run_dir), losses(resumed.run_dir)
+    assert sorted(after) == list(range(1, steps + 1))
+    return whole, resumed, before, after
+
+
 @pytest.fixture
 def signal_at_step(monkeypatch):
     """Make the training process send itself a signal when a given step ends."""
@@ -158,16 +173,8 @@ def test_resume_in_the_second_epoch_trains_the_rows_of_an_uninterrupted_run(tiny
         doc["data"]["max_train_samples"] = 12
         return doc
 
-    whole = sft.run(recipe_from_dict(two_epochs(tmp_path / "whole")))
+    whole, _, before, after = stopped_and_resumed(sft.run, two_epochs, tmp_path, signal_at_step, stop_at, STEPS)
     assert whole.metrics["train_steps"] == STEPS
-    disarm = signal_at_step(stop_at)
-    doc = two_epochs(tmp_path / "cut")
-    with pytest.raises(Interrupted):
-        sft.run(recipe_from_dict(doc))
-    disarm()
-    sft.run(recipe_from_dict({**doc, "resume": "auto"}))
-    before, after = losses(whole.run_dir), losses(tmp_path / "cut")
-    assert sorted(after) == list(range(1, STEPS + 1))
     for step in range(stop_at + 1, STEPS + 1):  # the second epoch's order drawn again as it was the first time
         assert after[step] == pytest.approx(before[step], rel=1e-3, abs=1e-4), (step, before, after)
 

@@ -9,7 +9,6 @@ import pytest
 
 from conftest import fake_adapter_run, recipe_document, ticket_rows, write_jsonl
 from test_resume import signal_at_step  # noqa: F401 (a fixture)
-from tuner.checkpoints import Interrupted
 from tuner import TunerError, recipe_from_dict
 from tuner.recipes import reward
 
@@ -117,7 +116,7 @@ def test_a_reward_model_run_is_refused_as_a_policy_adapter(tmp_path, tiny_model_
 
 def test_sigterm_then_resume_matches_an_uninterrupted_reward_run(tmp_path, tiny_model_dir, pair_files,
                                                                 signal_at_step):
-    from test_resume import losses
+    from test_resume import stopped_and_resumed
 
     def document(output_dir):
         doc = reward_document(tiny_model_dir, pair_files, output_dir)
@@ -125,15 +124,7 @@ def test_sigterm_then_resume_matches_an_uninterrupted_reward_run(tmp_path, tiny_
                             per_device_train_batch_size=4)
         return doc
 
-    whole = reward.run(recipe_from_dict(document(tmp_path / "whole")))
-    disarm = signal_at_step(3)
-    with pytest.raises(Interrupted, match="interrupted by SIGTERM at step 3 of 6"):
-        reward.run(recipe_from_dict(document(tmp_path / "cut")))
-    disarm()
-    resumed = reward.run(recipe_from_dict({**document(tmp_path / "cut"), "resume": "auto"}))
-    assert resumed.run_dir == tmp_path / "cut" and resumed.metrics["train_steps"] == 6
-    before, after = losses(whole.run_dir), losses(resumed.run_dir)
-    assert sorted(after) == list(range(1, 7))
+    whole, resumed, before, after = stopped_and_resumed(reward.run, document, tmp_path, signal_at_step, 3, 6)
     for step in range(4, 7):  # optimizer, scheduler, RNG and data position restored, the score head with them
         assert after[step] == pytest.approx(before[step], rel=1e-3, abs=1e-4), (step, before, after)
     assert resumed.metrics["eval"]["accuracy"] == whole.metrics["eval"]["accuracy"]

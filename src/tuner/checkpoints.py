@@ -123,7 +123,7 @@ class EpochOrder(TrainerCallback):
         torch.manual_seed(seed * 1_000_003 + epoch)
 
     def on_epoch_begin(self, args, state, control, **kwargs):
-        epoch = math.floor(state.epoch + 1e-9) if state.epoch else 0
+        epoch = math.floor((state.epoch or 0.0) + 1e-9)
         if epoch >= 1:
             self._reseed(args.seed, epoch)
         return control

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from .costs import add_break_even, cost_per_1k_requests, is_prompt_side, phase_hours, run_cost, upstream_train_hours
+from .defaults import METHOD_NAMES
 from .errors import TunerError
 from .files import write_json, write_text
 from .intervals import paired_difference_interval
@@ -39,8 +40,6 @@ WHAT_A_RUN_HOLDS = ("a run folder is what `tuner sft`, `tuner dpo`, `tuner kto`,
 # Method order of rows found in a parent folder: cheapest first, so the default baseline is the zero-shot run.
 RANK = {"fewshot": 0, "base": 1, "rag": 2, "sft": 3, "dpo": 5, "kto": 6, "grpo": 7, "rloo": 7, "sft+dpo": 8,
         "sft+kto": 9, "sft+grpo": 10, "sft+rloo": 10, "reward": 11}
-METHOD_NAMES = {"sft": "SFT", "dpo": "DPO", "sft+dpo": "SFT+DPO", "kto": "KTO", "sft+kto": "SFT+KTO", "grpo": "GRPO",
-                "sft+grpo": "SFT+GRPO", "rloo": "RLOO", "sft+rloo": "SFT+RLOO", "reward": "reward model"}
 ADAPTER_NAMES = {"lora": "", "dora": "DoRA ", "rslora": "rsLoRA "}
 RETRIEVERS = {"bm25": "BM25", "dense": "dense", "hybrid": "hybrid"}
 

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .defaults import METHOD_NAMES
 from .seeds import SEED_FOLDER
 
 # ms per request to device-hours per request.
@@ -109,8 +110,7 @@ def upstream_train_hours(run: Path, manifest: dict[str, Any], notes: list[str], 
     except (OSError, ValueError, KeyError, TypeError):
         notes.append(f"train hours exclude the training of {upstream} (its metrics.json is unreadable)")
         return 0.0
-    stage = {"sft": "SFT", "dpo": "DPO", "kto": "KTO", "grpo": "GRPO", "reward": "reward model"}.get(
-        metrics.get("method"), str(metrics.get("method")))
+    stage = METHOD_NAMES.get(metrics.get("method"), str(metrics.get("method")))
     name = Path(upstream).name
     notes.append(f"train hours include the {stage} stage "
                  f"({f'{Path(upstream).parent.name}/{name}' if SEED_FOLDER.match(name) else name})")

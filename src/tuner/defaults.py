@@ -10,6 +10,9 @@ from typing import Any
 METHODS = ("sft", "dpo", "kto", "reward", "grpo", "fewshot", "rag")
 # Methods that train an adapter (and can resume, continue an SFT adapter, take `train:` keys).
 TRAINING_METHODS = ("sft", "dpo", "kto", "reward", "grpo")
+# How tables and notes name a trained run's `method` (metrics.json): an SFT run continued is "sft+<method>".
+METHOD_NAMES = {"sft": "SFT", "dpo": "DPO", "sft+dpo": "SFT+DPO", "kto": "KTO", "sft+kto": "SFT+KTO", "grpo": "GRPO",
+                "sft+grpo": "SFT+GRPO", "rloo": "RLOO", "sft+rloo": "SFT+RLOO", "reward": "reward model"}
 
 # tuner's defaults under the recipe's `train:` keys (TRL config fields). They differ from TRL's where TRL's suit full
 # fine-tuning on a GPU rather than an adapter on any device: a LoRA learning rate, no gradient checkpointing unless

@@ -65,15 +65,15 @@ def train_and_save(trainer, tokenizer, run_dir: Path, phases: dict[str, Any], re
     return output
 
 
-def trained_model(trainer, recipe, run_dir: Path, loaded, head: str = "causal_lm"):
+def trained_model(trainer, recipe, run_dir: Path, loaded):
     """The trained model rank 0 scores: the trainer's own when every rank holds it whole. Under FSDP or ZeRO-3 a
-    forward pass needs every rank and the others have returned, so the base is loaded anew, whole, with the adapter
-    just saved (the run scores exactly what its folder holds)."""
+    forward pass needs every rank and the others have returned, so the base is loaded anew as `loaded` was (its
+    head included), whole, with the adapter just saved (the run scores exactly what its folder holds)."""
     if not is_sharded(trainer):
         return trainer.model
     print("tuner: the trained weights are sharded across ranks: scoring a whole copy (the base and the saved "
           "adapter) on rank 0.")
-    whole = load_model(recipe.model, recipe.source, loaded.precision, head=head).model
+    whole = load_model(recipe.model, recipe.source, loaded.precision, head=loaded.info["head"]).model
     return with_run_adapter(whole, run_dir).to(rank_device())
 
 

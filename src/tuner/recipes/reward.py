@@ -51,7 +51,7 @@ def run(recipe) -> RunResult:
     if not is_main_process():
         return RunResult(run_dir=run_dir, metrics={}, manifest={})  # rank 0 evaluates and writes the run folder
 
-    model = trained_model(trainer, recipe, run_dir, loaded, head="reward")
+    model = trained_model(trainer, recipe, run_dir, loaded)
     history = trainer.state.log_history
     metrics = {**train_metrics("reward", output, phases, counts),
                **first_and_last(history, TRAINING_LOGS)}
