@@ -67,6 +67,19 @@ def forward_flops(model, row_lengths: list[int]) -> float:
     return sum(2 * n * (frozen + adapter) + 2 * layers * width * n * n for n in row_lengths)
 
 
+def scoring_flops(model, prefix: int, row_lengths: list[int], scored_per_row: int = 1) -> float:
+    """Least FLOPs of scoring rows exactly: a `prefix` every row shares, forwarded once, then each row's own tokens
+    attending to it and to themselves; the LM head only at the `scored_per_row` positions that score answers."""
+    frozen, adapter = linear_parameters(model)
+    layers, width = attention_dim(model.config)
+    text = model.config.get_text_config()
+    head = text.vocab_size * text.hidden_size
+    body = frozen + adapter - head
+    tokens = prefix + sum(row_lengths)
+    attention = 2 * layers * width * (prefix * prefix + sum(2 * n * prefix + n * n for n in row_lengths))
+    return 2 * body * tokens + 2 * head * scored_per_row * len(row_lengths) + attention
+
+
 def model_shapes(config, tokens: int) -> dict[str, tuple[int, int, int]]:
     """The (m, k, n) of the matmuls a causal LM's linear layers run on a batch of `tokens` tokens."""
     text = config.get_text_config()

@@ -166,6 +166,28 @@ def test_a_trie_split_across_passes_scores_the_same(tiny, monkeypatch):
     assert split == pytest.approx(whole, abs=1e-4)
 
 
+def test_the_prefix_all_contexts_share_is_fed_once(tiny):
+    # Five worked examples before every question: their tokens go through the model once for the whole call, and
+    # every answer still scores as an unbatched forward pass over its whole context.
+    model, tokenizer = tiny
+    shots = "".join(f"Review: {text}\nSentiment: {label}\n\n" for text, label in
+                    [("A fine film.", "positive"), ("Dull.", "negative"), ("Loved every minute of it.", "positive"),
+                     ("The plot made no sense at all.", "negative"), ("Great cast.", "positive")])
+    questions = ["What a waste of time.", "Charming and warm.", "I left early.", "A masterpiece, truly a joy to watch."]
+    pairs = [(f"{shots}Review: {q}\nSentiment:", f" {label}") for q in questions for label in ("negative", "positive")]
+    fed = []
+    hook = model.register_forward_pre_hook(lambda _, args, kwargs: fed.append(kwargs["input_ids"].numel()),
+                                           with_kwargs=True)
+    try:
+        scores = loglikelihoods(model, tokenizer, pairs, batch_size=2)
+    finally:
+        hook.remove()
+    for (context, answer), score in zip(pairs, scores):
+        assert score == pytest.approx(direct_loglikelihood(model, tokenizer, context, answer), abs=1e-3)
+    shot_tokens = len(tokenizer(shots, add_special_tokens=False)["input_ids"])
+    assert shot_tokens > 40 and sum(fed) < 2 * shot_tokens  # each of the 4 contexts alone would feed them again
+
+
 def test_each_distinct_answer_prefix_is_fed_once():
     from tuner.evaluator import _trie
 

@@ -95,6 +95,12 @@ def test_the_ceiling_counts_useful_flops_by_its_formula_and_measures_matmuls(tin
     expected = (40 * (4 * frozen + 6 * adapter)) + 6 * layers * width * (10 ** 2 + 30 ** 2)
     assert ceiling.training_flops(model, [10, 30]) == expected
     assert ceiling.forward_flops(model, [10]) == 10 * 2 * (frozen + adapter) + 2 * layers * width * 100
+    # Scoring: the LM head only at the scored position; a shared prefix counts once, however many rows follow it.
+    head = model.config.vocab_size * model.config.hidden_size
+    assert ceiling.scoring_flops(model, 0, [10]) == ceiling.forward_flops(model, [10]) - 9 * 2 * head
+    assert ceiling.scoring_flops(model, 20, [5]) == ceiling.scoring_flops(model, 0, [25])
+    once = 20 * 2 * (frozen + adapter - head) + 2 * layers * width * 20 ** 2
+    assert ceiling.scoring_flops(model, 20, [5, 5]) == ceiling.scoring_flops(model, 0, [25, 25]) - once
     measured = ceiling.matmul_ceiling(model.config, tokens=64, dtype="fp32", seconds=0.05)
     assert set(measured) == {"q/o projection", "k/v projection", "mlp up/gate", "mlp down", "lm head", "ceiling"}
     assert measured["ceiling"] == max(v for k, v in measured.items() if k != "ceiling") > 0

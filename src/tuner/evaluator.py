@@ -100,6 +100,33 @@ def _context_inputs(contexts: list[tuple[int, ...]], pad: int):
     return input_ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
 
+def _shared_prefix(contexts: list[tuple[int, ...]]) -> tuple[int, ...]:
+    """The token prefix every context starts with (a system prompt, the same few-shot examples), leaving each context
+    at least its last token of its own, whose position scores the answers."""
+    import os
+
+    shared = tuple(os.path.commonprefix(contexts))
+    return shared[:min(len(context) for context in contexts) - 1]
+
+
+def _prefix_cache(model, prefix: tuple[int, ...], device):
+    """The key/value cache of the shared prefix, computed once for the whole run; `None` without a prefix."""
+    import torch
+
+    if not prefix:
+        return None
+    return model(input_ids=torch.tensor([prefix], device=device), use_cache=True).past_key_values
+
+
+def _batch_cache(model, prefix_cache, rows: int):
+    """A fresh cache holding the shared prefix for each of `rows` rows: views of the one computed, which the forward
+    pass extends (by concatenation) without writing to them."""
+    from transformers import DynamicCache
+
+    return DynamicCache([(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1))
+                         for keys, values, *_ in prefix_cache], config=model.config)
+
+
 def _node_inputs(tries: list[_Trie], mask, start: int, end: int, pad: int, dtype):
     """Nodes start..end-1 of each row's trie, fed after the context and the nodes before them (in the key/value
     cache): input ids, position ids (the context's length plus the node's depth), and an additive attention mask
@@ -132,7 +159,9 @@ def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], batch_size: i
                    max_length: int | None = None, on_scored: Callable[[list[int]], None] | None = None) -> list[float]:
     """Sum of log-probabilities of each continuation given its context, for (context, continuation) pairs.
 
-    A context runs once, however many answers are scored after it, and so does each distinct answer prefix: the
+    A context runs once, however many answers are scored after it, and the token prefix all contexts share (a
+    system prompt, the same few-shot examples) runs once for the whole call: its key/value cache is put before
+    every batch's own tokens. Each distinct answer prefix also runs once: the
     answers of a context form a token trie whose nodes are fed after the context through its key/value cache, each
     attending to the context and to its own ancestors (tree attention), so `card_arrival` and
     `card_delivery_estimate` share the tokens of `card_`. The context's last position scores every answer's first
@@ -154,15 +183,22 @@ def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], batch_size: i
     scores = [0.0] * len(pairs)
     device = _model_device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    prefix = _shared_prefix([context for context, _ in ordered])
     model.eval()
     with torch.inference_mode():
+        prefix_cache = _prefix_cache(model, prefix, device)
         for start in range(0, len(ordered), batch_size):
             batch = ordered[start:start + batch_size]
             tries = [_trie(targets) for _, targets in batch]
-            input_ids, mask, positions = _context_inputs([context for context, _ in batch], pad)
+            input_ids, mask, positions = _context_inputs([context[len(prefix):] for context, _ in batch], pad)
+            if prefix_cache is not None:  # each row's own tokens follow the prefix's, padding between them
+                mask = torch.cat([torch.ones((len(batch), len(prefix)), dtype=mask.dtype), mask], dim=1)
+                positions = positions + len(prefix)
+            cache = _batch_cache(model, prefix_cache, len(batch)) if prefix_cache is not None else None
             nodes = max(len(trie.tokens) for trie in tries)
             output = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                           position_ids=positions.to(device), use_cache=nodes > 0, logits_to_keep=1)
+                           position_ids=positions.to(device), past_key_values=cache,
+                           use_cache=nodes > 0 or cache is not None, logits_to_keep=1)
             wanted: dict[int, list[tuple[int, int, int]]] = {}  # slot -> (row, pair, token)
             for row, trie in enumerate(tries):
                 for pair, places in trie.answers:
