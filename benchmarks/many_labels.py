@@ -42,14 +42,14 @@ def tokens_fed(tokenizer, eval_rows: list[dict], choices: list[str]) -> int | No
     """The least work scoring can do: each row's context once plus each distinct answer prefix once (the tokens
     the evaluator's trie feeds); None for a tuner without the trie."""
     try:
-        from tuner.evaluator import _encode_pair, _trie
+        from tuner.likelihood import _trie, encode_pair
         from tuner.rendering import render_prompt
     except ImportError:
         return None
     total = 0
     for row in eval_rows:
         context = render_prompt(row["prompt"], tokenizer)
-        encoded = [_encode_pair(tokenizer, context, choice) for choice in choices]
+        encoded = [encode_pair(tokenizer, context, choice) for choice in choices]
         total += len(encoded[0][0]) + len(_trie([(n, answer) for n, (_, answer) in enumerate(encoded)]).tokens)
     return total
 

@@ -6,8 +6,8 @@ import pytest
 
 from tuner import TunerError
 from tuner.schema import EvalConfig
-from tuner.evaluator import (bootstrap_interval, evaluate, extract_answer, generate_texts, loglikelihoods,
-                            normalize_answer)
+from tuner.evaluator import bootstrap_interval, evaluate, extract_answer, generate_texts, normalize_answer
+from tuner.likelihood import loglikelihoods
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +156,7 @@ def test_many_labels_sharing_prefixes_score_as_each_alone(tiny):
 
 
 def test_a_trie_split_across_passes_scores_the_same(tiny, monkeypatch):
-    import tuner.evaluator as module
+    import tuner.likelihood as module
 
     model, tokenizer = tiny
     pairs = [("Which intent? My card has not arrived yet.", " " + label) for label in INTENTS] + PAIRS
@@ -189,7 +189,7 @@ def test_the_prefix_all_contexts_share_is_fed_once(tiny):
 
 
 def test_each_distinct_answer_prefix_is_fed_once():
-    from tuner.evaluator import _trie
+    from tuner.likelihood import _trie
 
     # card_arrival = [5, 6, 7], card_delivery = [5, 6, 8, 9], card = [5]: nodes are the prefixes [5], [5, 6] and
     # [5, 6, 8], each once; a single-token answer needs no node.

@@ -20,7 +20,7 @@ LAYERS = [
     ("data", {"data", "data.sources", "data.messages", "data.formats", "data.rows", "data.splits", "data.corpus",
               "data.requests", "rendering", "selection"}),
     ("parts", {"adapters", "estimate", "speed", "models", "runs", "checkpoints", "recipe_file", "embedder", "index",
-               "gguf_file", "plot"}),
+               "gguf_file", "plot", "likelihood"}),
     ("engine", {"trainers", "training", "evaluator", "rewards", "retrieval", "costs", "seeds", "comparison", "table",
                 "exports", "report"}),
     ("recipes", {"recipes", "recipes.sft", "recipes.dpo", "recipes.kto", "recipes.reward", "recipes.grpo",
