@@ -14,6 +14,7 @@ and any precomputed reference pass) to the end of training.
     python benchmarks/throughput.py --method dpo --rows 48      # dpo_en_demo.json
     python benchmarks/throughput.py --method sft --arms tuner,trl_defaults --model /path/to/model
     python benchmarks/throughput.py --method sft --rows 24 --arms tuner,tuner_compiled   # torch.compile's effect
+    python benchmarks/throughput.py --method sft --rows 48 --arms tuner_batch_2,tuner_batch_4,tuner   # batch size
 
 TRL's arms keep every config default except output folder, epochs, `max_length`, no saving, no tracker and, on a
 machine without a GPU, `use_cpu=True` (without which transformers refuses TRL's bf16 default on a CPU). The
@@ -35,7 +36,8 @@ DATA = {"sft": SHARED / "alpaca_en_demo.json", "dpo": SHARED / "dpo_en_demo.json
 RECIPE = {"sft": "recipes/quickstart/sft.yaml", "dpo": "recipes/quickstart/dpo.yaml"}
 
 # tuner's arms: its defaults, and with these `train:` keys on top (asked for by --arms only).
-TUNER_ARMS = {"tuner": {}, "tuner_compiled": {"torch_compile": True}}
+TUNER_ARMS = {"tuner": {}, "tuner_compiled": {"torch_compile": True},
+              "tuner_batch_2": {"per_device_train_batch_size": 2}, "tuner_batch_4": {"per_device_train_batch_size": 4}}
 # Hand-configured TRL: each arm is TRL's defaults plus these config keys.
 TRL_ARMS = {
     "sft": {"trl_defaults": {},
