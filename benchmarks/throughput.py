@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -37,13 +38,25 @@ RECIPE = {"sft": "recipes/quickstart/sft.yaml", "dpo": "recipes/quickstart/dpo.y
 
 # tuner's arms: its defaults, and with these `train:` keys on top (asked for by --arms only).
 TUNER_ARMS = {"tuner": {}, "tuner_compiled": {"torch_compile": True},
-              "tuner_batch_2": {"per_device_train_batch_size": 2}, "tuner_batch_4": {"per_device_train_batch_size": 4}}
+              "tuner_batch_2": {"per_device_train_batch_size": 2}, "tuner_batch_4": {"per_device_train_batch_size": 4},
+              "tuner_batch_2_accumulate_4": {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4},
+              "tuner_system_malloc": {}}
+# Arms run with glibc's allocator as it sets itself up (TUNER_MALLOC=system), and arms that keep freed memory as a
+# tuner run on a CPU does (speed.keep_freed_memory), so the allocator's part is measured on both sides.
+SYSTEM_MALLOC_ARMS = {"tuner_system_malloc"}
+KEPT_MEMORY_ARMS = {"trl_no_checkpointing_grouped_kept_memory"}
 # Hand-configured TRL: each arm is TRL's defaults plus these config keys.
 TRL_ARMS = {
     "sft": {"trl_defaults": {},
             "trl_no_checkpointing_grouped": {"gradient_checkpointing": False,
                                              "train_sampling_strategy": "group_by_length"},
-            "trl_no_checkpointing_packed": {"gradient_checkpointing": False, "packing": True}},
+            "trl_no_checkpointing_packed": {"gradient_checkpointing": False, "packing": True},
+            "trl_no_checkpointing_grouped_kept_memory": {"gradient_checkpointing": False,
+                                                         "train_sampling_strategy": "group_by_length"},
+            "trl_no_checkpointing_grouped_batch_2": {"gradient_checkpointing": False,
+                                                     "train_sampling_strategy": "group_by_length",
+                                                     "per_device_train_batch_size": 2,
+                                                     "gradient_accumulation_steps": 4}},
     # Without checkpointing, TRL's default 8 pairs of up to 1,024 tokens per step run out of 24 GiB: 4 pairs fit.
     "dpo": {"trl_defaults": {},
             "trl_no_checkpointing_4_pairs": {"gradient_checkpointing": False, "per_device_train_batch_size": 4},
@@ -112,6 +125,12 @@ def arm(method: str, name: str, data: str, rows: int, max_length: int, model: st
     from tuner.models import load_model
 
     recipe = recipe_for(method, data, rows, max_length, model)
+    if name in SYSTEM_MALLOC_ARMS:
+        os.environ["TUNER_MALLOC"] = "system"
+    if name in KEPT_MEMORY_ARMS:
+        from tuner.speed import keep_freed_memory
+
+        keep_freed_memory()
     if name in TUNER_ARMS:
         recipe = recipe.model_copy(update={"train": {**recipe.train, **TUNER_ARMS[name]}})
     train = load_data(recipe.data, seed=recipe.seed, source=recipe.source).train

@@ -27,6 +27,9 @@ def _quiet_env():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # One test process runs hundreds of trainings: glibc's own allocator hands their memory back between them (a run
+    # keeps it by default, speed.decide_allocator; test_speed checks that path).
+    os.environ.setdefault("TUNER_MALLOC", "system")
 
 
 @pytest.fixture(scope="session")

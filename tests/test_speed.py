@@ -4,6 +4,7 @@ does not apply, what was chosen reaches the manifest, and the dry run's counts a
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -126,6 +127,45 @@ def test_packing_asked_for_trains_on_packed_rows_and_is_recorded(tiny_recipe):
     assert speed["batches"] == "packed rows (block-diagonal causal mask per row)"
     assert speed["gradient_checkpointing"] is False and speed["attention"] in ("sdpa", "eager")
     assert result.metrics["train_steps"] == 2 and result.metrics["train_loss"] > 0
+
+
+KEPT_MEMORY = """
+import os, sys, torch
+from tuner.speed import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+def resident():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+before = resident()
+step = torch.ones(64 * 2**20)  # 256 MiB of activations, freed at the end of a step
+del step
+print((resident() - before) // 2**20)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads Linux's /proc")
+def test_a_cpu_run_keeps_freed_memory_for_the_next_step(tiny_recipe, monkeypatch):
+    import subprocess
+    import sys
+
+    from tuner.speed import MALLOC_ENV, decide_allocator
+
+    # What glibc does by itself: the freed 256 MiB go back to the system (and are faulted in again next step).
+    kept = {mode: int(subprocess.run([sys.executable, "-c", KEPT_MEMORY, mode], capture_output=True, text=True,
+                                     check=True).stdout) for mode in ("system", "keep")}
+    assert kept["system"] < 64 and kept["keep"] >= 200
+    # A CPU run asks for it before training and records it (here without changing this test process's allocator:
+    # conftest keeps the suite on glibc's own behaviour).
+    import tuner.trainers
+
+    asked = []
+    monkeypatch.delenv(MALLOC_ENV, raising=False)
+    monkeypatch.setattr(tuner.trainers, "keep_freed_memory", lambda: asked.append(True))
+    result = sft.run(_with_train(tiny_recipe, max_steps=1))
+    speed = json.loads((result.run_dir / "manifest.json").read_text())["speed"]
+    assert asked == [True] and speed["allocator"] == "glibc keeps freed memory (mmap and trimming off)"
+    monkeypatch.setenv(MALLOC_ENV, "system")
+    assert decide_allocator() is None
 
 
 def test_dpo_batches_pairs_of_similar_length(tmp_path, tiny_model_dir, pair_files):  # noqa: F811

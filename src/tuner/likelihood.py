@@ -11,8 +11,8 @@ from .errors import TunerError
 
 
 def encode_pair(tokenizer, context: str, answer: str) -> tuple[list[int], list[int]]:
-    # As lm-evaluation-harness does: trailing spaces of the context move to the continuation, the whole string is
-    # encoded once and the continuation is what follows the context's tokens.
+    """(context token ids, answer token ids) as lm-evaluation-harness encodes them: trailing spaces of the context
+    move to the answer, the whole string is encoded once, and the answer is what follows the context's tokens."""
     spaces = len(context) - len(context.rstrip(" "))
     if spaces:
         context, answer = context[:-spaces], context[-spaces:] + answer
