@@ -78,6 +78,8 @@ def _shared_prefix(contexts: list[tuple[int, ...]]) -> tuple[int, ...]:
     at least its last token of its own, whose position scores the answers."""
     import os
 
+    if not contexts:
+        return ()
     shared = tuple(os.path.commonprefix(contexts))
     return shared[:min(len(context) for context in contexts) - 1]
 
