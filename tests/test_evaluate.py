@@ -188,6 +188,10 @@ def test_the_prefix_all_contexts_share_is_fed_once(tiny):
     assert shot_tokens > 40 and sum(fed) < 2 * shot_tokens  # each of the 4 contexts alone would feed them again
 
 
+def test_no_pairs_score_to_no_scores(tiny):
+    assert loglikelihoods(*tiny, [], batch_size=4) == []
+
+
 def test_each_distinct_answer_prefix_is_fed_once():
     from tuner.likelihood import _trie
 
