@@ -73,13 +73,11 @@ def shot_sentences(splits, rows, shots: int) -> list[dict]:
 
 def scoring_rows_flops(model, tokenizer, contexts: list[str]) -> float:
     """Useful FLOPs of scoring these contexts (one scored position each: both answers are one token)."""
-    import os
-
     from ceiling import scoring_flops
+    from tuner.likelihood import _shared_prefix
 
-    encoded = [tokenizer(context, add_special_tokens=False)["input_ids"] for context in contexts]
-    shared = len(os.path.commonprefix(encoded))
-    shared = min(shared, min(len(ids) for ids in encoded) - 1)
+    encoded = [tuple(tokenizer(context, add_special_tokens=False)["input_ids"]) for context in contexts]
+    shared = len(_shared_prefix(encoded))  # the prefix the evaluator itself runs once
     return scoring_flops(model, shared, [len(ids) - shared for ids in encoded])
 
 
