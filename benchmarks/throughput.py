@@ -40,11 +40,12 @@ RECIPE = {"sft": "recipes/quickstart/sft.yaml", "dpo": "recipes/quickstart/dpo.y
 TUNER_ARMS = {"tuner": {}, "tuner_compiled": {"torch_compile": True},
               "tuner_batch_2": {"per_device_train_batch_size": 2}, "tuner_batch_4": {"per_device_train_batch_size": 4},
               "tuner_batch_2_accumulate_4": {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4},
+              "tuner_batch_1_accumulate_8": {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 8},
               "tuner_system_malloc": {}}
 # Arms run with glibc's allocator as it sets itself up (TUNER_MALLOC=system), and arms that keep freed memory as a
 # tuner run on a CPU does (speed.keep_freed_memory), so the allocator's part is measured on both sides.
 SYSTEM_MALLOC_ARMS = {"tuner_system_malloc"}
-KEPT_MEMORY_ARMS = {"trl_no_checkpointing_grouped_kept_memory"}
+KEPT_MEMORY_ARMS = {"trl_no_checkpointing_grouped_kept_memory", "trl_no_checkpointing_grouped_batch_2_kept_memory"}
 # Hand-configured TRL: each arm is TRL's defaults plus these config keys.
 TRL_ARMS = {
     "sft": {"trl_defaults": {},
@@ -56,7 +57,11 @@ TRL_ARMS = {
             "trl_no_checkpointing_grouped_batch_2": {"gradient_checkpointing": False,
                                                      "train_sampling_strategy": "group_by_length",
                                                      "per_device_train_batch_size": 2,
-                                                     "gradient_accumulation_steps": 4}},
+                                                     "gradient_accumulation_steps": 4},
+            "trl_no_checkpointing_grouped_batch_2_kept_memory": {"gradient_checkpointing": False,
+                                                                 "train_sampling_strategy": "group_by_length",
+                                                                 "per_device_train_batch_size": 2,
+                                                                 "gradient_accumulation_steps": 4}},
     # Without checkpointing, TRL's default 8 pairs of up to 1,024 tokens per step run out of 24 GiB: 4 pairs fit.
     "dpo": {"trl_defaults": {},
             "trl_no_checkpointing_4_pairs": {"gradient_checkpointing": False, "per_device_train_batch_size": 4},

@@ -129,6 +129,52 @@ def test_packing_asked_for_trains_on_packed_rows_and_is_recorded(tiny_recipe):
     assert result.metrics["train_steps"] == 2 and result.metrics["train_loss"] > 0
 
 
+def test_micro_batches_are_the_largest_divisor_of_the_batch_within_the_token_budget():
+    from tuner.speed import micro_batch
+
+    assert micro_batch(8, 750, 2048) == 2     # long alpaca rows: 1,500 tokens at a time
+    assert micro_batch(8, 62, 2048) == 8      # short ticket rows stay one batch
+    assert micro_batch(6, 1000, 2048) == 2    # a divisor, so every optimizer step sees the whole batch
+    assert micro_batch(8, 3000, 2048) == 1    # a row longer than the budget trains alone
+    assert micro_batch(1, 50, 2048) == 1
+
+
+def test_micro_batched_sft_takes_the_same_step_as_the_whole_batch(tiny_recipe, tmp_path, monkeypatch):
+    import torch
+
+    import tuner.speed
+    from tuner.data.splits import load_data
+    from tuner.models import load_model
+
+    # fp32 and plain SGD, so the update is the gradient itself (Adam's first step is about the gradient's sign, and
+    # would hide a gradient scaled wrongly); rows in file order, so both runs see the same four rows.
+    fp32 = tiny_recipe.model_copy(update={"model": tiny_recipe.model.model_copy(update={"dtype": "fp32"})})
+    recipe = _with_train(fp32, max_steps=1, optim="sgd", train_sampling_strategy="sequential", warmup_steps=0)
+    rows = load_data(recipe.data).train
+    monkeypatch.setattr(tuner.speed, "MICRO_BATCH_TOKENS", 1)  # the tiny rows are short: every row alone
+
+    def one_step(recipe):
+        torch.manual_seed(0)
+        trainer, speed = build_trainer(recipe, load_model(recipe.model), rows, tmp_path)
+        loss = trainer.train().training_loss
+        weights = {name: value.detach().clone() for name, value in trainer.model.named_parameters()
+                   if "lora_B" in name}
+        return speed, trainer.args, loss, weights
+
+    speed, args, loss, weights = one_step(recipe)
+    assert (speed.micro_batch, speed.accumulation) == (1, 4)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (1, 4)
+    assert speed.manifest()["micro_batches"].startswith("4 of 1 rows per optimizer step of 4")
+    whole_speed, whole_args, whole_loss, whole = one_step(_with_train(recipe, gradient_accumulation_steps=1))
+    assert whole_speed.micro_batch is None and whole_args.per_device_train_batch_size == 4
+    assert max(value.abs().max() for value in whole.values()) > 1e-4  # the step moved the adapter
+    assert loss == pytest.approx(whole_loss, rel=1e-5)
+    for name, value in whole.items():
+        torch.testing.assert_close(weights[name], value, atol=1e-9, rtol=1e-4)
+    # The dry run estimates the micro-batch, not the whole batch.
+    assert dry_run(recipe).batch_tokens * 4 == dry_run(_with_train(recipe, gradient_accumulation_steps=1)).batch_tokens
+
+
 KEPT_MEMORY = """
 import os, sys, torch
 from tuner.speed import keep_freed_memory

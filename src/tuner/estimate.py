@@ -84,10 +84,11 @@ def activation_bytes_per_token(config, compute_bytes: int, residual_bytes: int, 
     return layers * per_layer
 
 
-def estimate(recipe, rows, config, tokenizer, precision, checkpointing: bool, rendered_rows: int = 2) -> Estimate:
+def estimate(recipe, rows, config, tokenizer, precision, checkpointing: bool, rendered_rows: int = 2,
+             micro_batch: int | None = None) -> Estimate:
     """Peak training memory of `recipe` on `rows` (canonical training rows) for a model `config` in `precision` (a
     `speed.Precision`) with gradient `checkpointing` on or off, with the first `rendered_rows` rows rendered as the
-    trainer will see them."""
+    trainer will see them; `micro_batch` rows at a time where the run splits its batch (`speed.micro_batches`)."""
     train = recipe.train_settings()
     device = device_kind()
     compute = precision.compute
@@ -106,7 +107,7 @@ def estimate(recipe, rows, config, tokenizer, precision, checkpointing: bool, re
         weights = frozen * weight_bytes
     optimizer_bytes = OPTIMIZER_BYTES.get(str(train.get("optim", "adamw")), 8)
 
-    batch = int(train["per_device_train_batch_size"])
+    batch = micro_batch or int(train["per_device_train_batch_size"])
     max_length = train.get("max_length")
     if recipe.method == "grpo":  # prompts alone: each answer is sampled, up to max_completion_length tokens
         generated = recipe.grpo.max_completion_length

@@ -18,7 +18,7 @@ from ..models import check_chat_template, load_config_and_tokenizer
 from ..retrieval import retrieval_aware_rows
 from ..rewards import NEEDS_GOLD, reward_functions
 from ..selection import fewshot_rows
-from ..speed import checkpointing, decide_precision
+from ..speed import checkpointing, decide_precision, micro_batches
 
 
 def check_data(recipe, splits) -> None:
@@ -113,4 +113,5 @@ def dry_run(recipe) -> Estimate:
         train = retrieval_aware_rows(recipe, config, tokenizer, splits.train, scoring_rows(splits.eval), {})[0]
     precision = decide_precision(recipe.model)
     on, _ = checkpointing(recipe, precision, config, tokenizer, train)
-    return estimate(recipe, train, config, tokenizer, precision, checkpointing=on)
+    micro = micro_batches(recipe, tokenizer, train).get("micro_batch")
+    return estimate(recipe, train, config, tokenizer, precision, checkpointing=on, micro_batch=micro)
