@@ -57,6 +57,7 @@ def arm(name: str, folder: str, seq_len: int, batch: int, steps: int, peak_tflop
     from tuner import recipe_from_dict
     from tuner.adapters import build_peft_config
     from tuner.models import load_model
+    from tuner.speed import apply_process_settings
     from tuner.trainers import build_trainer
 
     generator = torch.Generator().manual_seed(0)
@@ -74,6 +75,7 @@ def arm(name: str, folder: str, seq_len: int, batch: int, steps: int, peak_tflop
         speed = None
         if name == "tuner":
             trainer, speed = build_trainer(recipe, loaded, rows, Path(scratch))
+            apply_process_settings(speed)
         else:
             # TRL's defaults, except max_length (its default, 1024, would cut the rows) and the step count.
             args = SFTConfig(output_dir=scratch, max_steps=steps, max_length=seq_len, report_to="none",

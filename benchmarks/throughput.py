@@ -116,10 +116,14 @@ def recipe_for(method: str, data: str, rows: int, max_length: int, model: str | 
 
 
 def tuner_trainer(recipe, loaded, train, folder: Path):
-    """The trainer `tuner sft|dpo` builds for this recipe, on canonical training rows, and its speed settings."""
+    """The trainer `tuner sft|dpo` builds for this recipe, on canonical training rows, and its speed settings, with
+    the process set up as a run sets it before training (`training.train_and_save`)."""
+    from tuner.speed import apply_process_settings
     from tuner.trainers import build_trainer
 
-    return build_trainer(recipe, loaded, train, folder)
+    trainer, speed = build_trainer(recipe, loaded, train, folder)
+    apply_process_settings(speed)
+    return trainer, speed
 
 
 def arm(method: str, name: str, data: str, rows: int, max_length: int, model: str | None) -> dict:

@@ -202,11 +202,11 @@ def test_a_cpu_run_keeps_freed_memory_for_the_next_step(tiny_recipe, monkeypatch
     assert kept["system"] < 64 and kept["keep"] >= 200
     # A CPU run asks for it before training and records it (here without changing this test process's allocator:
     # conftest keeps the suite on glibc's own behaviour).
-    import tuner.trainers
+    import tuner.speed
 
     asked = []
     monkeypatch.delenv(MALLOC_ENV, raising=False)
-    monkeypatch.setattr(tuner.trainers, "keep_freed_memory", lambda: asked.append(True))
+    monkeypatch.setattr(tuner.speed, "keep_freed_memory", lambda: asked.append(True))
     result = sft.run(_with_train(tiny_recipe, max_steps=1))
     speed = json.loads((result.run_dir / "manifest.json").read_text())["speed"]
     assert asked == [True] and speed["allocator"] == "glibc keeps freed memory (mmap and trimming off)"

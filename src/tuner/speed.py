@@ -156,6 +156,13 @@ class Speed:
                     f"within {MICRO_BATCH_TOKENS:,} tokens)")}
 
 
+def apply_process_settings(speed: Speed) -> None:
+    """What a run's speed decisions ask of the whole process, set just before it trains: glibc keeps freed memory
+    (`decide_allocator`). In a notebook the setting stays for the rest of the process."""
+    if speed.allocator:
+        keep_freed_memory()
+
+
 def micro_batch(batch: int, longest: int, budget: int) -> int:
     """Rows per micro-batch: the largest divisor of `batch` whose rows of `longest` tokens stay within `budget`
     tokens (one row at least)."""

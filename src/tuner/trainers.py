@@ -18,7 +18,7 @@ from .data.splits import feedback_counts
 from .models import prepare_base
 from .recipe_file import trl_method
 from .rendering import sft_rows, with_lengths
-from .speed import decide, keep_freed_memory
+from .speed import decide
 
 CONFIG_CLASSES = {"sft": SFTConfig, "dpo": DPOConfig, "kto": KTOConfig, "reward": RewardConfig, "grpo": GRPOConfig,
                   "rloo": RLOOConfig}
@@ -150,7 +150,5 @@ def build_trainer(recipe, loaded, rows, run_dir: Path, **parts):
     `speed.Speed` decided for it (SFT chats rendered by `rendering.sft_rows` first). `parts` are what a method's
     trainer takes beside (GRPO: `reward_funcs`, built by the recipe module)."""
     speed = decide(recipe, loaded, rows)
-    if speed.allocator:
-        keep_freed_memory()
     train_rows = sft_rows(rows, loaded.tokenizer) if recipe.method == "sft" else rows
     return TRAINERS[recipe.method](recipe, speed, loaded, train_rows, run_dir, **parts), speed

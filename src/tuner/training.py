@@ -20,11 +20,13 @@ from .errors import TunerError
 from .files import write_json
 from .hardware import is_main_process, is_out_of_memory, rank_device, world_size
 from .models import load_model
+from .speed import apply_process_settings
 
 
-def train_and_save(trainer, tokenizer, run_dir: Path, phases: dict[str, Any], recipe, data_report: dict[str, Any],
-                   checkpoint: Path | None = None):
+def train_and_save(trainer, speed, tokenizer, run_dir: Path, phases: dict[str, Any], recipe,
+                   data_report: dict[str, Any], checkpoint: Path | None = None):
     """Run the trainer as the `train` phase (tokens and steps recorded), then save the adapter; returns TRL's output.
+    The process-wide settings of its `speed.Speed` (the C allocator) are set first.
 
     Checkpoints are marked whole once written; SIGINT/SIGTERM save one and raise `Interrupted`. From a checkpoint,
     the trainer restores optimizer, scheduler, RNG and data position, and the hours before the interruption count.
@@ -34,6 +36,7 @@ def train_and_save(trainer, tokenizer, run_dir: Path, phases: dict[str, Any], re
     trainer.add_callback(stopper)
     trainer.add_callback(EpochOrder())
     trainer.add_callback(MarkComplete(identity(recipe, data_report), earlier))
+    apply_process_settings(speed)
     stopper.install()
     try:
         with phase("train", phases) as record:

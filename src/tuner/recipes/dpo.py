@@ -46,7 +46,7 @@ def run(recipe) -> RunResult:
     trainer, speed = build_trainer(recipe, loaded, splits.train, run_dir)
     report_long_rows(splits.train, loaded.tokenizer, trainer.args.max_length, splits.report)
     counts = parameter_counts(trainer.model)
-    output = train_and_save(trainer, loaded.tokenizer, run_dir, phases, recipe, splits.report, checkpoint)
+    output = train_and_save(trainer, speed, loaded.tokenizer, run_dir, phases, recipe, splits.report, checkpoint)
     if not is_main_process():
         return RunResult(run_dir=run_dir, metrics={}, manifest={})  # rank 0 evaluates and writes the run folder
 

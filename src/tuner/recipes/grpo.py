@@ -56,7 +56,7 @@ def run(recipe) -> RunResult:
     with phase("reward_before", phases):
         before = mean_reward(trainer.model, loaded.tokenizer, held_out, functions, weights,
                              recipe.grpo.max_completion_length, recipe.eval.batch_size)
-    output = train_and_save(trainer, loaded.tokenizer, run_dir, phases, recipe, splits.report, checkpoint)
+    output = train_and_save(trainer, speed, loaded.tokenizer, run_dir, phases, recipe, splits.report, checkpoint)
     if not is_main_process():
         return RunResult(run_dir=run_dir, metrics={}, manifest={})  # rank 0 evaluates and writes the run folder
 

@@ -49,7 +49,7 @@ def run(recipe) -> RunResult:
     report_long_rows(train_rows, loaded.tokenizer, trainer.args.max_length, splits.report)
     report_tools(train_rows, loaded.tokenizer, splits.report)
     counts = parameter_counts(trainer.model)
-    output = train_and_save(trainer, loaded.tokenizer, run_dir, phases, recipe, splits.report, checkpoint)
+    output = train_and_save(trainer, speed, loaded.tokenizer, run_dir, phases, recipe, splits.report, checkpoint)
     if not is_main_process():
         return RunResult(run_dir=run_dir, metrics={}, manifest={})  # rank 0 evaluates and writes the run folder
 
