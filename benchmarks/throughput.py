@@ -41,11 +41,15 @@ TUNER_ARMS = {"tuner": {}, "tuner_compiled": {"torch_compile": True},
               "tuner_batch_2": {"per_device_train_batch_size": 2}, "tuner_batch_4": {"per_device_train_batch_size": 4},
               "tuner_batch_2_accumulate_4": {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4},
               "tuner_batch_1_accumulate_8": {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 8},
+              "tuner_batch_8_whole": {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1},
+              "tuner_pairs_1_accumulate_4": {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 4},
+              "tuner_pairs_4_whole": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 1},
               "tuner_system_malloc": {}}
 # Arms run with glibc's allocator as it sets itself up (TUNER_MALLOC=system), and arms that keep freed memory as a
 # tuner run on a CPU does (speed.keep_freed_memory), so the allocator's part is measured on both sides.
 SYSTEM_MALLOC_ARMS = {"tuner_system_malloc"}
-KEPT_MEMORY_ARMS = {"trl_no_checkpointing_grouped_kept_memory", "trl_no_checkpointing_grouped_batch_2_kept_memory"}
+KEPT_MEMORY_ARMS = {"trl_no_checkpointing_grouped_kept_memory", "trl_no_checkpointing_grouped_batch_2_kept_memory",
+                    "trl_no_checkpointing_1_pair_accumulate_4_kept_memory"}
 # Hand-configured TRL: each arm is TRL's defaults plus these config keys.
 TRL_ARMS = {
     "sft": {"trl_defaults": {},
@@ -67,7 +71,10 @@ TRL_ARMS = {
             "trl_no_checkpointing_4_pairs": {"gradient_checkpointing": False, "per_device_train_batch_size": 4},
             "trl_no_checkpointing_4_pairs_precomputed_reference": {"gradient_checkpointing": False,
                                                                    "per_device_train_batch_size": 4,
-                                                                   "precompute_ref_log_probs": True}},
+                                                                   "precompute_ref_log_probs": True},
+            "trl_no_checkpointing_1_pair_accumulate_4_kept_memory": {"gradient_checkpointing": False,
+                                                                     "per_device_train_batch_size": 1,
+                                                                     "gradient_accumulation_steps": 4}},
 }
 
 

@@ -35,6 +35,12 @@ CHECKPOINTING_KEYS = ("gradient_checkpointing", "activation_checkpointing")
 # alpaca rows of up to about 750 tokens, micro-batches of 2 rows trained 1.20x as fast as batches of 8 at 0.44x the
 # memory, and faster than 1 row at a time; 8 ticket rows of about 60 tokens lose nothing to being trained together.
 MICRO_BATCH_TOKENS = 2048
+# The sequences one training row puts through the model (a DPO pair: chosen and rejected side by side), for the
+# methods whose batches may be split.
+SEQUENCES_PER_ROW = {"sft": 1, "dpo": 2}
+# DPO losses computed across a batch rather than per pair (AOT sorts the batch's log-ratios; the SFT term averages
+# over the batch's tokens): a micro-batch would change them.
+BATCH_LOSSES = {"aot", "aot_unpaired", "sft"}
 
 
 @dataclass(frozen=True)
@@ -170,21 +176,30 @@ def micro_batch(batch: int, longest: int, budget: int) -> int:
 
 
 def micro_batches(recipe, tokenizer, rows) -> dict[str, int]:
-    """On a CPU, an SFT batch trained as micro-batches with gradients accumulated: `micro_batch` rows at a time,
-    `accumulation` of them per optimizer step, so each step still sees the recipe's batch (the loss is normalised by
-    the whole batch's answer tokens, so the update is the same up to float rounding). Empty where a batch stays
-    whole: off a CPU, packed rows, a recipe that sets `gradient_accumulation_steps` itself, or short rows.
+    """On a CPU, an SFT or DPO batch trained as micro-batches with gradients accumulated: `micro_batch` rows (pairs)
+    at a time, `accumulation` of them per optimizer step, so each step still sees the recipe's batch: SFT's loss is
+    normalised by the whole batch's answer tokens and DPO's is a mean over pairs, so the update is the same up to
+    float rounding. Empty where a batch stays whole: off a CPU, packed rows, a DPO loss computed across the batch
+    (`BATCH_LOSSES`), a recipe that sets `gradient_accumulation_steps` itself, or short rows.
 
     A CPU computes a large batch no faster per token than a small one, and a batch of long rows is megabytes of
     activations per layer that no cache holds: the memory-bound work between the matmuls (norms, rotary, casts)
     then runs at RAM speed (BENCHMARKS.md)."""
     train = recipe.train_settings()
-    if (device_kind() != "cpu" or recipe.method != "sft" or train.get("packing")
-            or "gradient_accumulation_steps" in recipe.train):
+    if (device_kind() != "cpu" or recipe.method not in SEQUENCES_PER_ROW or train.get("packing")
+            or "gradient_accumulation_steps" in recipe.train or BATCH_LOSSES & set(loss_types(recipe))):
         return {}
     batch = int(train["per_device_train_batch_size"])
-    size = micro_batch(batch, longest_row_tokens(rows, tokenizer, train.get("max_length")), MICRO_BATCH_TOKENS)
+    longest = SEQUENCES_PER_ROW[recipe.method] * longest_row_tokens(rows, tokenizer, train.get("max_length"))
+    size = micro_batch(batch, longest, MICRO_BATCH_TOKENS)
     return {} if size == batch else {"micro_batch": size, "accumulation": batch // size}
+
+
+def loss_types(recipe) -> list[str]:
+    """A DPO recipe's loss types (one or a list); none for other methods."""
+    if recipe.method != "dpo":
+        return []
+    return [recipe.dpo.loss_type] if isinstance(recipe.dpo.loss_type, str) else list(recipe.dpo.loss_type)
 
 
 def decide_allocator() -> str | None:
