@@ -31,9 +31,10 @@ MALLOC_ENV = "TUNER_MALLOC"
 # Recipe keys under which a recipe decides checkpointing itself (`gradient_checkpointing` is transformers' older
 # name of `activation_checkpointing`).
 CHECKPOINTING_KEYS = ("gradient_checkpointing", "activation_checkpointing")
-# On a CPU, the most tokens (rows x the longest row) one SFT micro-batch holds. Measured (BENCHMARKS.md): on 96
-# alpaca rows of up to about 750 tokens, micro-batches of 2 rows trained 1.20x as fast as batches of 8 at 0.44x the
-# memory, and faster than 1 row at a time; 8 ticket rows of about 60 tokens lose nothing to being trained together.
+# On a CPU, the most tokens (rows x the longest row, a DPO pair counting both answers) one micro-batch holds.
+# Measured (BENCHMARKS.md): 96 alpaca rows of up to about 750 tokens trained 1.20x as fast in micro-batches of 2 as in
+# batches of 8, at 0.44x the memory, and faster than 1 row at a time; 16 DPO pairs of up to 1,024 tokens a side 1.80x
+# as fast one pair at a time as 4; the quickstart's ticket rows (74 tokens at most) 0.69x as fast in 2s as in 8s.
 MICRO_BATCH_TOKENS = 2048
 # The sequences one training row puts through the model (a DPO pair: chosen and rejected side by side), for the
 # methods whose batches may be split.
