@@ -22,6 +22,22 @@ def invoke(*args):
     return CliRunner().invoke(cli, list(map(str, args)))
 
 
+TELEMETRY = "import tuner.cli, huggingface_hub.constants as c; print(c.HF_HUB_DISABLE_TELEMETRY)"
+
+
+def test_tuner_sends_no_telemetry_unless_the_environment_allows_it():
+    import os
+
+    environment = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_DISABLE_TELEMETRY", "HF_HUB_OFFLINE")}
+
+    def disabled(**extra) -> str:
+        return subprocess.run([sys.executable, "-c", TELEMETRY], env={**environment, **extra}, capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    assert disabled() == "True"
+    assert disabled(HF_HUB_DISABLE_TELEMETRY="0") == "False"
+
+
 def test_validate_ok(good_recipe):
     result = invoke("validate", good_recipe)
     assert result.exit_code == 0, result.output

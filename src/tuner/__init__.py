@@ -18,7 +18,14 @@ Where each part lives: ARCHITECTURE.md.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING
+
+# TRL's trainers report every run to the Hugging Face Hub (huggingface_hub's telemetry, from a thread) unless this is
+# set before huggingface_hub is imported. A tool that trains on its user's own data sends nothing unasked, and with no
+# network that thread's address lookup once crashed a whole test run of this project. An explicit
+# `HF_HUB_DISABLE_TELEMETRY=0` in the environment allows it again.
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 # Each public name and the module that holds it, imported on first use (PEP 562): `import tuner` and `tuner --help`
 # stay as quick as Python itself, and a notebook's `from tuner import compare` loads what compare needs.
