@@ -31,21 +31,16 @@ CASES = {
 
 
 def case(name: str) -> dict:
-    from tuner import recipe_from_dict
+    from tuner import dry_run, recipe_from_dict
     from tuner.data.splits import load_data
-    from tuner.estimate import estimate
-    from tuner.models import load_config_and_tokenizer, load_model
-    from tuner.speed import checkpointing, decide_precision
+    from tuner.models import load_model
 
     method, rows, max_length, extra = CASES[name]
     document = recipe_for(method, str(DATA[method]), rows, max_length, None).to_dict()
     document["train"] = {**document["train"], **extra, "max_steps": 2}
     recipe = recipe_from_dict(document, source=name)
+    predicted = dry_run(recipe)  # what `tuner sft|dpo --dry-run` prints
     train = load_data(recipe.data, seed=recipe.seed, source=recipe.source).train
-    config, tokenizer = load_config_and_tokenizer(recipe.model, recipe.source)
-    precision = decide_precision(recipe.model)
-    on, _ = checkpointing(recipe, precision, config, tokenizer, train)
-    predicted = estimate(recipe, train, config, tokenizer, precision, checkpointing=on)
     with tempfile.TemporaryDirectory() as scratch:
         tuner_trainer(recipe, load_model(recipe.model, recipe.source), train, Path(scratch))[0].train()
     measured = peak_memory_mb()
