@@ -70,6 +70,14 @@ def test_out_of_memory_in_training_names_the_settings_and_keeps_the_checkpoint(t
         assert setting in message, setting
     assert (tmp_path / "oom" / "checkpoints" / "checkpoint-2" / MARKER).is_file()
 
+    # A batch tuner split into micro-batches is named as the recipe gave it, with the split.
+    import tuner.speed
+
+    monkeypatch.setattr(tuner.speed, "MICRO_BATCH_TOKENS", 1)
+    with pytest.raises(TunerError) as caught:
+        sft.run(_recipe(tiny_model_dir, ticket_files, tmp_path / "oom-micro"))
+    assert "`train.per_device_train_batch_size` (now 4, which tuner runs as 4 micro-batches of 1;" in str(caught.value)
+
 
 def test_disk_full_while_saving_says_how_much_space_is_needed(tiny_model_dir, ticket_files, tmp_path, monkeypatch):
     import tuner.training

@@ -44,7 +44,7 @@ def train_and_save(trainer, speed, tokenizer, run_dir: Path, phases: dict[str, A
             record["tokens"] = int(trainer.state.num_input_tokens_seen)
             record["steps"] = int(trainer.state.global_step)
     except Exception as error:
-        raise _resource_error(error, trainer, run_dir) from None
+        raise _resource_error(error, trainer, run_dir, speed) from None
     finally:
         stopper.uninstall()
     count_earlier(phases["train"], earlier)
@@ -85,17 +85,23 @@ def _remove_if_empty(folder: Path) -> None:
         folder.rmdir()
 
 
-def _resource_error(error: Exception, trainer, run_dir: Path) -> Exception:
-    """Out of memory or out of disk during training or saving, as a message that says what to change; anything
-    else unchanged. The run folder keeps its checkpoints either way."""
+def _resource_error(error: Exception, trainer, run_dir: Path, speed=None) -> Exception:
+    """Out of memory or out of disk during training or saving, as a message that says what to change (with the
+    recipe's batch, not TRL's micro-batch, where `speed` split it); anything else unchanged. The run folder keeps its
+    checkpoints either way."""
     kept = last_complete(run_dir)
     keep = (f"The run folder keeps {kept}: after the change, continue with --resume (or a new run)." if kept else
             "No checkpoint was saved yet; set `train.save_strategy: steps` and `train.save_steps` to keep some.")
     args, step = trainer.args, trainer.state.global_step
+    batch = (f"now {args.per_device_train_batch_size}; raise `train.gradient_accumulation_steps` to keep the "
+             f"effective batch")
+    if speed is not None and speed.micro_batch is not None:
+        batch = (f"now {speed.micro_batch * speed.accumulation}, which tuner runs as {speed.accumulation} "
+                 f"micro-batches of {speed.micro_batch}; with `train.gradient_accumulation_steps` set, the batch you "
+                 f"give is the micro-batch")
     if is_out_of_memory(error):
         return TunerError(f"out of memory while training at step {step}. Lower `train.per_device_train_batch_size` "
-                          f"(now {args.per_device_train_batch_size}; raise `train.gradient_accumulation_steps` to "
-                          f"keep the effective batch) or `train.max_length` (now {args.max_length}), turn on "
+                          f"({batch}) or `train.max_length` (now {args.max_length}), turn on "
                           f"`train.gradient_checkpointing: true`, or load the base with `model.quantize: 4bit`. {keep}")
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
         trainable = parameter_counts(trainer.model)["trainable_parameters"]
