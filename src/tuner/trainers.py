@@ -18,7 +18,7 @@ from .data.splits import feedback_counts
 from .models import prepare_base
 from .recipe_file import trl_method
 from .rendering import sft_rows, with_lengths
-from .speed import decide
+from .speed import decide, loss_types
 
 CONFIG_CLASSES = {"sft": SFTConfig, "dpo": DPOConfig, "kto": KTOConfig, "reward": RewardConfig, "grpo": GRPOConfig,
                   "rloo": RLOOConfig}
@@ -87,9 +87,7 @@ def dpo_trainer(recipe, speed, loaded, rows, run_dir: Path):
     """DPOTrainer over the policy: a new adapter from the recipe, or the adapter of `model.adapter`'s SFT run
     trained on. With no reference model given, TRL scores the reference with the adapter switched off (or, from
     an SFT run, with a frozen copy of the SFT adapter): never a second copy of the base weights."""
-    settings = recipe.dpo.model_dump(exclude_none=True)
-    if isinstance(settings["loss_type"], str):
-        settings["loss_type"] = [settings["loss_type"]]
+    settings = {**recipe.dpo.model_dump(exclude_none=True), "loss_type": loss_types(recipe)}
     args = trl_config(recipe, speed, run_dir, settings)
     model, peft_config = policy(recipe, speed, loaded)
     rows = with_lengths(rows, loaded.tokenizer) if speed.length_column else rows
