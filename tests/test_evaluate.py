@@ -7,7 +7,7 @@ import pytest
 from tuner import TunerError
 from tuner.schema import EvalConfig
 from tuner.evaluator import bootstrap_interval, evaluate, extract_answer, generate_texts, normalize_answer
-from tuner.likelihood import loglikelihoods
+from tuner.likelihood import encode_pair, loglikelihoods
 
 
 @pytest.fixture(scope="module")
@@ -108,17 +108,18 @@ def test_answer_extraction_and_normalisation():
 
 def test_preference_task(tiny):
     model, tokenizer = tiny
-    rows = [{"prompt": "Answer briefly: 2+2?", "chosen": "4", "rejected": "It is four, I think, maybe."},
+    # Plain-text answers are scored exactly as the trainer reads prompt + answer: with the space the data loader
+    # writes before them, or none where the row has none.
+    rows = [{"prompt": "Answer briefly: 2+2?", "chosen": " 4", "rejected": " It is four, I think, maybe."},
             {"prompt": "Capital of France?", "chosen": "Paris", "rejected": "Paris."}]
     result = evaluate(model, tokenizer, rows, EvalConfig(task="preference"))
     wins, per_token = [], []
     for row, prediction in zip(rows, result.predictions):
-        chosen = direct_loglikelihood(model, tokenizer, row["prompt"], " " + row["chosen"])
-        rejected = direct_loglikelihood(model, tokenizer, row["prompt"], " " + row["rejected"])
+        chosen = direct_loglikelihood(model, tokenizer, row["prompt"], row["chosen"])
+        rejected = direct_loglikelihood(model, tokenizer, row["prompt"], row["rejected"])
         assert prediction["scores"] == pytest.approx({"chosen": chosen, "rejected": rejected}, abs=1e-3)
         wins.append(chosen > rejected)
-        lengths = [len(tokenizer(" " + row[side], add_special_tokens=False)["input_ids"])
-                   for side in ("chosen", "rejected")]
+        lengths = [len(encode_pair(tokenizer, row["prompt"], row[side])[1]) for side in ("chosen", "rejected")]
         per_token.append(chosen / lengths[0] > rejected / lengths[1])
     assert result.metrics["accuracy"] == sum(wins) / 2
     # Per token: the long rejected answer is no longer penalised for its length alone.

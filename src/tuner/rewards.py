@@ -19,11 +19,12 @@ from .accounting import phase
 from .adapters import read_adapter_run, with_run_adapter
 from .data.rows import eval_identity, extract_answer, normalize_answer
 from .errors import TunerError
+from .families import without_reasoning
 from .evaluator import EvalResult, generate_texts, precision_autocast, rows_finished
 from .intervals import bootstrap_interval
 from .models import load_model
 from .progress import Progress, RowClock
-from .rendering import render_prompt, reward_ids
+from .rendering import generation_prompt, render_prompt, reward_ids
 
 
 def reward_scores(model, tokenizer, items: list[tuple[Any, Any, str | None]], batch_size: int = 16,
@@ -103,7 +104,8 @@ def named_choice(text: str, choices: list[str]) -> str | None:
 
 def _exact_match(spec, choices):
     def exact_match(prompts, completions, gold, **kwargs):
-        return [float(normalize_answer(extract_answer(completion_text(c), None)) == normalize_answer(g))
+        return [float(normalize_answer(extract_answer(without_reasoning(completion_text(c)), None))
+                      == normalize_answer(g))
                 for c, g in zip(completions, gold)]
     return exact_match
 
@@ -216,7 +218,8 @@ def mean_reward(model, tokenizer, rows: list[dict[str, Any]], functions: list[Ca
     """The policy's reward on held-out prompts: one greedy answer each, rewarded as in training; the mean, its 95%
     interval, and each row's value (for a paired difference)."""
     prompts = [row["prompt"] for row in rows]
-    texts, _ = generate_texts(model, tokenizer, [render_prompt(p, tokenizer) for p in prompts], max_new_tokens,
+    # As TRL's GRPO samples in training: after the template's generation prompt.
+    texts, _ = generate_texts(model, tokenizer, [generation_prompt(p, tokenizer) for p in prompts], max_new_tokens,
                               batch_size)
     completions = [[{"role": "assistant", "content": text}] if isinstance(p, list) else text
                    for p, text in zip(prompts, texts)]

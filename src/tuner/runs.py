@@ -3,9 +3,11 @@ and predictions written into it, and the result object a recipe returns."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import subprocess
+import traceback
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -167,6 +169,29 @@ def finish_run(run_dir: Path, metrics: dict[str, Any], manifest: dict[str, Any],
     return RunResult(run_dir=run_dir, metrics=metrics, manifest=manifest)
 
 
+@contextlib.contextmanager
+def scoring(run_dir: Path, recipe, manifest: dict[str, Any], log_history: list[dict[str, Any]] | None = None):
+    """Around a trained run's evaluation: when scoring fails, the training is not lost. The run folder keeps its
+    adapter and gets manifest.json (so `tuner eval --adapter` takes it), log_history.json and evaluation_error.json
+    (what failed, with the traceback), and the error says how to score the run once the cause is fixed."""
+    try:
+        yield
+    except Exception as error:
+        write_json(run_dir / "manifest.json", manifest)
+        if log_history is not None:
+            write_json(run_dir / "log_history.json", log_history)
+        cause = str(error) if isinstance(error, TunerError) else f"{type(error).__name__}: {str(error).strip()}"
+        write_json(run_dir / EVALUATION_ERROR, {"error": cause, "traceback": traceback.format_exc()[-8000:]})
+        raise TunerError(f"{run_dir}: training finished and the adapter is saved in {run_dir / 'adapter'}, but "
+                         f"scoring it failed: {cause.splitlines()[0] if cause else type(error).__name__} The run "
+                         f"folder keeps the adapter and manifest.json (the error in {EVALUATION_ERROR}); once the "
+                         f"cause is fixed, score it with `tuner eval {recipe.source} --adapter {run_dir}`.") from error
+
+
+# Written by `scoring` into a run whose training finished and whose evaluation failed.
+EVALUATION_ERROR = "evaluation_error.json"
+
+
 def predictions_file(run_dir: Path, metrics: dict[str, Any], task: str) -> Path | None:
     """The predictions file of a run's evaluation on `task` (`predictions.jsonl` for `eval`, `predictions_NAME.jsonl`
     for `eval_NAME`), the main evaluation first; None when the run has none."""
@@ -266,6 +291,10 @@ def read_run(path: str | Path) -> FinishedRun:
     if not (run_dir / "recipe.yaml").is_file():
         raise TunerError(f"{run_dir}: not a tuner run folder (it has no recipe.yaml). Give the folder a `tuner sft`, "
                          f"`dpo`, `kto`, `grpo`, `fewshot` or `rag` run printed as its run folder.")
+    if (run_dir / EVALUATION_ERROR).is_file() and not (run_dir / "metrics.json").is_file():
+        raise TunerError(f"{run_dir}: the run trained, but its evaluation failed (see {run_dir / EVALUATION_ERROR}), "
+                         f"so it has no scores to compare or use. Score its adapter with `tuner eval "
+                         f"{run_dir / 'recipe.yaml'} --adapter {run_dir}`.")
     if not (run_dir / "metrics.json").is_file() or not (run_dir / "manifest.json").is_file():
         raise TunerError(f"{run_dir}: the run did not finish (no metrics.json: it was interrupted or is still "
                          f"running). Finish it with `tuner <method> {run_dir / 'recipe.yaml'} --resume`, or give a "

@@ -35,6 +35,9 @@ class ModelConfig(_Section):
     allow_pickle: bool = Field(False, description="Load pickled (.bin) weights when a model has no safetensors. "
                                "Off: unpickling can run code.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")
+    chat_template: str | None = Field(None, description="A chat template for a model that ships none (a base model "
+                                                        "such as Gemma 3 270M), or in place of its own: `gemma` or "
+                                                        "`chatml` (tuner's own), or the path of a Jinja file.")
     adapter: str | None = Field(None, description="A `tuner sft` run folder: DPO, KTO and GRPO continue training its "
                                                   "adapter (the SFT policy is then the reference); RAG retrieves for "
                                                   "it (SFT+RAG).")
@@ -124,7 +127,10 @@ class DataConfig(_Section):
                                                          "(its `id`, or its file path in a corpus folder), kept as "
                                                          "`source`: rag runs then report retrieval recall@k.")
     system_prompt: str | None = Field(None, description="System message put before every chat prompt.")
-    chat: bool = Field(True, description="Render rows through the model's chat template (false: plain text).")
+    chat: bool | None = Field(None, description="Render rows through the model's chat template (false: plain text). "
+                                                "Unset: chat where the model has a template (its own or "
+                                                "`model.chat_template`), plain text where it has none; the run's "
+                                                "recipe.yaml records which.")
 
     @model_validator(mode="before")
     @classmethod

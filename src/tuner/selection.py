@@ -6,9 +6,10 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from .data.rows import answer_text, join_answer, prompt_text, scoring_rows
+from .data.rows import answer_text, prompt_text, scoring_rows
 from .errors import TunerError
 from .progress import LARGE, bars_shown
+from .rendering import continuation
 
 
 def _system_turns(prompt: Any) -> list[dict[str, str]]:
@@ -19,7 +20,8 @@ def fewshot_rows(train, evaluation, fewshot_config) -> list[dict[str, Any]]:
     """Eval rows whose prompts carry k worked examples from the train split (never from the eval split).
 
     `select`: `first` k rows, `random` k rows per eval row (seeded), or the k most `similar` by BM25 (most similar
-    last, nearest the question). `as_chat`: examples as earlier chat turns; otherwise one plain-text prompt. With
+    last, nearest the question). `as_chat`: examples as earlier chat turns of chat rows; otherwise (and always for
+    plain-text rows) one plain-text prompt. With
     k = 0 the rows keep their prompts as `data.chat` rendered them.
     """
     evaluation, k = scoring_rows(evaluation), fewshot_config.k
@@ -60,11 +62,13 @@ def _pick_examples(pool, evaluation, fewshot_config) -> list[list[int]]:
 def _fewshot_prompt(row, examples, as_chat: bool):
     if not examples:
         return row["prompt"]  # zero-shot: the row as the data section rendered it (chat or plain text)
-    if as_chat:
+    if as_chat and isinstance(row["prompt"], list):  # plain-text rows (`data.chat: false`) stay plain text
         turns = _system_turns(row["prompt"])
         for example in examples:
             turns += [{"role": "user", "content": prompt_text(example)},
                       {"role": "assistant", "content": answer_text(example)}]
         return turns + [{"role": "user", "content": prompt_text(row)}]
-    shots = [join_answer(prompt_text(example), answer_text(example)) for example in examples]
+    # Each example as training joins it: the answer after the separator its own row had.
+    shots = [prompt_text(example) + continuation({**example, "prompt": prompt_text(example)}, answer_text(example))
+             for example in examples]
     return "\n\n".join(shots + [prompt_text(row)])

@@ -19,7 +19,7 @@ from ..data.splits import load_data
 from ..hardware import is_main_process
 from ..models import check_chat_template, load_model
 from ..rendering import report_long_rows
-from ..runs import RunResult, build_manifest, finish_run, run_folder
+from ..runs import RunResult, build_manifest, finish_run, run_folder, scoring
 from ..speed import decide_precision
 from ..trainers import build_trainer
 from ..training import (first_and_last, recorded_args, score_feedback_run, speed_record, train_and_save, train_metrics,
@@ -54,10 +54,11 @@ def run(recipe) -> RunResult:
     history = trainer.state.log_history
     metrics = {**train_metrics("sft+dpo" if recipe.model.adapter else "dpo", output, phases, counts),
                **first_and_last(history, TRAINING_LOGS)}
-    score_feedback_run(model, loaded.tokenizer, splits, recipe, loaded.dtype, run_dir, metrics, phases)
     manifest = build_manifest(recipe, splits.report, loaded.info,
                               extra={"adapter": recipe.adapter.model_dump(), "dpo": recipe.dpo.model_dump(),
                                      "continued_from": recipe.model.adapter,
                                      "trl_args": recorded_args(trainer.args, recipe),
                                      "speed": speed_record(speed, trainer.args)})
+    with scoring(run_dir, recipe, manifest, history):
+        score_feedback_run(model, loaded.tokenizer, splits, recipe, loaded.dtype, run_dir, metrics, phases)
     return finish_run(run_dir, metrics, manifest, history)

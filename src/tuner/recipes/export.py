@@ -14,8 +14,8 @@ from typing import Any
 
 from ..errors import TunerError
 from ..exports import (FORMATS, TOLERANCES, agreement, check_disk, check_texts, copy_adapter, gguf_export, load_adapter,
-                       load_gguf, load_merged, merged_model, model_card, record, reference_model, save_merged,
-                       stored_precision)
+                       llama_cpp_tokens, load_gguf, load_merged, merged_model, model_card, record, reference_model,
+                       save_merged, stored_precision)
 from ..files import write_json, write_text
 from ..gguf_file import QUANTS, check_architecture
 from ..runs import CLAIM, new_run_dir, read_run
@@ -76,6 +76,7 @@ def export(run_path: str | Path, to: str = "merged", out: str | Path | None = No
             candidate, candidate_tokenizer = load_merged(folder)
         else:
             path, extra["gguf"] = gguf_export(run, model, model_tokenizer, folder, quant)
+            extra["llama_cpp"] = llama_cpp_tokens(path, tokenizer, texts)
             files = [path.name, "Modelfile"]
             candidate, candidate_tokenizer = load_gguf(path)
         del model

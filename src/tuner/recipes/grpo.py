@@ -22,7 +22,7 @@ from ..hardware import is_main_process
 from ..intervals import paired_difference_interval
 from ..models import check_chat_template, load_model
 from ..rewards import mean_reward, reward_functions
-from ..runs import RunResult, build_manifest, finish_run, record_evaluation, run_folder
+from ..runs import RunResult, build_manifest, finish_run, record_evaluation, run_folder, scoring
 from ..speed import decide_precision
 from ..trainers import build_trainer
 from ..training import first_and_last, recorded_args, speed_record, train_and_save, train_metrics, trained_model
@@ -62,27 +62,28 @@ def run(recipe) -> RunResult:
 
     model = trained_model(trainer, recipe, run_dir, loaded)
     history = trainer.state.log_history
-    with phase("reward_after", phases):
-        after = mean_reward(model, loaded.tokenizer, held_out, functions, weights,
-                            recipe.grpo.max_completion_length, recipe.eval.batch_size)
-    write_jsonl(run_dir / "rewards.jsonl", [
-        {"row": number, "gold": row["gold"], "before": {"answer": before["answers"][number],
-                                                        "reward": before["values"][number]},
-         "after": {"answer": after["answers"][number], "reward": after["values"][number]}}
-        for number, row in enumerate(held_out)])
-    method = f"sft+{recipe.grpo.algorithm}" if recipe.model.adapter else recipe.grpo.algorithm
-    metrics = {**train_metrics(method, output, phases, counts),
-               **first_and_last(history, TRAINING_LOGS),
-               "reward_before": {k: before[k] for k in ("mean", "ci95", "rows")},
-               "reward_after": {k: after[k] for k in ("mean", "ci95", "rows")},
-               "reward_change_ci95": paired_difference_interval(after["values"], before["values"])}
-    if recipe.eval.task:
-        result = evaluate(model, loaded.tokenizer, scoring_rows(splits.eval), recipe.eval, splits.labels,
-                          loaded.dtype)
-        record_evaluation(run_dir, result, metrics, phases)
     manifest = build_manifest(recipe, splits.report, loaded.info,
                               extra={"adapter": recipe.adapter.model_dump(), "grpo": recipe.grpo.model_dump(),
                                      "continued_from": recipe.model.adapter,
                                      "trl_args": recorded_args(trainer.args, recipe),
                                      "speed": speed_record(speed, trainer.args)})
+    with scoring(run_dir, recipe, manifest, history):
+        with phase("reward_after", phases):
+            after = mean_reward(model, loaded.tokenizer, held_out, functions, weights,
+                                recipe.grpo.max_completion_length, recipe.eval.batch_size)
+        write_jsonl(run_dir / "rewards.jsonl", [
+            {"row": number, "gold": row["gold"], "before": {"answer": before["answers"][number],
+                                                            "reward": before["values"][number]},
+             "after": {"answer": after["answers"][number], "reward": after["values"][number]}}
+            for number, row in enumerate(held_out)])
+        method = f"sft+{recipe.grpo.algorithm}" if recipe.model.adapter else recipe.grpo.algorithm
+        metrics = {**train_metrics(method, output, phases, counts),
+                   **first_and_last(history, TRAINING_LOGS),
+                   "reward_before": {k: before[k] for k in ("mean", "ci95", "rows")},
+                   "reward_after": {k: after[k] for k in ("mean", "ci95", "rows")},
+                   "reward_change_ci95": paired_difference_interval(after["values"], before["values"])}
+        if recipe.eval.task:
+            result = evaluate(model, loaded.tokenizer, scoring_rows(splits.eval), recipe.eval, splits.labels,
+                              loaded.dtype)
+            record_evaluation(run_dir, result, metrics, phases)
     return finish_run(run_dir, metrics, manifest, history)

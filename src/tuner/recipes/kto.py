@@ -18,7 +18,7 @@ from ..data.splits import feedback_counts, feedback_rows, load_data
 from ..hardware import is_main_process
 from ..models import check_chat_template, load_model
 from ..rendering import report_long_rows
-from ..runs import RunResult, build_manifest, finish_run, run_folder
+from ..runs import RunResult, build_manifest, finish_run, run_folder, scoring
 from ..speed import decide_precision
 from ..trainers import build_trainer
 from ..training import (first_and_last, recorded_args, score_feedback_run, speed_record, train_and_save, train_metrics,
@@ -56,7 +56,6 @@ def run(recipe) -> RunResult:
     metrics = {**train_metrics("sft+kto" if recipe.model.adapter else "kto", output, phases, counts),
                **first_and_last(history, TRAINING_LOGS),
                "feedback_rows": feedback_counts(train_rows)}
-    score_feedback_run(model, loaded.tokenizer, splits, recipe, loaded.dtype, run_dir, metrics, phases)
     weights = {"desirable_weight": trainer.args.desirable_weight,
                "undesirable_weight": trainer.args.undesirable_weight}
     manifest = build_manifest(recipe, splits.report, loaded.info,
@@ -65,4 +64,6 @@ def run(recipe) -> RunResult:
                                      "continued_from": recipe.model.adapter,
                                      "trl_args": recorded_args(trainer.args, recipe),
                                      "speed": speed_record(speed, trainer.args)})
+    with scoring(run_dir, recipe, manifest, history):
+        score_feedback_run(model, loaded.tokenizer, splits, recipe, loaded.dtype, run_dir, metrics, phases)
     return finish_run(run_dir, metrics, manifest, history)

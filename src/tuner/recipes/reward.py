@@ -19,7 +19,7 @@ from ..hardware import is_main_process
 from ..models import check_chat_template, load_model
 from ..rendering import report_long_pairs
 from ..rewards import evaluate_rewards
-from ..runs import RunResult, build_manifest, finish_run, record_evaluation, run_folder
+from ..runs import RunResult, build_manifest, finish_run, record_evaluation, run_folder, scoring
 from ..speed import decide_precision
 from ..trainers import build_trainer
 from ..training import first_and_last, recorded_args, speed_record, train_and_save, train_metrics, trained_model
@@ -55,10 +55,11 @@ def run(recipe) -> RunResult:
     history = trainer.state.log_history
     metrics = {**train_metrics("reward", output, phases, counts),
                **first_and_last(history, TRAINING_LOGS)}
-    result = evaluate_rewards(model, loaded.tokenizer, eval_rows, recipe.eval, loaded.dtype)
-    record_evaluation(run_dir, result, metrics, phases)
     manifest = build_manifest(recipe, splits.report, loaded.info,
                               extra={"adapter": recipe.adapter.model_dump(),
                                      "trl_args": recorded_args(trainer.args, recipe),
                                      "speed": speed_record(speed, trainer.args)})
+    with scoring(run_dir, recipe, manifest, history):
+        result = evaluate_rewards(model, loaded.tokenizer, eval_rows, recipe.eval, loaded.dtype)
+        record_evaluation(run_dir, result, metrics, phases)
     return finish_run(run_dir, metrics, manifest, history)

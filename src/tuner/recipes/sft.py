@@ -18,7 +18,7 @@ from ..hardware import is_main_process
 from ..models import check_chat_template, load_config_and_tokenizer, load_model
 from ..rendering import report_long_rows, report_tools
 from ..retrieval import request_latency, retrieval_aware_rows
-from ..runs import RunResult, build_manifest, finish_run, record_evaluation, run_folder
+from ..runs import RunResult, build_manifest, finish_run, record_evaluation, run_folder, scoring
 from ..speed import decide_precision
 from ..trainers import build_trainer
 from ..training import logged, recorded_args, speed_record, train_and_save, train_metrics, trained_model
@@ -57,18 +57,18 @@ def run(recipe) -> RunResult:
     history = trainer.state.log_history
     metrics = {**train_metrics("sft", output, phases, counts),
                "first_logged_loss": logged(history, "loss", 0), "last_logged_loss": logged(history, "loss", -1)}
-    if recipe.eval.task:
-        result = evaluate(model, loaded.tokenizer, eval_rows, recipe.eval, splits.labels,
-                          loaded.dtype)
-        if retrieval:
-            result.metrics.update(request_latency(result.metrics, retrieval, recipe.rag.k))
-        record_evaluation(run_dir, result, metrics, phases)
-    if recipe.rag:
-        metrics.update(retriever=recipe.rag.retriever, k=recipe.rag.k, index=index_report)
     manifest = build_manifest(recipe, splits.report, loaded.info,
                               extra={"adapter": recipe.adapter.model_dump(),
                                      "trl_args": recorded_args(trainer.args, recipe),
                                      "speed": speed_record(speed, trainer.args),
                                      "rag": recipe.rag.model_dump() if recipe.rag else None,
                                      "index": index_report})
+    with scoring(run_dir, recipe, manifest, history):
+        if recipe.eval.task:
+            result = evaluate(model, loaded.tokenizer, eval_rows, recipe.eval, splits.labels, loaded.dtype)
+            if retrieval:
+                result.metrics.update(request_latency(result.metrics, retrieval, recipe.rag.k))
+            record_evaluation(run_dir, result, metrics, phases)
+    if recipe.rag:
+        metrics.update(retriever=recipe.rag.retriever, k=recipe.rag.k, index=index_report)
     return finish_run(run_dir, metrics, manifest, history)

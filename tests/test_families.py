@@ -1,0 +1,174 @@
+"""The conformance matrix: one row per model family (tests/families.py: Llama 3, Mistral, Qwen2, Qwen3, Gemma 3, Phi-3,
+tiny random models with their family's tokenizer kind and template quirks). For each: trained ids are the ids of the
+whole rendering, the loss covers the answers and their end of turn and nothing the user wrote, the evaluator scores
+exactly the tokens training labelled in the context training saw, choice scores equal one forward pass each (past a
+sliding window too), and a trained run scores, exports merged, and writes or refuses GGUF by name."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import datasets
+import pytest
+
+from conftest import TEAMS, recipe_document, ticket_rows, write_jsonl
+from families import FAMILIES, WINDOW, build
+from tuner import TunerError, export, recipe_from_dict
+from tuner.evaluator import evaluate
+from tuner.families import without_reasoning
+from tuner.likelihood import encode_pair, loglikelihoods, tree_attention
+from tuner.models import load_model
+from tuner.rendering import continuation, generation_prompt, render_prompt, sft_rows
+from tuner.schema import EvalConfig, ModelConfig
+
+NAMES = sorted(FAMILIES)
+PROMPT = [{"role": "user", "content": "My card was charged twice."}]
+CHAT = PROMPT + [{"role": "assistant", "content": "billing"}, {"role": "user", "content": "Hello there"},
+                 {"role": "assistant", "content": "Fine, thanks"}]
+
+
+@pytest.fixture(scope="module")
+def family_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("families")
+    return {name: build(name, root / name) for name in NAMES}
+
+
+@pytest.fixture(scope="module")
+def loaded(family_dirs):
+    return {name: load_model(ModelConfig(name_or_path=str(folder), dtype="fp32")) for name, folder in
+            family_dirs.items()}
+
+
+def _whole_ids(tokenizer, messages):
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _trainer(family_dirs, loaded, name, method, rows, tmp_path, **sections):
+    from tuner.trainers import build_trainer
+
+    train = write_jsonl(tmp_path / "train.jsonl", ticket_rows(4))
+    document = recipe_document(family_dirs[name], train, None, tmp_path / "run", **sections)
+    document["method"] = method
+    recipe = recipe_from_dict(document)
+    trainer, _ = build_trainer(recipe, loaded[name], datasets.Dataset.from_list(rows), tmp_path / "run")
+    return trainer
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_multi_turn_chat_trains_on_the_ids_of_its_whole_rendering(loaded, name):
+    tokenizer = loaded[name].tokenizer
+    [row] = sft_rows(datasets.Dataset.from_list([{"messages": CHAT}]), tokenizer)
+    assert row["input_ids"] == _whole_ids(tokenizer, CHAT)  # not piece by piece (a `▁` before every piece)
+    trained = tokenizer.decode([i for i, m in zip(row["input_ids"], row["assistant_masks"]) if m])
+    assert "Fine, thanks" in trained and "charged" not in trained and "Hello there" not in trained
+    last = max(n for n, trains in enumerate(row["assistant_masks"]) if trains)
+    last_trained = tokenizer.convert_ids_to_tokens(row["input_ids"][last - 2:last + 1])
+    assert any(token in last_trained for token in (tokenizer.eos_token, "<|eot_id|>", "<|im_end|>", "<end_of_turn>",
+                                                  "<|end|>")), last_trained  # the end of turn is trained too
+    # Templates that render each turn as a beginning of the whole train on every answer; the others (Qwen3 renders
+    # a think block on the last answer only, Phi-3 closes a whole chat with EOS) on the last, the chat as context.
+    assert ("billing" in trained) == (name not in ("qwen3", "phi3"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_evaluator_scores_the_tokens_sft_labelled_in_the_context_it_trained_on(family_dirs, loaded, name,
+                                                                                     tmp_path):
+    tokenizer = loaded[name].tokenizer
+    trainer = _trainer(family_dirs, loaded, name, "sft", [{"prompt": PROMPT, "completion": [
+        {"role": "assistant", "content": "billing"}]}], tmp_path)
+    trained = trainer.train_dataset[0]
+    assert trained["input_ids"] == _whole_ids(tokenizer, PROMPT + [{"role": "assistant", "content": "billing"}])
+    row = {"prompt": PROMPT, "completion": [{"role": "assistant", "content": "billing"}]}
+    context, answer = encode_pair(tokenizer, render_prompt(PROMPT, tokenizer), continuation(row, "billing"))
+    assert trained["input_ids"][:len(context) + len(answer)] == context + answer
+    labelled = [label != -100 for label in trained["labels"]]  # TRL's labels: -100 where no loss is taken
+    assert all(labelled[len(context):len(context) + len(answer)]) and labelled[-1]  # the end of turn too
+    # Nothing up to the assistant header is trained (TRL trains what follows it: a think block a template opens the
+    # answer with too, which the evaluator then reads as context, as it is at inference).
+    header = tokenizer(generation_prompt(PROMPT, tokenizer), add_special_tokens=False)["input_ids"]
+    assert not any(labelled[:len(header)]) and trained["input_ids"][:len(header)] == header
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_dpo_pairs_train_on_the_whole_rendering_and_are_scored_there(family_dirs, loaded, name, tmp_path):
+    tokenizer = loaded[name].tokenizer
+    chosen, rejected = [{"role": "assistant", "content": "billing"}], [{"role": "assistant", "content": "returns"}]
+    trainer = _trainer(family_dirs, loaded, name, "dpo", [{"prompt": PROMPT, "chosen": chosen,
+                                                           "rejected": rejected}], tmp_path)
+    trained = trainer.train_dataset[0]
+    assert trained["prompt_ids"] + trained["chosen_ids"] == _whole_ids(tokenizer, PROMPT + chosen)
+    context, answer = encode_pair(tokenizer, render_prompt(PROMPT, tokenizer), "billing")
+    assert (trained["prompt_ids"] + trained["chosen_ids"])[:len(context) + len(answer)] == context + answer
+    assert len(context) >= len(trained["prompt_ids"])  # the scored answer lies in what DPO trained on
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_choice_scores_equal_one_forward_pass_each_past_a_sliding_window(loaded, name):
+    import torch
+
+    model, tokenizer = loaded[name].model, loaded[name].tokenizer
+    long = " ".join(["The parcel never arrived and tracking shows nothing."] * 3)
+    contexts = [render_prompt([{"role": "user", "content": text}], tokenizer)
+                for text in ("My card was charged twice.", long)]
+    pairs = [(context, team) for context in contexts for team in TEAMS]
+    assert len(tokenizer(contexts[1], add_special_tokens=False)["input_ids"]) > WINDOW
+    scores = loglikelihoods(model, tokenizer, pairs, batch_size=4)
+    for (context, answer), score in zip(pairs, scores):
+        context_ids, answer_ids = encode_pair(tokenizer, context, answer)
+        with torch.no_grad():
+            logits = model(torch.tensor([context_ids + answer_ids])).logits[0].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        direct = sum(float(logprobs[len(context_ids) + i - 1, t]) for i, t in enumerate(answer_ids))
+        assert score == pytest.approx(direct, abs=2e-4)
+
+
+def test_flash_attention_and_sliding_windows_never_get_the_tree_mask():
+    groups = {tuple(range(40)): [(0, [1, 2]), (1, [1, 3])]}
+    flash = SimpleNamespace(config=SimpleNamespace(_attn_implementation="flash_attention_2", sliding_window=None))
+    window = SimpleNamespace(config=SimpleNamespace(_attn_implementation="sdpa", sliding_window=32))
+    sdpa = SimpleNamespace(config=SimpleNamespace(_attn_implementation="sdpa", sliding_window=None))
+    assert not tree_attention(flash, groups) and not tree_attention(window, groups) and tree_attention(sdpa, groups)
+
+
+def test_generate_answers_without_the_reasoning_block(loaded, monkeypatch):
+    import tuner.evaluator
+
+    model, tokenizer = loaded["qwen3"].model, loaded["qwen3"].tokenizer
+    monkeypatch.setattr(tuner.evaluator, "generate_texts",
+                        lambda model, tokenizer, prompts, *args, **kwargs: (["<think>\n\n</think>\n\nbilling"] *
+                                                                            len(prompts), 3))
+    rows = [{"prompt": PROMPT, "completion": [{"role": "assistant", "content": "billing"}]}]
+    result = evaluate(model, tokenizer, rows, EvalConfig(task="generate"))
+    assert result.predictions[0]["prediction"] == "billing" and result.metrics["accuracy"] == 1.0
+    assert without_reasoning("<thinking>unfinished") == ""
+    # Generation starts where training's answer does: after the template's empty think block.
+    assert result.predictions[0]["prompt"].endswith("<think>\n\n</think>\n\n")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_trained_run_scores_exports_merged_and_writes_or_refuses_gguf(family_dirs, name, tmp_path):
+    from tuner.recipes import sft
+
+    train = write_jsonl(tmp_path / "data" / "train.jsonl", ticket_rows(16))
+    test = write_jsonl(tmp_path / "data" / "test.jsonl", ticket_rows(6, offset=100))
+    document = recipe_document(family_dirs[name], train, test, tmp_path / "runs" / "sft")
+    document["train"]["max_length"] = 128
+    result = sft.run(recipe_from_dict(document))
+    assert result.metrics["eval"]["rows"] == 6 and 0 <= result.metrics["eval"]["accuracy"] <= 1
+    merged = export(result.run_dir, to="merged", out=tmp_path / "merged")
+    assert merged.info["check"]["passed"] and merged.info["check"]["max_abs_logprob_difference"] < 1e-4
+    if name in ("llama", "qwen2", "qwen3"):
+        written = export(result.run_dir, to="gguf", quant="f32", out=tmp_path / "gguf")
+        assert written.info["check"]["passed"]
+        from gguf import GGUFReader
+
+        fields = GGUFReader(next((tmp_path / "gguf").glob("*.gguf"))).fields
+        # the rule of the tokenizer the run trained with: transformers gives a Qwen2 model Qwen2's own splitting rule
+        assert fields["tokenizer.ggml.pre"].contents() == {"qwen2": "qwen2"}.get(name, "gpt-2")
+        assert fields["tokenizer.ggml.add_bos_token"].contents() == (name == "llama")
+    else:  # SentencePiece tokenizers, Gemma's and Phi-3's layouts: refused by name, with the way out
+        with pytest.raises(TunerError, match="convert_hf_to_gguf.py") as refused:
+            export(result.run_dir, to="gguf", quant="f32", out=tmp_path / "gguf")
+        assert "gemma3_text" in str(refused.value) or "phi3" in str(refused.value) or "SentencePiece" in str(
+            refused.value) or "byte-level" in str(refused.value)
