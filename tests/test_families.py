@@ -6,6 +6,7 @@ sliding window too), and a trained run scores, exports merged, and writes or ref
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import datasets
@@ -172,3 +173,74 @@ def test_a_trained_run_scores_exports_merged_and_writes_or_refuses_gguf(family_d
             export(result.run_dir, to="gguf", quant="f32", out=tmp_path / "gguf")
         assert "gemma3_text" in str(refused.value) or "phi3" in str(refused.value) or "SentencePiece" in str(
             refused.value) or "byte-level" in str(refused.value)
+
+
+def test_plain_text_answers_are_scored_after_the_separator_they_trained_with():
+    # TRL trains prompt + completion as the row has them; the evaluator scores the same text.
+    for completion in ("positive", " positive", "  positive"):
+        row = {"prompt": "Review: great\nSentiment:", "completion": completion}
+        assert row["prompt"] + continuation(row, completion.lstrip(" ")) == row["prompt"] + completion
+    label_row = {"prompt": "Review: great\nSentiment:", "label": "positive"}  # joined by the data loader
+    assert continuation(label_row, "positive") == " positive"
+
+
+def _without_template(folder):
+    import shutil
+
+    target = folder.parent / f"{folder.name}-base"
+    shutil.copytree(folder, target)
+    (target / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((target / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (target / "tokenizer_config.json").write_text(json.dumps(config))
+    return target
+
+
+def test_a_base_model_renders_plain_text_unless_the_recipe_names_a_template(family_dirs, tmp_path, capsys):
+    base = _without_template(family_dirs["gemma3"])
+    train = write_jsonl(tmp_path / "train.jsonl", ticket_rows(8))
+    plain = recipe_from_dict(recipe_document(base, train, None, tmp_path / "run"))
+    assert plain.data.chat is False and "has no chat template" in capsys.readouterr().out
+    named = recipe_from_dict({**recipe_document(base, train, None, tmp_path / "run"),
+                              "model": {"name_or_path": str(base), "chat_template": "gemma"}})
+    assert named.data.chat is True
+    tokenizer = load_model(named.model).tokenizer
+    assert render_prompt(PROMPT, tokenizer).endswith("<start_of_turn>model\n")
+    document = recipe_document(base, train, None, tmp_path / "run")
+    document["data"]["chat"] = True  # refused when the recipe is read: `tuner validate` says what the run would
+    with pytest.raises(TunerError, match="no chat template"):
+        recipe_from_dict(document)
+    with pytest.raises(TunerError, match="model.chat_template"):
+        recipe_from_dict({**document, "model": {"name_or_path": str(base), "chat_template": "nosuch"}})
+
+
+def test_an_evaluation_that_fails_after_training_keeps_the_run(family_dirs, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import tuner.recipes.sft
+    from tuner.cli import cli
+
+    train = write_jsonl(tmp_path / "data" / "train.jsonl", ticket_rows(8))
+    test = write_jsonl(tmp_path / "data" / "test.jsonl", ticket_rows(4, offset=100))
+    recipe_path = tmp_path / "sft.yaml"
+    recipe_path.write_text(json.dumps(recipe_document(family_dirs["llama"], train, test, tmp_path / "runs" / "sft")))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("index 12 is out of bounds")  # what flash attention's unpadding raised on the tree mask
+
+    monkeypatch.setattr(tuner.recipes.sft, "evaluate", broken)
+    failed = CliRunner().invoke(cli, ["sft", str(recipe_path)])
+    run_dir = tmp_path / "runs" / "sft"
+    assert failed.exit_code == 2 and "Traceback" not in failed.output
+    assert "adapter is saved" in failed.output and f"--adapter {run_dir}" in failed.output
+    assert (run_dir / "adapter" / "adapter_config.json").is_file() and (run_dir / "manifest.json").is_file()
+    assert "out of bounds" in json.loads((run_dir / "evaluation_error.json").read_text())["error"]
+    with pytest.raises(TunerError, match="evaluation failed"):
+        from tuner.runs import read_run
+
+        read_run(run_dir)
+    monkeypatch.undo()
+    scored = CliRunner().invoke(cli, ["eval", str(recipe_path), "--adapter", str(run_dir), "--output-dir",
+                                      str(tmp_path / "scored")])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads((tmp_path / "scored" / "metrics.json").read_text())["eval"]["rows"] == 4
