@@ -244,3 +244,28 @@ def test_an_evaluation_that_fails_after_training_keeps_the_run(family_dirs, tmp_
                                       str(tmp_path / "scored")])
     assert scored.exit_code == 0, scored.output
     assert json.loads((tmp_path / "scored" / "metrics.json").read_text())["eval"]["rows"] == 4
+
+
+def test_a_gguf_that_llama_cpp_tokenizes_otherwise_is_refused(loaded, monkeypatch, tmp_path):
+    import importlib.machinery
+    import sys
+    import types
+
+    from tuner.exports import llama_cpp_tokens
+
+    tokenizer = loaded["llama"].tokenizer
+    texts = ["order 1042, 3.5 items!"]
+
+    def fake_llama_cpp(tokenize):
+        module = types.ModuleType("llama_cpp")
+        module.__spec__ = importlib.machinery.ModuleSpec("llama_cpp", None)
+        module.Llama = lambda **kwargs: SimpleNamespace(tokenize=tokenize)
+        monkeypatch.setitem(sys.modules, "llama_cpp", module)
+
+    same = lambda data, add_bos, special: tokenizer(data.decode(), add_special_tokens=add_bos)["input_ids"]
+    fake_llama_cpp(same)
+    assert llama_cpp_tokens(tmp_path / "model.gguf", tokenizer, texts) == {"rows": 1, "same_tokens": True,
+                                                                          "same_bos": True}
+    fake_llama_cpp(lambda data, add_bos, special: same(data, add_bos, special)[::-1])  # the default split rule, say
+    with pytest.raises(TunerError, match="llama.cpp tokenizes check text 0 otherwise"):
+        llama_cpp_tokens(tmp_path / "model.gguf", tokenizer, texts)

@@ -326,7 +326,7 @@ def ships_chat_template(model_config, source: str = "<recipe>") -> bool | None:
 
 def check_chat_template(tokenizer, recipe) -> None:
     """Refuse chat rendering with a model that has no chat template, before any training or scoring starts."""
-    if recipe.data.chat and not tokenizer.chat_template:
+    if recipe.data.chat is not False and not tokenizer.chat_template:
         raise TunerError(no_template(recipe))
 
 

@@ -31,6 +31,12 @@ def text_column(columns: list[str], data_config) -> str | None:
 
 # ---- one converter per format: row -> canonical row, or ValueError with the reason ----
 
+def _chats(data_config) -> bool:
+    """Whether rows become chat messages: `data.chat` unset counts as chat here (a recipe read by `recipe_file`
+    has it decided from the model already; a `DataConfig` made in code keeps the default of chats)."""
+    return data_config.chat is not False
+
+
 def _system(data_config) -> list[dict[str, str]]:
     return [{"role": "system", "content": data_config.system_prompt}] if data_config.system_prompt else []
 
@@ -62,7 +68,7 @@ def _from_chat(column: str, what: str):
 
 def _pair(prompt: str, answer: str, data_config, system: str | None = None) -> dict[str, Any]:
     """A prompt/completion row, as chat messages or as plain text joined by one space."""
-    if data_config.chat:
+    if _chats(data_config):
         system_turn = [{"role": "system", "content": system}] if system else _system(data_config)
         return {"prompt": system_turn + [{"role": "user", "content": prompt}],
                 "completion": [{"role": "assistant", "content": answer}]}
@@ -82,7 +88,7 @@ def _from_prompt_completion(row, data_config):
         return {"prompt": _system(data_config) + prompt if prompt and prompt[0].get("role") != "system" else prompt,
                 "completion": completion}
     prompt, completion = content_text(prompt, "`prompt`"), content_text(completion, "`completion`")
-    return _pair(prompt, completion, data_config) if data_config.chat else {"prompt": prompt,
+    return _pair(prompt, completion, data_config) if _chats(data_config) else {"prompt": prompt,
                                                                             "completion": completion}
 
 
@@ -144,14 +150,14 @@ def _from_preference(row, data_config):
             message(turn, f"prompt turn {i}") for i, turn in enumerate(row["prompt"])]
     else:
         prompt, chosen, rejected = _split_transcripts(chosen, rejected)
-        if isinstance(prompt, str) and data_config.chat:
+        if isinstance(prompt, str) and _chats(data_config):
             prompt = _transcript_messages(prompt) or prompt
     chosen, rejected = _answer(chosen, "`chosen`"), _answer(rejected, "`rejected`")
     if chosen == rejected:
         raise ValueError("`chosen` equals `rejected`, so there is nothing to prefer")
     if isinstance(prompt, str):
         content_text(prompt, "`prompt`")
-        if data_config.chat:
+        if _chats(data_config):
             prompt = _system(data_config) + [{"role": "user", "content": prompt}]
         elif isinstance(chosen, str):
             return {"prompt": prompt, "chosen": join_answer(prompt, chosen)[len(prompt):],
@@ -231,7 +237,7 @@ def _from_prompts(row, data_config):
             raise ValueError("the prompt's turns do not end with a user turn to answer")
         return {"prompt": turns if turns[0]["role"] == "system" else _system(data_config) + turns}
     prompt = content_text(prompt, "`prompt`")
-    return {"prompt": _system(data_config) + [{"role": "user", "content": prompt}] if data_config.chat else prompt}
+    return {"prompt": _system(data_config) + [{"role": "user", "content": prompt}] if _chats(data_config) else prompt}
 
 
 def _prompts_alone(dataset) -> bool:
