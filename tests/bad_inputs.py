@@ -136,6 +136,8 @@ RECIPES = [
     Case("quantize-3bit", "an unsupported quantisation", ["key `model.quantize`", "'3bit'"],
          _set("model.quantize", "3bit")),
     Case("dtype-fp64", "an unsupported precision", ["key `model.dtype`", "'fp64'"], _set("model.dtype", "fp64")),
+    Case("unknown-chat-template", "a chat template that is neither tuner's nor a file",
+         ["key `model.chat_template`", "'llama9'", "chatml, gemma"], _set("model.chat_template", "llama9")),
     Case("missing-gguf", "a model file that does not exist", ["model.name_or_path", "missing.gguf"],
          _set("model.name_or_path", "models/missing.gguf")),
     Case("missing-package-model", "a pkg:// model whose package is not installed", ["model.name_or_path",
