@@ -112,9 +112,12 @@ def test_a_template_that_rewrites_earlier_turns_falls_back_to_the_last_answer(ti
     rows = datasets.Dataset.from_list([{"messages": [
         {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
         {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}])
-    out = sft_rows(rows, tokenizer)
-    assert out[0]["completion"] == [{"role": "assistant", "content": "d"}]
-    assert [m["content"] for m in out[0]["prompt"]] == ["a", "b", "c"]
+    [row] = sft_rows(rows, tokenizer)
+    # The last answer is trained, the conversation before it is context (rendered as the template renders it).
+    trained = tokenizer.decode([i for i, m in zip(row["input_ids"], row["assistant_masks"]) if m])
+    context = tokenizer.decode([i for i, m in zip(row["input_ids"], row["assistant_masks"]) if not m])
+    assert trained.strip() == "d" and "d" not in context
+    assert [context.index(text) < context.index("user: c") for text in ("user: a", "assistant: ...")] == [True, True]
     assert "cannot be rendered turn by turn for 1 of 1 chats" in capsys.readouterr().out
 
 

@@ -335,9 +335,10 @@ def check_chat_template(tokenizer, recipe) -> None:
 
 def no_template(recipe) -> str:
     """The message for chat rows and a model with no chat template."""
-    return (f"{recipe.source}: `data.chat` is true, but {recipe.model.name_or_path} has no chat template to render "
-            f"the rows with (a base model). Remove `data.chat` or set it to false to use plain text, name a template "
-            f"with `model.chat_template` (gemma, chatml, or a Jinja file), or use an instruct model.")
+    return (f"{recipe.source}: `data.chat` is true (the recipe sets it), but {recipe.model.name_or_path} has no chat "
+            f"template to render the rows with (a base model). Remove `data.chat` or set it to false to use plain "
+            f"text, name a template with `model.chat_template` (gemma, chatml, or a Jinja file), or use an instruct "
+            f"model.")
 
 
 def prepare_base(model, quantize: str | None, gradient_checkpointing: bool):

@@ -207,7 +207,7 @@ def chat_segments(messages: list[dict[str, Any]], tokenizer, tools: str | None =
 
 def pieces_tokens(pieces: list[tuple[str, bool]], tokenizer) -> dict[str, list[int]]:
     """Pieces of one rendering, (text, carries loss), as the token ids of the whole text tokenized once (as TRL and
-    inference tokenize it) and a mask that is 1 on each token that starts inside a piece carrying loss. Tokenizing
+    inference tokenize it) and a mask that is 1 on each token that ends inside a piece carrying loss. Tokenizing
     piece by piece would put a word-start marker before every piece in SentencePiece-style tokenizers (Llama-2,
     Mistral, Gemma), tokens inference never sees."""
     text = "".join(piece for piece, _ in pieces)
@@ -218,8 +218,10 @@ def pieces_tokens(pieces: list[tuple[str, bool]], tokenizer) -> dict[str, list[i
         loss.append(carries)
     if tokenizer.is_fast:
         encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        pieces_of = [next((n for n, end in enumerate(ends) if start < end), len(ends) - 1)
-                     for start, _ in encoded["offset_mapping"]]
+        # A token belongs to the piece of its last character: " d" after "assistant:" is the answer's (its
+        # prediction is the answer), as the evaluator moves a context's trailing space into the answer.
+        pieces_of = [next((n for n, end in enumerate(ends) if max(start, stop - 1) < end), len(ends) - 1)
+                     for start, stop in encoded["offset_mapping"]]
     else:  # no offsets: a token belongs to the first piece whose end the text's tokens up to it reach
         encoded = tokenizer(text, add_special_tokens=False)
         counts = [len(tokenizer(text[:end], add_special_tokens=False)["input_ids"]) for end in ends]
@@ -314,7 +316,7 @@ def report_tools(rows, tokenizer, data_report: dict[str, Any]) -> None:
     data_report["tools_rendering"] = tool_rendering(tokenizer)
     if not native_tools(tokenizer):
         print(f"tuner: the chat template has no tool support, so tools are rendered {tool_rendering(tokenizer)} "
-              f"(the same in training and evaluation; README, Data formats)")
+              f"(the same in training and evaluation; docs/data-formats.md)")
 
 
 def report_long_rows(rows, tokenizer, max_length: int | None, data_report: dict[str, Any]) -> None:
