@@ -7,7 +7,7 @@
 # "--set train.max_steps=5"), SEEDS (e.g. 0,1,2: every recipe once per seed into OUT/<run>/seed-<n>, compared as one
 # row per method with the spread; three seeds take about three times as long), README_TABLE (a file: write the
 # comparison as README's table there, with the machine and versions under it, and put it into README.md between the
-# NAME-table markers, or of README_FILE; see examples/readme_table.py).
+# NAME-table markers: README.md, a page of docs/ or BENCHMARKS.md, or README_FILE; see examples/readme_table.py).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PIPELINE=$1
@@ -33,14 +33,21 @@ start=$SECONDS
 
 step() { echo; echo "== [$(( (SECONDS - start) / 60 )) min] tuner $*"; }
 
-# The comparison of OUT, the time the pipeline took, and with README_TABLE its table in README.md.
+# The page that holds NAME's table markers (README.md, a page of docs/ or BENCHMARKS.md); README.md when none does.
+table_page() {
+  local found
+  found=$(grep -l -- "<!-- $1-table:start -->" README.md docs/*.md BENCHMARKS.md 2>/dev/null | head -1 || true)
+  echo "${found:-README.md}"
+}
+
+# The comparison of OUT, the time the pipeline took, and with README_TABLE its table on the page holding its markers.
 finish() {
   step "compare $OUT"
   $TUNER compare "$OUT"
   local took="$(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"
   echo "$1 pipeline: $took"
   if [ -n "${README_TABLE:-}" ]; then
-    "$PYTHON" examples/readme_table.py "$OUT" --out "$README_TABLE" --readme "${README_FILE:-README.md}" \
+    "$PYTHON" examples/readme_table.py "$OUT" --out "$README_TABLE" --readme "${README_FILE:-$(table_page "$PIPELINE")}" \
       --marker "$PIPELINE" --command "SEEDS=${SEEDS:-0} bash examples/$PIPELINE.sh" --took "$took"
   fi
 }

@@ -15,15 +15,47 @@ from test_compare import _seeded, write_predictions, write_run
 BLOCK = re.compile(r"<!-- (?P<marker>[\w-]+)-table:start -->\n(?P<text>.*?)<!-- (?P=marker)-table:end -->", re.S)
 
 
+PAGES = ["README.md", "BENCHMARKS.md", "ARCHITECTURE.md", "RELIABILITY.md",
+         *sorted(str(path.relative_to(ROOT)) for path in (ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\[[^\]]*\]\(([^)]+)\)")
+HEADING = re.compile(r"^#{1,4} (.*)$", re.M)
+
+
+def _anchor(heading: str) -> str:
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
 def test_every_readme_table_is_the_file_its_command_wrote():
-    blocks = {match["marker"]: match["text"] for page in ("README.md", "BENCHMARKS.md")
-              for match in BLOCK.finditer((ROOT / page).read_text())}
-    assert "quickstart" in blocks and "gemma3" in blocks
+    blocks = {match["marker"]: match["text"] for page in PAGES for match in BLOCK.finditer((ROOT / page).read_text())}
+    assert {"quickstart", "feedback", "gemma3"} <= set(blocks)
+    assert "<!-- quickstart-table:start -->" in (ROOT / "README.md").read_text()
     for marker, text in blocks.items():
         written = ROOT / "docs" / f"{marker}-table.md"
         assert written.is_file(), f"README's {marker} table has no docs/{marker}-table.md"
         assert text == written.read_text(), f"README's {marker} table differs from {written}: rerun its command"
         assert "Produced by `" in text and " cores" in text and "transformers " in text
+
+
+def test_every_link_of_the_pages_reaches_a_file_and_heading():
+    for page in PAGES:
+        text = (ROOT / page).read_text()
+        for target in LINK.findall(text):
+            if target.startswith(("http://", "https://")):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (ROOT / page).parent / path if path else ROOT / page
+            assert linked.exists(), f"{page} links to {target}, which does not exist"
+            if anchor and linked.suffix == ".md":
+                anchors = {_anchor(h) for h in HEADING.findall(re.sub(r"```.*?```", "", linked.read_text(), flags=re.S))}
+                assert anchor in anchors, f"{page} links to {target}, a heading {linked.name} does not have"
+
+
+def test_readme_is_the_entry_and_a_page_holds_the_rest():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 220
+    for page in (ROOT / "docs").glob("*.md"):
+        if not page.name.endswith("-table.md") and page.name != "README.md":
+            assert f"({page.name})" in (ROOT / "docs" / "README.md").read_text(), f"docs/README.md misses {page.name}"
 
 
 def test_readme_table_writes_the_comparison_and_replaces_only_its_block(tmp_path):

@@ -260,7 +260,7 @@ def _base_folder(info: dict[str, Any]) -> str:
     return info["base_model"].get("resolved_path") or info["base_model"]["name_or_path"]
 
 
-# How each export is loaded by the tools it is made for (README's "Deploy" section has more).
+# How each export is loaded by the tools it is made for (docs/deploy.md has more).
 USAGE = {
     "merged": lambda info: ["from transformers import AutoModelForCausalLM, AutoTokenizer",
                             "model = AutoModelForCausalLM.from_pretrained('.')",
