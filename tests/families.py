@@ -102,7 +102,7 @@ def build(family: str, folder: Path) -> Path:
     config_class, model_class, kind, (bos, eos, pad, others), template, extra = FAMILIES[family]
     specials = [token for token in dict.fromkeys([bos, eos, pad, *others]) if token]
     backend = _backend(kind, specials)
-    if bos and kind == "metaspace" or family == "llama":  # Llama, Mistral, Phi-3: BOS before every encoding
+    if family in ("llama", "mistral", "phi3"):  # their tokenizers put the BOS before every encoding
         backend.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A $B",
                                                                special_tokens=[(bos, backend.token_to_id(bos))])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=bos, eos_token=eos, pad_token=pad,

@@ -303,13 +303,24 @@ def chat_template_text(model_config, source: str = "<recipe>") -> str | None:
 _GGUF_TEMPLATE_KEY = len(b"tokenizer.chat_template").to_bytes(8, "little") + b"tokenizer.chat_template"
 
 
+def _gguf_has_template(path: Path, limit: int = 64 << 20) -> bool:
+    """Whether a GGUF file's metadata (which, vocabulary included, comes before the weights) has a chat template:
+    read a megabyte at a time, up to `limit`, stopping where the key is found."""
+    seen, tail = 0, b""
+    with open(path, "rb") as handle:
+        while seen < limit and (block := handle.read(1 << 20)):
+            if _GGUF_TEMPLATE_KEY in tail + block:
+                return True
+            seen, tail = seen + len(block), block[-len(_GGUF_TEMPLATE_KEY):]
+    return False
+
+
 def ships_chat_template(model_config, source: str = "<recipe>") -> bool | None:
     """Whether the model's own files hold a chat template, read without loading it (a folder's tokenizer files, a
     GGUF file's metadata, a hub model in the local cache); None when that cannot be told here."""
     path = Path(resolve_model_path(model_config.name_or_path, source))
     if path.suffix == ".gguf" and path.is_file():
-        with open(path, "rb") as handle:  # the metadata, vocabulary included, comes before the weights
-            return _GGUF_TEMPLATE_KEY in handle.read(64 << 20)
+        return _gguf_has_template(path)
     folder = path if path.is_dir() else None
     if folder is None:
         from huggingface_hub import try_to_load_from_cache

@@ -79,7 +79,7 @@ def render_prompt(prompt: Any, tokenizer, tools: str | None = None) -> str:
     space after Mistral's `[/INST]`) is context, as it is when TRL trains on the whole conversation; a template that
     cannot render an assistant turn after the prompt gives its generation prompt."""
     if isinstance(prompt, str):
-        return bos_text(tokenizer) + prompt
+        return generation_prompt(prompt, tokenizer)
     if not tokenizer.chat_template:
         raise TunerError("the rows are chat messages but the tokenizer has no chat template. Set `data.chat: false` "
                          "to score plain text, name one with `model.chat_template`, or use a model with a chat "

@@ -21,8 +21,7 @@ def fewshot_rows(train, evaluation, fewshot_config) -> list[dict[str, Any]]:
 
     `select`: `first` k rows, `random` k rows per eval row (seeded), or the k most `similar` by BM25 (most similar
     last, nearest the question). `as_chat`: examples as earlier chat turns of chat rows; otherwise (and always for
-    plain-text rows) one plain-text prompt. With
-    k = 0 the rows keep their prompts as `data.chat` rendered them.
+    plain-text rows) one plain-text prompt. With k = 0 the rows keep their prompts as `data.chat` rendered them.
     """
     evaluation, k = scoring_rows(evaluation), fewshot_config.k
     eval_questions = {prompt_text(row) for row in evaluation}
