@@ -268,3 +268,20 @@ def test_a_gguf_that_llama_cpp_tokenizes_otherwise_is_refused(loaded, monkeypatc
     fake_llama_cpp(lambda data, add_bos, special: same(data, add_bos, special)[::-1])  # the default split rule, say
     with pytest.raises(TunerError, match="llama.cpp tokenizes check text 0 otherwise"):
         llama_cpp_tokens(tmp_path / "model.gguf", tokenizer, texts)
+
+
+def test_the_quickstart_is_scored_in_the_contexts_it_always_was(smollm2_tokenizer_dir):
+    # ChatML opens an answer with nothing, so SmolLM2's quickstart figures stand: each eval row's scoring context is
+    # its generation prompt, as before the evaluator cut the rendered conversation where the answer starts.
+    from transformers import AutoTokenizer
+
+    from conftest import ROOT
+    from tuner import load_recipe
+    from tuner.data.rows import scoring_rows
+    from tuner.data.splits import load_data
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
+    recipe = load_recipe(ROOT / "recipes" / "quickstart" / "sft.yaml")
+    rows = scoring_rows(load_data(recipe.data, seed=0).eval)
+    assert len(rows) == 150
+    assert all(render_prompt(row["prompt"], tokenizer) == generation_prompt(row["prompt"], tokenizer) for row in rows)
