@@ -53,7 +53,8 @@ def _trainer(family_dirs, loaded, name, method, rows, tmp_path, **sections):
     document = recipe_document(family_dirs[name], train, None, tmp_path / "run", **sections)
     document["method"] = method
     recipe = recipe_from_dict(document)
-    trainer, _ = build_trainer(recipe, loaded[name], datasets.Dataset.from_list(rows), tmp_path / "run")
+    fresh = load_model(ModelConfig(name_or_path=str(family_dirs[name]), dtype="fp32"))  # a trainer wraps its model
+    trainer, _ = build_trainer(recipe, fresh, datasets.Dataset.from_list(rows), tmp_path / "run")
     return trainer
 
 
