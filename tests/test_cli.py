@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -195,3 +196,84 @@ def test_quiet_silences_progress_and_keeps_results(fewshot_recipe, tmp_path, mon
     assert quiet.exit_code == 0, quiet.output
     assert "tuner: scoring" not in quiet.stderr and "eval (choice): accuracy" in quiet.stdout
     assert os.environ["TUNER_QUIET"] == "1" and os.environ["TQDM_DISABLE"] == "1"
+
+
+# The lines tuner itself prints after a run (tuner's notices and phases start with "tuner:").
+TUNER_LINES = ("tuner:", "Run folder:", "  holds:", "  train_loss", "  eval (", "  retrieval:")
+
+
+@pytest.mark.parametrize("flags", [["-q"], []], ids=["quiet", "default"])
+def test_a_training_run_prints_no_line_from_a_library(flags, good_recipe, tmp_path):
+    # A real process, as a user runs it: warnings and log records go to its stderr, which is a pipe (no bars).
+    environment = {k: v for k, v in os.environ.items() if k not in ("TUNER_QUIET", "TQDM_DISABLE")}
+    done = subprocess.run([sys.executable, "-m", "tuner", *flags, "sft", str(good_recipe), "--set",
+                           f"output_dir={tmp_path / 'run'}"], capture_output=True, text=True, env=environment,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "Run folder:" in done.stdout and "eval (choice): accuracy" in done.stdout
+    foreign = [line for line in (done.stdout + done.stderr).splitlines()
+               if line.strip() and not line.startswith(TUNER_LINES)]
+    assert foreign == []
+    assert "\r" not in done.stderr
+    if flags:
+        assert "tuner: scoring" not in done.stderr
+
+
+def test_a_long_phase_prints_its_tenths_in_a_log(monkeypatch, capsys):
+    from tuner import progress
+
+    clock = iter(range(0, 10_000, 10))  # each reading of the clock is 10 s later
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    monkeypatch.delenv("TUNER_QUIET", raising=False)
+    lines = progress.Lines(total=20, what="training", unit="steps")
+    for step in range(1, 21):
+        lines.update(step, ", loss 1.5")
+    printed = capsys.readouterr().err.splitlines()
+    assert len(printed) == 9 and printed[0] == "tuner: training: 2 of 20 steps (10%), 10 s, about 1 min 30 s left, loss 1.5"
+    assert printed[-1].startswith("tuner: training: 18 of 20 steps (90%)") and printed[-1].endswith(", loss 1.5")
+    quick = progress.Lines(total=10_000, what="scoring", unit="rows")
+    quick.update(5_000)  # half done in 10 s: 20 s in all, silent
+    assert capsys.readouterr().err == ""
+
+
+def test_the_cli_reference_page_is_every_commands_help():
+    from conftest import ROOT
+    from tuner.reference import reference
+
+    page = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert page == reference(), "docs/cli.md is out of date: .venv/bin/python -m tuner.reference > docs/cli.md"
+    assert all(f"## tuner {name}\n" in page for name in cli.commands)
+
+
+@pytest.mark.parametrize("name", sorted(cli.commands))
+def test_each_commands_help_ends_with_an_example_that_names_real_files(name):
+    from conftest import ROOT
+    import yaml
+
+    from tuner.cli import EXAMPLES
+
+    def recipe(path):
+        return yaml.safe_load((ROOT / path).read_text(encoding="utf-8"))
+
+    shown = invoke(name, "--help")
+    assert shown.exit_code == 0 and f"Example:\n    {EXAMPLES[name]}\n" in shown.output
+    words = EXAMPLES[name].split()
+    assert words[:2] == ["tuner", name]
+    recipes = [word for word in words if word.endswith(".yaml")]
+    assert all(recipe(path)["method"] == name for path in recipes if name in cli.commands and name not in
+               ("validate", "eval", "sweep")), recipes
+    # A run folder named is one a shipped recipe writes (the quickstart's SFT run), or the pipeline's folder.
+    runs = [word for word in words if word.startswith("runs/")]
+    written = {recipe(path.relative_to(ROOT)).get("output_dir") for path in (ROOT / "recipes").glob("*/*.yaml")}
+    assert all(run in written or run == "runs/quickstart" for run in runs), runs
+    assert recipes or runs
+
+
+def test_fewshot_dry_run_shows_the_prompts_as_the_model_reads_them_and_writes_nothing(fewshot_recipe, tmp_path):
+    shown = invoke("fewshot", fewshot_recipe, "--dry-run")
+    assert shown.exit_code == 0, shown.output
+    assert "(fewshot; no weights loaded, nothing scored)" in shown.stdout and "10 eval prompts:" in shown.stdout
+    row = shown.stdout.split("  row 0: ")[1].split("  row 1: ")[0]
+    # Two examples with their answers (fewshot.k 2), then the eval ticket and its gold answer between [[ ]].
+    assert row.count("Which team? Ticket") == 3 and "Ticket 100:" in row and row.rstrip().endswith("[[billing]]")
+    assert not (tmp_path / "fs").exists()

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tuner"
 
 # Low to high. A module may import modules of its own layer or lower ones, never a higher layer.
 LAYERS = [
-    ("base", {"errors", "defaults", "schema", "hardware", "secrets", "intervals", "confusion", "families"}),
+    ("base", {"errors", "defaults", "schema", "hardware", "secrets", "intervals", "confusion", "families", "noise"}),
     ("services", {"files", "distributed", "accounting", "progress"}),
     ("data", {"data", "data.sources", "data.messages", "data.formats", "data.rows", "data.splits", "data.corpus",
               "data.requests", "rendering", "selection"}),
@@ -26,7 +26,7 @@ LAYERS = [
     ("recipes", {"recipes", "recipes.sft", "recipes.dpo", "recipes.kto", "recipes.reward", "recipes.grpo",
                  "recipes.fewshot", "recipes.rag", "recipes.evaluation", "recipes.preflight", "recipes.sweep",
                  "recipes.export", "recipes.predict", "recipes.chat"}),
-    ("interface", {"cli", "__main__", "__init__"}),
+    ("interface", {"cli", "reference", "__main__", "__init__"}),
 ]
 LAYER_OF = {module: number for number, (_, modules) in enumerate(LAYERS) for module in modules}
 MAX_LINES = 450

@@ -457,3 +457,18 @@ def test_the_dry_run_of_retrieval_aware_sft_shows_and_counts_the_passages(tiny_m
     shown = with_passages_estimate.rows[0]["answers"][0]["prompt"]
     assert "Answer the question using the passages below" in shown and "[kettle.md#0]" in shown
     assert with_passages_estimate.batch_tokens > plain.batch_tokens
+
+
+def test_tuner_rag_dry_run_shows_the_prompts_with_their_passages_and_scores_nothing(tiny_model_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from tuner.cli import cli
+
+    recipe = write_recipe(tmp_path / "rag.yaml", _rag_document(tiny_model_dir, tmp_path))
+    result = CliRunner().invoke(cli, ["rag", str(recipe), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "(rag; no weights loaded, nothing scored)" in result.stdout and "eval prompts:" in result.stdout
+    assert "retrieval (k " in result.stdout and "recall at" in result.stdout
+    row = result.stdout.split("  row 0: ")[1].split("  row 1: ")[0]
+    assert "Question:" in row and ".md#0]" in row and "[[" in row  # a passage's id, the question, the gold answer
+    assert not (tmp_path / "run").exists()  # a dry run writes no run folder

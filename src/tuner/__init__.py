@@ -6,6 +6,7 @@
 
     from tuner import evaluate          # score any model or adapter on canonical rows
     from tuner import dry_run           # parameters and peak memory of a training recipe, before it runs
+    from tuner import prompt_dry_run    # a fewshot or rag recipe's prompts as the model will read them
     from tuner import compare           # one table of runs
     from tuner import build_index       # a retrieval index of a corpus: index.search(question, k)
     from tuner import run_seeds, sweep  # a recipe over seeds, and over a grid of values with its learning curve
@@ -27,6 +28,11 @@ from typing import TYPE_CHECKING
 # `HF_HUB_DISABLE_TELEMETRY=0` in the environment allows it again.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+from . import noise  # noqa: E402 (after the telemetry setting: it imports nothing, so either order holds)
+
+# Deprecation notices and optional-kernel lines from inside the libraries, which a user of tuner cannot act on.
+noise.filter_known()
+
 # Each public name and the module that holds it, imported on first use (PEP 562): `import tuner` and `tuner --help`
 # stay as quick as Python itself, and a notebook's `from tuner import compare` loads what compare needs.
 _PUBLIC = {"Comparison": "comparison", "compare": "comparison", "TunerError": "errors", "Estimate": "estimate",
@@ -34,6 +40,7 @@ _PUBLIC = {"Comparison": "comparison", "compare": "comparison", "TunerError": "e
            "load_recipe": "recipe_file", "recipe_from_dict": "recipe_file", "module_for": "recipes",
            "chat": "recipes.chat", "ExportResult": "recipes.export", "export": "recipes.export",
            "Predictions": "recipes.predict", "predict": "recipes.predict", "dry_run": "recipes.preflight",
+           "prompt_dry_run": "recipes.preflight",
            "validate": "recipes.preflight", "Sweep": "recipes.sweep", "run_seeds": "recipes.sweep",
            "sweep": "recipes.sweep", "RunResult": "runs", "Recipe": "schema"}
 
@@ -43,7 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Comparison", "Estimate", "EvalResult", "ExportResult", "Index", "Predictions", "Recipe", "RunResult",
            "Sweep", "TunerError", "build_index", "chat", "compare", "dry_run", "evaluate", "export", "load_recipe",
-           "predict", "recipe_from_dict", "run", "run_seeds", "sweep", "validate"]
+           "predict", "prompt_dry_run", "recipe_from_dict", "run", "run_seeds", "sweep", "validate"]
 __version__ = "0.1.0"
 
 

@@ -11,6 +11,7 @@ import click
 
 from .errors import TunerError
 from .hardware import is_main_process
+from .noise import quiet_libraries, unwatched_bars_off
 from .progress import QUIET_VARIABLE
 from .secrets import redact
 
@@ -34,23 +35,52 @@ def _fail(error: TunerError) -> None:
     sys.exit(error.exit_code)
 
 
+# One line of each command's --help that runs as written from the repository's root (after the quickstart, for the
+# commands that read its runs); `tests/test_cli.py` checks each names a recipe that exists.
+EXAMPLES = {
+    "validate": "tuner validate recipes/quickstart/sft.yaml --set data.max_train_samples=100",
+    "sft": "tuner sft recipes/quickstart/sft.yaml --set train.max_steps=20 --dry-run",
+    "dpo": "tuner dpo recipes/quickstart/sft_then_dpo.yaml --seeds 0,1,2",
+    "kto": "tuner kto recipes/quickstart/kto.yaml",
+    "reward": "tuner reward recipes/quickstart/reward.yaml",
+    "grpo": "tuner grpo recipes/quickstart/grpo.yaml --set train.max_steps=10",
+    "fewshot": "tuner fewshot recipes/quickstart/fewshot.yaml --set fewshot.k=3 --dry-run",
+    "rag": "tuner rag recipes/knowledge/rag_bm25.yaml --set rag.k=5",
+    "eval": "tuner eval recipes/quickstart/sft.yaml --adapter runs/quickstart-sft",
+    "compare": "tuner compare runs/quickstart --price-per-cpu-hour 0.05",
+    "export": "tuner export runs/quickstart-sft --to gguf --quant q8_0",
+    "predict": "tuner predict runs/quickstart-sft --input examples/data/tickets/test.jsonl --output answers.jsonl",
+    "chat": "tuner chat runs/quickstart-sft",
+    "sweep": "tuner sweep recipes/quickstart/sft.yaml --grid data.max_train_samples=50,100,200 --seeds 0,1",
+}
+
+
+def example(command: str) -> str:
+    """The epilog of a command's --help: its example, kept on one line (click's \\b)."""
+    return f"\b\nExample:\n  {EXAMPLES[command]}"
+
+
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
-                          help="Override a recipe value, e.g. --set train.max_steps=2 (repeatable).")
+                          help="Override a recipe value, e.g. --set data.max_eval_samples=20 (repeatable; the value is read "
+                          "as YAML: quote one holding a colon, --set 'key=\"a: b\"').")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tuner")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars (tuner's, training's and data loading's); "
-              "results and errors still print.")
+@click.option("--quiet", "-q", is_flag=True, help="Results and errors only: no progress (tuner's, training's, data "
+              "loading's) and no library warnings.")
 def cli(quiet: bool) -> None:
     """Few-shot, retrieval, SFT, DPO, KTO, reward models and GRPO on your data, measured the same way."""
+    # A log file gets tuner's lines (a long phase's tenths included), not the bars libraries draw while preparing.
+    unwatched_bars_off(sys.stderr.isatty())
     if quiet:
+        quiet_libraries()
         # Read by tuner's progress and by tqdm itself (TRL's and transformers' training bars, datasets' bars).
         os.environ[QUIET_VARIABLE] = "1"
         os.environ["TQDM_DISABLE"] = "1"
 
 
-@cli.command()
+@cli.command(epilog=example("validate"))
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @set_option
 def validate(recipe_path: str, overrides: tuple[str, ...]) -> None:
@@ -75,6 +105,10 @@ def validate(recipe_path: str, overrides: tuple[str, ...]) -> None:
 
 dry_run_option = click.option("--dry-run", is_flag=True, help="Validate, build the model on the meta device and "
                                "estimate peak memory (weights, adapter, optimizer, activations); train nothing.")
+prompt_dry_run_option = click.option("--dry-run", is_flag=True, help="Validate and build every eval prompt as the "
+                                     "run would (examples or retrieved passages; the index is built or reused), "
+                                     "then print their tokens and the first two prompts as the model reads them; "
+                                     "load no weights, score nothing.")
 seeds_option = click.option("--seeds", metavar="N,N,...", help="Run the recipe once per seed into "
                             "<output_dir>/seed-<n>/ (same as `seeds:` in the recipe); compare shows them as one row "
                             "with their spread. Finished seeds of the same recipe are kept.")
@@ -82,7 +116,7 @@ resume_option = click.option("--resume", is_flag=True, help="Continue the newest
                              "from its last whole checkpoint (same as `resume: auto` in the recipe).")
 
 
-@cli.command()
+@cli.command(epilog=example("sft"))
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @set_option
 @seeds_option
@@ -93,7 +127,7 @@ def sft(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resume:
     _train(recipe_path, overrides, seeds, resume, dry_run, "sft")
 
 
-@cli.command()
+@cli.command(epilog=example("dpo"))
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @set_option
 @seeds_option
@@ -105,7 +139,7 @@ def dpo(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resume:
     _train(recipe_path, overrides, seeds, resume, dry_run, "dpo")
 
 
-@cli.command()
+@cli.command(epilog=example("kto"))
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @set_option
 @seeds_option
@@ -117,7 +151,7 @@ def kto(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resume:
     _train(recipe_path, overrides, seeds, resume, dry_run, "kto")
 
 
-@cli.command()
+@cli.command(epilog=example("reward"))
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @set_option
 @seeds_option
@@ -129,7 +163,7 @@ def reward(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resu
     _train(recipe_path, overrides, seeds, resume, dry_run, "reward")
 
 
-@cli.command()
+@cli.command(epilog=example("grpo"))
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @set_option
 @seeds_option
@@ -142,26 +176,28 @@ def grpo(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resume
     _train(recipe_path, overrides, seeds, resume, dry_run, "grpo")
 
 
-@cli.command()
+@cli.command(epilog=example("fewshot"))
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @set_option
 @seeds_option
-def fewshot(recipe_path: str, overrides: tuple[str, ...], seeds: str | None) -> None:
+@prompt_dry_run_option
+def fewshot(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, dry_run: bool) -> None:
     """Few-shot prompt baseline: k in-context examples from the train split, no training."""
-    _run(recipe_path, overrides, seeds, "fewshot")
+    _prompt(recipe_path, overrides, seeds, dry_run, "fewshot")
 
 
-@cli.command()
+@cli.command(epilog=example("rag"))
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @set_option
 @seeds_option
-def rag(recipe_path: str, overrides: tuple[str, ...], seeds: str | None) -> None:
+@prompt_dry_run_option
+def rag(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, dry_run: bool) -> None:
     """Retrieval into the prompt: k passages from an index of the recipe's corpus before each question (BM25, dense
     or hybrid), no training; with `model.adapter`, for a tuned adapter (SFT+RAG)."""
-    _run(recipe_path, overrides, seeds, "rag")
+    _prompt(recipe_path, overrides, seeds, dry_run, "rag")
 
 
-@cli.command("eval")
+@cli.command("eval", epilog=example("eval"))
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @click.option("--adapter", metavar="RUN_FOLDER", help="Score the adapter of this run folder (default: the base model).")
 @click.option("--output-dir", metavar="FOLDER", help="Where to write (default: the recipe's output_dir + '-eval').")
@@ -180,7 +216,7 @@ def eval_command(recipe_path: str, adapter: str | None, output_dir: str | None, 
     _report(result)
 
 
-@cli.command("compare")
+@cli.command("compare", epilog=example("compare"))
 @click.argument("paths", metavar="RUN_FOLDER...", nargs=-1)
 @click.option("--baseline", metavar="RUN", help="Run (folder name) that accuracy changes are measured against "
               "(default: the first row; runs in a parent folder are ordered zero-shot, few-shot, RAG, SFT, SFT+RAG, DPO, "
@@ -213,7 +249,7 @@ def compare_command(paths: tuple[str, ...], baseline: str | None, price_per_gpu_
                          + "; ".join(comparison.problems) + "."))
 
 
-@cli.command("export")
+@cli.command("export", epilog=example("export"))
 @click.argument("run_path", metavar="RUN_FOLDER")
 @click.option("--to", "to", type=click.Choice(["merged", "gguf", "adapter"]), default="merged", show_default=True,
               help="merged: one Hugging Face folder, base and adapter merged; gguf: one GGUF file for llama.cpp and "
@@ -238,7 +274,7 @@ def export_command(run_path: str, to: str, quant: str | None, out: str | None) -
                f"{100 * check['same_top_token_share']:.1f}% of {check['positions']} positions")
 
 
-@cli.command("predict")
+@cli.command("predict", epilog=example("predict"))
 @click.argument("target", metavar="RUN_FOLDER|RECIPE")
 @click.option("--input", "input_path", required=True, metavar="FILE", help="Rows to answer (JSONL, JSON, CSV, TSV or "
               "Parquet) in the run's data format; the answer column may be left out.")
@@ -260,7 +296,7 @@ def predict_command(target: str, input_path: str, output_path: str, batch_size: 
     click.echo(f"Predictions: {result.output} ({len(result.rows)} rows{scored})")
 
 
-@cli.command("chat")
+@cli.command("chat", epilog=example("chat"))
 @click.argument("target", metavar="RUN_FOLDER|RECIPE")
 @click.option("--max-new-tokens", type=int, default=256, show_default=True, help="Longest reply, in tokens.")
 def chat_command(target: str, max_new_tokens: int) -> None:
@@ -280,6 +316,20 @@ def _train(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resu
         _dry_run(recipe_path, overrides, method)
     else:
         _run(recipe_path, overrides + (("resume=auto",) if resume else ()), seeds, method)
+
+
+def _prompt(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, dry_run: bool, method: str) -> None:
+    if not dry_run:
+        _run(recipe_path, overrides, seeds, method)
+        return
+    from .recipes import preflight
+
+    try:
+        recipe = _load(recipe_path, overrides, method)
+        preview = preflight.prompt_dry_run(recipe)
+    except TunerError as error:
+        _fail(error)
+    click.echo(preflight.describe_prompts(preview, recipe))
 
 
 def _dry_run(recipe_path: str, overrides: tuple[str, ...], method: str) -> None:
@@ -319,7 +369,7 @@ def _seeds_override(seeds: str | None) -> tuple[str, ...]:
     return (f"seeds={json.dumps(chosen)}",) if chosen else ()
 
 
-@cli.command("sweep")
+@cli.command("sweep", epilog=example("sweep"))
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @click.option("--grid", "grids", multiple=True, required=True, metavar="KEY.PATH=V1,V2,...",
               help="A recipe key and the values to run it at (repeatable: every combination runs), e.g. --grid "

@@ -1,8 +1,9 @@
 """Progress of tuner's long phases (scoring, reading and converting large data sets, choosing few-shot examples).
 
 On a terminal: a bar like the training bars (tqdm: count, rate, time left). When the output is not a terminal (a log
-file, CI): one line per phase when it ends. Under `tuner --quiet` (TUNER_QUIET=1): nothing. `RowClock` moves a
-bar as rows finish and gives each row its share of the time.
+file, a cluster job, CI): one line per phase when it ends, and, for a phase that takes over a minute, a line at every
+tenth of the way (`Lines`; training's own lines come from the same class). Under `tuner --quiet` (TUNER_QUIET=1):
+nothing. `RowClock` moves a bar as rows finish and gives each row its share of the time.
 """
 
 from __future__ import annotations
@@ -24,6 +25,53 @@ def interactive() -> bool:
     return sys.stderr.isatty()
 
 
+def duration(seconds: float) -> str:
+    """`seconds` as a person reads it: 42 s, 3 min 5 s, 1 h 20 min."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+class Lines:
+    """Progress of a phase as lines in a log: one at each tenth of the way once the phase looks like lasting over a
+    minute (its time so far, projected over the whole), each with the time so far and the time left. Quiet prints
+    nothing; a phase that ends within the minute prints nothing here (its end line is the caller's)."""
+
+    # A phase projected to take longer than this prints its tenths.
+    long_seconds = 60.0
+
+    def __init__(self, total: int, what: str, unit: str):
+        self.total, self.what, self.unit = total, what, unit
+        self.started = time.perf_counter()
+        self.tenths = 0
+
+    def restart(self) -> None:
+        self.started, self.tenths = time.perf_counter(), 0
+
+    def at(self, done: int, detail: str = "") -> str | None:
+        """The line to print now that `done` of `total` are done, or None (not at a new tenth, or a short phase)."""
+        if self.total <= 0 or done <= 0:
+            return None
+        tenths = min(10, done * 10 // self.total)
+        if tenths <= self.tenths or tenths >= 10:
+            return None
+        seconds = time.perf_counter() - self.started
+        if seconds * self.total / done < self.long_seconds:
+            return None
+        self.tenths = tenths
+        left = seconds * (self.total - done) / done
+        return (f"tuner: {self.what}: {done} of {self.total} {self.unit} ({10 * tenths}%), {duration(seconds)}, "
+                f"about {duration(left)} left{detail}")
+
+    def update(self, done: int, detail: str = "") -> None:
+        line = None if quiet() else self.at(done, detail)
+        if line is not None:
+            print(line, file=sys.stderr, flush=True)
+
+
 class Progress:
     """Count `total` units of work (`unit`: rows, lines...) for the phase `what`; use as a context manager and call
     `update(n)` as work is done."""
@@ -36,6 +84,7 @@ class Progress:
         self.done = 0
         self.started = time.perf_counter()
         self.bar = None
+        self.lines = Lines(total, what, unit)
         if not quiet() and interactive():
             from tqdm.auto import tqdm
 
@@ -46,10 +95,13 @@ class Progress:
         self.done += count
         if self.bar is not None:
             self.bar.update(count)
+        else:
+            self.lines.update(self.done)
 
     def restart(self) -> None:
         """Start counting again (the phase is being redone, e.g. with smaller batches)."""
         self.done, self.started = 0, time.perf_counter()
+        self.lines.restart()
         if self.bar is not None:
             self.bar.reset(total=self.total)
 

@@ -9,6 +9,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 from trl import (DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, KTOConfig, KTOTrainer, RewardConfig, RewardTrainer,
                  RLOOConfig, RLOOTrainer, SFTConfig, SFTTrainer)
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
@@ -16,6 +17,7 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 from .adapters import build_peft_config, with_run_adapter
 from .data.splits import feedback_counts
 from .models import prepare_base
+from .progress import Lines, bars_shown
 from .recipe_file import trl_method
 from .rendering import sft_rows, with_lengths
 from .speed import decide, loss_types
@@ -29,13 +31,45 @@ def trl_config(recipe, speed, run_dir: Path, method_settings: dict[str, Any] | N
     """The TRL config of a run: tuner's defaults, the recipe's `train:` keys, the method's settings, then what
     tuner decides itself (precision, batching, checkpointing, kernels from `speed`; paths and seed)."""
     config_class = CONFIG_CLASSES[trl_method(recipe)]
-    values = {**recipe.train_settings(), **(method_settings or {}), **speed.trl_values(),
+    # Training's bar is drawn where someone watches it; elsewhere (a log file) `TrainingLines` prints its tenths.
+    values = {"disable_tqdm": not bars_shown(), **recipe.train_settings(), **(method_settings or {}),
+              **speed.trl_values(),
               "output_dir": str(run_dir / "checkpoints"), "seed": recipe.seed}
     # transformers 5 reads `activation_checkpointing`; `gradient_checkpointing` is its older name, copied over only
     # when the new one is unset, so the decision is given under the name the config reads.
     if "activation_checkpointing" in {field.name for field in dataclasses.fields(config_class)}:
         values["activation_checkpointing"] = speed.gradient_checkpointing
     return config_class(**values)
+
+
+class TrainingBar(ProgressCallback):
+    """transformers' training bar with the loss logs above it, less the end-of-training summary it prints as a dict
+    of strings (`{'train_runtime': '91.23', ...}`): tuner prints the run's summary itself."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "train_runtime" not in logs:
+            super().on_log(args, state, control, logs=logs, **kwargs)
+
+
+class TrainingLines(TrainerCallback):
+    """Training's progress where no bar is drawn (a log file, a cluster job): `progress.Lines` over the steps of
+    this invocation (a resumed run counts from its checkpoint), with the last logged loss; nothing under --quiet."""
+
+    def __init__(self):
+        self.lines, self.first, self.loss = None, 0, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.first = state.global_step
+        self.lines = Lines(state.max_steps - self.first, "training", "steps")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.loss = logs["loss"]
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self.lines is not None:
+            self.lines.update(state.global_step - self.first,
+                              f", loss {self.loss:.4g}" if isinstance(self.loss, float) else "")
 
 
 def packed_rows_collator(pad_token_id: int, pad_to_multiple_of: int | None = None):
@@ -149,4 +183,13 @@ def build_trainer(recipe, loaded, rows, run_dir: Path, **parts):
     trainer takes beside (GRPO: `reward_funcs`, built by the recipe module)."""
     speed = decide(recipe, loaded, rows)
     train_rows = sft_rows(rows, loaded.tokenizer) if recipe.method == "sft" else rows
-    return TRAINERS[recipe.method](recipe, speed, loaded, train_rows, run_dir, **parts), speed
+    trainer = TRAINERS[recipe.method](recipe, speed, loaded, train_rows, run_dir, **parts)
+    # transformers' own progress callbacks print the run's summary as a dict of strings, and without a bar every log
+    # as a dict too: tuner's summary and lines say the same once.
+    if trainer.args.disable_tqdm:
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(TrainingLines())
+    else:
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(TrainingBar())
+    return trainer, speed

@@ -1,5 +1,6 @@
-"""Checks before a run, with no weights loaded: `tuner validate` (recipe, files and data rows) and the dry run of a
-training recipe (`tuner sft|dpo --dry-run`: parameters and peak memory on the meta device)."""
+"""Checks before a run, with no weights loaded: `tuner validate` (recipe, files and data rows), the dry run of a
+training recipe (`tuner sft|dpo --dry-run`: parameters and peak memory on the meta device) and of a prompt recipe
+(`tuner fewshot|rag --dry-run`: the prompts as the model will read them, their tokens, the index)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ from typing import Any
 from ..data.corpus import read_corpus
 from ..defaults import TRAINING_METHODS
 from ..data.formats import FORMATS
-from ..data.rows import prompt_rows, scoring_rows
+from ..data.rows import answer_text, prompt_rows, scoring_rows
 from ..data.splits import load_data, require_feedback, require_preference, require_train_rows
 from ..embedder import resolve_embedding_model
 from ..errors import TunerError
 from ..estimate import Estimate, estimate
 from ..evaluator import check_rows
 from ..models import check_chat_template, load_config_and_tokenizer
-from ..retrieval import retrieval_aware_rows
+from ..rendering import render_prompt
+from ..retrieval import context_length, open_index, retrieval_aware_rows, with_passages
 from ..rewards import NEEDS_GOLD, reward_functions
 from ..selection import fewshot_rows
 from ..speed import checkpointing, decide_precision, micro_batches
@@ -115,3 +117,46 @@ def dry_run(recipe) -> Estimate:
     on, _ = checkpointing(recipe, precision, config, tokenizer, train)
     micro = micro_batches(recipe, tokenizer, train).get("micro_batch")
     return estimate(recipe, train, config, tokenizer, precision, checkpointing=on, micro_batch=micro)
+
+
+def prompt_dry_run(recipe, shown: int = 2) -> dict[str, Any]:
+    """The dry run of a prompt recipe (fewshot, rag): the checks of `validate`, then every eval prompt built as the
+    run builds it (its examples, or its retrieved passages: the index is built or reused, as the run would, and the
+    run then reuses it) and rendered by the model's template, with no weights loaded. Returns the first `shown`
+    prompts with their gold answers, prompt tokens over all rows (mean, largest) and retrieval's figures."""
+    splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
+    check_data(recipe, splits)
+    config, tokenizer = load_config_and_tokenizer(recipe.model, recipe.source)
+    check_chat_template(tokenizer, recipe)
+    retrieval = None
+    if recipe.method == "rag":
+        index = open_index(recipe.rag, tokenizer, context_length(config), recipe.source)
+        rows, found = with_passages(scoring_rows(splits.eval), index, recipe.rag, tokenizer, context_length(config))
+        index.close()
+        retrieval = found.metrics(recipe.rag.k)
+    else:
+        rows = fewshot_rows(splits.train, splits.eval, recipe.fewshot)
+    rendered = [render_prompt(row["prompt"], tokenizer, row.get("tools")) for row in rows]
+    tokens = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in rendered]
+    return {"rows": [{"prompt": rendered[n], "answer": answer_text(rows[n]), "tokens": tokens[n]}
+                     for n in range(min(shown, len(rows)))],
+            "eval_rows": len(rows), "mean_prompt_tokens": sum(tokens) / max(len(tokens), 1),
+            "max_prompt_tokens": max(tokens, default=0), "context_tokens": context_length(config),
+            "retrieval": retrieval}
+
+
+def describe_prompts(preview: dict[str, Any], recipe) -> str:
+    """A prompt recipe's dry run as text: token counts, retrieval's figures, the first prompts as the model reads
+    them with the gold answer after each."""
+    context = f" (the model reads {preview['context_tokens']:,})" if preview["context_tokens"] else ""
+    lines = [f"tuner dry run of {recipe.source} ({recipe.method}; no weights loaded, nothing scored)",
+             f"  {preview['eval_rows']} eval prompts: {preview['mean_prompt_tokens']:,.0f} tokens on average, "
+             f"{preview['max_prompt_tokens']:,} the longest{context}"]
+    if preview["retrieval"]:
+        found = {k: v for k, v in preview["retrieval"].items() if v is not None and k != "k"}
+        lines.append(f"  retrieval (k {recipe.rag.k}): " + ", ".join(f"{k.replace('_', ' ')} {v:g}"
+                                                                      for k, v in found.items()))
+    for number, row in enumerate(preview["rows"]):
+        lines.append(f"  row {number}: {row['tokens']} prompt tokens, the gold answer after them between [[ ]]:")
+        lines.extend("    | " + line for line in (row["prompt"] + "[[" + row["answer"] + "]]").splitlines())
+    return "\n".join(lines)
