@@ -277,3 +277,45 @@ def test_fewshot_dry_run_shows_the_prompts_as_the_model_reads_them_and_writes_no
     # Two examples with their answers (fewshot.k 2), then the eval ticket and its gold answer between [[ ]].
     assert row.count("Which team? Ticket") == 3 and "Ticket 100:" in row and row.rstrip().endswith("[[billing]]")
     assert not (tmp_path / "fs").exists()
+
+
+def test_a_key_in_the_wrong_section_is_pointed_to_its_section(good_recipe):
+    _assert_bad(invoke("validate", good_recipe, "--set", "eval.max_eval_samples=2"), "eval.max_eval_samples",
+                "did you mean `data.max_eval_samples`?")
+    _assert_bad(invoke("validate", good_recipe, "--set", "max_steps=2"), "did you mean `train.max_steps`?")
+
+
+def test_an_error_in_a_set_value_names_the_set_option_and_how_it_was_read(good_recipe):
+    shown = invoke("validate", good_recipe, "--set", "data.prompt_template=Ticket: {text}")
+    _assert_bad(shown, "`data.prompt_template` came from `--set data.prompt_template=Ticket: {text}`, read as YAML, "
+                       "which gave a mapping: quote the value", "Fix the --set value and run again.")
+    assert "Fix the recipe" not in shown.stderr
+
+
+def test_unmapped_columns_are_answered_with_a_data_columns_mapping_built_from_them(good_recipe, tmp_path):
+    data = write_jsonl(tmp_path / "mine.jsonl", [{"utterance": f"ticket {i}", "intent": "billing"} for i in range(5)])
+    for format_name in ("classification", "auto"):
+        _assert_bad(invoke("validate", good_recipe, "--set", f"data.train.path={data}", "--set",
+                           f"data.format={format_name}"),
+                    "`data.columns: {text: utterance, label: intent}`")
+
+
+def test_validate_says_which_folder_a_run_will_take_and_the_labels_it_found(good_recipe, tmp_path):
+    first = invoke("validate", good_recipe)
+    assert first.exit_code == 0 and "holds files" not in first.output
+    assert "5 labels: account, billing, returns, shipping, technical" in first.output
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "metrics.json").write_text("{}", encoding="utf-8")
+    taken = invoke("validate", good_recipe)
+    assert f"output {tmp_path / 'out'} (it holds files: this run will be {tmp_path / 'out-2'})" in taken.output
+
+
+def test_qlora_on_a_cpu_is_said_to_cost_speed_before_the_run(good_recipe):
+    from tuner.hardware import device_kind
+
+    if device_kind() == "cuda":
+        pytest.skip("the note is for CPUs")
+    shown = invoke("sft", good_recipe, "--set", "model.quantize=4bit", "--dry-run")
+    assert shown.exit_code == 0, shown.output
+    assert "tuner: 4bit weights on a CPU (QLoRA)" in shown.output and "`model.quantize: null`" in shown.output
+    assert "QLoRA" not in invoke("sft", good_recipe, "--dry-run").output

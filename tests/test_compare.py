@@ -163,8 +163,14 @@ def test_files_written_parse_and_the_plot_is_a_png(runs, tmp_path):
     assert paths["md"].read_text(encoding="utf-8") == result.markdown()
     png = paths["png"].read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
-    # A second write never overwrites the first.
+    # A second write updates the comparison in place (the same report address as runs are added); a folder that
+    # holds anything else (the user's own file) is never written into.
+    (tmp_path / "out" / "comparison.md").write_text("stale", encoding="utf-8")
+    assert result.write(tmp_path / "out")["png"].parent.name == "out"
+    assert (tmp_path / "out" / "comparison.md").read_text(encoding="utf-8") == result.markdown()
+    (tmp_path / "out" / "notes.txt").write_text("mine", encoding="utf-8")
     assert result.write(tmp_path / "out")["png"].parent.name == "out-2"
+    assert (tmp_path / "out" / "notes.txt").read_text(encoding="utf-8") == "mine"
     table, figure = result  # the notebook form
     assert len(table) == 5 and figure.axes[0].get_xlabel() == "one-off CPU-hours (training + indexing)"
     assert figure.axes[1].get_xlabel() == "ms per request (retrieval included)"

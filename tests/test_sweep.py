@@ -119,7 +119,9 @@ def test_sweep_runs_the_grid_draws_the_curve_and_keeps_finished_points(tiny_mode
     assert passes.strip() in result.output
     again = invoke(*args)
     assert again.exit_code == 0 and again.output.count("holds a finished run of this recipe; kept") == 4
-    assert (sweep_dir / "comparison-2" / "comparison.md").is_file()   # the first comparison is kept
+    # The comparison is written again in place (it is the runs' table, not a run), and said so.
+    assert "comparison holds an earlier comparison; its files are replaced" in again.output
+    assert not (sweep_dir / "comparison-2").exists() and (sweep_dir / "comparison" / "learning_curve.png").is_file()
 
 
 def test_pass_lines_name_where_the_curve_passes_each_baseline_on_the_mean_and_beyond_noise():

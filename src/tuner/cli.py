@@ -93,14 +93,25 @@ def validate(recipe_path: str, overrides: tuple[str, ...]) -> None:
     except TunerError as error:
         _fail(error)
     skipped = report["skipped_train_rows"]["count"] + report["skipped_eval_rows"]["count"]
+    skipped_text = f" ({skipped} bad {'row' if skipped == 1 else 'rows'} skipped)" if skipped else ""
     click.echo(f"{recipe_path}: ok. method {recipe.method}, model {recipe.model.name_or_path}, data "
                f"{report['format']} with {report['train_rows']} train and {report['eval_rows']} eval rows"
-               f"{f' ({skipped} bad rows skipped)' if skipped else ''}, output {recipe.output_dir}")
+               f"{skipped_text}, output {recipe.output_dir}{_taken(recipe.output_dir)}")
+    if report.get("labels"):
+        labels = report["labels"]
+        click.echo(f"  {len(labels)} labels: {', '.join(map(str, labels[:20]))}{' ...' if len(labels) > 20 else ''}")
     if "corpus" in report:
         corpus = report["corpus"]
         click.echo(f"  corpus {recipe.rag.corpus}: {corpus['documents']} documents"
                    + (f"; skipped {len(corpus['skipped'])}: {'; '.join(corpus['skipped'][:5])}"
                       if corpus["skipped"] else ""))
+
+
+def _taken(output_dir: str) -> str:
+    from .runs import next_run_dir
+
+    free = next_run_dir(output_dir)
+    return f" (it holds files: this run will be {free})" if free != Path(output_dir) else ""
 
 
 dry_run_option = click.option("--dry-run", is_flag=True, help="Validate, build the model on the meta device and "
@@ -223,13 +234,13 @@ def eval_command(recipe_path: str, adapter: str | None, output_dir: str | None, 
               "SFT+DPO).")
 @click.option("--price-per-gpu-hour", type=float, metavar="PRICE", help="Add a cost column for GPU runs.")
 @click.option("--price-per-cpu-hour", type=float, metavar="PRICE", help="Add a cost column for CPU runs.")
-@click.option("--output-dir", metavar="FOLDER", help="Where to write the table and plot (default: `comparison` "
-              "beside the runs; a folder holding files is never overwritten).")
+@click.option("--output-dir", metavar="FOLDER", help="Where to write (default: `comparison` beside the runs). An "
+              "earlier comparison there is replaced; a folder holding anything else is left alone and FOLDER-2 used.")
 def compare_command(paths: tuple[str, ...], baseline: str | None, price_per_gpu_hour: float | None,
                     price_per_cpu_hour: float | None, output_dir: str | None) -> None:
     """One table of runs: accuracy with intervals, training, indexing and eval hours, latency (retrieval's share),
-    prompt tokens, memory, parameters, cost; written as Markdown, CSV, JSON and a PNG plot of accuracy against
-    one-off hours and against ms per request."""
+    prompt tokens, memory, parameters, cost; written as Markdown, CSV, JSON, a PNG plot of accuracy against one-off
+    hours and against ms per request, and report.html, the decision report on one page."""
     from .comparison import compare, find_runs
 
     try:

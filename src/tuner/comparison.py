@@ -29,7 +29,7 @@ from .errors import TunerError
 from .files import write_json, write_text
 from .intervals import paired_difference_interval
 from .plot import accuracy_vs_training
-from .runs import new_run_dir, predictions_file, read_predictions
+from .runs import CLAIM, new_run_dir, predictions_file, read_predictions
 from .seeds import SEED_FOLDER, group_key, group_name, groups, merge, seed_of
 from .report import report_html
 from .table import markdown
@@ -91,9 +91,16 @@ class Comparison:
         return self.markdown()
 
     def write(self, folder: str | Path) -> dict[str, Path]:
-        """Write comparison.md, .csv, .json, .png and the page report.html into `folder` (created if
-        needed; a folder that already holds files is left alone and `folder-2`... is used). Returns the paths."""
-        out = new_run_dir(folder)
+        """Write comparison.md, .csv, .json, .png and the page report.html into `folder` (created if needed).
+        A folder holding an earlier comparison and nothing else is updated in place, said in one line (a report's
+        address stays the same as runs are added); a folder holding anything else is left alone and `folder-2`...
+        is used. Returns the paths."""
+        earlier = Path(folder)
+        if earlier.is_dir() and any(earlier.iterdir()) and {p.name for p in earlier.iterdir()} <= COMPARISON_FILES:
+            print(f"tuner: {earlier} holds an earlier comparison; its files are replaced")
+            out = earlier
+        else:
+            out = new_run_dir(folder)
         paths = {kind: out / f"comparison.{kind}" for kind in ("md", "csv", "json", "png")}
         paths["html"] = out / "report.html"
         write_text(paths["md"], self.markdown())
@@ -104,6 +111,12 @@ class Comparison:
         self.figure.savefig(paths["png"], dpi=130, bbox_inches="tight")
         write_text(paths["html"], report_html(self))
         return paths
+
+
+# What a comparison folder holds (a sweep's adds its learning curve): a folder of these alone is a comparison tuner
+# wrote, and writing the comparison again replaces them.
+COMPARISON_FILES = {"comparison.md", "comparison.csv", "comparison.json", "comparison.png", "report.html",
+                    "learning_curve.png", "learning_curve.md", CLAIM}
 
 
 def find_runs(paths: list[str | Path]) -> list[list[Path]]:

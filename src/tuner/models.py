@@ -20,8 +20,8 @@ from .errors import TunerError
 from .families import CHAT_TEMPLATES
 from .files import cache_dir
 from .distributed import before_loading
-from .hardware import device_kind, rank_device
-from .speed import Precision, decide_attention, decide_precision
+from .hardware import device_kind, is_main_process, rank_device
+from .speed import Precision, decide_attention, decide_precision, quantization_note
 
 PACKAGE_SCHEME = "pkg://"
 
@@ -233,6 +233,8 @@ def load_model(model_config, source: str = "<recipe>", precision: Precision | No
                               "use_safetensors": None if model_config.allow_pickle else True, **common}
     quantization = _quantization_config(model_config.quantize, precision.compute)
     if quantization is not None:
+        if (note := quantization_note(model_config)) and is_main_process():
+            print(note)
         kwargs["quantization_config"] = quantization
         kwargs["device_map"] = {"": rank_device()}
     try:

@@ -173,6 +173,21 @@ def _section_fields(path: tuple) -> set[str]:
     return {n for n, f in model.model_fields.items() if not f.exclude} if model else set()
 
 
+def _other_section(loc: tuple) -> str:
+    """" It belongs in `data.max_eval_samples`." for a key given in the wrong section (or at the top level) that is
+    a key of another section: the recipe's sections, and TRL's `train:` keys for a top-level one."""
+    key = str(loc[-1])
+    homes = [f"{name}.{key}" for name in Recipe.model_fields if name != (loc[0] if len(loc) > 1 else None)
+             and key in _section_fields((name,))]
+    if not homes and len(loc) == 1:
+        try:
+            if key in trl_fields("sft")[1]:
+                homes = [f"train.{key}"]
+        except Exception:  # noqa: BLE001 (TRL unimportable: the hint is a courtesy)
+            homes = []
+    return f" It is a key of another section: did you mean `{homes[0]}`?" if homes else ""
+
+
 _UNION_TAGS = {"str", "int", "float", "bool", "dict", "list", "none", "SourceConfig", "ModelConfig", "DataConfig",
                "AdapterConfig", "EvalConfig", "FewshotConfig", "PreferenceConfig", "FeedbackConfig",
                "GroupPolicyConfig", "RewardSpec", "Recipe"}
@@ -185,7 +200,7 @@ def _explain(error: ValidationError, source: str) -> TunerError:
         loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and ("[" in p or p in _UNION_TAGS)))
         path = ".".join(str(p) for p in loc) or "(top level)"
         if item["type"] == "extra_forbidden" and loc:
-            hint = _did_you_mean(loc[-1], _section_fields(loc[:-1]))
+            hint = _did_you_mean(loc[-1], _section_fields(loc[:-1])) or _other_section(loc)
             allowed = ", ".join(sorted(_section_fields(loc[:-1])))
             lines.append(f"key `{path}` is not a known key.{hint} Known keys here: {allowed}.")
         elif item["type"] == "missing":
@@ -296,7 +311,29 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     `overrides` are `KEY.PATH=VALUE` strings, as given to the CLI's `--set`, applied before validation.
     """
     document = apply_overrides(read_yaml(path), overrides)
-    return recipe_from_dict(document, source=str(path))
+    try:
+        return recipe_from_dict(document, source=str(path))
+    except TunerError as error:
+        raise _from_overrides(error, overrides) from None
+
+
+def _from_overrides(error: TunerError, overrides) -> TunerError:
+    """An error about a key that a `--set` gave says so, and how its value was read (YAML: a value with a colon is a
+    mapping unless quoted), instead of sending the user to fix the recipe file."""
+    message = str(error)
+    blamed = []
+    for text in overrides:
+        parts, value = _parse_override(text)
+        key = ".".join(parts)
+        if f"`{key}`" not in message and f"`{key}." not in message:
+            continue
+        read = (f", read as YAML, which gave a {'mapping' if isinstance(value, dict) else 'list'}: quote the value, "
+                f"e.g. --set '{key}=\"...\"'" if isinstance(value, dict | list) else "")
+        blamed.append(f"`{key}` came from `--set {text}`{read}.")
+    if not blamed:
+        return error
+    return TunerError(message.replace(" Fix the recipe and run again.", "") + " " + " ".join(blamed)
+                      + " Fix the --set value and run again.")
 
 
 def _check_files(recipe: Recipe) -> None:

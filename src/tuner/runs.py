@@ -59,6 +59,17 @@ def new_run_dir(output_dir: str | Path) -> Path:
     return candidate
 
 
+def next_run_dir(output_dir: str | Path) -> Path:
+    """The folder a run of `output_dir` would go to now (the first of `output_dir`, `-2`, ... that is new or empty),
+    without taking it: what `tuner validate` says."""
+    base = Path(output_dir)
+    candidate, n = base, 1
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
 # Written last into a checkpoint folder: a checkpoint without it was cut off mid-write (see checkpoints.py).
 CHECKPOINT_MARKER = "tuner_checkpoint.json"
 

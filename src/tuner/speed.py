@@ -71,6 +71,19 @@ def decide_precision(model_config) -> Precision:
     return Precision(compute=compute, weights=compute if device == "cuda" else "fp32")
 
 
+def quantization_note(model_config) -> str | None:
+    """What `model.quantize` costs where it runs, said before a run on a CPU: bitsandbytes' CPU path saves little
+    memory for a small model and trains more slowly than LoRA (BENCHMARKS.md, SST-2: QLoRA SFT of SmolLM2-135M
+    0.133 CPU-h against LoRA's 0.095 on the same 500 rows, peak RSS 5.7 GB against 5.3 GB). None on a GPU, or
+    without quantization."""
+    if not model_config.quantize or device_kind() == "cuda":
+        return None
+    return (f"tuner: {model_config.quantize} weights on a CPU (QLoRA): bitsandbytes' CPU path dequantizes each layer "
+            f"as it runs, so this run is slower than LoRA and saves little memory for a model that fits in RAM "
+            f"(BENCHMARKS.md measures both); QLoRA is for GPUs short of memory. For speed here, set "
+            f"`model.quantize: null`.")
+
+
 # What each flash-attention kernel needs: its package, and the smallest GPU compute capability it runs on.
 FLASH_NEEDS = {"flash_attention_2": ("flash_attn", (8, 0)), "flash_attention_3": ("flash_attn_interface", (9, 0))}
 

@@ -255,7 +255,9 @@ def unpaired(row: dict[str, Any]) -> list[dict[str, Any]]:
 def label_name(value: Any, data_config) -> str:
     """The label name of a raw label: integers index `data.label_names`, strings are names already."""
     names = data_config.label_names
-    if isinstance(value, bool) or value is None:
+    if value is None:
+        raise ValueError("the label is empty")
+    if isinstance(value, bool):
         raise ValueError(f"label {value!r} is not an integer or a name")
     if isinstance(value, int | float) and float(value).is_integer():
         if not names:
@@ -372,8 +374,23 @@ def detect_format(columns: list[str], data_config, dataset=None) -> str:
         f"`chosen_messages`/`rejected_messages` (two chats), `prompt`/`completion` or `messages` with a boolean "
         f"`label` (thumbs up/down feedback), `prompt` alone (prompts for GRPO), or a text column "
         f"({', '.join(TEXT_COLUMNS)}) with a "
-        f"`{data_config.label_column}` column (classification). Rename the columns, or set `data.format`, "
-        f"`data.text_column` and `data.label_column`.")
+        f"`{data_config.label_column}` column (classification). Map your columns to these names with "
+        f"`data.columns`{_mapping_example(columns)}, or set `data.format`.")
+
+
+def _mapping_example(columns: list[str], missing: list[str] | None = None) -> str:
+    """An example `data.columns` built from the columns found, tuner's names in order (`text`, `label` for two
+    unknown columns), for a message that asks the user to map them."""
+    known = {"prompt", "completion", "chosen", "rejected", "messages", "conversations", "instruction", "output",
+             "label", *TEXT_COLUMNS}
+    if missing is None and known & set(columns):
+        return ""  # some columns are tuner's already: the fix is the missing one, not a mapping
+    wanted = missing or (["text", "label"] if len(columns) == 2 else [])
+    spare = [column for column in columns if column not in wanted and column not in known]
+    if not wanted or len(spare) < len(wanted):
+        return ""
+    pairs = ", ".join(f"{ours}: {theirs}" for ours, theirs in zip(wanted, spare))
+    return f" (for these files, e.g. `data.columns: {{{pairs}}}`; check which column is which)"
 
 
 def renamed(dataset, data_config, where: str):
@@ -406,7 +423,8 @@ def to_canonical(dataset, data_config, where: str = "<data>"):
     missing = [c for c in required if c not in columns]
     if missing:
         raise TunerError(f"{where}: format {fmt} needs the column(s) {missing}, but the columns found are "
-                         f"{columns}. Set `data.format: auto` or the right column names.")
+                         f"{columns}. Map your columns to tuner's names with `data.columns`"
+                         f"{_mapping_example(columns, missing)}.")
     _refuse_mixed_formats(dataset, required, columns, where)
     rows, bad = [], []
     for number, row in tracked(enumerate(dataset), len(dataset), f"converting {where}"):

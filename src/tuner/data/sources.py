@@ -100,6 +100,35 @@ def _read_json_rows(path: Path) -> list[dict[str, Any]]:
     return [{column: row.get(column) for column in columns} for row in rows]
 
 
+def file_lines(path: str | Path, rows: list[int]) -> dict[int, int]:
+    """The line of the file each of `rows` (0-based data rows, as messages number them) starts on, for a CSV/TSV
+    file (after its header; a quoted cell may span lines) or a JSONL file (blank lines skipped, as they are read);
+    empty for other files. Read again only for the few rows a message names."""
+    import csv
+
+    path = Path(path)
+    suffix, wanted, found = path.suffix.lower(), set(rows), {}
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            if suffix in (".csv", ".tsv"):
+                reader = csv.reader(handle, delimiter="\t" if suffix == ".tsv" else ",")
+                start = 1
+                for number, _ in enumerate(reader, start=-1):  # the header is row -1
+                    if number in wanted:
+                        found[number] = start
+                    start = reader.line_num + 1
+            elif suffix == ".jsonl":
+                number = 0
+                for line_number, line in enumerate(handle, start=1):
+                    if line.strip():
+                        if number in wanted:
+                            found[number] = line_number
+                        number += 1
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return {}
+    return found
+
+
 def read_source(source, where: str = "<recipe>"):
     """Read one `SourceConfig` (file, hub data set or in-memory rows) into a `datasets.Dataset`."""
     import datasets

@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import TunerError
 from .formats import FORMATS, to_canonical, unpaired
 from .rows import fingerprint, prompt_text, question, scoring_rows
-from .sources import read_source
+from .sources import file_lines, read_source
 
 _MAX_REPORTED = 10
 
@@ -25,8 +25,11 @@ class Splits:
     labels: list[str] | None = None
 
 
-def _describe_bad(bad: list[tuple[int, str]], where: str) -> dict[str, Any]:
-    return {"count": len(bad), "first": [f"{where} row {n}: {reason}" for n, reason in bad[:_MAX_REPORTED]]}
+def _describe_bad(bad: list[tuple[int, str]], where: str, path: str | None = None) -> dict[str, Any]:
+    # Rows are numbered from 0 as in every message; where the file has lines, the line an editor shows is named too.
+    lines = file_lines(path, [n for n, _ in bad[:_MAX_REPORTED]]) if path and bad else {}
+    return {"count": len(bad), "first": [f"{where} row {n}{f' (line {lines[n]})' if n in lines else ''}: {reason}"
+                                         for n, reason in bad[:_MAX_REPORTED]]}
 
 
 def load_split(source, data_config, where: str, seed: int = 0):
@@ -38,7 +41,7 @@ def load_split(source, data_config, where: str, seed: int = 0):
     dataset, fmt, bad = to_canonical(raw, data_config.model_copy(update=own) if own else data_config, where)
     if source.max_samples and source.max_samples < len(dataset):
         dataset = dataset.shuffle(seed=seed).select(range(source.max_samples))
-    return dataset, fmt, _describe_bad(bad, source.describe()), list(raw.column_names)
+    return dataset, fmt, _describe_bad(bad, source.describe(), source.path), list(raw.column_names)
 
 
 def _mixture(data_config, seed: int, source: str):
@@ -103,7 +106,8 @@ def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
         for line in bad["first"]:
             print(f"tuner: skipped {line}")
         if bad["count"] > len(bad["first"]):
-            print(f"tuner: ... {bad['count'] - len(bad['first'])} more rows skipped")
+            more = bad["count"] - len(bad["first"])
+            print(f"tuner: ... {more} more {'row' if more == 1 else 'rows'} skipped")
     labels = data_config.label_names or _label_set(train, evaluation)
     report = {"format": fmt, **({"train_sources": mixture} if mixture else {}), "labels": labels,
               **_unseen_labels(train, evaluation, labels), "train_columns": columns, "train_rows": len(train),
@@ -133,7 +137,7 @@ def _unseen_labels(train, evaluation, labels: list[str] | None) -> dict[str, Any
     if not rows:
         return {}
     names = sorted({str(evaluation["label"][n]) for n in rows})
-    print(f"tuner: {len(rows)} eval rows have a label no train row has ({', '.join(names[:10])}"
+    print(f"tuner: {len(rows)} eval {'row has' if len(rows) == 1 else 'rows have'} a label no train row has ({', '.join(names[:10])}"
           f"{'...' if len(names) > 10 else ''}; eval rows {rows[:10]}{'...' if len(rows) > 10 else ''}): a model "
           f"tuned on the train rows has never seen it")
     return {"eval_labels_unseen_in_train": {"labels": names, "rows": rows[:50], "count": len(rows)}}
@@ -149,7 +153,8 @@ def _without_eval_questions(train, evaluation, data_config, source: str):
     dropped = len(train) - len(keep)
     if not dropped:
         return train, 0
-    print(f"tuner: dropped {dropped} train rows whose question is also an eval question (data.drop_eval_overlap)")
+    print(f"tuner: dropped {dropped} train {'row' if dropped == 1 else 'rows'} whose question is also an eval question "
+          f"(data.drop_eval_overlap)")
     return train.select(keep), dropped
 
 

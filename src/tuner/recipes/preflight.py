@@ -20,7 +20,7 @@ from ..rendering import render_prompt
 from ..retrieval import context_length, open_index, retrieval_aware_rows, with_passages
 from ..rewards import NEEDS_GOLD, reward_functions
 from ..selection import fewshot_rows
-from ..speed import checkpointing, decide_precision, micro_batches
+from ..speed import checkpointing, decide_precision, micro_batches, quantization_note
 
 
 def check_data(recipe, splits) -> None:
@@ -114,6 +114,8 @@ def dry_run(recipe) -> Estimate:
     if recipe.rag:  # retrieval-aware SFT trains on prompts with passages: estimate and show those
         train = retrieval_aware_rows(recipe, config, tokenizer, splits.train, scoring_rows(splits.eval), {})[0]
     precision = decide_precision(recipe.model)
+    if note := quantization_note(recipe.model):
+        print(note)
     on, _ = checkpointing(recipe, precision, config, tokenizer, train)
     micro = micro_batches(recipe, tokenizer, train).get("micro_batch")
     return estimate(recipe, train, config, tokenizer, precision, checkpointing=on, micro_batch=micro)

@@ -175,7 +175,8 @@ class Sweep:
 
     def write(self, folder: str | Path | None = None) -> dict[str, Path]:
         """The comparison (Markdown, CSV, JSON, PNG), learning_curve.png and the pass lines in `folder` (default
-        `<output_dir>/comparison`; a folder that holds files is kept and `-2`... used)."""
+        `<output_dir>/comparison`; an earlier comparison there is replaced, a folder holding anything else is kept and
+        `-2`... used)."""
         paths = self.comparison.write(folder or self.folder / "comparison")
         out = paths["md"].parent
         paths["curve"] = out / "learning_curve.png"
