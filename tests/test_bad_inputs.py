@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bad_inputs import CASES, DATA, GOOD_ROWS, RECIPES, _jsonl, run_case
-from conftest import OFFLINE_MODEL, ROOT
+from helpers import OFFLINE_MODEL, ROOT
 
 
 def test_the_catalogue_is_large_enough():

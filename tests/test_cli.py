@@ -9,7 +9,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from conftest import fake_adapter_run, recipe_document, write_jsonl, write_recipe
+from helpers import fake_adapter_run, recipe_document, write_jsonl, write_recipe
 from tuner.cli import cli
 
 
@@ -237,7 +237,7 @@ def test_a_long_phase_prints_its_tenths_in_a_log(monkeypatch, capsys):
 
 
 def test_the_cli_reference_page_is_every_commands_help():
-    from conftest import ROOT
+    from helpers import ROOT
     from tuner.reference import reference
 
     page = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
@@ -247,7 +247,7 @@ def test_the_cli_reference_page_is_every_commands_help():
 
 @pytest.mark.parametrize("name", sorted(cli.commands))
 def test_each_commands_help_ends_with_an_example_that_names_real_files(name):
-    from conftest import ROOT
+    from helpers import ROOT
     import yaml
 
     from tuner.cli import EXAMPLES

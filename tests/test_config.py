@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, recipe_document, write_recipe
+from helpers import ROOT, recipe_document, write_recipe
 from tuner import TunerError, load_recipe, recipe_from_dict
 from tuner.recipe_file import apply_overrides
 

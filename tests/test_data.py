@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import SHARED_DATA, needs_shared_data, ticket_rows, write_jsonl
+from helpers import SHARED_DATA, needs_shared_data, ticket_rows, write_jsonl
 from tuner import TunerError
 from tuner.schema import DataConfig
 from tuner.data.formats import detect_format, to_canonical

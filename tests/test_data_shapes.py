@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from conftest import recipe_document, write_jsonl
+from helpers import recipe_document, write_jsonl
 from tuner import recipe_from_dict
 from tuner.errors import TunerError
 from tuner.estimate import describe

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 
-from conftest import recipe_document, write_recipe
+from helpers import recipe_document, write_recipe
 
 
 def _sft(recipe, processes: int, tmp_path, *options):

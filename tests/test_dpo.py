@@ -7,32 +7,10 @@ import json
 
 import pytest
 
-from conftest import TEAMS, fake_adapter_run, recipe_document, ticket_rows, write_jsonl
+from helpers import dpo_document, fake_adapter_run, recipe_document
 from tuner.trainers import build_trainer
 from tuner import TunerError, recipe_from_dict
 from tuner.recipes import dpo, sft
-
-
-def pair_rows(n: int, offset: int = 0) -> list[dict]:
-    return [{"prompt": f"Which team? {r['text']}", "chosen": r["label"],
-             "rejected": TEAMS[(TEAMS.index(r["label"]) + 1) % 5]} for r in ticket_rows(n, offset)]
-
-
-@pytest.fixture
-def pair_files(tmp_path):
-    return (write_jsonl(tmp_path / "pairs" / "train.jsonl", pair_rows(24)),
-            write_jsonl(tmp_path / "pairs" / "test.jsonl", pair_rows(8, offset=100)))
-
-
-def dpo_document(tiny_model_dir, pair_files, output_dir, **changes) -> dict:
-    train, test = pair_files
-    document = recipe_document(tiny_model_dir, train, test, output_dir)
-    document["method"] = "dpo"
-    document["data"].pop("prompt_template")
-    document["train"]["learning_rate"] = 5.0e-3
-    document["dpo"] = {"beta": 0.1}
-    document.update(changes)
-    return document
 
 
 def test_dpo_trains_and_writes_the_run_folder(tmp_path, tiny_model_dir, pair_files):

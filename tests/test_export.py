@@ -10,7 +10,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from conftest import TEAMS, recipe_document, write_jsonl, write_recipe
+from helpers import TEAMS, recipe_document, write_jsonl, write_recipe
 from tuner import chat, export, predict, recipe_from_dict
 from tuner.cli import cli
 from tuner.errors import TunerError

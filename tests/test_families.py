@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import datasets
 import pytest
 
-from conftest import TEAMS, recipe_document, ticket_rows, write_jsonl
+from helpers import TEAMS, recipe_document, ticket_rows, write_jsonl
 from families import FAMILIES, WINDOW, build
 from tuner import TunerError, export, recipe_from_dict
 from tuner.evaluator import evaluate
@@ -276,7 +276,7 @@ def test_the_quickstart_is_scored_in_the_contexts_it_always_was(smollm2_tokenize
     # its generation prompt, as before the evaluator cut the rendered conversation where the answer starts.
     from transformers import AutoTokenizer
 
-    from conftest import ROOT
+    from helpers import ROOT
     from tuner import load_recipe
     from tuner.data.rows import scoring_rows
     from tuner.data.splits import load_data

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import recipe_document, ticket_rows
+from helpers import recipe_document, ticket_rows
 from tuner import TunerError, recipe_from_dict
 from tuner.schema import DataConfig, FewshotConfig
 from tuner.data.splits import load_data

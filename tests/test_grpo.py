@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-from conftest import TEAMS, recipe_document, ticket_rows, write_jsonl
-from test_resume import signal_at_step  # noqa: F401 (a fixture)
+from helpers import TEAMS, recipe_document, ticket_rows, write_jsonl
 from tuner import TunerError, recipe_from_dict
 from tuner.recipes import grpo, preflight
 from tuner.rewards import named_choice, reward_functions
@@ -125,7 +124,7 @@ def test_bad_grpo_recipes_are_refused_before_a_model_loads(tmp_path, tiny_model_
     with pytest.raises(TunerError, match="prompts alone .* which only `tuner grpo` trains on"):
         preflight.validate(recipe_from_dict(document))
     not_reward = tmp_path / "sft-run"
-    from conftest import fake_adapter_run
+    from helpers import fake_adapter_run
     fake_adapter_run(not_reward, str(tiny_model_dir))
     with pytest.raises(TunerError, match="a `model` reward needs a reward model run"):
         recipe_from_dict(grpo_document(tiny_model_dir, ticket_files, tmp_path / "g",
@@ -134,7 +133,7 @@ def test_bad_grpo_recipes_are_refused_before_a_model_loads(tmp_path, tiny_model_
 
 def test_sigterm_then_resume_matches_an_uninterrupted_grpo_run(tmp_path, tiny_model_dir, ticket_files,
                                                               signal_at_step):
-    from test_resume import stopped_and_resumed
+    from helpers import stopped_and_resumed
 
     def document(output_dir):
         doc = grpo_document(tiny_model_dir, ticket_files, output_dir,

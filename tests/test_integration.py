@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from browser import page
-from conftest import ROOT, needs_shared_data
+from helpers import ROOT, needs_shared_data
 from tuner.hardware import cpu_has_native_bf16
 
 pytestmark = pytest.mark.integration

@@ -7,9 +7,8 @@ import json
 
 import pytest
 
-from conftest import TEAMS, recipe_document, ticket_rows, write_jsonl
-from test_dpo import pair_rows
-from test_resume import signal_at_step  # noqa: F401 (a fixture)
+from helpers import TEAMS, recipe_document, ticket_rows, write_jsonl
+from helpers import pair_rows
 from tuner import TunerError, recipe_from_dict
 from tuner.data.splits import load_data
 from tuner.recipes import kto, preflight, sft
@@ -176,7 +175,7 @@ def test_sft_then_kto_trains_the_sft_adapter_on(tmp_path, tiny_model_dir, feedba
 
 def test_sigterm_then_resume_matches_an_uninterrupted_kto_run(tmp_path, tiny_model_dir, feedback_files,
                                                              signal_at_step):
-    from test_resume import stopped_and_resumed
+    from helpers import stopped_and_resumed
 
     def document(output_dir):
         doc = kto_document(tiny_model_dir, feedback_files, output_dir)

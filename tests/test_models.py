@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import OFFLINE_MODEL
+from helpers import OFFLINE_MODEL
 from tuner import TunerError
 from tuner.schema import ModelConfig
 from tuner.hardware import cpu_has_native_bf16

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import recipe_document, write_jsonl, write_recipe
+from helpers import recipe_document, write_jsonl, write_recipe
 from tuner.data.corpus import chunk_documents, read_corpus
 from tuner.errors import TunerError
 from tuner.index import Hit, Index, build_index
@@ -429,7 +429,7 @@ def test_a_server_store_keeps_the_vectors_there_and_the_passages_in_the_folder(d
 def test_the_handbook_data_is_what_make_handbook_writes(tmp_path, monkeypatch, capsys):
     import importlib.util
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     spec = importlib.util.spec_from_file_location("make_handbook", ROOT / "examples" / "make_handbook.py")
     module = importlib.util.module_from_spec(spec)

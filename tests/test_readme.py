@@ -9,8 +9,8 @@ import sys
 import tomllib
 from importlib import metadata
 
-from conftest import ROOT
-from test_compare import _seeded, write_predictions, write_run
+from helpers import ROOT
+from helpers import seeded_runs, write_predictions, write_run
 
 BLOCK = re.compile(r"<!-- (?P<marker>[\w-]+)-table:start -->\n(?P<text>.*?)<!-- (?P=marker)-table:end -->", re.S)
 
@@ -65,7 +65,7 @@ def test_readme_table_writes_the_comparison_and_replaces_only_its_block(tmp_path
                                 extra_manifest={"hardware": {"device": "cpu", "device_name": "Test CPU",
                                                              "device_count": 1, "cpu_cores": 2}}),
                       [n % 5 == 0 for n in range(50)])
-    _seeded(runs, "sft", "sft", {0: correct, 1: correct, 2: [n % 10 != 0 for n in range(50)]},
+    seeded_runs(runs, "sft", "sft", {0: correct, 1: correct, 2: [n % 10 != 0 for n in range(50)]},
             train_cpu_hours=0.1, extra_manifest={"hardware": {"device": "cpu", "device_name": "Test CPU",
                                                               "device_count": 1, "cpu_cores": 2}})
     readme = tmp_path / "README.md"

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from browser import page
-from test_compare import write_run
+from helpers import write_run
 from tuner import compare
 
 TEAMS = ["billing", "shipping", "returns"]

@@ -9,7 +9,7 @@ import errno
 import pytest
 import torch
 
-from conftest import recipe_document
+from helpers import recipe_document
 from tuner import recipe_from_dict
 from tuner.checkpoints import MARKER
 from tuner.errors import TunerError

@@ -3,14 +3,12 @@ a checkpoint cut off mid-write is skipped."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import signal
 
 import pytest
 
-from conftest import recipe_document
+from helpers import losses, recipe_document, stopped_and_resumed
 from tuner import recipe_from_dict
 from tuner.checkpoints import MARKER, Interrupted, StopOnSignal
 from tuner.errors import TunerError
@@ -25,44 +23,6 @@ def document(tiny_model_dir, ticket_files, output_dir, **train):
     doc["train"].update(max_steps=STEPS, save_strategy="steps", save_steps=2, logging_steps=1, **train)
     doc["eval"] = {"task": "choice", "choices": doc["eval"]["choices"]}
     return doc
-
-
-def losses(run_dir):
-    history = json.loads((run_dir / "log_history.json").read_text())
-    return {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
-
-
-def stopped_and_resumed(run, document, tmp_path, signal_at_step, stop_at: int, steps: int):
-    """`run` (a recipe module's) on `document(folder)` whole, then the same stopped by SIGTERM after step `stop_at` of
-    `steps` and resumed in its folder: (the whole result, the resumed result, the losses of each by step)."""
-    whole = run(recipe_from_dict(document(tmp_path / "whole")))
-    disarm = signal_at_step(stop_at)
-    with pytest.raises(Interrupted, match=f"interrupted by SIGTERM at step {stop_at} of {steps}"):
-        run(recipe_from_dict(document(tmp_path / "cut")))
-    disarm()
-    resumed = run(recipe_from_dict({**document(tmp_path / "cut"), "resume": "auto"}))
-    assert resumed.run_dir == tmp_path / "cut" and resumed.metrics["train_steps"] == steps
-    before, after = losses(whole.run_dir), losses(resumed.run_dir)
-    assert sorted(after) == list(range(1, steps + 1))
-    return whole, resumed, before, after
-
-
-@pytest.fixture
-def signal_at_step(monkeypatch):
-    """Make the training process send itself a signal when a given step ends."""
-
-    def arm(step: int, signum: int = signal.SIGTERM):
-        original = StopOnSignal.on_step_end
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == step and self.signum is None:
-                os.kill(os.getpid(), signum)
-            return original(self, args, state, control, **kwargs)
-
-        monkeypatch.setattr(StopOnSignal, "on_step_end", on_step_end)
-        return lambda: monkeypatch.setattr(StopOnSignal, "on_step_end", original)
-
-    return arm
 
 
 def test_sigterm_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tiny_model_dir, ticket_files, tmp_path,

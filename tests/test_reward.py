@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-from conftest import fake_adapter_run, recipe_document, ticket_rows, write_jsonl
-from test_resume import signal_at_step  # noqa: F401 (a fixture)
+from helpers import fake_adapter_run, recipe_document, ticket_rows, write_jsonl
 from tuner import TunerError, recipe_from_dict
 from tuner.recipes import reward
 
@@ -116,7 +115,7 @@ def test_a_reward_model_run_is_refused_as_a_policy_adapter(tmp_path, tiny_model_
 
 def test_sigterm_then_resume_matches_an_uninterrupted_reward_run(tmp_path, tiny_model_dir, pair_files,
                                                                 signal_at_step):
-    from test_resume import stopped_and_resumed
+    from helpers import stopped_and_resumed
 
     def document(output_dir):
         doc = reward_document(tiny_model_dir, pair_files, output_dir)

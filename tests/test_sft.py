@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import recipe_document, write_jsonl
+from helpers import recipe_document, write_jsonl
 from tuner.trainers import build_trainer
 from tuner.rendering import sft_rows
 from tuner import recipe_from_dict

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import recipe_document, write_recipe
+from helpers import dpo_document, recipe_document, write_recipe
 from tuner.trainers import build_trainer
-from test_dpo import dpo_document, pair_files  # noqa: F401  (fixture)
 from tuner import dry_run, recipe_from_dict
 from tuner.cli import cli
 from tuner.recipes import sft

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import recipe_document, ticket_files, ticket_rows, write_jsonl, write_recipe  # noqa: F401
+from helpers import recipe_document, ticket_rows, write_jsonl, write_recipe
 from tuner import TunerError, recipe_from_dict
 from tuner.cli import cli
 from tuner.recipes.sweep import parse_grid, parse_seeds, plan
@@ -164,7 +164,7 @@ def test_a_finished_run_written_before_a_new_recipe_key_is_still_kept(tiny_model
 
 
 def test_a_dpo_recipe_on_sft_seeds_plans_each_seed_on_its_own_adapter(tiny_model_dir, tmp_path):
-    from conftest import fake_adapter_run
+    from helpers import fake_adapter_run
 
     sft = tmp_path / "runs" / "sft"
     for seed in (0, 1):
@@ -183,7 +183,7 @@ def test_a_dpo_recipe_on_sft_seeds_plans_each_seed_on_its_own_adapter(tiny_model
 def test_a_finished_run_that_continued_an_adapter_is_kept_and_its_recipe_loads_back(tiny_model_dir, tmp_path):
     import yaml
 
-    from conftest import fake_adapter_run
+    from helpers import fake_adapter_run
     from tuner.recipes.sweep import finished_run
 
     sft = fake_adapter_run(tmp_path / "runs" / "sft", str(tiny_model_dir))

@@ -1,17 +1,15 @@
 """`tuner compare`: the prompting, retrieval and fine-tuning trade-off as one table, read from run folders.
 
 One row per run: method, base model, accuracy with its 95% interval and row count per task, the change against a
-baseline row, training, indexing and evaluation device-hours (GPU-hours, or CPU-hours labelled as such), latency with
-retrieval's share, prompt tokens, peak memory, trainable parameters, the requests after which a tuned model's
-one-off cost is paid back against prompting or retrieval, and, given a price, cost in total and per 1,000 requests.
-Runs scored on other eval rows or with other prompt rendering than the baseline are flagged and get no change figure. Under the table: what differs between runs beyond the method (seeds,
-package versions, hardware...), read from each run's manifest.
+baseline row, training, indexing and evaluation device-hours, latency with retrieval's share, prompt tokens, peak
+memory, trainable parameters, the requests after which a tuned model's one-off cost is paid back, and, given a price,
+cost. Runs scored on other eval rows or prompt rendering than the baseline are flagged and get no change figure.
+Under the table: what differs between runs beyond the method, read from each run's manifest.
 
     from tuner import compare
     result = compare(["runs/quickstart"])        # a parent folder, or run folders
-    result.table                                  # a pandas DataFrame, one row per run
-    result.figure                                 # accuracy against one-off hours and latency (matplotlib)
-    result.write("runs/quickstart/comparison")    # Markdown, CSV, JSON and PNG
+    result.table, result.figure                   # a pandas DataFrame (one row per run), the plot (matplotlib)
+    result.write("runs/quickstart/comparison")    # Markdown, CSV, JSON, PNG and report.html
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ from .errors import TunerError
 from .files import write_json, write_text
 from .intervals import paired_difference_interval
 from .plot import accuracy_vs_training
-from .runs import CLAIM, new_run_dir, predictions_file, read_predictions
+from .runs import predictions_file, read_predictions, rewritable_folder
 from .seeds import SEED_FOLDER, group_key, group_name, groups, merge, seed_of
 from .report import report_html
 from .table import markdown
@@ -91,16 +89,9 @@ class Comparison:
         return self.markdown()
 
     def write(self, folder: str | Path) -> dict[str, Path]:
-        """Write comparison.md, .csv, .json, .png and the page report.html into `folder` (created if needed).
-        A folder holding an earlier comparison and nothing else is updated in place, said in one line (a report's
-        address stays the same as runs are added); a folder holding anything else is left alone and `folder-2`...
-        is used. Returns the paths."""
-        earlier = Path(folder)
-        if earlier.is_dir() and any(earlier.iterdir()) and {p.name for p in earlier.iterdir()} <= COMPARISON_FILES:
-            print(f"tuner: {earlier} holds an earlier comparison; its files are replaced")
-            out = earlier
-        else:
-            out = new_run_dir(folder)
+        """Write comparison.md, .csv, .json, .png and report.html into `folder`: an earlier comparison there is
+        replaced, said in one line; a folder holding anything else is left alone and `folder-2`... is used."""
+        out = rewritable_folder(folder, COMPARISON_FILES, "an earlier comparison")
         paths = {kind: out / f"comparison.{kind}" for kind in ("md", "csv", "json", "png")}
         paths["html"] = out / "report.html"
         write_text(paths["md"], self.markdown())
@@ -113,10 +104,8 @@ class Comparison:
         return paths
 
 
-# What a comparison folder holds (a sweep's adds its learning curve): a folder of these alone is a comparison tuner
-# wrote, and writing the comparison again replaces them.
 COMPARISON_FILES = {"comparison.md", "comparison.csv", "comparison.json", "comparison.png", "report.html",
-                    "learning_curve.png", "learning_curve.md", CLAIM}
+                    "learning_curve.png", "learning_curve.md"}  # a sweep's comparison adds its learning curve
 
 
 def find_runs(paths: list[str | Path]) -> list[list[Path]]:

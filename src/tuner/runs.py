@@ -59,6 +59,16 @@ def new_run_dir(output_dir: str | Path) -> Path:
     return candidate
 
 
+def rewritable_folder(folder: str | Path, owned: set[str], what: str) -> Path:
+    """`folder` when it holds only files of `owned` (what a command itself wrote there, written again: said in one
+    line), else a new folder as `new_run_dir` makes it (a folder holding anything else is never written into)."""
+    folder = Path(folder)
+    if folder.is_dir() and any(folder.iterdir()) and {p.name for p in folder.iterdir()} <= owned | {CLAIM}:
+        print(f"tuner: {folder} holds {what}; its files are replaced")
+        return folder
+    return new_run_dir(folder)
+
+
 def next_run_dir(output_dir: str | Path) -> Path:
     """The folder a run of `output_dir` would go to now (the first of `output_dir`, `-2`, ... that is new or empty),
     without taking it: what `tuner validate` says."""

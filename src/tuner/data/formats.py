@@ -255,10 +255,8 @@ def unpaired(row: dict[str, Any]) -> list[dict[str, Any]]:
 def label_name(value: Any, data_config) -> str:
     """The label name of a raw label: integers index `data.label_names`, strings are names already."""
     names = data_config.label_names
-    if value is None:
-        raise ValueError("the label is empty")
-    if isinstance(value, bool):
-        raise ValueError(f"label {value!r} is not an integer or a name")
+    if value is None or isinstance(value, bool):
+        raise ValueError("the label is empty" if value is None else f"label {value!r} is not an integer or a name")
     if isinstance(value, int | float) and float(value).is_integer():
         if not names:
             raise ValueError(f"label {value!r} is an integer but `data.label_names` is not set")
@@ -370,27 +368,23 @@ def detect_format(columns: list[str], data_config, dataset=None) -> str:
     raise TunerError(
         f"the columns {sorted(columns)} fit no known format. tuner reads `messages` (chat), `conversations` "
         f"(ShareGPT), `instruction`/`input`/`output` (Alpaca), `prompt`/`completion`, `chosen`/`rejected` "
-        f"(preference pairs, with `prompt` or `conversations`, or as full transcripts), "
-        f"`chosen_messages`/`rejected_messages` (two chats), `prompt`/`completion` or `messages` with a boolean "
-        f"`label` (thumbs up/down feedback), `prompt` alone (prompts for GRPO), or a text column "
-        f"({', '.join(TEXT_COLUMNS)}) with a "
-        f"`{data_config.label_column}` column (classification). Map your columns to these names with "
-        f"`data.columns`{_mapping_example(columns)}, or set `data.format`.")
+        f"(preference pairs, with `prompt` or `conversations`, or as full transcripts), `chosen_messages`/"
+        f"`rejected_messages` (two chats), `prompt`/`completion` or `messages` with a boolean `label` (thumbs up/down "
+        f"feedback), `prompt` alone (prompts for GRPO), or a text column ({', '.join(TEXT_COLUMNS)}) with a "
+        f"`{data_config.label_column}` column (classification). Map your columns to these names with `data.columns`"
+        f"{_mapping_example(columns)}, or set `data.format`.")
 
 
 def _mapping_example(columns: list[str], missing: list[str] | None = None) -> str:
-    """An example `data.columns` built from the columns found, tuner's names in order (`text`, `label` for two
-    unknown columns), for a message that asks the user to map them."""
+    """An example `data.columns` from the columns found (tuner's names in order: `text`, `label` for two unknown
+    columns); none where some columns are tuner's already (the fix is the missing one, not a mapping)."""
     known = {"prompt", "completion", "chosen", "rejected", "messages", "conversations", "instruction", "output",
              "label", *TEXT_COLUMNS}
-    if missing is None and known & set(columns):
-        return ""  # some columns are tuner's already: the fix is the missing one, not a mapping
-    wanted = missing or (["text", "label"] if len(columns) == 2 else [])
+    wanted = missing or (["text", "label"] if len(columns) == 2 and not known & set(columns) else [])
     spare = [column for column in columns if column not in wanted and column not in known]
-    if not wanted or len(spare) < len(wanted):
-        return ""
     pairs = ", ".join(f"{ours}: {theirs}" for ours, theirs in zip(wanted, spare))
-    return f" (for these files, e.g. `data.columns: {{{pairs}}}`; check which column is which)"
+    return (f" (for these files, e.g. `data.columns: {{{pairs}}}`; check which column is which)"
+            if wanted and len(spare) >= len(wanted) else "")
 
 
 def renamed(dataset, data_config, where: str):
