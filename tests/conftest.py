@@ -14,6 +14,21 @@ from helpers import OFFLINE_MODEL, pair_rows, ticket_rows, write_jsonl
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--e2e", action="store_true", help="also run the end-to-end tier (tests marked `integration`: "
+                     "the real offline model, the notebook, a real browser); `-m integration` runs it alone")
+
+
+def pytest_collection_modifyitems(config, items):
+    # The unit tier is the default: `pytest -q` leaves the end-to-end tier out unless asked (--e2e, or any -m).
+    if config.getoption("--e2e") or config.getoption("markexpr"):
+        return
+    left_out = [item for item in items if "integration" in item.keywords]
+    if left_out:
+        items[:] = [item for item in items if "integration" not in item.keywords]
+        config.hook.pytest_deselected(items=left_out)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _quiet_env():
     # Tests never reach a hub; say so, so a mistake fails fast instead of waiting on the network.

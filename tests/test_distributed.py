@@ -9,7 +9,12 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from helpers import recipe_document, write_recipe
+
+# torchrun launching real processes (20 s each on 2 cores): the end-to-end tier.
+pytestmark = pytest.mark.integration
 
 
 def _sft(recipe, processes: int, tmp_path, *options):

@@ -60,7 +60,9 @@ def test_merged_export_loads_without_peft_and_is_the_tuned_model(tiny_run, tiny_
     assert (_logits(merged, tokenizer) - _logits(base, tokenizer)).abs().max() > 1e-3  # the adapter is in it
 
 
-@pytest.mark.parametrize("quant", ["f32", "f16", "q8_0"])
+# f16 in the unit tier; the other tensor types (20 s each) in the end-to-end tier.
+@pytest.mark.parametrize("quant", [pytest.param("f32", marks=pytest.mark.integration), "f16",
+                                   pytest.param("q8_0", marks=pytest.mark.integration)])
 def test_gguf_export_loads_through_transformers_gguf_reader(tiny_run, tmp_path, quant):
     from gguf import GGUFReader
     from transformers import AutoModelForCausalLM

@@ -4,6 +4,8 @@ errors."""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import re
 from pathlib import Path
@@ -71,6 +73,7 @@ def test_the_page_is_self_contained_and_holds_the_comparisons_own_figures(tmp_pa
     assert confusion["matrix"][0] == [10, 0, 0] and confusion["accuracy"][0] == 1.0  # run 0 says billing to all
 
 
+@pytest.mark.integration  # a real browser: the end-to-end tier
 def test_report_in_chromium_sorts_filters_and_logs_no_errors(tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -103,6 +106,7 @@ def test_report_in_chromium_sorts_filters_and_logs_no_errors(tmp_path):
     assert errors == [] and (tmp_path / "report.png").read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.integration  # a real browser: the end-to-end tier
 def test_a_large_comparison_pages_its_rows(tmp_path):
     from selenium.webdriver.common.by import By
 

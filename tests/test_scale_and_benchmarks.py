@@ -36,6 +36,7 @@ def test_accelerate_configs_cover_ddp_fsdp_and_deepspeed():
     assert {p.name for p in CONFIGS} == {"ddp.yaml", "fsdp.yaml", "deepspeed_zero3.yaml"}
 
 
+@pytest.mark.integration  # a benchmark script run whole: the end-to-end tier
 def test_gpu_mfu_benchmark_runs_on_cpu_and_counts_flops_by_the_formula():
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_mfu.py"), "--tiny", "--steps", "1",
                            "--arms", "tuner"], capture_output=True, text=True, cwd=ROOT, timeout=600)
@@ -54,6 +55,7 @@ def test_gpu_mfu_benchmark_runs_on_cpu_and_counts_flops_by_the_formula():
 
 
 @needs_shared_data("sst2", "dev.jsonl")
+@pytest.mark.integration  # the GPU check run whole (100 s on 2 cores): the end-to-end tier
 def test_gpu_check_runs_end_to_end_on_a_cpu_with_a_tiny_model(tmp_path):
     out = tmp_path / "check"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--cpu", "--out", str(out)],

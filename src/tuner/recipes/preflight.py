@@ -25,33 +25,50 @@ from ..speed import checkpointing, decide_precision, micro_batches, quantization
 
 def check_data(recipe, splits) -> None:
     """Every check of a recipe's rows that its run makes before a model loads, in one place, so `tuner validate`
-    and the dry run refuse what the run would: rows left to train on, preference pairs for DPO, enough few-shot
-    examples, eval rows the task can score (gold answers among the choices, labels to choose from)."""
+    and the dry run refuse what the run would: the checks every method shares (rows left to train on, answers
+    where the method needs them), then the method's own (`METHOD_CHECKS`: pairs for DPO and reward models, thumbs
+    for KTO, rewards for GRPO, examples for few-shot), which include the eval rows its task scores."""
     if recipe.method in TRAINING_METHODS:
         require_train_rows(splits, recipe.source)
-    if recipe.method in ("dpo", "reward"):
-        require_preference(splits, recipe.source, recipe.method)
-    if recipe.method == "kto":
-        require_feedback(splits, recipe.source, recipe.kto.unpair)
-        if not held_out_pairs(splits) and recipe.eval.task in (None, "preference"):
-            raise TunerError(f"{recipe.source}: the held-out rows of this KTO run are feedback, not preference pairs, "
-                             f"so there is nothing to score them on: set `eval.task` (choice or generate; the answers "
-                             f"marked good are the gold answers), or give `data.eval` preference pairs.")
-        if not held_out_pairs(splits) and not scoring_rows(splits.eval):
-            raise TunerError(f"{recipe.source}: none of the {len(splits.eval)} held-out feedback rows is marked good, "
-                             f"so no row has a gold answer to score. Give `data.eval` (task rows or preference "
-                             f"pairs).")
-    if recipe.method == "grpo":
-        check_rewards(recipe, splits)
-    elif FORMATS[splits.format].family == "prompts":
+    if recipe.method != "grpo" and FORMATS[splits.format].family == "prompts":
         raise TunerError(f"{recipe.source}: data.train holds prompts alone (no answers), which only `tuner grpo` "
                          f"trains on (its rewards judge the answers it samples). Give rows with answers for method "
                          f"{recipe.method}.")
-    if recipe.method == "fewshot":
-        check_rows(fewshot_rows(splits.train, splits.eval, recipe.fewshot), recipe.eval, splits.labels, recipe.source)
-    elif recipe.eval.task and not (recipe.method in ("dpo", "kto") and recipe.eval.task == "preference"):
-        # Feedback runs always score held-out pairs as preferences; another task is their main score.
+    METHOD_CHECKS.get(recipe.method, check_scoring)(recipe, splits)
+
+
+def check_scoring(recipe, splits) -> None:
+    """Eval rows the recipe's task can score (gold answers among the choices, labels to choose from)."""
+    if recipe.eval.task:
         check_rows(scoring_rows(splits.eval), recipe.eval, splits.labels, recipe.source)
+
+
+def check_pairs(recipe, splits) -> None:
+    """DPO and reward models: preference pairs to train on; feedback runs score held-out pairs as preferences
+    always, so only another task is checked beside."""
+    require_preference(splits, recipe.source, recipe.method)
+    if recipe.method == "reward" or recipe.eval.task != "preference":  # a reward run's task is its own score
+        check_scoring(recipe, splits)
+
+
+def check_feedback(recipe, splits) -> None:
+    """KTO: thumbs of both kinds, and held-out rows something can score (pairs, or answers marked good)."""
+    require_feedback(splits, recipe.source, recipe.kto.unpair)
+    if not held_out_pairs(splits) and recipe.eval.task in (None, "preference"):
+        raise TunerError(f"{recipe.source}: the held-out rows of this KTO run are feedback, not preference pairs, "
+                         f"so there is nothing to score them on: set `eval.task` (choice or generate; the answers "
+                         f"marked good are the gold answers), or give `data.eval` preference pairs.")
+    if not held_out_pairs(splits) and not scoring_rows(splits.eval):
+        raise TunerError(f"{recipe.source}: none of the {len(splits.eval)} held-out feedback rows is marked good, "
+                         f"so no row has a gold answer to score. Give `data.eval` (task rows or preference "
+                         f"pairs).")
+    if recipe.eval.task != "preference":
+        check_scoring(recipe, splits)
+
+
+def check_examples(recipe, splits) -> None:
+    """Few-shot: enough train rows for `fewshot.k` examples, and each eval prompt with its examples scoreable."""
+    check_rows(fewshot_rows(splits.train, splits.eval, recipe.fewshot), recipe.eval, splits.labels, recipe.source)
 
 
 def check_rewards(recipe, splits) -> None:
@@ -79,6 +96,12 @@ def check_rewards(recipe, splits) -> None:
         raise TunerError(f"{recipe.source}: `eval.task` {recipe.eval.task} scores answers against gold ones, but "
                          f"the held-out rows are prompts alone. Remove `eval.task` (the run reports its mean "
                          f"reward on them) or give `data.eval` rows with answers.")
+    check_scoring(recipe, splits)
+
+
+# Each method's own checks of its rows (the others check what their task scores, `check_scoring`).
+METHOD_CHECKS = {"dpo": check_pairs, "reward": check_pairs, "kto": check_feedback, "grpo": check_rewards,
+                 "fewshot": check_examples}
 
 
 def held_out_pairs(splits) -> bool:
