@@ -49,8 +49,12 @@ def flops_per_token(model, seq_len: int) -> dict[str, float]:
     frozen, adapter = linear_parameters(model)
     layers, width = attention_dim(model.config)
     attention = 6 * layers * seq_len * width
-    return {"frozen_linear_parameters": frozen, "adapter_parameters": adapter,
-            "flops_per_token": 4 * frozen + 6 * adapter + attention, "attention_flops_per_token": attention}
+    return {
+        "frozen_linear_parameters": frozen,
+        "adapter_parameters": adapter,
+        "flops_per_token": 4 * frozen + 6 * adapter + attention,
+        "attention_flops_per_token": attention,
+    }
 
 
 def training_flops(model, row_lengths: list[int]) -> float:
@@ -85,9 +89,13 @@ def model_shapes(config, tokens: int) -> dict[str, tuple[int, int, int]]:
     text = config.get_text_config()
     hidden, layers_width = text.hidden_size, attention_dim(config)[1]
     kv = text.num_key_value_heads * (layers_width // text.num_attention_heads)
-    return {"q/o projection": (tokens, hidden, layers_width), "k/v projection": (tokens, hidden, kv),
-            "mlp up/gate": (tokens, hidden, text.intermediate_size),
-            "mlp down": (tokens, text.intermediate_size, hidden), "lm head": (tokens, hidden, text.vocab_size)}
+    return {
+        "q/o projection": (tokens, hidden, layers_width),
+        "k/v projection": (tokens, hidden, kv),
+        "mlp up/gate": (tokens, hidden, text.intermediate_size),
+        "mlp down": (tokens, text.intermediate_size, hidden),
+        "lm head": (tokens, hidden, text.vocab_size),
+    }
 
 
 def matmul_ceiling(config, tokens: int = 2048, dtype: str = "bf16", seconds: float = 0.5) -> dict[str, float]:
@@ -123,8 +131,16 @@ def main() -> None:
     config, _ = load_config_and_tokenizer(ModelConfig(name_or_path=args.model))
     for dtype in ("bf16", "fp32"):
         found = matmul_ceiling(config, args.tokens, dtype)
-        print(json.dumps({"dtype": dtype, "tokens": args.tokens,
-                          **{name: round(value / 1e9, 1) for name, value in found.items()}, "unit": "GFLOP/s"}))
+        print(
+            json.dumps(
+                {
+                    "dtype": dtype,
+                    "tokens": args.tokens,
+                    **{name: round(value / 1e9, 1) for name, value in found.items()},
+                    "unit": "GFLOP/s",
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

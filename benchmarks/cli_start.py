@@ -30,10 +30,12 @@ def main() -> None:
     parser.add_argument("recipe", nargs="?", default="recipes/quickstart/sft.yaml")
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
-    arms = {"python -c 'import click' (floor)": [sys.executable, "-c", "import click"],
-            "tuner --help": [sys.executable, "-m", "tuner", "--help"],
-            "tuner sft --help": [sys.executable, "-m", "tuner", "sft", "--help"],
-            f"tuner validate {args.recipe}": [sys.executable, "-m", "tuner", "validate", args.recipe]}
+    arms = {
+        "python -c 'import click' (floor)": [sys.executable, "-c", "import click"],
+        "tuner --help": [sys.executable, "-m", "tuner", "--help"],
+        "tuner sft --help": [sys.executable, "-m", "tuner", "sft", "--help"],
+        f"tuner validate {args.recipe}": [sys.executable, "-m", "tuner", "validate", args.recipe],
+    }
     for command in arms.values():  # warm the file cache and tuner's cache of TRL's field names
         seconds(command)
     times: dict[str, list[float]] = {name: [] for name in arms}

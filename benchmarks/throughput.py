@@ -37,47 +37,69 @@ DATA = {"sft": SHARED / "alpaca_en_demo.json", "dpo": SHARED / "dpo_en_demo.json
 RECIPE = {"sft": "recipes/quickstart/sft.yaml", "dpo": "recipes/quickstart/dpo.yaml"}
 
 # tuner's arms: its defaults, and with these `train:` keys on top (asked for by --arms only).
-TUNER_ARMS = {"tuner": {}, "tuner_compiled": {"torch_compile": True},
-              "tuner_batch_2": {"per_device_train_batch_size": 2}, "tuner_batch_4": {"per_device_train_batch_size": 4},
-              "tuner_batch_2_accumulate_4": {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4},
-              "tuner_batch_1_accumulate_8": {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 8},
-              "tuner_batch_8_whole": {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1},
-              "tuner_pairs_1_accumulate_4": {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 4},
-              "tuner_pairs_4_whole": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 1},
-              "tuner_system_malloc": {}}
+TUNER_ARMS = {
+    "tuner": {},
+    "tuner_compiled": {"torch_compile": True},
+    "tuner_batch_2": {"per_device_train_batch_size": 2},
+    "tuner_batch_4": {"per_device_train_batch_size": 4},
+    "tuner_batch_2_accumulate_4": {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4},
+    "tuner_batch_1_accumulate_8": {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 8},
+    "tuner_batch_8_whole": {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1},
+    "tuner_pairs_1_accumulate_4": {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 4},
+    "tuner_pairs_4_whole": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 1},
+    "tuner_system_malloc": {},
+}
 # Arms run with glibc's allocator as it sets itself up (TUNER_MALLOC=system), and arms that keep freed memory as a
 # tuner run on a CPU does (speed.keep_freed_memory), so the allocator's part is measured on both sides.
 SYSTEM_MALLOC_ARMS = {"tuner_system_malloc"}
-KEPT_MEMORY_ARMS = {"trl_no_checkpointing_grouped_kept_memory", "trl_no_checkpointing_grouped_batch_2_kept_memory",
-                    "trl_no_checkpointing_1_pair_accumulate_4_kept_memory"}
+KEPT_MEMORY_ARMS = {
+    "trl_no_checkpointing_grouped_kept_memory",
+    "trl_no_checkpointing_grouped_batch_2_kept_memory",
+    "trl_no_checkpointing_1_pair_accumulate_4_kept_memory",
+}
 # Hand-configured TRL: each arm is TRL's defaults plus these config keys.
 TRL_ARMS = {
-    "sft": {"trl_defaults": {},
-            "trl_no_checkpointing_grouped": {"gradient_checkpointing": False,
-                                             "train_sampling_strategy": "group_by_length"},
-            "trl_no_checkpointing_packed": {"gradient_checkpointing": False, "packing": True},
-            "trl_no_checkpointing_grouped_kept_memory": {"gradient_checkpointing": False,
-                                                         "train_sampling_strategy": "group_by_length"},
-            "trl_no_checkpointing_grouped_batch_2": {"gradient_checkpointing": False,
-                                                     "train_sampling_strategy": "group_by_length",
-                                                     "per_device_train_batch_size": 2,
-                                                     "gradient_accumulation_steps": 4},
-            "trl_no_checkpointing_grouped_batch_2_kept_memory": {"gradient_checkpointing": False,
-                                                                 "train_sampling_strategy": "group_by_length",
-                                                                 "per_device_train_batch_size": 2,
-                                                                 "gradient_accumulation_steps": 4}},
+    "sft": {
+        "trl_defaults": {},
+        "trl_no_checkpointing_grouped": {"gradient_checkpointing": False, "train_sampling_strategy": "group_by_length"},
+        "trl_no_checkpointing_packed": {"gradient_checkpointing": False, "packing": True},
+        "trl_no_checkpointing_grouped_kept_memory": {
+            "gradient_checkpointing": False,
+            "train_sampling_strategy": "group_by_length",
+        },
+        "trl_no_checkpointing_grouped_batch_2": {
+            "gradient_checkpointing": False,
+            "train_sampling_strategy": "group_by_length",
+            "per_device_train_batch_size": 2,
+            "gradient_accumulation_steps": 4,
+        },
+        "trl_no_checkpointing_grouped_batch_2_kept_memory": {
+            "gradient_checkpointing": False,
+            "train_sampling_strategy": "group_by_length",
+            "per_device_train_batch_size": 2,
+            "gradient_accumulation_steps": 4,
+        },
+    },
     # Without checkpointing, TRL's default 8 pairs of up to 1,024 tokens per step run out of 24 GiB: 4 pairs fit.
-    "dpo": {"trl_defaults": {},
-            "trl_no_checkpointing_4_pairs": {"gradient_checkpointing": False, "per_device_train_batch_size": 4},
-            "trl_no_checkpointing_4_pairs_precomputed_reference": {"gradient_checkpointing": False,
-                                                                   "per_device_train_batch_size": 4,
-                                                                   "precompute_ref_log_probs": True},
-            "trl_no_checkpointing_1_pair_accumulate_4": {"gradient_checkpointing": False,
-                                                         "per_device_train_batch_size": 1,
-                                                         "gradient_accumulation_steps": 4},
-            "trl_no_checkpointing_1_pair_accumulate_4_kept_memory": {"gradient_checkpointing": False,
-                                                                     "per_device_train_batch_size": 1,
-                                                                     "gradient_accumulation_steps": 4}},
+    "dpo": {
+        "trl_defaults": {},
+        "trl_no_checkpointing_4_pairs": {"gradient_checkpointing": False, "per_device_train_batch_size": 4},
+        "trl_no_checkpointing_4_pairs_precomputed_reference": {
+            "gradient_checkpointing": False,
+            "per_device_train_batch_size": 4,
+            "precompute_ref_log_probs": True,
+        },
+        "trl_no_checkpointing_1_pair_accumulate_4": {
+            "gradient_checkpointing": False,
+            "per_device_train_batch_size": 1,
+            "gradient_accumulation_steps": 4,
+        },
+        "trl_no_checkpointing_1_pair_accumulate_4_kept_memory": {
+            "gradient_checkpointing": False,
+            "per_device_train_batch_size": 1,
+            "gradient_accumulation_steps": 4,
+        },
+    },
 }
 
 
@@ -98,8 +120,11 @@ def trained_rows(method: str, dataset, max_length: int) -> list[int]:
         if "seq_lengths" in dataset.column_names:
             return [n for lengths in dataset["seq_lengths"] for n in lengths]
         return [len(ids) for ids in dataset["input_ids"]]
-    return [min(len(p) + len(side), max_length) for p, c, r in
-            zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"]) for side in (c, r)]
+    return [
+        min(len(p) + len(side), max_length)
+        for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"])
+        for side in (c, r)
+    ]
 
 
 def useful_flops(method: str, model, rows: list[int], precomputed_reference: bool) -> float:
@@ -114,10 +139,16 @@ def recipe_for(method: str, data: str, rows: int, max_length: int, model: str | 
     """The quickstart recipe on the benchmark's data, with tuner's own `train` defaults (not the quickstart's)."""
     from tuner import load_recipe
 
-    overrides = [f"data.train.path={data}", "data.eval=null", "data.system_prompt=null", "eval.task=null",
-                 "eval.choices=null", f"data.max_train_samples={rows}",
-                 f"train={{num_train_epochs: 1, max_length: {max_length}, logging_steps: 1000}}",
-                 "data.format=" + ("alpaca" if method == "sft" else "preference")]
+    overrides = [
+        f"data.train.path={data}",
+        "data.eval=null",
+        "data.system_prompt=null",
+        "eval.task=null",
+        "eval.choices=null",
+        f"data.max_train_samples={rows}",
+        f"train={{num_train_epochs: 1, max_length: {max_length}, logging_steps: 1000}}",
+        "data.format=" + ("alpaca" if method == "sft" else "preference"),
+    ]
     if method == "dpo":
         overrides.append("dpo={beta: 0.1}")
     if model:
@@ -165,32 +196,58 @@ def arm(method: str, name: str, data: str, rows: int, max_length: int, model: st
             from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
             config, trainer_class = (SFTConfig, SFTTrainer) if method == "sft" else (DPOConfig, DPOTrainer)
-            args = config(output_dir=scratch, num_train_epochs=1, max_length=max_length, report_to="none",
-                          save_strategy="no", logging_steps=1000, use_cpu=not torch.cuda.is_available(),
-                          **TRL_ARMS[method][name])
-            trainer = trainer_class(model=loaded.model, args=args, train_dataset=train,
-                                    processing_class=loaded.tokenizer, peft_config=build_peft_config(recipe.adapter))
+            args = config(
+                output_dir=scratch,
+                num_train_epochs=1,
+                max_length=max_length,
+                report_to="none",
+                save_strategy="no",
+                logging_steps=1000,
+                use_cpu=not torch.cuda.is_available(),
+                **TRL_ARMS[method][name],
+            )
+            trainer = trainer_class(
+                model=loaded.model,
+                args=args,
+                train_dataset=train,
+                processing_class=loaded.tokenizer,
+                peft_config=build_peft_config(recipe.adapter),
+            )
         built = time.perf_counter() - start
         trainer.train()
         wall = time.perf_counter() - start
         lengths = trained_rows(method, trainer.train_dataset, max_length)
         tokens = sum(lengths)
-        flops = useful_flops(method, trainer.model, lengths, bool(getattr(trainer.args, "precompute_ref_log_probs",
-                                                                           False)))
-    return {"arm": name, "rows": rows, "steps": trainer.state.global_step, "tokens": tokens,
-            "useful_gflops_per_second": round(flops / wall / 1e9, 1),
-            "build_seconds": round(built, 1), "wall_seconds": round(wall, 1),
-            "tokens_per_second": round(tokens / wall, 1),
-            "peak_memory_mb": round(peak_memory_mb()), "bf16": trainer.args.bf16,
-            "gradient_checkpointing": trainer.args.gradient_checkpointing,
-            "batches": speed.batches if speed else ("packed, padding-free" if getattr(
-                trainer.args, "packing", False) else trainer.args.train_sampling_strategy + " order")}
+        flops = useful_flops(
+            method, trainer.model, lengths, bool(getattr(trainer.args, "precompute_ref_log_probs", False))
+        )
+    return {
+        "arm": name,
+        "rows": rows,
+        "steps": trainer.state.global_step,
+        "tokens": tokens,
+        "useful_gflops_per_second": round(flops / wall / 1e9, 1),
+        "build_seconds": round(built, 1),
+        "wall_seconds": round(wall, 1),
+        "tokens_per_second": round(tokens / wall, 1),
+        "peak_memory_mb": round(peak_memory_mb()),
+        "bf16": trainer.args.bf16,
+        "gradient_checkpointing": trainer.args.gradient_checkpointing,
+        "batches": speed.batches
+        if speed
+        else (
+            "packed, padding-free"
+            if getattr(trainer.args, "packing", False)
+            else trainer.args.train_sampling_strategy + " order"
+        ),
+    }
 
 
 def measured_ceilings(method: str, data: str, rows: int, max_length: int, model: str | None) -> dict[str, float]:
     """The machine's dense matmul ceiling at the base model's shapes, bf16 and fp32, in this invocation (before the
     arms, each in its own process, so nothing else runs meanwhile)."""
     from ceiling import matmul_ceiling
+
     from tuner.models import load_config_and_tokenizer
 
     recipe = recipe_for(method, data, rows, max_length, model)
@@ -214,13 +271,26 @@ def main() -> None:
         return
     names = args.arms.split(",") if args.arms else ["tuner", *TRL_ARMS[args.method]]
     ceilings = measured_ceilings(args.method, data, args.rows, args.max_length, args.model)
-    print(json.dumps({"matmul_ceiling_gflops_per_second": {k: round(v / 1e9, 1) for k, v in ceilings.items()}}),
-          flush=True)
+    print(
+        json.dumps({"matmul_ceiling_gflops_per_second": {k: round(v / 1e9, 1) for k, v in ceilings.items()}}),
+        flush=True,
+    )
     results = []
     for name in names:
-        command = [sys.executable, __file__, "--method", args.method, "--arm", name, "--rows", str(args.rows),
-                   "--data", data, "--max-length", str(args.max_length)] + (["--model", args.model] if args.model
-                                                                            else [])
+        command = [
+            sys.executable,
+            __file__,
+            "--method",
+            args.method,
+            "--arm",
+            name,
+            "--rows",
+            str(args.rows),
+            "--data",
+            data,
+            "--max-length",
+            str(args.max_length),
+        ] + (["--model", args.model] if args.model else [])
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:
             sys.exit(f"arm {name} failed:\n{done.stderr[-3000:]}")
@@ -234,14 +304,17 @@ def main() -> None:
     if "tuner" in by_name and trl_arms:
         best = max(trl_arms, key=lambda result: result["tokens_per_second"])
         tuner = by_name["tuner"]
-        summary.update(best_trl_arm=best["arm"],
-                       tokens_per_second_vs_trl_best=round(tuner["tokens_per_second"] / best["tokens_per_second"], 2),
-                       peak_memory_vs_trl_best=round(tuner["peak_memory_mb"] / best["peak_memory_mb"], 2))
+        summary.update(
+            best_trl_arm=best["arm"],
+            tokens_per_second_vs_trl_best=round(tuner["tokens_per_second"] / best["tokens_per_second"], 2),
+            peak_memory_vs_trl_best=round(tuner["peak_memory_mb"] / best["peak_memory_mb"], 2),
+        )
         if "trl_defaults" in by_name:
             defaults = by_name["trl_defaults"]
             summary.update(
                 tokens_per_second_vs_trl_defaults=round(tuner["tokens_per_second"] / defaults["tokens_per_second"], 2),
-                peak_memory_vs_trl_defaults=round(tuner["peak_memory_mb"] / defaults["peak_memory_mb"], 2))
+                peak_memory_vs_trl_defaults=round(tuner["peak_memory_mb"] / defaults["peak_memory_mb"], 2),
+            )
     print(json.dumps(summary, indent=2))
 
 

@@ -19,8 +19,12 @@ import time
 
 def once(recipe: str, cache: str) -> float:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "tuner", "validate", recipe], capture_output=True, text=True,
-                          env={**os.environ, "TUNER_CACHE": cache})
+    done = subprocess.run(
+        [sys.executable, "-m", "tuner", "validate", recipe],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TUNER_CACHE": cache},
+    )
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(done.stderr)
@@ -39,8 +43,10 @@ def main() -> None:
         cold.append(once(args.recipe, tempfile.mkdtemp()))
         warm.append(once(args.recipe, warm_cache))
     cold_s, warm_s = statistics.median(cold), statistics.median(warm)
-    print(f"tuner validate {args.recipe}: cached TRL fields {warm_s:.2f} s, importing TRL {cold_s:.2f} s "
-          f"(median of {args.repeats}); {cold_s / warm_s:.1f}x faster cached")
+    print(
+        f"tuner validate {args.recipe}: cached TRL fields {warm_s:.2f} s, importing TRL {cold_s:.2f} s "
+        f"(median of {args.repeats}); {cold_s / warm_s:.1f}x faster cached"
+    )
 
 
 if __name__ == "__main__":

@@ -43,8 +43,9 @@ def main(folder: str) -> None:
             stale = [p["prediction"] == old[row["prompt"]] for row, p in zip(updated, predictions)]
             trained_stale = sum(s for s, row in zip(stale, updated) if row["source"] in TRAINED_SOURCES)
             trained = sum(row["source"] in TRAINED_SOURCES for row in updated)
-            print(f"| {name} | {sum(p['correct'] for p in predictions)} | {sum(stale)} | {trained_stale} of "
-                  f"{trained} |")
+            print(
+                f"| {name} | {sum(p['correct'] for p in predictions)} | {sum(stale)} | {trained_stale} of {trained} |"
+            )
         return
     print("| run | facts in training (40) | only in the handbook (24) |\n|---|---|---|")
     for name, predictions in _runs(folder, len(test)):

@@ -22,59 +22,102 @@ from pathlib import Path
 
 TEAMS = ["billing", "shipping", "returns", "technical", "account"]
 
-PRODUCTS = ["trail backpack", "rain jacket", "camping stove", "headlamp", "sleeping bag", "trekking poles",
-            "water filter", "tent", "hiking boots", "GPS watch", "solar charger", "fleece hoodie", "kayak paddle",
-            "climbing harness", "insulated bottle"]
+PRODUCTS = [
+    "trail backpack",
+    "rain jacket",
+    "camping stove",
+    "headlamp",
+    "sleeping bag",
+    "trekking poles",
+    "water filter",
+    "tent",
+    "hiking boots",
+    "GPS watch",
+    "solar charger",
+    "fleece hoodie",
+    "kayak paddle",
+    "climbing harness",
+    "insulated bottle",
+]
 
 # Each team's situations; {p} is a product, {n} an order number, {d} a number of days, {a} an amount.
 SITUATIONS = {
     "billing": [
-        "I was charged twice for order {n}", "my card was billed {a} but the order total was lower",
+        "I was charged twice for order {n}",
+        "my card was billed {a} but the order total was lower",
         "the invoice for order {n} shows the wrong VAT number",
         "my gift card balance was not applied to order {n}",
-        "I need a receipt for the {p} for my expense report", "the promo code was accepted but I still paid {a}",
-        "there is a pending charge of {a} I don't recognise", "can I pay the rest of order {n} with a gift card",
+        "I need a receipt for the {p} for my expense report",
+        "the promo code was accepted but I still paid {a}",
+        "there is a pending charge of {a} I don't recognise",
+        "can I pay the rest of order {n} with a gift card",
         "my refund for order {n} came back as store credit instead of money",
     ],
     "shipping": [
-        "order {n} has not moved in tracking for {d} days", "the courier left the {p} at the wrong address",
+        "order {n} has not moved in tracking for {d} days",
+        "the courier left the {p} at the wrong address",
         "I need to change the delivery address for order {n} before it ships",
-        "when will the {p} from order {n} arrive", "the tracking link for order {n} does not work",
-        "can you ship order {n} to a pickup point instead", "the package with my {p} says delivered but it isn't here",
-        "order {n} was split and only half arrived", "do you ship the {p} to Norway",
+        "when will the {p} from order {n} arrive",
+        "the tracking link for order {n} does not work",
+        "can you ship order {n} to a pickup point instead",
+        "the package with my {p} says delivered but it isn't here",
+        "order {n} was split and only half arrived",
+        "do you ship the {p} to Norway",
     ],
     "returns": [
-        "the {p} arrived damaged and I want to send it back", "I'd like to return the {p}, it's the wrong size",
-        "how do I get a return label for order {n}", "I returned the {p} {d} days ago and heard nothing",
-        "the {p} is not what the photos showed, I want to return it", "can I exchange the {p} for another colour",
+        "the {p} arrived damaged and I want to send it back",
+        "I'd like to return the {p}, it's the wrong size",
+        "how do I get a return label for order {n}",
+        "I returned the {p} {d} days ago and heard nothing",
+        "the {p} is not what the photos showed, I want to return it",
+        "can I exchange the {p} for another colour",
         "I received someone else's {p} in my parcel",
         "the return window for the {p} closed yesterday, can I still return it",
     ],
     "technical": [
-        "the {p} stopped working after {d} days", "my {p} is still under warranty and the zip broke",
-        "the {p} won't pair with the app", "how do I update the firmware on the {p}",
-        "the {p} leaks when I use it", "is the {p} compatible with my old charger",
-        "I want to make a warranty claim for my {p}", "the battery of the {p} drains in an hour",
+        "the {p} stopped working after {d} days",
+        "my {p} is still under warranty and the zip broke",
+        "the {p} won't pair with the app",
+        "how do I update the firmware on the {p}",
+        "the {p} leaks when I use it",
+        "is the {p} compatible with my old charger",
+        "I want to make a warranty claim for my {p}",
+        "the battery of the {p} drains in an hour",
         "the manual for the {p} is missing a step",
     ],
     "account": [
-        "I can't log in to my account", "please delete my account and all my personal data",
-        "I never got the password reset email", "how do I change the email address on my account",
-        "someone else placed an order from my account", "I want to unsubscribe from the newsletter",
-        "my loyalty points disappeared from my account", "please merge my two accounts",
+        "I can't log in to my account",
+        "please delete my account and all my personal data",
+        "I never got the password reset email",
+        "how do I change the email address on my account",
+        "someone else placed an order from my account",
+        "I want to unsubscribe from the newsletter",
+        "my loyalty points disappeared from my account",
+        "please merge my two accounts",
         "I want a copy of the data you hold about me",
     ],
 }
 
 OPENERS = ["", "Hi, ", "Hello, ", "Hey team, ", "Good morning, ", "Urgent: ", "Quick question: ", "Dear support, "]
-CLOSERS = ["", " Thanks.", " Please help.", " Thanks in advance!", " What can you do?", " Regards, Sam.",
-           " This is the second time I ask.", " Cheers."]
+CLOSERS = [
+    "",
+    " Thanks.",
+    " Please help.",
+    " Thanks in advance!",
+    " What can you do?",
+    " Regards, Sam.",
+    " This is the second time I ask.",
+    " Cheers.",
+]
 
 
 def ticket(rng: random.Random, team: str) -> str:
     situation = rng.choice(SITUATIONS[team]).format(
-        p=rng.choice(PRODUCTS), n=f"NW-{rng.randint(10000, 99999)}", d=rng.randint(2, 30),
-        a=f"${rng.randint(5, 400)}.{rng.randint(0, 99):02d}")
+        p=rng.choice(PRODUCTS),
+        n=f"NW-{rng.randint(10000, 99999)}",
+        d=rng.randint(2, 30),
+        a=f"${rng.randint(5, 400)}.{rng.randint(0, 99):02d}",
+    )
     opener = rng.choice(OPENERS)
     text = situation[0].upper() + situation[1:] if not opener else situation
     return f"{opener}{text}.{rng.choice(CLOSERS)}".replace("..", ".")
@@ -135,8 +178,10 @@ def main() -> None:
     with open(out / "train_feedback.jsonl", "w", encoding="utf-8") as handle:
         for row in train:
             handle.write(json.dumps(feedback(rng, row)) + "\n")
-    print(f"wrote {len(train)} train and {len(test)} test rows, as many preference pairs, and thumbs up/down "
-          f"feedback on the train tickets, to {out}")
+    print(
+        f"wrote {len(train)} train and {len(test)} test rows, as many preference pairs, and thumbs up/down "
+        f"feedback on the train tickets, to {out}"
+    )
 
 
 if __name__ == "__main__":

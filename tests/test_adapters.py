@@ -8,8 +8,7 @@ from tuner.adapters import build_peft_config, parameter_counts
 from tuner.schema import AdapterConfig
 
 
-@pytest.mark.parametrize("kind, dora, rslora", [("lora", False, False), ("dora", True, False),
-                                                ("rslora", False, True)])
+@pytest.mark.parametrize("kind, dora, rslora", [("lora", False, False), ("dora", True, False), ("rslora", False, True)])
 def test_adapter_types(kind, dora, rslora):
     config = build_peft_config(AdapterConfig(type=kind, r=8, alpha=16, dropout=0.1))
     assert (config.use_dora, config.use_rslora) == (dora, rslora)

@@ -37,3 +37,11 @@ def test_the_docs_list_every_case():
     text = (ROOT / "docs" / "bad-input.md").read_text(encoding="utf-8")
     for case in CASES:
         assert f"`{case.name}`" in text, case.name
+
+
+def test_every_page_that_counts_the_catalogue_gives_its_size():
+    import re
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    counts = {page.name: int(n) for page in pages for n in re.findall(r"\b(\d+) cases\b", page.read_text("utf-8"))}
+    assert counts and set(counts.values()) == {len(CASES)}, counts

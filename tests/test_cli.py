@@ -9,8 +9,9 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from helpers import fake_adapter_run, recipe_document, write_jsonl, write_recipe
 from tuner.cli import cli
+
+from helpers import fake_adapter_run, recipe_document, write_jsonl, write_recipe
 
 
 @pytest.fixture
@@ -32,8 +33,9 @@ def test_tuner_sends_no_telemetry_unless_the_environment_allows_it():
     environment = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_DISABLE_TELEMETRY", "HF_HUB_OFFLINE")}
 
     def disabled(**extra) -> str:
-        return subprocess.run([sys.executable, "-c", TELEMETRY], env={**environment, **extra}, capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            [sys.executable, "-c", TELEMETRY], env={**environment, **extra}, capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     assert disabled() == "True"
     assert disabled(HF_HUB_DISABLE_TELEMETRY="0") == "False"
@@ -56,8 +58,12 @@ def _assert_bad(result, *needles):
 
 @pytest.mark.parametrize("command", ["validate", "sft"])
 def test_misspelt_train_key(command, good_recipe):
-    _assert_bad(invoke(command, good_recipe, "--set", "train.lerning_rate=0.1"), str(good_recipe),
-                "train.lerning_rate", "learning_rate")
+    _assert_bad(
+        invoke(command, good_recipe, "--set", "train.lerning_rate=0.1"),
+        str(good_recipe),
+        "train.lerning_rate",
+        "learning_rate",
+    )
 
 
 @pytest.mark.parametrize("command", ["validate", "sft"])
@@ -70,8 +76,12 @@ def test_wrong_type(good_recipe):
 
 
 def test_missing_data_file(good_recipe, tmp_path):
-    _assert_bad(invoke("sft", good_recipe, "--set", f"data.train.path={tmp_path}/gone.jsonl"),
-                "data.train.path", "gone.jsonl", "does not exist")
+    _assert_bad(
+        invoke("sft", good_recipe, "--set", f"data.train.path={tmp_path}/gone.jsonl"),
+        "data.train.path",
+        "gone.jsonl",
+        "does not exist",
+    )
 
 
 def test_unknown_format(good_recipe):
@@ -80,8 +90,9 @@ def test_unknown_format(good_recipe):
 
 def test_columns_fit_no_format(good_recipe, tmp_path):
     odd = write_jsonl(tmp_path / "odd.jsonl", [{"question_text": "a", "answer_text": "b"}])
-    _assert_bad(invoke("sft", good_recipe, "--set", f"data.train.path={odd}"), "odd.jsonl",
-                "['answer_text', 'question_text']")
+    _assert_bad(
+        invoke("sft", good_recipe, "--set", f"data.train.path={odd}"), "odd.jsonl", "['answer_text', 'question_text']"
+    )
 
 
 def test_empty_data_set(good_recipe, tmp_path):
@@ -96,8 +107,9 @@ def test_all_rows_bad(good_recipe, tmp_path):
 
 
 def test_missing_gguf(good_recipe, tmp_path):
-    _assert_bad(invoke("sft", good_recipe, "--set", f"model.name_or_path={tmp_path}/m.gguf"),
-                "model.name_or_path", "m.gguf")
+    _assert_bad(
+        invoke("sft", good_recipe, "--set", f"model.name_or_path={tmp_path}/m.gguf"), "model.name_or_path", "m.gguf"
+    )
 
 
 def test_missing_recipe_file(tmp_path):
@@ -113,8 +125,12 @@ def test_bad_override_syntax(good_recipe):
 
 
 def test_real_process_exit_code_and_no_traceback(good_recipe):
-    done = subprocess.run([sys.executable, "-m", "tuner", "validate", str(good_recipe), "--set", "adapter.r=0"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "tuner", "validate", str(good_recipe), "--set", "adapter.r=0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "adapter.r" in done.stderr
 
@@ -137,8 +153,11 @@ def test_fewshot_k_larger_than_train(fewshot_recipe):
 
 
 def test_fewshot_gold_answer_not_among_choices(fewshot_recipe):
-    _assert_bad(invoke("fewshot", fewshot_recipe, "--set", "eval.choices=[billing, shipping]"), "eval row",
-                "not among the choices")
+    _assert_bad(
+        invoke("fewshot", fewshot_recipe, "--set", "eval.choices=[billing, shipping]"),
+        "eval row",
+        "not among the choices",
+    )
 
 
 def test_fewshot_empty_eval_split(fewshot_recipe, tmp_path):
@@ -148,8 +167,11 @@ def test_fewshot_empty_eval_split(fewshot_recipe, tmp_path):
 
 
 def test_bad_answer_regex(fewshot_recipe):
-    _assert_bad(invoke("validate", fewshot_recipe, "--set", "eval.task=generate", "--set", "eval.answer_regex=(a"),
-                "eval.answer_regex", "regular expression")
+    _assert_bad(
+        invoke("validate", fewshot_recipe, "--set", "eval.task=generate", "--set", "eval.answer_regex=(a"),
+        "eval.answer_regex",
+        "regular expression",
+    )
 
 
 def test_eval_adapter_that_is_not_a_run_folder(good_recipe, tmp_path):
@@ -178,8 +200,7 @@ def test_eval_base_model_and_adapter(good_recipe, tmp_path):
 
 
 def test_dpo_on_data_without_preference_columns(good_recipe):
-    _assert_bad(invoke("dpo", good_recipe, "--set", "method=dpo"),
-                "needs preference pairs", "'text'", "'label'")
+    _assert_bad(invoke("dpo", good_recipe, "--set", "method=dpo"), "needs preference pairs", "'text'", "'label'")
 
 
 def test_quiet_silences_progress_and_keeps_results(fewshot_recipe, tmp_path, monkeypatch):
@@ -191,8 +212,9 @@ def test_quiet_silences_progress_and_keeps_results(fewshot_recipe, tmp_path, mon
     loud = CliRunner().invoke(cli, ["fewshot", str(fewshot_recipe), "--set", f"output_dir={tmp_path / 'loud'}"])
     assert loud.exit_code == 0, loud.output
     assert "tuner: scoring (choice): 10 of 10 rows in" in loud.stderr  # one line: the output is not a terminal
-    quiet = CliRunner().invoke(cli, ["--quiet", "fewshot", str(fewshot_recipe), "--set",
-                                     f"output_dir={tmp_path / 'quiet'}"])
+    quiet = CliRunner().invoke(
+        cli, ["--quiet", "fewshot", str(fewshot_recipe), "--set", f"output_dir={tmp_path / 'quiet'}"]
+    )
     assert quiet.exit_code == 0, quiet.output
     assert "tuner: scoring" not in quiet.stderr and "eval (choice): accuracy" in quiet.stdout
     assert os.environ["TUNER_QUIET"] == "1" and os.environ["TQDM_DISABLE"] == "1"
@@ -206,13 +228,18 @@ TUNER_LINES = ("tuner:", "Run folder:", "  holds:", "  train_loss", "  eval (", 
 def test_a_training_run_prints_no_line_from_a_library(flags, good_recipe, tmp_path):
     # A real process, as a user runs it: warnings and log records go to its stderr, which is a pipe (no bars).
     environment = {k: v for k, v in os.environ.items() if k not in ("TUNER_QUIET", "TQDM_DISABLE")}
-    done = subprocess.run([sys.executable, "-m", "tuner", *flags, "sft", str(good_recipe), "--set",
-                           f"output_dir={tmp_path / 'run'}"], capture_output=True, text=True, env=environment,
-                          timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "tuner", *flags, "sft", str(good_recipe), "--set", f"output_dir={tmp_path / 'run'}"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     assert "Run folder:" in done.stdout and "eval (choice): accuracy" in done.stdout
-    foreign = [line for line in (done.stdout + done.stderr).splitlines()
-               if line.strip() and not line.startswith(TUNER_LINES)]
+    foreign = [
+        line for line in (done.stdout + done.stderr).splitlines() if line.strip() and not line.startswith(TUNER_LINES)
+    ]
     assert foreign == []
     assert "\r" not in done.stderr
     if flags:
@@ -229,7 +256,10 @@ def test_a_long_phase_prints_its_tenths_in_a_log(monkeypatch, capsys):
     for step in range(1, 21):
         lines.update(step, ", loss 1.5")
     printed = capsys.readouterr().err.splitlines()
-    assert len(printed) == 9 and printed[0] == "tuner: training: 2 of 20 steps (10%), 10 s, about 1 min 30 s left, loss 1.5"
+    assert (
+        len(printed) == 9
+        and printed[0] == "tuner: training: 2 of 20 steps (10%), 10 s, about 1 min 30 s left, loss 1.5"
+    )
     assert printed[-1].startswith("tuner: training: 18 of 20 steps (90%)") and printed[-1].endswith(", loss 1.5")
     quick = progress.Lines(total=10_000, what="scoring", unit="rows")
     quick.update(5_000)  # half done in 10 s: 20 s in all, silent
@@ -237,8 +267,9 @@ def test_a_long_phase_prints_its_tenths_in_a_log(monkeypatch, capsys):
 
 
 def test_the_cli_reference_page_is_every_commands_help():
-    from helpers import ROOT
     from tuner.reference import reference
+
+    from helpers import ROOT
 
     page = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
     assert page == reference(), "docs/cli.md is out of date: .venv/bin/python -m tuner.reference > docs/cli.md"
@@ -247,10 +278,11 @@ def test_the_cli_reference_page_is_every_commands_help():
 
 @pytest.mark.parametrize("name", sorted(cli.commands))
 def test_each_commands_help_ends_with_an_example_that_names_real_files(name):
-    from helpers import ROOT
     import yaml
 
     from tuner.cli import EXAMPLES
+
+    from helpers import ROOT
 
     def recipe(path):
         return yaml.safe_load((ROOT / path).read_text(encoding="utf-8"))
@@ -260,8 +292,11 @@ def test_each_commands_help_ends_with_an_example_that_names_real_files(name):
     words = EXAMPLES[name].split()
     assert words[:2] == ["tuner", name]
     recipes = [word for word in words if word.endswith(".yaml")]
-    assert all(recipe(path)["method"] == name for path in recipes if name in cli.commands and name not in
-               ("validate", "eval", "sweep")), recipes
+    assert all(
+        recipe(path)["method"] == name
+        for path in recipes
+        if name in cli.commands and name not in ("validate", "eval", "sweep")
+    ), recipes
     # A run folder named is one a shipped recipe writes (the quickstart's SFT run), or the pipeline's folder.
     runs = [word for word in words if word.startswith("runs/")]
     written = {recipe(path.relative_to(ROOT)).get("output_dir") for path in (ROOT / "recipes").glob("*/*.yaml")}
@@ -280,24 +315,32 @@ def test_fewshot_dry_run_shows_the_prompts_as_the_model_reads_them_and_writes_no
 
 
 def test_a_key_in_the_wrong_section_is_pointed_to_its_section(good_recipe):
-    _assert_bad(invoke("validate", good_recipe, "--set", "eval.max_eval_samples=2"), "eval.max_eval_samples",
-                "did you mean `data.max_eval_samples`?")
+    _assert_bad(
+        invoke("validate", good_recipe, "--set", "eval.max_eval_samples=2"),
+        "eval.max_eval_samples",
+        "did you mean `data.max_eval_samples`?",
+    )
     _assert_bad(invoke("validate", good_recipe, "--set", "max_steps=2"), "did you mean `train.max_steps`?")
 
 
 def test_an_error_in_a_set_value_names_the_set_option_and_how_it_was_read(good_recipe):
     shown = invoke("validate", good_recipe, "--set", "data.prompt_template=Ticket: {text}")
-    _assert_bad(shown, "`data.prompt_template` came from `--set data.prompt_template=Ticket: {text}`, read as YAML, "
-                       "which gave a mapping: quote the value", "Fix the --set value and run again.")
+    _assert_bad(
+        shown,
+        "`data.prompt_template` came from `--set data.prompt_template=Ticket: {text}`, read as YAML, "
+        "which gave a mapping: quote the value",
+        "Fix the --set value and run again.",
+    )
     assert "Fix the recipe" not in shown.stderr
 
 
 def test_unmapped_columns_are_answered_with_a_data_columns_mapping_built_from_them(good_recipe, tmp_path):
     data = write_jsonl(tmp_path / "mine.jsonl", [{"utterance": f"ticket {i}", "intent": "billing"} for i in range(5)])
     for format_name in ("classification", "auto"):
-        _assert_bad(invoke("validate", good_recipe, "--set", f"data.train.path={data}", "--set",
-                           f"data.format={format_name}"),
-                    "`data.columns: {text: utterance, label: intent}`")
+        _assert_bad(
+            invoke("validate", good_recipe, "--set", f"data.train.path={data}", "--set", f"data.format={format_name}"),
+            "`data.columns: {text: utterance, label: intent}`",
+        )
 
 
 def test_validate_says_which_folder_a_run_will_take_and_the_labels_it_found(good_recipe, tmp_path):

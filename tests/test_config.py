@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, recipe_document, write_recipe
 from tuner import TunerError, load_recipe, recipe_from_dict
 from tuner.recipe_file import apply_overrides
+
+from helpers import ROOT, recipe_document, write_recipe
 
 
 @pytest.fixture
@@ -26,8 +27,10 @@ def test_defaults_and_types(recipe_file):
 
 
 def test_overrides_are_parsed_as_yaml_values(recipe_file):
-    recipe = load_recipe(recipe_file, ["train.max_steps=2", "adapter.r=8", "adapter.type=dora",
-                                       "data.max_train_samples=5", "model.dtype=fp32"])
+    recipe = load_recipe(
+        recipe_file,
+        ["train.max_steps=2", "adapter.r=8", "adapter.type=dora", "data.max_train_samples=5", "model.dtype=fp32"],
+    )
     assert recipe.train["max_steps"] == 2 and isinstance(recipe.train["max_steps"], int)
     assert recipe.adapter.r == 8 and recipe.adapter.type == "dora"
     assert recipe.data.max_train_samples == 5 and recipe.model.dtype == "fp32"

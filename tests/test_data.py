@@ -6,13 +6,14 @@ import json
 
 import pytest
 
-from helpers import SHARED_DATA, needs_shared_data, ticket_rows, write_jsonl
 from tuner import TunerError
-from tuner.schema import DataConfig
 from tuner.data.formats import detect_format, to_canonical
 from tuner.data.rows import fingerprint
 from tuner.data.sources import read_source
 from tuner.data.splits import load_data
+from tuner.schema import DataConfig
+
+from helpers import SHARED_DATA, needs_shared_data, ticket_rows, write_jsonl
 
 
 def canonical(rows, **data):
@@ -26,13 +27,24 @@ def test_openai_messages_get_the_system_prompt():
     rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}]
     out, fmt, bad = canonical(rows, system_prompt="Be brief.")
     assert fmt == "messages" and not bad
-    assert out[0]["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
-                                  {"role": "assistant", "content": "hello"}]
+    assert out[0]["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+    ]
 
 
 def test_sharegpt_roles_are_mapped():
-    rows = [{"conversations": [{"from": "human", "value": "2+2?"}, {"from": "gpt", "value": "4"},
-                               {"from": "human", "value": "and 3+3?"}, {"from": "gpt", "value": "6"}]}]
+    rows = [
+        {
+            "conversations": [
+                {"from": "human", "value": "2+2?"},
+                {"from": "gpt", "value": "4"},
+                {"from": "human", "value": "and 3+3?"},
+                {"from": "gpt", "value": "6"},
+            ]
+        }
+    ]
     out, fmt, _ = canonical(rows)
     assert fmt == "sharegpt"
     assert [m["role"] for m in out[0]["messages"]] == ["user", "assistant", "user", "assistant"]
@@ -40,8 +52,10 @@ def test_sharegpt_roles_are_mapped():
 
 
 def test_alpaca_joins_instruction_and_input_as_a_chat_prompt():
-    rows = [{"instruction": "Translate to French.", "input": "cat", "output": "chat"},
-            {"instruction": "Say hi.", "input": "", "output": "hi"}]
+    rows = [
+        {"instruction": "Translate to French.", "input": "cat", "output": "chat"},
+        {"instruction": "Say hi.", "input": "", "output": "hi"},
+    ]
     out, fmt, _ = canonical(rows)
     assert fmt == "alpaca"
     assert out[0]["prompt"] == [{"role": "user", "content": "Translate to French.\n\ncat"}]
@@ -107,7 +121,12 @@ def test_every_file_type_loads(tmp_path, suffix):
     assert splits.format == "classification"
     assert splits.report["train_rows"] + splits.report["eval_rows"] == 6
     assert {r["label"] for r in splits.train} | {r["label"] for r in splits.eval} <= {
-        "billing", "shipping", "returns", "technical", "account"}
+        "billing",
+        "shipping",
+        "returns",
+        "technical",
+        "account",
+    }
 
 
 def test_in_memory_rows_and_dataset():
@@ -161,8 +180,10 @@ def test_not_utf8(tmp_path):
 
 def test_train_and_eval_of_different_kinds(tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", ticket_rows(4))
-    test = write_jsonl(tmp_path / "test.jsonl", [{"messages": [{"role": "user", "content": "hi"},
-                                                               {"role": "assistant", "content": "yo"}]}])
+    test = write_jsonl(
+        tmp_path / "test.jsonl",
+        [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}],
+    )
     with pytest.raises(TunerError, match="same kind"):
         load_data(DataConfig(train=str(train), eval=str(test)))
 
@@ -172,8 +193,9 @@ def test_train_and_eval_of_different_kinds(tmp_path):
 def test_llamafactory_alpaca_files_load_as_they_are(name):
     splits = load_data(DataConfig(train=str(SHARED_DATA / "llamafactory" / name)))
     assert splits.format == "alpaca" and splits.report["skipped_train_rows"]["count"] == 0
-    total = splits.report["train_rows"] + splits.report["eval_rows"] + \
-        splits.report["train_rows_dropped_as_eval_questions"]
+    total = (
+        splits.report["train_rows"] + splits.report["eval_rows"] + splits.report["train_rows_dropped_as_eval_questions"]
+    )
     assert total == {"alpaca_en_demo.json": 999, "identity.json": 91}[name]
     row = splits.train[0]
     assert row["prompt"][-1]["role"] == "user" and row["completion"][0]["role"] == "assistant"
@@ -181,8 +203,12 @@ def test_llamafactory_alpaca_files_load_as_they_are(name):
 
 @needs_shared_data("sst2", "dev.jsonl")
 def test_sst2_loads_with_label_names():
-    config = DataConfig(train=str(SHARED_DATA / "sst2" / "train.jsonl"), eval=str(SHARED_DATA / "sst2" / "dev.jsonl"),
-                        label_names=["negative", "positive"], max_train_samples=100)
+    config = DataConfig(
+        train=str(SHARED_DATA / "sst2" / "train.jsonl"),
+        eval=str(SHARED_DATA / "sst2" / "dev.jsonl"),
+        label_names=["negative", "positive"],
+        max_train_samples=100,
+    )
     splits = load_data(config)
     assert splits.format == "classification"
     assert splits.report["eval_rows"] == 872 and splits.report["train_rows"] == 100
@@ -190,6 +216,7 @@ def test_sst2_loads_with_label_names():
 
 
 # ---- preference pairs ----
+
 
 def test_trl_preference_strings_become_chat():
     out, fmt, bad = canonical([{"prompt": "2+2?", "chosen": "4", "rejected": "5"}], system_prompt="Be brief.")
@@ -205,16 +232,26 @@ def test_trl_preference_plain_text():
 
 
 def test_trl_conversational_preference():
-    rows = [{"prompt": [{"role": "user", "content": "Sky?"}], "chosen": [{"role": "assistant", "content": "Blue"}],
-             "rejected": [{"role": "assistant", "content": "Green"}]}]
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": "Sky?"}],
+            "chosen": [{"role": "assistant", "content": "Blue"}],
+            "rejected": [{"role": "assistant", "content": "Green"}],
+        }
+    ]
     out, _, _ = canonical(rows)
     assert out[0]["prompt"] == [{"role": "user", "content": "Sky?"}]
     assert out[0]["chosen"][0]["content"] == "Blue" and out[0]["rejected"][0]["content"] == "Green"
 
 
 def test_llamafactory_sharegpt_preference():
-    rows = [{"conversations": [{"from": "human", "value": "Name a colour."}],
-             "chosen": {"from": "gpt", "value": "Blue."}, "rejected": {"from": "gpt", "value": "Seven."}}]
+    rows = [
+        {
+            "conversations": [{"from": "human", "value": "Name a colour."}],
+            "chosen": {"from": "gpt", "value": "Blue."},
+            "rejected": {"from": "gpt", "value": "Seven."},
+        }
+    ]
     out, fmt, _ = canonical(rows)
     assert fmt == "preference"
     assert out[0]["prompt"] == [{"role": "user", "content": "Name a colour."}]
@@ -222,10 +259,16 @@ def test_llamafactory_sharegpt_preference():
 
 
 def test_hh_transcripts_have_their_shared_prompt_split_off():
-    rows = [{"chosen": "\n\nHuman: How do I boil an egg?\n\nAssistant: Put it in boiling water for 8 minutes.",
-             "rejected": "\n\nHuman: How do I boil an egg?\n\nAssistant: Please ask someone else."},
-            {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke.\n\nAssistant: Why did the egg...",
-             "rejected": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke.\n\nAssistant: No."}]
+    rows = [
+        {
+            "chosen": "\n\nHuman: How do I boil an egg?\n\nAssistant: Put it in boiling water for 8 minutes.",
+            "rejected": "\n\nHuman: How do I boil an egg?\n\nAssistant: Please ask someone else.",
+        },
+        {
+            "chosen": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke.\n\nAssistant: Why did the egg...",
+            "rejected": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke.\n\nAssistant: No.",
+        },
+    ]
     out, _, bad = canonical(rows)
     assert not bad
     assert out[0]["prompt"] == [{"role": "user", "content": "How do I boil an egg?"}]
@@ -238,8 +281,12 @@ def test_hh_transcripts_have_their_shared_prompt_split_off():
 
 
 def test_bad_preference_rows_are_counted():
-    rows = [{"prompt": "q", "chosen": "a", "rejected": "b"}, {"prompt": "q", "chosen": "same", "rejected": "same"},
-            {"prompt": "q", "chosen": "", "rejected": "b"}, {"prompt": "q", "chosen": "a", "rejected": None}]
+    rows = [
+        {"prompt": "q", "chosen": "a", "rejected": "b"},
+        {"prompt": "q", "chosen": "same", "rejected": "same"},
+        {"prompt": "q", "chosen": "", "rejected": "b"},
+        {"prompt": "q", "chosen": "a", "rejected": None},
+    ]
     out, _, bad = canonical(rows)
     assert len(out) == 1 and [n for n, _ in bad] == [1, 2, 3]
     assert "equals" in bad[0][1] and "empty" in bad[1][1]
@@ -249,8 +296,9 @@ def test_bad_preference_rows_are_counted():
 def test_llamafactory_dpo_demo_loads_as_it_is():
     splits = load_data(DataConfig(train=str(SHARED_DATA / "llamafactory" / "dpo_en_demo.json")))
     assert splits.format == "preference"
-    assert splits.report["train_rows"] + splits.report["eval_rows"] + splits.report["skipped_train_rows"]["count"] \
-        == 300
+    assert (
+        splits.report["train_rows"] + splits.report["eval_rows"] + splits.report["skipped_train_rows"]["count"] == 300
+    )
     row = splits.train[0]
     assert row["prompt"][-1]["role"] == "user" and row["chosen"][0]["role"] == "assistant"
     assert row["chosen"] != row["rejected"]
@@ -269,11 +317,20 @@ def test_a_large_file_reports_reading_and_converting(tmp_path, monkeypatch, caps
 
 
 def test_a_system_field_beside_a_system_message_is_a_bad_row(tmp_path):
-    rows = [{"system": "Be brief.", "messages": [{"role": "system", "content": "Be long."},
-                                                 {"role": "user", "content": "hi"},
-                                                 {"role": "assistant", "content": "hello"}]},
-            {"system": "Be brief.", "messages": [{"role": "user", "content": "hi"},
-                                                 {"role": "assistant", "content": "hello"}]}]
+    rows = [
+        {
+            "system": "Be brief.",
+            "messages": [
+                {"role": "system", "content": "Be long."},
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"},
+            ],
+        },
+        {
+            "system": "Be brief.",
+            "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+        },
+    ]
     train = write_jsonl(tmp_path / "chats.jsonl", rows * 3)
     splits = load_data(DataConfig(train=str(train), eval=str(train), drop_eval_overlap=False))
     assert splits.report["skipped_train_rows"]["count"] == 3
@@ -283,8 +340,7 @@ def test_a_system_field_beside_a_system_message_is_a_bad_row(tmp_path):
 
 def test_the_held_out_split_is_the_same_for_every_run_seed(tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", ticket_rows(40))
-    fingerprints = {load_data(DataConfig(train=str(train)), seed=seed).report["eval_fingerprint"]
-                    for seed in (0, 1, 2)}
+    fingerprints = {load_data(DataConfig(train=str(train)), seed=seed).report["eval_fingerprint"] for seed in (0, 1, 2)}
     assert len(fingerprints) == 1
     other = load_data(DataConfig(train=str(train), split_seed=7), seed=0).report
     assert other["eval_fingerprint"] not in fingerprints and other["split_seed"] == 7
@@ -294,7 +350,7 @@ def test_train_rows_asking_an_eval_question_are_dropped_and_counted(capsys):
     from tuner.data.splits import load_data
 
     train, test = ticket_rows(20), ticket_rows(5, offset=100)
-    repeated = [{**test[0], "label": "billing"}, test[3]]          # the same questions, one with another answer
+    repeated = [{**test[0], "label": "billing"}, test[3]]  # the same questions, one with another answer
     splits = load_data(DataConfig(train=train + repeated, eval=test, prompt_template="Team? {text}"))
     assert len(splits.train) == 20 and splits.report["train_rows"] == 20
     assert splits.report["train_rows_dropped_as_eval_questions"] == 2
@@ -308,13 +364,29 @@ def test_train_rows_asking_an_eval_question_are_dropped_and_counted(capsys):
 
 
 def test_training_on_nothing_but_eval_questions_is_refused():
-    from tuner.data.splits import load_data
-
-    from tuner.data.splits import require_train_rows
+    from tuner.data.splits import load_data, require_train_rows
 
     rows = ticket_rows(6)
-    splits = load_data(DataConfig(train=rows, eval=rows))    # methods that train on nothing (rag, eval) go on
+    splits = load_data(DataConfig(train=rows, eval=rows))  # methods that train on nothing (rag, eval) go on
     assert len(splits.train) == 0 and splits.report["train_rows_dropped_as_eval_questions"] == 6
-    with pytest.raises(TunerError, match="every row of data.train asks a question that data.eval asks too.*"
-                                         "drop_eval_overlap: false"):
-        require_train_rows(splits, "<recipe>")                 # what sft and dpo call before training
+    with pytest.raises(
+        TunerError, match="every row of data.train asks a question that data.eval asks too.*drop_eval_overlap: false"
+    ):
+        require_train_rows(splits, "<recipe>")  # what sft and dpo call before training
+
+
+def test_a_column_the_first_row_lacks_is_kept_for_every_row_that_has_it():
+    # In memory, as a notebook passes them: Alpaca rows whose `input` only later rows have.
+    alpaca = [{"instruction": f"Summarise note {n}", "output": f"summary {n}"} for n in range(3)]
+    alpaca += [{"instruction": "Translate", "input": "bonjour", "output": "hello"}] * 3
+    held_out = [{"instruction": "Translate", "input": "merci", "output": "thanks"}]
+    splits = load_data(DataConfig(train=alpaca, eval=held_out, chat=False))
+    assert splits.train["prompt"].count("Translate\n\nbonjour") == 3 and splits.eval["prompt"] == ["Translate\n\nmerci"]
+    # Chats whose tool schemas only later rows carry: the canonical rows keep them where given.
+    tools = json.dumps([{"type": "function", "function": {"name": "refund", "parameters": {"type": "object"}}}])
+    plain = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    with_tools = {**plain, "tools": tools}
+    other = {"messages": [{"role": "user", "content": "bye"}, {"role": "assistant", "content": "goodbye"}]}
+    chats = load_data(DataConfig(train=[plain, plain, with_tools, with_tools], eval=[other]))
+    assert "tools" in chats.train.column_names
+    assert [row is not None for row in chats.train["tools"]] == [False, False, True, True]

@@ -10,15 +10,21 @@ import re
 
 import pytest
 
-from helpers import recipe_document, write_jsonl
 from tuner import recipe_from_dict
 from tuner.errors import TunerError
 from tuner.estimate import describe
 from tuner.recipes import dpo, fewshot, sft
 from tuner.recipes.preflight import dry_run, validate
 
-TOOLS = [{"name": "track_order", "description": "Where an order is now",
-          "parameters": {"type": "object", "properties": {"order": {"type": "string"}}, "required": ["order"]}}]
+from helpers import recipe_document, write_jsonl
+
+TOOLS = [
+    {
+        "name": "track_order",
+        "description": "Where an order is now",
+        "parameters": {"type": "object", "properties": {"order": {"type": "string"}}, "required": ["order"]},
+    }
+]
 
 
 def _chat_recipe(tiny_model_dir, train, tmp_path, **data):
@@ -35,11 +41,18 @@ def _loss_spans(shown: str) -> list[str]:
 
 
 def test_a_sharegpt_tool_call_file_trains_every_assistant_turn_with_its_tools(tiny_model_dir, tmp_path):
-    rows = [{"conversations": [
-        {"from": "human", "value": f"Where is order {n}?"},
-        {"from": "function_call", "value": json.dumps({"name": "track_order", "arguments": {"order": str(n)}})},
-        {"from": "observation", "value": json.dumps({"status": "in transit"})},
-        {"from": "gpt", "value": f"Order {n} is in transit."}], "tools": json.dumps(TOOLS)} for n in range(12)]
+    rows = [
+        {
+            "conversations": [
+                {"from": "human", "value": f"Where is order {n}?"},
+                {"from": "function_call", "value": json.dumps({"name": "track_order", "arguments": {"order": str(n)}})},
+                {"from": "observation", "value": json.dumps({"status": "in transit"})},
+                {"from": "gpt", "value": f"Order {n} is in transit."},
+            ],
+            "tools": json.dumps(TOOLS),
+        }
+        for n in range(12)
+    ]
     recipe = _chat_recipe(tiny_model_dir, write_jsonl(tmp_path / "tools.jsonl", rows), tmp_path)
     shown = describe(dry_run(recipe), recipe)
     spans = _loss_spans(shown)
@@ -53,14 +66,29 @@ def test_a_sharegpt_tool_call_file_trains_every_assistant_turn_with_its_tools(ti
 
 
 def test_openai_messages_with_content_parts_tool_calls_and_a_loss_switch(tiny_model_dir, tmp_path):
-    rows = [{"messages": [
-        {"role": "user", "content": [{"type": "text", "text": f"Order {n}:"}, {"type": "text", "text": "where?"}]},
-        {"role": "assistant", "content": None,
-         "tool_calls": [{"type": "function", "function": {"name": "track_order", "arguments": {"order": str(n)}}}]},
-        {"role": "tool", "content": "delivered"},
-        {"role": "assistant", "content": [{"type": "text", "value": "Delivered already."}], "loss_weight": 0},
-        {"role": "user", "content": f"Thanks for order {n}!"},
-        {"role": "assistant", "content": "You are welcome.", "loss_weight": 1.0}], "tools": TOOLS} for n in range(12)]
+    rows = [
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": f"Order {n}:"}, {"type": "text", "text": "where?"}],
+                },
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"type": "function", "function": {"name": "track_order", "arguments": {"order": str(n)}}}
+                    ],
+                },
+                {"role": "tool", "content": "delivered"},
+                {"role": "assistant", "content": [{"type": "text", "value": "Delivered already."}], "loss_weight": 0},
+                {"role": "user", "content": f"Thanks for order {n}!"},
+                {"role": "assistant", "content": "You are welcome.", "loss_weight": 1.0},
+            ],
+            "tools": TOOLS,
+        }
+        for n in range(12)
+    ]
     recipe = _chat_recipe(tiny_model_dir, write_jsonl(tmp_path / "openai.jsonl", rows), tmp_path)
     spans = _loss_spans(describe(dry_run(recipe), recipe))
     assert any('"name": "track_order"' in s for s in spans) and any("You are welcome." in s for s in spans)
@@ -70,18 +98,32 @@ def test_openai_messages_with_content_parts_tool_calls_and_a_loss_switch(tiny_mo
 
 def test_a_message_with_an_image_stops_the_data_naming_the_row(tiny_model_dir, tmp_path):
     rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}] * 3 + [
-        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "cat.png"}}]},
-                      {"role": "assistant", "content": "a cat"}]}]
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "cat.png"}}]},
+                {"role": "assistant", "content": "a cat"},
+            ]
+        }
+    ]
     recipe = _chat_recipe(tiny_model_dir, write_jsonl(tmp_path / "images.jsonl", rows), tmp_path)
     with pytest.raises(TunerError, match=r"row 3: message 0 part 0 is of type 'image_url': tuner tunes text models"):
         validate(recipe)
 
 
 def test_llamafactory_chosen_and_rejected_messages_train_dpo(tiny_model_dir, tmp_path):
-    rows = [{"chosen_messages": [{"role": "user", "content": f"Ticket {n}: charged twice"},
-                                 {"role": "assistant", "content": "billing"}],
-             "rejected_messages": [{"role": "user", "content": f"Ticket {n}: charged twice"},
-                                   {"role": "assistant", "content": "shipping"}]} for n in range(16)]
+    rows = [
+        {
+            "chosen_messages": [
+                {"role": "user", "content": f"Ticket {n}: charged twice"},
+                {"role": "assistant", "content": "billing"},
+            ],
+            "rejected_messages": [
+                {"role": "user", "content": f"Ticket {n}: charged twice"},
+                {"role": "assistant", "content": "shipping"},
+            ],
+        }
+        for n in range(16)
+    ]
     document = recipe_document(tiny_model_dir, write_jsonl(tmp_path / "pairs.jsonl", rows), None, tmp_path / "dpo")
     document.update(method="dpo", eval={"task": "preference"})
     recipe = recipe_from_dict(document)
@@ -133,13 +175,19 @@ def test_an_eval_label_unseen_in_training_is_said_by_row(tiny_model_dir, tmp_pat
 
 
 def test_an_mmlu_shaped_file_scores_each_row_against_its_own_options(tiny_model_dir, tmp_path):
-    rows = [{"question": f"What is {n} + {n}?", "choices": [str(2 * n), str(2 * n + 1), str(n), "none"],
-             "answer": n % 3} for n in range(10)]
+    rows = [
+        {"question": f"What is {n} + {n}?", "choices": [str(2 * n), str(2 * n + 1), str(n), "none"], "answer": n % 3}
+        for n in range(10)
+    ]
     data = write_jsonl(tmp_path / "mmlu.jsonl", rows)
     document = recipe_document(tiny_model_dir, data, data, tmp_path / "mmlu")
     document.update(method="fewshot", train={}, fewshot={"k": 0}, eval={"task": "choice"})
-    document["data"].update(choices_column="choices", answer_index_column="answer",
-                            prompt_template="{text}\nOptions:\n{choices}", drop_eval_overlap=False)
+    document["data"].update(
+        choices_column="choices",
+        answer_index_column="answer",
+        prompt_template="{text}\nOptions:\n{choices}",
+        drop_eval_overlap=False,
+    )
     document.pop("adapter")
     result = fewshot.run(recipe_from_dict(document))
     predictions = [json.loads(line) for line in (result.run_dir / "predictions.jsonl").read_text().splitlines()]
@@ -152,15 +200,20 @@ def test_a_mixture_of_sources_in_two_formats(tiny_model_dir, tmp_path):
     alpaca = write_jsonl(tmp_path / "alpaca.jsonl", [{"instruction": f"Say {n}.", "output": str(n)} for n in range(10)])
     tickets = _intents(tmp_path / "tickets.csv", 8, ["billing", "shipping"])
     document = recipe_document(tiny_model_dir, alpaca, None, tmp_path / "mix")
-    document["data"]["train"] = [{"path": str(alpaca), "weight": 0.5},
-                                 {"path": str(tickets), "format": "classification",
-                                  "columns": {"text": "utterance", "label": "intent"}, "weight": 2}]
+    document["data"]["train"] = [
+        {"path": str(alpaca), "weight": 0.5},
+        {
+            "path": str(tickets),
+            "format": "classification",
+            "columns": {"text": "utterance", "label": "intent"},
+            "weight": 2,
+        },
+    ]
     document["eval"] = {"task": "generate", "max_new_tokens": 4}
     recipe = recipe_from_dict(document)
     report = validate(recipe)
     sources = report["train_sources"]
-    assert [(s["format"], s["rows"], s["rows_used"]) for s in sources] == [("alpaca", 10, 5),
-                                                                             ("classification", 8, 16)]
+    assert [(s["format"], s["rows"], s["rows_used"]) for s in sources] == [("alpaca", 10, 5), ("classification", 8, 16)]
     # The repeated tickets are one question: a copy held out for eval takes its twin out of training.
     assert report["train_rows"] + report["eval_rows"] + report["train_rows_dropped_as_eval_questions"] == 21
     assert all(len(s["fingerprint"]) == 64 for s in sources)
@@ -171,8 +224,11 @@ def test_a_column_map_to_a_missing_column_is_named(tiny_model_dir, tmp_path):
     train = _intents(tmp_path / "intents.csv", 10, ["a", "b"])
     document = recipe_document(tiny_model_dir, train, None, tmp_path / "x")
     document["data"]["columns"] = {"text": "utterance", "label": "topic"}
-    with pytest.raises(TunerError, match=r"key `data.columns.label` reads the column `topic`, but the columns are "
-                                         r"\['utterance', 'intent'\]"):
+    with pytest.raises(
+        TunerError,
+        match=r"key `data.columns.label` reads the column `topic`, but the columns are "
+        r"\['utterance', 'intent'\]",
+    ):
         validate(recipe_from_dict(document))
 
 

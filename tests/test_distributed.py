@@ -20,10 +20,23 @@ pytestmark = pytest.mark.integration
 def _sft(recipe, processes: int, tmp_path, *options):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     # torchrun (torch.distributed.run) on one machine: --standalone picks a free port for the rendezvous.
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-                "-m", "tuner"] if processes > 1 else [sys.executable, "-m", "tuner"]
-    return subprocess.run([*launcher, "sft", str(recipe), *options], capture_output=True, text=True, timeout=300,
-                          env=env, cwd=tmp_path)
+    launcher = (
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(processes),
+            "-m",
+            "tuner",
+        ]
+        if processes > 1
+        else [sys.executable, "-m", "tuner"]
+    )
+    return subprocess.run(
+        [*launcher, "sft", str(recipe), *options], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
+    )
 
 
 def test_two_processes_train_one_run_folder_and_count_both(tiny_model_dir, ticket_files, tmp_path):
@@ -88,8 +101,15 @@ def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tiny_model_di
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     # Before the ranks agreed, rank 1 stopped after step 2 and rank 0 waited for it in step 3 until the timeout; the
     # launcher and both workers run in a session of their own, so a hang is killed whole, workers included.
-    stopped = subprocess.Popen([*launcher, str(script), "sft", str(recipe)], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path, start_new_session=True)
+    stopped = subprocess.Popen(
+        [*launcher, str(script), "sft", str(recipe)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
     try:
         output, _ = stopped.communicate(timeout=240)
     except subprocess.TimeoutExpired:

@@ -7,10 +7,11 @@ import json
 
 import pytest
 
-from helpers import dpo_document, fake_adapter_run, recipe_document
-from tuner.trainers import build_trainer
 from tuner import TunerError, recipe_from_dict
 from tuner.recipes import dpo, sft
+from tuner.trainers import build_trainer
+
+from helpers import dpo_document, fake_adapter_run, recipe_document
 
 
 def test_dpo_trains_and_writes_the_run_folder(tmp_path, tiny_model_dir, pair_files):
@@ -18,8 +19,14 @@ def test_dpo_trains_and_writes_the_run_folder(tmp_path, tiny_model_dir, pair_fil
 
     result = dpo.run(recipe_from_dict(dpo_document(tiny_model_dir, pair_files, tmp_path / "dpo")))
     run_dir = result.run_dir
-    assert {"recipe.yaml", "metrics.json", "manifest.json", "adapter/", "predictions.jsonl",
-            "predictions_preference.jsonl"} <= set(result.files())
+    assert {
+        "recipe.yaml",
+        "metrics.json",
+        "manifest.json",
+        "adapter/",
+        "predictions.jsonl",
+        "predictions_preference.jsonl",
+    } <= set(result.files())
     tensors = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
     assert all(t.abs().sum() > 0 for name, t in tensors.items() if "lora_B" in name)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -86,20 +93,24 @@ def test_data_without_preference_columns(tmp_path, tiny_model_dir, pair_files, t
         dpo.run(recipe_from_dict(document))
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"dpo": {"beta": 0}}, "`dpo.beta`"),
-    ({"dpo": {"beta": -1.0}}, "`dpo.beta`"),
-    ({"dpo": {"betta": 0.1}}, "Did you mean `beta`"),
-    ({"dpo": {"loss_type": "squared"}}, "`dpo.loss_type`"),
-    ({"train": {"beta": 0.2}}, "belongs in the `dpo:` block"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"dpo": {"beta": 0}}, "`dpo.beta`"),
+        ({"dpo": {"beta": -1.0}}, "`dpo.beta`"),
+        ({"dpo": {"betta": 0.1}}, "Did you mean `beta`"),
+        ({"dpo": {"loss_type": "squared"}}, "`dpo.loss_type`"),
+        ({"train": {"beta": 0.2}}, "belongs in the `dpo:` block"),
+    ],
+)
 def test_bad_dpo_settings(tmp_path, tiny_model_dir, pair_files, change, message):
     with pytest.raises(TunerError, match=message):
         recipe_from_dict(dpo_document(tiny_model_dir, pair_files, tmp_path / "dpo", **change))
 
 
-@pytest.mark.parametrize("trained_on, message", [(None, "not a tuner run folder"),
-                                                 ("org/other", "trained on 'org/other'")])
+@pytest.mark.parametrize(
+    "trained_on, message", [(None, "not a tuner run folder"), ("org/other", "trained on 'org/other'")]
+)
 def test_model_adapter_must_be_a_run_of_the_same_base(tmp_path, tiny_model_dir, pair_files, trained_on, message):
     run = tmp_path if trained_on is None else fake_adapter_run(tmp_path / "run", trained_on)
     document = dpo_document(tiny_model_dir, pair_files, tmp_path / "dpo")

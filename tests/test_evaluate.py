@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tuner import TunerError
-from tuner.schema import EvalConfig
 from tuner.evaluator import bootstrap_interval, evaluate, extract_answer, generate_texts, normalize_answer
 from tuner.likelihood import encode_pair, loglikelihoods
+from tuner.schema import EvalConfig
 
 
 @pytest.fixture(scope="module")
@@ -25,16 +25,20 @@ def direct_loglikelihood(model, tokenizer, context: str, answer: str) -> float:
 
     context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
     whole = tokenizer(context + answer, add_special_tokens=False)["input_ids"]
-    answer_ids = whole[len(context_ids):]
+    answer_ids = whole[len(context_ids) :]
     with torch.no_grad():
         logits = model(torch.tensor([whole])).logits[0].float()
     logprobs = torch.log_softmax(logits, dim=-1)
     return sum(float(logprobs[len(context_ids) + i - 1, t]) for i, t in enumerate(answer_ids))
 
 
-PAIRS = [("The weather today is", " sunny"), ("A much longer context that needs padding in a batch: the weather",
-                                              " is sunny and warm"),
-         ("The weather today is", " rainy"), ("Q: 2+2?\nA:", " 4"), ("Route this:", " billing")]
+PAIRS = [
+    ("The weather today is", " sunny"),
+    ("A much longer context that needs padding in a batch: the weather", " is sunny and warm"),
+    ("The weather today is", " rainy"),
+    ("Q: 2+2?\nA:", " 4"),
+    ("Route this:", " billing"),
+]
 
 
 def test_loglikelihood_equals_the_sum_of_token_logprobs(tiny):
@@ -46,9 +50,11 @@ def test_loglikelihood_equals_the_sum_of_token_logprobs(tiny):
 
 def test_choice_task_accuracy_and_predictions(tiny):
     model, tokenizer = tiny
-    rows = [{"prompt": "Is it good? The film was great.", "label": "positive"},
-            {"prompt": "Is it good? The film was bad.", "label": "negative"},
-            {"prompt": "Is it good? Fine.", "label": "positive"}]
+    rows = [
+        {"prompt": "Is it good? The film was great.", "label": "positive"},
+        {"prompt": "Is it good? The film was bad.", "label": "negative"},
+        {"prompt": "Is it good? Fine.", "label": "positive"},
+    ]
     result = evaluate(model, tokenizer, rows, EvalConfig(task="choice", choices=["negative", "positive"]))
     expected = []
     for row, prediction in zip(rows, result.predictions):
@@ -90,8 +96,10 @@ def test_generate_exact_match(tiny):
     texts, count = generate_texts(model, tokenizer, prompts, max_new_tokens=4)
     assert count > 0
     # Gold of row 0 is what the model generates; row 1's gold is something it does not.
-    rows = [{"prompt": prompts[0], "completion": " " + extract_answer(texts[0], None)},
-            {"prompt": prompts[1], "completion": " certainly-not-generated"}]
+    rows = [
+        {"prompt": prompts[0], "completion": " " + extract_answer(texts[0], None)},
+        {"prompt": prompts[1], "completion": " certainly-not-generated"},
+    ]
     result = evaluate(model, tokenizer, rows, EvalConfig(task="generate", max_new_tokens=4))
     assert [p["correct"] for p in result.predictions] == [True, False]
     assert result.metrics["accuracy"] == 0.5 and result.metrics["generated_tokens_per_second"] > 0
@@ -110,8 +118,10 @@ def test_preference_task(tiny):
     model, tokenizer = tiny
     # Plain-text answers are scored exactly as the trainer reads prompt + answer: with the space the data loader
     # writes before them, or none where the row has none.
-    rows = [{"prompt": "Answer briefly: 2+2?", "chosen": " 4", "rejected": " It is four, I think, maybe."},
-            {"prompt": "Capital of France?", "chosen": "Paris", "rejected": "Paris."}]
+    rows = [
+        {"prompt": "Answer briefly: 2+2?", "chosen": " 4", "rejected": " It is four, I think, maybe."},
+        {"prompt": "Capital of France?", "chosen": "Paris", "rejected": "Paris."},
+    ]
     result = evaluate(model, tokenizer, rows, EvalConfig(task="preference"))
     wins, per_token = [], []
     for row, prediction in zip(rows, result.predictions):
@@ -140,9 +150,20 @@ def test_bad_regex_is_a_recipe_error():
         EvalConfig(task="generate", answer_regex="team: (")
 
 
-INTENTS = ["card_arrival", "card_delivery_estimate", "card_not_working", "card_linking", "cash_withdrawal_charge",
-           "cash_withdrawal_not_recognised", "exchange_rate", "exchange_via_app", "top_up_failed", "top_up_limits",
-           "transfer_not_received_by_recipient", "pin_blocked"]
+INTENTS = [
+    "card_arrival",
+    "card_delivery_estimate",
+    "card_not_working",
+    "card_linking",
+    "cash_withdrawal_charge",
+    "cash_withdrawal_not_recognised",
+    "exchange_rate",
+    "exchange_via_app",
+    "top_up_failed",
+    "top_up_limits",
+    "transfer_not_received_by_recipient",
+    "pin_blocked",
+]
 
 
 def test_many_labels_sharing_prefixes_score_as_each_alone(tiny):
@@ -171,14 +192,22 @@ def test_the_prefix_all_contexts_share_is_fed_once(tiny):
     # Five worked examples before every question: their tokens go through the model once for the whole call, and
     # every answer still scores as an unbatched forward pass over its whole context.
     model, tokenizer = tiny
-    shots = "".join(f"Review: {text}\nSentiment: {label}\n\n" for text, label in
-                    [("A fine film.", "positive"), ("Dull.", "negative"), ("Loved every minute of it.", "positive"),
-                     ("The plot made no sense at all.", "negative"), ("Great cast.", "positive")])
+    shots = "".join(
+        f"Review: {text}\nSentiment: {label}\n\n"
+        for text, label in [
+            ("A fine film.", "positive"),
+            ("Dull.", "negative"),
+            ("Loved every minute of it.", "positive"),
+            ("The plot made no sense at all.", "negative"),
+            ("Great cast.", "positive"),
+        ]
+    )
     questions = ["What a waste of time.", "Charming and warm.", "I left early.", "A masterpiece, truly a joy to watch."]
     pairs = [(f"{shots}Review: {q}\nSentiment:", f" {label}") for q in questions for label in ("negative", "positive")]
     fed = []
-    hook = model.register_forward_pre_hook(lambda _, args, kwargs: fed.append(kwargs["input_ids"].numel()),
-                                           with_kwargs=True)
+    hook = model.register_forward_pre_hook(
+        lambda _, args, kwargs: fed.append(kwargs["input_ids"].numel()), with_kwargs=True
+    )
     try:
         scores = loglikelihoods(model, tokenizer, pairs, batch_size=2)
     finally:
@@ -224,8 +253,9 @@ def test_a_many_label_evaluation_shows_a_moving_progress_bar(tiny, monkeypatch, 
     model, tokenizer = tiny
     monkeypatch.setattr(tuner.progress, "interactive", lambda: True)  # as on a terminal
     monkeypatch.setattr(tuner.progress.Progress, "redraw_seconds", 0)  # every update, however fast the model
-    rows = [{"prompt": f"Which intent? Message {n} about my card.", "label": INTENTS[n % len(INTENTS)]}
-            for n in range(6)]
+    rows = [
+        {"prompt": f"Which intent? Message {n} about my card.", "label": INTENTS[n % len(INTENTS)]} for n in range(6)
+    ]
     evaluate(model, tokenizer, rows, EvalConfig(task="choice", choices=INTENTS, batch_size=2))
     drawn = capsys.readouterr().err
     counts = [int(match) for match in __import__("re").findall(r"(\d)/6 \[", drawn)]
@@ -248,8 +278,9 @@ def test_progress_is_one_line_off_a_terminal_and_silent_when_quiet(tiny, monkeyp
 def test_every_prediction_carries_its_share_of_the_scoring_time(tiny, task):
     model, tokenizer = tiny
     rows = [{"prompt": f"Is it good? Review {n}: {'great ' * n}", "label": "positive"} for n in range(1, 8)]
-    result = evaluate(model, tokenizer, rows, EvalConfig(task=task, choices=["negative", "positive"], batch_size=3,
-                                                         max_new_tokens=3))
+    result = evaluate(
+        model, tokenizer, rows, EvalConfig(task=task, choices=["negative", "positive"], batch_size=3, max_new_tokens=3)
+    )
     shares = [p["latency_ms"] for p in result.predictions]
     assert all(share > 0 for share in shares)
     # Batches of three: the rows of one batch share its time evenly, and all rows add up to the scoring time.
@@ -267,8 +298,9 @@ def test_plain_text_is_scored_after_the_bos_token_a_tokenizer_adds(tiny):
     tokenizer = AutoTokenizer.from_pretrained(base.name_or_path)
     tokenizer.bos_token = "<|im_start|>"
     bos = tokenizer.bos_token_id
-    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(single="<|im_start|> $A", pair="<|im_start|> $A $B",
-                                                                    special_tokens=[("<|im_start|>", bos)])
+    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(
+        single="<|im_start|> $A", pair="<|im_start|> $A $B", special_tokens=[("<|im_start|>", bos)]
+    )
     assert tokenizer("a")["input_ids"][0] == bos  # as Llama's tokenizer does, and TRL trains with it
     assert render_prompt("Is it good?", tokenizer) == "<|im_start|>Is it good?"
     assert render_prompt("Is it good?", base) == "Is it good?"  # SmolLM2 adds none
@@ -277,4 +309,5 @@ def test_plain_text_is_scored_after_the_bos_token_a_tokenizer_adds(tiny):
     expected = direct_loglikelihood(model, tokenizer, "<|im_start|>" + row["prompt"], " positive")
     assert result.predictions[0]["scores"]["positive"] == pytest.approx(expected, abs=1e-3)
     assert result.predictions[0]["scores"]["positive"] != pytest.approx(
-        direct_loglikelihood(model, tokenizer, row["prompt"], " positive"), abs=1e-3)
+        direct_loglikelihood(model, tokenizer, row["prompt"], " positive"), abs=1e-3
+    )

@@ -10,21 +10,26 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from helpers import TEAMS, recipe_document, write_jsonl, write_recipe
 from tuner import chat, export, predict, recipe_from_dict
 from tuner.cli import cli
 from tuner.errors import TunerError
 from tuner.recipes import fewshot, sft
+
+from helpers import TEAMS, recipe_document, write_jsonl, write_recipe
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_model_dir, tmp_path_factory):
     """A finished SFT run of the tiny model whose adapter moved away from zero (high learning rate)."""
     folder = tmp_path_factory.mktemp("export")
-    train = write_jsonl(folder / "data" / "train.jsonl",
-                        [{"text": f"Ticket {i}: help with {TEAMS[i % 5]}.", "label": TEAMS[i % 5]} for i in range(24)])
-    test = write_jsonl(folder / "data" / "test.jsonl",
-                       [{"text": f"Ticket {i}: about {TEAMS[i % 5]}.", "label": TEAMS[i % 5]} for i in range(100, 108)])
+    train = write_jsonl(
+        folder / "data" / "train.jsonl",
+        [{"text": f"Ticket {i}: help with {TEAMS[i % 5]}.", "label": TEAMS[i % 5]} for i in range(24)],
+    )
+    test = write_jsonl(
+        folder / "data" / "test.jsonl",
+        [{"text": f"Ticket {i}: about {TEAMS[i % 5]}.", "label": TEAMS[i % 5]} for i in range(100, 108)],
+    )
     document = recipe_document(tiny_model_dir, train, test, folder / "runs" / "sft")
     document["data"]["system_prompt"] = "You route tickets."
     return sft.run(recipe_from_dict(document)).run_dir
@@ -44,8 +49,15 @@ def test_merged_export_loads_without_peft_and_is_the_tuned_model(tiny_run, tiny_
     result = export(tiny_run, "merged", tmp_path / "merged")
     folder = result.folder
     assert not (folder / "adapter_config.json").exists()  # plain transformers, no peft
-    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
-            "chat_template.jinja", "README.md", "export.json"} <= {p.name for p in folder.iterdir()}
+    assert {
+        "model.safetensors",
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "README.md",
+        "export.json",
+    } <= {p.name for p in folder.iterdir()}
     info = json.loads((folder / "export.json").read_text())
     assert info["check"]["passed"] and info["check"]["max_abs_logprob_difference"] <= 1e-4
     assert info["check"]["rows"] == 8 and info["merged_into"] == "the base's fp32 weights"
@@ -61,8 +73,10 @@ def test_merged_export_loads_without_peft_and_is_the_tuned_model(tiny_run, tiny_
 
 
 # f16 in the unit tier; the other tensor types (20 s each) in the end-to-end tier.
-@pytest.mark.parametrize("quant", [pytest.param("f32", marks=pytest.mark.integration), "f16",
-                                   pytest.param("q8_0", marks=pytest.mark.integration)])
+@pytest.mark.parametrize(
+    "quant",
+    [pytest.param("f32", marks=pytest.mark.integration), "f16", pytest.param("q8_0", marks=pytest.mark.integration)],
+)
 def test_gguf_export_loads_through_transformers_gguf_reader(tiny_run, tmp_path, quant):
     from gguf import GGUFReader
     from transformers import AutoModelForCausalLM
@@ -94,8 +108,9 @@ def test_a_gguf_with_the_wrong_tensor_layout_fails_its_own_check(tiny_run, tmp_p
 
 def test_adapter_export_is_the_runs_adapter_with_a_card(tiny_run, tmp_path):
     result = export(tiny_run, "adapter", tmp_path / "adapter")
-    assert (result.folder / "adapter_model.safetensors").read_bytes() == \
-        (tiny_run / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert (result.folder / "adapter_model.safetensors").read_bytes() == (
+        tiny_run / "adapter" / "adapter_model.safetensors"
+    ).read_bytes()
     assert result.info["check"]["max_abs_logprob_difference"] == 0.0
     assert "library_name: peft" in (result.folder / "README.md").read_text()
 
@@ -158,11 +173,14 @@ def test_predict_gives_the_runs_own_answers_and_reads_rows_without_labels(tiny_r
     recipe_rows = [json.loads(line) for line in (tiny_run / "predictions.jsonl").read_text().splitlines()]
     result = predict(tiny_run, tiny_run.parent.parent / "data" / "test.jsonl", tmp_path / "out.jsonl")
     assert [row["answer"] for row in result.rows] == [row["prediction"] for row in recipe_rows]
-    assert result.answered == len(recipe_rows) and result.accuracy == json.loads(
-        (tiny_run / "metrics.json").read_text())["eval"]["accuracy"]
+    assert (
+        result.answered == len(recipe_rows)
+        and result.accuracy == json.loads((tiny_run / "metrics.json").read_text())["eval"]["accuracy"]
+    )
     lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert len(lines) == len(recipe_rows) and all(line["latency_ms"] > 0 and set(line["scores"]) == set(TEAMS)
-                                                  for line in lines)
+    assert len(lines) == len(recipe_rows) and all(
+        line["latency_ms"] > 0 and set(line["scores"]) == set(TEAMS) for line in lines
+    )
 
     unlabelled = write_jsonl(tmp_path / "ask.jsonl", [{"text": "Ticket 100: about billing."}, {"text": "Where?"}])
     again = predict(tiny_run, unlabelled, tmp_path / "out.jsonl")
@@ -185,8 +203,12 @@ def test_predict_refuses_rows_in_another_format_and_unknown_files(tiny_run, tmp_
 
 def test_chat_streams_replies_with_the_system_prompt_and_resets(tiny_run):
     out = io.StringIO()
-    messages = chat(tiny_run, io.StringIO("Where is my parcel?\n/reset\nI was charged twice.\n/exit\nignored\n"), out,
-                    max_new_tokens=4)
+    messages = chat(
+        tiny_run,
+        io.StringIO("Where is my parcel?\n/reset\nI was charged twice.\n/exit\nignored\n"),
+        out,
+        max_new_tokens=4,
+    )
     assert [m["role"] for m in messages] == ["system", "user", "assistant"]
     assert messages[0]["content"] == "You route tickets." and messages[1]["content"] == "I was charged twice."
     shown = out.getvalue()

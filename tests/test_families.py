@@ -12,8 +12,6 @@ from types import SimpleNamespace
 import datasets
 import pytest
 
-from helpers import TEAMS, recipe_document, ticket_rows, write_jsonl
-from families import FAMILIES, WINDOW, build
 from tuner import TunerError, export, recipe_from_dict
 from tuner.evaluator import evaluate
 from tuner.families import without_reasoning
@@ -23,10 +21,16 @@ from tuner.rendering import continuation, generation_prompt, render_prompt, sft_
 from tuner.runs import read_run
 from tuner.schema import EvalConfig, ModelConfig
 
+from families import FAMILIES, WINDOW, build
+from helpers import TEAMS, recipe_document, ticket_rows, write_jsonl
+
 NAMES = sorted(FAMILIES)
 PROMPT = [{"role": "user", "content": "My card was charged twice."}]
-CHAT = PROMPT + [{"role": "assistant", "content": "billing"}, {"role": "user", "content": "Hello there"},
-                 {"role": "assistant", "content": "Fine, thanks"}]
+CHAT = PROMPT + [
+    {"role": "assistant", "content": "billing"},
+    {"role": "user", "content": "Hello there"},
+    {"role": "assistant", "content": "Fine, thanks"},
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +41,9 @@ def family_dirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(family_dirs):
-    return {name: load_model(ModelConfig(name_or_path=str(folder), dtype="fp32")) for name, folder in
-            family_dirs.items()}
+    return {
+        name: load_model(ModelConfig(name_or_path=str(folder), dtype="fp32")) for name, folder in family_dirs.items()
+    }
 
 
 def _whole_ids(tokenizer, messages):
@@ -66,43 +71,50 @@ def test_a_multi_turn_chat_trains_on_the_ids_of_its_whole_rendering(loaded, name
     trained = tokenizer.decode([i for i, m in zip(row["input_ids"], row["assistant_masks"]) if m])
     assert "Fine, thanks" in trained and "charged" not in trained and "Hello there" not in trained
     last = max(n for n, trains in enumerate(row["assistant_masks"]) if trains)
-    last_trained = tokenizer.convert_ids_to_tokens(row["input_ids"][last - 2:last + 1])
-    assert any(token in last_trained for token in (tokenizer.eos_token, "<|eot_id|>", "<|im_end|>", "<end_of_turn>",
-                                                  "<|end|>")), last_trained  # the end of turn is trained too
+    last_trained = tokenizer.convert_ids_to_tokens(row["input_ids"][last - 2 : last + 1])
+    assert any(
+        token in last_trained for token in (tokenizer.eos_token, "<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<|end|>")
+    ), last_trained  # the end of turn is trained too
     # Templates that render each turn as a beginning of the whole train on every answer; the others (Qwen3 renders
     # a think block on the last answer only, Phi-3 closes a whole chat with EOS) on the last, the chat as context.
     assert ("billing" in trained) == (name not in ("qwen3", "phi3"))
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_the_evaluator_scores_the_tokens_sft_labelled_in_the_context_it_trained_on(family_dirs, loaded, name,
-                                                                                     tmp_path):
+def test_the_evaluator_scores_the_tokens_sft_labelled_in_the_context_it_trained_on(family_dirs, loaded, name, tmp_path):
     tokenizer = loaded[name].tokenizer
-    trainer = _trainer(family_dirs, loaded, name, "sft", [{"prompt": PROMPT, "completion": [
-        {"role": "assistant", "content": "billing"}]}], tmp_path)
+    trainer = _trainer(
+        family_dirs,
+        loaded,
+        name,
+        "sft",
+        [{"prompt": PROMPT, "completion": [{"role": "assistant", "content": "billing"}]}],
+        tmp_path,
+    )
     trained = trainer.train_dataset[0]
     assert trained["input_ids"] == _whole_ids(tokenizer, PROMPT + [{"role": "assistant", "content": "billing"}])
     row = {"prompt": PROMPT, "completion": [{"role": "assistant", "content": "billing"}]}
     context, answer = encode_pair(tokenizer, render_prompt(PROMPT, tokenizer), continuation(row, "billing"))
-    assert trained["input_ids"][:len(context) + len(answer)] == context + answer
+    assert trained["input_ids"][: len(context) + len(answer)] == context + answer
     labelled = [label != -100 for label in trained["labels"]]  # TRL's labels: -100 where no loss is taken
-    assert all(labelled[len(context):len(context) + len(answer)]) and labelled[-1]  # the end of turn too
+    assert all(labelled[len(context) : len(context) + len(answer)]) and labelled[-1]  # the end of turn too
     # Nothing up to the assistant header is trained (TRL trains what follows it: a think block a template opens the
     # answer with too, which the evaluator then reads as context, as it is at inference).
     header = tokenizer(generation_prompt(PROMPT, tokenizer), add_special_tokens=False)["input_ids"]
-    assert not any(labelled[:len(header)]) and trained["input_ids"][:len(header)] == header
+    assert not any(labelled[: len(header)]) and trained["input_ids"][: len(header)] == header
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_dpo_pairs_train_on_the_whole_rendering_and_are_scored_there(family_dirs, loaded, name, tmp_path):
     tokenizer = loaded[name].tokenizer
     chosen, rejected = [{"role": "assistant", "content": "billing"}], [{"role": "assistant", "content": "returns"}]
-    trainer = _trainer(family_dirs, loaded, name, "dpo", [{"prompt": PROMPT, "chosen": chosen,
-                                                           "rejected": rejected}], tmp_path)
+    trainer = _trainer(
+        family_dirs, loaded, name, "dpo", [{"prompt": PROMPT, "chosen": chosen, "rejected": rejected}], tmp_path
+    )
     trained = trainer.train_dataset[0]
     assert trained["prompt_ids"] + trained["chosen_ids"] == _whole_ids(tokenizer, PROMPT + chosen)
     context, answer = encode_pair(tokenizer, render_prompt(PROMPT, tokenizer), "billing")
-    assert (trained["prompt_ids"] + trained["chosen_ids"])[:len(context) + len(answer)] == context + answer
+    assert (trained["prompt_ids"] + trained["chosen_ids"])[: len(context) + len(answer)] == context + answer
     assert len(context) >= len(trained["prompt_ids"])  # the scored answer lies in what DPO trained on
 
 
@@ -112,8 +124,9 @@ def test_choice_scores_equal_one_forward_pass_each_past_a_sliding_window(loaded,
 
     model, tokenizer = loaded[name].model, loaded[name].tokenizer
     long = " ".join(["The parcel never arrived and tracking shows nothing."] * 3)
-    contexts = [render_prompt([{"role": "user", "content": text}], tokenizer)
-                for text in ("My card was charged twice.", long)]
+    contexts = [
+        render_prompt([{"role": "user", "content": text}], tokenizer) for text in ("My card was charged twice.", long)
+    ]
     pairs = [(context, team) for context in contexts for team in TEAMS]
     assert len(tokenizer(contexts[1], add_special_tokens=False)["input_ids"]) > WINDOW
     scores = loglikelihoods(model, tokenizer, pairs, batch_size=4)
@@ -138,9 +151,11 @@ def test_generate_answers_without_the_reasoning_block(loaded, monkeypatch):
     import tuner.evaluator
 
     model, tokenizer = loaded["qwen3"].model, loaded["qwen3"].tokenizer
-    monkeypatch.setattr(tuner.evaluator, "generate_texts",
-                        lambda model, tokenizer, prompts, *args, **kwargs: (["<think>\n\n</think>\n\nbilling"] *
-                                                                            len(prompts), 3))
+    monkeypatch.setattr(
+        tuner.evaluator,
+        "generate_texts",
+        lambda model, tokenizer, prompts, *args, **kwargs: (["<think>\n\n</think>\n\nbilling"] * len(prompts), 3),
+    )
     rows = [{"prompt": PROMPT, "completion": [{"role": "assistant", "content": "billing"}]}]
     result = evaluate(model, tokenizer, rows, EvalConfig(task="generate"))
     assert result.predictions[0]["prediction"] == "billing" and result.metrics["accuracy"] == 1.0
@@ -203,8 +218,12 @@ def test_a_base_model_renders_plain_text_unless_the_recipe_names_a_template(fami
     train = write_jsonl(tmp_path / "train.jsonl", ticket_rows(8))
     plain = recipe_from_dict(recipe_document(base, train, None, tmp_path / "run"))
     assert plain.data.chat is False and "has no chat template" in capsys.readouterr().out
-    named = recipe_from_dict({**recipe_document(base, train, None, tmp_path / "run"),
-                              "model": {"name_or_path": str(base), "chat_template": "gemma"}})
+    named = recipe_from_dict(
+        {
+            **recipe_document(base, train, None, tmp_path / "run"),
+            "model": {"name_or_path": str(base), "chat_template": "gemma"},
+        }
+    )
     assert named.data.chat is True
     tokenizer = load_model(named.model).tokenizer
     assert render_prompt(PROMPT, tokenizer).endswith("<start_of_turn>model\n")
@@ -240,8 +259,9 @@ def test_an_evaluation_that_fails_after_training_keeps_the_run(family_dirs, tmp_
     with pytest.raises(TunerError, match="evaluation failed"):
         read_run(run_dir)
     monkeypatch.undo()
-    scored = CliRunner().invoke(cli, ["eval", str(recipe_path), "--adapter", str(run_dir), "--output-dir",
-                                      str(tmp_path / "scored")])
+    scored = CliRunner().invoke(
+        cli, ["eval", str(recipe_path), "--adapter", str(run_dir), "--output-dir", str(tmp_path / "scored")]
+    )
     assert scored.exit_code == 0, scored.output
     assert json.loads((tmp_path / "scored" / "metrics.json").read_text())["eval"]["rows"] == 4
 
@@ -264,8 +284,11 @@ def test_a_gguf_that_llama_cpp_tokenizes_otherwise_is_refused(loaded, monkeypatc
 
     same = lambda data, add_bos, special: tokenizer(data.decode(), add_special_tokens=add_bos)["input_ids"]
     fake_llama_cpp(same)
-    assert llama_cpp_tokens(tmp_path / "model.gguf", tokenizer, texts) == {"rows": 1, "same_tokens": True,
-                                                                          "same_bos": True}
+    assert llama_cpp_tokens(tmp_path / "model.gguf", tokenizer, texts) == {
+        "rows": 1,
+        "same_tokens": True,
+        "same_bos": True,
+    }
     fake_llama_cpp(lambda data, add_bos, special: same(data, add_bos, special)[::-1])  # the default split rule, say
     with pytest.raises(TunerError, match="llama.cpp tokenizes check text 0 otherwise"):
         llama_cpp_tokens(tmp_path / "model.gguf", tokenizer, texts)
@@ -276,10 +299,11 @@ def test_the_quickstart_is_scored_in_the_contexts_it_always_was(smollm2_tokenize
     # its generation prompt, as before the evaluator cut the rendered conversation where the answer starts.
     from transformers import AutoTokenizer
 
-    from helpers import ROOT
     from tuner import load_recipe
     from tuner.data.rows import scoring_rows
     from tuner.data.splits import load_data
+
+    from helpers import ROOT
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
     recipe = load_recipe(ROOT / "recipes" / "quickstart" / "sft.yaml")

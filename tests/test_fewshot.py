@@ -6,11 +6,12 @@ import json
 
 import pytest
 
-from helpers import recipe_document, ticket_rows
 from tuner import TunerError, recipe_from_dict
-from tuner.schema import DataConfig, FewshotConfig
 from tuner.data.splits import load_data
+from tuner.schema import DataConfig, FewshotConfig
 from tuner.selection import fewshot_rows
+
+from helpers import recipe_document, ticket_rows
 
 
 def splits(train_rows, eval_rows, **data):
@@ -66,11 +67,18 @@ def test_random_selection_is_seeded():
 
 
 def test_bm25_returns_the_expected_neighbours():
-    corpus = ["the tent pole snapped in the wind", "my invoice shows a double charge", "parcel lost by the courier",
-              "refund for the returned jacket", "login password reset email missing"]
+    corpus = [
+        "the tent pole snapped in the wind",
+        "my invoice shows a double charge",
+        "parcel lost by the courier",
+        "refund for the returned jacket",
+        "login password reset email missing",
+    ]
     train = [{"text": t, "label": "x"} for t in corpus]
-    queries = [{"text": "courier says parcel delivered but it is lost", "label": "x"},
-               {"text": "double charge on my invoice", "label": "x"}]
+    queries = [
+        {"text": "courier says parcel delivered but it is lost", "label": "x"},
+        {"text": "double charge on my invoice", "label": "x"},
+    ]
     data = splits(train, queries)
     rows = fewshot_rows(data.train, data.eval, FewshotConfig(k=1, select="similar"))
     assert "parcel lost by the courier" in rows[0]["prompt"][0]["content"]
@@ -112,13 +120,14 @@ def test_fewshot_needs_an_eval_task(tmp_path, tiny_model_dir, ticket_files):
 def test_multiple_choice_from_a_column(tmp_path, tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tuner.schema import EvalConfig
     from tuner.evaluator import evaluate
+    from tuner.schema import EvalConfig
 
-    rows = [{"prompt": "2+2=", "completion": "4", "options": ["3", "4", "5"]},
-            {"prompt": "Sky colour:", "completion": "blue", "options": ["blue", "green"]}]
-    data = load_data(DataConfig(train=rows, eval=rows, chat=False, choices_column="options",
-                                drop_eval_overlap=False))
+    rows = [
+        {"prompt": "2+2=", "completion": "4", "options": ["3", "4", "5"]},
+        {"prompt": "Sky colour:", "completion": "blue", "options": ["blue", "green"]},
+    ]
+    data = load_data(DataConfig(train=rows, eval=rows, chat=False, choices_column="options", drop_eval_overlap=False))
     assert data.eval[0]["choices"] == ["3", "4", "5"]
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)

@@ -7,20 +7,19 @@ import json
 
 import pytest
 
-from helpers import TEAMS, recipe_document, ticket_rows, write_jsonl
 from tuner import TunerError, recipe_from_dict
 from tuner.recipes import grpo, preflight
 from tuner.rewards import named_choice, reward_functions
+
+from helpers import TEAMS, recipe_document, ticket_rows, write_jsonl
 
 
 def grpo_document(tiny_model_dir, ticket_files, output_dir, rewards=None, **changes) -> dict:
     train, test = ticket_files
     document = recipe_document(tiny_model_dir, train, test, output_dir)
     document["method"] = "grpo"
-    document["grpo"] = {"rewards": rewards or [{"type": "choice"}], "num_generations": 4,
-                        "max_completion_length": 4}
-    document["train"] = {"max_steps": 3, "per_device_train_batch_size": 4, "learning_rate": 1.0e-2,
-                         "logging_steps": 1}
+    document["grpo"] = {"rewards": rewards or [{"type": "choice"}], "num_generations": 4, "max_completion_length": 4}
+    document["train"] = {"max_steps": 3, "per_device_train_batch_size": 4, "learning_rate": 1.0e-2, "logging_steps": 1}
     document["data"]["max_eval_samples"] = 6
     document.update(changes)
     return document
@@ -37,12 +36,22 @@ def test_named_choice_is_the_one_choice_an_answer_names():
 
 
 def test_built_in_rewards_as_trl_calls_them(tmp_path, tiny_model_dir, ticket_files):
-    document = grpo_document(tiny_model_dir, ticket_files, tmp_path / "grpo", rewards=[
-        {"type": "choice"}, {"type": "exact_match"}, {"type": "regex", "pattern": r"^\w+$"},
-        {"type": "length", "max_tokens": 2}])
+    document = grpo_document(
+        tiny_model_dir,
+        ticket_files,
+        tmp_path / "grpo",
+        rewards=[
+            {"type": "choice"},
+            {"type": "exact_match"},
+            {"type": "regex", "pattern": r"^\w+$"},
+            {"type": "length", "max_tokens": 2},
+        ],
+    )
     choice, exact, regex, length = reward_functions(recipe_from_dict(document), None, TEAMS)
-    completions = [[{"role": "assistant", "content": text}] for text in
-                   ("billing", "Billing team, I think", "shipping", "It goes to billing, or returns.")]
+    completions = [
+        [{"role": "assistant", "content": text}]
+        for text in ("billing", "Billing team, I think", "shipping", "It goes to billing, or returns.")
+    ]
     gold = ["billing"] * 4
     kwargs = {"prompts": [[]] * 4, "completions": completions, "gold": gold, "trainer_state": None}
     assert choice(**kwargs) == [1.0, 1.0, 0.0, 0.0]
@@ -81,20 +90,28 @@ def test_a_user_function_reward_is_imported_checked_and_used(tmp_path, tiny_mode
         "def short(prompts, completions, **kwargs):\n"
         "    return [1.0 if len(c[-1]['content']) < 20 else 0.0 for c in completions]\n"
         "def broken(prompts, completions, **kwargs):\n"
-        "    return [1.0]\n", encoding="utf-8")
+        "    return [1.0]\n",
+        encoding="utf-8",
+    )
     spec = {"type": "function", "function": "my_rewards:short", "trust_remote_code": True}
     document = grpo_document(tiny_model_dir, ticket_files, tmp_path / "grpo", rewards=[spec])
     assert preflight.validate(recipe_from_dict(document))["train_rows"] > 0
 
-    for function, message in (("my_rewards:broken", r"returned \[1.0\], not one finite number .* per completion "
-                                                     r"\(4 given\)"),
-                              ("my_rewards:missing", "my_rewards has no function 'missing'"),
-                              ("nowhere:short", "cannot import 'nowhere'")):
+    for function, message in (
+        (
+            "my_rewards:broken",
+            r"returned \[1.0\], not one finite number .* per completion "
+            r"\(4 given\)",
+        ),
+        ("my_rewards:missing", "my_rewards has no function 'missing'"),
+        ("nowhere:short", "cannot import 'nowhere'"),
+    ):
         bad = grpo_document(tiny_model_dir, ticket_files, tmp_path / "grpo", rewards=[{**spec, "function": function}])
         with pytest.raises(TunerError, match=message):
             preflight.validate(recipe_from_dict(bad))
-    unsafe = grpo_document(tiny_model_dir, ticket_files, tmp_path / "grpo", rewards=[{**spec,
-                                                                                    "trust_remote_code": False}])
+    unsafe = grpo_document(
+        tiny_model_dir, ticket_files, tmp_path / "grpo", rewards=[{**spec, "trust_remote_code": False}]
+    )
     with pytest.raises(TunerError, match="set `trust_remote_code: true` on it"):
         recipe_from_dict(unsafe)
 
@@ -125,19 +142,23 @@ def test_bad_grpo_recipes_are_refused_before_a_model_loads(tmp_path, tiny_model_
         preflight.validate(recipe_from_dict(document))
     not_reward = tmp_path / "sft-run"
     from helpers import fake_adapter_run
+
     fake_adapter_run(not_reward, str(tiny_model_dir))
     with pytest.raises(TunerError, match="a `model` reward needs a reward model run"):
-        recipe_from_dict(grpo_document(tiny_model_dir, ticket_files, tmp_path / "g",
-                                       rewards=[{"type": "model", "run": str(not_reward)}]))
+        recipe_from_dict(
+            grpo_document(
+                tiny_model_dir, ticket_files, tmp_path / "g", rewards=[{"type": "model", "run": str(not_reward)}]
+            )
+        )
 
 
-def test_sigterm_then_resume_matches_an_uninterrupted_grpo_run(tmp_path, tiny_model_dir, ticket_files,
-                                                              signal_at_step):
+def test_sigterm_then_resume_matches_an_uninterrupted_grpo_run(tmp_path, tiny_model_dir, ticket_files, signal_at_step):
     from helpers import stopped_and_resumed
 
     def document(output_dir):
-        doc = grpo_document(tiny_model_dir, ticket_files, output_dir,
-                            rewards=[{"type": "regex", "pattern": "^[A-Za-z ]+$"}])
+        doc = grpo_document(
+            tiny_model_dir, ticket_files, output_dir, rewards=[{"type": "regex", "pattern": "^[A-Za-z ]+$"}]
+        )
         doc["train"].update(max_steps=4, save_strategy="steps", save_steps=2)
         return doc
 
@@ -147,14 +168,16 @@ def test_sigterm_then_resume_matches_an_uninterrupted_grpo_run(tmp_path, tiny_mo
     assert resumed.metrics["reward_after"] == whole.metrics["reward_after"]
     from safetensors.torch import load_file  # GRPO's logged loss is near 0 by construction: compare the weights
 
-    trained, continued = (load_file(str(run / "adapter" / "adapter_model.safetensors"))
-                          for run in (whole.run_dir, resumed.run_dir))
+    trained, continued = (
+        load_file(str(run / "adapter" / "adapter_model.safetensors")) for run in (whole.run_dir, resumed.run_dir)
+    )
     assert any(t.abs().sum() > 0 for name, t in trained.items() if "lora_B" in name)
     assert all((trained[name] - continued[name]).abs().max() < 1e-5 for name in trained)
 
 
-def test_grpo_memory_is_estimated_on_prompts_and_sampled_answers(tmp_path, tiny_model_dir, ticket_files, monkeypatch,
-                                                                  capsys):
+def test_grpo_memory_is_estimated_on_prompts_and_sampled_answers(
+    tmp_path, tiny_model_dir, ticket_files, monkeypatch, capsys
+):
     import tuner.estimate as estimate_module
     import tuner.speed as speed
     from tuner.data.rows import prompt_rows
@@ -171,8 +194,9 @@ def test_grpo_memory_is_estimated_on_prompts_and_sampled_answers(tmp_path, tiny_
     shown = estimate.rows[0]["answers"][0]
     assert shown["answer"] == "(up to 4 sampled tokens)" and shown["answer_tokens"] == 4
     assert shown["prompt"] == render_prompt(rows[0]["prompt"], tokenizer)
-    longest = max(len(tokenizer(render_prompt(row["prompt"], tokenizer), add_special_tokens=False)["input_ids"])
-                  for row in rows)
+    longest = max(
+        len(tokenizer(render_prompt(row["prompt"], tokenizer), add_special_tokens=False)["input_ids"]) for row in rows
+    )
     assert estimate.batch_tokens == 4 * (longest + 4)  # 4 sampled answers a batch, each its prompt and 4 tokens
 
     # On a GPU the run decides gradient checkpointing from this estimate on its prompt rows (it crashed there:

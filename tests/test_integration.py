@@ -11,22 +11,23 @@ from pathlib import Path
 
 import pytest
 
+from tuner.hardware import cpu_has_native_bf16
+
 from browser import page
 from helpers import ROOT, needs_shared_data
-from tuner.hardware import cpu_has_native_bf16
 
 pytestmark = pytest.mark.integration
 
 
 def tuner(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "tuner", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=900, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "tuner", *args], cwd=cwd, capture_output=True, text=True, timeout=900, env=env
+    )
 
 
 def run_recipe(recipe: str, output_dir: Path, *overrides: str, command: str = "sft") -> Path:
-    done = tuner(command, recipe, "--set", f"output_dir={output_dir}",
-                 *[a for o in overrides for a in ("--set", o)])
+    done = tuner(command, recipe, "--set", f"output_dir={output_dir}", *[a for o in overrides for a in ("--set", o)])
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"Run folder: {output_dir}" in done.stdout
     assert "metrics.json" in done.stdout
@@ -41,8 +42,14 @@ def read_json(path: Path):
 def quickstart_run(tmp_path_factory) -> Path:
     """The quickstart SFT for 4 steps on 32 rows, scored on the first 10 test rows."""
     output = tmp_path_factory.mktemp("quickstart") / "sft"
-    return run_recipe("recipes/quickstart/sft.yaml", output, "train.max_steps=4", "data.max_train_samples=32",
-                      "train.logging_steps=1", "data.max_eval_samples=10")
+    return run_recipe(
+        "recipes/quickstart/sft.yaml",
+        output,
+        "train.max_steps=4",
+        "data.max_train_samples=32",
+        "train.logging_steps=1",
+        "data.max_eval_samples=10",
+    )
 
 
 def test_quickstart_sft_moves_the_adapter_and_changes_outputs(quickstart_run):
@@ -63,7 +70,10 @@ def test_quickstart_sft_moves_the_adapter_and_changes_outputs(quickstart_run):
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "adapter")
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": "Team for this ticket? I was charged twice for order NW-12345."}],
-        add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     base = AutoModelForCausalLM.from_pretrained(base_path)
     with torch.no_grad():
         before = base(**prompt).logits[0, -1]
@@ -76,8 +86,16 @@ def test_quickstart_sft_moves_the_adapter_and_changes_outputs(quickstart_run):
 
 
 def test_eval_of_the_adapter_reproduces_the_sft_runs_own_score(quickstart_run, tmp_path):
-    done = tuner("eval", "recipes/quickstart/sft.yaml", "--adapter", str(quickstart_run), "--output-dir",
-                 str(tmp_path / "ev"), "--set", "data.max_eval_samples=10")
+    done = tuner(
+        "eval",
+        "recipes/quickstart/sft.yaml",
+        "--adapter",
+        str(quickstart_run),
+        "--output-dir",
+        str(tmp_path / "ev"),
+        "--set",
+        "data.max_eval_samples=10",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "accuracy" in done.stdout
     scored = read_json(tmp_path / "ev" / "metrics.json")["eval"]
@@ -104,9 +122,14 @@ def test_zero_shot_sst2_agrees_with_lm_evaluation_harness(tmp_path):
 
 
 def test_quickstart_qlora(tmp_path):
-    run_dir = run_recipe("recipes/quickstart/sft_qlora.yaml", tmp_path / "qlora", "train.max_steps=2",
-                         "data.max_train_samples=8", "train.per_device_train_batch_size=4",
-                         "data.max_eval_samples=4")
+    run_dir = run_recipe(
+        "recipes/quickstart/sft_qlora.yaml",
+        tmp_path / "qlora",
+        "train.max_steps=2",
+        "data.max_train_samples=8",
+        "train.per_device_train_batch_size=4",
+        "data.max_eval_samples=4",
+    )
     manifest = read_json(run_dir / "manifest.json")
     assert manifest["model"]["quantize"] == "4bit"
     from safetensors.torch import load_file
@@ -117,11 +140,15 @@ def test_quickstart_qlora(tmp_path):
 
 @needs_shared_data("sst2", "train.jsonl")
 def test_sst2_recipe(tmp_path):
-    run_dir = run_recipe("recipes/sst2/sft_lora.yaml", tmp_path / "sst2", "train.max_steps=2",
-                         "data.max_train_samples=16", "data.max_eval_samples=8")
+    run_dir = run_recipe(
+        "recipes/sst2/sft_lora.yaml",
+        tmp_path / "sst2",
+        "train.max_steps=2",
+        "data.max_train_samples=16",
+        "data.max_eval_samples=8",
+    )
     manifest = read_json(run_dir / "manifest.json")
     assert manifest["data"]["train_rows"] == 16 and manifest["data"]["format"] == "classification"
-
 
 
 def test_quickstart_dpo_moves_the_adapter_and_grows_the_reward_margin(tmp_path):
@@ -129,9 +156,16 @@ def test_quickstart_dpo_moves_the_adapter_and_grows_the_reward_margin(tmp_path):
 
     # Random batches: tuner's default length grouping walks a mega-batch longest first, so six steps would end on
     # the short team-against-team pairs and compare the margin on a different kind of pair than the first step.
-    run_dir = run_recipe("recipes/quickstart/dpo.yaml", tmp_path / "dpo", "train.max_steps=6",
-                         "train.logging_steps=1", "train.per_device_train_batch_size=4", "data.max_eval_samples=8",
-                         "train.train_sampling_strategy=random", command="dpo")
+    run_dir = run_recipe(
+        "recipes/quickstart/dpo.yaml",
+        tmp_path / "dpo",
+        "train.max_steps=6",
+        "train.logging_steps=1",
+        "train.per_device_train_batch_size=4",
+        "data.max_eval_samples=8",
+        "train.train_sampling_strategy=random",
+        command="dpo",
+    )
     metrics = read_json(run_dir / "metrics.json")
     assert metrics["method"] == "dpo" and metrics["train_steps"] == 6
     # The policy starts equal to the reference (margin 0); six steps on the training pairs push chosen above rejected.
@@ -144,8 +178,14 @@ def test_quickstart_dpo_moves_the_adapter_and_grows_the_reward_margin(tmp_path):
 def test_quickstart_kto_on_thumbs_feedback_moves_the_adapter_and_grows_the_reward_margin(tmp_path):
     from safetensors.torch import load_file
 
-    run_dir = run_recipe("recipes/quickstart/kto.yaml", tmp_path / "kto", "train.max_steps=6",
-                         "train.logging_steps=1", "data.max_eval_samples=8", command="kto")
+    run_dir = run_recipe(
+        "recipes/quickstart/kto.yaml",
+        tmp_path / "kto",
+        "train.max_steps=6",
+        "train.logging_steps=1",
+        "data.max_eval_samples=8",
+        command="kto",
+    )
     metrics = read_json(run_dir / "metrics.json")
     assert metrics["method"] == "kto" and metrics["train_steps"] == 6
     # The policy starts equal to the reference (margin 0); six steps push thumbs-up answers above thumbs-down ones.
@@ -159,10 +199,15 @@ def test_quickstart_kto_on_thumbs_feedback_moves_the_adapter_and_grows_the_rewar
 
 
 def test_sft_then_dpo(quickstart_run, tmp_path):
-    run_dir = run_recipe("recipes/quickstart/sft_then_dpo.yaml", tmp_path / "sft-dpo",
-                         f"model.adapter={quickstart_run}", "train.max_steps=2", "train.per_device_train_batch_size=4",
-                         "data.max_eval_samples=4",
-                         command="dpo")
+    run_dir = run_recipe(
+        "recipes/quickstart/sft_then_dpo.yaml",
+        tmp_path / "sft-dpo",
+        f"model.adapter={quickstart_run}",
+        "train.max_steps=2",
+        "train.per_device_train_batch_size=4",
+        "data.max_eval_samples=4",
+        command="dpo",
+    )
     metrics = read_json(run_dir / "metrics.json")
     assert metrics["method"] == "sft+dpo"
     assert read_json(run_dir / "manifest.json")["continued_from"] == str(quickstart_run)
@@ -179,11 +224,21 @@ def test_quickstart_exports_reproduce_the_run(quickstart_run, tmp_path):
     merged = read_json(tmp_path / "merged" / "export.json")
     assert merged["check"]["max_abs_logprob_difference"] <= 1e-4 and merged["merged_into"] == "the base's fp32 weights"
     assert f"Export: {tmp_path / 'merged'}" in done.stdout
-    scored = tuner("eval", "recipes/quickstart/sft.yaml", "--output-dir", str(tmp_path / "ev"), "--set",
-                   f"model.name_or_path={tmp_path / 'merged'}", "--set", "data.max_eval_samples=10")
+    scored = tuner(
+        "eval",
+        "recipes/quickstart/sft.yaml",
+        "--output-dir",
+        str(tmp_path / "ev"),
+        "--set",
+        f"model.name_or_path={tmp_path / 'merged'}",
+        "--set",
+        "data.max_eval_samples=10",
+    )
     assert scored.returncode == 0, scored.stderr[-3000:]
-    assert read_json(tmp_path / "ev" / "metrics.json")["eval"]["accuracy"] == \
-        read_json(quickstart_run / "metrics.json")["eval"]["accuracy"]
+    assert (
+        read_json(tmp_path / "ev" / "metrics.json")["eval"]["accuracy"]
+        == read_json(quickstart_run / "metrics.json")["eval"]["accuracy"]
+    )
 
     done = tuner("export", str(quickstart_run), "--to", "gguf", "--quant", "f16", "--out", str(tmp_path / "gguf"))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -206,9 +261,15 @@ def test_quickstart_predict_matches_the_runs_predictions_and_chat_answers(quicks
     assert all(a["latency_ms"] > 0 for a in answers)
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    chat = subprocess.run([sys.executable, "-m", "tuner", "-q", "chat", str(quickstart_run), "--max-new-tokens", "8"],
-                          input="I was charged twice for order NW-12345.\nMy parcel never arrived.\n", cwd=ROOT,
-                          capture_output=True, text=True, timeout=600, env=env)
+    chat = subprocess.run(
+        [sys.executable, "-m", "tuner", "-q", "chat", str(quickstart_run), "--max-new-tokens", "8"],
+        input="I was charged twice for order NW-12345.\nMy parcel never arrived.\n",
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert chat.returncode == 0, chat.stderr[-3000:]
     banner, *replies = chat.stdout.strip().splitlines()
     assert banner.startswith("Chatting with") and len(replies) == 2 and all(reply.strip() for reply in replies)
@@ -216,10 +277,16 @@ def test_quickstart_predict_matches_the_runs_predictions_and_chat_answers(quicks
 
 def run_pipeline(script: str, out: Path, eval_rows: int) -> subprocess.CompletedProcess:
     """An examples/ pipeline with `eval_rows` rows scored and two training steps per run, into `out`."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OUT": str(out),
-           "TUNER": f"{sys.executable} -m tuner", "PYTHON": sys.executable,
-           "SET": f"--set data.max_eval_samples={eval_rows}",
-           "TRAIN_SET": "--set train.max_steps=2 --set train.per_device_train_batch_size=4"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "OUT": str(out),
+        "TUNER": f"{sys.executable} -m tuner",
+        "PYTHON": sys.executable,
+        "SET": f"--set data.max_eval_samples={eval_rows}",
+        "TRAIN_SET": "--set train.max_steps=2 --set train.per_device_train_batch_size=4",
+    }
     done = subprocess.run(["bash", script], cwd=ROOT, capture_output=True, text=True, timeout=1800, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
@@ -232,8 +299,7 @@ def test_quickstart_pipeline_then_compare(tmp_path):
     assert f"Plot: {out / 'comparison' / 'comparison.png'}" in done.stdout
     runs = {row["run"]: row for row in read_json(out / "comparison" / "comparison.json")["runs"]}
     assert list(runs) == ["zeroshot", "fewshot", "sft", "dpo", "kto", "sft-dpo"]
-    assert [row["method"] for row in runs.values()] == ["zero-shot", "5-shot (similar)", "SFT", "DPO", "KTO",
-                                                        "SFT+DPO"]
+    assert [row["method"] for row in runs.values()] == ["zero-shot", "5-shot (similar)", "SFT", "DPO", "KTO", "SFT+DPO"]
     # Every method was scored on the same 10 tickets, rendered the same way: all compared, none flagged.
     assert all(row["choice_rows"] == 10 and row["choice_delta"] is not None for row in runs.values())
     assert all(row["notes"] in ("", "train hours include the SFT stage (sft)") for row in runs.values())
@@ -265,20 +331,41 @@ def test_feedback_pipeline_then_compare(tmp_path):
         assert metrics["reward_before"]["rows"] == metrics["reward_after"]["rows"] == 10
     manifest = read_json(out / "sft-grpo" / "manifest.json")
     assert manifest["continued_from"] == str(out / "sft") and manifest["grpo"]["rewards"] == [
-        {"type": "choice", "weight": 1.0, "pattern": None, "max_tokens": None, "run": None, "function": None,
-         "trust_remote_code": False}]
+        {
+            "type": "choice",
+            "weight": 1.0,
+            "pattern": None,
+            "max_tokens": None,
+            "run": None,
+            "function": None,
+            "trust_remote_code": False,
+        }
+    ]
     assert "Feedback pipeline:" in done.stdout
 
 
-RESUMABLE = ("train.max_steps=6", "train.save_strategy=steps", "train.save_steps=2", "train.logging_steps=1",
-             "data.max_train_samples=48", "train.per_device_train_batch_size=4", "data.max_eval_samples=4")
+RESUMABLE = (
+    "train.max_steps=6",
+    "train.save_strategy=steps",
+    "train.save_steps=2",
+    "train.logging_steps=1",
+    "data.max_train_samples=48",
+    "train.per_device_train_batch_size=4",
+    "data.max_eval_samples=4",
+)
 
 
 def _start_sft(output_dir: Path) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     args = [a for o in (f"output_dir={output_dir}", *RESUMABLE) for a in ("--set", o)]
-    return subprocess.Popen([sys.executable, "-m", "tuner", "sft", "recipes/quickstart/sft.yaml", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tuner", "sft", "recipes/quickstart/sft.yaml", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 600) -> None:
@@ -306,8 +393,12 @@ def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tmp
     process.communicate()
     assert process.returncode == -signal.SIGKILL and not (cut / "metrics.json").exists()
 
-    done = tuner("sft", "recipes/quickstart/sft.yaml", "--resume",
-                 *[a for o in (f"output_dir={cut}", *RESUMABLE) for a in ("--set", o)])
+    done = tuner(
+        "sft",
+        "recipes/quickstart/sft.yaml",
+        "--resume",
+        *[a for o in (f"output_dir={cut}", *RESUMABLE) for a in ("--set", o)],
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"resuming {cut}" in done.stdout and f"Run folder: {cut}\n" in done.stdout
     metrics = read_json(cut / "metrics.json")
@@ -339,8 +430,9 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
 def test_rag_answers_handbook_questions_far_above_zero_shot(tmp_path):
     """The knowledge task's held-out questions, all 64, on the offline model: retrieval lifts it far off chance."""
     zero = run_recipe("recipes/knowledge/zeroshot.yaml", tmp_path / "zeroshot", command="fewshot")
-    rag = run_recipe("recipes/knowledge/rag_bm25.yaml", tmp_path / "rag", "rag.store.path=" + str(tmp_path / "index"),
-                     command="rag")
+    rag = run_recipe(
+        "recipes/knowledge/rag_bm25.yaml", tmp_path / "rag", "rag.store.path=" + str(tmp_path / "index"), command="rag"
+    )
     zero_scores, rag_scores = (read_json(run / "metrics.json")["eval"] for run in (zero, rag))
     assert rag_scores["rows_fingerprint"] == zero_scores["rows_fingerprint"] and rag_scores["rows"] == 64
     assert rag_scores["recall_at_3"] == 1.0 and rag_scores["answer_in_passages_rate"] == 1.0
@@ -355,8 +447,14 @@ def test_knowledge_pipeline_then_compare(tmp_path):
     done = run_pipeline("examples/knowledge.sh", out, eval_rows=6)
     handbook = {row["run"]: row for row in read_json(out / "handbook" / "comparison" / "comparison.json")["runs"]}
     assert [row["method"] for row in handbook.values()] == [
-        "zero-shot", "5-shot (similar)", "RAG (BM25)", "RAG (dense)", "SFT", "SFT+RAG (BM25)",
-        "retrieval-aware SFT (BM25)"]
+        "zero-shot",
+        "5-shot (similar)",
+        "RAG (BM25)",
+        "RAG (dense)",
+        "SFT",
+        "SFT+RAG (BM25)",
+        "retrieval-aware SFT (BM25)",
+    ]
     assert all(row["choice_rows"] == 6 and row["choice_delta"] is not None for row in handbook.values())
     assert handbook["rag-bm25"]["index_hours"] > 0 and handbook["rag-bm25"]["retrieval_ms"] is not None
     assert handbook["sft-rag"]["train_hours"] == pytest.approx(handbook["sft"]["train_hours"])
@@ -368,8 +466,13 @@ def test_knowledge_pipeline_then_compare(tmp_path):
     assert "passages updated: the corpus changed (0 passages new, 12 changed, 0 gone" in done.stdout
     updated = {row["run"]: row for row in read_json(out / "updated" / "comparison" / "comparison.json")["runs"]}
     assert {run: row["method"] for run, row in updated.items()} == {
-        "zeroshot": "zero-shot", "sft": "SFT (tuner eval)", "rag-bm25": "RAG (BM25)", "rag-dense": "RAG (dense)",
-        "sft-rag": "SFT+RAG (BM25)", "rag-sft": "retrieval-aware SFT (BM25)"}
+        "zeroshot": "zero-shot",
+        "sft": "SFT (tuner eval)",
+        "rag-bm25": "RAG (BM25)",
+        "rag-dense": "RAG (dense)",
+        "sft-rag": "SFT+RAG (BM25)",
+        "rag-sft": "retrieval-aware SFT (BM25)",
+    }
     # Re-scoring an adapter later still counts what it cost to train it.
     assert updated["sft"]["train_hours"] == pytest.approx(handbook["sft"]["train_hours"])
     assert "train hours include the SFT stage (sft)" in updated["sft"]["notes"]

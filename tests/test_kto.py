@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from helpers import TEAMS, recipe_document, ticket_rows, write_jsonl
-from helpers import pair_rows
 from tuner import TunerError, recipe_from_dict
 from tuner.data.splits import load_data
 from tuner.recipes import kto, preflight, sft
 from tuner.schema import FeedbackConfig
 from tuner.trainers import feedback_weights
+
+from helpers import TEAMS, pair_rows, recipe_document, ticket_rows, write_jsonl
 
 
 def feedback_rows(n: int, offset: int = 0, every: int = 3) -> list[dict]:
@@ -28,8 +28,10 @@ def feedback_rows(n: int, offset: int = 0, every: int = 3) -> list[dict]:
 
 @pytest.fixture
 def feedback_files(tmp_path):
-    return (write_jsonl(tmp_path / "feedback" / "train.jsonl", feedback_rows(24)),
-            write_jsonl(tmp_path / "feedback" / "test_pairs.jsonl", pair_rows(8, offset=100)))
+    return (
+        write_jsonl(tmp_path / "feedback" / "train.jsonl", feedback_rows(24)),
+        write_jsonl(tmp_path / "feedback" / "test_pairs.jsonl", pair_rows(8, offset=100)),
+    )
 
 
 def kto_document(tiny_model_dir, files, output_dir, **changes) -> dict:
@@ -65,32 +67,60 @@ def test_kto_trains_on_feedback_and_is_scored_like_dpo(tmp_path, tiny_model_dir,
 
 def test_feedback_weights_balance_the_sides_unless_the_recipe_sets_them():
     assert feedback_weights(FeedbackConfig(), {"desirable": 10, "undesirable": 30}) == {
-        "desirable_weight": 3.0, "undesirable_weight": 1.0}
+        "desirable_weight": 3.0,
+        "undesirable_weight": 1.0,
+    }
     assert feedback_weights(FeedbackConfig(), {"desirable": 40, "undesirable": 10}) == {
-        "desirable_weight": 1.0, "undesirable_weight": 4.0}
+        "desirable_weight": 1.0,
+        "undesirable_weight": 4.0,
+    }
     assert feedback_weights(FeedbackConfig(desirable_weight=1.2), {"desirable": 10, "undesirable": 30}) == {
-        "desirable_weight": 1.2, "undesirable_weight": 1.0}
+        "desirable_weight": 1.2,
+        "undesirable_weight": 1.0,
+    }
 
 
 def test_feedback_in_every_shape_reads_as_the_same_rows(tmp_path, tiny_model_dir):
     from tuner.schema import DataConfig
 
-    trl_shape = [{"prompt": "Which team? my bill", "completion": "billing", "label": True},
-                 {"prompt": "Which team? my parcel", "completion": "returns", "label": False}]
-    llamafactory = [{"messages": [{"role": "user", "content": "Which team? my bill"},
-                                  {"role": "assistant", "content": "billing"}], "label": True},
-                    {"messages": [{"role": "user", "content": "Which team? my parcel"},
-                                  {"role": "assistant", "content": "returns"}], "label": False}]
-    thumbs = [{"question": "Which team? my bill", "completion": "billing", "thumbs": "up"},
-              {"question": "Which team? my parcel", "completion": "returns", "thumbs": "down"}]
+    trl_shape = [
+        {"prompt": "Which team? my bill", "completion": "billing", "label": True},
+        {"prompt": "Which team? my parcel", "completion": "returns", "label": False},
+    ]
+    llamafactory = [
+        {
+            "messages": [
+                {"role": "user", "content": "Which team? my bill"},
+                {"role": "assistant", "content": "billing"},
+            ],
+            "label": True,
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "Which team? my parcel"},
+                {"role": "assistant", "content": "returns"},
+            ],
+            "label": False,
+        },
+    ]
+    thumbs = [
+        {"question": "Which team? my bill", "completion": "billing", "thumbs": "up"},
+        {"question": "Which team? my parcel", "completion": "returns", "thumbs": "down"},
+    ]
     read = {}
-    for name, rows, columns in (("trl", trl_shape, None), ("llamafactory", llamafactory, None),
-                                ("thumbs", thumbs, {"prompt": "question", "label": "thumbs"})):
+    for name, rows, columns in (
+        ("trl", trl_shape, None),
+        ("llamafactory", llamafactory, None),
+        ("thumbs", thumbs, {"prompt": "question", "label": "thumbs"}),
+    ):
         path = write_jsonl(tmp_path / f"{name}.jsonl", rows * 3)
-        splits = load_data(DataConfig(train={"path": str(path)}, columns=columns, eval_fraction=0.3,
-                                      drop_eval_overlap=False))
-        read[name] = sorted((json.dumps(row["prompt"]), json.dumps(row["completion"]), row["desirable"])
-                            for row in list(splits.train) + list(splits.eval))
+        splits = load_data(
+            DataConfig(train={"path": str(path)}, columns=columns, eval_fraction=0.3, drop_eval_overlap=False)
+        )
+        read[name] = sorted(
+            (json.dumps(row["prompt"]), json.dumps(row["completion"]), row["desirable"])
+            for row in list(splits.train) + list(splits.eval)
+        )
         assert splits.report["format"].startswith("feedback")
     assert read["trl"] == read["llamafactory"] == read["thumbs"]
 
@@ -101,8 +131,11 @@ def test_held_out_feedback_scores_the_answers_marked_good_and_overlap_drops_the_
 
     rows = feedback_rows(30)
     path = write_jsonl(tmp_path / "feedback.jsonl", rows + [rows[0]])  # one question asked twice
-    splits = load_data(DataConfig(train={"path": str(path)}, eval={"path": str(write_jsonl(
-        tmp_path / "eval.jsonl", [rows[0], rows[1]]))}))
+    splits = load_data(
+        DataConfig(
+            train={"path": str(path)}, eval={"path": str(write_jsonl(tmp_path / "eval.jsonl", [rows[0], rows[1]]))}
+        )
+    )
     # Both copies of the scored row 0 are dropped, and nothing else (row 1, thumbs down, is not scored).
     assert splits.report["train_rows_dropped_as_eval_questions"] == 2 and len(splits.train) == 29
     questions = [question(row) for row in splits.train]
@@ -145,14 +178,17 @@ def test_bad_feedback_is_refused_before_a_model_loads(tmp_path, tiny_model_dir, 
         preflight.validate(recipe_from_dict(only_feedback))
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"kto": {"beta": 0}}, "`kto.beta`"),
-    ({"kto": {"loss_type": "sigmoid"}}, "`kto.loss_type`"),
-    ({"kto": {"desirable_wieght": 1.0}}, "Did you mean `desirable_weight`"),
-    ({"train": {"beta": 0.2}}, "belongs in the `kto:` block"),
-    ({"train": {"packing": True}}, "KTO does not pack"),
-    ({"train": {"use_weighting": True}}, "not a field of TRL's KTOConfig"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"kto": {"beta": 0}}, "`kto.beta`"),
+        ({"kto": {"loss_type": "sigmoid"}}, "`kto.loss_type`"),
+        ({"kto": {"desirable_wieght": 1.0}}, "Did you mean `desirable_weight`"),
+        ({"train": {"beta": 0.2}}, "belongs in the `kto:` block"),
+        ({"train": {"packing": True}}, "KTO does not pack"),
+        ({"train": {"use_weighting": True}}, "not a field of TRL's KTOConfig"),
+    ],
+)
 def test_bad_kto_settings(tmp_path, tiny_model_dir, feedback_files, change, message):
     with pytest.raises(TunerError, match=message):
         recipe_from_dict(kto_document(tiny_model_dir, feedback_files, tmp_path / "kto", **change))
@@ -173,8 +209,7 @@ def test_sft_then_kto_trains_the_sft_adapter_on(tmp_path, tiny_model_dir, feedba
     assert set(before) == set(after) and any((before[k] - after[k]).abs().max() > 0 for k in before)
 
 
-def test_sigterm_then_resume_matches_an_uninterrupted_kto_run(tmp_path, tiny_model_dir, feedback_files,
-                                                             signal_at_step):
+def test_sigterm_then_resume_matches_an_uninterrupted_kto_run(tmp_path, tiny_model_dir, feedback_files, signal_at_step):
     from helpers import stopped_and_resumed
 
     def document(output_dir):
@@ -196,10 +231,18 @@ def test_kto_moves_held_out_preferences_towards_what_the_feedback_rewards(tmp_pa
     def sentence(team):
         return f"Thank you for writing. The {team} team will look into this today."
 
-    train = [{"prompt": f"Which team? {r['text']}", "completion": sentence(r["label"]) if i % 2 else r["label"],
-              "label": bool(i % 2)} for i, r in enumerate(ticket_rows(48))]
-    test = [{"prompt": f"Which team? {r['text']}", "chosen": sentence(r["label"]), "rejected": r["label"]}
-            for r in ticket_rows(40, offset=100)]
+    train = [
+        {
+            "prompt": f"Which team? {r['text']}",
+            "completion": sentence(r["label"]) if i % 2 else r["label"],
+            "label": bool(i % 2),
+        }
+        for i, r in enumerate(ticket_rows(48))
+    ]
+    test = [
+        {"prompt": f"Which team? {r['text']}", "chosen": sentence(r["label"]), "rejected": r["label"]}
+        for r in ticket_rows(40, offset=100)
+    ]
     files = (write_jsonl(tmp_path / "train.jsonl", train), write_jsonl(tmp_path / "test.jsonl", test))
     document = kto_document(tiny_model_dir, files, tmp_path / "kto", eval={"task": "preference"})
     document["train"].update(max_steps=12, learning_rate=1.0e-2)
@@ -220,8 +263,13 @@ def test_a_label_column_of_class_names_is_not_feedback(tmp_path):
     formats existed; only thumbs (booleans, 1/0, up/down) make feedback rows."""
     from tuner.schema import DataConfig
 
-    chats = [{"messages": [{"role": "user", "content": f"Ticket {n}"}, {"role": "assistant", "content": "billing"}],
-              "label": "billing"} for n in range(4)]
+    chats = [
+        {
+            "messages": [{"role": "user", "content": f"Ticket {n}"}, {"role": "assistant", "content": "billing"}],
+            "label": "billing",
+        }
+        for n in range(4)
+    ]
     pairs = [{"prompt": f"Ticket {n}", "completion": "billing", "label": "billing"} for n in range(4)]
     thumbs = [{"prompt": f"Ticket {n}", "completion": "billing", "label": n % 2} for n in range(4)]
     for rows, expected in ((chats, "messages"), (pairs, "prompt_completion"), (thumbs, "feedback")):

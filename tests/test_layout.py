@@ -17,19 +17,78 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tuner"
 LAYERS = [
     ("base", {"errors", "defaults", "schema", "hardware", "secrets", "intervals", "confusion", "families", "noise"}),
     ("services", {"files", "distributed", "accounting", "progress"}),
-    ("data", {"data", "data.sources", "data.messages", "data.formats", "data.rows", "data.splits", "data.corpus",
-              "data.requests", "rendering", "selection"}),
-    ("parts", {"adapters", "estimate", "speed", "models", "runs", "checkpoints", "recipe_file", "embedder", "index",
-               "gguf_file", "plot", "likelihood"}),
-    ("engine", {"trainers", "training", "evaluator", "rewards", "retrieval", "costs", "seeds", "comparison", "table",
-                "exports", "report"}),
-    ("recipes", {"recipes", "recipes.sft", "recipes.dpo", "recipes.kto", "recipes.reward", "recipes.grpo",
-                 "recipes.fewshot", "recipes.rag", "recipes.evaluation", "recipes.preflight", "recipes.sweep",
-                 "recipes.export", "recipes.predict", "recipes.chat"}),
+    (
+        "data",
+        {
+            "data",
+            "data.sources",
+            "data.messages",
+            "data.formats",
+            "data.rows",
+            "data.splits",
+            "data.corpus",
+            "data.requests",
+            "rendering",
+            "selection",
+        },
+    ),
+    (
+        "parts",
+        {
+            "adapters",
+            "estimate",
+            "speed",
+            "models",
+            "runs",
+            "checkpoints",
+            "recipe_file",
+            "embedder",
+            "index",
+            "gguf_file",
+            "plot",
+            "likelihood",
+        },
+    ),
+    (
+        "engine",
+        {
+            "trainers",
+            "training",
+            "evaluator",
+            "rewards",
+            "retrieval",
+            "costs",
+            "seeds",
+            "comparison",
+            "table",
+            "exports",
+            "report",
+        },
+    ),
+    (
+        "recipes",
+        {
+            "recipes",
+            "recipes.sft",
+            "recipes.dpo",
+            "recipes.kto",
+            "recipes.reward",
+            "recipes.grpo",
+            "recipes.fewshot",
+            "recipes.rag",
+            "recipes.evaluation",
+            "recipes.preflight",
+            "recipes.sweep",
+            "recipes.export",
+            "recipes.predict",
+            "recipes.chat",
+        },
+    ),
     ("interface", {"cli", "reference", "__main__", "__init__"}),
 ]
 LAYER_OF = {module: number for number, (_, modules) in enumerate(LAYERS) for module in modules}
-MAX_LINES = 450
+# In lines as `ruff format` writes them (about a fifth more than the hand-wrapped code's 450 limit was set for).
+MAX_LINES = 600
 
 
 def _module_name(package: Path, path: Path) -> str:
@@ -48,7 +107,7 @@ def _resolve(modules: dict[str, Path], module: str, node: ast.ImportFrom) -> lis
     """The package's modules a relative `from ... import ...` in `module` names."""
     is_package = modules[module].name == "__init__.py" and module != "__init__"
     package = module.split(".") if is_package else module.split(".")[:-1]
-    base = package[:len(package) - (node.level - 1)] if node.level > 1 else package
+    base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
     target = ".".join(base + ([node.module] if node.module else []))
     found = []
     for alias in node.names:
@@ -68,19 +127,27 @@ def tuner_imports(modules: dict[str, Path], module: str) -> list[tuple[str, ast.
         elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "tuner":
             found.append((node.module.removeprefix("tuner").lstrip(".") or "__init__", node, id(node) in top))
         elif isinstance(node, ast.Import):
-            found += [(alias.name.removeprefix("tuner").lstrip(".") or "__init__", node, id(node) in top)
-                      for alias in node.names if alias.name.split(".")[0] == "tuner"]
+            found += [
+                (alias.name.removeprefix("tuner").lstrip(".") or "__init__", node, id(node) in top)
+                for alias in node.names
+                if alias.name.split(".")[0] == "tuner"
+            ]
     return found
 
 
 def import_graph(modules: dict[str, Path]) -> dict[str, list[str]]:
-    return {module: sorted({target for target, _, _ in tuner_imports(modules, module)} - {module})
-            for module in modules}
+    return {
+        module: sorted({target for target, _, _ in tuner_imports(modules, module)} - {module}) for module in modules
+    }
 
 
 def upward_imports(graph: dict[str, list[str]]) -> list[str]:
-    return [f"{module} ({LAYERS[LAYER_OF[module]][0]}) imports {target} ({LAYERS[LAYER_OF[target]][0]})"
-            for module, targets in graph.items() for target in targets if LAYER_OF[target] > LAYER_OF[module]]
+    return [
+        f"{module} ({LAYERS[LAYER_OF[module]][0]}) imports {target} ({LAYERS[LAYER_OF[target]][0]})"
+        for module, targets in graph.items()
+        for target in targets
+        if LAYER_OF[target] > LAYER_OF[module]
+    ]
 
 
 def import_cycles(graph: dict[str, list[str]]) -> list[str]:
@@ -91,7 +158,7 @@ def import_cycles(graph: dict[str, list[str]]) -> list[str]:
         state[module] = "open"
         for target in graph[module]:
             if state.get(target) == "open":
-                cycles.append(" -> ".join(trail[trail.index(target):] + [target]))
+                cycles.append(" -> ".join(trail[trail.index(target) :] + [target]))
             elif target not in state:
                 visit(target, trail + [target])
         state[module] = "done"
@@ -105,8 +172,13 @@ def import_cycles(graph: dict[str, list[str]]) -> list[str]:
 def hidden_imports(modules: dict[str, Path]) -> list[str]:
     # The interface layer imports the API where a command runs (`tuner --help` then loads click alone): nothing
     # sits above it, so such an import can hide no upward edge, and a cycle through it would show as one below.
-    return [f"{module}:{node.lineno} imports {target}" for module in modules if LAYER_OF.get(module) != len(LAYERS) - 1
-            for target, node, at_top in tuner_imports(modules, module) if not at_top]
+    return [
+        f"{module}:{node.lineno} imports {target}"
+        for module in modules
+        if LAYER_OF.get(module) != len(LAYERS) - 1
+        for target, node, at_top in tuner_imports(modules, module)
+        if not at_top
+    ]
 
 
 MODULES = module_paths(PACKAGE)
@@ -142,8 +214,10 @@ def test_the_layout_checks_find_a_hidden_upward_cycle(tmp_path):
     modules = module_paths(package)
     graph = import_graph(modules)
     assert graph["errors"] == ["recipes.sft"] and graph["recipes.sft"] == ["cli", "errors"]
-    assert upward_imports(graph) == ["errors (base) imports recipes.sft (recipes)",
-                                     "recipes.sft (recipes) imports cli (interface)"]
+    assert upward_imports(graph) == [
+        "errors (base) imports recipes.sft (recipes)",
+        "recipes.sft (recipes) imports cli (interface)",
+    ]
     assert import_cycles(graph) == ["cli -> recipes.sft -> cli", "recipes.sft -> errors -> recipes.sft"]
     assert hidden_imports(modules) == ["errors:2 imports recipes.sft"]
 
@@ -162,8 +236,11 @@ def test_no_attribute_is_written_onto_library_objects():
     written = []
     for module, path in MODULES.items():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            targets = node.targets if isinstance(node, ast.Assign) else (
-                [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign) else [])
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else ([node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign) else [])
+            )
             for target in targets:
                 if not isinstance(target, ast.Attribute):
                     continue

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import OFFLINE_MODEL
 from tuner import TunerError
-from tuner.schema import ModelConfig
 from tuner.hardware import cpu_has_native_bf16
 from tuner.models import load_model, resolve_model_path
+from tuner.schema import ModelConfig
 from tuner.speed import Precision, decide_precision
+
+from helpers import OFFLINE_MODEL
 
 
 def test_auto_dtype_on_a_cpu_follows_native_bf16_support():
@@ -98,8 +99,11 @@ def test_attention_is_decided_from_the_key_and_the_hardware(monkeypatch, tiny_mo
     assert decide_attention(ModelConfig(name_or_path="x")) == "flash_attention_2"
     monkeypatch.setattr(speed, "cuda_capability", lambda: (7, 5))  # a T4
     assert decide_attention(ModelConfig(name_or_path="x")) == "sdpa"
-    with pytest.raises(TunerError, match=r"`model.attn_implementation` is flash_attention_2, which needs .* compute "
-                                         r"capability 8.0 or more; this machine has a GPU of 7.5"):
+    with pytest.raises(
+        TunerError,
+        match=r"`model.attn_implementation` is flash_attention_2, which needs .* compute "
+        r"capability 8.0 or more; this machine has a GPU of 7.5",
+    ):
         decide_attention(ModelConfig(name_or_path="x", attn_implementation="flash_attention_2"))
     monkeypatch.undo()
     loaded = load_model(ModelConfig(name_or_path=str(tiny_model_dir), attn_implementation="eager"))
@@ -117,8 +121,10 @@ def test_a_hub_model_records_the_commit_it_was_loaded_at(tiny_model_dir, tmp_pat
     shutil.copytree(tiny_model_dir, repo / "snapshots" / commit)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
-    script = ("from tuner.models import load_model; from tuner.schema import ModelConfig; "
-              "print(load_model(ModelConfig(name_or_path='acme/tiny')).info['revision'])")
+    script = (
+        "from tuner.models import load_model; from tuner.schema import ModelConfig; "
+        "print(load_model(ModelConfig(name_or_path='acme/tiny')).info['revision'])"
+    )
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -155,6 +161,5 @@ def test_each_rank_loads_onto_its_own_gpu_after_joining_the_process_group(monkey
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", loading)
     monkeypatch.setattr(models, "_quantization_config", lambda quantize, compute: {"load_in_4bit": True})
-    load_model(ModelConfig(name_or_path=str(tiny_model_dir), quantize="4bit"), precision=Precision("fp32",
-                                                                                                  "fp32"))
+    load_model(ModelConfig(name_or_path=str(tiny_model_dir), quantize="4bit"), precision=Precision("fp32", "fp32"))
     assert events == ["process group", ("device_map", {"": "cuda:1"})]  # QLoRA: bitsandbytes on the rank's GPU

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import recipe_document, write_jsonl, write_recipe
 from tuner.data.corpus import chunk_documents, read_corpus
 from tuner.errors import TunerError
 from tuner.index import Hit, Index, build_index
+
+from helpers import recipe_document, write_jsonl, write_recipe
 
 FACTS = {
     "kettle.md": "# Aurora Kettle\n\nThe Aurora Kettle carries a warranty of 33 months. It is made in Larkspur.",
@@ -44,6 +45,7 @@ def _own_cache(tmp_path, monkeypatch):
 
 # ---- corpus and chunks ----
 
+
 def test_a_corpus_folder_is_read_in_path_order_and_unreadable_files_are_skipped_by_name(tmp_path):
     folder = write_corpus(tmp_path / "corpus")
     (folder / "scan.txt").write_bytes(b"\xff\xfe\x00\x81 binary")
@@ -57,17 +59,29 @@ def test_a_corpus_folder_is_read_in_path_order_and_unreadable_files_are_skipped_
 
 
 def test_a_corpus_file_takes_text_id_and_title_columns(tmp_path):
-    path = write_jsonl(tmp_path / "docs.jsonl", [{"id": "k1", "title": "Kettle", "text": "Warranty 33 months."},
-                                                 {"text": "No id here."}, {"id": "e", "text": ""}])
+    path = write_jsonl(
+        tmp_path / "docs.jsonl",
+        [
+            {"id": "k1", "title": "Kettle", "text": "Warranty 33 months."},
+            {"text": "No id here."},
+            {"id": "e", "text": ""},
+        ],
+    )
     corpus = read_corpus(path)
     assert [(d.id, d.title) for d in corpus.documents] == [("k1", "Kettle"), ("row-1", None)]
     assert corpus.skipped == [("row 2", "`text` is empty or not text")]
 
 
-@pytest.mark.parametrize("case, expect", [
-    ("missing", "does not exist"), ("empty-folder", "holds no readable document"),
-    ("binary-only", "not UTF-8"), ("no-text-column", "needs a `text` column"), ("duplicate-id", "used by an earlier"),
-])
+@pytest.mark.parametrize(
+    "case, expect",
+    [
+        ("missing", "does not exist"),
+        ("empty-folder", "holds no readable document"),
+        ("binary-only", "not UTF-8"),
+        ("no-text-column", "needs a `text` column"),
+        ("duplicate-id", "used by an earlier"),
+    ],
+)
 def test_bad_corpora_are_refused_with_the_file_named(tmp_path, case, expect):
     path = tmp_path / case
     if case == "empty-folder":
@@ -101,6 +115,7 @@ def test_chunks_have_the_size_and_overlap_asked_and_stable_ids(tokenizer, tmp_pa
 
 
 # ---- the index ----
+
 
 def test_the_index_is_built_reused_and_updated_only_where_the_corpus_changed(tokenizer, tmp_path):
     folder = write_corpus(tmp_path / "corpus")
@@ -162,8 +177,10 @@ def test_hybrid_fuses_by_reciprocal_rank(tmp_path, monkeypatch):
     index = Index(tmp_path, {}, [], {})
     monkeypatch.setattr(index, "_bm25_hits", lambda question, k: hits("a", "b", "c"))
     monkeypatch.setattr(index, "_dense_hits", lambda question, k: hits("d", "b", "a"))
-    index._by_id = {h.id: type("C", (), {"id": h.id, "document": h.id, "title": None, "text": h.id})()
-                    for h in hits("a", "b", "c", "d")}
+    index._by_id = {
+        h.id: type("C", (), {"id": h.id, "document": h.id, "title": None, "text": h.id})()
+        for h in hits("a", "b", "c", "d")
+    }
     fused = index.search("q", k=3, retriever="hybrid")
     # a: 1/61 + 1/63, b: 2/62, d: 1/61, c: 1/63
     assert [h.id for h in fused] == ["a", "b", "d"]
@@ -176,7 +193,8 @@ def dense_corpus(tmp_path_factory):
 
 
 def test_dense_retrieval_round_trips_through_the_vector_store_and_embeds_only_what_changed(
-        dense_corpus, tokenizer, tmp_path):
+    dense_corpus, tokenizer, tmp_path
+):
     corpus = tmp_path / "corpus"
     shutil.copytree(dense_corpus, corpus)
     store = tmp_path / "index"
@@ -200,8 +218,15 @@ def test_dense_retrieval_round_trips_through_the_vector_store_and_embeds_only_wh
     other = tmp_path / "other-model"
     shutil.copytree(_packaged_model_folder(), other)
     with pytest.raises(TunerError, match="built with the embedding model 'all-MiniLM-L6-v2'"):
-        build_index(corpus, tokenizer, retriever="dense", chunk_size=32, chunk_overlap=4, folder=store,
-                    embedding_model=str(other))
+        build_index(
+            corpus,
+            tokenizer,
+            retriever="dense",
+            chunk_size=32,
+            chunk_overlap=4,
+            folder=store,
+            embedding_model=str(other),
+        )
 
 
 def test_a_dense_index_in_use_by_another_process_is_named(dense_corpus, tokenizer, tmp_path):
@@ -253,16 +278,27 @@ def test_an_embedding_model_that_cannot_be_found_is_named(tmp_path):
 
 # ---- prompts with passages ----
 
+
 def test_rows_carry_their_passages_and_too_long_prompts_name_the_limit(tokenizer, tmp_path):
     from tuner.retrieval import with_passages
     from tuner.schema import RagConfig
 
     index = build_index(write_corpus(tmp_path / "corpus"), tokenizer, chunk_size=32, chunk_overlap=4)
-    rows = [{"prompt": [{"role": "system", "content": "Be brief."},
-                        {"role": "user", "content": "How long is the Aurora Kettle warranty?"}],
-             "completion": "33 months", "source": "kettle.md"},
-            {"prompt": [{"role": "user", "content": "Who leads the Brisk Toaster?"}], "completion": "Bram Sorrel",
-             "source": "offices.md"}]
+    rows = [
+        {
+            "prompt": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "How long is the Aurora Kettle warranty?"},
+            ],
+            "completion": "33 months",
+            "source": "kettle.md",
+        },
+        {
+            "prompt": [{"role": "user", "content": "Who leads the Brisk Toaster?"}],
+            "completion": "Bram Sorrel",
+            "source": "offices.md",
+        },
+    ]
     config = RagConfig(corpus=str(tmp_path / "corpus"), k=1)
     prepared, retrieval = with_passages(rows, index, config, tokenizer, context_tokens=2048)
     first = prepared[0]
@@ -276,31 +312,53 @@ def test_rows_carry_their_passages_and_too_long_prompts_name_the_limit(tokenizer
     assert figures["answer_in_passages_rate"] == 1.0
     # Slots are filled once: text that looks like a slot stays as written.
     odd = [{"prompt": "Is {passages} a {question}?", "completion": "no"}]
-    assert with_passages(odd, index, config, tokenizer, 2048)[0][0]["prompt"].endswith("Question: Is {passages} a "
-                                                                                        "{question}?")
-    with pytest.raises(TunerError, match="eval row 0: its prompt with 1 passages is .* Lower `rag.k` or "
-                                         "`rag.chunk.size`"):
+    assert with_passages(odd, index, config, tokenizer, 2048)[0][0]["prompt"].endswith(
+        "Question: Is {passages} a {question}?"
+    )
+    with pytest.raises(
+        TunerError, match="eval row 0: its prompt with 1 passages is .* Lower `rag.k` or `rag.chunk.size`"
+    ):
         with_passages(rows, index, config, tokenizer, context_tokens=80)
 
 
 # ---- recipes on the tiny model ----
 
+
 def _knowledge_files(tmp_path):
-    rows = [{"prompt": "How long is the Aurora Kettle warranty?", "completion": "33 months",
-             "choices": ["33 months", "12 months"], "source": "kettle.md"},
-            {"prompt": "What does the Brisk Toaster cost?", "completion": "106 crowns",
-             "choices": ["106 crowns", "90 crowns"], "source": "toaster.md"},
-            {"prompt": "How many days do I have to return a product?", "completion": "41 days",
-             "choices": ["41 days", "30 days"], "source": "policies/returns.txt"}]
+    rows = [
+        {
+            "prompt": "How long is the Aurora Kettle warranty?",
+            "completion": "33 months",
+            "choices": ["33 months", "12 months"],
+            "source": "kettle.md",
+        },
+        {
+            "prompt": "What does the Brisk Toaster cost?",
+            "completion": "106 crowns",
+            "choices": ["106 crowns", "90 crowns"],
+            "source": "toaster.md",
+        },
+        {
+            "prompt": "How many days do I have to return a product?",
+            "completion": "41 days",
+            "choices": ["41 days", "30 days"],
+            "source": "policies/returns.txt",
+        },
+    ]
     return write_jsonl(tmp_path / "train.jsonl", rows * 4), write_jsonl(tmp_path / "test.jsonl", rows)
 
 
 def _rag_document(tiny_model_dir, tmp_path, method="rag", **rag):
     train, test = _knowledge_files(tmp_path)
-    document = recipe_document(tiny_model_dir, train, test, tmp_path / "run", method=method,
-                               rag={"corpus": str(write_corpus(tmp_path / "corpus")), "k": 2,
-                                    "chunk": {"size": 32, "overlap": 4}, **rag},
-                               eval={"task": "choice"})
+    document = recipe_document(
+        tiny_model_dir,
+        train,
+        test,
+        tmp_path / "run",
+        method=method,
+        rag={"corpus": str(write_corpus(tmp_path / "corpus")), "k": 2, "chunk": {"size": 32, "overlap": 4}, **rag},
+        eval={"task": "choice"},
+    )
     document["data"].update(format="prompt_completion", choices_column="choices", source_column="source")
     document["data"].pop("prompt_template")
     if method == "rag":
@@ -315,15 +373,22 @@ def test_a_rag_run_records_passages_recall_and_the_latency_split(tiny_model_dir,
     scores = result.metrics["eval"]
     assert result.metrics["method"] == "rag" and scores["recall_at_2"] == 1.0
     assert scores["latency_ms_per_example"] == pytest.approx(
-        scores["retrieval_ms_per_example"] + scores["generation_ms_per_example"], abs=0.02)
+        scores["retrieval_ms_per_example"] + scores["generation_ms_per_example"], abs=0.02
+    )
     assert result.metrics["index"]["status"] == "built" and result.metrics["phases"]["index"]["wall_seconds"] > 0
     predictions = [json.loads(line) for line in (result.run_dir / "predictions.jsonl").read_text().splitlines()]
     # BM25 gives at most k passages: none that shares no word with the question.
     assert all(1 <= len(p["passages"]) <= 2 and "score" in p["passages"][0] for p in predictions)
     assert "[kettle.md#0]" in predictions[0]["prompt"]
     # The same rows and rendering as a zero-shot run: compare sets them side by side.
-    zero = recipe_document(tiny_model_dir, *_knowledge_files(tmp_path), tmp_path / "zero", method="fewshot",
-                           fewshot={"k": 0}, eval={"task": "choice"})
+    zero = recipe_document(
+        tiny_model_dir,
+        *_knowledge_files(tmp_path),
+        tmp_path / "zero",
+        method="fewshot",
+        fewshot={"k": 0},
+        eval={"task": "choice"},
+    )
     zero["data"].update(format="prompt_completion", choices_column="choices", source_column="source")
     zero["data"].pop("prompt_template"), zero.pop("train"), zero.pop("adapter")
     zero_result = run(recipe_from_dict(zero))
@@ -346,7 +411,7 @@ def test_retrieval_aware_sft_trains_on_prompts_with_passages(tiny_model_dir, tmp
     monkeypatch.setattr(sft, "build_trainer", spy)
     document = _rag_document(tiny_model_dir, tmp_path, method="sft")
     document["train"]["max_length"] = 256
-    document["data"]["drop_eval_overlap"] = False   # the tiny set trains on the questions it scores
+    document["data"]["drop_eval_overlap"] = False  # the tiny set trains on the questions it scores
     result = sft.run(recipe_from_dict(document))
     assert all("Answer the question using the passages below" in row["prompt"][-1]["content"] for row in seen["rows"])
     assert "passages" not in seen["rows"][0] and result.metrics["retriever"] == "bm25"
@@ -369,10 +434,23 @@ def test_method_labels_of_the_four_corners():
     from tuner.comparison import method_label
 
     assert method_label({"method": "rag", "retriever": "dense"}, {}) == "RAG (dense)"
-    assert method_label({"method": "rag", "retriever": "bm25", "adapter_run": "runs/sft", "upstream_method": "sft"},
-                        {}) == "SFT+RAG (BM25)"
-    assert method_label({"method": "rag", "retriever": "bm25", "adapter_run": "runs/x", "upstream_method": "sft",
-                         "upstream_retrieval_aware": True}, {}) == "retrieval-aware SFT (BM25)"
+    assert (
+        method_label({"method": "rag", "retriever": "bm25", "adapter_run": "runs/sft", "upstream_method": "sft"}, {})
+        == "SFT+RAG (BM25)"
+    )
+    assert (
+        method_label(
+            {
+                "method": "rag",
+                "retriever": "bm25",
+                "adapter_run": "runs/x",
+                "upstream_method": "sft",
+                "upstream_retrieval_aware": True,
+            },
+            {},
+        )
+        == "retrieval-aware SFT (BM25)"
+    )
     assert method_label({"method": "sft", "retriever": "hybrid"}, {}) == "retrieval-aware SFT (hybrid)"
 
 
@@ -393,8 +471,9 @@ def test_tuner_rag_refuses_an_empty_corpus_before_loading_the_model(tiny_model_d
     assert not (tmp_path / "run").exists()  # no run folder for a run that never started
 
 
-def test_a_server_store_keeps_the_vectors_there_and_the_passages_in_the_folder(dense_corpus, tokenizer, tmp_path,
-                                                                                 monkeypatch):
+def test_a_server_store_keeps_the_vectors_there_and_the_passages_in_the_folder(
+    dense_corpus, tokenizer, tmp_path, monkeypatch
+):
     # No Qdrant server runs here: an in-memory Qdrant stands in for it behind the same client API.
     import qdrant_client
 
@@ -404,17 +483,37 @@ def test_a_server_store_keeps_the_vectors_there_and_the_passages_in_the_folder(d
     def client(url=None, api_key=None, path=None, **kwargs):
         assert path is None, "with rag.store.url the vectors must not go into the index folder"
         opened.append((url, api_key))
-        return type("Shared", (), {name: getattr(server, name) for name in (
-            "collection_exists", "create_collection", "delete_collection", "delete", "upsert", "query_points")} |
-            {"close": lambda self: None})()
+        return type(
+            "Shared",
+            (),
+            {
+                name: getattr(server, name)
+                for name in (
+                    "collection_exists",
+                    "create_collection",
+                    "delete_collection",
+                    "delete",
+                    "upsert",
+                    "query_points",
+                )
+            }
+            | {"close": lambda self: None},
+        )()
 
     monkeypatch.setattr(qdrant_client, "QdrantClient", client)
     monkeypatch.setenv("QDRANT_TEST_KEY", "s3cret-key-value")
     from tuner.schema import StoreConfig
 
     store = StoreConfig(url="http://qdrant.internal:6333", api_key_env="QDRANT_TEST_KEY")
-    index = build_index(dense_corpus, tokenizer, retriever="dense", chunk_size=32, chunk_overlap=4,
-                        folder=tmp_path / "index", store=store)
+    index = build_index(
+        dense_corpus,
+        tokenizer,
+        retriever="dense",
+        chunk_size=32,
+        chunk_overlap=4,
+        folder=tmp_path / "index",
+        store=store,
+    )
     assert opened[0] == ("http://qdrant.internal:6333", "s3cret-key-value")
     assert not (tmp_path / "index" / "vectors").exists() and (tmp_path / "index" / "passages.jsonl").is_file()
     collection = index.manifest["collection"]
@@ -422,8 +521,15 @@ def test_a_server_store_keeps_the_vectors_there_and_the_passages_in_the_folder(d
     assert index.search("When may I send back something I bought?", 1, "dense")[0].document == "policies/returns.txt"
     assert "s3cret-key-value" not in (tmp_path / "index" / "index.json").read_text()
     with pytest.raises(TunerError, match="QDRANT_MISSING is not set"):
-        build_index(dense_corpus, tokenizer, retriever="dense", chunk_size=32, chunk_overlap=4,
-                    folder=tmp_path / "other", store=StoreConfig(url="http://x", api_key_env="QDRANT_MISSING"))
+        build_index(
+            dense_corpus,
+            tokenizer,
+            retriever="dense",
+            chunk_size=32,
+            chunk_overlap=4,
+            folder=tmp_path / "other",
+            store=StoreConfig(url="http://x", api_key_env="QDRANT_MISSING"),
+        )
 
 
 def test_the_handbook_data_is_what_make_handbook_writes(tmp_path, monkeypatch, capsys):
@@ -450,7 +556,7 @@ def test_the_dry_run_of_retrieval_aware_sft_shows_and_counts_the_passages(tiny_m
     from tuner import dry_run, recipe_from_dict
 
     document = _rag_document(tiny_model_dir, tmp_path, method="sft")
-    document["data"]["drop_eval_overlap"] = False   # the tiny set trains on the questions it scores
+    document["data"]["drop_eval_overlap"] = False  # the tiny set trains on the questions it scores
     with_passages_estimate = dry_run(recipe_from_dict(document))
     document.pop("rag")
     plain = dry_run(recipe_from_dict(document))
@@ -472,3 +578,21 @@ def test_tuner_rag_dry_run_shows_the_prompts_with_their_passages_and_scores_noth
     row = result.stdout.split("  row 0: ")[1].split("  row 1: ")[0]
     assert "Question:" in row and ".md#0]" in row and "[[" in row  # a passage's id, the question, the gold answer
     assert not (tmp_path / "run").exists()  # a dry run writes no run folder
+
+
+def test_a_store_path_holding_the_users_own_files_is_refused_and_left_as_it_was(tokenizer, tmp_path):
+    mine = tmp_path / "my-notes"
+    mine.mkdir()
+    (mine / "plan.txt").write_text("my own file", encoding="utf-8")
+    with pytest.raises(TunerError, match=r"key `rag.store.path`: .*my-notes holds files but no tuner index"):
+        build_index(write_corpus(tmp_path / "corpus"), tokenizer, chunk_size=32, chunk_overlap=4, folder=mine)
+    assert [p.name for p in mine.iterdir()] == ["plan.txt"] and (mine / "plan.txt").read_text() == "my own file"
+    # An index folder tuner wrote is still rebuilt in place when the corpus changes.
+    index = build_index(
+        write_corpus(tmp_path / "corpus"), tokenizer, chunk_size=32, chunk_overlap=4, folder=tmp_path / "index"
+    )
+    index.close()
+    (tmp_path / "corpus" / "new.md").write_text("The Osprey Lamp ships from Elmsworth.", encoding="utf-8")
+    again = build_index(tmp_path / "corpus", tokenizer, chunk_size=32, chunk_overlap=4, folder=tmp_path / "index")
+    assert again.report["status"] == "updated"
+    again.close()

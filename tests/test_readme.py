@@ -9,14 +9,18 @@ import sys
 import tomllib
 from importlib import metadata
 
-from helpers import ROOT
-from helpers import seeded_runs, write_predictions, write_run
+from helpers import ROOT, seeded_runs, write_predictions, write_run
 
 BLOCK = re.compile(r"<!-- (?P<marker>[\w-]+)-table:start -->\n(?P<text>.*?)<!-- (?P=marker)-table:end -->", re.S)
 
 
-PAGES = ["README.md", "BENCHMARKS.md", "ARCHITECTURE.md", "RELIABILITY.md",
-         *sorted(str(path.relative_to(ROOT)) for path in (ROOT / "docs").glob("*.md"))]
+PAGES = [
+    "README.md",
+    "BENCHMARKS.md",
+    "ARCHITECTURE.md",
+    "RELIABILITY.md",
+    *sorted(str(path.relative_to(ROOT)) for path in (ROOT / "docs").glob("*.md")),
+]
 LINK = re.compile(r"\[[^\]]*\]\(([^)]+)\)")
 HEADING = re.compile(r"^#{1,4} (.*)$", re.M)
 
@@ -46,7 +50,9 @@ def test_every_link_of_the_pages_reaches_a_file_and_heading():
             linked = (ROOT / page).parent / path if path else ROOT / page
             assert linked.exists(), f"{page} links to {target}, which does not exist"
             if anchor and linked.suffix == ".md":
-                anchors = {_anchor(h) for h in HEADING.findall(re.sub(r"```.*?```", "", linked.read_text(), flags=re.S))}
+                anchors = {
+                    _anchor(h) for h in HEADING.findall(re.sub(r"```.*?```", "", linked.read_text(), flags=re.S))
+                }
                 assert anchor in anchors, f"{page} links to {target}, a heading {linked.name} does not have"
 
 
@@ -61,19 +67,50 @@ def test_readme_is_the_entry_and_a_page_holds_the_rest():
 def test_readme_table_writes_the_comparison_and_replaces_only_its_block(tmp_path):
     runs = tmp_path / "runs"
     correct = [n % 5 != 0 for n in range(50)]
-    write_predictions(write_run(runs / "zeroshot", "fewshot", 0.2, [0.1, 0.3], rows=50, extra_metrics={"k": 0},
-                                extra_manifest={"hardware": {"device": "cpu", "device_name": "Test CPU",
-                                                             "device_count": 1, "cpu_cores": 2}}),
-                      [n % 5 == 0 for n in range(50)])
-    seeded_runs(runs, "sft", "sft", {0: correct, 1: correct, 2: [n % 10 != 0 for n in range(50)]},
-            train_cpu_hours=0.1, extra_manifest={"hardware": {"device": "cpu", "device_name": "Test CPU",
-                                                              "device_count": 1, "cpu_cores": 2}})
+    write_predictions(
+        write_run(
+            runs / "zeroshot",
+            "fewshot",
+            0.2,
+            [0.1, 0.3],
+            rows=50,
+            extra_metrics={"k": 0},
+            extra_manifest={
+                "hardware": {"device": "cpu", "device_name": "Test CPU", "device_count": 1, "cpu_cores": 2}
+            },
+        ),
+        [n % 5 == 0 for n in range(50)],
+    )
+    seeded_runs(
+        runs,
+        "sft",
+        "sft",
+        {0: correct, 1: correct, 2: [n % 10 != 0 for n in range(50)]},
+        train_cpu_hours=0.1,
+        extra_manifest={"hardware": {"device": "cpu", "device_name": "Test CPU", "device_count": 1, "cpu_cores": 2}},
+    )
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- demo-table:start -->\nold figures\n<!-- demo-table:end -->\noutro\n")
     out = tmp_path / "docs" / "demo-table.md"
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / "readme_table.py"), str(runs), "--out", str(out),
-                           "--readme", str(readme), "--marker", "demo", "--command", "bash demo.sh", "--took", "1 min"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "readme_table.py"),
+            str(runs),
+            "--out",
+            str(out),
+            "--readme",
+            str(readme),
+            "--marker",
+            "demo",
+            "--command",
+            "bash demo.sh",
+            "--took",
+            "1 min",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     text = out.read_text()
     assert readme.read_text() == f"intro\n<!-- demo-table:start -->\n{text}<!-- demo-table:end -->\noutro\n"
@@ -85,8 +122,11 @@ def test_readme_table_writes_the_comparison_and_replaces_only_its_block(tmp_path
 
 
 def test_install_pins_every_dependency_at_the_version_installed():
-    constraints = dict(line.split("==", 1) for line in (ROOT / "constraints.txt").read_text().splitlines()
-                       if line and not line.startswith("#"))
+    constraints = dict(
+        line.split("==", 1)
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     pins = {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in constraints.items()}
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     required = project["dependencies"] + project["optional-dependencies"]["test"]

@@ -4,15 +4,16 @@ errors."""
 
 from __future__ import annotations
 
-import pytest
-
 import json
 import re
 from pathlib import Path
 
+import pytest
+
+from tuner import compare
+
 from browser import page
 from helpers import write_run
-from tuner import compare
 
 TEAMS = ["billing", "shipping", "returns"]
 
@@ -20,8 +21,13 @@ TEAMS = ["billing", "shipping", "returns"]
 def _answers(folder: Path, gold: list[str], predicted: list[str], passages: bool = False) -> None:
     lines = []
     for n, (g, p) in enumerate(zip(gold, predicted)):
-        line = {"row": n, "gold": g, "prediction": p, "correct": g == p,
-                "prompt": f"<|im_start|>user\nTicket {n}: which team?<|im_end|>\n<|im_start|>assistant\n"}
+        line = {
+            "row": n,
+            "gold": g,
+            "prediction": p,
+            "correct": g == p,
+            "prompt": f"<|im_start|>user\nTicket {n}: which team?<|im_end|>\n<|im_start|>assistant\n",
+        }
         if passages:
             line["passages"] = [{"id": f"faq.md#{n % 3}", "score": 1.0}]
         lines.append(json.dumps(line))
@@ -32,13 +38,23 @@ def comparison_folder(parent: Path, runs: int = 3, rows: int = 30) -> Path:
     """`runs` runs scored on the same `rows` rows: run 0 always says billing, the others are right on more rows."""
     gold = [TEAMS[n % 3] for n in range(rows)]
     for r in range(runs):
-        predicted = ["billing"] * rows if r == 0 else [g if (n + r) % (r + 2) else TEAMS[(n + 1) % 3]
-                                                       for n, g in enumerate(gold)]
+        predicted = (
+            ["billing"] * rows
+            if r == 0
+            else [g if (n + r) % (r + 2) else TEAMS[(n + 1) % 3] for n, g in enumerate(gold)]
+        )
         accuracy = sum(g == p for g, p in zip(gold, predicted)) / rows
         method = "fewshot" if r == 0 else "sft"
-        folder = write_run(parent / f"run-{r}", method, accuracy, [max(0, accuracy - 0.1), min(1, accuracy + 0.1)],
-                           rows=rows, train_cpu_hours=0.01 * r, latency=50.0 + 10 * r,
-                           extra_metrics={"k": 0, "select": "random"} if r == 0 else None)
+        folder = write_run(
+            parent / f"run-{r}",
+            method,
+            accuracy,
+            [max(0, accuracy - 0.1), min(1, accuracy + 0.1)],
+            rows=rows,
+            train_cpu_hours=0.01 * r,
+            latency=50.0 + 10 * r,
+            extra_metrics={"k": 0, "select": "random"} if r == 0 else None,
+        )
         _answers(folder, gold, predicted, passages=r == 1)
     return parent
 
@@ -54,7 +70,8 @@ def test_the_page_is_self_contained_and_holds_the_comparisons_own_figures(tmp_pa
     recipe = parent / "run-1" / "recipe.yaml"
     recipe.write_text(recipe.read_text() + "\n# hub token: hf_secretvalue123456\n")
     (parent / "run-2" / "predictions.jsonl").write_text(
-        (parent / "run-2" / "predictions.jsonl").read_text().replace("Ticket 0:", "Ticket 0: </script><b>x</b>"))
+        (parent / "run-2" / "predictions.jsonl").read_text().replace("Ticket 0:", "Ticket 0: </script><b>x</b>")
+    )
     comparison = compare([parent])
     written = comparison.write(tmp_path / "out")
     html = written["html"].read_text()
@@ -62,7 +79,9 @@ def test_the_page_is_self_contained_and_holds_the_comparisons_own_figures(tmp_pa
     assert "hf_secretvalue123456" not in html and html.count("</script>") == 2
     data = _data(html)
     assert [row["run"] for row in data["rows"]] == list(comparison.table["run"]) == ["run-0", "run-1", "run-2"]
-    assert data["cells"][1][3].startswith(f"{comparison.table['choice_accuracy'][1]:.3f}")
+    # One base model for all: named once in the subtitle, not a column repeating it.
+    assert "model" not in data["header"] and "3 runs of SmolLM2.gguf;" in data["subtitle"]
+    assert data["cells"][1][2].startswith(f"{comparison.table['choice_accuracy'][1]:.3f}")
     browse = data["browse"]["choice"]
     assert len(browse["gold"]) == 30 and [r["name"] for r in browse["runs"]] == ["run-0", "run-1", "run-2"]
     assert browse["runs"][1]["passages"][4] == ["faq.md#1"]
@@ -73,6 +92,14 @@ def test_the_page_is_self_contained_and_holds_the_comparisons_own_figures(tmp_pa
     assert confusion["matrix"][0] == [10, 0, 0] and confusion["accuracy"][0] == 1.0  # run 0 says billing to all
 
 
+def test_the_row_browser_names_the_runs_it_leaves_out(tmp_path):
+    parent = comparison_folder(tmp_path / "runs")
+    other = write_run(parent / "run-other", "sft", 0.5, [0.4, 0.6], rows=4, train_cpu_hours=0.01)
+    _answers(other, ["billing", "returns", "billing", "returns"], ["billing"] * 4)  # other eval rows
+    browse = _data(compare([parent]).write(tmp_path / "out")["html"].read_text())["browse"]["choice"]
+    assert [r["name"] for r in browse["runs"]] == ["run-0", "run-1", "run-2"] and browse["leftOut"] == ["run-other"]
+
+
 @pytest.mark.integration  # a real browser: the end-to-end tier
 def test_report_in_chromium_sorts_filters_and_logs_no_errors(tmp_path):
     from selenium.webdriver.common.by import By
@@ -81,14 +108,22 @@ def test_report_in_chromium_sorts_filters_and_logs_no_errors(tmp_path):
     written = compare([comparison_folder(tmp_path / "runs")]).write(tmp_path / "out")
     with page(written["html"]) as driver:
         assert driver.execute_script("return window.reportReady") > 0
-        names = lambda: [r.get_attribute("data-run") for r in driver.find_elements(By.CSS_SELECTOR, "#runs-table tbody tr")]
+        names = lambda: [
+            r.get_attribute("data-run") for r in driver.find_elements(By.CSS_SELECTOR, "#runs-table tbody tr")
+        ]
         assert names() == ["run-0", "run-1", "run-2"]
-        header = next(th for th in driver.find_elements(By.CSS_SELECTOR, "#runs-table th")
-                      if th.text.startswith("choice accuracy"))
+        header = next(
+            th
+            for th in driver.find_elements(By.CSS_SELECTOR, "#runs-table th")
+            if th.text.startswith("choice accuracy")
+        )
         header.click()
         ascending = names()
-        header = next(th for th in driver.find_elements(By.CSS_SELECTOR, "#runs-table th")
-                      if th.text.startswith("choice accuracy"))
+        header = next(
+            th
+            for th in driver.find_elements(By.CSS_SELECTOR, "#runs-table th")
+            if th.text.startswith("choice accuracy")
+        )
         header.click()
         assert names() == list(reversed(ascending)) and names() != ascending
         rows = lambda: driver.find_elements(By.CSS_SELECTOR, "#browser-rows tr.row")
@@ -100,7 +135,8 @@ def test_report_in_chromium_sorts_filters_and_logs_no_errors(tmp_path):
         rows()[0].click()
         assert "which team?" in driver.find_element(By.CSS_SELECTOR, "#browser-rows tr.detail").text
         assert driver.find_elements(By.CSS_SELECTOR, "#run-details details") and driver.find_elements(
-            By.CSS_SELECTOR, "#plots svg circle")
+            By.CSS_SELECTOR, "#plots svg circle"
+        )
         driver.save_screenshot(str(tmp_path / "report.png"))
         errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == [] and (tmp_path / "report.png").read_bytes().startswith(b"\x89PNG")
@@ -119,16 +155,25 @@ def test_a_large_comparison_pages_its_rows(tmp_path):
         assert driver.find_element(By.ID, "browser-count").text.startswith("rows 51-100 of 5000")
         assert len(driver.find_elements(By.CSS_SELECTOR, "#runs-table tbody tr")) == 10
         assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
-    print(f"10 runs x 5000 rows: page ready {opened_ms:.0f} ms after navigation, {written['html'].stat().st_size:,} bytes")
+    print(
+        f"10 runs x 5000 rows: page ready {opened_ms:.0f} ms after navigation, {written['html'].stat().st_size:,} bytes"
+    )
 
 
 def test_a_sweep_gets_its_learning_curve_with_the_baselines_as_lines(tmp_path):
     parent = tmp_path / "sweep"
     for n, accuracy in ((25, 0.2), (100, 0.4), (400, 0.8)):
-        write_run(parent / f"data.max_train_samples={n}", "sft", accuracy, [accuracy - 0.1, accuracy + 0.1],
-                  train_cpu_hours=0.001 * n)
+        write_run(
+            parent / f"data.max_train_samples={n}",
+            "sft",
+            accuracy,
+            [accuracy - 0.1, accuracy + 0.1],
+            train_cpu_hours=0.001 * n,
+        )
     write_run(tmp_path / "fewshot", "fewshot", 0.9, [0.85, 0.95], extra_metrics={"k": 5, "select": "similar"})
-    data = _data(compare([parent, tmp_path / "fewshot"], baseline="fewshot").write(tmp_path / "out")["html"].read_text())
+    data = _data(
+        compare([parent, tmp_path / "fewshot"], baseline="fewshot").write(tmp_path / "out")["html"].read_text()
+    )
     curve = data["plots"][-1]
     assert curve["title"] == "learning curve: choice accuracy against data.max_train_samples" and curve["logX"]
     assert [(p["x"], p["y"]) for p in curve["points"]] == [(25.0, 0.2), (100.0, 0.4), (400.0, 0.8)]

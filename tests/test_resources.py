@@ -9,12 +9,13 @@ import errno
 import pytest
 import torch
 
-from helpers import recipe_document
 from tuner import recipe_from_dict
 from tuner.checkpoints import MARKER
 from tuner.errors import TunerError
 from tuner.evaluator import evaluate
 from tuner.recipes import sft
+
+from helpers import recipe_document
 
 
 def test_evaluator_halves_its_batch_when_out_of_memory(tiny_model_dir, capsys):
@@ -49,8 +50,9 @@ def _recipe(tiny_model_dir, ticket_files, output_dir, **train):
     return recipe_from_dict(document)
 
 
-def test_out_of_memory_in_training_names_the_settings_and_keeps_the_checkpoint(tiny_model_dir, ticket_files,
-                                                                              tmp_path, monkeypatch):
+def test_out_of_memory_in_training_names_the_settings_and_keeps_the_checkpoint(
+    tiny_model_dir, ticket_files, tmp_path, monkeypatch
+):
     from trl import SFTTrainer
 
     original = SFTTrainer.training_step
@@ -65,8 +67,14 @@ def test_out_of_memory_in_training_names_the_settings_and_keeps_the_checkpoint(t
         sft.run(_recipe(tiny_model_dir, ticket_files, tmp_path / "oom"))
     message = str(caught.value)
     assert "out of memory while training at step 2" in message
-    for setting in ("train.per_device_train_batch_size` (now 4", "train.max_length", "gradient_checkpointing",
-                    "model.quantize: 4bit", "checkpoint-2", "--resume"):
+    for setting in (
+        "train.per_device_train_batch_size` (now 4",
+        "train.max_length",
+        "gradient_checkpointing",
+        "model.quantize: 4bit",
+        "checkpoint-2",
+        "--resume",
+    ):
         assert setting in message, setting
     assert (tmp_path / "oom" / "checkpoints" / "checkpoint-2" / MARKER).is_file()
 
@@ -95,8 +103,11 @@ def test_disk_full_while_saving_says_how_much_space_is_needed(tiny_model_dir, ti
 
 
 def test_secrets_never_reach_a_run_folder(tiny_model_dir, ticket_files, tmp_path, monkeypatch, capsys):
-    secrets = {"HF_TOKEN": "hf_SeCrEtToKeN123456", "WANDB_API_KEY": "wandb-key-abcdef987654",
-               "DB_PASSWORD": "pa55word-very-secret"}
+    secrets = {
+        "HF_TOKEN": "hf_SeCrEtToKeN123456",
+        "WANDB_API_KEY": "wandb-key-abcdef987654",
+        "DB_PASSWORD": "pa55word-very-secret",
+    }
     for name, value in secrets.items():
         monkeypatch.setenv(name, value)
     train_file, test_file = ticket_files
@@ -126,7 +137,9 @@ def test_secret_names_and_values_that_were_missed_and_tokenizer_fields_that_were
         assert not is_secret_name(name), name
     # TRL's SFTConfig fields stay readable in a saved recipe, so the recipe still loads.
     assert redact_data({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}) == {
-        "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+    }
     monkeypatch.setenv("MYSQL_PWD", "hunter2-but-longer")
     text = "db at postgres://app:s3cr3t-pw@db.internal:5432/x, pwd hunter2-but-longer, https://example.org/a:b"
     assert redact(text) == "db at postgres://app:***@db.internal:5432/x, pwd ***, https://example.org/a:b"

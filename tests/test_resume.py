@@ -8,11 +8,12 @@ import signal
 
 import pytest
 
-from helpers import losses, recipe_document, stopped_and_resumed
 from tuner import recipe_from_dict
 from tuner.checkpoints import MARKER, Interrupted, StopOnSignal
 from tuner.errors import TunerError
 from tuner.recipes import sft
+
+from helpers import losses, recipe_document, stopped_and_resumed
 
 STEPS = 6
 
@@ -25,8 +26,9 @@ def document(tiny_model_dir, ticket_files, output_dir, **train):
     return doc
 
 
-def test_sigterm_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tiny_model_dir, ticket_files, tmp_path,
-                                                                            signal_at_step):
+def test_sigterm_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(
+    tiny_model_dir, ticket_files, tmp_path, signal_at_step
+):
     whole = sft.run(recipe_from_dict(document(tiny_model_dir, ticket_files, tmp_path / "whole")))
 
     disarm = signal_at_step(3)
@@ -53,8 +55,9 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tiny
         assert after[step] == pytest.approx(before[step], rel=1e-3, abs=1e-4), (step, before, after)
 
 
-def test_resume_refuses_a_changed_recipe_or_data_and_skips_a_cut_off_checkpoint(tiny_model_dir, ticket_files,
-                                                                               tmp_path, signal_at_step, capsys):
+def test_resume_refuses_a_changed_recipe_or_data_and_skips_a_cut_off_checkpoint(
+    tiny_model_dir, ticket_files, tmp_path, signal_at_step, capsys
+):
     signal_at_step(5)
     doc = document(tiny_model_dir, ticket_files, tmp_path / "run")
     with pytest.raises(Interrupted):
@@ -63,8 +66,11 @@ def test_resume_refuses_a_changed_recipe_or_data_and_skips_a_cut_off_checkpoint(
     assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4", "checkpoint-5"]
 
     changed = {**doc, "resume": "auto", "train": {**doc["train"], "learning_rate": 0.5}}
-    with pytest.raises(TunerError, match=r"the recipe changed since it was saved \(train.learning_rate: 0.01 then, "
-                                         r"0.5 now\)"):
+    with pytest.raises(
+        TunerError,
+        match=r"the recipe changed since it was saved \(train.learning_rate: 0.01 then, "
+        r"0.5 now\)",
+    ):
         sft.run(recipe_from_dict(changed))
 
     fewer_rows = {**doc, "resume": "auto", "data": {**doc["data"], "max_train_samples": 12}}
@@ -93,8 +99,7 @@ def test_resume_with_nothing_to_resume_and_a_bad_path(tiny_model_dir, ticket_fil
     assert not (tmp_path / "none").exists()  # refused before any run folder was made
 
 
-def test_save_steps_alone_saves_checkpoints_and_a_finished_run_is_never_resumed(tiny_model_dir, ticket_files,
-                                                                                 tmp_path):
+def test_save_steps_alone_saves_checkpoints_and_a_finished_run_is_never_resumed(tiny_model_dir, ticket_files, tmp_path):
     doc = document(tiny_model_dir, ticket_files, tmp_path / "run")
     del doc["train"]["save_strategy"]  # save_steps alone asks for checkpoints every 2 steps
     doc["train"]["max_steps"] = 4
@@ -124,8 +129,9 @@ def test_training_in_a_worker_thread_runs_without_signal_handlers(tiny_model_dir
 
 
 @pytest.mark.parametrize("stop_at", [4, 3])  # mid-way through the second epoch; at the end of the first
-def test_resume_in_the_second_epoch_trains_the_rows_of_an_uninterrupted_run(tiny_model_dir, ticket_files, tmp_path,
-                                                                            signal_at_step, stop_at):
+def test_resume_in_the_second_epoch_trains_the_rows_of_an_uninterrupted_run(
+    tiny_model_dir, ticket_files, tmp_path, signal_at_step, stop_at
+):
     def two_epochs(output_dir):
         doc = document(tiny_model_dir, ticket_files, output_dir)
         # 12 rows in batches of 4: 3 steps an epoch, each epoch's rows in a new length-grouped order.

@@ -7,23 +7,31 @@ import json
 
 import pytest
 
-from helpers import fake_adapter_run, recipe_document, ticket_rows, write_jsonl
 from tuner import TunerError, recipe_from_dict
 from tuner.recipes import reward
+
+from helpers import fake_adapter_run, recipe_document, ticket_rows, write_jsonl
 
 
 def sentence_pairs(n: int, offset: int = 0) -> list[dict]:
     """A polite sentence naming the team (chosen) against the bare team name (rejected): a contrast a tiny model can
     learn to score."""
-    return [{"prompt": f"Which team? {r['text']}",
-             "chosen": f"Thank you for writing. The {r['label']} team will look into this today.",
-             "rejected": r["label"]} for r in ticket_rows(n, offset)]
+    return [
+        {
+            "prompt": f"Which team? {r['text']}",
+            "chosen": f"Thank you for writing. The {r['label']} team will look into this today.",
+            "rejected": r["label"],
+        }
+        for r in ticket_rows(n, offset)
+    ]
 
 
 @pytest.fixture
 def pair_files(tmp_path):
-    return (write_jsonl(tmp_path / "pairs" / "train.jsonl", sentence_pairs(32)),
-            write_jsonl(tmp_path / "pairs" / "test.jsonl", sentence_pairs(40, offset=100)))
+    return (
+        write_jsonl(tmp_path / "pairs" / "train.jsonl", sentence_pairs(32)),
+        write_jsonl(tmp_path / "pairs" / "test.jsonl", sentence_pairs(40, offset=100)),
+    )
 
 
 def reward_document(tiny_model_dir, files, output_dir, **changes) -> dict:
@@ -74,14 +82,21 @@ def test_reward_scores_match_a_direct_forward(tmp_path, tiny_model_dir):
     from tuner.schema import ModelConfig
 
     loaded = load_model(ModelConfig(name_or_path=str(tiny_model_dir)), head="reward")
-    items = [([{"role": "user", "content": "Which team? my bill"}], "billing", None),
-             ([{"role": "user", "content": "Which team? my parcel never came, where is it"}],
-              "Thank you. The shipping team will look into this.", None),
-             ("Which team? plain text", " returns", None)]
+    items = [
+        ([{"role": "user", "content": "Which team? my bill"}], "billing", None),
+        (
+            [{"role": "user", "content": "Which team? my parcel never came, where is it"}],
+            "Thank you. The shipping team will look into this.",
+            None,
+        ),
+        ("Which team? plain text", " returns", None),
+    ]
     batched = reward_scores(loaded.model, loaded.tokenizer, items, batch_size=3)
     with torch.inference_mode():
-        alone = [loaded.model(input_ids=torch.tensor([reward_ids(prompt, answer, loaded.tokenizer)])).logits[0, 0]
-                 .item() for prompt, answer, _ in items]
+        alone = [
+            loaded.model(input_ids=torch.tensor([reward_ids(prompt, answer, loaded.tokenizer)])).logits[0, 0].item()
+            for prompt, answer, _ in items
+        ]
     assert batched == pytest.approx(alone, abs=1e-4)  # padding changes nothing
     assert reward_ids(items[2][0], items[2][1], loaded.tokenizer)[-1] == loaded.tokenizer.eos_token_id
 
@@ -113,14 +128,14 @@ def test_a_reward_model_run_is_refused_as_a_policy_adapter(tmp_path, tiny_model_
         recipe_from_dict(document)
 
 
-def test_sigterm_then_resume_matches_an_uninterrupted_reward_run(tmp_path, tiny_model_dir, pair_files,
-                                                                signal_at_step):
+def test_sigterm_then_resume_matches_an_uninterrupted_reward_run(tmp_path, tiny_model_dir, pair_files, signal_at_step):
     from helpers import stopped_and_resumed
 
     def document(output_dir):
         doc = reward_document(tiny_model_dir, pair_files, output_dir)
-        doc["train"].update(max_steps=6, save_strategy="steps", save_steps=2, logging_steps=1,
-                            per_device_train_batch_size=4)
+        doc["train"].update(
+            max_steps=6, save_strategy="steps", save_steps=2, logging_steps=1, per_device_train_batch_size=4
+        )
         return doc
 
     whole, resumed, before, after = stopped_and_resumed(reward.run, document, tmp_path, signal_at_step, 3, 6)

@@ -38,10 +38,15 @@ def test_accelerate_configs_cover_ddp_fsdp_and_deepspeed():
 
 @pytest.mark.integration  # a benchmark script run whole: the end-to-end tier
 def test_gpu_mfu_benchmark_runs_on_cpu_and_counts_flops_by_the_formula():
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_mfu.py"), "--tiny", "--steps", "1",
-                           "--arms", "tuner"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_mfu.py"), "--tiny", "--steps", "1", "--arms", "tuner"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{\"arm\"")))
+    result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith('{"arm"')))
     # The tiny model: 2 layers, width 64, MLP 128, 4 heads of 16, 2 key/value heads; LM head 64 x vocabulary.
     layer = 64 * 64 + 64 * 32 + 64 * 32 + 64 * 64 + 3 * 64 * 128
     lm_head = result["frozen_linear_parameters"] - 2 * layer
@@ -49,8 +54,9 @@ def test_gpu_mfu_benchmark_runs_on_cpu_and_counts_flops_by_the_formula():
     adapter = 2 * 16 * ((64 + 64) * 2 + (64 + 32) * 2 + (64 + 128) * 2 + (128 + 64))  # r 16 on every linear
     assert result["adapter_parameters"] == adapter
     assert result["attention_flops_per_token"] == 6 * 2 * 64 * 64
-    assert result["flops_per_token"] == (4 * result["frozen_linear_parameters"] + 6 * adapter
-                                         + result["attention_flops_per_token"])
+    assert result["flops_per_token"] == (
+        4 * result["frozen_linear_parameters"] + 6 * adapter + result["attention_flops_per_token"]
+    )
     assert result["tokens"] == 2 * 64 and result["achieved_tflops"] > 0 and result["mfu"] is None
 
 
@@ -58,12 +64,24 @@ def test_gpu_mfu_benchmark_runs_on_cpu_and_counts_flops_by_the_formula():
 @pytest.mark.integration  # the GPU check run whole (100 s on 2 cores): the end-to-end tier
 def test_gpu_check_runs_end_to_end_on_a_cpu_with_a_tiny_model(tmp_path):
     out = tmp_path / "check"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--cpu", "--out", str(out)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=1200)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--cpu", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=1200,
+    )
     summary = json.loads((out / "gpu_check.json").read_text())
     by_name = {result["workload"]: result for result in summary["workloads"]}
-    assert list(by_name) == ["sft_lora_smollm2", "sft_lora_0.5b", "sft_qlora_0.5b", "dpo_smollm2",
-                             "packing_smollm2", "eval_sst2", "mfu"]
+    assert list(by_name) == [
+        "sft_lora_smollm2",
+        "sft_lora_0.5b",
+        "sft_qlora_0.5b",
+        "dpo_smollm2",
+        "packing_smollm2",
+        "eval_sst2",
+        "mfu",
+    ]
     assert [name for name, result in by_name.items() if "error" in result] == [], done.stdout[-3000:]
     for name in ("sft_lora_smollm2", "sft_lora_0.5b", "sft_qlora_0.5b", "dpo_smollm2", "packing_smollm2"):
         result = by_name[name]
@@ -94,14 +112,14 @@ def test_the_ceiling_counts_useful_flops_by_its_formula_and_measures_matmuls(tin
     layers, width = ceiling.attention_dim(model.config)
     assert adapter == sum(p.numel() for p in model.parameters() if p.requires_grad)
     # Two rows, 10 and 30 tokens: the linear work per token, and attention growing with each row's square.
-    expected = (40 * (4 * frozen + 6 * adapter)) + 6 * layers * width * (10 ** 2 + 30 ** 2)
+    expected = (40 * (4 * frozen + 6 * adapter)) + 6 * layers * width * (10**2 + 30**2)
     assert ceiling.training_flops(model, [10, 30]) == expected
     assert ceiling.forward_flops(model, [10]) == 10 * 2 * (frozen + adapter) + 2 * layers * width * 100
     # Scoring: the LM head only at the scored position; a shared prefix counts once, however many rows follow it.
     head = model.config.vocab_size * model.config.hidden_size
     assert ceiling.scoring_flops(model, 0, [10]) == ceiling.forward_flops(model, [10]) - 9 * 2 * head
     assert ceiling.scoring_flops(model, 20, [5]) == ceiling.scoring_flops(model, 0, [25])
-    once = 20 * 2 * (frozen + adapter - head) + 2 * layers * width * 20 ** 2
+    once = 20 * 2 * (frozen + adapter - head) + 2 * layers * width * 20**2
     assert ceiling.scoring_flops(model, 20, [5, 5]) == ceiling.scoring_flops(model, 0, [25, 25]) - once
     measured = ceiling.matmul_ceiling(model.config, tokens=64, dtype="fp32", seconds=0.05)
     assert set(measured) == {"q/o projection", "k/v projection", "mlp up/gate", "mlp down", "lm head", "ceiling"}

@@ -7,12 +7,13 @@ import re
 
 import pytest
 
-from helpers import recipe_document, write_jsonl
-from tuner.trainers import build_trainer
-from tuner.rendering import sft_rows
 from tuner import recipe_from_dict
 from tuner.errors import TunerError
 from tuner.recipes import sft
+from tuner.rendering import sft_rows
+from tuner.trainers import build_trainer
+
+from helpers import recipe_document, write_jsonl
 
 
 @pytest.fixture
@@ -91,8 +92,12 @@ def test_every_assistant_turn_of_a_chat_carries_loss_when_the_template_cannot_ma
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)  # SmolLM2's ChatML template: no generation markers
-    messages = [{"role": "user", "content": "Where is my parcel?"}, {"role": "assistant", "content": "In transit."},
-                {"role": "user", "content": "When does it come?"}, {"role": "assistant", "content": "On Friday."}]
+    messages = [
+        {"role": "user", "content": "Where is my parcel?"},
+        {"role": "assistant", "content": "In transit."},
+        {"role": "user", "content": "When does it come?"},
+        {"role": "assistant", "content": "On Friday."},
+    ]
     out = sft_rows(datasets.Dataset.from_list([{"messages": messages}]), tokenizer)
     ids, mask = out[0]["input_ids"], out[0]["assistant_masks"]
     assert tokenizer.decode(ids) == tokenizer.apply_chat_template(messages, tokenize=False)
@@ -106,12 +111,23 @@ def test_a_template_that_rewrites_earlier_turns_falls_back_to_the_last_answer(ti
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     # Only the last assistant turn is rendered in full (as templates that drop earlier reasoning do).
-    tokenizer.chat_template = ("{% for m in messages %}{{ m['role'] }}: {% if m['role'] == 'assistant' and not loop.last "
-                               "%}...{% else %}{{ m['content'] }}{% endif %}\n{% endfor %}"
-                               "{% if add_generation_prompt %}assistant: {% endif %}")
-    rows = datasets.Dataset.from_list([{"messages": [
-        {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-        {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}])
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ m['role'] }}: {% if m['role'] == 'assistant' and not loop.last "
+        "%}...{% else %}{{ m['content'] }}{% endif %}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
+    rows = datasets.Dataset.from_list(
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": "a"},
+                    {"role": "assistant", "content": "b"},
+                    {"role": "user", "content": "c"},
+                    {"role": "assistant", "content": "d"},
+                ]
+            }
+        ]
+    )
     [row] = sft_rows(rows, tokenizer)
     # The last answer is trained, the conversation before it is context (rendered as the template renders it).
     trained = tokenizer.decode([i for i, m in zip(row["input_ids"], row["assistant_masks"]) if m])
@@ -125,10 +141,17 @@ def test_a_multi_turn_chat_trains_every_answer_and_the_dry_run_shows_each(tiny_m
     from tuner.estimate import describe
     from tuner.recipes.preflight import dry_run
 
-    chats = [{"messages": [{"role": "user", "content": f"Question {n}?"}, {"role": "assistant", "content": f"One {n}."},
-                           {"role": "user", "content": f"And then {n}?"},
-                           {"role": "assistant", "content": f"Two {n}."}]}
-             for n in range(12)]
+    chats = [
+        {
+            "messages": [
+                {"role": "user", "content": f"Question {n}?"},
+                {"role": "assistant", "content": f"One {n}."},
+                {"role": "user", "content": f"And then {n}?"},
+                {"role": "assistant", "content": f"Two {n}."},
+            ]
+        }
+        for n in range(12)
+    ]
     train = write_jsonl(tmp_path / "chats.jsonl", chats)
     document = recipe_document(tiny_model_dir, train, None, tmp_path / "runs" / "chat")
     document["eval"] = {"task": "generate", "max_new_tokens": 4}
@@ -150,8 +173,9 @@ def test_existing_run_folder_is_never_overwritten(tiny_recipe):
 
 
 def test_sharegpt_messages_train(tmp_path, tiny_model_dir):
-    rows = [{"conversations": [{"from": "human", "value": f"Say {i}"}, {"from": "gpt", "value": str(i)}]}
-            for i in range(12)]
+    rows = [
+        {"conversations": [{"from": "human", "value": f"Say {i}"}, {"from": "gpt", "value": str(i)}]} for i in range(12)
+    ]
     train = write_jsonl(tmp_path / "chat.jsonl", rows)
     document = recipe_document(tiny_model_dir, train, None, tmp_path / "chat-run")
     document["data"].pop("prompt_template")
@@ -210,8 +234,7 @@ def test_run_folders_are_taken_atomically(tmp_path):
 
     (tmp_path / "made-before").mkdir()  # an empty folder made beforehand is still used, by one run only
     taken: list = []
-    threads = [threading.Thread(target=lambda: taken.append(new_run_dir(tmp_path / "made-before")))
-               for _ in range(8)]
+    threads = [threading.Thread(target=lambda: taken.append(new_run_dir(tmp_path / "made-before"))) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -231,8 +254,9 @@ def test_two_conversions_of_one_gguf_at_once_keep_the_first(tmp_path):
     assert (target / "config.json").read_text() == '{"by": "first"}'
 
 
-def test_sharded_weights_are_scored_as_a_whole_copy_of_base_and_saved_adapter(tiny_model_dir, ticket_files, tmp_path,
-                                                                                monkeypatch):
+def test_sharded_weights_are_scored_as_a_whole_copy_of_base_and_saved_adapter(
+    tiny_model_dir, ticket_files, tmp_path, monkeypatch
+):
     import tuner.training as training
     from tuner.models import load_model
 
@@ -242,8 +266,9 @@ def test_sharded_weights_are_scored_as_a_whole_copy_of_base_and_saved_adapter(ti
     loads = []
     monkeypatch.setattr(training, "is_sharded", lambda trainer: True)
     monkeypatch.setattr(training, "gathered_state_dict", lambda trainer: None)
-    monkeypatch.setattr(training, "load_model", lambda *args, **kwargs: loads.append(args) or load_model(*args,
-                                                                                                         **kwargs))
+    monkeypatch.setattr(
+        training, "load_model", lambda *args, **kwargs: loads.append(args) or load_model(*args, **kwargs)
+    )
     sharded = sft.run(recipe_from_dict(recipe_document(tiny_model_dir, *ticket_files, tmp_path / "sharded")))
     assert len(loads) == 1
     assert sharded.metrics["eval"]["accuracy"] == whole.metrics["eval"]["accuracy"]

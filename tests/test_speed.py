@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from helpers import dpo_document, recipe_document, write_recipe
-from tuner.trainers import build_trainer
 from tuner import dry_run, recipe_from_dict
 from tuner.cli import cli
 from tuner.recipes import sft
+from tuner.trainers import build_trainer
+
+from helpers import dpo_document, recipe_document, write_recipe
 
 
 @pytest.fixture
@@ -35,8 +36,7 @@ def test_packed_rows_score_each_sequence_as_if_it_were_alone(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     first, second, short = list(range(100, 107)), list(range(200, 211)), list(range(300, 305))
     collator = packed_rows_collator(pad_token_id=0)
-    batch = collator([{"input_ids": first + second, "seq_lengths": [7, 11]},
-                      {"input_ids": short, "seq_lengths": [5]}])
+    batch = collator([{"input_ids": first + second, "seq_lengths": [7, 11]}, {"input_ids": short, "seq_lengths": [5]}])
     assert "attention_mask" not in batch and batch["input_ids"].shape == (2, 18)
     assert batch["position_ids"][0].tolist() == list(range(7)) + list(range(11))
     assert (batch["labels"][1, 5:] == -100).all()  # padding is never a target
@@ -66,8 +66,9 @@ def test_sft_groups_rows_by_length_without_flash_attention(tiny_recipe, tmp_path
     assert not trainer.args.packing and speed.batches == "length-grouped padded rows"
     assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
 
-    off, speed = build_trainer(_with_train(tiny_recipe, train_sampling_strategy="random"),
-                               load_model(tiny_recipe.model), rows, tmp_path)
+    off, speed = build_trainer(
+        _with_train(tiny_recipe, train_sampling_strategy="random"), load_model(tiny_recipe.model), rows, tmp_path
+    )
     assert speed.batches == "padded rows" and not isinstance(off._get_train_sampler(), LengthGroupedSampler)
 
 
@@ -105,8 +106,9 @@ def test_the_checkpointing_decision_reaches_the_model(method, tiny_recipe, tmp_p
     from tuner.speed import decide
     from tuner.trainers import dpo_trainer, sft_trainer
 
-    recipe = tiny_recipe if method == "sft" else recipe_from_dict(dpo_document(tiny_model_dir, pair_files,
-                                                                                tmp_path / "dpo"))
+    recipe = (
+        tiny_recipe if method == "sft" else recipe_from_dict(dpo_document(tiny_model_dir, pair_files, tmp_path / "dpo"))
+    )
     build = {"sft": sft_trainer, "dpo": dpo_trainer}[method]
     rows = load_data(recipe.data).train
     checkpointed = []
@@ -131,16 +133,17 @@ def test_packing_asked_for_trains_on_packed_rows_and_is_recorded(tiny_recipe):
 def test_micro_batches_are_the_largest_divisor_of_the_batch_within_the_token_budget():
     from tuner.speed import micro_batch
 
-    assert micro_batch(8, 750, 2048) == 2     # long alpaca rows: 1,500 tokens at a time
-    assert micro_batch(8, 62, 2048) == 8      # short ticket rows stay one batch
-    assert micro_batch(6, 1000, 2048) == 2    # a divisor, so every optimizer step sees the whole batch
-    assert micro_batch(8, 3000, 2048) == 1    # a row longer than the budget trains alone
+    assert micro_batch(8, 750, 2048) == 2  # long alpaca rows: 1,500 tokens at a time
+    assert micro_batch(8, 62, 2048) == 8  # short ticket rows stay one batch
+    assert micro_batch(6, 1000, 2048) == 2  # a divisor, so every optimizer step sees the whole batch
+    assert micro_batch(8, 3000, 2048) == 1  # a row longer than the budget trains alone
     assert micro_batch(1, 50, 2048) == 1
 
 
 @pytest.mark.parametrize("method", ["sft", "dpo"])
-def test_micro_batches_take_the_same_step_as_the_whole_batch(method, tiny_recipe, tmp_path, tiny_model_dir,
-                                                              pair_files, monkeypatch):  # noqa: F811
+def test_micro_batches_take_the_same_step_as_the_whole_batch(
+    method, tiny_recipe, tmp_path, tiny_model_dir, pair_files, monkeypatch
+):  # noqa: F811
     import torch
 
     import tuner.speed
@@ -151,8 +154,9 @@ def test_micro_batches_take_the_same_step_as_the_whole_batch(method, tiny_recipe
     # fp32 and plain SGD at rate 1, so the update is the gradient itself (Adam's first step is about the gradient's
     # sign, and would hide a gradient scaled wrongly); rows in file order, so both runs see the same four rows (pairs).
     fp32 = recipe.model_copy(update={"model": recipe.model.model_copy(update={"dtype": "fp32"})})
-    recipe = _with_train(fp32, max_steps=1, optim="sgd", learning_rate=1.0, train_sampling_strategy="sequential",
-                         warmup_steps=0)
+    recipe = _with_train(
+        fp32, max_steps=1, optim="sgd", learning_rate=1.0, train_sampling_strategy="sequential", warmup_steps=0
+    )
     rows = load_data(recipe.data).train
     monkeypatch.setattr(tuner.speed, "MICRO_BATCH_TOKENS", 1)  # the tiny rows are short: every row alone
 
@@ -160,8 +164,7 @@ def test_micro_batches_take_the_same_step_as_the_whole_batch(method, tiny_recipe
         torch.manual_seed(0)
         trainer, speed = build_trainer(recipe, load_model(recipe.model), rows, tmp_path)
         loss = trainer.train().training_loss
-        weights = {name: value.detach().clone() for name, value in trainer.model.named_parameters()
-                   if "lora_B" in name}
+        weights = {name: value.detach().clone() for name, value in trainer.model.named_parameters() if "lora_B" in name}
         return speed, trainer.args, loss, weights
 
     speed, args, loss, weights = one_step(recipe)
@@ -178,8 +181,7 @@ def test_micro_batches_take_the_same_step_as_the_whole_batch(method, tiny_recipe
     assert dry_run(recipe).batch_tokens * 4 == dry_run(_with_train(recipe, gradient_accumulation_steps=1)).batch_tokens
 
 
-def test_a_dpo_loss_over_the_whole_batch_keeps_the_batch_whole(tmp_path, tiny_model_dir, pair_files,
-                                                               monkeypatch):  # noqa: F811
+def test_a_dpo_loss_over_the_whole_batch_keeps_the_batch_whole(tmp_path, tiny_model_dir, pair_files, monkeypatch):  # noqa: F811
     import tuner.speed
     from tuner.data.splits import load_data
     from tuner.models import load_config_and_tokenizer
@@ -216,8 +218,12 @@ def test_a_cpu_run_keeps_freed_memory_for_the_next_step(tiny_recipe, monkeypatch
     from tuner.speed import MALLOC_ENV, decide_allocator
 
     # What glibc does by itself: the freed 256 MiB go back to the system (and are faulted in again next step).
-    kept = {mode: int(subprocess.run([sys.executable, "-c", KEPT_MEMORY, mode], capture_output=True, text=True,
-                                     check=True).stdout) for mode in ("system", "keep")}
+    kept = {
+        mode: int(
+            subprocess.run([sys.executable, "-c", KEPT_MEMORY, mode], capture_output=True, text=True, check=True).stdout
+        )
+        for mode in ("system", "keep")
+    }
     assert kept["system"] < 64 and kept["keep"] >= 200
     # A CPU run asks for it before training and records it (here without changing this test process's allocator:
     # conftest keeps the suite on glibc's own behaviour).
@@ -245,8 +251,9 @@ def test_dpo_batches_pairs_of_similar_length(tmp_path, tiny_model_dir, pair_file
     sampler = trainer._get_train_sampler()
     assert isinstance(sampler, LengthGroupedSampler)
     # Each pair is measured as TRL tokenized it: prompt plus its longer answer.
-    assert sampler.lengths == [len(row["prompt_ids"]) + max(len(row["chosen_ids"]), len(row["rejected_ids"]))
-                               for row in trainer.train_dataset]
+    assert sampler.lengths == [
+        len(row["prompt_ids"]) + max(len(row["chosen_ids"]), len(row["rejected_ids"])) for row in trainer.train_dataset
+    ]
     batch = next(iter(trainer.get_train_dataloader()))  # the length column survives to the sampler, not the model
     assert "length" not in batch and batch["input_ids"].shape[0] == 2 * trainer.args.per_device_train_batch_size
 

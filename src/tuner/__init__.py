@@ -22,35 +22,76 @@ import importlib
 import os
 from typing import TYPE_CHECKING
 
+from . import noise
+
 # TRL's trainers report every run to the Hugging Face Hub (huggingface_hub's telemetry, from a thread) unless this is
 # set before huggingface_hub is imported. A tool that trains on its user's own data sends nothing unasked, and with no
 # network that thread's address lookup once crashed a whole test run of this project. An explicit
 # `HF_HUB_DISABLE_TELEMETRY=0` in the environment allows it again.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from . import noise  # noqa: E402 (after the telemetry setting: it imports nothing, so either order holds)
-
 # Deprecation notices and optional-kernel lines from inside the libraries, which a user of tuner cannot act on.
 noise.filter_known()
 
 # Each public name and the module that holds it, imported on first use (PEP 562): `import tuner` and `tuner --help`
 # stay as quick as Python itself, and a notebook's `from tuner import compare` loads what compare needs.
-_PUBLIC = {"Comparison": "comparison", "compare": "comparison", "TunerError": "errors", "Estimate": "estimate",
-           "EvalResult": "evaluator", "evaluate": "evaluator", "Index": "index", "build_index": "index",
-           "load_recipe": "recipe_file", "recipe_from_dict": "recipe_file", "module_for": "recipes",
-           "chat": "recipes.chat", "ExportResult": "recipes.export", "export": "recipes.export",
-           "Predictions": "recipes.predict", "predict": "recipes.predict", "dry_run": "recipes.preflight",
-           "prompt_dry_run": "recipes.preflight",
-           "validate": "recipes.preflight", "Sweep": "recipes.sweep", "run_seeds": "recipes.sweep",
-           "sweep": "recipes.sweep", "RunResult": "runs", "Recipe": "schema"}
+_PUBLIC = {
+    "Comparison": "comparison",
+    "compare": "comparison",
+    "TunerError": "errors",
+    "Estimate": "estimate",
+    "EvalResult": "evaluator",
+    "evaluate": "evaluator",
+    "Index": "index",
+    "build_index": "index",
+    "load_recipe": "recipe_file",
+    "recipe_from_dict": "recipe_file",
+    "module_for": "recipes",
+    "chat": "recipes.chat",
+    "ExportResult": "recipes.export",
+    "export": "recipes.export",
+    "Predictions": "recipes.predict",
+    "predict": "recipes.predict",
+    "dry_run": "recipes.preflight",
+    "prompt_dry_run": "recipes.preflight",
+    "validate": "recipes.preflight",
+    "Sweep": "recipes.sweep",
+    "run_seeds": "recipes.sweep",
+    "sweep": "recipes.sweep",
+    "RunResult": "runs",
+    "Recipe": "schema",
+}
 
 if TYPE_CHECKING:
     from .runs import RunResult
     from .schema import Recipe
 
-__all__ = ["Comparison", "Estimate", "EvalResult", "ExportResult", "Index", "Predictions", "Recipe", "RunResult",
-           "Sweep", "TunerError", "build_index", "chat", "compare", "dry_run", "evaluate", "export", "load_recipe",
-           "predict", "prompt_dry_run", "recipe_from_dict", "run", "run_seeds", "sweep", "validate"]
+__all__ = [
+    "Comparison",
+    "Estimate",
+    "EvalResult",
+    "ExportResult",
+    "Index",
+    "Predictions",
+    "Recipe",
+    "RunResult",
+    "Sweep",
+    "TunerError",
+    "build_index",
+    "chat",
+    "compare",
+    "dry_run",
+    "evaluate",
+    "export",
+    "load_recipe",
+    "predict",
+    "prompt_dry_run",
+    "recipe_from_dict",
+    "run",
+    "run_seeds",
+    "sweep",
+    "validate",
+]
 __version__ = "0.1.0"
 
 
@@ -71,6 +112,8 @@ def run(recipe: Recipe) -> RunResult:
     from .recipes import module_for
 
     if recipe.seeds:
-        raise TunerError(f"{recipe.source}: key `seeds` asks for one run per seed: call tuner.run_seeds(recipe), "
-                         f"which returns a result per seed, or remove `seeds` to run once with `seed`.")
+        raise TunerError(
+            f"{recipe.source}: key `seeds` asks for one run per seed: call tuner.run_seeds(recipe), "
+            f"which returns a result per seed, or remove `seeds` to run once with `seed`."
+        )
     return module_for(recipe.method).run(recipe)

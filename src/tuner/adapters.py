@@ -33,8 +33,11 @@ def parameter_counts(model) -> dict[str, Any]:
     """Trainable and total parameters of a (peft-wrapped) model, and the trainable share in percent."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    return {"trainable_parameters": trainable, "total_parameters": total,
-            "trainable_percent": round(100.0 * trainable / total, 4) if total else 0.0}
+    return {
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "trainable_percent": round(100.0 * trainable / total, 4) if total else 0.0,
+    }
 
 
 def adapter_dir(run_dir: str | Path) -> Path:
@@ -48,26 +51,34 @@ def read_adapter_run(path: str | Path, model_config, source: str = "<recipe>", k
     run_dir = Path(path)
     manifest_file, adapter_config = run_dir / "manifest.json", adapter_dir(run_dir) / "adapter_config.json"
     if not manifest_file.is_file() or not adapter_config.is_file():
-        raise TunerError(f"{run_dir}: not a tuner run folder with an adapter (it needs manifest.json and "
-                         f"adapter/adapter_config.json, as `tuner sft` writes them). Point at the folder that "
-                         f"`tuner sft` printed.")
+        raise TunerError(
+            f"{run_dir}: not a tuner run folder with an adapter (it needs manifest.json and "
+            f"adapter/adapter_config.json, as `tuner sft` writes them). Point at the folder that "
+            f"`tuner sft` printed."
+        )
     try:
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise TunerError(f"{manifest_file}: unreadable ({exc}). The run folder is damaged; train again.") from None
     if kind == "policy" and manifest.get("method") == "reward":
-        raise TunerError(f"{run_dir}: this is a reward model run (`tuner reward`): its adapter scores answers and "
-                         f"cannot answer itself. Point at a `tuner sft` run here; a reward model is used by naming it "
-                         f"in a GRPO recipe's rewards.")
+        raise TunerError(
+            f"{run_dir}: this is a reward model run (`tuner reward`): its adapter scores answers and "
+            f"cannot answer itself. Point at a `tuner sft` run here; a reward model is used by naming it "
+            f"in a GRPO recipe's rewards."
+        )
     if kind == "reward" and manifest.get("method") != "reward":
-        raise TunerError(f"{run_dir}: a `model` reward needs a reward model run (`tuner reward`), but this is a "
-                         f"{manifest.get('method')} run. Train one with `tuner reward` and name its folder as the "
-                         f"reward's `run`.")
+        raise TunerError(
+            f"{run_dir}: a `model` reward needs a reward model run (`tuner reward`), but this is a "
+            f"{manifest.get('method')} run. Train one with `tuner reward` and name its folder as the "
+            f"reward's `run`."
+        )
     trained_on = manifest.get("model", {}).get("name_or_path")
     if trained_on != model_config.name_or_path:
-        raise TunerError(f"{run_dir}: its adapter was trained on {trained_on!r}, but {source} sets "
-                         f"`model.name_or_path` to {model_config.name_or_path!r}. An adapter only fits its own "
-                         f"base model: use the same model, or another run.")
+        raise TunerError(
+            f"{run_dir}: its adapter was trained on {trained_on!r}, but {source} sets "
+            f"`model.name_or_path` to {model_config.name_or_path!r}. An adapter only fits its own "
+            f"base model: use the same model, or another run."
+        )
     return manifest
 
 
@@ -110,6 +121,10 @@ def save_adapter(model, tokenizer, folder: Path, state_dict: dict[str, Any] | No
     safetensors and text only.
     """
     # Only the trained adapter: DPO from an SFT run also holds a frozen "ref" copy, which is not the result.
-    model.save_pretrained(str(folder), safe_serialization=True, selected_adapters=["default"],
-                          **({"state_dict": state_dict} if state_dict is not None else {}))
+    model.save_pretrained(
+        str(folder),
+        safe_serialization=True,
+        selected_adapters=["default"],
+        **({"state_dict": state_dict} if state_dict is not None else {}),
+    )
     tokenizer.save_pretrained(str(folder))

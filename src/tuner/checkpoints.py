@@ -27,9 +27,20 @@ MARKER = CHECKPOINT_MARKER
 REQUIRED = ("trainer_state.json", "adapter_model.safetensors")
 # Recipe keys a resumed run may change: they steer logging, saving and scoring, not what is trained.
 # What is trained is guarded by the train data fingerprint and the rest of the recipe.
-SAFE_TO_CHANGE = ("resume", "output_dir", "train.logging_steps", "train.save_steps", "train.save_strategy",
-                  "train.save_total_limit", "train.report_to", "train.disable_tqdm", "train.dataloader_num_workers",
-                  "eval.", "data.eval", "data.max_eval_samples")
+SAFE_TO_CHANGE = (
+    "resume",
+    "output_dir",
+    "train.logging_steps",
+    "train.save_steps",
+    "train.save_strategy",
+    "train.save_total_limit",
+    "train.report_to",
+    "train.disable_tqdm",
+    "train.dataloader_num_workers",
+    "eval.",
+    "data.eval",
+    "data.max_eval_samples",
+)
 
 
 class Interrupted(TunerError):
@@ -61,8 +72,10 @@ class StopOnSignal(TrainerCallback):
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             # Python lets only the main thread install signal handlers (a notebook worker, a job runner's thread).
-            print("tuner: training in a worker thread: SIGINT/SIGTERM cannot be caught here, so an interruption "
-                  "saves no checkpoint (checkpoints on `train.save_steps` still do).")
+            print(
+                "tuner: training in a worker thread: SIGINT/SIGTERM cannot be caught here, so an interruption "
+                "saves no checkpoint (checkpoints on `train.save_steps` still do)."
+            )
             return
         for signum in (signal.SIGINT, signal.SIGTERM):
             self._previous[signum] = signal.signal(signum, self._handle)
@@ -79,8 +92,11 @@ class StopOnSignal(TrainerCallback):
             self.uninstall()
             raise KeyboardInterrupt
         self.signum, self._when = signum, time.monotonic()
-        print(f"\ntuner: got {signal.Signals(signum).name}: saving a checkpoint after this step, then stopping "
-              f"(send it again to stop at once).", flush=True)
+        print(
+            f"\ntuner: got {signal.Signals(signum).name}: saving a checkpoint after this step, then stopping "
+            f"(send it again to stop at once).",
+            flush=True,
+        )
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.processes > 1:
@@ -148,8 +164,10 @@ class MarkComplete(TrainerCallback):
             return control
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         (folder / "training_args.bin").unlink(missing_ok=True)
-        write_json(folder / MARKER, {**self.identity, "step": state.global_step,
-                                     "train_seconds": round(time.perf_counter() - self.started, 3)})
+        write_json(
+            folder / MARKER,
+            {**self.identity, "step": state.global_step, "train_seconds": round(time.perf_counter() - self.started, 3)},
+        )
         return control
 
 
@@ -167,8 +185,7 @@ def _step(folder: Path) -> int:
 
 def last_complete(run_dir: Path) -> Path | None:
     """The newest whole checkpoint of a run folder; checkpoints cut off mid-write are reported and skipped."""
-    folders = sorted((p for p in (run_dir / "checkpoints").glob("checkpoint-*") if p.is_dir()), key=_step,
-                     reverse=True)
+    folders = sorted((p for p in (run_dir / "checkpoints").glob("checkpoint-*") if p.is_dir()), key=_step, reverse=True)
     for folder in folders:
         if (folder / MARKER).is_file() and all((folder / name).is_file() for name in REQUIRED):
             try:
@@ -184,8 +201,11 @@ def _candidates(output_dir: Path) -> list[Path]:
     """The recipe's run folders: output_dir and output_dir-2, -3, ... as new_run_dir names them."""
     found = [output_dir] if output_dir.is_dir() else []
     if output_dir.parent.is_dir():
-        found += [p for p in output_dir.parent.glob(f"{output_dir.name}-*")
-                  if p.is_dir() and p.name.rsplit("-", 1)[-1].isdigit()]
+        found += [
+            p
+            for p in output_dir.parent.glob(f"{output_dir.name}-*")
+            if p.is_dir() and p.name.rsplit("-", 1)[-1].isdigit()
+        ]
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
@@ -199,28 +219,34 @@ def find_checkpoint(recipe) -> Path | None:
         run_dir = given.parent.parent if (given / MARKER).is_file() else given
         if (run_dir / "metrics.json").is_file():
             # Resuming would train the finished run again and overwrite its adapter and metrics.
-            raise TunerError(f"{recipe.source}: key `resume`: {run_dir} is a finished run (it has metrics.json); "
-                             f"resuming would overwrite its adapter and metrics. Leave `resume` out to start a new "
-                             f"run, which goes to a new folder.")
+            raise TunerError(
+                f"{recipe.source}: key `resume`: {run_dir} is a finished run (it has metrics.json); "
+                f"resuming would overwrite its adapter and metrics. Leave `resume` out to start a new "
+                f"run, which goes to a new folder."
+            )
         if (given / MARKER).is_file():
             return given
         if (given / "checkpoints").is_dir():
             found = last_complete(given)
             if found:
                 return found
-        raise TunerError(f"{recipe.source}: key `resume`: {given} is not a whole tuner checkpoint (a "
-                         f"checkpoints/checkpoint-N folder holding {MARKER}) nor a run folder with one. Point at "
-                         f"one, use `resume: auto`, or leave resume out to start a new run.")
+        raise TunerError(
+            f"{recipe.source}: key `resume`: {given} is not a whole tuner checkpoint (a "
+            f"checkpoints/checkpoint-N folder holding {MARKER}) nor a run folder with one. Point at "
+            f"one, use `resume: auto`, or leave resume out to start a new run."
+        )
     for run_dir in _candidates(Path(recipe.output_dir)):
         if (run_dir / "metrics.json").is_file():
             continue  # finished runs are not resumed
         found = last_complete(run_dir)
         if found:
             return found
-    raise TunerError(f"{recipe.source}: nothing to resume: no unfinished run under {recipe.output_dir} (or "
-                     f"{Path(recipe.output_dir).name}-N) has a whole checkpoint. Runs save one when interrupted by "
-                     f"SIGINT/SIGTERM and every `train.save_steps` steps with `train.save_strategy: steps`. Run "
-                     f"without --resume to start over.")
+    raise TunerError(
+        f"{recipe.source}: nothing to resume: no unfinished run under {recipe.output_dir} (or "
+        f"{Path(recipe.output_dir).name}-N) has a whole checkpoint. Runs save one when interrupted by "
+        f"SIGINT/SIGTERM and every `train.save_steps` steps with `train.save_strategy: steps`. Run "
+        f"without --resume to start over."
+    )
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -237,16 +263,23 @@ def check_resumable(checkpoint: Path, recipe, data_report: dict[str, Any]) -> di
     the checkpoint's marker."""
     marker = json.loads((checkpoint / MARKER).read_text(encoding="utf-8"))
     then, now = _flatten(marker.get("recipe", {})), _flatten(redact_data(recipe.to_dict()))
-    changed = [key for key in sorted(set(then) | set(now))
-               if then.get(key) != now.get(key) and not key.startswith(SAFE_TO_CHANGE)]
+    changed = [
+        key
+        for key in sorted(set(then) | set(now))
+        if then.get(key) != now.get(key) and not key.startswith(SAFE_TO_CHANGE)
+    ]
     if changed:
         shown = "; ".join(f"{key}: {then.get(key)!r} then, {now.get(key)!r} now" for key in changed[:5])
-        raise TunerError(f"{recipe.source}: cannot resume {checkpoint}: the recipe changed since it was saved "
-                         f"({shown}). Restore those values to resume, or run without --resume to start a new run.")
+        raise TunerError(
+            f"{recipe.source}: cannot resume {checkpoint}: the recipe changed since it was saved "
+            f"({shown}). Restore those values to resume, or run without --resume to start a new run."
+        )
     if marker.get("train_fingerprint") != data_report["train_fingerprint"]:
-        raise TunerError(f"{recipe.source}: cannot resume {checkpoint}: the train data changed since it was saved "
-                         f"(its fingerprint differs). Restore the data to resume, or run without --resume to start "
-                         f"a new run.")
+        raise TunerError(
+            f"{recipe.source}: cannot resume {checkpoint}: the train data changed since it was saved "
+            f"(its fingerprint differs). Restore the data to resume, or run without --resume to start "
+            f"a new run."
+        )
     return marker
 
 

@@ -25,8 +25,10 @@ def _load(path: str, overrides: tuple[str, ...], method: str | None = None):
 
     recipe = load_recipe(path, overrides)
     if method is not None and recipe.method != method:
-        raise TunerError(f"{path}: key `method` is {recipe.method!r}, but this is `tuner {method}`. Run "
-                         f"`tuner {recipe.method} {path}` or change the recipe's method.")
+        raise TunerError(
+            f"{path}: key `method` is {recipe.method!r}, but this is `tuner {method}`. Run "
+            f"`tuner {recipe.method} {path}` or change the recipe's method."
+        )
     return recipe
 
 
@@ -60,15 +62,24 @@ def example(command: str) -> str:
     return f"\b\nExample:\n  {EXAMPLES[command]}"
 
 
-set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
-                          help="Override a recipe value, e.g. --set data.max_eval_samples=20 (repeatable; the value is read "
-                          "as YAML: quote one holding a colon, --set 'key=\"a: b\"').")
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY.PATH=VALUE",
+    help="Override a recipe value, e.g. --set data.max_eval_samples=20 (repeatable; the value is read "
+    "as YAML: quote one holding a colon, --set 'key=\"a: b\"').",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tuner")
-@click.option("--quiet", "-q", is_flag=True, help="Results and errors only: no progress (tuner's, training's, data "
-              "loading's) and no library warnings.")
+@click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="Results and errors only: no progress (tuner's, training's, data loading's) and no library warnings.",
+)
 def cli(quiet: bool) -> None:
     """Few-shot, retrieval, SFT, DPO, KTO, reward models and GRPO on your data, measured the same way."""
     # A log file gets tuner's lines (a long phase's tenths included), not the bars libraries draw while preparing.
@@ -94,17 +105,20 @@ def validate(recipe_path: str, overrides: tuple[str, ...]) -> None:
         _fail(error)
     skipped = report["skipped_train_rows"]["count"] + report["skipped_eval_rows"]["count"]
     skipped_text = f" ({skipped} bad {'row' if skipped == 1 else 'rows'} skipped)" if skipped else ""
-    click.echo(f"{recipe_path}: ok. method {recipe.method}, model {recipe.model.name_or_path}, data "
-               f"{report['format']} with {report['train_rows']} train and {report['eval_rows']} eval rows"
-               f"{skipped_text}, output {recipe.output_dir}{_taken(recipe.output_dir)}")
+    click.echo(
+        f"{recipe_path}: ok. method {recipe.method}, model {recipe.model.name_or_path}, data "
+        f"{report['format']} with {report['train_rows']} train and {report['eval_rows']} eval rows"
+        f"{skipped_text}, output {recipe.output_dir}{_taken(recipe.output_dir)}"
+    )
     if report.get("labels"):
         labels = report["labels"]
         click.echo(f"  {len(labels)} labels: {', '.join(map(str, labels[:20]))}{' ...' if len(labels) > 20 else ''}")
     if "corpus" in report:
         corpus = report["corpus"]
-        click.echo(f"  corpus {recipe.rag.corpus}: {corpus['documents']} documents"
-                   + (f"; skipped {len(corpus['skipped'])}: {'; '.join(corpus['skipped'][:5])}"
-                      if corpus["skipped"] else ""))
+        click.echo(
+            f"  corpus {recipe.rag.corpus}: {corpus['documents']} documents"
+            + (f"; skipped {len(corpus['skipped'])}: {'; '.join(corpus['skipped'][:5])}" if corpus["skipped"] else "")
+        )
 
 
 def _taken(output_dir: str) -> str:
@@ -114,17 +128,33 @@ def _taken(output_dir: str) -> str:
     return f" (it holds files: this run will be {free})" if free != Path(output_dir) else ""
 
 
-dry_run_option = click.option("--dry-run", is_flag=True, help="Validate, build the model on the meta device and "
-                               "estimate peak memory (weights, adapter, optimizer, activations); train nothing.")
-prompt_dry_run_option = click.option("--dry-run", is_flag=True, help="Validate and build every eval prompt as the "
-                                     "run would (examples or retrieved passages; the index is built or reused), "
-                                     "then print their tokens and the first two prompts as the model reads them; "
-                                     "load no weights, score nothing.")
-seeds_option = click.option("--seeds", metavar="N,N,...", help="Run the recipe once per seed into "
-                            "<output_dir>/seed-<n>/ (same as `seeds:` in the recipe); compare shows them as one row "
-                            "with their spread. Finished seeds of the same recipe are kept.")
-resume_option = click.option("--resume", is_flag=True, help="Continue the newest interrupted run of this recipe "
-                             "from its last whole checkpoint (same as `resume: auto` in the recipe).")
+dry_run_option = click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Validate, build the model on the meta device and "
+    "estimate peak memory (weights, adapter, optimizer, activations); train nothing.",
+)
+prompt_dry_run_option = click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Validate and build every eval prompt as the "
+    "run would (examples or retrieved passages; the index is built or reused), "
+    "then print their tokens and the first two prompts as the model reads them; "
+    "load no weights, score nothing.",
+)
+seeds_option = click.option(
+    "--seeds",
+    metavar="N,N,...",
+    help="Run the recipe once per seed into "
+    "<output_dir>/seed-<n>/ (same as `seeds:` in the recipe); compare shows them as one row "
+    "with their spread. Finished seeds of the same recipe are kept.",
+)
+resume_option = click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the newest interrupted run of this recipe "
+    "from its last whole checkpoint (same as `resume: auto` in the recipe).",
+)
 
 
 @cli.command(epilog=example("sft"))
@@ -229,15 +259,28 @@ def eval_command(recipe_path: str, adapter: str | None, output_dir: str | None, 
 
 @cli.command("compare", epilog=example("compare"))
 @click.argument("paths", metavar="RUN_FOLDER...", nargs=-1)
-@click.option("--baseline", metavar="RUN", help="Run (folder name) that accuracy changes are measured against "
-              "(default: the first row; runs in a parent folder are ordered zero-shot, few-shot, RAG, SFT, SFT+RAG, DPO, "
-              "SFT+DPO).")
+@click.option(
+    "--baseline",
+    metavar="RUN",
+    help="Run (folder name) that accuracy changes are measured against "
+    "(default: the first row; runs in a parent folder are ordered zero-shot, few-shot, RAG, SFT, SFT+RAG, DPO, "
+    "SFT+DPO).",
+)
 @click.option("--price-per-gpu-hour", type=float, metavar="PRICE", help="Add a cost column for GPU runs.")
 @click.option("--price-per-cpu-hour", type=float, metavar="PRICE", help="Add a cost column for CPU runs.")
-@click.option("--output-dir", metavar="FOLDER", help="Where to write (default: `comparison` beside the runs). An "
-              "earlier comparison there is replaced; a folder holding anything else is left alone and FOLDER-2 used.")
-def compare_command(paths: tuple[str, ...], baseline: str | None, price_per_gpu_hour: float | None,
-                    price_per_cpu_hour: float | None, output_dir: str | None) -> None:
+@click.option(
+    "--output-dir",
+    metavar="FOLDER",
+    help="Where to write (default: `comparison` beside the runs). An "
+    "earlier comparison there is replaced; a folder holding anything else is left alone and FOLDER-2 used.",
+)
+def compare_command(
+    paths: tuple[str, ...],
+    baseline: str | None,
+    price_per_gpu_hour: float | None,
+    price_per_cpu_hour: float | None,
+    output_dir: str | None,
+) -> None:
     """One table of runs: accuracy with intervals, training, indexing and eval hours, latency (retrieval's share),
     prompt tokens, memory, parameters, cost; written as Markdown, CSV, JSON, a PNG plot of accuracy against one-off
     hours and against ms per request, and report.html, the decision report on one page."""
@@ -256,18 +299,32 @@ def compare_command(paths: tuple[str, ...], baseline: str | None, price_per_gpu_
     click.echo(f"Plot: {written['png']}")
     click.echo(f"Report: {written['html']} (one page: open it in a browser)")
     if comparison.problems:
-        _fail(TunerError(f"{len(comparison.problems)} run file(s) could not be read, so their rows are marked: "
-                         + "; ".join(comparison.problems) + "."))
+        _fail(
+            TunerError(
+                f"{len(comparison.problems)} run file(s) could not be read, so their rows are marked: "
+                + "; ".join(comparison.problems)
+                + "."
+            )
+        )
 
 
 @cli.command("export", epilog=example("export"))
 @click.argument("run_path", metavar="RUN_FOLDER")
-@click.option("--to", "to", type=click.Choice(["merged", "gguf", "adapter"]), default="merged", show_default=True,
-              help="merged: one Hugging Face folder, base and adapter merged; gguf: one GGUF file for llama.cpp and "
-                   "Ollama (with a Modelfile); adapter: the PEFT adapter for LoRA serving (vLLM, TGI).")
+@click.option(
+    "--to",
+    "to",
+    type=click.Choice(["merged", "gguf", "adapter"]),
+    default="merged",
+    show_default=True,
+    help="merged: one Hugging Face folder, base and adapter merged; gguf: one GGUF file for llama.cpp and "
+    "Ollama (with a Modelfile); adapter: the PEFT adapter for LoRA serving (vLLM, TGI).",
+)
 @click.option("--quant", type=click.Choice(["f32", "f16", "bf16", "q8_0"]), help="GGUF tensor type (default f16).")
-@click.option("--out", metavar="FOLDER", help="Where to write (default: RUN_FOLDER/exports/<format>; a folder that "
-              "holds files is never overwritten).")
+@click.option(
+    "--out",
+    metavar="FOLDER",
+    help="Where to write (default: RUN_FOLDER/exports/<format>; a folder that holds files is never overwritten).",
+)
 def export_command(run_path: str, to: str, quant: str | None, out: str | None) -> None:
     """Export a finished SFT or DPO run for deployment, load it back and check its next-token log-probabilities
     against the run's base + adapter; writes export.json and a model card beside it."""
@@ -280,17 +337,30 @@ def export_command(run_path: str, to: str, quant: str | None, out: str | None) -
     check = result.info["check"]
     click.echo(f"\nExport: {result.folder}")
     click.echo("  holds: " + ", ".join(result.info["files"]))
-    click.echo(f"  check: next-token log-probabilities within {check['max_abs_logprob_difference']:.2e} of the run's "
-               f"base + adapter on {check['rows']} eval rows (tolerance {check['tolerance']:g}), same top token at "
-               f"{100 * check['same_top_token_share']:.1f}% of {check['positions']} positions")
+    click.echo(
+        f"  check: next-token log-probabilities within {check['max_abs_logprob_difference']:.2e} of the run's "
+        f"base + adapter on {check['rows']} eval rows (tolerance {check['tolerance']:g}), same top token at "
+        f"{100 * check['same_top_token_share']:.1f}% of {check['positions']} positions"
+    )
 
 
 @cli.command("predict", epilog=example("predict"))
 @click.argument("target", metavar="RUN_FOLDER|RECIPE")
-@click.option("--input", "input_path", required=True, metavar="FILE", help="Rows to answer (JSONL, JSON, CSV, TSV or "
-              "Parquet) in the run's data format; the answer column may be left out.")
-@click.option("--output", "output_path", required=True, metavar="FILE", help="JSONL to write, one line per row (a "
-              "file that exists is never overwritten).")
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    metavar="FILE",
+    help="Rows to answer (JSONL, JSON, CSV, TSV or "
+    "Parquet) in the run's data format; the answer column may be left out.",
+)
+@click.option(
+    "--output",
+    "output_path",
+    required=True,
+    metavar="FILE",
+    help="JSONL to write, one line per row (a file that exists is never overwritten).",
+)
 @click.option("--batch-size", type=int, help="Rows per batch (default: the run's eval.batch_size).")
 def predict_command(target: str, input_path: str, output_path: str, batch_size: int | None) -> None:
     """Answer a file of rows with a run's model (or a recipe's base model), rendered as the run rendered its eval
@@ -302,8 +372,11 @@ def predict_command(target: str, input_path: str, output_path: str, batch_size: 
         result = predict(target, input_path, output_path, batch_size)
     except TunerError as error:
         _fail(error)
-    scored = (f"; accuracy {result.accuracy:.4f} on the {result.answered} rows that gave an answer"
-              if result.accuracy is not None else "")
+    scored = (
+        f"; accuracy {result.accuracy:.4f} on the {result.answered} rows that gave an answer"
+        if result.accuracy is not None
+        else ""
+    )
     click.echo(f"Predictions: {result.output} ({len(result.rows)} rows{scored})")
 
 
@@ -321,8 +394,9 @@ def chat_command(target: str, max_new_tokens: int) -> None:
         _fail(error)
 
 
-def _train(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resume: bool, dry_run: bool,
-           method: str) -> None:
+def _train(
+    recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resume: bool, dry_run: bool, method: str
+) -> None:
     if dry_run:
         _dry_run(recipe_path, overrides, method)
     else:
@@ -369,8 +443,10 @@ def _run(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, method
     for result in results:
         _report(result)
     if chosen and is_main_process():
-        click.echo(f"\n{len(results)} seeds in {recipe.output_dir}: `tuner compare {recipe.output_dir}` shows them as "
-                   f"one row with their spread.")
+        click.echo(
+            f"\n{len(results)} seeds in {recipe.output_dir}: `tuner compare {recipe.output_dir}` shows them as "
+            f"one row with their spread."
+        )
 
 
 def _seeds_override(seeds: str | None) -> tuple[str, ...]:
@@ -382,16 +458,28 @@ def _seeds_override(seeds: str | None) -> tuple[str, ...]:
 
 @cli.command("sweep", epilog=example("sweep"))
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
-@click.option("--grid", "grids", multiple=True, required=True, metavar="KEY.PATH=V1,V2,...",
-              help="A recipe key and the values to run it at (repeatable: every combination runs), e.g. --grid "
-                   "data.max_train_samples=50,100,200,400.")
+@click.option(
+    "--grid",
+    "grids",
+    multiple=True,
+    required=True,
+    metavar="KEY.PATH=V1,V2,...",
+    help="A recipe key and the values to run it at (repeatable: every combination runs), e.g. --grid "
+    "data.max_train_samples=50,100,200,400.",
+)
 @seeds_option
-@click.option("--against", multiple=True, metavar="RUN_FOLDER", help="Runs to compare the sweep with, drawn as "
-              "horizontal lines (prompt baselines such as few-shot; a folder of seeds counts as one); the most "
-              "accurate is the baseline of every Δ (repeatable).")
+@click.option(
+    "--against",
+    multiple=True,
+    metavar="RUN_FOLDER",
+    help="Runs to compare the sweep with, drawn as "
+    "horizontal lines (prompt baselines such as few-shot; a folder of seeds counts as one); the most "
+    "accurate is the baseline of every Δ (repeatable).",
+)
 @set_option
-def sweep_command(recipe_path: str, grids: tuple[str, ...], seeds: str | None, against: tuple[str, ...],
-                  overrides: tuple[str, ...]) -> None:
+def sweep_command(
+    recipe_path: str, grids: tuple[str, ...], seeds: str | None, against: tuple[str, ...], overrides: tuple[str, ...]
+) -> None:
     """Run a recipe over a grid of values (and seeds) into <output_dir>/<key>=<value>/, then compare the runs and
     draw the learning curve: accuracy against the first key, with the seed spread and the baselines. Finished runs
     are kept when the sweep runs again, interrupted training resumes."""
@@ -416,23 +504,32 @@ def _report(result) -> None:
         return  # rank 0 reports for every process
     click.echo(f"\nRun folder: {result.run_dir}")
     click.echo("  holds: " + ", ".join(result.files()))
-    summary = {k: result.metrics[k] for k in ("train_loss", "train_tokens", "train_tokens_per_second")
-               if result.metrics.get(k) is not None}
+    summary = {
+        k: result.metrics[k]
+        for k in ("train_loss", "train_tokens", "train_tokens_per_second")
+        if result.metrics.get(k) is not None
+    }
     if summary:
-        click.echo("  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                    for k, v in summary.items()))
+        click.echo("  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
     for key in ("eval_preference", "eval"):
         scores = result.metrics.get(key)
         if scores:
             low, high = scores["accuracy_ci95"]
-            split = (f" ({scores['retrieval_ms_per_example']:.1f} retrieval + {scores['generation_ms_per_example']} "
-                     f"model)" if scores.get("retrieval_ms_per_example") is not None else "")
-            click.echo(f"  eval ({scores['task']}): accuracy {scores['accuracy']:.4f} [95% CI {low:.4f}-{high:.4f}] "
-                       f"on {scores['rows']} rows, {scores['latency_ms_per_example']} ms per example{split}")
+            split = (
+                f" ({scores['retrieval_ms_per_example']:.1f} retrieval + {scores['generation_ms_per_example']} model)"
+                if scores.get("retrieval_ms_per_example") is not None
+                else ""
+            )
+            click.echo(
+                f"  eval ({scores['task']}): accuracy {scores['accuracy']:.4f} [95% CI {low:.4f}-{high:.4f}] "
+                f"on {scores['rows']} rows, {scores['latency_ms_per_example']} ms per example{split}"
+            )
             found = {k: v for k, v in scores.items() if k.startswith("recall_at_") or k == "answer_in_passages_rate"}
             if any(v is not None for v in found.values()):
-                click.echo("  retrieval: " + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in found.items()
-                                                       if v is not None))
+                click.echo(
+                    "  retrieval: "
+                    + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in found.items() if v is not None)
+                )
 
 
 def main() -> None:

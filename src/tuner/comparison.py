@@ -27,17 +27,32 @@ from .errors import TunerError
 from .files import write_json, write_text
 from .intervals import paired_difference_interval
 from .plot import accuracy_vs_training
+from .report import report_html
 from .runs import predictions_file, read_predictions, rewritable_folder
 from .seeds import SEED_FOLDER, group_key, group_name, groups, merge, seed_of
-from .report import report_html
 from .table import markdown
 
 RUN_FILES = ("recipe.yaml", "metrics.json", "manifest.json")
-WHAT_A_RUN_HOLDS = ("a run folder is what `tuner sft`, `tuner dpo`, `tuner kto`, `tuner reward`, `tuner fewshot`, "
-                    "`tuner rag` or `tuner eval` wrote: it holds recipe.yaml, metrics.json and manifest.json")
+WHAT_A_RUN_HOLDS = (
+    "a run folder is what `tuner sft`, `tuner dpo`, `tuner kto`, `tuner reward`, `tuner fewshot`, "
+    "`tuner rag` or `tuner eval` wrote: it holds recipe.yaml, metrics.json and manifest.json"
+)
 # Method order of rows found in a parent folder: cheapest first, so the default baseline is the zero-shot run.
-RANK = {"fewshot": 0, "base": 1, "rag": 2, "sft": 3, "dpo": 5, "kto": 6, "grpo": 7, "rloo": 7, "sft+dpo": 8,
-        "sft+kto": 9, "sft+grpo": 10, "sft+rloo": 10, "reward": 11}
+RANK = {
+    "fewshot": 0,
+    "base": 1,
+    "rag": 2,
+    "sft": 3,
+    "dpo": 5,
+    "kto": 6,
+    "grpo": 7,
+    "rloo": 7,
+    "sft+dpo": 8,
+    "sft+kto": 9,
+    "sft+grpo": 10,
+    "sft+rloo": 10,
+    "reward": 11,
+}
 ADAPTER_NAMES = {"lora": "", "dora": "DoRA ", "rslora": "rsLoRA "}
 RETRIEVERS = {"bm25": "BM25", "dense": "dense", "hybrid": "hybrid"}
 
@@ -96,37 +111,65 @@ class Comparison:
         paths["html"] = out / "report.html"
         write_text(paths["md"], self.markdown())
         write_text(paths["csv"], self.table.to_csv(index=False))
-        write_json(paths["json"], {"baseline": self.baseline, "tasks": self.tasks, "units": self.units,
-                                   "runs": json.loads(self.table.to_json(orient="records")),
-                                   "differences": self.differences, "problems": self.problems})
+        write_json(
+            paths["json"],
+            {
+                "baseline": self.baseline,
+                "tasks": self.tasks,
+                "units": self.units,
+                "runs": json.loads(self.table.to_json(orient="records")),
+                "differences": self.differences,
+                "problems": self.problems,
+            },
+        )
         self.figure.savefig(paths["png"], dpi=130, bbox_inches="tight")
         write_text(paths["html"], report_html(self))
         return paths
 
 
-COMPARISON_FILES = {"comparison.md", "comparison.csv", "comparison.json", "comparison.png", "report.html",
-                    "learning_curve.png", "learning_curve.md"}  # a sweep's comparison adds its learning curve
+COMPARISON_FILES = {
+    "comparison.md",
+    "comparison.csv",
+    "comparison.json",
+    "comparison.png",
+    "report.html",
+    "learning_curve.png",
+    "learning_curve.md",
+}  # a sweep's comparison adds its learning curve
 
 
 def find_runs(paths: list[str | Path]) -> list[list[Path]]:
     """The run folders named, or found in the folders named: one level down, or two where a folder holds runs
     (the `seed-<n>` runs of `--seeds`, the points of a sweep); one group per path given."""
     if not paths:
-        raise TunerError("no runs to compare: name run folders, or a folder holding them (for example "
-                         "`tuner compare runs/quickstart`).")
+        raise TunerError(
+            "no runs to compare: name run folders, or a folder holding them (for example "
+            "`tuner compare runs/quickstart`)."
+        )
     groups = []
     for given in map(Path, paths):
         if not given.exists():
-            raise TunerError(f"{given}: no such folder. Name run folders, or a folder holding them; "
-                             f"{WHAT_A_RUN_HOLDS}.")
+            raise TunerError(
+                f"{given}: no such folder. Name run folders, or a folder holding them; {WHAT_A_RUN_HOLDS}."
+            )
         if given.is_dir() and _is_run(given):
             groups.append([given])
             continue
-        found = sorted(run for child in given.iterdir() if child.is_dir()
-                       for run in ([child] if _is_run(child) else _runs_in(child))) if given.is_dir() else []
+        found = (
+            sorted(
+                run
+                for child in given.iterdir()
+                if child.is_dir()
+                for run in ([child] if _is_run(child) else _runs_in(child))
+            )
+            if given.is_dir()
+            else []
+        )
         if not found:
-            raise TunerError(f"{given}: not a run folder, and it holds none: {WHAT_A_RUN_HOLDS}. Name such folders, "
-                             f"or the folder holding them.")
+            raise TunerError(
+                f"{given}: not a run folder, and it holds none: {WHAT_A_RUN_HOLDS}. Name such folders, "
+                f"or the folder holding them."
+            )
         groups.append(found)
     return groups
 
@@ -141,8 +184,7 @@ def _runs_in(folder: Path) -> list[Path]:
 
 def _read_json(path: Path, record: RunRecord, what: str) -> dict[str, Any] | None:
     if not path.is_file():
-        record.problems.append(f"{path} is missing ({what}); the run may have stopped before it finished: run it "
-                               f"again")
+        record.problems.append(f"{path} is missing ({what}); the run may have stopped before it finished: run it again")
         record.notes.append(f"{path.name} missing")
         return None
     try:
@@ -209,9 +251,12 @@ def _identity(scores: dict[str, Any], manifest: dict[str, Any]) -> dict[str, str
     those) the manifest's eval data fingerprint and eval settings."""
     # The batch size changes speed, not scores.
     settings = {k: v for k, v in (manifest.get("eval_settings") or {}).items() if k != "batch_size"}
-    return {"rows": scores.get("rows_fingerprint"), "prompt": scores.get("prompt_fingerprint"),
-            "data": (manifest.get("data") or {}).get("eval_fingerprint"),
-            "settings": json.dumps(settings, sort_keys=True) if settings else None}
+    return {
+        "rows": scores.get("rows_fingerprint"),
+        "prompt": scores.get("prompt_fingerprint"),
+        "data": (manifest.get("data") or {}).get("eval_fingerprint"),
+        "settings": json.dumps(settings, sort_keys=True) if settings else None,
+    }
 
 
 def _mismatch(identity: dict[str, str | None], reference: dict[str, str | None]) -> str | None:
@@ -244,27 +289,38 @@ def _row(record: RunRecord, tasks: list[str]) -> dict[str, Any]:
     for task in tasks:
         task_scores = scores.get(task, {})
         low, high = task_scores.get("accuracy_ci95", [None, None])
-        row.update({f"{task}_accuracy": task_scores.get("accuracy"), f"{task}_ci_low": low, f"{task}_ci_high": high,
-                    f"{task}_rows": task_scores.get("rows"), f"{task}_delta": None, f"{task}_delta_ci_low": None,
-                    f"{task}_delta_ci_high": None, f"{task}_delta_distinguishable": None,
-                    f"{task}_macro_f1": task_scores.get("macro_f1")})
+        row.update(
+            {
+                f"{task}_accuracy": task_scores.get("accuracy"),
+                f"{task}_ci_low": low,
+                f"{task}_ci_high": high,
+                f"{task}_rows": task_scores.get("rows"),
+                f"{task}_delta": None,
+                f"{task}_delta_ci_low": None,
+                f"{task}_delta_ci_high": None,
+                f"{task}_delta_distinguishable": None,
+                f"{task}_macro_f1": task_scores.get("macro_f1"),
+            }
+        )
     main = metrics.get("eval") or {}
     peaks = [record.get("peak_memory_mb") for record in phases.values() if record.get("peak_memory_mb") is not None]
-    row.update({
-        "train_hours": train_hours if metrics else None,
-        # Indexing is retrieval's one-off cost, as training is tuning's: the build's hours, also when reused.
-        "index_hours": index_build.get("gpu_hours", index_build.get("cpu_hours")) if index_build else None,
-        "eval_hours": eval_hours if metrics else None,
-        "hours_unit": "GPU" if "GPU" in (unit, eval_unit) else "CPU",
-        "latency_ms": main.get("latency_ms_per_example"),
-        "retrieval_ms": main.get("retrieval_ms_per_example"),
-        "prompt_tokens": main.get("prompt_tokens_per_example"),
-        "peak_memory_mb": max(peaks) if peaks else None,
-        "memory_kind": "GPU" if (manifest.get("hardware") or {}).get("device") == "cuda" else "RSS",
-        "trainable_parameters": metrics.get("trainable_parameters"),
-        "notes": record.notes + notes,
-        "path": str(record.path),
-    })
+    row.update(
+        {
+            "train_hours": train_hours if metrics else None,
+            # Indexing is retrieval's one-off cost, as training is tuning's: the build's hours, also when reused.
+            "index_hours": index_build.get("gpu_hours", index_build.get("cpu_hours")) if index_build else None,
+            "eval_hours": eval_hours if metrics else None,
+            "hours_unit": "GPU" if "GPU" in (unit, eval_unit) else "CPU",
+            "latency_ms": main.get("latency_ms_per_example"),
+            "retrieval_ms": main.get("retrieval_ms_per_example"),
+            "prompt_tokens": main.get("prompt_tokens_per_example"),
+            "peak_memory_mb": max(peaks) if peaks else None,
+            "memory_kind": "GPU" if (manifest.get("hardware") or {}).get("device") == "cuda" else "RSS",
+            "trainable_parameters": metrics.get("trainable_parameters"),
+            "notes": record.notes + notes,
+            "path": str(record.path),
+        }
+    )
     return row
 
 
@@ -277,11 +333,15 @@ def _context(manifest: dict[str, Any]) -> dict[str, Any]:
     """What a comparison should hold fixed beyond the method: seed, precision, versions, hardware, code, model file."""
     hardware = manifest.get("hardware") or {}
     model = manifest.get("model") or {}
-    context = {"seed": manifest.get("seed"), "precision": manifest.get("precision"),
-               "hardware": _machine(hardware) if hardware else None,
-               "python": manifest.get("python"), "platform": manifest.get("platform"),
-               "git revision": manifest.get("git_revision"),
-               "model file": model.get("gguf_sha256") or model.get("revision")}
+    context = {
+        "seed": manifest.get("seed"),
+        "precision": manifest.get("precision"),
+        "hardware": _machine(hardware) if hardware else None,
+        "python": manifest.get("python"),
+        "platform": manifest.get("platform"),
+        "git revision": manifest.get("git_revision"),
+        "model file": model.get("gguf_sha256") or model.get("revision"),
+    }
     context.update({f"{package}": version for package, version in (manifest.get("versions") or {}).items()})
     return context
 
@@ -289,8 +349,10 @@ def _context(manifest: dict[str, Any]) -> dict[str, Any]:
 def _machine(hardware: dict[str, Any]) -> str:
     """`1 x AMD EPYC (cpu, 2 cores)`: the devices, and the cores a CPU run had."""
     cores = f", {hardware['cpu_cores']} cores" if hardware.get("cpu_cores") and hardware.get("device") == "cpu" else ""
-    return (f"{hardware.get('device_count', '?')} x {hardware.get('device_name', '?')} "
-            f"({hardware.get('device', '?')}{cores})")
+    return (
+        f"{hardware.get('device_count', '?')} x {hardware.get('device_name', '?')} "
+        f"({hardware.get('device', '?')}{cores})"
+    )
 
 
 def differences(records: list[RunRecord]) -> dict[str, Any]:
@@ -333,28 +395,42 @@ def _outcome_matrix(members: list[RunRecord], task: str) -> list[list[bool]] | N
     return None if any(correct is None for correct in found) else found
 
 
-def _paired(row: dict[str, Any], task: str, correct: list[list[bool]] | None,
-            baseline: list[list[bool]] | None) -> None:
+def _paired(
+    row: dict[str, Any], task: str, correct: list[list[bool]] | None, baseline: list[list[bool]] | None
+) -> None:
     """The change's 95% interval by paired bootstrap over the rows both scored (and over seeds where there are
     several), and whether it excludes zero."""
     if correct is None or baseline is None or len(correct[0]) != len(baseline[0]):
         return
     low, high = paired_difference_interval(correct, baseline)
-    row.update({f"{task}_delta_ci_low": low, f"{task}_delta_ci_high": high,
-                f"{task}_delta_distinguishable": low > 0 or high < 0})
+    row.update(
+        {
+            f"{task}_delta_ci_low": low,
+            f"{task}_delta_ci_high": high,
+            f"{task}_delta_distinguishable": low > 0 or high < 0,
+        }
+    )
 
 
-def _flag_and_delta(rows: list[dict[str, Any]], members: list[list[RunRecord]], tasks: list[str],
-                    baseline: int | None) -> None:
+def _flag_and_delta(
+    rows: list[dict[str, Any]], members: list[list[RunRecord]], tasks: list[str], baseline: int | None
+) -> None:
     """Per task: rows scored on other rows or with other rendering than the reference row (the baseline, or the
     first row with that task) are flagged; the others get their change in accuracy against the baseline, with its
     paired interval when both rows' predictions are there."""
     for task in tasks:
         base_outcomes = _outcome_matrix(members[baseline], task) if baseline is not None else None
-        identities = [_identity(evaluations(group[0].metrics or {}).get(task, {}), group[0].manifest or {})
-                      if task in evaluations(group[0].metrics or {}) else None for group in members]
-        reference = baseline if baseline is not None and identities[baseline] else \
-            next(i for i, identity in enumerate(identities) if identity)
+        identities = [
+            _identity(evaluations(group[0].metrics or {}).get(task, {}), group[0].manifest or {})
+            if task in evaluations(group[0].metrics or {})
+            else None
+            for group in members
+        ]
+        reference = (
+            baseline
+            if baseline is not None and identities[baseline]
+            else next(i for i, identity in enumerate(identities) if identity)
+        )
         for index, identity in enumerate(identities):
             if identity is None or index == reference:
                 continue
@@ -362,15 +438,20 @@ def _flag_and_delta(rows: list[dict[str, Any]], members: list[list[RunRecord]], 
             if mismatch:
                 rows[index]["notes"].append(f"{task}: {mismatch} than {rows[reference]['run']}, not compared")
             elif reference == baseline:
-                rows[index][f"{task}_delta"] = round(rows[index][f"{task}_accuracy"]
-                                                     - rows[baseline][f"{task}_accuracy"], 4)
+                rows[index][f"{task}_delta"] = round(
+                    rows[index][f"{task}_accuracy"] - rows[baseline][f"{task}_accuracy"], 4
+                )
                 _paired(rows[index], task, _outcome_matrix(members[index], task), base_outcomes)
         if reference == baseline:
             rows[baseline][f"{task}_delta"] = 0.0
 
 
-def compare(paths: list[str | Path], baseline: str | None = None, price_per_gpu_hour: float | None = None,
-            price_per_cpu_hour: float | None = None) -> Comparison:
+def compare(
+    paths: list[str | Path],
+    baseline: str | None = None,
+    price_per_gpu_hour: float | None = None,
+    price_per_cpu_hour: float | None = None,
+) -> Comparison:
     """Read run folders (or folders holding them) and build the comparison table and plot.
 
     `baseline`: the run (folder name) that changes in accuracy are measured against; default the first row (runs
@@ -400,16 +481,24 @@ def compare(paths: list[str | Path], baseline: str | None = None, price_per_gpu_
     tasks = list(dict.fromkeys(task for r in records for task in evaluations(r.metrics or {})))
     # Runs that differ only by seed are one row.
     seeds = [seed_of(record.recipe, record.manifest) for record in records]
-    members = [[records[i] for i in group]
-               for group in groups([group_key(r.recipe, r.metrics) for r in records], seeds,
-                                   [r.path for r in records])]
+    members = [
+        [records[i] for i in group]
+        for group in groups([group_key(r.recipe, r.metrics) for r in records], seeds, [r.path for r in records])
+    ]
     rows = []
     for group in members:
         name, folder = group_name([record.path for record in group])
-        rows.append(merge([_row(record, tasks) for record in group], [seed_of(r.recipe, r.manifest) for r in group],
-                          tasks, {task: _outcome_matrix(group, task) for task in tasks}, name, folder))
-    for longer in (lambda row, group: group[0].name if len(group) == 1 else row["run"],
-                   lambda row, group: row["path"]):
+        rows.append(
+            merge(
+                [_row(record, tasks) for record in group],
+                [seed_of(r.recipe, r.manifest) for r in group],
+                tasks,
+                {task: _outcome_matrix(group, task) for task in tasks},
+                name,
+                folder,
+            )
+        )
+    for longer in (lambda row, group: group[0].name if len(group) == 1 else row["run"], lambda row, group: row["path"]):
         names = [row["run"] for row in rows]
         for row, group in zip(rows, members):
             if names.count(row["run"]) > 1:
@@ -430,8 +519,15 @@ def compare(paths: list[str | Path], baseline: str | None = None, price_per_gpu_
     problems = [problem for record in records for problem in record.problems]
 
     figure = accuracy_vs_training(rows, tasks[0] if tasks else None, units)
-    return Comparison(table=table, figure=figure, baseline=rows[base_index]["run"] if base_index is not None
-                      else None, tasks=tasks, differences=differences(records), problems=problems, units=units)
+    return Comparison(
+        table=table,
+        figure=figure,
+        baseline=rows[base_index]["run"] if base_index is not None else None,
+        tasks=tasks,
+        differences=differences(records),
+        problems=problems,
+        units=units,
+    )
 
 
 def _baseline_index(rows: list[dict[str, Any]], members: list[list[RunRecord]], baseline: str | None) -> int | None:
@@ -439,10 +535,13 @@ def _baseline_index(rows: list[dict[str, Any]], members: list[list[RunRecord]], 
         return next((i for i, group in enumerate(members) if group[0].metrics), None)
     for index, (row, group) in enumerate(zip(rows, members)):
         if baseline in (row["run"], row["path"], Path(row["path"]).name) or any(
-                baseline in (record.name, str(record.path)) for record in group):
+            baseline in (record.name, str(record.path)) for record in group
+        ):
             return index
-    raise TunerError(f"--baseline {baseline!r} is not one of the runs compared ({', '.join(r['run'] for r in rows)}). "
-                     f"Name one of them.")
+    raise TunerError(
+        f"--baseline {baseline!r} is not one of the runs compared ({', '.join(r['run'] for r in rows)}). "
+        f"Name one of them."
+    )
 
 
 def _units(rows: list[dict[str, Any]]) -> str:

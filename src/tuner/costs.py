@@ -43,8 +43,12 @@ def cost_per_1k_requests(row: dict[str, Any], gpu_price: float | None, cpu_price
 
 def is_prompt_side(metrics: dict[str, Any]) -> bool:
     """Few-shot examples or retrieval for the base model: no training, a longer prompt on every request."""
-    return (metrics.get("method") == "fewshot" and (metrics.get("k") or 0) > 0
-            or metrics.get("method") == "rag" and not metrics.get("adapter_run"))
+    return (
+        metrics.get("method") == "fewshot"
+        and (metrics.get("k") or 0) > 0
+        or metrics.get("method") == "rag"
+        and not metrics.get("adapter_run")
+    )
 
 
 def break_even(tuned: dict[str, Any], prompt_side: dict[str, Any]) -> float | None:
@@ -93,8 +97,7 @@ def _upstream_folder(run: Path, upstream: str) -> Path:
     given = Path(upstream)
     if given.is_absolute():
         return given
-    return next((base / given for base in run.resolve().parents if (base / given / "metrics.json").is_file()),
-                given)
+    return next((base / given for base in run.resolve().parents if (base / given / "metrics.json").is_file()), given)
 
 
 def upstream_train_hours(run: Path, manifest: dict[str, Any], notes: list[str], depth: int = 0) -> float:
@@ -112,8 +115,10 @@ def upstream_train_hours(run: Path, manifest: dict[str, Any], notes: list[str], 
         return 0.0
     stage = METHOD_NAMES.get(metrics.get("method"), str(metrics.get("method")))
     name = Path(upstream).name
-    notes.append(f"train hours include the {stage} stage "
-                 f"({f'{Path(upstream).parent.name}/{name}' if SEED_FOLDER.match(name) else name})")
+    notes.append(
+        f"train hours include the {stage} stage "
+        f"({f'{Path(upstream).parent.name}/{name}' if SEED_FOLDER.match(name) else name})"
+    )
     try:
         earlier = json.loads((Path(upstream) / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

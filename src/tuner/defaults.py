@@ -11,8 +11,18 @@ METHODS = ("sft", "dpo", "kto", "reward", "grpo", "fewshot", "rag")
 # Methods that train an adapter (and can resume, continue an SFT adapter, take `train:` keys).
 TRAINING_METHODS = ("sft", "dpo", "kto", "reward", "grpo")
 # How tables and notes name a trained run's `method` (metrics.json): an SFT run continued is "sft+<method>".
-METHOD_NAMES = {"sft": "SFT", "dpo": "DPO", "sft+dpo": "SFT+DPO", "kto": "KTO", "sft+kto": "SFT+KTO", "grpo": "GRPO",
-                "sft+grpo": "SFT+GRPO", "rloo": "RLOO", "sft+rloo": "SFT+RLOO", "reward": "reward model"}
+METHOD_NAMES = {
+    "sft": "SFT",
+    "dpo": "DPO",
+    "sft+dpo": "SFT+DPO",
+    "kto": "KTO",
+    "sft+kto": "SFT+KTO",
+    "grpo": "GRPO",
+    "sft+grpo": "SFT+GRPO",
+    "rloo": "RLOO",
+    "sft+rloo": "SFT+RLOO",
+    "reward": "reward model",
+}
 
 # tuner's defaults under the recipe's `train:` keys (TRL config fields). They differ from TRL's where TRL's suit full
 # fine-tuning on a GPU rather than an adapter on any device: a LoRA learning rate, no gradient checkpointing unless
@@ -40,10 +50,17 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "kto": {**_COMMON_TRAIN_DEFAULTS, "learning_rate": 5.0e-5, "per_device_train_batch_size": 8},
     "reward": {**_COMMON_TRAIN_DEFAULTS, "learning_rate": 1.0e-4, "per_device_train_batch_size": 8},
     # A GRPO batch holds whole groups (2 prompts x 4 answers by default); its lengths are the `grpo:` block's.
-    "grpo": {**{k: v for k, v in _COMMON_TRAIN_DEFAULTS.items() if k != "max_length"}, "learning_rate": 1.0e-4,
-             "per_device_train_batch_size": 8, "logging_steps": 5},
+    "grpo": {
+        **{k: v for k, v in _COMMON_TRAIN_DEFAULTS.items() if k != "max_length"},
+        "learning_rate": 1.0e-4,
+        "per_device_train_batch_size": 8,
+        "logging_steps": 5,
+    },
 }
 # Keys set by tuner itself from other sections or the hardware; a recipe that set them would be silently overridden.
-RESERVED_TRAIN_KEYS = {"output_dir": "the top-level `output_dir`", "seed": "the top-level `seed`",
-                       "bf16": "`model.dtype` (auto picks the precision from the hardware)",
-                       "fp16": "`model.dtype` (auto picks the precision from the hardware)"}
+RESERVED_TRAIN_KEYS = {
+    "output_dir": "the top-level `output_dir`",
+    "seed": "the top-level `seed`",
+    "bf16": "`model.dtype` (auto picks the precision from the hardware)",
+    "fp16": "`model.dtype` (auto picks the precision from the hardware)",
+}

@@ -7,8 +7,8 @@ accelerate) trains data-parallel, and this module makes the rest safe: rank 0 al
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .hardware import device_kind, is_main_process, local_rank, world_size
 
@@ -44,4 +44,3 @@ def shared(make: Callable[[], Path]) -> Path:
     box = [str(make()) if is_main_process() else None]
     dist.broadcast_object_list(box, src=0, group=dist.new_group(backend="gloo"))
     return Path(box[0])
-

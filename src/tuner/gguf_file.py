@@ -20,16 +20,24 @@ from .errors import TunerError
 from .rendering import bos_text
 
 # transformers model_type -> GGUF architecture; whether q/k weights take llama.cpp's rotary permutation.
-ARCHITECTURES = {"llama": ("llama", True), "mistral": ("llama", True), "qwen2": ("qwen2", False),
-                 "qwen3": ("qwen3", False)}
+ARCHITECTURES = {
+    "llama": ("llama", True),
+    "mistral": ("llama", True),
+    "qwen2": ("qwen2", False),
+    "qwen3": ("qwen3", False),
+}
 
 # The word-splitting rule (`tokenizer.ggml.pre`) llama.cpp applies before a byte-level BPE, by the pre-tokenizer a
 # tokenizer.json declares: without one, llama.cpp and Ollama fall back to their default rule and split digits and
 # punctuation otherwise than the model was trained on. Each regex is the tokenizer family's own.
-_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
-_QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-                r"\s*[\r\n]+|\s+(?!\S)|\s+")
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+    r"\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+    r"\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 PRE_TOKENIZERS = {
     (("ByteLevel", True),): "gpt-2",
     (("Digits", True), ("ByteLevel", True)): "smollm",
@@ -44,15 +52,20 @@ FILE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7, "bf16": 32}
 def check_architecture(model_type: str, what: str) -> None:
     """Refuse a model the writer has no layout for, naming it and what is supported."""
     if model_type not in ARCHITECTURES:
-        raise TunerError(f"{what}: the base model's architecture is {model_type!r}, and tuner writes GGUF for "
-                         f"{', '.join(sorted(ARCHITECTURES))} only. Export `--to merged` and convert that folder with "
-                         f"llama.cpp's convert_hf_to_gguf.py, or `--to adapter` to serve the adapter as it is.")
+        raise TunerError(
+            f"{what}: the base model's architecture is {model_type!r}, and tuner writes GGUF for "
+            f"{', '.join(sorted(ARCHITECTURES))} only. Export `--to merged` and convert that folder with "
+            f"llama.cpp's convert_hf_to_gguf.py, or `--to adapter` to serve the adapter as it is."
+        )
 
 
 def _permute(weights, heads: int):
     # llama.cpp's LlamaModel.permute: each head's rotary halves interleaved, as its rope kernel reads them.
-    return (weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:])
-            .swapaxes(1, 2).reshape(weights.shape))
+    return (
+        weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
 
 
 def _tensor_kind(array, quant: str):
@@ -90,9 +103,11 @@ def _bpe_tokenizer(writer, tokenizer, vocab_size: int) -> None:
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     model = spec.get("model", {})
     if model.get("type") != "BPE" or "ByteLevel" not in json.dumps(spec.get("pre_tokenizer")):
-        raise TunerError(f"the tokenizer is {model.get('type')!r} without byte-level pre-tokenization; tuner writes "
-                         f"GGUF tokenizers of byte-level BPE models only. Export `--to merged` and convert it with "
-                         f"llama.cpp's convert_hf_to_gguf.py.")
+        raise TunerError(
+            f"the tokenizer is {model.get('type')!r} without byte-level pre-tokenization; tuner writes "
+            f"GGUF tokenizers of byte-level BPE models only. Export `--to merged` and convert it with "
+            f"llama.cpp's convert_hf_to_gguf.py."
+        )
     by_id = {index: token for token, index in model["vocab"].items()}
     special = {}
     for added in spec.get("added_tokens", []):
@@ -108,8 +123,12 @@ def _bpe_tokenizer(writer, tokenizer, vocab_size: int) -> None:
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
-    for token, add in (("bos", writer.add_bos_token_id), ("eos", writer.add_eos_token_id),
-                       ("unk", writer.add_unk_token_id), ("pad", writer.add_pad_token_id)):
+    for token, add in (
+        ("bos", writer.add_bos_token_id),
+        ("eos", writer.add_eos_token_id),
+        ("unk", writer.add_unk_token_id),
+        ("pad", writer.add_pad_token_id),
+    ):
         token_id = getattr(tokenizer, f"{token}_token_id")
         if token_id is not None:
             add(token_id)
@@ -122,8 +141,11 @@ def _steps(pre: dict[str, Any] | None) -> tuple:
         return ()
     if pre.get("type") == "Sequence":
         return tuple(step for part in pre.get("pretokenizers", []) for step in _steps(part))
-    setting = {"ByteLevel": lambda: pre.get("use_regex", True), "Digits": lambda: pre.get("individual_digits"),
-               "Split": lambda: (pre.get("pattern") or {}).get("Regex")}.get(pre.get("type"), lambda: None)()
+    setting = {
+        "ByteLevel": lambda: pre.get("use_regex", True),
+        "Digits": lambda: pre.get("individual_digits"),
+        "Split": lambda: (pre.get("pattern") or {}).get("Regex"),
+    }.get(pre.get("type"), lambda: None)()
     return ((pre.get("type"), setting),)
 
 
@@ -132,10 +154,12 @@ def pre_tokenizer(spec: dict[str, Any]) -> str:
     it has no name for here is refused, since llama.cpp would split text otherwise than the model was trained on."""
     steps = _steps(spec.get("pre_tokenizer"))
     if steps not in PRE_TOKENIZERS:
-        raise TunerError(f"the tokenizer splits words with a rule tuner cannot name for llama.cpp ({steps}); written "
-                         f"without it, llama.cpp and Ollama would tokenize otherwise than the model was trained on. "
-                         f"Export `--to merged` and convert it with llama.cpp's convert_hf_to_gguf.py, which knows more "
-                         f"tokenizers.")
+        raise TunerError(
+            f"the tokenizer splits words with a rule tuner cannot name for llama.cpp ({steps}); written "
+            f"without it, llama.cpp and Ollama would tokenize otherwise than the model was trained on. "
+            f"Export `--to merged` and convert it with llama.cpp's convert_hf_to_gguf.py, which knows more "
+            f"tokenizers."
+        )
     return PRE_TOKENIZERS[steps]
 
 
@@ -148,8 +172,12 @@ def _hyperparameters(writer, config, name: str, quant: str) -> None:
     writer.add_feed_forward_length(config.intermediate_size)
     writer.add_head_count(config.num_attention_heads)
     writer.add_head_count_kv(config.num_key_value_heads)
-    writer.add_rope_freq_base(float(getattr(config, "rope_theta", None)
-                                    or (getattr(config, "rope_parameters", None) or {}).get("rope_theta", 10000.0)))
+    writer.add_rope_freq_base(
+        float(
+            getattr(config, "rope_theta", None)
+            or (getattr(config, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
+        )
+    )
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_vocab_size(config.vocab_size)
     writer.add_rope_dimension_count(head_dim)
@@ -164,15 +192,17 @@ def write_gguf(model, tokenizer, path: Path, quant: str, name: str, source_gguf:
     """Write a (merged, peft-free) model as one GGUF file at `path`; returns what was written (tensor count,
     types, bytes)."""
     import numpy as np
-    from gguf import GGUFWriter, MODEL_ARCH_NAMES, get_tensor_name_map
+    from gguf import MODEL_ARCH_NAMES, GGUFWriter, get_tensor_name_map
 
     config = model.config
     check_architecture(config.model_type, str(path))
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     if rope.get("rope_type") not in (None, "default"):
-        raise TunerError(f"{path}: the model scales its rotary embeddings ({rope.get('rope_type')}), which tuner's "
-                         f"GGUF writer does not lay out. Export `--to merged` and convert it with llama.cpp's "
-                         f"convert_hf_to_gguf.py.")
+        raise TunerError(
+            f"{path}: the model scales its rotary embeddings ({rope.get('rope_type')}), which tuner's "
+            f"GGUF writer does not lay out. Export `--to merged` and convert it with llama.cpp's "
+            f"convert_hf_to_gguf.py."
+        )
     arch_name, permuted = ARCHITECTURES[config.model_type]
     arch = next(a for a, n in MODEL_ARCH_NAMES.items() if n == arch_name)
     names = get_tensor_name_map(arch, config.num_hidden_layers)
@@ -191,8 +221,10 @@ def write_gguf(model, tokenizer, path: Path, quant: str, name: str, source_gguf:
             continue  # llama.cpp reads the embedding matrix as the output layer when output.weight is absent
         gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
-            raise TunerError(f"{path}: no GGUF name for the tensor {hf_name} of this {config.model_type} model; "
-                             f"export `--to merged` and convert it with llama.cpp's convert_hf_to_gguf.py.")
+            raise TunerError(
+                f"{path}: no GGUF name for the tensor {hf_name} of this {config.model_type} model; "
+                f"export `--to merged` and convert it with llama.cpp's convert_hf_to_gguf.py."
+            )
         array = tensor.detach().float().cpu().numpy()
         if permuted and hf_name.endswith("q_proj.weight"):
             array = _permute(array, config.num_attention_heads)
@@ -206,5 +238,10 @@ def write_gguf(model, tokenizer, path: Path, quant: str, name: str, source_gguf:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return {"file": path.name, "quant": quant, "tensors": sum(types.values()), "tensor_types": types,
-            "bytes": path.stat().st_size}
+    return {
+        "file": path.name,
+        "quant": quant,
+        "tensors": sum(types.values()),
+        "tensor_types": types,
+        "bytes": path.stat().st_size,
+    }

@@ -69,10 +69,18 @@ def device_info() -> dict[str, Any]:
     import torch
 
     if torch.cuda.is_available():
-        return {"device": "cuda", "device_name": torch.cuda.get_device_name(0),
-                "device_count": torch.cuda.device_count()}
-    return {"device": "cpu", "device_name": cpu_name(), "device_count": 1, "cpu_cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads()}
+        return {
+            "device": "cuda",
+            "device_name": torch.cuda.get_device_name(0),
+            "device_count": torch.cuda.device_count(),
+        }
+    return {
+        "device": "cpu",
+        "device_name": cpu_name(),
+        "device_count": 1,
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def available_memory_mb(device: str) -> float | None:
@@ -103,7 +111,8 @@ def is_out_of_memory(error: BaseException) -> bool:
     import torch
 
     return isinstance(error, torch.cuda.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    )
 
 
 def world_size() -> int:

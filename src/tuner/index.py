@@ -81,8 +81,16 @@ def _folder_size(folder: Path) -> int:
 class Index:
     """A built or reused index: `passages` (Chunk objects), `report` (what the build did), `search(question, k)`."""
 
-    def __init__(self, folder: Path, manifest: dict[str, Any], passages: list[Chunk], report: dict[str, Any],
-                 store_url: str | None = None, api_key: str | None = None, embedder: Embedder | None = None):
+    def __init__(
+        self,
+        folder: Path,
+        manifest: dict[str, Any],
+        passages: list[Chunk],
+        report: dict[str, Any],
+        store_url: str | None = None,
+        api_key: str | None = None,
+        embedder: Embedder | None = None,
+    ):
         self.folder, self.manifest, self.passages, self.report = folder, manifest, passages, report
         self._store_url, self._api_key, self._embedder = store_url, api_key, embedder
         self._bm25 = self._client = None
@@ -112,8 +120,9 @@ class Index:
         query = bm25s.tokenize([question], stopwords="en", show_progress=False)
         if not query.vocab:
             return []  # a question of stop words only: BM25 has nothing to match
-        indices, scores = self._bm25_index().retrieve(query, k=min(k, len(self.passages)), show_progress=False,
-                                                      n_threads=1)
+        indices, scores = self._bm25_index().retrieve(
+            query, k=min(k, len(self.passages)), show_progress=False, n_threads=1
+        )
         return [self._hit(self.passages[int(i)].id, float(s)) for i, s in zip(indices[0], scores[0]) if s > 0]
 
     def _dense_hits(self, question: str, k: int) -> list[Hit]:
@@ -126,8 +135,9 @@ class Index:
             # Closed before the interpreter tears its modules down: Qdrant's own finaliser fails that late.
             atexit.register(self.close)
         vector = self._embedder.encode([question])[0]
-        points = self._client.query_points(self.manifest["collection"], query=vector.tolist(),
-                                           limit=min(k, len(self.passages)), with_payload=True).points
+        points = self._client.query_points(
+            self.manifest["collection"], query=vector.tolist(), limit=min(k, len(self.passages)), with_payload=True
+        ).points
         return [self._hit(point.payload["passage"], float(point.score)) for point in points]
 
     def _hit(self, chunk_id: str, score: float) -> Hit:
@@ -175,8 +185,10 @@ def _client(folder: Path, url: str | None, api_key: str | None):
     try:
         return QdrantClient(path=str(folder / "vectors"))
     except RuntimeError as exc:  # the embedded store allows one client per folder
-        raise TunerError(f"{folder}: the index's vector store is in use by another process ({exc}). Wait for it "
-                         f"to finish, or give this run its own `rag.store.path`.") from None
+        raise TunerError(
+            f"{folder}: the index's vector store is in use by another process ({exc}). Wait for it "
+            f"to finish, or give this run its own `rag.store.path`."
+        ) from None
 
 
 def _read_manifest(folder: Path) -> dict[str, Any] | None:
@@ -197,13 +209,23 @@ def _api_key(store) -> str | None:
         return None
     key = os.environ.get(store.api_key_env)
     if key is None:
-        raise TunerError(f"key `rag.store.api_key_env`: the environment variable {store.api_key_env} is not set. "
-                         f"Export the Qdrant server's API key in it.")
+        raise TunerError(
+            f"key `rag.store.api_key_env`: the environment variable {store.api_key_env} is not set. "
+            f"Export the Qdrant server's API key in it."
+        )
     return key
 
 
-def _write_vectors(staging: Path, manifest: dict[str, Any], old: dict[str, Any] | None, passages: list[Chunk],
-                   old_digests: dict[str, str], embedder: Embedder, url: str | None, api_key: str | None) -> int:
+def _write_vectors(
+    staging: Path,
+    manifest: dict[str, Any],
+    old: dict[str, Any] | None,
+    passages: list[Chunk],
+    old_digests: dict[str, str],
+    embedder: Embedder,
+    url: str | None,
+    api_key: str | None,
+) -> int:
     """Bring the vector store up to date with `passages`: only passages new or changed since `old` are embedded,
     and those gone are deleted. Returns how many were embedded."""
     from qdrant_client import models
@@ -211,13 +233,19 @@ def _write_vectors(staging: Path, manifest: dict[str, Any], old: dict[str, Any] 
     client = _client(staging, url, api_key)
     try:
         collection = manifest["collection"]
-        reuse = bool(old and old.get("vectors") and old.get("embedding_model") == embedder.name
-                     and client.collection_exists(collection))
+        reuse = bool(
+            old
+            and old.get("vectors")
+            and old.get("embedding_model") == embedder.name
+            and client.collection_exists(collection)
+        )
         if not reuse:
             if client.collection_exists(collection):
                 client.delete_collection(collection)
-            client.create_collection(collection, vectors_config=models.VectorParams(
-                size=embedder.dimensions, distance=models.Distance.COSINE))
+            client.create_collection(
+                collection,
+                vectors_config=models.VectorParams(size=embedder.dimensions, distance=models.Distance.COSINE),
+            )
             old_digests = {}
         current = {chunk.id for chunk in passages}
         gone = [chunk_id for chunk_id in old_digests if chunk_id not in current]
@@ -225,11 +253,15 @@ def _write_vectors(staging: Path, manifest: dict[str, Any], old: dict[str, Any] 
             client.delete(collection, points_selector=models.PointIdsList(points=[_point_id(c) for c in gone]))
         todo = [chunk for chunk in passages if old_digests.get(chunk.id) != chunk.digest]
         for start in range(0, len(todo), 256):
-            batch = todo[start:start + 256]
+            batch = todo[start : start + 256]
             vectors = embedder.encode([_embedded_text(chunk) for chunk in batch])
-            client.upsert(collection, points=[
-                models.PointStruct(id=_point_id(chunk.id), vector=vector.tolist(), payload={"passage": chunk.id})
-                for chunk, vector in zip(batch, vectors)])
+            client.upsert(
+                collection,
+                points=[
+                    models.PointStruct(id=_point_id(chunk.id), vector=vector.tolist(), payload={"passage": chunk.id})
+                    for chunk, vector in zip(batch, vectors)
+                ],
+            )
         return len(todo)
     finally:
         client.close()
@@ -268,9 +300,17 @@ def _replace(staging: Path, folder: Path) -> None:
         shutil.rmtree(retired, ignore_errors=True)
 
 
-def build_index(corpus: str | Path | Corpus, tokenizer, retriever: str = "bm25", chunk_size: int = 128,
-                chunk_overlap: int = 16, embedding_model: str = DEFAULT, folder: str | Path | None = None,
-                store=None, where: str = "<recipe>") -> Index:
+def build_index(
+    corpus: str | Path | Corpus,
+    tokenizer,
+    retriever: str = "bm25",
+    chunk_size: int = 128,
+    chunk_overlap: int = 16,
+    embedding_model: str = DEFAULT,
+    folder: str | Path | None = None,
+    store=None,
+    where: str = "<recipe>",
+) -> Index:
     """Build the index of a corpus, or reuse (and if the corpus changed, update) the one on disk.
 
     `corpus`: a folder of .txt/.md files, a data file with a `text` column, or a `Corpus`. Passages are
@@ -281,23 +321,42 @@ def build_index(corpus: str | Path | Corpus, tokenizer, retriever: str = "bm25",
     """
     corpus = corpus if isinstance(corpus, Corpus) else read_corpus(corpus, where)
     dense = retriever in ("dense", "hybrid")
-    settings = {"version": VERSION, "corpus": str(corpus.path.resolve()), "tokenizer": tokenizer_identity(tokenizer),
-                "chunk_size": chunk_size, "chunk_overlap": chunk_overlap, "embedding_model": embedding_model}
-    folder = Path(folder) if folder is not None else cache_dir() / "indexes" / _digest(settings)
+    settings = {
+        "version": VERSION,
+        "corpus": str(corpus.path.resolve()),
+        "tokenizer": tokenizer_identity(tokenizer),
+        "chunk_size": chunk_size,
+        "chunk_overlap": chunk_overlap,
+        "embedding_model": embedding_model,
+    }
+    given = folder is not None
+    folder = Path(folder) if given else cache_dir() / "indexes" / _digest(settings)
+    if given and folder.is_dir() and any(folder.iterdir()) and not (folder / "index.json").is_file():
+        # An index is replaced whole when it is rebuilt: a folder of the user's own files is never taken for one.
+        raise TunerError(
+            f"{where}: key `rag.store.path`: {folder} holds files but no tuner index (no index.json), and an index "
+            f"folder is replaced whole when it is built. Give a new or empty folder, or one an earlier run indexed."
+        )
     url, api_key = (store.url if store is not None else None), _api_key(store)
     old = _read_manifest(folder)
     if old and old.get("vectors") and dense and old.get("embedding_model") != embedding_model:
-        raise TunerError(f"{where}: the index in {folder} was built with the embedding model "
-                         f"{old['embedding_model']!r}, not {embedding_model!r}: vectors of two models cannot be "
-                         f"searched together. Set `rag.embedding_model` back, or give `rag.store.path` a new folder.")
+        raise TunerError(
+            f"{where}: the index in {folder} was built with the embedding model "
+            f"{old['embedding_model']!r}, not {embedding_model!r}: vectors of two models cannot be "
+            f"searched together. Set `rag.embedding_model` back, or give `rag.store.path` a new folder."
+        )
     passages = chunk_documents(corpus.documents, tokenizer, chunk_size, chunk_overlap)
     digests = {chunk.id: chunk.digest for chunk in passages}
     chunking = _digest([settings[key] for key in ("tokenizer", "chunk_size", "chunk_overlap")])
     same_chunking = bool(old) and old.get("chunking") == chunking
     old_digests = old["passages"] if old and same_chunking else {}
-    report: dict[str, Any] = {"folder": str(folder), "corpus_fingerprint": corpus.fingerprint,
-                              "documents": len(corpus.documents), "passages": len(passages),
-                              "skipped": [f"{name}: {reason}" for name, reason in corpus.skipped]}
+    report: dict[str, Any] = {
+        "folder": str(folder),
+        "corpus_fingerprint": corpus.fingerprint,
+        "documents": len(corpus.documents),
+        "passages": len(passages),
+        "skipped": [f"{name}: {reason}" for name, reason in corpus.skipped],
+    }
     if old and old_digests == digests and (old.get("vectors") or not dense):
         report.update(status="reused", embedded=0, build=old.get("build"), size_bytes=_folder_size(folder))
         # The index's own passage order, which its BM25 rows follow (a data file's rows may have been reordered).
@@ -312,27 +371,48 @@ def build_index(corpus: str | Path | Corpus, tokenizer, retriever: str = "bm25",
         phases: dict[str, Any] = {}
         with phase("build", phases):
             started = time.perf_counter()
-            manifest = {**settings, "chunking": chunking, "store_url": url, "vectors": embedder is not None,
-                        "collection": f"tuner-{_digest(settings)}" if url else COLLECTION,
-                        "embedding_dimensions": embedder.dimensions if embedder else None,
-                        "corpus_fingerprint": corpus.fingerprint, "passages": digests}
+            manifest = {
+                **settings,
+                "chunking": chunking,
+                "store_url": url,
+                "vectors": embedder is not None,
+                "collection": f"tuner-{_digest(settings)}" if url else COLLECTION,
+                "embedding_dimensions": embedder.dimensions if embedder else None,
+                "corpus_fingerprint": corpus.fingerprint,
+                "passages": digests,
+            }
             _write_bm25(staging, passages)
             # Vectors of another chunking are not this index's passages: they are replaced, not updated.
-            embedded = _write_vectors(staging, manifest, old if same_chunking else None, passages, old_digests,
-                                      embedder, url, api_key) if embedder else 0
+            embedded = (
+                _write_vectors(
+                    staging, manifest, old if same_chunking else None, passages, old_digests, embedder, url, api_key
+                )
+                if embedder
+                else 0
+            )
             seconds = time.perf_counter() - started
         added = sum(1 for chunk_id in digests if chunk_id not in old_digests)
         changed = sum(1 for chunk_id, digest in digests.items() if old_digests.get(chunk_id, digest) != digest)
         removed = sum(1 for chunk_id in old_digests if chunk_id not in digests)
-        manifest["build"] = {**phases["build"], "embedded": embedded,
-                             "passages_per_second": round(len(passages) / seconds, 1) if seconds else None}
+        manifest["build"] = {
+            **phases["build"],
+            "embedded": embedded,
+            "passages_per_second": round(len(passages) / seconds, 1) if seconds else None,
+        }
         write_jsonl(staging / "passages.jsonl", [chunk.__dict__ for chunk in passages])
         write_json(staging / "index.json", manifest)
         _replace(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    report.update(status="updated" if old else "built", embedded=embedded, added=added, changed=changed,
-                  removed=removed, build=manifest["build"], size_bytes=_folder_size(folder))
+    report.update(
+        status="updated" if old else "built",
+        embedded=embedded,
+        added=added,
+        changed=changed,
+        removed=removed,
+        build=manifest["build"],
+        size_bytes=_folder_size(folder),
+    )
     return Index(folder, manifest, passages, report, url, api_key, embedder)
 
 
@@ -343,11 +423,14 @@ def describe(report: dict[str, Any]) -> str:
     elif report["status"] == "updated" and not (report["added"] or report["changed"] or report["removed"]):
         what = f"updated: vectors added ({report['embedded']} passages embedded)"
     elif report["status"] == "updated":
-        what = (f"updated: the corpus changed ({report['added']} passages new, {report['changed']} changed, "
-                f"{report['removed']} gone; {report['embedded']} embedded)")
+        what = (
+            f"updated: the corpus changed ({report['added']} passages new, {report['changed']} changed, "
+            f"{report['removed']} gone; {report['embedded']} embedded)"
+        )
     else:
         what = f"built ({report['embedded']} passages embedded)" if report["embedded"] else "built"
     skipped = f"; skipped {len(report['skipped'])}: {'; '.join(report['skipped'][:5])}" if report["skipped"] else ""
-    return (f"tuner: index of {report['documents']} documents, {report['passages']} passages {what}, in "
-            f"{report['folder']}{skipped}")
-
+    return (
+        f"tuner: index of {report['documents']} documents, {report['passages']} passages {what}, in "
+        f"{report['folder']}{skipped}"
+    )

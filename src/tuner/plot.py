@@ -40,17 +40,30 @@ def accuracy_vs_training(rows: list[dict[str, Any]], task: str | None, units: st
         for axes in (cost, latency):
             axes.text(0.5, 0.5, "no run has a score to plot", ha="center", va="center", transform=axes.transAxes)
         return figure
-    _panel(cost, points, task, _one_off, f"one-off {units}-hours (training + indexing)",
-           "Accuracy against one-off cost, one point per run")
+    _panel(
+        cost,
+        points,
+        task,
+        _one_off,
+        f"one-off {units}-hours (training + indexing)",
+        "Accuracy against one-off cost, one point per run",
+    )
     timed = [row for row in points if row.get("latency_ms") is not None]
-    _panel(latency, timed, task, lambda row: row["latency_ms"], "ms per request (retrieval included)",
-           "Accuracy against latency per request")
+    _panel(
+        latency,
+        timed,
+        task,
+        lambda row: row["latency_ms"],
+        "ms per request (retrieval included)",
+        "Accuracy against latency per request",
+    )
     cost.legend(fontsize=8, loc="best")
     return figure
 
 
-def learning_curve(points: list[tuple[tuple[tuple[str, Any], ...], dict[str, Any]]], baselines: list[dict[str, Any]],
-                   task: str | None):
+def learning_curve(
+    points: list[tuple[tuple[tuple[str, Any], ...], dict[str, Any]]], baselines: list[dict[str, Any]], task: str | None
+):
     """A matplotlib Figure: `task` accuracy (mean over seeds; bars span the seeds' min-max, or the eval interval for
     one seed) against the first swept key, one line per setting of the other keys, each baseline a horizontal line
     with its interval shaded. `points`: ((key, value), ...) with the comparison row scored there."""
@@ -68,19 +81,34 @@ def learning_curve(points: list[tuple[tuple[tuple[str, Any], ...], dict[str, Any
     for name, curve in series.items():
         xs = [value for value, _ in curve]
         means = [row[f"{task}_accuracy"] for _, row in curve]
-        lows = [row[f"{task}_spread_low"] if row.get(f"{task}_spread_low") is not None else row[f"{task}_ci_low"]
-                for _, row in curve]
-        highs = [row[f"{task}_spread_high"] if row.get(f"{task}_spread_high") is not None else row[f"{task}_ci_high"]
-                 for _, row in curve]
+        lows = [
+            row[f"{task}_spread_low"] if row.get(f"{task}_spread_low") is not None else row[f"{task}_ci_low"]
+            for _, row in curve
+        ]
+        highs = [
+            row[f"{task}_spread_high"] if row.get(f"{task}_spread_high") is not None else row[f"{task}_ci_high"]
+            for _, row in curve
+        ]
         seeds = max(len(row.get("seeds") or [None]) for _, row in curve)
-        label = f"{curve[0][1]['method']}{f' ({name})' if name else ''}, " + \
-            (f"mean of {seeds} seeds (bars: min-max)" if seeds > 1 else "one seed (bars: 95% eval interval)")
-        axes.errorbar(xs, means, yerr=[[m - lo for m, lo in zip(means, lows)], [hi - m for m, hi in zip(means, highs)]],
-                      fmt="o-", capsize=4, label=label)
+        label = f"{curve[0][1]['method']}{f' ({name})' if name else ''}, " + (
+            f"mean of {seeds} seeds (bars: min-max)" if seeds > 1 else "one seed (bars: 95% eval interval)"
+        )
+        axes.errorbar(
+            xs,
+            means,
+            yerr=[[m - lo for m, lo in zip(means, lows)], [hi - m for m, hi in zip(means, highs)]],
+            fmt="o-",
+            capsize=4,
+            label=label,
+        )
     for number, row in enumerate(baselines):
         colour = f"C{(number + len(series)) % 10}"
-        axes.axhline(row[f"{task}_accuracy"], color=colour, linestyle="--",
-                     label=f"{row['method']} ({row[f'{task}_accuracy']:.3f}; band: 95% interval)")
+        axes.axhline(
+            row[f"{task}_accuracy"],
+            color=colour,
+            linestyle="--",
+            label=f"{row['method']} ({row[f'{task}_accuracy']:.3f}; band: 95% interval)",
+        )
         axes.axhspan(row[f"{task}_ci_low"], row[f"{task}_ci_high"], color=colour, alpha=0.12)
     values = sorted({point[0][1] for point, _ in points}, key=str)
     if all(isinstance(value, int | float) and not isinstance(value, bool) and value > 0 for value in values):
@@ -117,9 +145,15 @@ def confusion_heatmap(labels: list[str], matrix: list[list[int]], title: str):
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
             if count:
-                axes.text(j, i, str(count), ha="center", va="center", fontsize=8,
-                          color="white" if count > top / 2 else "black")
+                axes.text(
+                    j,
+                    i,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if count > top / 2 else "black",
+                )
     figure.colorbar(image, ax=axes, fraction=0.046)
     figure.tight_layout()
     return figure
-

@@ -63,8 +63,10 @@ class Lines:
             return None
         self.tenths = tenths
         left = seconds * (self.total - done) / done
-        return (f"tuner: {self.what}: {done} of {self.total} {self.unit} ({10 * tenths}%), {duration(seconds)}, "
-                f"about {duration(left)} left{detail}")
+        return (
+            f"tuner: {self.what}: {done} of {self.total} {self.unit} ({10 * tenths}%), {duration(seconds)}, "
+            f"about {duration(left)} left{detail}"
+        )
 
     def update(self, done: int, detail: str = "") -> None:
         line = None if quiet() else self.at(done, detail)
@@ -88,8 +90,16 @@ class Progress:
         if not quiet() and interactive():
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, desc=f"tuner: {what}", unit=f" {unit}", file=sys.stderr, leave=True,
-                            dynamic_ncols=True, miniters=1, mininterval=self.redraw_seconds)
+            self.bar = tqdm(
+                total=total,
+                desc=f"tuner: {what}",
+                unit=f" {unit}",
+                file=sys.stderr,
+                leave=True,
+                dynamic_ncols=True,
+                miniters=1,
+                mininterval=self.redraw_seconds,
+            )
 
     def update(self, count: int = 1) -> None:
         self.done += count
@@ -111,8 +121,11 @@ class Progress:
         elif not quiet():
             seconds = time.perf_counter() - self.started
             rate = f", {self.done / seconds:.1f} {self.unit}/s" if seconds > 0 else ""
-            print(f"tuner: {self.what}: {self.done} of {self.total} {self.unit} in {seconds:.1f} s{rate}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"tuner: {self.what}: {self.done} of {self.total} {self.unit} in {seconds:.1f} s{rate}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def __enter__(self) -> Progress:
         return self

@@ -18,16 +18,22 @@ from pydantic import BaseModel, ValidationError
 
 from .adapters import read_adapter_run
 from .data.formats import FORMATS
+from .defaults import RESERVED_TRAIN_KEYS, TRAINING_METHODS
 from .errors import TunerError
 from .files import cache_dir, write_json
 from .models import chat_template_text, no_template, resolve_model_path, ships_chat_template
-from .defaults import RESERVED_TRAIN_KEYS, TRAINING_METHODS
 from .schema import FeedbackConfig, GroupPolicyConfig, PreferenceConfig, Recipe
 
 # The TRL config class of each training method (read by name, so validating a recipe imports no TRL), and the
 # recipe block holding the method's own settings, whose keys do not go under `train:`.
-TRL_CONFIGS = {"sft": "SFTConfig", "dpo": "DPOConfig", "kto": "KTOConfig", "reward": "RewardConfig",
-               "grpo": "GRPOConfig", "rloo": "RLOOConfig"}
+TRL_CONFIGS = {
+    "sft": "SFTConfig",
+    "dpo": "DPOConfig",
+    "kto": "KTOConfig",
+    "reward": "RewardConfig",
+    "grpo": "GRPOConfig",
+    "rloo": "RLOOConfig",
+}
 METHOD_BLOCKS = {"dpo": PreferenceConfig, "kto": FeedbackConfig, "grpo": GroupPolicyConfig}
 
 
@@ -45,8 +51,16 @@ def trl_config_class(method: str):
 
 
 # Sizes TRL would accept and then fail on (or silently misuse) deep inside training.
-_POSITIVE_TRAIN_KEYS = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
-                        "num_train_epochs", "logging_steps", "save_steps", "per_device_eval_batch_size")
+_POSITIVE_TRAIN_KEYS = (
+    "learning_rate",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "max_length",
+    "num_train_epochs",
+    "logging_steps",
+    "save_steps",
+    "per_device_eval_batch_size",
+)
 
 
 def _check_groups(recipe: Recipe) -> None:
@@ -56,9 +70,11 @@ def _check_groups(recipe: Recipe) -> None:
     train = recipe.train_settings()
     batch = train["per_device_train_batch_size"] * train.get("gradient_accumulation_steps", 1)
     if isinstance(batch, int) and batch % recipe.grpo.num_generations:
-        raise TunerError(f"{recipe.source}: key `train.per_device_train_batch_size`: a GRPO batch ({batch} answers) "
-                         f"must hold whole groups of `grpo.num_generations` ({recipe.grpo.num_generations}) answers "
-                         f"to one prompt. Make the batch a multiple of it.")
+        raise TunerError(
+            f"{recipe.source}: key `train.per_device_train_batch_size`: a GRPO batch ({batch} answers) "
+            f"must hold whole groups of `grpo.num_generations` ({recipe.grpo.num_generations}) answers "
+            f"to one prompt. Make the batch a multiple of it."
+        )
 
 
 def _check_train_values(recipe: Recipe) -> None:
@@ -69,13 +85,17 @@ def _check_train_values(recipe: Recipe) -> None:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TunerError(f"{recipe.source}: key `train.{key}` must be a number (got {value!r}). Fix the recipe.")
         if value <= 0:
-            raise TunerError(f"{recipe.source}: key `train.{key}` must be greater than 0 (got {value!r}). Fix the "
-                             f"recipe.")
+            raise TunerError(
+                f"{recipe.source}: key `train.{key}` must be greater than 0 (got {value!r}). Fix the recipe."
+            )
     max_steps = recipe.train.get("max_steps")
-    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps == 0
-                                  or max_steps < -1):
-        raise TunerError(f"{recipe.source}: key `train.max_steps` must be a positive whole number (or -1 for "
-                         f"epochs; got {max_steps!r}). Fix the recipe.")
+    if max_steps is not None and (
+        isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps == 0 or max_steps < -1
+    ):
+        raise TunerError(
+            f"{recipe.source}: key `train.max_steps` must be a positive whole number (or -1 for "
+            f"epochs; got {max_steps!r}). Fix the recipe."
+        )
 
 
 def trl_fields(method: str) -> tuple[str, set[str]]:
@@ -111,16 +131,20 @@ def trl_fields(method: str) -> tuple[str, set[str]]:
 
 def _check_format(recipe: Recipe) -> None:
     if recipe.data.format != "auto" and recipe.data.format not in FORMATS:
-        raise TunerError(f"{recipe.source}: key `data.format`: {recipe.data.format!r} is not a known format."
-                         f"{_did_you_mean(recipe.data.format, FORMATS)} Known formats: auto, "
-                         f"{', '.join(FORMATS)}. Fix the recipe and run again.")
+        raise TunerError(
+            f"{recipe.source}: key `data.format`: {recipe.data.format!r} is not a known format."
+            f"{_did_you_mean(recipe.data.format, FORMATS)} Known formats: auto, "
+            f"{', '.join(FORMATS)}. Fix the recipe and run again."
+        )
 
 
 def _check_train_keys(recipe: Recipe) -> None:
     if recipe.method not in TRAINING_METHODS:
         if recipe.train:
-            raise TunerError(f"{recipe.source}: key `train` is set, but method {recipe.method} does no training. "
-                             f"Remove the `train:` section or use method sft.")
+            raise TunerError(
+                f"{recipe.source}: key `train` is set, but method {recipe.method} does no training. "
+                f"Remove the `train:` section or use method sft."
+            )
         return
     class_name, known = trl_fields(trl_method(recipe))
     for key in recipe.train:
@@ -128,29 +152,48 @@ def _check_train_keys(recipe: Recipe) -> None:
         own = {recipe.method: METHOD_BLOCKS[recipe.method]} if recipe.method in METHOD_BLOCKS else METHOD_BLOCKS
         block = next((name for name, section in own.items() if key in section.model_fields), None)
         if block is not None:
-            raise TunerError(f"{recipe.source}: key `train.{key}` belongs in the `{block}:` block, where it is "
-                             f"checked; move it to `{block}.{key}`.")
+            raise TunerError(
+                f"{recipe.source}: key `train.{key}` belongs in the `{block}:` block, where it is "
+                f"checked; move it to `{block}.{key}`."
+            )
         if key in RESERVED_TRAIN_KEYS:
-            raise TunerError(f"{recipe.source}: key `train.{key}` is set by tuner; use {RESERVED_TRAIN_KEYS[key]} "
-                             f"instead.")
+            raise TunerError(
+                f"{recipe.source}: key `train.{key}` is set by tuner; use {RESERVED_TRAIN_KEYS[key]} instead."
+            )
         if key == "eval_strategy" and recipe.train[key] != "no":
-            raise TunerError(f"{recipe.source}: key `train.eval_strategy` is {recipe.train[key]!r}, but tuner does not "
-                             f"evaluate during training: it scores the eval rows with its evaluator when training "
-                             f"ends (and `tuner eval --adapter RUN` scores any run later). Remove the key.")
+            raise TunerError(
+                f"{recipe.source}: key `train.eval_strategy` is {recipe.train[key]!r}, but tuner does not "
+                f"evaluate during training: it scores the eval rows with its evaluator when training "
+                f"ends (and `tuner eval --adapter RUN` scores any run later). Remove the key."
+            )
         if key == "packing" and recipe.method in METHOD_BLOCKS:
-            raise TunerError(f"{recipe.source}: key `train.packing`: {recipe.method.upper()} does not pack sequences "
-                             f"(each row's answers are scored side by side); packing is for method sft. Remove it.")
+            raise TunerError(
+                f"{recipe.source}: key `train.packing`: {recipe.method.upper()} does not pack sequences "
+                f"(each row's answers are scored side by side); packing is for method sft. Remove it."
+            )
         if key not in known:
-            raise TunerError(f"{recipe.source}: key `train.{key}` is not a field of TRL's {class_name}."
-                             f"{_did_you_mean(key, known)} Fix or remove it (see the {class_name} documentation "
-                             f"for the accepted keys).")
+            raise TunerError(
+                f"{recipe.source}: key `train.{key}` is not a field of TRL's {class_name}."
+                f"{_did_you_mean(key, known)} Fix or remove it (see the {class_name} documentation "
+                f"for the accepted keys)."
+            )
 
 
 # Names users bring from peft, other tools or older TRL, which spelling distance alone would not find.
-_ALIASES = {"rank": "r", "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "torch_dtype": "dtype",
-            "model_name": "name_or_path", "model_name_or_path": "name_or_path", "lr": "learning_rate",
-            "epochs": "num_train_epochs", "batch_size": "per_device_train_batch_size",
-            "max_seq_length": "max_length", "max_seq_len": "max_length"}
+_ALIASES = {
+    "rank": "r",
+    "lora_r": "r",
+    "lora_alpha": "alpha",
+    "lora_dropout": "dropout",
+    "torch_dtype": "dtype",
+    "model_name": "name_or_path",
+    "model_name_or_path": "name_or_path",
+    "lr": "learning_rate",
+    "epochs": "num_train_epochs",
+    "batch_size": "per_device_train_batch_size",
+    "max_seq_length": "max_length",
+    "max_seq_len": "max_length",
+}
 
 
 def _did_you_mean(key: str, known) -> str:
@@ -174,11 +217,14 @@ def _section_fields(path: tuple) -> set[str]:
 
 
 def _other_section(loc: tuple) -> str:
-    """" It belongs in `data.max_eval_samples`." for a key given in the wrong section (or at the top level) that is
+    """ " It belongs in `data.max_eval_samples`." for a key given in the wrong section (or at the top level) that is
     a key of another section: the recipe's sections, and TRL's `train:` keys for a top-level one."""
     key = str(loc[-1])
-    homes = [f"{name}.{key}" for name in Recipe.model_fields if name != (loc[0] if len(loc) > 1 else None)
-             and key in _section_fields((name,))]
+    homes = [
+        f"{name}.{key}"
+        for name in Recipe.model_fields
+        if name != (loc[0] if len(loc) > 1 else None) and key in _section_fields((name,))
+    ]
     if not homes and len(loc) == 1:
         try:
             if key in trl_fields("sft")[1]:
@@ -188,9 +234,26 @@ def _other_section(loc: tuple) -> str:
     return f" It is a key of another section: did you mean `{homes[0]}`?" if homes else ""
 
 
-_UNION_TAGS = {"str", "int", "float", "bool", "dict", "list", "none", "SourceConfig", "ModelConfig", "DataConfig",
-               "AdapterConfig", "EvalConfig", "FewshotConfig", "PreferenceConfig", "FeedbackConfig",
-               "GroupPolicyConfig", "RewardSpec", "Recipe"}
+_UNION_TAGS = {
+    "str",
+    "int",
+    "float",
+    "bool",
+    "dict",
+    "list",
+    "none",
+    "SourceConfig",
+    "ModelConfig",
+    "DataConfig",
+    "AdapterConfig",
+    "EvalConfig",
+    "FewshotConfig",
+    "PreferenceConfig",
+    "FeedbackConfig",
+    "GroupPolicyConfig",
+    "RewardSpec",
+    "Recipe",
+}
 
 
 def _explain(error: ValidationError, source: str) -> TunerError:
@@ -250,8 +313,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a recipe file with YAML safe loading; errors name the file, line and column."""
     path = Path(path)
     if not path.is_file():
-        raise TunerError(f"{path}: recipe file not found. Check the path (it is relative to the current folder "
-                         f"{Path.cwd()}).")
+        raise TunerError(
+            f"{path}: recipe file not found. Check the path (it is relative to the current folder {Path.cwd()})."
+        )
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -264,8 +328,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if document is None:
         raise TunerError(f"{path}: the recipe is empty. Start from one in recipes/ and edit it.")
     if not isinstance(document, dict):
-        raise TunerError(f"{path}: a recipe is a YAML mapping of sections (method, model, data, ...), "
-                         f"not a {type(document).__name__}.")
+        raise TunerError(
+            f"{path}: a recipe is a YAML mapping of sections (method, model, data, ...), "
+            f"not a {type(document).__name__}."
+        )
     return document
 
 
@@ -298,9 +364,11 @@ def _decide_chat(recipe: Recipe) -> None:
         chat = named or ships is not False
         recipe.data = recipe.data.model_copy(update={"chat": chat})
         if not chat:
-            print(f"tuner: {recipe.model.name_or_path} has no chat template (a base model), so rows are rendered as "
-                  f"plain text (`data.chat: false`); name one with `model.chat_template` (gemma, chatml, or a Jinja "
-                  f"file) to render them as chats.")
+            print(
+                f"tuner: {recipe.model.name_or_path} has no chat template (a base model), so rows are rendered as "
+                f"plain text (`data.chat: false`); name one with `model.chat_template` (gemma, chatml, or a Jinja "
+                f"file) to render them as chats."
+            )
     elif recipe.data.chat and ships is False:
         raise TunerError(no_template(recipe))
 
@@ -327,27 +395,41 @@ def _from_overrides(error: TunerError, overrides) -> TunerError:
         key = ".".join(parts)
         if f"`{key}`" not in message and f"`{key}." not in message:
             continue
-        read = (f", read as YAML, which gave a {'mapping' if isinstance(value, dict) else 'list'}: quote the value, "
-                f"e.g. --set '{key}=\"...\"'" if isinstance(value, dict | list) else "")
+        read = (
+            f", read as YAML, which gave a {'mapping' if isinstance(value, dict) else 'list'}: quote the value, "
+            f"e.g. --set '{key}=\"...\"'"
+            if isinstance(value, dict | list)
+            else ""
+        )
         blamed.append(f"`{key}` came from `--set {text}`{read}.")
     if not blamed:
         return error
-    return TunerError(message.replace(" Fix the recipe and run again.", "") + " " + " ".join(blamed)
-                      + " Fix the --set value and run again.")
+    return TunerError(
+        message.replace(" Fix the recipe and run again.", "")
+        + " "
+        + " ".join(blamed)
+        + " Fix the --set value and run again."
+    )
 
 
 def _check_files(recipe: Recipe) -> None:
-    sources = [(f"train[{n}]" if isinstance(recipe.data.train, list) else "train", one)
-               for n, one in enumerate(recipe.data.train_sources())] + [("eval", recipe.data.eval)]
+    sources = [
+        (f"train[{n}]" if isinstance(recipe.data.train, list) else "train", one)
+        for n, one in enumerate(recipe.data.train_sources())
+    ] + [("eval", recipe.data.eval)]
     for name, source in sources:
         if source is not None and source.path is not None and not Path(source.path).is_file():
-            raise TunerError(f"{recipe.source}: key `data.{name}.path`: data file {source.path} does not exist "
-                             f"(paths are relative to the current folder {Path.cwd()}). Fix the path or create "
-                             f"the file.")
+            raise TunerError(
+                f"{recipe.source}: key `data.{name}.path`: data file {source.path} does not exist "
+                f"(paths are relative to the current folder {Path.cwd()}). Fix the path or create "
+                f"the file."
+            )
     if recipe.rag is not None and not Path(recipe.rag.corpus).exists():
-        raise TunerError(f"{recipe.source}: key `rag.corpus`: {recipe.rag.corpus} does not exist (paths are relative "
-                         f"to the current folder {Path.cwd()}). Point it at a folder of .txt/.md files or a data "
-                         f"file with a `text` column.")
+        raise TunerError(
+            f"{recipe.source}: key `rag.corpus`: {recipe.rag.corpus} does not exist (paths are relative "
+            f"to the current folder {Path.cwd()}). Point it at a folder of .txt/.md files or a data "
+            f"file with a `text` column."
+        )
     resolve_model_path(recipe.model.name_or_path, recipe.source)  # checks paths, loads nothing
     if recipe.model.adapter is not None:
         for adapter in adapter_runs(recipe):

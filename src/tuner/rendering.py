@@ -11,12 +11,15 @@ import os
 from typing import Any
 
 from .data.rows import join_answer, last_turn_as_completion
+from .data.sources import table
 from .errors import TunerError
 
 # How tools reach a template that has no `tools` argument (SmolLM2's and most small models'): the schemas in the
 # system turn, and a call as the JSON the assistant writes. The same text in training, the dry run and evaluation.
-PLAIN_TOOLS = ("You can call these functions. To call one, answer with only a JSON object "
-               '{"name": <function name>, "arguments": <arguments object>}:\n')
+PLAIN_TOOLS = (
+    "You can call these functions. To call one, answer with only a JSON object "
+    '{"name": <function name>, "arguments": <arguments object>}:\n'
+)
 
 
 def native_tools(tokenizer) -> bool:
@@ -25,8 +28,11 @@ def native_tools(tokenizer) -> bool:
 
 
 def tool_rendering(tokenizer) -> str:
-    return "the chat template's own (tools=, tool_calls)" if native_tools(tokenizer) else \
-        "plain: the schemas in the system turn, calls as JSON in the assistant turn"
+    return (
+        "the chat template's own (tools=, tool_calls)"
+        if native_tools(tokenizer)
+        else "plain: the schemas in the system turn, calls as JSON in the assistant turn"
+    )
 
 
 def chat_view(messages: list[dict[str, Any]], tools: str | None, tokenizer) -> tuple[list[dict[str, Any]], dict]:
@@ -38,9 +44,16 @@ def chat_view(messages: list[dict[str, Any]], tools: str | None, tokenizer) -> t
         return messages, {}
     schemas = json.loads(tools) if tools else None
     if native_tools(tokenizer):
-        view = [{"role": "assistant", "content": "", "tool_calls": [
-                    {"type": "function", "function": call} for call in _calls(m["content"])]}
-                if m.get("call") else m for m in messages]
+        view = [
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"type": "function", "function": call} for call in _calls(m["content"])],
+            }
+            if m.get("call")
+            else m
+            for m in messages
+        ]
         return view, ({"tools": schemas} if schemas else {})
     if not schemas:
         return messages, {}
@@ -81,9 +94,11 @@ def render_prompt(prompt: Any, tokenizer, tools: str | None = None) -> str:
     if isinstance(prompt, str):
         return generation_prompt(prompt, tokenizer)
     if not tokenizer.chat_template:
-        raise TunerError("the rows are chat messages but the tokenizer has no chat template. Set `data.chat: false` "
-                         "to score plain text, name one with `model.chat_template`, or use a model with a chat "
-                         "template.")
+        raise TunerError(
+            "the rows are chat messages but the tokenizer has no chat template. Set `data.chat: false` "
+            "to score plain text, name one with `model.chat_template`, or use a model with a chat "
+            "template."
+        )
     from jinja2 import TemplateError
 
     view, settings = chat_view(prompt + [{"role": "assistant", "content": ANSWER_MARK}], tools, tokenizer)
@@ -92,7 +107,7 @@ def render_prompt(prompt: Any, tokenizer, tools: str | None = None) -> str:
     except (ValueError, TypeError, KeyError, TemplateError):
         whole = ""
     if ANSWER_MARK in whole:
-        return whole[:whole.index(ANSWER_MARK)]
+        return whole[: whole.index(ANSWER_MARK)]
     return generation_prompt(prompt, tokenizer, tools)
 
 
@@ -111,8 +126,9 @@ def reward_ids(prompt: Any, answer: Any, tokenizer, tools: str | None = None) ->
     if isinstance(prompt, str):
         text = prompt + (answer if isinstance(answer, str) else answer[-1]["content"])
         return tokenizer(text + tokenizer.eos_token)["input_ids"]
-    messages, settings = chat_view(prompt + (answer if isinstance(answer, list) else
-                                             [{"role": "assistant", "content": answer}]), tools, tokenizer)
+    messages, settings = chat_view(
+        prompt + (answer if isinstance(answer, list) else [{"role": "assistant", "content": answer}]), tools, tokenizer
+    )
     return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **settings)["input_ids"])
 
 
@@ -125,8 +141,8 @@ def continuation(row: dict[str, Any], answer: str) -> str:
         return answer
     given = next((row[key] for key in ("completion", "chosen") if isinstance(row.get(key), str)), None)
     if given is None:
-        return join_answer(prompt, answer)[len(prompt):]
-    return given[:len(given) - len(given.lstrip(" "))] + answer
+        return join_answer(prompt, answer)[len(prompt) :]
+    return given[: len(given) - len(given.lstrip(" "))] + answer
 
 
 def rendered_pairs(row: dict[str, Any], tokenizer) -> list[tuple[str, str]]:
@@ -155,17 +171,26 @@ def row_tokens(row: dict[str, Any], tokenizer) -> int:
     already counts its `input_ids`."""
     if "input_ids" in row:
         return len(row["input_ids"])
-    return max(len(tokenizer(prompt + answer, add_special_tokens=False)["input_ids"])
-               for prompt, answer in rendered_pairs(row, tokenizer))
+    return max(
+        len(tokenizer(prompt + answer, add_special_tokens=False)["input_ids"])
+        for prompt, answer in rendered_pairs(row, tokenizer)
+    )
 
 
 def sampled_row(row: dict[str, Any], tokenizer, generated: int) -> dict[str, Any]:
     """A GRPO prompt row as `rendered_row` shows a row: the prompt as the model reads it, and in place of an answer
     the `generated` tokens sampled for it (the loss is on those)."""
     prompt = render_prompt(row["prompt"], tokenizer, row.get("tools"))
-    return {"answers": [{"prompt": prompt, "answer": f"(up to {generated} sampled tokens)",
-                         "prompt_tokens": len(tokenizer(prompt, add_special_tokens=False)["input_ids"]),
-                         "answer_tokens": generated}]}
+    return {
+        "answers": [
+            {
+                "prompt": prompt,
+                "answer": f"(up to {generated} sampled tokens)",
+                "prompt_tokens": len(tokenizer(prompt, add_special_tokens=False)["input_ids"]),
+                "answer_tokens": generated,
+            }
+        ]
+    }
 
 
 def longest_row_tokens(rows, tokenizer, max_length: int | None, sample: int = 2000) -> int:
@@ -192,11 +217,13 @@ def chat_segments(messages: list[dict[str, Any]], tokenizer, tools: str | None =
         for number, message in enumerate(messages):
             if message["role"] != "assistant" or number == 0:
                 continue
-            before, through = render(messages[:number], opening=True), render(messages[:number + 1])
+            before, through = render(messages[:number], opening=True), render(messages[: number + 1])
             if not (whole.startswith(through) and through.startswith(before) and len(before) >= done):
                 return None
-            pieces += [(whole[done:len(before)], False),
-                       (whole[len(before):len(through)], message.get("train") is not False)]
+            pieces += [
+                (whole[done : len(before)], False),
+                (whole[len(before) : len(through)], message.get("train") is not False),
+            ]
             done = len(through)
     except (ValueError, TypeError, KeyError, TemplateError):  # a template that refuses a partial chat
         return None
@@ -220,13 +247,17 @@ def pieces_tokens(pieces: list[tuple[str, bool]], tokenizer) -> dict[str, list[i
         encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         # A token belongs to the piece of its last character: " d" after "assistant:" is the answer's (its
         # prediction is the answer), as the evaluator moves a context's trailing space into the answer.
-        pieces_of = [next((n for n, end in enumerate(ends) if max(start, stop - 1) < end), len(ends) - 1)
-                     for start, stop in encoded["offset_mapping"]]
+        pieces_of = [
+            next((n for n, end in enumerate(ends) if max(start, stop - 1) < end), len(ends) - 1)
+            for start, stop in encoded["offset_mapping"]
+        ]
     else:  # no offsets: a token belongs to the first piece whose end the text's tokens up to it reach
         encoded = tokenizer(text, add_special_tokens=False)
         counts = [len(tokenizer(text[:end], add_special_tokens=False)["input_ids"]) for end in ends]
-        pieces_of = [next((n for n, count in enumerate(counts) if i < count), len(counts) - 1)
-                     for i in range(len(encoded["input_ids"]))]
+        pieces_of = [
+            next((n for n, count in enumerate(counts) if i < count), len(counts) - 1)
+            for i in range(len(encoded["input_ids"]))
+        ]
     mask = [int(loss[n]) for n in pieces_of]
     return {"input_ids": list(encoded["input_ids"]), "assistant_masks": mask}
 
@@ -248,17 +279,24 @@ def rendered_row(row: dict[str, Any], tokenizer) -> dict[str, Any]:
     pieces = chat_segments(row["messages"], tokenizer, row.get("tools")) if "messages" in row else None
     if pieces is not None:
         counts = [(len(tokenizer(text, add_special_tokens=False)["input_ids"]), loss) for text, loss in pieces]
-        return {"answers": [{"prompt": "".join(t for t, loss in pieces if not loss),
-                             "answer": "".join(t for t, loss in pieces if loss),
-                             "marked": "".join(f"[[{t}]]" if loss else t for t, loss in pieces),
-                             "prompt_tokens": sum(n for n, loss in counts if not loss),
-                             "answer_tokens": sum(n for n, loss in counts if loss)}]}
+        return {
+            "answers": [
+                {
+                    "prompt": "".join(t for t, loss in pieces if not loss),
+                    "answer": "".join(t for t, loss in pieces if loss),
+                    "marked": "".join(f"[[{t}]]" if loss else t for t, loss in pieces),
+                    "prompt_tokens": sum(n for n, loss in counts if not loss),
+                    "answer_tokens": sum(n for n, loss in counts if loss),
+                }
+            ]
+        }
     parts = []
     for prompt, answer in rendered_pairs(row, tokenizer):
         prompt_tokens = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
         answer_tokens = len(tokenizer(prompt + answer, add_special_tokens=False)["input_ids"]) - prompt_tokens
-        parts.append({"prompt": prompt, "answer": answer, "prompt_tokens": prompt_tokens,
-                      "answer_tokens": answer_tokens})
+        parts.append(
+            {"prompt": prompt, "answer": answer, "prompt_tokens": prompt_tokens, "answer_tokens": answer_tokens}
+        )
     return {"answers": parts}
 
 
@@ -293,19 +331,21 @@ def sft_rows(dataset, tokenizer):
         return dataset
     # Messages marked `train: false`, and chats with tools, take tuner's own masks and rendering: a template's
     # generation markers cover every answer, and TRL would hand the schemas only to templates that take them.
-    switched = any(m.get("train") is False or m.get("call") for row in dataset for m in row["messages"]) or \
-        any(row.get("tools") for row in dataset)
+    switched = any(m.get("train") is False or m.get("call") for row in dataset for m in row["messages"]) or any(
+        row.get("tools") for row in dataset
+    )
     if chat_template_marks_assistant(tokenizer) and not switched:
         return dataset
-    import datasets
 
     rows = [every_turn_tokens(row, tokenizer) for row in dataset]
     cut = [number for number, row in enumerate(rows) if not row.pop("whole")]
     if cut:
-        print(f"tuner: the chat template cannot be rendered turn by turn for {len(cut)} of {len(rows)} chats (rows "
-              f"{cut[:5]}{'...' if len(cut) > 5 else ''}); they train on their last answer only, the others on every "
-              f"answer")
-    return datasets.Dataset.from_list(rows)
+        print(
+            f"tuner: the chat template cannot be rendered turn by turn for {len(cut)} of {len(rows)} chats (rows "
+            f"{cut[:5]}{'...' if len(cut) > 5 else ''}); they train on their last answer only, the others on every "
+            f"answer"
+        )
+    return table(rows)
 
 
 def report_tools(rows, tokenizer, data_report: dict[str, Any]) -> None:
@@ -315,8 +355,10 @@ def report_tools(rows, tokenizer, data_report: dict[str, Any]) -> None:
         return
     data_report["tools_rendering"] = tool_rendering(tokenizer)
     if not native_tools(tokenizer):
-        print(f"tuner: the chat template has no tool support, so tools are rendered {tool_rendering(tokenizer)} "
-              f"(the same in training and evaluation; docs/data-formats.md)")
+        print(
+            f"tuner: the chat template has no tool support, so tools are rendered {tool_rendering(tokenizer)} "
+            f"(the same in training and evaluation; docs/data-formats.md)"
+        )
 
 
 def report_long_rows(rows, tokenizer, max_length: int | None, data_report: dict[str, Any]) -> None:
@@ -325,13 +367,19 @@ def report_long_rows(rows, tokenizer, max_length: int | None, data_report: dict[
     if not max_length:
         return
     long_rows = [number for number, row in enumerate(rows) if row_tokens(row, tokenizer) > max_length]
-    data_report["rows_longer_than_max_length"] = {"count": len(long_rows), "max_length": max_length,
-                                                  "first": long_rows[:10], "policy": "truncate"}
+    data_report["rows_longer_than_max_length"] = {
+        "count": len(long_rows),
+        "max_length": max_length,
+        "first": long_rows[:10],
+        "policy": "truncate",
+    }
     if long_rows:
-        print(f"tuner: {len(long_rows)} of {len(rows)} train rows are longer than train.max_length ({max_length} "
-              f"tokens; rows {long_rows[:5]}{'...' if len(long_rows) > 5 else ''}): they are cut to their first "
-              f"{max_length} tokens, and a row whose answer falls wholly beyond is dropped. Raise "
-              f"`train.max_length` to keep them whole.")
+        print(
+            f"tuner: {len(long_rows)} of {len(rows)} train rows are longer than train.max_length ({max_length} "
+            f"tokens; rows {long_rows[:5]}{'...' if len(long_rows) > 5 else ''}): they are cut to their first "
+            f"{max_length} tokens, and a row whose answer falls wholly beyond is dropped. Raise "
+            f"`train.max_length` to keep them whole."
+        )
 
 
 def report_long_pairs(rows, tokenizer, max_length: int | None, data_report: dict[str, Any], source: str) -> None:
@@ -340,16 +388,29 @@ def report_long_pairs(rows, tokenizer, max_length: int | None, data_report: dict
     a run that would have none left."""
     if not max_length:
         return
-    long_rows = [number for number, row in enumerate(rows)
-                 if max(len(reward_ids(row["prompt"], row[side], tokenizer, row.get("tools")))
-                        for side in ("chosen", "rejected")) > max_length]
-    data_report["rows_longer_than_max_length"] = {"count": len(long_rows), "max_length": max_length,
-                                                  "first": long_rows[:10], "policy": "drop"}
+    long_rows = [
+        number
+        for number, row in enumerate(rows)
+        if max(
+            len(reward_ids(row["prompt"], row[side], tokenizer, row.get("tools"))) for side in ("chosen", "rejected")
+        )
+        > max_length
+    ]
+    data_report["rows_longer_than_max_length"] = {
+        "count": len(long_rows),
+        "max_length": max_length,
+        "first": long_rows[:10],
+        "policy": "drop",
+    }
     if len(long_rows) == len(rows):
-        raise TunerError(f"{source}: every one of the {len(rows)} train pairs is longer than train.max_length "
-                         f"({max_length} tokens) with its prompt, and a reward model leaves such pairs out, so none is "
-                         f"left to train on. Raise `train.max_length`.")
+        raise TunerError(
+            f"{source}: every one of the {len(rows)} train pairs is longer than train.max_length "
+            f"({max_length} tokens) with its prompt, and a reward model leaves such pairs out, so none is "
+            f"left to train on. Raise `train.max_length`."
+        )
     if long_rows:
-        print(f"tuner: {len(long_rows)} of {len(rows)} train pairs are longer than train.max_length ({max_length} "
-              f"tokens; rows {long_rows[:5]}{'...' if len(long_rows) > 5 else ''}): the reward model trains without "
-              f"them. Raise `train.max_length` to keep them.")
+        print(
+            f"tuner: {len(long_rows)} of {len(rows)} train pairs are longer than train.max_length ({max_length} "
+            f"tokens; rows {long_rows[:5]}{'...' if len(long_rows) > 5 else ''}): the reward model trains without "
+            f"them. Raise `train.max_length` to keep them."
+        )

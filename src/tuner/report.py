@@ -61,18 +61,27 @@ def _confusion(members: list[Path], task: str) -> dict[str, Any] | None:
     if not pairs:
         return None
     labels, matrix = confusion_matrix([gold for gold, _ in pairs], [predicted for _, predicted in pairs])
-    return {"task": task, "labels": labels, "matrix": matrix, "accuracy": per_label_accuracy(labels, matrix),
-            "seeds": len(members)}
+    return {
+        "task": task,
+        "labels": labels,
+        "matrix": matrix,
+        "accuracy": per_label_accuracy(labels, matrix),
+        "seeds": len(members),
+    }
 
 
 def _facts(manifest: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     hardware, versions = manifest.get("hardware") or {}, manifest.get("versions") or {}
-    facts = {"folder": row["path"], "seeds": ", ".join(str(s) for s in row.get("seeds") or []) or "",
-             "device": hardware.get("device_name") or hardware.get("cpu") or hardware.get("device"),
-             "precision": manifest.get("precision"), "model": (manifest.get("model") or {}).get("name_or_path"),
-             "train rows": (manifest.get("data") or {}).get("train_rows"),
-             "train data fingerprint": str((manifest.get("data") or {}).get("train_fingerprint") or "")[:16],
-             "eval data fingerprint": str((manifest.get("data") or {}).get("eval_fingerprint") or "")[:16]}
+    facts = {
+        "folder": row["path"],
+        "seeds": ", ".join(str(s) for s in row.get("seeds") or []) or "",
+        "device": hardware.get("device_name") or hardware.get("cpu") or hardware.get("device"),
+        "precision": manifest.get("precision"),
+        "model": (manifest.get("model") or {}).get("name_or_path"),
+        "train rows": (manifest.get("data") or {}).get("train_rows"),
+        "train data fingerprint": str((manifest.get("data") or {}).get("train_fingerprint") or "")[:16],
+        "eval data fingerprint": str((manifest.get("data") or {}).get("eval_fingerprint") or "")[:16],
+    }
     facts.update({name: version for name, version in versions.items() if version})
     return {k: v for k, v in facts.items() if v not in (None, "")}
 
@@ -82,39 +91,60 @@ def _run(row: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
     recipe_file = members[0] / "recipe.yaml"
     recipe = recipe_file.read_text(encoding="utf-8") if recipe_file.is_file() else None
     confusion = [found for task in tasks if task == "choice" for found in [_confusion(members, task)] if found]
-    return {"name": row["run"], "method": row.get("method"), "recipe": redact(recipe) if recipe else None,
-            "facts": _facts(_read(members[0] / "manifest.json"), row), "confusion": confusion}
+    return {
+        "name": row["run"],
+        "method": row.get("method"),
+        "recipe": redact(recipe) if recipe else None,
+        "facts": _facts(_read(members[0] / "manifest.json"), row),
+        "confusion": confusion,
+    }
 
 
 def _browse(rows: list[dict[str, Any]], baseline: str | None, task: str, prompts: dict[str, int]) -> dict | None:
     """The eval rows of `task` with each run's answer (its first seed's), for every run scored on the same rows
     (same gold answers in the same order) as the reference run (the baseline, else the first scored run)."""
-    scored = [(row, Path((row.get("run_paths") or [row["path"]])[0])) for row in rows
-              if row.get(f"{task}_accuracy") is not None and row.get(f"{task}_accuracy") == row.get(f"{task}_accuracy")]
+    scored = [
+        (row, Path((row.get("run_paths") or [row["path"]])[0]))
+        for row in rows
+        if row.get(f"{task}_accuracy") is not None and row.get(f"{task}_accuracy") == row.get(f"{task}_accuracy")
+    ]
     scored.sort(key=lambda pair: pair[0]["run"] != baseline)
     found = [(row, _predictions(folder, _read(folder / "metrics.json"), task)) for row, folder in scored]
     found = [(row, predictions) for row, predictions in found if predictions]
     if not found:
         return None
     gold = [str(p.get("gold")) for p in found[0][1]]
-    runs = []
+    runs, left_out = [], [row["run"] for row, _ in scored if row["run"] not in {r["run"] for r, _ in found}]
     for row, predictions in found:
         if [str(p.get("gold")) for p in predictions] != gold:
-            continue  # scored on other rows: not comparable row by row
+            left_out.append(row["run"])  # scored on other rows: not comparable row by row, said on the page
+            continue
         seeds = row.get("seeds") or []
-        entry = {"name": row["run"] + (f" (seed {seeds[0]})" if len(seeds) > 1 else ""),
-                 "answers": [str(p.get("prediction")) for p in predictions],
-                 "correct": [bool(p.get("correct")) for p in predictions],
-                 "prompts": [prompts.setdefault(str(p.get("prompt", "")), len(prompts)) for p in predictions]}
+        entry = {
+            "name": row["run"] + (f" (seed {seeds[0]})" if len(seeds) > 1 else ""),
+            "answers": [str(p.get("prediction")) for p in predictions],
+            "correct": [bool(p.get("correct")) for p in predictions],
+            "prompts": [prompts.setdefault(str(p.get("prompt", "")), len(prompts)) for p in predictions],
+        }
         if any("passages" in p for p in predictions):
             entry["passages"] = [[str(h.get("id")) for h in p.get("passages") or []] for p in predictions]
         runs.append(entry)
-    return {"gold": gold, "questions": [_question(p.get("prompt", "")) for p in found[0][1]], "runs": runs}
+    return {
+        "gold": gold,
+        "questions": [_question(p.get("prompt", "")) for p in found[0][1]],
+        "runs": runs,
+        "leftOut": left_out,
+    }
 
 
 def _point(row: dict[str, Any], task: str, x: float | None) -> dict[str, Any]:
-    return {"label": row["run"], "x": x, "y": row.get(f"{task}_accuracy"), "lo": row.get(f"{task}_ci_low"),
-            "hi": row.get(f"{task}_ci_high")}
+    return {
+        "label": row["run"],
+        "x": x,
+        "y": row.get(f"{task}_accuracy"),
+        "lo": row.get(f"{task}_ci_low"),
+        "hi": row.get(f"{task}_ci_high"),
+    }
 
 
 def _plots(rows: list[dict[str, Any]], task: str | None, units: str) -> list[dict[str, Any]]:
@@ -122,22 +152,47 @@ def _plots(rows: list[dict[str, Any]], task: str | None, units: str) -> list[dic
         return []
     rows = [row for row in rows if row.get(f"{task}_accuracy") is not None]
     one_off = [_point(row, task, (row.get("train_hours") or 0) + (row.get("index_hours") or 0)) for row in rows]
-    plots = [{"title": f"{task} accuracy against one-off {units}-hours", "points": one_off,
-              "xLabel": f"training + indexing {units}-hours", "logX": False},
-             {"title": f"{task} accuracy against latency", "points": [_point(r, task, r.get("latency_ms"))
-                                                                      for r in rows],
-              "xLabel": "ms per request", "logX": False}]
+    plots = [
+        {
+            "title": f"{task} accuracy against one-off {units}-hours",
+            "points": one_off,
+            "xLabel": f"training + indexing {units}-hours",
+            "logX": False,
+        },
+        {
+            "title": f"{task} accuracy against latency",
+            "points": [_point(r, task, r.get("latency_ms")) for r in rows],
+            "xLabel": "ms per request",
+            "logX": False,
+        },
+    ]
     swept = [(SWEEP_POINT.match(row["run"]), row) for row in rows]
     keys = {match["key"] for match, _ in swept if match}
     if len(keys) == 1:
         key = keys.pop()
-        points = sorted((_point(row, task, float(match["value"])) for match, row in swept if match),
-                        key=lambda point: point["x"])
-        lines = [{"label": row["run"], "y": row[f"{task}_accuracy"], "lo": row[f"{task}_ci_low"],
-                  "hi": row[f"{task}_ci_high"]} for match, row in swept if not match]
-        plots.append({"title": f"learning curve: {task} accuracy against {key}", "points": points, "xLabel": key,
-                      "logX": all(p["x"] > 0 for p in points) and max(p["x"] for p in points) >= 8 * min(
-                          p["x"] for p in points), "lines": lines})
+        points = sorted(
+            (_point(row, task, float(match["value"])) for match, row in swept if match), key=lambda point: point["x"]
+        )
+        lines = [
+            {
+                "label": row["run"],
+                "y": row[f"{task}_accuracy"],
+                "lo": row[f"{task}_ci_low"],
+                "hi": row[f"{task}_ci_high"],
+            }
+            for match, row in swept
+            if not match
+        ]
+        plots.append(
+            {
+                "title": f"learning curve: {task} accuracy against {key}",
+                "points": points,
+                "xLabel": key,
+                "logX": all(p["x"] > 0 for p in points)
+                and max(p["x"] for p in points) >= 8 * min(p["x"] for p in points),
+                "lines": lines,
+            }
+        )
     return plots
 
 
@@ -145,20 +200,40 @@ def report_data(comparison) -> dict[str, Any]:
     """Everything the page shows, as one JSON-ready dict built from `comparison`."""
     header, cells = display_rows(comparison)
     rows = json.loads(comparison.table.to_json(orient="records"))
-    accuracy_columns = {n: task for n, name in enumerate(header) for task in comparison.tasks
-                        if name.startswith(f"{task} accuracy")}
+    # One base model for every run goes in the subtitle, not in a column repeating it.
+    models = {line[header.index("model")] for line in cells}
+    if len(models) == 1:
+        at = header.index("model")
+        header, cells = header[:at] + header[at + 1 :], [line[:at] + line[at + 1 :] for line in cells]
+    accuracy_columns = {
+        n: task for n, name in enumerate(header) for task in comparison.tasks if name.startswith(f"{task} accuracy")
+    }
     prompts: dict[str, int] = {}
-    browse = {task: found for task in comparison.tasks
-              for found in [_browse(rows, comparison.baseline, task, prompts)] if found}
-    return {"title": "tuner comparison: " + ", ".join(row["run"] for row in rows),
-            "subtitle": f"{len(rows)} runs; baseline {comparison.baseline or 'none'}; tasks "
-                        f"{', '.join(comparison.tasks) or 'none'}; hours are {comparison.units}-hours",
-            "verdict": verdict(comparison), "header": header, "cells": cells, "rows": rows,
-            "accuracyColumns": accuracy_columns, "baseline": comparison.baseline,
-            "notes": notes(comparison, header),
-            "plots": _plots(rows, comparison.tasks[0] if comparison.tasks else None, comparison.units),
-            "differences": comparison.differences, "runs": [_run(row, comparison.tasks) for row in rows],
-            "browse": browse, "prompts": sorted(prompts, key=prompts.get)}
+    browse = {
+        task: found
+        for task in comparison.tasks
+        for found in [_browse(rows, comparison.baseline, task, prompts)]
+        if found
+    }
+    return {
+        "title": "tuner comparison: " + ", ".join(row["run"] for row in rows),
+        "subtitle": f"{len(rows)} runs"
+        + (f" of {next(iter(models))}" if len(models) == 1 else "")
+        + f"; baseline {comparison.baseline or 'none'}; tasks "
+        f"{', '.join(comparison.tasks) or 'none'}; hours are {comparison.units}-hours",
+        "verdict": verdict(comparison),
+        "header": header,
+        "cells": cells,
+        "rows": rows,
+        "accuracyColumns": accuracy_columns,
+        "baseline": comparison.baseline,
+        "notes": notes(comparison, header),
+        "plots": _plots(rows, comparison.tasks[0] if comparison.tasks else None, comparison.units),
+        "differences": comparison.differences,
+        "runs": [_run(row, comparison.tasks) for row in rows],
+        "browse": browse,
+        "prompts": sorted(prompts, key=prompts.get),
+    }
 
 
 def report_html(comparison) -> str:
@@ -166,4 +241,3 @@ def report_html(comparison) -> str:
     template = resources.files("tuner").joinpath(TEMPLATE).read_text(encoding="utf-8")
     data = json.dumps(report_data(comparison), ensure_ascii=False, default=str).replace("</", "<\\/")
     return template.replace("/*DATA*/", data)
-

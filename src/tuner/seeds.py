@@ -16,8 +16,15 @@ SEED_FOLDER = re.compile(r"seed-\d+(-\d+)?$")
 # Recipe keys a seed run sets or that only say where and how it ran; runs differing in nothing else are one group.
 PER_RUN_KEYS = ("seed", "seeds", "output_dir", "resume")
 # Columns averaged over a group's seeds (a seed's hours are the cost of one run); peak memory is the largest.
-MEANS = ("train_hours", "index_hours", "eval_hours", "latency_ms", "retrieval_ms", "prompt_tokens",
-         "trainable_parameters")
+MEANS = (
+    "train_hours",
+    "index_hours",
+    "eval_hours",
+    "latency_ms",
+    "retrieval_ms",
+    "prompt_tokens",
+    "trainable_parameters",
+)
 
 
 def without_seed_folder(path: str | None) -> str | None:
@@ -58,9 +65,18 @@ def groups(keys: list[str | None], seeds: list[int | None], paths: list[Path]) -
     found: list[list[int]] = []
 
     def place(index: int, fits) -> None:
-        home = next((group for group in found if keys[index] is not None and seeds[index] is not None
-                     and keys[group[0]] == keys[index] and seeds[index] not in [seeds[i] for i in group]
-                     and fits(group)), None)
+        home = next(
+            (
+                group
+                for group in found
+                if keys[index] is not None
+                and seeds[index] is not None
+                and keys[group[0]] == keys[index]
+                and seeds[index] not in [seeds[i] for i in group]
+                and fits(group)
+            ),
+            None,
+        )
         if home is None:
             found.append([index])
         else:
@@ -68,7 +84,7 @@ def groups(keys: list[str | None], seeds: list[int | None], paths: list[Path]) -
 
     in_seed_folders = [i for i, path in enumerate(paths) if SEED_FOLDER.match(path.name)]
     for index in in_seed_folders:
-        place(index, lambda group: all(paths[i].parent == paths[index].parent for i in group))
+        place(index, lambda group, index=index: all(paths[i].parent == paths[index].parent for i in group))
     for index in (i for i in range(len(keys)) if i not in in_seed_folders):
         place(index, lambda group: True)
     for group in found:
@@ -86,8 +102,14 @@ def group_name(paths: list[Path]) -> tuple[str, Path]:
     return " + ".join(path.name for path in paths), paths[0]
 
 
-def merge(rows: list[dict[str, Any]], seeds: list[int | None], tasks: list[str],
-          outcomes: dict[str, list[list[bool]] | None], name: str, path: Path) -> dict[str, Any]:
+def merge(
+    rows: list[dict[str, Any]],
+    seeds: list[int | None],
+    tasks: list[str],
+    outcomes: dict[str, list[list[bool]] | None],
+    name: str,
+    path: Path,
+) -> dict[str, Any]:
     """One comparison row for a group's runs (rows in seed order): per task the mean accuracy, the spread across seeds
     (`_spread_low`, `_spread_high`, `_std` from three seeds), each seed's accuracy and interval, and an interval of
     the mean by bootstrap over rows and seeds when every seed's predictions are there (else the widest of the
@@ -95,8 +117,15 @@ def merge(rows: list[dict[str, Any]], seeds: list[int | None], tasks: list[str],
     import numpy as np
 
     merged = dict(rows[0])
-    merged.update({"run": name, "path": str(path), "seeds": list(seeds), "run_paths": [row["path"] for row in rows],
-                   "notes": list(dict.fromkeys(note for row in rows for note in row["notes"]))})
+    merged.update(
+        {
+            "run": name,
+            "path": str(path),
+            "seeds": list(seeds),
+            "run_paths": [row["path"] for row in rows],
+            "notes": list(dict.fromkeys(note for row in rows for note in row["notes"])),
+        }
+    )
     for task in tasks:
         accuracies = [row[f"{task}_accuracy"] for row in rows]
         merged[f"{task}_seed_accuracy"] = accuracies

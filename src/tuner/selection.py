@@ -28,13 +28,21 @@ def fewshot_rows(train, evaluation, fewshot_config) -> list[dict[str, Any]]:
     # A train row whose question is also an eval question would leak the answer into the prompt.
     pool = [row for row in scoring_rows(train) if prompt_text(row) not in eval_questions]
     if k > len(pool):
-        raise TunerError(f"fewshot.k is {k} but the train split has only {len(pool)} rows usable as examples (rows "
-                         f"that repeat an eval question are left out). Lower `fewshot.k` or add train rows.")
+        raise TunerError(
+            f"fewshot.k is {k} but the train split has only {len(pool)} rows usable as examples (rows "
+            f"that repeat an eval question are left out). Lower `fewshot.k` or add train rows."
+        )
     picks = _pick_examples(pool, evaluation, fewshot_config)
     # `base_prompt` keeps the question as the data section rendered it, so the evaluator can tell that a few-shot run
     # scored the same rows, rendered the same way, as a fine-tuned one.
-    return [{**row, "prompt": _fewshot_prompt(row, [pool[i] for i in chosen], fewshot_config.as_chat),
-             "base_prompt": row["prompt"]} for row, chosen in zip(evaluation, picks)]
+    return [
+        {
+            **row,
+            "prompt": _fewshot_prompt(row, [pool[i] for i in chosen], fewshot_config.as_chat),
+            "base_prompt": row["prompt"],
+        }
+        for row, chosen in zip(evaluation, picks)
+    ]
 
 
 def _pick_examples(pool, evaluation, fewshot_config) -> list[list[int]]:
@@ -64,10 +72,14 @@ def _fewshot_prompt(row, examples, as_chat: bool):
     if as_chat and isinstance(row["prompt"], list):  # plain-text rows (`data.chat: false`) stay plain text
         turns = _system_turns(row["prompt"])
         for example in examples:
-            turns += [{"role": "user", "content": prompt_text(example)},
-                      {"role": "assistant", "content": answer_text(example)}]
+            turns += [
+                {"role": "user", "content": prompt_text(example)},
+                {"role": "assistant", "content": answer_text(example)},
+            ]
         return turns + [{"role": "user", "content": prompt_text(row)}]
     # Each example as training joins it: the answer after the separator its own row had.
-    shots = [prompt_text(example) + continuation({**example, "prompt": prompt_text(example)}, answer_text(example))
-             for example in examples]
+    shots = [
+        prompt_text(example) + continuation({**example, "prompt": prompt_text(example)}, answer_text(example))
+        for example in examples
+    ]
     return "\n\n".join(shots + [prompt_text(row)])

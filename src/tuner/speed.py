@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from importlib.util import find_spec
 from typing import Any
 
-from .estimate import estimate
 from .errors import TunerError
+from .estimate import estimate
 from .hardware import available_memory_mb, cpu_has_native_bf16, cuda_capability, cuda_has_bf16, device_kind
 from .rendering import longest_row_tokens
 
@@ -78,10 +78,12 @@ def quantization_note(model_config) -> str | None:
     without quantization."""
     if not model_config.quantize or device_kind() == "cuda":
         return None
-    return (f"tuner: {model_config.quantize} weights on a CPU (QLoRA): bitsandbytes' CPU path dequantizes each layer "
-            f"as it runs, so this run is slower than LoRA and saves little memory for a model that fits in RAM "
-            f"(BENCHMARKS.md measures both); QLoRA is for GPUs short of memory. For speed here, set "
-            f"`model.quantize: null`.")
+    return (
+        f"tuner: {model_config.quantize} weights on a CPU (QLoRA): bitsandbytes' CPU path dequantizes each layer "
+        f"as it runs, so this run is slower than LoRA and saves little memory for a model that fits in RAM "
+        f"(BENCHMARKS.md measures both); QLoRA is for GPUs short of memory. For speed here, set "
+        f"`model.quantize: null`."
+    )
 
 
 # What each flash-attention kernel needs: its package, and the smallest GPU compute capability it runs on.
@@ -95,18 +97,19 @@ def decide_attention(model_config, source: str = "<recipe>") -> str:
     asked = model_config.attn_implementation
     if asked in ("sdpa", "eager"):
         return asked
-    for kernel in ([asked] if asked != "auto" else ["flash_attention_2"]):
+    for kernel in [asked] if asked != "auto" else ["flash_attention_2"]:
         package, capability = FLASH_NEEDS[kernel]
         found = cuda_capability()
         if find_spec(package) is not None and found is not None and found >= capability:
             return kernel
         if asked != "auto":
-            raise TunerError(f"{source}: key `model.attn_implementation` is {kernel}, which needs the {package} "
-                             f"package and a GPU of compute capability {capability[0]}.{capability[1]} or more; this "
-                             f"machine has {'a GPU of ' + '.'.join(map(str, found)) if found else 'no GPU'}"
-                             f"{'' if find_spec(package) else ' and no ' + package}. Use `auto` or sdpa.")
+            raise TunerError(
+                f"{source}: key `model.attn_implementation` is {kernel}, which needs the {package} "
+                f"package and a GPU of compute capability {capability[0]}.{capability[1]} or more; this "
+                f"machine has {'a GPU of ' + '.'.join(map(str, found)) if found else 'no GPU'}"
+                f"{'' if find_spec(package) else ' and no ' + package}. Use `auto` or sdpa."
+            )
     return "sdpa"
-
 
 
 def is_flash_attention(implementation: str | None) -> bool:
@@ -148,9 +151,12 @@ class Speed:
 
     def trl_values(self) -> dict[str, Any]:
         """The TRL config keys tuner decides (a key left None is the recipe's or TRL's own)."""
-        values: dict[str, Any] = {"bf16": self.precision.compute == "bf16", "fp16": self.precision.compute == "fp16",
-                                  "use_cpu": device_kind() == "cpu",
-                                  "gradient_checkpointing": self.gradient_checkpointing}
+        values: dict[str, Any] = {
+            "bf16": self.precision.compute == "bf16",
+            "fp16": self.precision.compute == "fp16",
+            "use_cpu": device_kind() == "cpu",
+            "gradient_checkpointing": self.gradient_checkpointing,
+        }
         if self.packing is not None:
             values["packing"] = self.packing
         if self.train_sampling_strategy is not None:
@@ -167,13 +173,21 @@ class Speed:
 
     def manifest(self) -> dict[str, Any]:
         """The decisions as the run folder records them."""
-        return {"batches": self.batches, "attention": self.attention, "precision": self.precision.compute,
-                "gradient_checkpointing": self.gradient_checkpointing,
-                "gradient_checkpointing_reason": self.gradient_checkpointing_reason, "allocator": self.allocator,
-                "micro_batches": None if self.micro_batch is None else (
-                    f"{self.accumulation} of {self.micro_batch} rows per optimizer step of "
-                    f"{self.micro_batch * self.accumulation} (gradients accumulated; rows x the longest row kept "
-                    f"within {MICRO_BATCH_TOKENS:,} tokens)")}
+        return {
+            "batches": self.batches,
+            "attention": self.attention,
+            "precision": self.precision.compute,
+            "gradient_checkpointing": self.gradient_checkpointing,
+            "gradient_checkpointing_reason": self.gradient_checkpointing_reason,
+            "allocator": self.allocator,
+            "micro_batches": None
+            if self.micro_batch is None
+            else (
+                f"{self.accumulation} of {self.micro_batch} rows per optimizer step of "
+                f"{self.micro_batch * self.accumulation} (gradients accumulated; rows x the longest row kept "
+                f"within {MICRO_BATCH_TOKENS:,} tokens)"
+            ),
+        }
 
 
 def apply_process_settings(speed: Speed) -> None:
@@ -200,8 +214,13 @@ def micro_batches(recipe, tokenizer, rows) -> dict[str, int]:
     activations per layer that no cache holds: the memory-bound work between the matmuls (norms, rotary, casts)
     then runs at RAM speed (BENCHMARKS.md)."""
     train = recipe.train_settings()
-    if (device_kind() != "cpu" or recipe.method not in SEQUENCES_PER_ROW or train.get("packing")
-            or "gradient_accumulation_steps" in recipe.train or BATCH_LOSSES & set(loss_types(recipe))):
+    if (
+        device_kind() != "cpu"
+        or recipe.method not in SEQUENCES_PER_ROW
+        or train.get("packing")
+        or "gradient_accumulation_steps" in recipe.train
+        or BATCH_LOSSES & set(loss_types(recipe))
+    ):
         return {}
     batch = int(train["per_device_train_batch_size"])
     longest = SEQUENCES_PER_ROW[recipe.method] * longest_row_tokens(rows, tokenizer, train.get("max_length"))
@@ -257,8 +276,11 @@ def _dpo_batches(recipe) -> dict[str, Any]:
     are padded together."""
     if "train_sampling_strategy" in recipe.train:
         return {"batches": f"padded pairs ({recipe.train['train_sampling_strategy']} order)"}
-    return {"train_sampling_strategy": "group_by_length", "length_column": True,
-            "batches": "length-grouped padded pairs"}
+    return {
+        "train_sampling_strategy": "group_by_length",
+        "length_column": True,
+        "batches": "length-grouped padded pairs",
+    }
 
 
 def _kto_batches(recipe) -> dict[str, Any]:
@@ -282,8 +304,10 @@ def checkpointing(recipe, precision: Precision, model_config, tokenizer, rows) -
     free = available_memory_mb("cuda")
     if free is None or needed <= 0.9 * free:
         return False, None
-    reason = (f"on because memory needs it: an estimated {needed:,.0f} MB beyond the weights against {free:,.0f} MB "
-              f"free on the GPU (set train.gradient_checkpointing to decide yourself)")
+    reason = (
+        f"on because memory needs it: an estimated {needed:,.0f} MB beyond the weights against {free:,.0f} MB "
+        f"free on the GPU (set train.gradient_checkpointing to decide yourself)"
+    )
     print(f"tuner: gradient checkpointing {reason}.")
     return True, reason
 
@@ -292,12 +316,22 @@ def decide(recipe, loaded, rows) -> Speed:
     """Every speed setting of a training run, from the recipe, the loaded model and the hardware. `rows` are the
     canonical training rows (the checkpointing estimate measures their longest batch)."""
     model, attention = loaded.model, loaded.info.get("attn_implementation")  # as models.load_model decided it
-    batches = {"sft": lambda: _sft_batches(recipe, attention), "dpo": lambda: _dpo_batches(recipe),
-               "kto": lambda: _kto_batches(recipe), "reward": lambda: _dpo_batches(recipe),
-               "grpo": lambda: {"batches": f"groups of {recipe.grpo.num_generations} sampled answers per prompt"}
-               }[recipe.method]()
+    batches = {
+        "sft": lambda: _sft_batches(recipe, attention),
+        "dpo": lambda: _dpo_batches(recipe),
+        "kto": lambda: _kto_batches(recipe),
+        "reward": lambda: _dpo_batches(recipe),
+        "grpo": lambda: {"batches": f"groups of {recipe.grpo.num_generations} sampled answers per prompt"},
+    }[recipe.method]()
     on, reason = checkpointing(recipe, loaded.precision, model.config, loaded.tokenizer, rows)
     liger = None if "use_liger_kernel" in recipe.train else (liger_applies(recipe) or None)
-    return Speed(precision=loaded.precision, attention=attention, gradient_checkpointing=on,
-                 gradient_checkpointing_reason=reason, liger_kernel=liger, allocator=decide_allocator(),
-                 **micro_batches(recipe, loaded.tokenizer, rows), **batches)
+    return Speed(
+        precision=loaded.precision,
+        attention=attention,
+        gradient_checkpointing=on,
+        gradient_checkpointing_reason=reason,
+        liger_kernel=liger,
+        allocator=decide_allocator(),
+        **micro_batches(recipe, loaded.tokenizer, rows),
+        **batches,
+    )

@@ -29,12 +29,20 @@ def display_rows(comparison) -> tuple[list[str], list[list[str]]]:
     seeded = several_seeds(comparison)
     f1 = {task: f"{task}_macro_f1" in table and table[f"{task}_macro_f1"].notna().any() for task in comparison.tasks}
     for task in comparison.tasks:
-        header += [f"{task} accuracy [95% CI] (rows)"] + ([f"{task} macro-F1"] if f1[task] else []) \
-            + ([f"{task} across seeds"] if seeded else []) + ([f"Δ {task} vs baseline"] if deltas[task] else [])
+        header += (
+            [f"{task} accuracy [95% CI] (rows)"]
+            + ([f"{task} macro-F1"] if f1[task] else [])
+            + ([f"{task} across seeds"] if seeded else [])
+            + ([f"Δ {task} vs baseline"] if deltas[task] else [])
+        )
     retrieval = table["retrieval_ms"].notna().any()
     header += ["train hours"] + (["index hours"] if retrieval else []) + ["eval hours"]
-    header += ["ms/example (retrieval)" if retrieval else "ms/example", "prompt tokens", "peak memory",
-               "trainable params"]
+    header += [
+        "ms/example (retrieval)" if retrieval else "ms/example",
+        "prompt tokens",
+        "peak memory",
+        "trainable params",
+    ]
     break_even = "break_even_requests" in table and table["break_even_requests"].notna().any()
     if break_even:
         header.append("break-even (requests)")
@@ -43,13 +51,19 @@ def display_rows(comparison) -> tuple[list[str], list[list[str]]]:
     header.append("notes")
     lines = []
     for row in table.to_dict(orient="records"):
-        cells = [row["run"] + (" (baseline)" if row["run"] == comparison.baseline else ""), _text(row["method"]),
-                 _text(row["model"])]
+        cells = [
+            row["run"] + (" (baseline)" if row["run"] == comparison.baseline else ""),
+            _text(row["method"]),
+            _text(row["model"]),
+        ]
         for task in comparison.tasks:
             accuracy = row[f"{task}_accuracy"]
-            cells.append("" if _missing(accuracy) else
-                         f"{accuracy:.3f} [{row[f'{task}_ci_low']:.3f}, {row[f'{task}_ci_high']:.3f}] "
-                         f"({int(row[f'{task}_rows'])})")
+            cells.append(
+                ""
+                if _missing(accuracy)
+                else f"{accuracy:.3f} [{row[f'{task}_ci_low']:.3f}, {row[f'{task}_ci_high']:.3f}] "
+                f"({int(row[f'{task}_rows'])})"
+            )
             if f1[task]:
                 cells.append("" if _missing(row[f"{task}_macro_f1"]) else f"{row[f'{task}_macro_f1']:.3f}")
             if seeded:
@@ -62,16 +76,24 @@ def display_rows(comparison) -> tuple[list[str], list[list[str]]]:
         latency = "" if _missing(row["latency_ms"]) else f"{row['latency_ms']:.1f}"
         if retrieval and not _missing(row["retrieval_ms"]):
             latency += f" ({row['retrieval_ms']:.1f})"
-        cells += [_fmt_hours(None if _missing(row["eval_hours"]) else row["eval_hours"], row["hours_unit"]),
-                  latency, "" if _missing(row["prompt_tokens"]) else f"{row['prompt_tokens']:.0f}",
-                  "" if _missing(row["peak_memory_mb"]) else f"{row['peak_memory_mb']:,.0f} MB {row['memory_kind']}",
-                  _fmt_count(None if _missing(row["trainable_parameters"]) else int(row["trainable_parameters"]))]
+        cells += [
+            _fmt_hours(None if _missing(row["eval_hours"]) else row["eval_hours"], row["hours_unit"]),
+            latency,
+            "" if _missing(row["prompt_tokens"]) else f"{row['prompt_tokens']:.0f}",
+            "" if _missing(row["peak_memory_mb"]) else f"{row['peak_memory_mb']:,.0f} MB {row['memory_kind']}",
+            _fmt_count(None if _missing(row["trainable_parameters"]) else int(row["trainable_parameters"])),
+        ]
         if break_even:
-            cells.append("" if _missing(row["break_even_requests"]) else
-                         f"{int(row['break_even_requests']):,} vs {row['break_even_against']}")
+            cells.append(
+                ""
+                if _missing(row["break_even_requests"])
+                else f"{int(row['break_even_requests']):,} vs {row['break_even_against']}"
+            )
         if "cost" in table:
-            cells += ["" if _missing(row["cost"]) else f"{row['cost']:.4g}",
-                      "" if _missing(row["cost_per_1k_requests"]) else f"{row['cost_per_1k_requests']:.4g}"]
+            cells += [
+                "" if _missing(row["cost"]) else f"{row['cost']:.4g}",
+                "" if _missing(row["cost_per_1k_requests"]) else f"{row['cost_per_1k_requests']:.4g}",
+            ]
         cells.append(_text(row["notes"]))
         lines.append(cells)
     return header, lines
@@ -106,9 +128,14 @@ def seed_lines(comparison) -> list[str]:
             if _missing(row[f"{task}_accuracy"]):
                 continue
             scores = zip(seeds, row[f"{task}_seed_accuracy"], row[f"{task}_seed_ci"])
-            lines.append(f"- {row['run']} ({task}): " + "; ".join(
-                f"seed {seed} {accuracy:.3f} [{low:.3f}, {high:.3f}]" for seed, accuracy, (low, high) in scores
-                if not _missing(accuracy)))
+            lines.append(
+                f"- {row['run']} ({task}): "
+                + "; ".join(
+                    f"seed {seed} {accuracy:.3f} [{low:.3f}, {high:.3f}]"
+                    for seed, accuracy, (low, high) in scores
+                    if not _missing(accuracy)
+                )
+            )
     return lines
 
 
@@ -137,8 +164,11 @@ def verdict(comparison) -> list[str]:
             continue
         best = max(scored, key=lambda row: row[f"{task}_accuracy"])
         words = [f"most accurate: {best['run']} ({best['method']}, {best[f'{task}_accuracy']:.3f})"]
-        paired = [row for row in scored if row[f"{task}_delta_distinguishable"] is not None
-                  and not _missing(row[f"{task}_delta_distinguishable"])]
+        paired = [
+            row
+            for row in scored
+            if row[f"{task}_delta_distinguishable"] is not None and not _missing(row[f"{task}_delta_distinguishable"])
+        ]
         better = [row for row in paired if row[f"{task}_delta_distinguishable"] and row[f"{task}_delta"] > 0]
         if paired:
             same = [row["run"] for row in paired if not row[f"{task}_delta_distinguishable"]]
@@ -157,8 +187,10 @@ def verdict(comparison) -> list[str]:
             words.append(f"cheapest one-off among those beating the baseline: {cheapest['run']}")
         repaid = [row for row in scored if not _missing(row.get("break_even_requests"))]
         for row in repaid:
-            words.append(f"{row['run']} repays its one-off cost against {row['break_even_against']} after "
-                         f"{int(row['break_even_requests']):,} requests")
+            words.append(
+                f"{row['run']} repays its one-off cost against {row['break_even_against']} after "
+                f"{int(row['break_even_requests']):,} requests"
+            )
         lines.append(f"Verdict ({task}): " + "; ".join(words) + ".")
     return lines
 
@@ -174,23 +206,35 @@ def _missing(value: Any) -> bool:
 def notes(comparison, header: list[str]) -> list[str]:
     """The paragraphs that explain the table (units, seeds, break-even, index hours), in the order Markdown prints
     them around the verdict; the report shows the same ones."""
-    found = [f"Hours are {comparison.units}-hours: wall time x processes. Δ is accuracy points against the "
-             f"baseline on the same rows and prompts, with its 95% interval by paired bootstrap over those rows "
-             f"(n.s.: the interval covers zero, not distinguishable from the noise of the eval rows); runs scored "
-             f"otherwise are flagged in notes and get none."]
+    found = [
+        f"Hours are {comparison.units}-hours: wall time x processes. Δ is accuracy points against the "
+        f"baseline on the same rows and prompts, with its 95% interval by paired bootstrap over those rows "
+        f"(n.s.: the interval covers zero, not distinguishable from the noise of the eval rows); runs scored "
+        f"otherwise are flagged in notes and get none."
+    ]
     if several_seeds(comparison):
-        found.append("\n".join(["Rows of several seeds (runs differing only by seed) show the mean over seeds; its "
-                                "interval and Δ's are by bootstrap over eval rows and seeds together. Each seed alone:",
-                                *seed_lines(comparison)]))
+        found.append(
+            "\n".join(
+                [
+                    "Rows of several seeds (runs differing only by seed) show the mean over seeds; its "
+                    "interval and Δ's are by bootstrap over eval rows and seeds together. Each seed alone:",
+                    *seed_lines(comparison),
+                ]
+            )
+        )
     if "break-even (requests)" in header:
-        found.append("Break-even: the requests after which a run's one-off hours (training, indexing) are paid back "
-                     "by its faster requests against the most accurate prompt-side run (few-shot or retrieval, whose "
-                     "prompts are longer), at the ms/example measured here; cost / 1k requests is that latency "
-                     "priced.")
+        found.append(
+            "Break-even: the requests after which a run's one-off hours (training, indexing) are paid back "
+            "by its faster requests against the most accurate prompt-side run (few-shot or retrieval, whose "
+            "prompts are longer), at the ms/example measured here; cost / 1k requests is that latency "
+            "priced."
+        )
     if "index hours" in header:
-        found.append("Index hours: building the retrieval index (a one-off, like training; a reused index counts its "
-                     "build). ms/example is a request's latency, retrieval included; in brackets, retrieval's share. "
-                     "Prompt tokens: the length of each request's prompt, passages included.")
+        found.append(
+            "Index hours: building the retrieval index (a one-off, like training; a reused index counts its "
+            "build). ms/example is a request's latency, retrieval included; in brackets, retrieval's share. "
+            "Prompt tokens: the length of each request's prompt, passages included."
+        )
     return found
 
 

@@ -10,8 +10,20 @@ from pathlib import Path
 from typing import Any
 
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback
-from trl import (DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, KTOConfig, KTOTrainer, RewardConfig, RewardTrainer,
-                 RLOOConfig, RLOOTrainer, SFTConfig, SFTTrainer)
+from trl import (
+    DPOConfig,
+    DPOTrainer,
+    GRPOConfig,
+    GRPOTrainer,
+    KTOConfig,
+    KTOTrainer,
+    RewardConfig,
+    RewardTrainer,
+    RLOOConfig,
+    RLOOTrainer,
+    SFTConfig,
+    SFTTrainer,
+)
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from .adapters import build_peft_config, with_run_adapter
@@ -22,8 +34,14 @@ from .recipe_file import trl_method
 from .rendering import sft_rows, with_lengths
 from .speed import decide, loss_types
 
-CONFIG_CLASSES = {"sft": SFTConfig, "dpo": DPOConfig, "kto": KTOConfig, "reward": RewardConfig, "grpo": GRPOConfig,
-                  "rloo": RLOOConfig}
+CONFIG_CLASSES = {
+    "sft": SFTConfig,
+    "dpo": DPOConfig,
+    "kto": KTOConfig,
+    "reward": RewardConfig,
+    "grpo": GRPOConfig,
+    "rloo": RLOOConfig,
+}
 POLICY_TRAINERS = {"grpo": GRPOTrainer, "rloo": RLOOTrainer}
 
 
@@ -32,9 +50,14 @@ def trl_config(recipe, speed, run_dir: Path, method_settings: dict[str, Any] | N
     tuner decides itself (precision, batching, checkpointing, kernels from `speed`; paths and seed)."""
     config_class = CONFIG_CLASSES[trl_method(recipe)]
     # Training's bar is drawn where someone watches it; elsewhere (a log file) `TrainingLines` prints its tenths.
-    values = {"disable_tqdm": not bars_shown(), **recipe.train_settings(), **(method_settings or {}),
-              **speed.trl_values(),
-              "output_dir": str(run_dir / "checkpoints"), "seed": recipe.seed}
+    values = {
+        "disable_tqdm": not bars_shown(),
+        **recipe.train_settings(),
+        **(method_settings or {}),
+        **speed.trl_values(),
+        "output_dir": str(run_dir / "checkpoints"),
+        "seed": recipe.seed,
+    }
     # transformers 5 reads `activation_checkpointing`; `gradient_checkpointing` is its older name, copied over only
     # when the new one is unset, so the decision is given under the name the config reads.
     if "activation_checkpointing" in {field.name for field in dataclasses.fields(config_class)}:
@@ -68,16 +91,18 @@ class TrainingLines(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero and self.lines is not None:
-            self.lines.update(state.global_step - self.first,
-                              f", loss {self.loss:.4g}" if isinstance(self.loss, float) else "")
+            self.lines.update(
+                state.global_step - self.first, f", loss {self.loss:.4g}" if isinstance(self.loss, float) else ""
+            )
 
 
 def packed_rows_collator(pad_token_id: int, pad_to_multiple_of: int | None = None):
     """A collator for BFD-packed rows that keeps the rows: padded to the batch's longest, position ids restarting at
     each packed sequence, labels -100 on padding, no attention mask. transformers reads the sequence boundaries from
     the position ids and masks each row block-diagonally, so attention costs max_length^2 per row, not per batch."""
-    return PackedRowsCollator(pad_token_id=pad_token_id, padding_free=False, return_position_ids=True,
-                              pad_to_multiple_of=pad_to_multiple_of)
+    return PackedRowsCollator(
+        pad_token_id=pad_token_id, padding_free=False, return_position_ids=True, pad_to_multiple_of=pad_to_multiple_of
+    )
 
 
 class PackedRowsCollator(DataCollatorForLanguageModeling):
@@ -104,8 +129,13 @@ def sft_trainer(recipe, speed, loaded, rows, run_dir: Path):
     args = trl_config(recipe, speed, run_dir, {"assistant_only_loss": True} if "messages" in rows.column_names else {})
     model = prepare_base(loaded.model, recipe.model.quantize, speed.gradient_checkpointing)
     trainer_class = PackedRowsSFTTrainer if speed.packed_rows else SFTTrainer
-    return trainer_class(model=model, args=args, train_dataset=rows, processing_class=loaded.tokenizer,
-                         peft_config=build_peft_config(recipe.adapter))
+    return trainer_class(
+        model=model,
+        args=args,
+        train_dataset=rows,
+        processing_class=loaded.tokenizer,
+        peft_config=build_peft_config(recipe.adapter),
+    )
 
 
 def policy(recipe, speed, loaded):
@@ -125,16 +155,19 @@ def dpo_trainer(recipe, speed, loaded, rows, run_dir: Path):
     args = trl_config(recipe, speed, run_dir, settings)
     model, peft_config = policy(recipe, speed, loaded)
     rows = with_lengths(rows, loaded.tokenizer) if speed.length_column else rows
-    return DPOTrainer(model=model, args=args, train_dataset=rows, processing_class=loaded.tokenizer,
-                      peft_config=peft_config)
+    return DPOTrainer(
+        model=model, args=args, train_dataset=rows, processing_class=loaded.tokenizer, peft_config=peft_config
+    )
 
 
 def feedback_weights(settings, counts: dict[str, int]) -> dict[str, float]:
     """KTO's desirable and undesirable weights: the recipe's, or (neither given) the rarer side weighted up so both
     sides weigh the same, as KTO's authors advise (desirable x count over undesirable x count within 1 to 4/3)."""
     if settings.desirable_weight is not None or settings.undesirable_weight is not None:
-        return {"desirable_weight": settings.desirable_weight or 1.0,
-                "undesirable_weight": settings.undesirable_weight or 1.0}
+        return {
+            "desirable_weight": settings.desirable_weight or 1.0,
+            "undesirable_weight": settings.undesirable_weight or 1.0,
+        }
     up, down = counts["desirable"], counts["undesirable"]
     return {"desirable_weight": round(max(1.0, down / up), 4), "undesirable_weight": round(max(1.0, up / down), 4)}
 
@@ -142,12 +175,19 @@ def feedback_weights(settings, counts: dict[str, int]) -> dict[str, float]:
 def kto_trainer(recipe, speed, loaded, rows, run_dir: Path):
     """KTOTrainer over the policy, new adapter or an SFT run's, on feedback rows (`desirable` is TRL's `label`). The
     reference is the policy with the adapter off, or a frozen copy of the SFT adapter, as for DPO."""
-    settings = {**recipe.kto.model_dump(exclude={"unpair"}, exclude_none=True),
-                **feedback_weights(recipe.kto, feedback_counts(rows))}
+    settings = {
+        **recipe.kto.model_dump(exclude={"unpair"}, exclude_none=True),
+        **feedback_weights(recipe.kto, feedback_counts(rows)),
+    }
     args = trl_config(recipe, speed, run_dir, settings)
     model, peft_config = policy(recipe, speed, loaded)
-    return KTOTrainer(model=model, args=args, train_dataset=rows.rename_column("desirable", "label"),
-                      processing_class=loaded.tokenizer, peft_config=peft_config)
+    return KTOTrainer(
+        model=model,
+        args=args,
+        train_dataset=rows.rename_column("desirable", "label"),
+        processing_class=loaded.tokenizer,
+        peft_config=peft_config,
+    )
 
 
 def reward_trainer(recipe, speed, loaded, rows, run_dir: Path):
@@ -156,25 +196,37 @@ def reward_trainer(recipe, speed, loaded, rows, run_dir: Path):
     args = trl_config(recipe, speed, run_dir)
     model = prepare_base(loaded.model, recipe.model.quantize, speed.gradient_checkpointing)
     rows = with_lengths(rows, loaded.tokenizer) if speed.length_column else rows
-    return RewardTrainer(model=model, args=args, train_dataset=rows, processing_class=loaded.tokenizer,
-                         peft_config=build_peft_config(recipe.adapter, head="reward"))
+    return RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=rows,
+        processing_class=loaded.tokenizer,
+        peft_config=build_peft_config(recipe.adapter, head="reward"),
+    )
 
 
 def grpo_trainer(recipe, speed, loaded, rows, run_dir: Path, reward_funcs: list):
     """GRPOTrainer (or RLOOTrainer, `grpo.algorithm: rloo`) over the policy (a new adapter, or an SFT run's trained
     on) with the recipe's rewards (built by `rewards.reward_functions`, their weights as TRL's `reward_weights`), on
     prompt rows (`gold`, `choices` beside each prompt for the rewards that need them)."""
-    settings = {**recipe.grpo.model_dump(exclude={"rewards", "algorithm"}),
-                "reward_weights": [spec.weight for spec in recipe.grpo.rewards]}
+    settings = {
+        **recipe.grpo.model_dump(exclude={"rewards", "algorithm"}),
+        "reward_weights": [spec.weight for spec in recipe.grpo.rewards],
+    }
     args = trl_config(recipe, speed, run_dir, settings)
     model, peft_config = policy(recipe, speed, loaded)
     trainer_class = POLICY_TRAINERS[recipe.grpo.algorithm]
-    return trainer_class(model=model, reward_funcs=reward_funcs, args=args, train_dataset=rows,
-                         processing_class=loaded.tokenizer, peft_config=peft_config)
+    return trainer_class(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=args,
+        train_dataset=rows,
+        processing_class=loaded.tokenizer,
+        peft_config=peft_config,
+    )
 
 
-TRAINERS = {"sft": sft_trainer, "dpo": dpo_trainer, "kto": kto_trainer, "reward": reward_trainer,
-            "grpo": grpo_trainer}
+TRAINERS = {"sft": sft_trainer, "dpo": dpo_trainer, "kto": kto_trainer, "reward": reward_trainer, "grpo": grpo_trainer}
 
 
 def build_trainer(recipe, loaded, rows, run_dir: Path, **parts):

@@ -11,20 +11,36 @@ from typing import Any
 
 from .accounting import count_earlier, phase
 from .adapters import adapter_dir, gathered_state_dict, is_sharded, parameter_counts, save_adapter, with_run_adapter
+from .checkpoints import (
+    EpochOrder,
+    Interrupted,
+    MarkComplete,
+    StopOnSignal,
+    earlier_seconds,
+    identity,
+    last_complete,
+    signal_name,
+)
 from .data.rows import scoring_rows
-from .evaluator import evaluate
-from .runs import record_evaluation
-from .checkpoints import (EpochOrder, Interrupted, MarkComplete, StopOnSignal, earlier_seconds, identity, last_complete,
-                          signal_name)
 from .errors import TunerError
+from .evaluator import evaluate
 from .files import write_json
 from .hardware import is_main_process, is_out_of_memory, rank_device, world_size
 from .models import load_model
+from .runs import record_evaluation
 from .speed import apply_process_settings
 
 
-def train_and_save(trainer, speed, tokenizer, run_dir: Path, phases: dict[str, Any], recipe,
-                   data_report: dict[str, Any], checkpoint: Path | None = None):
+def train_and_save(
+    trainer,
+    speed,
+    tokenizer,
+    run_dir: Path,
+    phases: dict[str, Any],
+    recipe,
+    data_report: dict[str, Any],
+    checkpoint: Path | None = None,
+):
     """Run the trainer as the `train` phase (tokens and steps recorded), then save the adapter; returns TRL's output.
     The process-wide settings of its `speed.Speed` (the C allocator) are set first.
 
@@ -52,11 +68,13 @@ def train_and_save(trainer, speed, tokenizer, run_dir: Path, phases: dict[str, A
         if is_main_process():
             write_json(run_dir / "log_history.json", trainer.state.log_history)
         last = trainer.state.global_step
-        raise Interrupted(f"interrupted by {signal_name(stopper.signum)} at step {last} of {trainer.state.max_steps}; "
-                          f"checkpoint saved in {run_dir / 'checkpoints' / f'checkpoint-{last}'}. Continue with "
-                          f"`tuner {recipe.method} {recipe.source} --resume` with the same --set options (or "
-                          f"`resume: auto` in the recipe).",
-                          stopper.signum)
+        raise Interrupted(
+            f"interrupted by {signal_name(stopper.signum)} at step {last} of {trainer.state.max_steps}; "
+            f"checkpoint saved in {run_dir / 'checkpoints' / f'checkpoint-{last}'}. Continue with "
+            f"`tuner {recipe.method} {recipe.source} --resume` with the same --set options (or "
+            f"`resume: auto` in the recipe).",
+            stopper.signum,
+        )
     state_dict = gathered_state_dict(trainer)
     if not is_main_process():
         return output
@@ -74,8 +92,10 @@ def trained_model(trainer, recipe, run_dir: Path, loaded):
     head included), whole, with the adapter just saved (the run scores exactly what its folder holds)."""
     if not is_sharded(trainer):
         return trainer.model
-    print("tuner: the trained weights are sharded across ranks: scoring a whole copy (the base and the saved "
-          "adapter) on rank 0.")
+    print(
+        "tuner: the trained weights are sharded across ranks: scoring a whole copy (the base and the saved "
+        "adapter) on rank 0."
+    )
     whole = load_model(recipe.model, recipe.source, loaded.precision, head=loaded.info["head"]).model
     return with_run_adapter(whole, run_dir).to(rank_device())
 
@@ -90,35 +110,51 @@ def _resource_error(error: Exception, trainer, run_dir: Path, speed=None) -> Exc
     recipe's batch, not TRL's micro-batch, where `speed` split it); anything else unchanged. The run folder keeps its
     checkpoints either way."""
     kept = last_complete(run_dir)
-    keep = (f"The run folder keeps {kept}: after the change, continue with --resume (or a new run)." if kept else
-            "No checkpoint was saved yet; set `train.save_strategy: steps` and `train.save_steps` to keep some.")
+    keep = (
+        f"The run folder keeps {kept}: after the change, continue with --resume (or a new run)."
+        if kept
+        else "No checkpoint was saved yet; set `train.save_strategy: steps` and `train.save_steps` to keep some."
+    )
     args, step = trainer.args, trainer.state.global_step
-    batch = (f"now {args.per_device_train_batch_size}; raise `train.gradient_accumulation_steps` to keep the "
-             f"effective batch")
+    batch = (
+        f"now {args.per_device_train_batch_size}; raise `train.gradient_accumulation_steps` to keep the effective batch"
+    )
     if speed is not None and speed.micro_batch is not None:
-        batch = (f"now {speed.micro_batch * speed.accumulation}, which tuner runs as {speed.accumulation} "
-                 f"micro-batches of {speed.micro_batch}; with `train.gradient_accumulation_steps` set, the batch you "
-                 f"give is the micro-batch")
+        batch = (
+            f"now {speed.micro_batch * speed.accumulation}, which tuner runs as {speed.accumulation} "
+            f"micro-batches of {speed.micro_batch}; with `train.gradient_accumulation_steps` set, the batch you "
+            f"give is the micro-batch"
+        )
     if is_out_of_memory(error):
-        return TunerError(f"out of memory while training at step {step}. Lower `train.per_device_train_batch_size` "
-                          f"({batch}) or `train.max_length` (now {args.max_length}), turn on "
-                          f"`train.gradient_checkpointing: true`, or load the base with `model.quantize: 4bit`. {keep}")
+        return TunerError(
+            f"out of memory while training at step {step}. Lower `train.per_device_train_batch_size` "
+            f"({batch}) or `train.max_length` (now {args.max_length}), turn on "
+            f"`train.gradient_checkpointing: true`, or load the base with `model.quantize: 4bit`. {keep}"
+        )
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
         trainable = parameter_counts(trainer.model)["trainable_parameters"]
         # A checkpoint holds the adapter (fp32) and Adam's two moments: about 3 x 4 bytes per trainable parameter.
         needed_mb = 12 * trainable / 2**20
         free_mb = shutil.disk_usage(run_dir).free / 2**20
-        return TunerError(f"the disk is full while saving in {run_dir}: a checkpoint needs about {needed_mb:.0f} MB "
-                          f"and {free_mb:.0f} MB are free. Free some space or set `output_dir` on another disk. "
-                          f"{keep}")
+        return TunerError(
+            f"the disk is full while saving in {run_dir}: a checkpoint needs about {needed_mb:.0f} MB "
+            f"and {free_mb:.0f} MB are free. Free some space or set `output_dir` on another disk. "
+            f"{keep}"
+        )
     return error
 
 
 def train_metrics(method: str, output, phases: dict[str, Any], counts: dict[str, Any]) -> dict[str, Any]:
     """The metrics every training method reports: loss, tokens, tokens/s, steps, parameter counts, phases."""
-    return {"method": method, "train_loss": output.training_loss, "train_tokens": phases["train"]["tokens"],
-            "train_tokens_per_second": phases["train"].get("tokens_per_second"),
-            "train_steps": phases["train"]["steps"], **counts, "phases": phases}
+    return {
+        "method": method,
+        "train_loss": output.training_loss,
+        "train_tokens": phases["train"]["tokens"],
+        "train_tokens_per_second": phases["train"].get("tokens_per_second"),
+        "train_steps": phases["train"]["steps"],
+        **counts,
+        "phases": phases,
+    }
 
 
 def logged(history: list[dict[str, Any]], key: str, which: int) -> float | None:
@@ -129,8 +165,11 @@ def logged(history: list[dict[str, Any]], key: str, which: int) -> float | None:
 
 def first_and_last(history: list[dict[str, Any]], keys) -> dict[str, float | None]:
     """`first_<key>` and `last_<key>` for each logged key (a `/` in TRL's names becomes `_`), for a run's metrics."""
-    return {f"{end}_{key.replace('/', '_')}": logged(history, key, which)
-            for end, which in (("first", 0), ("last", -1)) for key in keys}
+    return {
+        f"{end}_{key.replace('/', '_')}": logged(history, key, which)
+        for end, which in (("first", 0), ("last", -1))
+        for key in keys
+    }
 
 
 def recorded_args(args, recipe) -> dict[str, Any]:
@@ -141,18 +180,24 @@ def recorded_args(args, recipe) -> dict[str, Any]:
 def speed_record(speed, args) -> dict[str, Any]:
     """What the run did for speed and memory, for the manifest: the `speed` decisions with the kernels, optimizer
     and compilation TRL ended up using."""
-    return {**speed.manifest(), "liger_kernel": bool(args.use_liger_kernel),
-            "optimizer": str(getattr(args.optim, "value", args.optim)), "torch_compile": bool(args.torch_compile)}
+    return {
+        **speed.manifest(),
+        "liger_kernel": bool(args.use_liger_kernel),
+        "optimizer": str(getattr(args.optim, "value", args.optim)),
+        "torch_compile": bool(args.torch_compile),
+    }
 
 
-def score_feedback_run(model, tokenizer, splits, recipe, precision, run_dir: Path, metrics: dict[str, Any],
-                       phases: dict[str, Any]) -> None:
+def score_feedback_run(
+    model, tokenizer, splits, recipe, precision, run_dir: Path, metrics: dict[str, Any], phases: dict[str, Any]
+) -> None:
     """Score a policy tuned on feedback (DPO, KTO) into its run: held-out preference pairs always as preferences;
     the recipe's own task, when it names another, is the main score (feedback rows: their answers marked good)."""
     eval_rows = scoring_rows(splits.eval)
     if "chosen" in splits.eval.column_names:
-        preference = evaluate(model, tokenizer, eval_rows, recipe.eval.model_copy(update={"task": "preference"}),
-                              splits.labels, precision)
+        preference = evaluate(
+            model, tokenizer, eval_rows, recipe.eval.model_copy(update={"task": "preference"}), splits.labels, precision
+        )
         if recipe.eval.task in (None, "preference"):
             record_evaluation(run_dir, preference, metrics, phases)
             return

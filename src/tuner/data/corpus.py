@@ -96,8 +96,10 @@ def _read_folder(folder: Path) -> Corpus:
 def _read_file(path: Path) -> Corpus:
     dataset = read_source(SourceConfig(path=str(path)), where=str(path))
     if "text" not in dataset.column_names:
-        raise TunerError(f"{path}: a corpus file needs a `text` column (optional `id` and `title`); its columns are "
-                         f"{dataset.column_names}. Rename the column holding the documents to `text`.")
+        raise TunerError(
+            f"{path}: a corpus file needs a `text` column (optional `id` and `title`); its columns are "
+            f"{dataset.column_names}. Rename the column holding the documents to `text`."
+        )
     corpus, seen = Corpus(path=path, documents=[]), set()
     for number, row in enumerate(dataset):
         doc_id = str(row["id"]) if row.get("id") is not None else f"row-{number}"
@@ -106,8 +108,10 @@ def _read_file(path: Path) -> Corpus:
             corpus.skipped.append((f"row {number}", "`text` is empty or not text"))
             continue
         if doc_id in seen:
-            raise TunerError(f"{path}: row {number}: the id {doc_id!r} is used by an earlier row. Give each document "
-                             f"its own `id` (or drop the column to number the rows).")
+            raise TunerError(
+                f"{path}: row {number}: the id {doc_id!r} is used by an earlier row. Give each document "
+                f"its own `id` (or drop the column to number the rows)."
+            )
         seen.add(doc_id)
         title = row.get("title")
         corpus.documents.append(Document(id=doc_id, title=str(title) if title else None, text=text.strip()))
@@ -120,8 +124,10 @@ def read_corpus(path: str | Path, where: str = "<recipe>") -> Corpus:
     fatal; a corpus with no document at all is."""
     path = Path(path)
     if not path.exists():
-        raise TunerError(f"{where}: key `rag.corpus`: {path} does not exist. Point it at a folder of .txt/.md files "
-                         f"or a data file with a `text` column.")
+        raise TunerError(
+            f"{where}: key `rag.corpus`: {path} does not exist. Point it at a folder of .txt/.md files "
+            f"or a data file with a `text` column."
+        )
     if path.is_dir():
         corpus = _read_folder(path)
     elif path.suffix.lower() in READERS:
@@ -131,12 +137,16 @@ def read_corpus(path: str | Path, where: str = "<recipe>") -> Corpus:
         corpus.documents = [d for d in corpus.documents if d.id == path.name]
         corpus.skipped = [s for s in corpus.skipped if s[0] == path.name]
     else:
-        raise TunerError(f"{where}: key `rag.corpus`: {path} is a {path.suffix or 'suffix-less'} file. A corpus is a "
-                         f"folder of .txt/.md files, or a JSON, JSONL, CSV, TSV or Parquet file with a `text` column.")
+        raise TunerError(
+            f"{where}: key `rag.corpus`: {path} is a {path.suffix or 'suffix-less'} file. A corpus is a "
+            f"folder of .txt/.md files, or a JSON, JSONL, CSV, TSV or Parquet file with a `text` column."
+        )
     if not corpus.documents:
         reasons = "; ".join(f"{name}: {reason}" for name, reason in corpus.skipped[:3])
-        raise TunerError(f"{where}: key `rag.corpus`: {path} holds no readable document"
-                         f"{f' ({reasons})' if reasons else ''}. Add .txt or .md files (UTF-8), or rows with text.")
+        raise TunerError(
+            f"{where}: key `rag.corpus`: {path} holds no readable document"
+            f"{f' ({reasons})' if reasons else ''}. Add .txt or .md files (UTF-8), or rows with text."
+        )
     return corpus
 
 
@@ -152,9 +162,16 @@ def chunk_documents(documents: list[Document], tokenizer, size: int, overlap: in
         offsets: list[Any] = encoded["offset_mapping"]
         starts = range(0, max(1, len(offsets) - overlap), step) if len(offsets) > size else [0]
         for number, first in enumerate(starts):
-            window = offsets[first:first + size]
+            window = offsets[first : first + size]
             begin = window[0][0] if first else 0
             end = window[-1][1] if first + size < len(offsets) else len(document.text)
-            chunks.append(Chunk(id=f"{document.id}#{number}", document=document.id, title=document.title,
-                                text=document.text[begin:end].strip(), tokens=len(window)))
+            chunks.append(
+                Chunk(
+                    id=f"{document.id}#{number}",
+                    document=document.id,
+                    title=document.title,
+                    text=document.text[begin:end].strip(),
+                    tokens=len(window),
+                )
+            )
     return chunks

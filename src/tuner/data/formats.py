@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import TunerError
 from ..progress import tracked
 from .messages import content_text, message, tools_json
 from .rows import join_answer
-from .sources import as_table
+from .sources import as_table, table
 
 TEXT_COLUMNS = ("text", "sentence", "content", "input", "question", "review", "document", "body")
 
@@ -30,6 +31,7 @@ def text_column(columns: list[str], data_config) -> str | None:
 
 
 # ---- one converter per format: row -> canonical row, or ValueError with the reason ----
+
 
 def _chats(data_config) -> bool:
     """Whether rows become chat messages: `data.chat` unset counts as chat here (a recipe read by `recipe_file`
@@ -51,6 +53,7 @@ def _check_chat(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _from_chat(column: str, what: str):
     """Converter for a chat column: OpenAI-style `messages` or ShareGPT `conversations` (optional `system`)."""
+
     def convert(row, data_config):
         turns = row[column]
         if not isinstance(turns, list) or not turns:
@@ -63,6 +66,7 @@ def _from_chat(column: str, what: str):
             out = _system(data_config) + out
         tools = tools_json(row.get("tools"))
         return {"messages": _check_chat(out), **({"tools": tools} if tools else {})}
+
     return convert
 
 
@@ -70,9 +74,11 @@ def _pair(prompt: str, answer: str, data_config, system: str | None = None) -> d
     """A prompt/completion row, as chat messages or as plain text joined by one space."""
     if _chats(data_config):
         system_turn = [{"role": "system", "content": system}] if system else _system(data_config)
-        return {"prompt": system_turn + [{"role": "user", "content": prompt}],
-                "completion": [{"role": "assistant", "content": answer}]}
-    return {"prompt": prompt, "completion": join_answer(prompt, answer)[len(prompt):]}
+        return {
+            "prompt": system_turn + [{"role": "user", "content": prompt}],
+            "completion": [{"role": "assistant", "content": answer}],
+        }
+    return {"prompt": prompt, "completion": join_answer(prompt, answer)[len(prompt) :]}
 
 
 def _from_alpaca(row, data_config):
@@ -85,11 +91,14 @@ def _from_alpaca(row, data_config):
 def _from_prompt_completion(row, data_config):
     prompt, completion = row["prompt"], row["completion"]
     if isinstance(prompt, list) and isinstance(completion, list):
-        return {"prompt": _system(data_config) + prompt if prompt and prompt[0].get("role") != "system" else prompt,
-                "completion": completion}
+        return {
+            "prompt": _system(data_config) + prompt if prompt and prompt[0].get("role") != "system" else prompt,
+            "completion": completion,
+        }
     prompt, completion = content_text(prompt, "`prompt`"), content_text(completion, "`completion`")
-    return _pair(prompt, completion, data_config) if _chats(data_config) else {"prompt": prompt,
-                                                                            "completion": completion}
+    return (
+        _pair(prompt, completion, data_config) if _chats(data_config) else {"prompt": prompt, "completion": completion}
+    )
 
 
 def _answer(value: Any, what: str) -> list[dict[str, str]] | str:
@@ -130,8 +139,10 @@ def _transcript_messages(text: str) -> list[dict[str, str]] | None:
     pieces = _HH_TURN.split(text)
     if len(pieces) < 3 or pieces[0].strip():
         return None
-    turns = [{"role": "user" if who == "Human" else "assistant", "content": body.strip()}
-             for who, body in zip(pieces[1::2], pieces[2::2])]
+    turns = [
+        {"role": "user" if who == "Human" else "assistant", "content": body.strip()}
+        for who, body in zip(pieces[1::2], pieces[2::2])
+    ]
     if turns and turns[-1]["role"] == "assistant" and not turns[-1]["content"]:
         turns.pop()  # the open "Assistant:" the answers continue
     return turns if turns and all(t["content"] for t in turns) else None
@@ -146,8 +157,11 @@ def _from_preference(row, data_config):
     if isinstance(row.get("conversations"), list):  # LLaMA-Factory: the prompt turns, then one message each
         prompt = [message(turn, f"conversation turn {i}") for i, turn in enumerate(row["conversations"])]
     elif row.get("prompt") is not None:
-        prompt = row["prompt"] if isinstance(row["prompt"], str) else [
-            message(turn, f"prompt turn {i}") for i, turn in enumerate(row["prompt"])]
+        prompt = (
+            row["prompt"]
+            if isinstance(row["prompt"], str)
+            else [message(turn, f"prompt turn {i}") for i, turn in enumerate(row["prompt"])]
+        )
     else:
         prompt, chosen, rejected = _split_transcripts(chosen, rejected)
         if isinstance(prompt, str) and _chats(data_config):
@@ -160,8 +174,11 @@ def _from_preference(row, data_config):
         if _chats(data_config):
             prompt = _system(data_config) + [{"role": "user", "content": prompt}]
         elif isinstance(chosen, str):
-            return {"prompt": prompt, "chosen": join_answer(prompt, chosen)[len(prompt):],
-                    "rejected": join_answer(prompt, rejected)[len(prompt):]}
+            return {
+                "prompt": prompt,
+                "chosen": join_answer(prompt, chosen)[len(prompt) :],
+                "rejected": join_answer(prompt, rejected)[len(prompt) :],
+            }
     elif prompt and prompt[0]["role"] != "system":
         prompt = _system(data_config) + prompt
     if isinstance(prompt, list):
@@ -181,9 +198,22 @@ def _from_preference_messages(row, data_config):
     return _from_preference({**row, **sides}, data_config)
 
 
-_THUMBS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "up": True, "down": False,
-           "good": True, "bad": False, "desirable": True, "undesirable": False, "\U0001f44d": True,
-           "\U0001f44e": False}
+_THUMBS = {
+    "true": True,
+    "false": False,
+    "1": True,
+    "0": False,
+    "yes": True,
+    "no": False,
+    "up": True,
+    "down": False,
+    "good": True,
+    "bad": False,
+    "desirable": True,
+    "undesirable": False,
+    "\U0001f44d": True,
+    "\U0001f44e": False,
+}
 
 
 def _thumbs_labels(dataset) -> bool:
@@ -225,6 +255,7 @@ def _from_feedback_chat(column: str, what: str):
         if messages[-1]["role"] != "assistant":
             raise ValueError(f"the last {what} is not the assistant's answer that `label` judges")
         return {"prompt": messages[:-1], "completion": messages[-1:], "desirable": desirable}
+
     return convert
 
 
@@ -248,8 +279,10 @@ def _prompts_alone(dataset) -> bool:
 
 def unpaired(row: dict[str, Any]) -> list[dict[str, Any]]:
     """A preference pair as two feedback rows: its chosen answer thumbs up, its rejected one thumbs down."""
-    return [{"prompt": row["prompt"], "completion": row["chosen"], "desirable": True},
-            {"prompt": row["prompt"], "completion": row["rejected"], "desirable": False}]
+    return [
+        {"prompt": row["prompt"], "completion": row["chosen"], "desirable": True},
+        {"prompt": row["prompt"], "completion": row["rejected"], "desirable": False},
+    ]
 
 
 def label_name(value: Any, data_config) -> str:
@@ -261,8 +294,9 @@ def label_name(value: Any, data_config) -> str:
         if not names:
             raise ValueError(f"label {value!r} is an integer but `data.label_names` is not set")
         if not 0 <= int(value) < len(names):
-            raise ValueError(f"label {int(value)} is outside 0..{len(names) - 1} (`data.label_names` has "
-                             f"{len(names)} names)")
+            raise ValueError(
+                f"label {int(value)} is outside 0..{len(names) - 1} (`data.label_names` has {len(names)} names)"
+            )
         return names[int(value)]
     text = content_text(str(value), "the label")
     if names and text not in names:
@@ -284,16 +318,21 @@ def _indexed_answer(row, data_config) -> str:
     if isinstance(index, str) and index.strip().isdigit():
         index = int(index)
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(options):
-        raise ValueError(f"`{column}` (data.answer_index_column) is {index!r}, not an index 0..{len(options) - 1} of "
-                         f"the row's {len(options)} options")
+        raise ValueError(
+            f"`{column}` (data.answer_index_column) is {index!r}, not an index 0..{len(options) - 1} of "
+            f"the row's {len(options)} options"
+        )
     return options[index]
 
 
 def _from_classification(row, data_config):
     column = text_column(list(row), data_config)
     text = content_text(row[column], f"`{column}`")
-    answer = _indexed_answer(row, data_config) if data_config.answer_index_column else label_name(
-        row[data_config.label_column], data_config)
+    answer = (
+        _indexed_answer(row, data_config)
+        if data_config.answer_index_column
+        else label_name(row[data_config.label_column], data_config)
+    )
     prompt = data_config.prompt_template.replace("{text}", text)
     if "{choices}" in prompt:
         prompt = prompt.replace("{choices}", "\n".join(_options(row, data_config)))
@@ -335,19 +374,24 @@ def _columns(*names: str) -> Callable[[list[str], Any], list[str]]:
 
 
 def _classification_columns(columns: list[str], data_config) -> list[str]:
-    return [text_column(columns, data_config) or data_config.text_column or "text",
-            data_config.answer_index_column or data_config.label_column]
+    return [
+        text_column(columns, data_config) or data_config.text_column or "text",
+        data_config.answer_index_column or data_config.label_column,
+    ]
 
 
 # In detection order: the first format whose required columns are all present is the data's format.
 FORMATS: dict[str, Format] = {
     "preference": Format(_columns("chosen", "rejected"), _from_preference, "preference"),
-    "preference_messages": Format(_columns("chosen_messages", "rejected_messages"), _from_preference_messages,
-                                  "preference"),
-    "feedback_messages": Format(_columns("messages", "label"), _from_feedback_chat("messages", "message"),
-                                "feedback", _thumbs_labels),
-    "feedback_conversations": Format(_columns("conversations", "label"),
-                                     _from_feedback_chat("conversations", "turn"), "feedback", _thumbs_labels),
+    "preference_messages": Format(
+        _columns("chosen_messages", "rejected_messages"), _from_preference_messages, "preference"
+    ),
+    "feedback_messages": Format(
+        _columns("messages", "label"), _from_feedback_chat("messages", "message"), "feedback", _thumbs_labels
+    ),
+    "feedback_conversations": Format(
+        _columns("conversations", "label"), _from_feedback_chat("conversations", "turn"), "feedback", _thumbs_labels
+    ),
     "feedback": Format(_columns("prompt", "completion", "label"), _from_feedback, "feedback", _thumbs_labels),
     "messages": Format(_columns("messages"), _from_chat("messages", "message"), "messages"),
     "sharegpt": Format(_columns("conversations"), _from_chat("conversations", "turn"), "messages"),
@@ -363,7 +407,8 @@ def detect_format(columns: list[str], data_config, dataset=None) -> str:
     raise listing the columns found."""
     for name, entry in FORMATS.items():
         if all(column in columns for column in entry.required(columns, data_config)) and (
-                entry.fits is None or dataset is None or entry.fits(dataset)):
+            entry.fits is None or dataset is None or entry.fits(dataset)
+        ):
             return name
     raise TunerError(
         f"the columns {sorted(columns)} fit no known format. tuner reads `messages` (chat), `conversations` "
@@ -372,19 +417,33 @@ def detect_format(columns: list[str], data_config, dataset=None) -> str:
         f"`rejected_messages` (two chats), `prompt`/`completion` or `messages` with a boolean `label` (thumbs up/down "
         f"feedback), `prompt` alone (prompts for GRPO), or a text column ({', '.join(TEXT_COLUMNS)}) with a "
         f"`{data_config.label_column}` column (classification). Map your columns to these names with `data.columns`"
-        f"{_mapping_example(columns)}, or set `data.format`.")
+        f"{_mapping_example(columns)}, or set `data.format`."
+    )
 
 
 def _mapping_example(columns: list[str], missing: list[str] | None = None) -> str:
     """An example `data.columns` from the columns found (tuner's names in order: `text`, `label` for two unknown
     columns); none where some columns are tuner's already (the fix is the missing one, not a mapping)."""
-    known = {"prompt", "completion", "chosen", "rejected", "messages", "conversations", "instruction", "output",
-             "label", *TEXT_COLUMNS}
+    known = {
+        "prompt",
+        "completion",
+        "chosen",
+        "rejected",
+        "messages",
+        "conversations",
+        "instruction",
+        "output",
+        "label",
+        *TEXT_COLUMNS,
+    }
     wanted = missing or (["text", "label"] if len(columns) == 2 and not known & set(columns) else [])
     spare = [column for column in columns if column not in wanted and column not in known]
     pairs = ", ".join(f"{ours}: {theirs}" for ours, theirs in zip(wanted, spare))
-    return (f" (for these files, e.g. `data.columns: {{{pairs}}}`; check which column is which)"
-            if wanted and len(spare) >= len(wanted) else "")
+    return (
+        f" (for these files, e.g. `data.columns: {{{pairs}}}`; check which column is which)"
+        if wanted and len(spare) >= len(wanted)
+        else ""
+    )
 
 
 def renamed(dataset, data_config, where: str):
@@ -394,8 +453,10 @@ def renamed(dataset, data_config, where: str):
     missing = {ours: theirs for ours, theirs in mapping.items() if theirs not in columns}
     if missing:
         ours, theirs = next(iter(missing.items()))
-        raise TunerError(f"{where}: key `data.columns.{ours}` reads the column `{theirs}`, but the columns are "
-                         f"{list(dataset.column_names)}. Fix the name in `data.columns`.")
+        raise TunerError(
+            f"{where}: key `data.columns.{ours}` reads the column `{theirs}`, but the columns are "
+            f"{list(dataset.column_names)}. Fix the name in `data.columns`."
+        )
     rename = {theirs: ours for ours, theirs in mapping.items() if theirs != ours}
     if not rename:
         return dataset
@@ -404,7 +465,6 @@ def renamed(dataset, data_config, where: str):
 
 def to_canonical(dataset, data_config, where: str = "<data>"):
     """Convert a raw data set to canonical rows; returns (dataset, format, bad rows as (row number, reason))."""
-    import datasets
 
     dataset = renamed(dataset, data_config, where)
     columns = list(dataset.column_names)
@@ -416,9 +476,11 @@ def to_canonical(dataset, data_config, where: str = "<data>"):
     required = entry.required(columns, data_config)
     missing = [c for c in required if c not in columns]
     if missing:
-        raise TunerError(f"{where}: format {fmt} needs the column(s) {missing}, but the columns found are "
-                         f"{columns}. Map your columns to tuner's names with `data.columns`"
-                         f"{_mapping_example(columns, missing)}.")
+        raise TunerError(
+            f"{where}: format {fmt} needs the column(s) {missing}, but the columns found are "
+            f"{columns}. Map your columns to tuner's names with `data.columns`"
+            f"{_mapping_example(columns, missing)}."
+        )
     _refuse_mixed_formats(dataset, required, columns, where)
     rows, bad = [], []
     for number, row in tracked(enumerate(dataset), len(dataset), f"converting {where}"):
@@ -430,9 +492,10 @@ def to_canonical(dataset, data_config, where: str = "<data>"):
             raise TunerError(f"{where} row {number}: {exc}") from None
     if not rows:
         reasons = "; ".join(f"row {n}: {r}" for n, r in bad[:3])
-        raise TunerError(f"{where}: none of its {len(bad)} rows is usable as {fmt} ({reasons}). Fix the rows or "
-                         f"the `data` section.")
-    return datasets.Dataset.from_list(rows), fmt, bad
+        raise TunerError(
+            f"{where}: none of its {len(bad)} rows is usable as {fmt} ({reasons}). Fix the rows or the `data` section."
+        )
+    return table(rows), fmt, bad
 
 
 def _refuse_mixed_formats(dataset, required: list[str], columns: list[str], where: str) -> None:
@@ -440,10 +503,18 @@ def _refuse_mixed_formats(dataset, required: list[str], columns: list[str], wher
     others = [c for c in columns if c not in required]
     if not others:
         return
-    lacking = next((n for n, row in enumerate(dataset) if all(row[c] is None for c in required)
-                    and any(row[c] is not None for c in others)), None)
+    lacking = next(
+        (
+            n
+            for n, row in enumerate(dataset)
+            if all(row[c] is None for c in required) and any(row[c] is not None for c in others)
+        ),
+        None,
+    )
     if lacking is None or all(all(row[c] is None for c in required) for row in dataset):
         return
     holds = [c for c in others if dataset[lacking][c] is not None]
-    raise TunerError(f"{where}: the rows mix formats: row {lacking} has none of {required} but holds {holds}, while "
-                     f"other rows have {required}. Put each format in its own file, or convert the rows to one.")
+    raise TunerError(
+        f"{where}: the rows mix formats: row {lacking} has none of {required} but holds {holds}, while "
+        f"other rows have {required}. Put each format in its own file, or convert the rows to one."
+    )

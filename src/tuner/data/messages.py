@@ -8,9 +8,18 @@ from typing import Any
 
 from ..errors import TunerError
 
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "model": "assistant", "bot": "assistant", "system": "system", "observation": "tool",
-                  "tool": "tool", "function_call": "assistant"}
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "model": "assistant",
+    "bot": "assistant",
+    "system": "system",
+    "observation": "tool",
+    "tool": "tool",
+    "function_call": "assistant",
+}
 
 
 def content_text(value: Any, what: str) -> str:
@@ -48,9 +57,11 @@ def _parts(value: Any, what: str) -> Any:
         kind = part.get("type", "text") if isinstance(part, dict) else "text" if isinstance(part, str) else None
         if kind != "text":
             kind = f"of type {kind!r}" if kind else "not a typed part"
-            raise TunerError(f"{what} part {number} is {kind}: tuner "
-                             f"tunes text models, and a message may hold text parts only. Remove the other parts "
-                             f"(or the rows that need them), or use a tool built for multimodal models.")
+            raise TunerError(
+                f"{what} part {number} is {kind}: tuner "
+                f"tunes text models, and a message may hold text parts only. Remove the other parts "
+                f"(or the rows that need them), or use a tool built for multimodal models."
+            )
         texts.append(part if isinstance(part, str) else part.get("text", part.get("value")))
     if not all(isinstance(text, str) for text in texts):
         raise ValueError(f"{what} has a text part without a `text` (or `value`) string")
@@ -69,8 +80,9 @@ def _trained(turn: dict[str, Any], what: str) -> bool | None:
             continue
         if isinstance(value, bool) or (isinstance(value, int | float) and value in (0, 1)):
             return bool(value)
-        raise ValueError(f"{what} has `{key}: {value!r}`; tuner trains a message or not, so give 0 or 1 (false or "
-                         f"true)")
+        raise ValueError(
+            f"{what} has `{key}: {value!r}`; tuner trains a message or not, so give 0 or 1 (false or true)"
+        )
     return None
 
 
@@ -80,8 +92,11 @@ def message(turn: Any, what: str) -> dict[str, Any]:
     an assistant turn marked `call` whose content is the call's JSON."""
     if isinstance(turn, dict) and turn.get("tool_calls"):
         calls = [call.get("function", call) if isinstance(call, dict) else call for call in turn["tool_calls"]]
-        out = {"role": "assistant", "content": json.dumps(calls[0] if len(calls) == 1 else calls,
-                                                            ensure_ascii=False), "call": True}
+        out = {
+            "role": "assistant",
+            "content": json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False),
+            "call": True,
+        }
     elif isinstance(turn, dict) and "role" in turn and "content" in turn:
         out = {"role": str(turn["role"]), "content": content_text(_parts(turn["content"], what), f"{what} content")}
     elif isinstance(turn, dict) and "from" in turn and "value" in turn:

@@ -32,8 +32,12 @@ class Requests:
 
 
 def _answer_columns(fmt: str, data_config) -> list[str]:
-    return {"classification": [data_config.label_column], "alpaca": ["output"], "prompt_completion": ["completion"],
-            "preference": []}.get(fmt, [])
+    return {
+        "classification": [data_config.label_column],
+        "alpaca": ["output"],
+        "prompt_completion": ["completion"],
+        "preference": [],
+    }.get(fmt, [])
 
 
 def _stand_in_label(data_config, choices: list[str] | None) -> str:
@@ -52,8 +56,9 @@ def _with_stand_in(row: dict[str, Any], fmt: str, data_config, choices: list[str
         speaker = str(last.get("role", last.get("from", ""))).lower()
         if speaker in ("assistant", "gpt", "model", "bot"):
             return row, True
-        stand_in = {"role": "assistant", "content": STAND_IN} if fmt == "messages" else {"from": "gpt",
-                                                                                         "value": STAND_IN}
+        stand_in = (
+            {"role": "assistant", "content": STAND_IN} if fmt == "messages" else {"from": "gpt", "value": STAND_IN}
+        )
         return {**row, column: [*turns, stand_in]}, False
     missing = [c for c in _answer_columns(fmt, data_config) if row.get(c) is None or row.get(c) == ""]
     if not missing:
@@ -78,15 +83,19 @@ def read_requests(path: str | Path, data_config, fmt: str, eval_config, labels: 
     asked = [c for c in first if c not in _answer_columns(fmt, config)]
     missing = [c for c in asked if c not in raw.column_names]
     if missing:
-        raise TunerError(f"{where}: the run was trained on {fmt} rows, which put their question in {asked}, but the "
-                         f"file has the columns {given}. Give rows in the run's format (the answer column "
-                         f"may be left out).")
+        raise TunerError(
+            f"{where}: the run was trained on {fmt} rows, which put their question in {asked}, but the "
+            f"file has the columns {given}. Give rows in the run's format (the answer column "
+            f"may be left out)."
+        )
     filled = [_with_stand_in(row, fmt, config, eval_config.choices or labels) for row in raw]
     dataset, _, bad = to_canonical(as_table([row for row, _ in filled]), config, where)
     if bad:
-        raise TunerError(f"{where}: {len(bad)} row(s) cannot be read as {fmt} rows: "
-                         + "; ".join(f"row {n}: {reason}" for n, reason in bad[:3])
-                         + ". Fix those rows; every request is answered or none is.")
+        raise TunerError(
+            f"{where}: {len(bad)} row(s) cannot be read as {fmt} rows: "
+            + "; ".join(f"row {n}: {reason}" for n, reason in bad[:3])
+            + ". Fix those rows; every request is answered or none is."
+        )
     rows = scoring_rows(dataset)
     answered = [had for _, had in filled]
     for row, had in zip(rows, answered):

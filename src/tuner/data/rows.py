@@ -65,8 +65,12 @@ def eval_identity(rows, eval_config) -> dict[str, str]:
     method, not the rendering: rows from `fewshot_rows` are fingerprinted by their `base_prompt`.
     """
     rows_digest, prompt_digest = hashlib.sha256(), hashlib.sha256()
-    settings = {"task": eval_config.task, "choices": eval_config.choices, "answer_regex": eval_config.answer_regex,
-                "max_new_tokens": eval_config.max_new_tokens if eval_config.task == "generate" else None}
+    settings = {
+        "task": eval_config.task,
+        "choices": eval_config.choices,
+        "answer_regex": eval_config.answer_regex,
+        "max_new_tokens": eval_config.max_new_tokens if eval_config.task == "generate" else None,
+    }
     prompt_digest.update(json.dumps(settings, sort_keys=True).encode())
     for row in rows:
         base = {**row, "prompt": row.get("base_prompt", row["prompt"])}
@@ -94,8 +98,11 @@ def last_turn_as_completion(row: dict[str, Any]) -> dict[str, Any]:
     """
     messages = row["messages"]
     last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-    return {"prompt": messages[:last], "completion": [messages[last]], **({"tools": row["tools"]} if row.get("tools")
-                                                                        else {})}
+    return {
+        "prompt": messages[:last],
+        "completion": [messages[last]],
+        **({"tools": row["tools"]} if row.get("tools") else {}),
+    }
 
 
 def prompt_rows(dataset, choices: list[str] | None = None) -> list[dict[str, Any]]:

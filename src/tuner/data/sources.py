@@ -25,15 +25,25 @@ class Rows(list):
         return list(dict.fromkeys(key for row in self for key in row))
 
 
-def as_table(rows: list[dict[str, Any]]):
-    """A `datasets.Dataset` of the rows, or `Rows` when their fields mix types that Arrow cannot put in one column."""
+def table(rows: list[dict[str, Any]]):
+    """A `datasets.Dataset` of the rows with every column any row has, None where a row has none: datasets'
+    `from_list` takes the first row's columns alone, so a column row 0 lacks (a chat's tools, Alpaca's `input`)
+    would vanish from every row."""
     import datasets
+
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    return datasets.Dataset.from_list([{column: row.get(column) for column in columns} for row in rows])
+
+
+def as_table(rows: list[dict[str, Any]]):
+    """`table(rows)`, or `Rows` when their fields mix types that Arrow cannot put in one column."""
     import pyarrow
 
     try:
-        return datasets.Dataset.from_list(rows)
+        return table(rows)
     except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError):
         return Rows(rows)
+
 
 def _read_file(path: Path):
     import datasets
@@ -52,13 +62,16 @@ def _read_file(path: Path):
     try:
         if reader == "csv":
             # Only an empty cell is missing: labels and texts such as "None", "NA" or "null" stay the strings they are.
-            frame = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", keep_default_na=False,
-                                na_values=[""])
+            frame = pd.read_csv(
+                path, sep="\t" if path.suffix.lower() == ".tsv" else ",", keep_default_na=False, na_values=[""]
+            )
         else:
             frame = pd.read_parquet(path)
     except Exception as exc:  # pandas and pyarrow raise many types for a broken file
-        raise TunerError(f"{path}: could not read it as {path.suffix[1:].upper()}: {str(exc).strip().splitlines()[0]}. "
-                         f"Check that the file is complete and well formed.") from None
+        raise TunerError(
+            f"{path}: could not read it as {path.suffix[1:].upper()}: {str(exc).strip().splitlines()[0]}. "
+            f"Check that the file is complete and well formed."
+        ) from None
     return datasets.Dataset.from_pandas(frame, preserve_index=False)
 
 
@@ -74,8 +87,10 @@ def _read_json_rows(path: Path) -> list[dict[str, Any]]:
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise TunerError(f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}. Fix the "
-                             f"file (a JSON file holds one list of row objects).") from None
+            raise TunerError(
+                f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}. Fix the "
+                f"file (a JSON file holds one list of row objects)."
+            ) from None
     else:
         rows = []
         lines = text.splitlines()
@@ -85,14 +100,18 @@ def _read_json_rows(path: Path) -> list[dict[str, Any]]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise TunerError(f"{path}: line {number} is not valid JSON ({exc.msg}). A JSONL file holds one JSON "
-                                 f"object per line; fix or remove that line.") from None
+                raise TunerError(
+                    f"{path}: line {number} is not valid JSON ({exc.msg}). A JSONL file holds one JSON "
+                    f"object per line; fix or remove that line."
+                ) from None
     if isinstance(rows, dict):
         rows = [rows]
     bad = [i for i, row in enumerate(rows) if not isinstance(row, dict)]
     if bad:
-        raise TunerError(f"{path}: row {bad[0]} is a {type(rows[bad[0]]).__name__}, not an object with named "
-                         f"fields ({len(bad)} such rows). Every row must be a JSON object.")
+        raise TunerError(
+            f"{path}: row {bad[0]} is a {type(rows[bad[0]]).__name__}, not an object with named "
+            f"fields ({len(bad)} such rows). Every row must be a JSON object."
+        )
     if not rows:
         raise TunerError(f"{path}: the data file holds no rows. Add rows or point at another file.")
     # Columns missing from some rows become None, as a table would have them.
@@ -135,14 +154,16 @@ def read_source(source, where: str = "<recipe>"):
 
     if source.rows is not None:
         rows = source.rows
-        dataset = rows if isinstance(rows, datasets.Dataset) else datasets.Dataset.from_list(list(rows))
+        dataset = rows if isinstance(rows, datasets.Dataset) else as_table(list(rows))
     elif source.hub is not None:
         try:
             dataset = datasets.load_dataset(source.hub, source.subset, split=source.split)
         except Exception as exc:  # hub errors come in many types; the first line says what went wrong
-            raise TunerError(f"{where}: could not load hub data set {source.hub!r} (split {source.split!r}): "
-                             f"{str(exc).splitlines()[0]} Check the name and split, or download it and point "
-                             f"`path` at the file.") from None
+            raise TunerError(
+                f"{where}: could not load hub data set {source.hub!r} (split {source.split!r}): "
+                f"{str(exc).splitlines()[0]} Check the name and split, or download it and point "
+                f"`path` at the file."
+            ) from None
     else:
         path = Path(source.path)
         if not path.is_file():

@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import TunerError
 from .formats import FORMATS, to_canonical, unpaired
 from .rows import fingerprint, prompt_text, question, scoring_rows
-from .sources import file_lines, read_source
+from .sources import file_lines, read_source, table
 
 _MAX_REPORTED = 10
 
@@ -28,8 +28,13 @@ class Splits:
 def _describe_bad(bad: list[tuple[int, str]], where: str, path: str | None = None) -> dict[str, Any]:
     # Rows are numbered from 0 as in every message; where the file has lines, the line an editor shows is named too.
     lines = file_lines(path, [n for n, _ in bad[:_MAX_REPORTED]]) if path and bad else {}
-    return {"count": len(bad), "first": [f"{where} row {n}{f' (line {lines[n]})' if n in lines else ''}: {reason}"
-                                         for n, reason in bad[:_MAX_REPORTED]]}
+    return {
+        "count": len(bad),
+        "first": [
+            f"{where} row {n}{f' (line {lines[n]})' if n in lines else ''}: {reason}"
+            for n, reason in bad[:_MAX_REPORTED]
+        ],
+    }
 
 
 def load_split(source, data_config, where: str, seed: int = 0):
@@ -49,30 +54,43 @@ def _mixture(data_config, seed: int, source: str):
     all shuffled together; returns (dataset, format, bad-row report, columns, per-source report)."""
     import random
 
-    import datasets
-
-    parts = [load_split(one, data_config, f"{source}: data.train[{n}]", seed)
-             for n, one in enumerate(data_config.train_sources())]
+    parts = [
+        load_split(one, data_config, f"{source}: data.train[{n}]", seed)
+        for n, one in enumerate(data_config.train_sources())
+    ]
     if len(parts) == 1:
         return (*parts[0], None)
     families = {FORMATS[fmt].family for _, fmt, _, _ in parts}
     if len(families) > 1:
         found = ", ".join(f"data.train[{n}] {fmt}" for n, (_, fmt, _, _) in enumerate(parts))
-        raise TunerError(f"{source}: the sources of data.train make different kinds of rows ({found}); a mixture "
-                         f"must be all chats or prompt/answer rows, or all preference pairs. Split them into runs.")
+        raise TunerError(
+            f"{source}: the sources of data.train make different kinds of rows ({found}); a mixture "
+            f"must be all chats or prompt/answer rows, or all preference pairs. Split them into runs."
+        )
     draw, rows, report = random.Random(seed), [], []
     for one, (dataset, fmt, bad, _) in zip(data_config.train_sources(), parts):
         items = list(dataset)
         whole, part = divmod(one.weight, 1)
         chosen = items * int(whole) + draw.sample(items, round(part * len(items)))
         rows += chosen
-        report.append({"source": one.describe(), "format": fmt, "rows": len(items), "weight": one.weight,
-                       "rows_used": len(chosen), "fingerprint": fingerprint(dataset), "skipped": bad["count"]})
+        report.append(
+            {
+                "source": one.describe(),
+                "format": fmt,
+                "rows": len(items),
+                "weight": one.weight,
+                "rows_used": len(chosen),
+                "fingerprint": fingerprint(dataset),
+                "skipped": bad["count"],
+            }
+        )
     draw.shuffle(rows)
-    bad = {"count": sum(r["skipped"] for r in report),
-           "first": [line for _, _, one_bad, _ in parts for line in one_bad["first"]][:_MAX_REPORTED]}
+    bad = {
+        "count": sum(r["skipped"] for r in report),
+        "first": [line for _, _, one_bad, _ in parts for line in one_bad["first"]][:_MAX_REPORTED],
+    }
     columns = list(dict.fromkeys(column for _, _, _, found in parts for column in found))
-    return datasets.Dataset.from_list(rows), parts[0][1], bad, columns, report
+    return table(rows), parts[0][1], bad, columns, report
 
 
 def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
@@ -89,12 +107,16 @@ def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
         evaluation, eval_fmt, eval_bad, _ = load_split(data_config.eval, data_config, f"{source}: data.eval")
         # Feedback (thumbs up/down) and prompts (GRPO) train what any kind of held-out row can score.
         if FORMATS[eval_fmt].family != FORMATS[fmt].family and FORMATS[fmt].family not in ("feedback", "prompts"):
-            raise TunerError(f"{source}: data.train is {fmt} but data.eval is {eval_fmt}; both splits must hold the "
-                             f"same kind of rows.")
+            raise TunerError(
+                f"{source}: data.train is {fmt} but data.eval is {eval_fmt}; both splits must hold the "
+                f"same kind of rows."
+            )
     else:
         if len(train) < 2:
-            raise TunerError(f"{source}: data.train has {len(train)} usable row, too few to hold out an eval split. "
-                             f"Add rows or give `data.eval`.")
+            raise TunerError(
+                f"{source}: data.train has {len(train)} usable row, too few to hold out an eval split. "
+                f"Add rows or give `data.eval`."
+            )
         parts = train.train_test_split(test_size=data_config.eval_fraction, seed=data_config.split_seed)
         train, evaluation, eval_bad = parts["train"], parts["test"], _describe_bad([], "")
     if data_config.max_eval_samples and data_config.max_eval_samples < len(evaluation):
@@ -109,13 +131,21 @@ def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
             more = bad["count"] - len(bad["first"])
             print(f"tuner: ... {more} more {'row' if more == 1 else 'rows'} skipped")
     labels = data_config.label_names or _label_set(train, evaluation)
-    report = {"format": fmt, **({"train_sources": mixture} if mixture else {}), "labels": labels,
-              **_unseen_labels(train, evaluation, labels), "train_columns": columns, "train_rows": len(train),
-              "eval_rows": len(evaluation),
-              "train_rows_dropped_as_eval_questions": overlap, "train_fingerprint": fingerprint(train),
-              "eval_fingerprint": fingerprint(evaluation),
-              "skipped_train_rows": train_bad, "skipped_eval_rows": eval_bad,
-              "split_seed": data_config.split_seed if data_config.eval is None else None}
+    report = {
+        "format": fmt,
+        **({"train_sources": mixture} if mixture else {}),
+        "labels": labels,
+        **_unseen_labels(train, evaluation, labels),
+        "train_columns": columns,
+        "train_rows": len(train),
+        "eval_rows": len(evaluation),
+        "train_rows_dropped_as_eval_questions": overlap,
+        "train_fingerprint": fingerprint(train),
+        "eval_fingerprint": fingerprint(evaluation),
+        "skipped_train_rows": train_bad,
+        "skipped_eval_rows": eval_bad,
+        "split_seed": data_config.split_seed if data_config.eval is None else None,
+    }
     return Splits(train=train, eval=evaluation, format=fmt, report=report, labels=labels)
 
 
@@ -124,8 +154,15 @@ def _label_set(train, evaluation) -> list[str] | None:
     names none (`eval.choices`, `data.label_names`)."""
     if "label" not in train.column_names:
         return None
-    return sorted({str(label) for split in (train, evaluation) if "label" in split.column_names
-                   for label in split["label"] if label is not None})
+    return sorted(
+        {
+            str(label)
+            for split in (train, evaluation)
+            if "label" in split.column_names
+            for label in split["label"]
+            if label is not None
+        }
+    )
 
 
 def _unseen_labels(train, evaluation, labels: list[str] | None) -> dict[str, Any]:
@@ -137,9 +174,12 @@ def _unseen_labels(train, evaluation, labels: list[str] | None) -> dict[str, Any
     if not rows:
         return {}
     names = sorted({str(evaluation["label"][n]) for n in rows})
-    print(f"tuner: {len(rows)} eval {'row has' if len(rows) == 1 else 'rows have'} a label no train row has ({', '.join(names[:10])}"
-          f"{'...' if len(names) > 10 else ''}; eval rows {rows[:10]}{'...' if len(rows) > 10 else ''}): a model "
-          f"tuned on the train rows has never seen it")
+    print(
+        f"tuner: {len(rows)} eval {'row has' if len(rows) == 1 else 'rows have'} a label no train row has "
+        f"({', '.join(names[:10])}"
+        f"{'...' if len(names) > 10 else ''}; eval rows {rows[:10]}{'...' if len(rows) > 10 else ''}): a model "
+        f"tuned on the train rows has never seen it"
+    )
     return {"eval_labels_unseen_in_train": {"labels": names, "rows": rows[:50], "count": len(rows)}}
 
 
@@ -153,17 +193,21 @@ def _without_eval_questions(train, evaluation, data_config, source: str):
     dropped = len(train) - len(keep)
     if not dropped:
         return train, 0
-    print(f"tuner: dropped {dropped} train {'row' if dropped == 1 else 'rows'} whose question is also an eval question "
-          f"(data.drop_eval_overlap)")
+    print(
+        f"tuner: dropped {dropped} train {'row' if dropped == 1 else 'rows'} whose question is also an eval question "
+        f"(data.drop_eval_overlap)"
+    )
     return train.select(keep), dropped
 
 
 def require_train_rows(splits: Splits, source: str) -> None:
     """Refuse to train on no rows: every train row asked an eval question and was dropped (`drop_eval_overlap`)."""
     if len(splits.train) == 0 and splits.report["train_rows_dropped_as_eval_questions"]:
-        raise TunerError(f"{source}: every row of data.train asks a question that data.eval asks too, so none is left "
-                         f"to train on without training on the scored rows. Give held-out eval rows, or set "
-                         f"`data.drop_eval_overlap: false` to train on them anyway (its scores then measure recall).")
+        raise TunerError(
+            f"{source}: every row of data.train asks a question that data.eval asks too, so none is left "
+            f"to train on without training on the scored rows. Give held-out eval rows, or set "
+            f"`data.drop_eval_overlap: false` to train on them anyway (its scores then measure recall)."
+        )
 
 
 def require_feedback(splits: Splits, source: str, unpair: bool) -> None:
@@ -171,31 +215,36 @@ def require_feedback(splits: Splits, source: str, unpair: bool) -> None:
     all one way: KTO learns from the contrast between desirable and undesirable answers."""
     family = FORMATS[splits.format].family
     if family == "preference" and not unpair:
-        raise TunerError(f"{source}: method kto trains on answers marked good or bad, but data.train holds preference "
-                         f"pairs ({splits.format}). Set `kto.unpair: true` to split each pair into a thumbs-up and a "
-                         f"thumbs-down row, or use `tuner dpo` for pairs.")
+        raise TunerError(
+            f"{source}: method kto trains on answers marked good or bad, but data.train holds preference "
+            f"pairs ({splits.format}). Set `kto.unpair: true` to split each pair into a thumbs-up and a "
+            f"thumbs-down row, or use `tuner dpo` for pairs."
+        )
     if family not in ("feedback", "preference"):
-        raise TunerError(f"{source}: method kto needs feedback rows (an answer and a boolean `label`, thumbs up or "
-                         f"down), but data.train holds {splits.format} rows (columns found: "
-                         f"{splits.report['train_columns']}). Give `prompt`/`completion`/`label` or `messages`/"
-                         f"`label` rows (map your own thumbs column with `data.columns: {{label: ...}}`).")
+        raise TunerError(
+            f"{source}: method kto needs feedback rows (an answer and a boolean `label`, thumbs up or "
+            f"down), but data.train holds {splits.format} rows (columns found: "
+            f"{splits.report['train_columns']}). Give `prompt`/`completion`/`label` or `messages`/"
+            f"`label` rows (map your own thumbs column with `data.columns: {{label: ...}}`)."
+        )
     if family == "feedback":
         counts = feedback_counts(splits.train)
         if not counts["desirable"] or not counts["undesirable"]:
             kind = "thumbs up" if counts["desirable"] else "thumbs down"
-            raise TunerError(f"{source}: every one of the {len(splits.train)} train rows of data.train is {kind}; KTO "
-                             f"learns from the contrast between answers marked good and bad, so it needs rows of both "
-                             f"`label` values. Add rows of the other kind (or check the `label` column).")
+            raise TunerError(
+                f"{source}: every one of the {len(splits.train)} train rows of data.train is {kind}; KTO "
+                f"learns from the contrast between answers marked good and bad, so it needs rows of both "
+                f"`label` values. Add rows of the other kind (or check the `label` column)."
+            )
 
 
 def feedback_rows(dataset, seed: int):
     """KTO's training rows: feedback rows (preference pairs unpaired into a thumbs-up and a thumbs-down row each),
     shuffled with the run's seed, because KTO batches rows in order (its KL estimate pairs neighbours) and a file
     sorted by label would make one-sided batches."""
-    import datasets
 
     if "chosen" in dataset.column_names:
-        dataset = datasets.Dataset.from_list([one for row in dataset for one in unpaired(row)])
+        dataset = table([one for row in dataset for one in unpaired(row)])
     return dataset.shuffle(seed=seed)
 
 
@@ -208,7 +257,9 @@ def feedback_counts(rows) -> dict[str, int]:
 def require_preference(splits: Splits, source: str, method: str) -> None:
     """Refuse a preference method's run on rows that are not preference pairs, naming the columns found."""
     if FORMATS[splits.format].family != "preference":
-        raise TunerError(f"{source}: method {method} needs preference pairs, but data.train holds {splits.format} "
-                         f"rows (columns found: {splits.report['train_columns']}). Give rows with `chosen` and "
-                         f"`rejected` (plus `prompt`, or `conversations` as LLaMA-Factory writes them, or full "
-                         f"transcripts).")
+        raise TunerError(
+            f"{source}: method {method} needs preference pairs, but data.train holds {splits.format} "
+            f"rows (columns found: {splits.report['train_columns']}). Give rows with `chosen` and "
+            f"`rejected` (plus `prompt`, or `conversations` as LLaMA-Factory writes them, or full "
+            f"transcripts)."
+        )

@@ -6,9 +6,15 @@
 
 import importlib
 
-MODULES = {"sft": "tuner.recipes.sft", "dpo": "tuner.recipes.dpo", "kto": "tuner.recipes.kto",
-           "reward": "tuner.recipes.reward", "grpo": "tuner.recipes.grpo", "fewshot": "tuner.recipes.fewshot",
-           "rag": "tuner.recipes.rag"}
+MODULES = {
+    "sft": "tuner.recipes.sft",
+    "dpo": "tuner.recipes.dpo",
+    "kto": "tuner.recipes.kto",
+    "reward": "tuner.recipes.reward",
+    "grpo": "tuner.recipes.grpo",
+    "fewshot": "tuner.recipes.fewshot",
+    "rag": "tuner.recipes.rag",
+}
 
 
 def module_for(method: str):

@@ -31,8 +31,14 @@ def _reply(model, tokenizer, messages: list[dict[str, str]], max_new_tokens: int
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(next(model.parameters()).device)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    settings = dict(**inputs, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer,
-                    eos_token_id=stop_token_ids(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    settings = dict(
+        **inputs,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        streamer=streamer,
+        eos_token_id=stop_token_ids(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+    )
     worker = Thread(target=torch.inference_mode()(model.generate), kwargs=settings)
     worker.start()
     pieces = []
@@ -45,8 +51,9 @@ def _reply(model, tokenizer, messages: list[dict[str, str]], max_new_tokens: int
     return "".join(pieces).strip()
 
 
-def chat(target: str | Path, lines: TextIO | None = None, out: TextIO | None = None,
-         max_new_tokens: int = 256) -> list[dict[str, Any]]:
+def chat(
+    target: str | Path, lines: TextIO | None = None, out: TextIO | None = None, max_new_tokens: int = 256
+) -> list[dict[str, Any]]:
     """Chat with the model of `target` (a run folder, or a recipe file for its base model), reading one user turn
     per line of `lines` (default: standard input); returns the conversation as it stands at the end."""
     lines, out = lines or sys.stdin, out or sys.stdout
@@ -57,13 +64,20 @@ def chat(target: str | Path, lines: TextIO | None = None, out: TextIO | None = N
     loaded = load_model(recipe.model, recipe.source, Precision(compute="fp32", weights="fp32"))
     model = (with_run_adapter(loaded.model, adapter) if adapter is not None else loaded.model).eval()
     if not loaded.tokenizer.chat_template:
-        raise TunerError(f"{recipe.source}: {recipe.model.name_or_path} has no chat template, so there is no chat "
-                         f"to have with it. Use `tuner predict` on plain-text rows, or an instruct model.")
+        raise TunerError(
+            f"{recipe.source}: {recipe.model.name_or_path} has no chat template, so there is no chat "
+            f"to have with it. Use `tuner predict` on plain-text rows, or an instruct model."
+        )
     start = [{"role": "system", "content": recipe.data.system_prompt}] if recipe.data.system_prompt else []
     messages = list(start)
     interactive = lines.isatty() if hasattr(lines, "isatty") else False
-    out.write(f"Chatting with {recipe.model.name_or_path}" + (f" + {adapter}" if adapter else "")
-              + ". " + ", ".join(f"{c} to {what}" for c, what in COMMANDS.items()) + ".\n")
+    out.write(
+        f"Chatting with {recipe.model.name_or_path}"
+        + (f" + {adapter}" if adapter else "")
+        + ". "
+        + ", ".join(f"{c} to {what}" for c, what in COMMANDS.items())
+        + ".\n"
+    )
     while True:
         if interactive:
             out.write("> ")
@@ -77,7 +91,7 @@ def chat(target: str | Path, lines: TextIO | None = None, out: TextIO | None = N
             out.write("(conversation reset)\n")
         elif text:
             messages.append({"role": "user", "content": text})
-            messages.append({"role": "assistant", "content": _reply(model, loaded.tokenizer, messages,
-                                                                    max_new_tokens, out)})
+            messages.append(
+                {"role": "assistant", "content": _reply(model, loaded.tokenizer, messages, max_new_tokens, out)}
+            )
     return messages
-

@@ -22,8 +22,15 @@ from ..rendering import report_long_rows
 from ..runs import RunResult, build_manifest, finish_run, run_folder, scoring
 from ..speed import decide_precision
 from ..trainers import build_trainer
-from ..training import (first_and_last, recorded_args, score_feedback_run, speed_record, train_and_save, train_metrics,
-                        trained_model)
+from ..training import (
+    first_and_last,
+    recorded_args,
+    score_feedback_run,
+    speed_record,
+    train_and_save,
+    train_metrics,
+    trained_model,
+)
 from .preflight import check_data
 
 TRAINING_LOGS = ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
@@ -52,13 +59,22 @@ def run(recipe) -> RunResult:
 
     model = trained_model(trainer, recipe, run_dir, loaded)
     history = trainer.state.log_history
-    metrics = {**train_metrics("sft+dpo" if recipe.model.adapter else "dpo", output, phases, counts),
-               **first_and_last(history, TRAINING_LOGS)}
-    manifest = build_manifest(recipe, splits.report, loaded.info,
-                              extra={"adapter": recipe.adapter.model_dump(), "dpo": recipe.dpo.model_dump(),
-                                     "continued_from": recipe.model.adapter,
-                                     "trl_args": recorded_args(trainer.args, recipe),
-                                     "speed": speed_record(speed, trainer.args)})
+    metrics = {
+        **train_metrics("sft+dpo" if recipe.model.adapter else "dpo", output, phases, counts),
+        **first_and_last(history, TRAINING_LOGS),
+    }
+    manifest = build_manifest(
+        recipe,
+        splits.report,
+        loaded.info,
+        extra={
+            "adapter": recipe.adapter.model_dump(),
+            "dpo": recipe.dpo.model_dump(),
+            "continued_from": recipe.model.adapter,
+            "trl_args": recorded_args(trainer.args, recipe),
+            "speed": speed_record(speed, trainer.args),
+        },
+    )
     with scoring(run_dir, recipe, manifest, history):
         score_feedback_run(model, loaded.tokenizer, splits, recipe, loaded.dtype, run_dir, metrics, phases)
     return finish_run(run_dir, metrics, manifest, history)

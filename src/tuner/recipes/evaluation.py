@@ -38,9 +38,13 @@ def run(recipe, adapter: str | Path | None = None, output_dir: str | Path | None
 
     result = evaluate(model, loaded.tokenizer, eval_rows, recipe.eval, splits.labels, loaded.dtype)
 
-    metrics: dict[str, Any] = {"method": adapter_manifest["method"] if adapter_manifest else "base",
-                               "adapter": str(adapter) if adapter else None, "phases": phases}
+    metrics: dict[str, Any] = {
+        "method": adapter_manifest["method"] if adapter_manifest else "base",
+        "adapter": str(adapter) if adapter else None,
+        "phases": phases,
+    }
     record_evaluation(run_dir, result, metrics, phases)
-    manifest = build_manifest(recipe, splits.report, loaded.info,
-                              extra={"adapter_run": str(adapter) if adapter else None})
+    manifest = build_manifest(
+        recipe, splits.report, loaded.info, extra={"adapter_run": str(adapter) if adapter else None}
+    )
     return finish_run(run_dir, metrics, manifest)

@@ -13,9 +13,25 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TunerError
-from ..exports import (FORMATS, TOLERANCES, agreement, check_disk, check_texts, copy_adapter, gguf_export, load_adapter,
-                       llama_cpp_tokens, load_gguf, load_merged, merged_model, model_card, record, reference_model,
-                       save_merged, stored_precision)
+from ..exports import (
+    FORMATS,
+    TOLERANCES,
+    agreement,
+    check_disk,
+    check_texts,
+    copy_adapter,
+    gguf_export,
+    llama_cpp_tokens,
+    load_adapter,
+    load_gguf,
+    load_merged,
+    merged_model,
+    model_card,
+    record,
+    reference_model,
+    save_merged,
+    stored_precision,
+)
 from ..files import write_json, write_text
 from ..gguf_file import QUANTS, check_architecture
 from ..runs import CLAIM, new_run_dir, read_run
@@ -34,9 +50,11 @@ def _checked_request(run, to: str, quant: str | None) -> str | None:
         raise TunerError(f"--to {to!r} is not an export format; choose {', '.join(FORMATS)}.")
     run.require_policy("export")
     if run.adapter is None:
-        raise TunerError(f"{run.run_dir}: this {run.recipe.method} run trained no adapter (it has no "
-                         f"adapter/adapter_config.json), so there is nothing of its own to export. Export the SFT or "
-                         f"DPO run it used (`model.adapter`), or train one with `tuner sft`.")
+        raise TunerError(
+            f"{run.run_dir}: this {run.recipe.method} run trained no adapter (it has no "
+            f"adapter/adapter_config.json), so there is nothing of its own to export. Export the SFT or "
+            f"DPO run it used (`model.adapter`), or train one with `tuner sft`."
+        )
     if to != "gguf" and quant is not None:
         raise TunerError(f"--quant {quant} applies to `--to gguf` only; a {to} export keeps the weights as they are.")
     quant = quant or ("f16" if to == "gguf" else None)
@@ -47,8 +65,9 @@ def _checked_request(run, to: str, quant: str | None) -> str | None:
     return quant
 
 
-def export(run_path: str | Path, to: str = "merged", out: str | Path | None = None,
-           quant: str | None = None) -> ExportResult:
+def export(
+    run_path: str | Path, to: str = "merged", out: str | Path | None = None, quant: str | None = None
+) -> ExportResult:
     """Export a finished SFT or DPO run (`to`: merged, gguf or adapter; `quant` for gguf: f32, f16, bf16, q8_0) into
     `out` (default: `<run>/exports/<format>`; a folder that holds files is never overwritten) and check it."""
     run = read_run(run_path)
@@ -67,10 +86,16 @@ def export(run_path: str | Path, to: str = "merged", out: str | Path | None = No
         candidate, candidate_tokenizer = load_adapter(run, folder)
     else:
         model, model_tokenizer = merged_model(run, precision if to == "merged" else "fp32")
-        merged_into = (f"the base's {precision} weights" if to == "merged" else "the base's weights in fp32, "
-                       f"then written as {quant}") + (
+        merged_into = (
+            f"the base's {precision} weights"
+            if to == "merged"
+            else f"the base's weights in fp32, then written as {quant}"
+        ) + (
             f" (unquantised: the run trained against {run.recipe.model.quantize} weights, so expect small "
-            f"differences from its scores)" if run.recipe.model.quantize else "")
+            f"differences from its scores)"
+            if run.recipe.model.quantize
+            else ""
+        )
         if to == "merged":
             files = save_merged(model, model_tokenizer, folder)
             candidate, candidate_tokenizer = load_merged(folder)
@@ -82,15 +107,20 @@ def export(run_path: str | Path, to: str = "merged", out: str | Path | None = No
         del model
 
     check = agreement(reference, candidate, tokenizer, candidate_tokenizer, texts)
-    check.update(tolerance=TOLERANCES[kind], passed=check["max_abs_logprob_difference"] <= TOLERANCES[kind],
-                 reference="the run's base model (unquantised, fp32) with its adapter, unmerged")
+    check.update(
+        tolerance=TOLERANCES[kind],
+        passed=check["max_abs_logprob_difference"] <= TOLERANCES[kind],
+        reference="the run's base model (unquantised, fp32) with its adapter, unmerged",
+    )
     info = record(run, to, quant, files + ["README.md", "export.json"], check, merged_into, extra)
     write_json(folder / "export.json", info)
     write_text(folder / "README.md", model_card(info))
     (folder / CLAIM).unlink(missing_ok=True)
     if not check["passed"]:
-        raise TunerError(f"{folder}: the export does not reproduce the run: next-token log-probabilities differ by up "
-                         f"to {check['max_abs_logprob_difference']:.3g}, above the {kind} tolerance "
-                         f"{TOLERANCES[kind]:g}. Do not deploy it; export.json holds the check. A coarser --quant "
-                         f"(f16 rather than q8_0) or `--to merged` stays closer.")
+        raise TunerError(
+            f"{folder}: the export does not reproduce the run: next-token log-probabilities differ by up "
+            f"to {check['max_abs_logprob_difference']:.3g}, above the {kind} tolerance "
+            f"{TOLERANCES[kind]:g}. Do not deploy it; export.json holds the check. A coarser --quant "
+            f"(f16 rather than q8_0) or `--to merged` stays closer."
+        )
     return ExportResult(folder=folder, info=info)

@@ -32,8 +32,13 @@ def run(recipe) -> RunResult:
 
     result = evaluate(loaded.model, loaded.tokenizer, rows, recipe.eval, splits.labels, loaded.dtype)
 
-    metrics: dict[str, Any] = {"method": "fewshot", "k": recipe.fewshot.k, "select": recipe.fewshot.select,
-                               "trainable_parameters": 0, "phases": phases}
+    metrics: dict[str, Any] = {
+        "method": "fewshot",
+        "k": recipe.fewshot.k,
+        "select": recipe.fewshot.select,
+        "trainable_parameters": 0,
+        "phases": phases,
+    }
     record_evaluation(run_dir, result, metrics, phases)
     manifest = build_manifest(recipe, splits.report, loaded.info, extra={"fewshot": recipe.fewshot.model_dump()})
     return finish_run(run_dir, metrics, manifest)

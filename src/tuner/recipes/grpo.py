@@ -15,6 +15,7 @@ from ..accounting import phase
 from ..adapters import parameter_counts
 from ..checkpoints import resume_point
 from ..data.rows import prompt_rows, scoring_rows
+from ..data.sources import table
 from ..data.splits import load_data
 from ..evaluator import evaluate
 from ..files import write_jsonl
@@ -33,7 +34,6 @@ TRAINING_LOGS = ("loss", "reward", "reward_std")
 
 def run(recipe) -> RunResult:
     """Train an adapter against the recipe's rewards and write the run folder; returns its path and metrics."""
-    import datasets
     from transformers import set_seed
 
     set_seed(recipe.seed)
@@ -42,7 +42,7 @@ def run(recipe) -> RunResult:
         splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
         check_data(recipe, splits)
         choices = recipe.eval.choices or splits.labels
-        train_rows = datasets.Dataset.from_list(prompt_rows(splits.train, choices))
+        train_rows = table(prompt_rows(splits.train, choices))
         held_out = prompt_rows(splits.eval, choices)
     checkpoint = resume_point(recipe, splits.report)
     loaded = load_model(recipe.model, recipe.source, decide_precision(recipe.model))
@@ -54,36 +54,67 @@ def run(recipe) -> RunResult:
     counts = parameter_counts(trainer.model)
     weights = [spec.weight for spec in recipe.grpo.rewards]
     with phase("reward_before", phases):
-        before = mean_reward(trainer.model, loaded.tokenizer, held_out, functions, weights,
-                             recipe.grpo.max_completion_length, recipe.eval.batch_size)
+        before = mean_reward(
+            trainer.model,
+            loaded.tokenizer,
+            held_out,
+            functions,
+            weights,
+            recipe.grpo.max_completion_length,
+            recipe.eval.batch_size,
+        )
     output = train_and_save(trainer, speed, loaded.tokenizer, run_dir, phases, recipe, splits.report, checkpoint)
     if not is_main_process():
         return RunResult(run_dir=run_dir, metrics={}, manifest={})  # rank 0 evaluates and writes the run folder
 
     model = trained_model(trainer, recipe, run_dir, loaded)
     history = trainer.state.log_history
-    manifest = build_manifest(recipe, splits.report, loaded.info,
-                              extra={"adapter": recipe.adapter.model_dump(), "grpo": recipe.grpo.model_dump(),
-                                     "continued_from": recipe.model.adapter,
-                                     "trl_args": recorded_args(trainer.args, recipe),
-                                     "speed": speed_record(speed, trainer.args)})
+    manifest = build_manifest(
+        recipe,
+        splits.report,
+        loaded.info,
+        extra={
+            "adapter": recipe.adapter.model_dump(),
+            "grpo": recipe.grpo.model_dump(),
+            "continued_from": recipe.model.adapter,
+            "trl_args": recorded_args(trainer.args, recipe),
+            "speed": speed_record(speed, trainer.args),
+        },
+    )
     with scoring(run_dir, recipe, manifest, history):
         with phase("reward_after", phases):
-            after = mean_reward(model, loaded.tokenizer, held_out, functions, weights,
-                                recipe.grpo.max_completion_length, recipe.eval.batch_size)
-        write_jsonl(run_dir / "rewards.jsonl", [
-            {"row": number, "gold": row["gold"], "before": {"answer": before["answers"][number],
-                                                            "reward": before["values"][number]},
-             "after": {"answer": after["answers"][number], "reward": after["values"][number]}}
-            for number, row in enumerate(held_out)])
+            after = mean_reward(
+                model,
+                loaded.tokenizer,
+                held_out,
+                functions,
+                weights,
+                recipe.grpo.max_completion_length,
+                recipe.eval.batch_size,
+            )
+        write_jsonl(
+            run_dir / "rewards.jsonl",
+            [
+                {
+                    "row": number,
+                    "gold": row["gold"],
+                    "before": {"answer": before["answers"][number], "reward": before["values"][number]},
+                    "after": {"answer": after["answers"][number], "reward": after["values"][number]},
+                }
+                for number, row in enumerate(held_out)
+            ],
+        )
         method = f"sft+{recipe.grpo.algorithm}" if recipe.model.adapter else recipe.grpo.algorithm
-        metrics = {**train_metrics(method, output, phases, counts),
-                   **first_and_last(history, TRAINING_LOGS),
-                   "reward_before": {k: before[k] for k in ("mean", "ci95", "rows")},
-                   "reward_after": {k: after[k] for k in ("mean", "ci95", "rows")},
-                   "reward_change_ci95": paired_difference_interval(after["values"], before["values"])}
+        metrics = {
+            **train_metrics(method, output, phases, counts),
+            **first_and_last(history, TRAINING_LOGS),
+            "reward_before": {k: before[k] for k in ("mean", "ci95", "rows")},
+            "reward_after": {k: after[k] for k in ("mean", "ci95", "rows")},
+            "reward_change_ci95": paired_difference_interval(after["values"], before["values"]),
+        }
         if recipe.eval.task:
-            result = evaluate(model, loaded.tokenizer, scoring_rows(splits.eval), recipe.eval, splits.labels,
-                              loaded.dtype)
+            result = evaluate(
+                model, loaded.tokenizer, scoring_rows(splits.eval), recipe.eval, splits.labels, loaded.dtype
+            )
             record_evaluation(run_dir, result, metrics, phases)
     return finish_run(run_dir, metrics, manifest, history)

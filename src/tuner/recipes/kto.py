@@ -21,8 +21,15 @@ from ..rendering import report_long_rows
 from ..runs import RunResult, build_manifest, finish_run, run_folder, scoring
 from ..speed import decide_precision
 from ..trainers import build_trainer
-from ..training import (first_and_last, recorded_args, score_feedback_run, speed_record, train_and_save, train_metrics,
-                        trained_model)
+from ..training import (
+    first_and_last,
+    recorded_args,
+    score_feedback_run,
+    speed_record,
+    train_and_save,
+    train_metrics,
+    trained_model,
+)
 from .preflight import check_data
 
 TRAINING_LOGS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "kl")
@@ -53,17 +60,24 @@ def run(recipe) -> RunResult:
 
     model = trained_model(trainer, recipe, run_dir, loaded)
     history = trainer.state.log_history
-    metrics = {**train_metrics("sft+kto" if recipe.model.adapter else "kto", output, phases, counts),
-               **first_and_last(history, TRAINING_LOGS),
-               "feedback_rows": feedback_counts(train_rows)}
-    weights = {"desirable_weight": trainer.args.desirable_weight,
-               "undesirable_weight": trainer.args.undesirable_weight}
-    manifest = build_manifest(recipe, splits.report, loaded.info,
-                              extra={"adapter": recipe.adapter.model_dump(),
-                                     "kto": {**recipe.kto.model_dump(), **weights},
-                                     "continued_from": recipe.model.adapter,
-                                     "trl_args": recorded_args(trainer.args, recipe),
-                                     "speed": speed_record(speed, trainer.args)})
+    metrics = {
+        **train_metrics("sft+kto" if recipe.model.adapter else "kto", output, phases, counts),
+        **first_and_last(history, TRAINING_LOGS),
+        "feedback_rows": feedback_counts(train_rows),
+    }
+    weights = {"desirable_weight": trainer.args.desirable_weight, "undesirable_weight": trainer.args.undesirable_weight}
+    manifest = build_manifest(
+        recipe,
+        splits.report,
+        loaded.info,
+        extra={
+            "adapter": recipe.adapter.model_dump(),
+            "kto": {**recipe.kto.model_dump(), **weights},
+            "continued_from": recipe.model.adapter,
+            "trl_args": recorded_args(trainer.args, recipe),
+            "speed": speed_record(speed, trainer.args),
+        },
+    )
     with scoring(run_dir, recipe, manifest, history):
         score_feedback_run(model, loaded.tokenizer, splits, recipe, loaded.dtype, run_dir, metrics, phases)
     return finish_run(run_dir, metrics, manifest, history)

@@ -94,27 +94,34 @@ def _answer(prediction: dict[str, Any], answered: bool, retrieval_seconds: float
     if retrieval_seconds is None:
         line["latency_ms"] = prediction["latency_ms"]
     else:  # a request's latency is its search and its scoring
-        line.update(retrieval_ms=round(1000 * retrieval_seconds, 2), model_ms=prediction["latency_ms"],
-                    latency_ms=round(1000 * retrieval_seconds + prediction["latency_ms"], 2))
+        line.update(
+            retrieval_ms=round(1000 * retrieval_seconds, 2),
+            model_ms=prediction["latency_ms"],
+            latency_ms=round(1000 * retrieval_seconds + prediction["latency_ms"], 2),
+        )
     line["prompt"] = prediction["prompt"]
     return line
 
 
-def predict(target: str | Path, input_path: str | Path, output_path: str | Path,
-            batch_size: int | None = None) -> Predictions:
+def predict(
+    target: str | Path, input_path: str | Path, output_path: str | Path, batch_size: int | None = None
+) -> Predictions:
     """Answer every row of `input_path` with the model of `target` (a run folder, or a recipe file for its base
     model) and write one JSON line per row to `output_path` (a new name if it exists)."""
     from transformers import set_seed
 
     recipe, adapter, data_report = model_target(target)
     labels = data_report.get("labels") or recipe.data.label_names
-    eval_config = recipe.eval.model_copy(update={"task": recipe.eval.task or "generate",
-                                                 **({"batch_size": batch_size} if batch_size else {})})
+    eval_config = recipe.eval.model_copy(
+        update={"task": recipe.eval.task or "generate", **({"batch_size": batch_size} if batch_size else {})}
+    )
     if eval_config.task == "choice" and not (eval_config.choices or labels or recipe.data.choices_column):
-        raise TunerError(f"{target}: its eval task is choice but it names no choices (`eval.choices`). Set them in "
-                         f"the recipe.")
-    requests = read_requests(input_path, recipe.data, data_format(recipe, data_report.get("format")), eval_config,
-                             labels)
+        raise TunerError(
+            f"{target}: its eval task is choice but it names no choices (`eval.choices`). Set them in the recipe."
+        )
+    requests = read_requests(
+        input_path, recipe.data, data_format(recipe, data_report.get("format")), eval_config, labels
+    )
     set_seed(recipe.seed)
     rows, retrieval_seconds = method_prompts(recipe, requests.rows)
     if adapter is not None:
@@ -125,11 +132,17 @@ def predict(target: str | Path, input_path: str | Path, output_path: str | Path,
 
     result = evaluate(model, loaded.tokenizer, rows, eval_config, labels, loaded.dtype)
 
-    lines = [_answer(p, had, retrieval_seconds[p["row"]] if retrieval_seconds else None)
-             for p, had in zip(result.predictions, requests.answered)]
+    lines = [
+        _answer(p, had, retrieval_seconds[p["row"]] if retrieval_seconds else None)
+        for p, had in zip(result.predictions, requests.answered)
+    ]
     output = free_path(Path(output_path))
     output.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(output, lines)
     scored = [line["correct"] for line in lines if "correct" in line]
-    return Predictions(output=output, rows=lines, accuracy=round(sum(scored) / len(scored), 4) if scored else None,
-                       answered=len(scored))
+    return Predictions(
+        output=output,
+        rows=lines,
+        accuracy=round(sum(scored) / len(scored), 4) if scored else None,
+        answered=len(scored),
+    )

@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..data.corpus import read_corpus
-from ..defaults import TRAINING_METHODS
 from ..data.formats import FORMATS
 from ..data.rows import answer_text, prompt_rows, scoring_rows
 from ..data.splits import load_data, require_feedback, require_preference, require_train_rows
+from ..defaults import TRAINING_METHODS
 from ..embedder import resolve_embedding_model
 from ..errors import TunerError
 from ..estimate import Estimate, estimate
@@ -31,9 +31,11 @@ def check_data(recipe, splits) -> None:
     if recipe.method in TRAINING_METHODS:
         require_train_rows(splits, recipe.source)
     if recipe.method != "grpo" and FORMATS[splits.format].family == "prompts":
-        raise TunerError(f"{recipe.source}: data.train holds prompts alone (no answers), which only `tuner grpo` "
-                         f"trains on (its rewards judge the answers it samples). Give rows with answers for method "
-                         f"{recipe.method}.")
+        raise TunerError(
+            f"{recipe.source}: data.train holds prompts alone (no answers), which only `tuner grpo` "
+            f"trains on (its rewards judge the answers it samples). Give rows with answers for method "
+            f"{recipe.method}."
+        )
     METHOD_CHECKS.get(recipe.method, check_scoring)(recipe, splits)
 
 
@@ -55,13 +57,17 @@ def check_feedback(recipe, splits) -> None:
     """KTO: thumbs of both kinds, and held-out rows something can score (pairs, or answers marked good)."""
     require_feedback(splits, recipe.source, recipe.kto.unpair)
     if not held_out_pairs(splits) and recipe.eval.task in (None, "preference"):
-        raise TunerError(f"{recipe.source}: the held-out rows of this KTO run are feedback, not preference pairs, "
-                         f"so there is nothing to score them on: set `eval.task` (choice or generate; the answers "
-                         f"marked good are the gold answers), or give `data.eval` preference pairs.")
+        raise TunerError(
+            f"{recipe.source}: the held-out rows of this KTO run are feedback, not preference pairs, "
+            f"so there is nothing to score them on: set `eval.task` (choice or generate; the answers "
+            f"marked good are the gold answers), or give `data.eval` preference pairs."
+        )
     if not held_out_pairs(splits) and not scoring_rows(splits.eval):
-        raise TunerError(f"{recipe.source}: none of the {len(splits.eval)} held-out feedback rows is marked good, "
-                         f"so no row has a gold answer to score. Give `data.eval` (task rows or preference "
-                         f"pairs).")
+        raise TunerError(
+            f"{recipe.source}: none of the {len(splits.eval)} held-out feedback rows is marked good, "
+            f"so no row has a gold answer to score. Give `data.eval` (task rows or preference "
+            f"pairs)."
+        )
     if recipe.eval.task != "preference":
         check_scoring(recipe, splits)
 
@@ -78,30 +84,49 @@ def check_rewards(recipe, splits) -> None:
     rows = prompt_rows(splits.train, recipe.eval.choices or splits.labels)
     needs_gold = [spec.type for spec in recipe.grpo.rewards if spec.type in NEEDS_GOLD]
     if needs_gold and any(row["gold"] is None for row in rows):
-        raise TunerError(f"{recipe.source}: the `{needs_gold[0]}` reward compares each answer with the row's gold "
-                         f"answer, but data.train holds prompts alone. Give rows with answers (prompt/completion, "
-                         f"classification...), or use rewards that need none (regex, length, model, function).")
+        raise TunerError(
+            f"{recipe.source}: the `{needs_gold[0]}` reward compares each answer with the row's gold "
+            f"answer, but data.train holds prompts alone. Give rows with answers (prompt/completion, "
+            f"classification...), or use rewards that need none (regex, length, model, function)."
+        )
     if "choice" in needs_gold and any(not row["choices"] for row in rows):
-        raise TunerError(f"{recipe.source}: the `choice` reward needs the answers to choose from: set `eval.choices`, "
-                         f"or give classification rows (their labels are the choices) or `data.choices_column`.")
+        raise TunerError(
+            f"{recipe.source}: the `choice` reward needs the answers to choose from: set `eval.choices`, "
+            f"or give classification rows (their labels are the choices) or `data.choices_column`."
+        )
     functions = reward_functions(recipe, None, None, load_models=False)
     sample = rows[:4]
-    completions = [[{"role": "assistant", "content": row["gold"] or "ok"}] if isinstance(row["prompt"], list)
-                   else row["gold"] or "ok" for row in sample]
+    completions = [
+        [{"role": "assistant", "content": row["gold"] or "ok"}]
+        if isinstance(row["prompt"], list)
+        else row["gold"] or "ok"
+        for row in sample
+    ]
     extras = {key: [row[key] for row in sample] for key in ("gold", "choices")}
     for function in functions:
-        function(prompts=[row["prompt"] for row in sample], completions=completions,
-                 completion_ids=[[0] for _ in sample], **extras)
+        function(
+            prompts=[row["prompt"] for row in sample],
+            completions=completions,
+            completion_ids=[[0] for _ in sample],
+            **extras,
+        )
     if recipe.eval.task and any(row["gold"] is None for row in prompt_rows(splits.eval)):
-        raise TunerError(f"{recipe.source}: `eval.task` {recipe.eval.task} scores answers against gold ones, but "
-                         f"the held-out rows are prompts alone. Remove `eval.task` (the run reports its mean "
-                         f"reward on them) or give `data.eval` rows with answers.")
+        raise TunerError(
+            f"{recipe.source}: `eval.task` {recipe.eval.task} scores answers against gold ones, but "
+            f"the held-out rows are prompts alone. Remove `eval.task` (the run reports its mean "
+            f"reward on them) or give `data.eval` rows with answers."
+        )
     check_scoring(recipe, splits)
 
 
 # Each method's own checks of its rows (the others check what their task scores, `check_scoring`).
-METHOD_CHECKS = {"dpo": check_pairs, "reward": check_pairs, "kto": check_feedback, "grpo": check_rewards,
-                 "fewshot": check_examples}
+METHOD_CHECKS = {
+    "dpo": check_pairs,
+    "reward": check_pairs,
+    "kto": check_feedback,
+    "grpo": check_rewards,
+    "fewshot": check_examples,
+}
 
 
 def held_out_pairs(splits) -> bool:
@@ -163,24 +188,33 @@ def prompt_dry_run(recipe, shown: int = 2) -> dict[str, Any]:
         rows = fewshot_rows(splits.train, splits.eval, recipe.fewshot)
     rendered = [render_prompt(row["prompt"], tokenizer, row.get("tools")) for row in rows]
     tokens = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in rendered]
-    return {"rows": [{"prompt": rendered[n], "answer": answer_text(rows[n]), "tokens": tokens[n]}
-                     for n in range(min(shown, len(rows)))],
-            "eval_rows": len(rows), "mean_prompt_tokens": sum(tokens) / max(len(tokens), 1),
-            "max_prompt_tokens": max(tokens, default=0), "context_tokens": context_length(config),
-            "retrieval": retrieval}
+    return {
+        "rows": [
+            {"prompt": rendered[n], "answer": answer_text(rows[n]), "tokens": tokens[n]}
+            for n in range(min(shown, len(rows)))
+        ],
+        "eval_rows": len(rows),
+        "mean_prompt_tokens": sum(tokens) / max(len(tokens), 1),
+        "max_prompt_tokens": max(tokens, default=0),
+        "context_tokens": context_length(config),
+        "retrieval": retrieval,
+    }
 
 
 def describe_prompts(preview: dict[str, Any], recipe) -> str:
     """A prompt recipe's dry run as text: token counts, retrieval's figures, the first prompts as the model reads
     them with the gold answer after each."""
     context = f" (the model reads {preview['context_tokens']:,})" if preview["context_tokens"] else ""
-    lines = [f"tuner dry run of {recipe.source} ({recipe.method}; no weights loaded, nothing scored)",
-             f"  {preview['eval_rows']} eval prompts: {preview['mean_prompt_tokens']:,.0f} tokens on average, "
-             f"{preview['max_prompt_tokens']:,} the longest{context}"]
+    lines = [
+        f"tuner dry run of {recipe.source} ({recipe.method}; no weights loaded, nothing scored)",
+        f"  {preview['eval_rows']} eval prompts: {preview['mean_prompt_tokens']:,.0f} tokens on average, "
+        f"{preview['max_prompt_tokens']:,} the longest{context}",
+    ]
     if preview["retrieval"]:
         found = {k: v for k, v in preview["retrieval"].items() if v is not None and k != "k"}
-        lines.append(f"  retrieval (k {recipe.rag.k}): " + ", ".join(f"{k.replace('_', ' ')} {v:g}"
-                                                                      for k, v in found.items()))
+        lines.append(
+            f"  retrieval (k {recipe.rag.k}): " + ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in found.items())
+        )
     for number, row in enumerate(preview["rows"]):
         lines.append(f"  row {number}: {row['tokens']} prompt tokens, the gold answer after them between [[ ]]:")
         lines.extend("    | " + line for line in (row["prompt"] + "[[" + row["answer"] + "]]").splitlines())

@@ -45,12 +45,22 @@ def run(recipe) -> RunResult:
     result = evaluate(model, loaded.tokenizer, rows, recipe.eval, splits.labels, loaded.dtype)
 
     result.metrics.update(request_latency(result.metrics, retrieval, recipe.rag.k))
-    metrics: dict[str, Any] = {"method": "rag", "retriever": recipe.rag.retriever, "k": recipe.rag.k,
-                               "adapter_run": recipe.model.adapter, "upstream_method": (upstream or {}).get("method"),
-                               "upstream_retrieval_aware": bool((upstream or {}).get("rag")),
-                               "trainable_parameters": 0, "index": index.report, "phases": phases}
+    metrics: dict[str, Any] = {
+        "method": "rag",
+        "retriever": recipe.rag.retriever,
+        "k": recipe.rag.k,
+        "adapter_run": recipe.model.adapter,
+        "upstream_method": (upstream or {}).get("method"),
+        "upstream_retrieval_aware": bool((upstream or {}).get("rag")),
+        "trainable_parameters": 0,
+        "index": index.report,
+        "phases": phases,
+    }
     record_evaluation(run_dir, result, metrics, phases)
-    manifest = build_manifest(recipe, splits.report, loaded.info,
-                              extra={"rag": recipe.rag.model_dump(), "index": index.report,
-                                     "continued_from": recipe.model.adapter})
+    manifest = build_manifest(
+        recipe,
+        splits.report,
+        loaded.info,
+        extra={"rag": recipe.rag.model_dump(), "index": index.report, "continued_from": recipe.model.adapter},
+    )
     return finish_run(run_dir, metrics, manifest)

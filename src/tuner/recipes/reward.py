@@ -41,8 +41,9 @@ def run(recipe) -> RunResult:
     checkpoint = resume_point(recipe, splits.report)
     loaded = load_model(recipe.model, recipe.source, decide_precision(recipe.model), head="reward")
     check_chat_template(loaded.tokenizer, recipe)
-    report_long_pairs(splits.train, loaded.tokenizer, recipe.train_settings().get("max_length"), splits.report,
-                      recipe.source)
+    report_long_pairs(
+        splits.train, loaded.tokenizer, recipe.train_settings().get("max_length"), splits.report, recipe.source
+    )
     run_dir = run_folder(recipe, checkpoint)
 
     trainer, speed = build_trainer(recipe, loaded, splits.train, run_dir)
@@ -53,12 +54,17 @@ def run(recipe) -> RunResult:
 
     model = trained_model(trainer, recipe, run_dir, loaded)
     history = trainer.state.log_history
-    metrics = {**train_metrics("reward", output, phases, counts),
-               **first_and_last(history, TRAINING_LOGS)}
-    manifest = build_manifest(recipe, splits.report, loaded.info,
-                              extra={"adapter": recipe.adapter.model_dump(),
-                                     "trl_args": recorded_args(trainer.args, recipe),
-                                     "speed": speed_record(speed, trainer.args)})
+    metrics = {**train_metrics("reward", output, phases, counts), **first_and_last(history, TRAINING_LOGS)}
+    manifest = build_manifest(
+        recipe,
+        splits.report,
+        loaded.info,
+        extra={
+            "adapter": recipe.adapter.model_dump(),
+            "trl_args": recorded_args(trainer.args, recipe),
+            "speed": speed_record(speed, trainer.args),
+        },
+    )
     with scoring(run_dir, recipe, manifest, history):
         result = evaluate_rewards(model, loaded.tokenizer, eval_rows, recipe.eval, loaded.dtype)
         record_evaluation(run_dir, result, metrics, phases)

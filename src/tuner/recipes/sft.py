@@ -39,8 +39,9 @@ def run(recipe) -> RunResult:
     train_rows, retrieval, index_report = splits.train, None, None
     if recipe.rag:  # retrieval-aware fine-tuning: train and eval prompts carry the passages retrieved for them
         config, tokenizer = load_config_and_tokenizer(recipe.model, recipe.source)
-        train_rows, eval_rows, retrieval, index_report = retrieval_aware_rows(recipe, config, tokenizer, splits.train,
-                                                                              eval_rows, phases)
+        train_rows, eval_rows, retrieval, index_report = retrieval_aware_rows(
+            recipe, config, tokenizer, splits.train, eval_rows, phases
+        )
     loaded = load_model(recipe.model, recipe.source, decide_precision(recipe.model))
     check_chat_template(loaded.tokenizer, recipe)
     run_dir = run_folder(recipe, checkpoint)
@@ -55,14 +56,23 @@ def run(recipe) -> RunResult:
 
     model = trained_model(trainer, recipe, run_dir, loaded)
     history = trainer.state.log_history
-    metrics = {**train_metrics("sft", output, phases, counts),
-               "first_logged_loss": logged(history, "loss", 0), "last_logged_loss": logged(history, "loss", -1)}
-    manifest = build_manifest(recipe, splits.report, loaded.info,
-                              extra={"adapter": recipe.adapter.model_dump(),
-                                     "trl_args": recorded_args(trainer.args, recipe),
-                                     "speed": speed_record(speed, trainer.args),
-                                     "rag": recipe.rag.model_dump() if recipe.rag else None,
-                                     "index": index_report})
+    metrics = {
+        **train_metrics("sft", output, phases, counts),
+        "first_logged_loss": logged(history, "loss", 0),
+        "last_logged_loss": logged(history, "loss", -1),
+    }
+    manifest = build_manifest(
+        recipe,
+        splits.report,
+        loaded.info,
+        extra={
+            "adapter": recipe.adapter.model_dump(),
+            "trl_args": recorded_args(trainer.args, recipe),
+            "speed": speed_record(speed, trainer.args),
+            "rag": recipe.rag.model_dump() if recipe.rag else None,
+            "index": index_report,
+        },
+    )
     with scoring(run_dir, recipe, manifest, history):
         if recipe.eval.task:
             result = evaluate(model, loaded.tokenizer, eval_rows, recipe.eval, splits.labels, loaded.dtype)

@@ -21,13 +21,13 @@ import yaml
 from pydantic import ValidationError
 
 from ..comparison import Comparison, compare, find_runs
+from ..defaults import TRAINING_METHODS
 from ..errors import TunerError
 from ..files import write_text
 from ..hardware import is_main_process
 from ..plot import learning_curve
 from ..recipe_file import apply_overrides, recipe_from_dict
 from ..runs import RunResult, resumable
-from ..defaults import TRAINING_METHODS
 from ..schema import Recipe
 from ..secrets import redact_data
 from . import module_for
@@ -43,8 +43,10 @@ def parse_grid(texts: list[str] | tuple[str, ...]) -> dict[str, list[Any]]:
         key, _, raw = text.partition("=")
         values = [yaml.safe_load(value) for value in raw.split(",") if value.strip()]
         if not key.strip() or not values:
-            raise TunerError(f"--grid {text}: expected KEY.PATH=VALUE,VALUE,... with at least one value, for example "
-                             f"--grid data.max_train_samples=50,100,200.")
+            raise TunerError(
+                f"--grid {text}: expected KEY.PATH=VALUE,VALUE,... with at least one value, for example "
+                f"--grid data.max_train_samples=50,100,200."
+            )
         if key.strip() in grid or key.strip() in ("seed", "output_dir"):
             why = "swept twice" if key.strip() in grid else "set by the sweep"
             raise TunerError(f"--grid {text}: key {key.strip()} is {why}; give each key once (seeds with --seeds).")
@@ -59,8 +61,9 @@ def parse_seeds(text: str | None) -> list[int] | None:
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise TunerError(f"--seeds {text}: expected whole numbers separated by commas, for example --seeds 0,1,2.") \
-            from None
+        raise TunerError(
+            f"--seeds {text}: expected whole numbers separated by commas, for example --seeds 0,1,2."
+        ) from None
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise TunerError(f"--seeds {text}: expected distinct whole numbers of 0 or more, for example --seeds 0,1,2.")
     return seeds
@@ -114,7 +117,7 @@ def finished_run(recipe: Recipe) -> RunResult | None:
     `output_dir-N` a run went to when that folder was taken; else None, and the run goes to a new folder."""
     given = Path(recipe.output_dir)
     taken = sorted(given.parent.glob(f"{given.name}-*"), key=lambda p: p.name) if given.parent.is_dir() else []
-    for folder in [given] + [path for path in taken if path.name[len(given.name) + 1:].isdigit()]:
+    for folder in [given] + [path for path in taken if path.name[len(given.name) + 1 :].isdigit()]:
         done = _finished_in(folder, recipe)
         if done is not None:
             return done
@@ -186,14 +189,17 @@ class Sweep:
         return paths
 
 
-def sweep(recipe: Recipe, grid: dict[str, list[Any]], seeds: list[int] | None = None,
-          against: list[str | Path] = ()) -> Sweep:
+def sweep(
+    recipe: Recipe, grid: dict[str, list[Any]], seeds: list[int] | None = None, against: list[str | Path] = ()
+) -> Sweep:
     """Run `recipe` at every point of `grid` ({key path: [values]}) and seed (training runs resume when interrupted,
     finished ones are kept), then compare them with the runs `against` (prompt baselines, drawn as horizontal lines;
     the most accurate is the baseline of every Δ) and draw the learning curve along the first key."""
     if not grid:
-        raise TunerError("a sweep needs at least one --grid KEY.PATH=VALUE,VALUE,... (for example --grid "
-                         "data.max_train_samples=50,100,200).")
+        raise TunerError(
+            "a sweep needs at least one --grid KEY.PATH=VALUE,VALUE,... (for example --grid "
+            "data.max_train_samples=50,100,200)."
+        )
     if against:
         find_runs(list(against))  # a wrong baseline folder is named before hours of training, not after
     resumable = {"resume": "auto"} if recipe.method in TRAINING_METHODS else {}
@@ -208,7 +214,7 @@ def sweep(recipe: Recipe, grid: dict[str, list[Any]], seeds: list[int] | None = 
     per_point = len(planned) // len(points)
     curve_points = []
     for number, point in enumerate(points):
-        folders = {str(result.run_dir) for result in results[number * per_point:(number + 1) * per_point]}
+        folders = {str(result.run_dir) for result in results[number * per_point : (number + 1) * per_point]}
         folders |= {str(Path(folder).parent) for folder in folders}
         row = next((row for row in rows if row["path"] in folders), None)
         if row is not None:
@@ -216,12 +222,19 @@ def sweep(recipe: Recipe, grid: dict[str, list[Any]], seeds: list[int] | None = 
     wanted = {Path(path).resolve() for path in against}
     baselines = [row for row in rows if Path(row["path"]).resolve() in wanted]
     curve = learning_curve(curve_points, baselines, task)
-    return Sweep(runs=results, comparison=comparison, curve=curve, grid=grid,
-                 passes=pass_lines(curve_points, baselines, task), folder=Path(recipe.output_dir))
+    return Sweep(
+        runs=results,
+        comparison=comparison,
+        curve=curve,
+        grid=grid,
+        passes=pass_lines(curve_points, baselines, task),
+        folder=Path(recipe.output_dir),
+    )
 
 
-def pass_lines(points: list[tuple[tuple[tuple[str, Any], ...], dict[str, Any]]], baselines: list[dict[str, Any]],
-               task: str | None) -> list[str]:
+def pass_lines(
+    points: list[tuple[tuple[tuple[str, Any], ...], dict[str, Any]]], baselines: list[dict[str, Any]], task: str | None
+) -> list[str]:
     """For each baseline (and each setting of the other swept keys): the first value of the first swept key whose
     mean accuracy beats the baseline's, and the first whose paired Δ against the comparison's baseline is beyond
     noise, in plain words."""
@@ -239,18 +252,30 @@ def pass_lines(points: list[tuple[tuple[tuple[str, Any], ...], dict[str, Any]]],
             beats = next(((value, row) for value, row in curve if row[f"{task}_accuracy"] > target), None)
             if beats is None:
                 best = max(curve, key=lambda item: item[1][f"{task}_accuracy"])
-                lines.append(f"{curve[0][1]['method']}{where} does not pass {baseline['method']} ({target:.3f}) at "
-                             f"any {key} swept: its best is {best[1][f'{task}_accuracy']:.3f} at {key}={best[0]}.")
+                lines.append(
+                    f"{curve[0][1]['method']}{where} does not pass {baseline['method']} ({target:.3f}) at "
+                    f"any {key} swept: its best is {best[1][f'{task}_accuracy']:.3f} at {key}={best[0]}."
+                )
                 continue
-            line = (f"{curve[0][1]['method']}{where} passes {baseline['method']} ({target:.3f}) from {key}={beats[0]} "
-                    f"on the mean ({beats[1][f'{task}_accuracy']:.3f}")
+            line = (
+                f"{curve[0][1]['method']}{where} passes {baseline['method']} ({target:.3f}) from {key}={beats[0]} "
+                f"on the mean ({beats[1][f'{task}_accuracy']:.3f}"
+            )
             line += f" over {len(beats[1]['seeds'])} seeds)" if len(beats[1].get("seeds") or []) > 1 else ")"
             if baseline[f"{task}_delta"] == 0.0:
-                real = next((value for value, row in curve if row[f"{task}_delta_distinguishable"] in (True, 1)
-                             and row[f"{task}_delta"] > 0), None)
-                line += (f"; beyond the noise of rows and seeds (paired 95% interval above zero) from {key}={real}"
-                         if real is not None else "; nowhere beyond the noise of rows and seeds (paired 95% "
-                                                  "interval above zero)")
+                real = next(
+                    (
+                        value
+                        for value, row in curve
+                        if row[f"{task}_delta_distinguishable"] in (True, 1) and row[f"{task}_delta"] > 0
+                    ),
+                    None,
+                )
+                line += (
+                    f"; beyond the noise of rows and seeds (paired 95% interval above zero) from {key}={real}"
+                    if real is not None
+                    else "; nowhere beyond the noise of rows and seeds (paired 95% interval above zero)"
+                )
             lines.append(line + ".")
     return lines
 
