@@ -197,7 +197,17 @@ RECIPES = [
         ["give exactly one of `path`", "`hub`"],
         _set("data.train", {"path": "x.jsonl", "hub": "org/data"}),
     ),
-    Case("missing-train", "no train data", ["key `data.train` is required but missing"], _drop("data.train")),
+    Case(
+        "missing-train", "no train data", ["key `data.train` is required: method sft trains on it"], _drop("data.train")
+    ),
+    Case(
+        "rag-without-questions",
+        "a rag recipe with neither train nor eval rows",
+        ["method rag without `data.train` needs `data.eval`"],
+        _all(
+            _set("method", "rag"), _drop("train"), _drop("data.train"), _drop("data.eval"), _set("rag", {"corpus": "."})
+        ),
+    ),
     Case("unknown-format", "an unknown data format", ["key `data.format`", "'csvish'"], _set("data.format", "csvish")),
     Case(
         "fewshot-with-train",

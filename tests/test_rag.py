@@ -596,3 +596,13 @@ def test_a_store_path_holding_the_users_own_files_is_refused_and_left_as_it_was(
     again = build_index(tmp_path / "corpus", tokenizer, chunk_size=32, chunk_overlap=4, folder=tmp_path / "index")
     assert again.report["status"] == "updated"
     again.close()
+
+
+def test_a_rag_recipe_needs_no_train_rows(tiny_model_dir, tmp_path):
+    from tuner import recipe_from_dict, run
+
+    document = _rag_document(tiny_model_dir, tmp_path)
+    del document["data"]["train"]  # retrieval trains nothing: the eval rows are its questions
+    result = run(recipe_from_dict(document))
+    assert result.metrics["eval"]["rows"] > 0 and result.metrics["eval"]["accuracy"] is not None
+    assert json.loads((result.run_dir / "manifest.json").read_text())["data"]["train_rows"] == 0

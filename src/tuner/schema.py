@@ -117,11 +117,13 @@ class SourceConfig(_Section):
 class DataConfig(_Section):
     """Where the rows come from and how they become prompts and targets."""
 
-    train: SourceConfig | list[SourceConfig] = Field(
+    train: SourceConfig | list[SourceConfig] | None = Field(
+        None,
         description="Training rows (and the pool few-shot examples are "
         "drawn from): one source, or a list of sources "
         "mixed into one split, each with its own `format`, "
-        "`columns`, `weight` and `max_samples`."
+        "`columns`, `weight` and `max_samples`. Required except for method rag, which trains nothing "
+        "(then `eval` holds the questions).",
     )
     eval: SourceConfig | None = Field(None, description="Held-out rows; if absent, `eval_fraction` of train.")
     format: str = Field(
@@ -204,8 +206,8 @@ class DataConfig(_Section):
         return value
 
     def train_sources(self) -> list[SourceConfig]:
-        """`train` as a list of sources (one for a single source)."""
-        return list(self.train) if isinstance(self.train, list) else [self.train]
+        """`train` as a list of sources (one for a single source; none when it is left out)."""
+        return [] if self.train is None else list(self.train) if isinstance(self.train, list) else [self.train]
 
     @field_validator("prompt_template")
     @classmethod
@@ -533,6 +535,12 @@ class Recipe(_Section):
             raise ValueError(
                 "`model.adapter` (a run's adapter) is for methods dpo, kto and grpo (train on) and rag "
                 "(retrieve for it); for scoring an adapter use `tuner eval --adapter`"
+            )
+        if self.data.train is None and (self.method != "rag" or self.data.eval is None):
+            raise ValueError(
+                f"key `data.train` is required: method {self.method} trains on it or draws from it"
+                if self.method != "rag"
+                else "method rag without `data.train` needs `data.eval`: the questions it retrieves for and scores"
             )
         if self.method == "rag" and self.rag is None:
             raise ValueError(

@@ -102,8 +102,14 @@ def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
     and seed is scored on the same rows. Train rows asking a scored eval question are dropped first
     (`drop_eval_overlap`), for every method, and counted in the report.
     """
-    train, fmt, train_bad, columns, mixture = _mixture(data_config, seed, source)
-    if data_config.eval is not None:
+    if data_config.train is None:  # retrieval alone trains nothing: the eval rows stand alone
+        evaluation, fmt, eval_bad, columns = load_split(data_config.eval, data_config, f"{source}: data.eval")
+        train, train_bad, mixture = evaluation.select([]), _describe_bad([], ""), None
+    else:
+        train, fmt, train_bad, columns, mixture = _mixture(data_config, seed, source)
+    if data_config.train is None:
+        pass  # held out already
+    elif data_config.eval is not None:
         evaluation, eval_fmt, eval_bad, _ = load_split(data_config.eval, data_config, f"{source}: data.eval")
         # Feedback (thumbs up/down) and prompts (GRPO) train what any kind of held-out row can score.
         if FORMATS[eval_fmt].family != FORMATS[fmt].family and FORMATS[fmt].family not in ("feedback", "prompts"):
