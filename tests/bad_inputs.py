@@ -261,6 +261,18 @@ RECIPES = [
         _set("model.name_or_path", "models/missing.gguf"),
     ),
     Case(
+        "model-folder-not-a-model",
+        "a model path that is a folder but no model (the repository's docs/)",
+        ["key `model.name_or_path`: docs is a folder but not a model", "no config.json"],
+        _set("model.name_or_path", "docs"),
+    ),
+    Case(
+        "model-folder-missing",
+        "a model folder that does not exist, beside folders that do (not a hub id to wait for)",
+        ["key `model.name_or_path`: examples/no-such-model does not exist", "relative to the current folder"],
+        _set("model.name_or_path", "examples/no-such-model"),
+    ),
+    Case(
         "missing-package-model",
         "a pkg:// model whose package is not installed",
         ["model.name_or_path", "no-such-dist"],

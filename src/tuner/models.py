@@ -83,12 +83,21 @@ def resolve_model_path(name_or_path: str, source: str = "<recipe>") -> str:
     if name_or_path.startswith(PACKAGE_SCHEME):
         return str(_package_file(name_or_path, source))
     path = Path(name_or_path).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file() and not any(path.glob("*.gguf")):
+        raise TunerError(
+            f"{source}: key `model.name_or_path`: {name_or_path} is a folder but not a model: it holds no "
+            f"config.json (a Hugging Face model folder, as `save_pretrained` writes it) and no .gguf file. Point "
+            f"at the model's own folder, a .gguf file, a hub id (org/name), or pkg://DIST/FILE."
+        )
     if path.exists():
         return str(path)
-    if _looks_local(name_or_path) or name_or_path.count("/") > 1:
+    # `models/x` where a folder `models` is here is a path the user mistyped, not a hub id to wait minutes for.
+    first = Path(name_or_path.split("/")[0]).expanduser()
+    if _looks_local(name_or_path) or name_or_path.count("/") > 1 or ("/" in name_or_path and first.is_dir()):
         raise TunerError(
-            f"{source}: key `model.name_or_path`: {name_or_path} does not exist. Give an existing "
-            f"local folder or .gguf file, a hub id (org/name), or pkg://DIST/FILE."
+            f"{source}: key `model.name_or_path`: {name_or_path} does not exist (paths are relative to the current "
+            f"folder {Path.cwd()}). Give an existing local folder or .gguf file, a hub id (org/name), or "
+            f"pkg://DIST/FILE."
         )
     return name_or_path
 
