@@ -355,7 +355,7 @@ def test_train_rows_asking_an_eval_question_are_dropped_and_counted(capsys):
     assert len(splits.train) == 20 and splits.report["train_rows"] == 20
     assert splits.report["train_rows_dropped_as_eval_questions"] == 2
     assert not {json.dumps(row["prompt"]) for row in splits.train} & {json.dumps(row["prompt"]) for row in splits.eval}
-    assert "dropped 2 train rows whose question is also an eval question" in capsys.readouterr().out
+    assert "dropped 2 train rows asking what an eval row asks" in capsys.readouterr().out
     kept = load_data(DataConfig(train=train + repeated, eval=test, drop_eval_overlap=False))
     assert len(kept.train) == 22 and kept.report["train_rows_dropped_as_eval_questions"] == 0
     # Only the scored rows count: with max_eval_samples 1, test[3] is no longer an eval question.
@@ -390,3 +390,24 @@ def test_a_column_the_first_row_lacks_is_kept_for_every_row_that_has_it():
     chats = load_data(DataConfig(train=[plain, plain, with_tools, with_tools], eval=[other]))
     assert "tools" in chats.train.column_names
     assert [row is not None for row in chats.train["tools"]] == [False, False, True, True]
+
+
+def test_chats_ending_in_the_same_generic_turn_are_not_taken_for_eval_questions(capsys):
+    # Trial point 3: matching the last user turn alone dropped every chat that ended in "thanks".
+    from tuner.data.splits import load_data
+
+    def chat(topic: str) -> dict:
+        return {
+            "messages": [
+                {"role": "user", "content": f"My {topic} is broken."},
+                {"role": "assistant", "content": f"Sorry about the {topic}; I have opened a ticket."},
+                {"role": "user", "content": "thanks!"},
+                {"role": "assistant", "content": "You're welcome."},
+            ]
+        }
+
+    topics = ["kettle", "router", "drill", "lamp", "heater", "fan"]
+    splits = load_data(DataConfig(train=[chat(t) for t in topics] + [chat("phone")], eval=[chat("phone")]))
+    assert len(splits.train) == 6 and splits.report["train_rows_dropped_as_eval_questions"] == 1
+    printed = capsys.readouterr().out
+    assert "dropped 1 train row asking what an eval row asks" in printed and "My phone is broken." in printed

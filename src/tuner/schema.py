@@ -141,8 +141,8 @@ class DataConfig(_Section):
     max_train_samples: int | None = Field(None, gt=0, description="Cap on training rows, for quick runs.")
     drop_eval_overlap: bool = Field(
         True,
-        description="Drop training rows whose question (last user turn) is also an "
-        "eval question, so no scored row was trained on (counted in "
+        description="Drop training rows that ask what an eval row asks (the whole conversation "
+        "before the answer, system turns aside), so no scored row was trained on (counted and named in "
         "the run's data report). false keeps them, e.g. to measure "
         "memorisation.",
     )

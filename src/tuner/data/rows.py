@@ -45,6 +45,16 @@ def question(row: dict[str, Any]) -> str:
     return prompt_text(last_turn_as_completion(row) if "messages" in row else row)
 
 
+def asked(row: dict[str, Any]) -> str:
+    """What a row asks, whole: the conversation before its (last) answer, system turns left out (two files may
+    frame the same question with different system prompts), as one text; a plain prompt as it is. Two rows asking
+    the same thing have the same `asked`, however generic their last user turn ("thanks!")."""
+    prompt = last_turn_as_completion(row)["prompt"] if "messages" in row else row["prompt"]
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(f"{m['role']}: {m.get('content')}" for m in prompt if m.get("role") != "system")
+
+
 def answer_text(row: dict[str, Any]) -> str:
     """The gold answer of a row as text: its label, else its completion or preferred answer (an assistant
     message's content)."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import TunerError
 from .formats import FORMATS, to_canonical, unpaired
-from .rows import fingerprint, prompt_text, question, scoring_rows
+from .rows import asked, fingerprint, scoring_rows
 from .sources import file_lines, read_source, table
 
 _MAX_REPORTED = 10
@@ -190,20 +190,23 @@ def _unseen_labels(train, evaluation, labels: list[str] | None) -> dict[str, Any
 
 
 def _without_eval_questions(train, evaluation, data_config, source: str):
-    """The train rows less those whose question is also an eval question (with `data.drop_eval_overlap`), and how
-    many went: a model trained on a scored row would be marked right for remembering it."""
+    """The train rows less those that ask what an eval row asks, the whole conversation before the answer
+    (`rows.asked`; with `data.drop_eval_overlap`), and how many went: a model trained on a scored row would be
+    marked right for remembering it. Matching the last user turn alone dropped every chat ending in "thanks"."""
     if not data_config.drop_eval_overlap:
         return train, 0
-    questions = {prompt_text(row) for row in scoring_rows(evaluation)}
-    keep = [number for number, row in enumerate(train) if question(row) not in questions]
-    dropped = len(train) - len(keep)
-    if not dropped:
+    questions = {asked(row) for row in scoring_rows(evaluation)}
+    keep, gone = [], []
+    for number, row in enumerate(train):
+        (gone if asked(row) in questions else keep).append(number)
+    if not gone:
         return train, 0
+    shown = "; ".join(f"row {n}: {asked(train[n])[:60]!r}" for n in gone[:3]) + ("; ..." if len(gone) > 3 else "")
     print(
-        f"tuner: dropped {dropped} train {'row' if dropped == 1 else 'rows'} whose question is also an eval question "
-        f"(data.drop_eval_overlap)"
+        f"tuner: dropped {len(gone)} train {'row' if len(gone) == 1 else 'rows'} asking what an eval row asks, the "
+        f"whole conversation before the answer (data.drop_eval_overlap: false keeps them): {shown}"
     )
-    return train.select(keep), dropped
+    return train.select(keep), len(gone)
 
 
 def require_train_rows(splits: Splits, source: str) -> None:
