@@ -387,3 +387,24 @@ def test_a_missing_recipe_file_keeps_a_run_out_of_any_group(tmp_path):
     (parent / "sft" / "seed-1" / "recipe.yaml").unlink()
     table = compare([parent]).table
     assert len(table) == 2 and list(table["seeds"]) == [[0], [1]]
+
+
+def test_seeds_scored_on_other_rows_are_never_averaged(tmp_path):
+    # Review M1/M11: runs of one recipe whose eval rows differ (a data file edited between seeds, other in-memory
+    # rows) are two rows, not one mean over different questions.
+    parent = tmp_path / "runs"
+    correct = [n % 4 != 0 for n in range(40)]
+    for seed, rows_fp in ((0, "rows-a"), (1, "rows-b")):
+        write_run(
+            parent / "sft" / f"seed-{seed}",
+            "sft",
+            0.75,
+            [0.6, 0.9],
+            rows=40,
+            seed=seed,
+            rows_fp=rows_fp,
+            recipe={"method": "sft", "what": "sft", "seed": seed},
+        )
+        write_predictions(parent / "sft" / f"seed-{seed}", correct)
+    table = compare([parent]).table
+    assert len(table) == 2 and all(seeds == [seed] for seeds, seed in zip(table["seeds"], (0, 1)))

@@ -411,3 +411,18 @@ def test_chats_ending_in_the_same_generic_turn_are_not_taken_for_eval_questions(
     assert len(splits.train) == 6 and splits.report["train_rows_dropped_as_eval_questions"] == 1
     printed = capsys.readouterr().out
     assert "dropped 1 train row asking what an eval row asks" in printed and "My phone is broken." in printed
+
+
+def test_held_out_rows_of_a_mixture_are_the_same_whatever_the_run_seed(tmp_path):
+    # Review M1: the mixture's draw and a source's max_samples used the run's seed, before eval_fraction held out.
+    from tuner.data.splits import load_data
+
+    first = write_jsonl(tmp_path / "a.jsonl", ticket_rows(30))
+    second = write_jsonl(tmp_path / "b.jsonl", ticket_rows(30, offset=200))
+    config = DataConfig(train=[{"path": str(first), "max_samples": 20}, {"path": str(second), "weight": 0.5}])
+    reports = [load_data(config, seed=seed).report for seed in (0, 1, 2)]
+    assert len({report["eval_fingerprint"] for report in reports}) == 1
+    assert (
+        load_data(config.model_copy(update={"split_seed": 5}), seed=0).report["eval_fingerprint"]
+        != reports[0]["eval_fingerprint"]
+    )

@@ -4,6 +4,7 @@ invocation, the comparison grouping the seeds, and the learning curve with its b
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,15 @@ def test_sft_seeds_run_apart_are_kept_on_a_second_call_and_compare_as_one_row(ti
     again = invoke("sft", recipe, "--seeds", "0,1", "--set", "train.max_steps=2")
     assert again.exit_code == 0 and again.output.count("holds a finished run of this recipe; kept") == 2
     assert sorted(p.name for p in out.iterdir()) == ["seed-0", "seed-1"]
+    # The same recipe on edited data is another run (review M11): it runs again beside the kept one.
+    train, _ = ticket_files
+    original = train.read_text()
+    write_jsonl(train, ticket_rows(24, offset=500))
+    edited = invoke("sft", recipe, "--seeds", "0", "--set", "train.max_steps=2")
+    assert edited.exit_code == 0 and "ran on other rows (train_fingerprint differ)" in edited.output
+    assert (out / "seed-0-2" / "metrics.json").is_file()
+    shutil.rmtree(out / "seed-0-2")
+    train.write_text(original)
     other = invoke("sft", recipe, "--seeds", "0", "--set", "train.max_steps=1")  # another recipe: a new folder
     assert other.exit_code == 0 and (out / "seed-0-2" / "metrics.json").is_file()
     compared = invoke("compare", out.parent)

@@ -135,8 +135,9 @@ class DataConfig(_Section):
     eval_fraction: float = Field(0.1, gt=0, lt=1, description="Seeded share of train held out when no eval file.")
     split_seed: int = Field(
         0,
-        description="Seed of the split `eval_fraction` draws. Apart from the run's `seed`, so "
-        "runs of different seeds are scored on the same held-out rows.",
+        description="Seed of the split `eval_fraction` draws, and of a train mixture's draw and its "
+        "sources' `max_samples` caps. Apart from the run's `seed`, so runs of different seeds are scored "
+        "on the same held-out rows.",
     )
     max_train_samples: int | None = Field(None, gt=0, description="Cap on training rows, for quick runs.")
     drop_eval_overlap: bool = Field(

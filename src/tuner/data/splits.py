@@ -97,7 +97,8 @@ def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
     """Load a recipe's train and eval rows as canonical rows.
 
     The eval rows come from `data.eval`, or from an `eval_fraction` of the train rows drawn with `data.split_seed`
-    (not the run's seed: every seed of a sweep is scored on the same rows). `max_train_samples`
+    (not the run's seed: every seed of a sweep is scored on the same rows; a mixture of train sources and their
+    `max_samples` caps are drawn with `split_seed` too, before anything is held out). `max_train_samples`
     keeps a seeded random subset of the train rows; `max_eval_samples` keeps the first eval rows, so every method
     and seed is scored on the same rows. Train rows asking a scored eval question are dropped first
     (`drop_eval_overlap`), for every method, and counted in the report.
@@ -106,7 +107,9 @@ def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
         evaluation, fmt, eval_bad, columns = load_split(data_config.eval, data_config, f"{source}: data.eval")
         train, train_bad, mixture = evaluation.select([]), _describe_bad([], ""), None
     else:
-        train, fmt, train_bad, columns, mixture = _mixture(data_config, seed, source)
+        # A mixture's draw and per-source caps decide which rows exist, before any are held out: drawn with
+        # split_seed, so the eval rows (and the pool of each seed) are the same whatever the run's seed.
+        train, fmt, train_bad, columns, mixture = _mixture(data_config, data_config.split_seed, source)
     if data_config.train is None:
         pass  # held out already
     elif data_config.eval is not None:

@@ -11,6 +11,8 @@ them all and the learning curve: accuracy against the swept value, with the seed
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import json
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ import yaml
 from pydantic import ValidationError
 
 from ..comparison import Comparison, compare, find_runs
+from ..data.splits import load_data
 from ..defaults import TRAINING_METHODS
 from ..errors import TunerError
 from ..files import write_text
@@ -139,9 +142,22 @@ def _finished_in(folder: Path, recipe: Recipe) -> RunResult | None:
         then = yaml.safe_load(yaml.safe_dump(redact_data(Recipe.model_validate(written).to_dict()), sort_keys=False))
     except (ValidationError, TypeError):
         return None
-    if _what(then) != _what(planned):
+    if _what(then) != _what(planned) or not _same_data(recipe, manifest, folder):
         return None
     return RunResult(run_dir=folder, metrics=metrics, manifest=manifest)
+
+
+def _same_data(recipe: Recipe, manifest: dict[str, Any], folder: Path) -> bool:
+    """Whether the recipe's rows are still those the finished run used (their fingerprints in its manifest): a data
+    file edited since, or other in-memory rows, make the same recipe another run, which runs again beside it."""
+    with contextlib.redirect_stdout(io.StringIO()):  # the data's notices were said when the run read them
+        report = load_data(recipe.data, seed=recipe.seed, source=recipe.source).report
+    then = manifest.get("data") or {}
+    # A manifest without them (written before they were recorded) cannot tell: the run is kept, as before.
+    changed = [key for key in ("train_fingerprint", "eval_fingerprint") if then.get(key) not in (None, report[key])]
+    if changed and is_main_process():
+        print(f"tuner: {folder} ran on other rows ({', '.join(changed)} differ): this recipe runs again beside it")
+    return not changed
 
 
 def run_all(recipes: list[Recipe]) -> list[RunResult]:
