@@ -426,3 +426,21 @@ def test_held_out_rows_of_a_mixture_are_the_same_whatever_the_run_seed(tmp_path)
         load_data(config.model_copy(update={"split_seed": 5}), seed=0).report["eval_fingerprint"]
         != reports[0]["eval_fingerprint"]
     )
+
+
+def test_ultrafeedback_binarized_answers_lose_the_prompt_turn_they_repeat():
+    # Review H5: a string prompt and whole conversations in chosen/rejected trained "user Q, user Q, assistant A".
+    question = "What is 2 + 2?"
+    rows = [
+        {
+            "prompt": question,
+            "chosen": [{"role": "user", "content": question}, {"role": "assistant", "content": "4"}],
+            "rejected": [{"role": "user", "content": question}, {"role": "assistant", "content": "5"}],
+        }
+    ] * 3
+    dataset, fmt, bad = to_canonical(read_source(DataConfig(train=rows).train_sources()[0]), DataConfig(train=rows))
+    assert fmt == "preference" and not bad
+    row = dataset[0]
+    assert row["chosen"] == [{"role": "assistant", "content": "4"}]
+    assert row["rejected"] == [{"role": "assistant", "content": "5"}]
+    assert [m["content"] for m in row["prompt"] if m["role"] == "user"] == [question]

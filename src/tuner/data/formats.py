@@ -112,6 +112,24 @@ def _answer(value: Any, what: str) -> list[dict[str, str]] | str:
     raise ValueError(f"{what} is empty or not text or messages")
 
 
+def _without_prompt(answer: list[dict[str, str]] | str, prompt: Any) -> list[dict[str, str]] | str:
+    """A chat answer that repeats its prompt first (UltraFeedback-binarized: a string `prompt`, and `chosen` the
+    whole conversation, user turn included) less the repeated turns, as TRL's `extract_prompt` takes them; trained
+    as given, the pair would read "user Q, user Q, assistant A"."""
+    if not isinstance(answer, list) or not isinstance(prompt, str | list):
+        return answer
+    turns = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    asked = [(m["role"], str(m["content"]).strip()) for m in turns if m["role"] != "system"]
+    body = [m for m in answer if m["role"] != "system"]
+    if (
+        asked
+        and len(body) > len(asked)
+        and [(m["role"], str(m["content"]).strip()) for m in body[: len(asked)]] == asked
+    ):
+        return body[len(asked) :]
+    return answer
+
+
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
 
 
@@ -167,6 +185,7 @@ def _from_preference(row, data_config):
         if isinstance(prompt, str) and _chats(data_config):
             prompt = _transcript_messages(prompt) or prompt
     chosen, rejected = _answer(chosen, "`chosen`"), _answer(rejected, "`rejected`")
+    chosen, rejected = _without_prompt(chosen, prompt), _without_prompt(rejected, prompt)
     if chosen == rejected:
         raise ValueError("`chosen` equals `rejected`, so there is nothing to prefer")
     if isinstance(prompt, str):
