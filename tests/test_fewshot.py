@@ -134,3 +134,34 @@ def test_multiple_choice_from_a_column(tmp_path, tiny_model_dir):
     result = evaluate(model, tokenizer, data.eval, EvalConfig(task="choice"))
     assert set(result.predictions[0]["scores"]) == {"3", "4", "5"}
     assert set(result.predictions[1]["scores"]) == {"blue", "green"}
+
+
+def test_multi_turn_chats_keep_their_whole_conversation_after_the_examples():
+    # Trial point 1: the eval row shrank to its last user turn ("Yes, it's solid orange."), the examples to their last
+    # exchange, so the baseline was asked what it could not know (which product).
+    def chat(product: str, fix: str) -> dict:
+        return {
+            "messages": [
+                {"role": "user", "content": f"My {product} stopped working."},
+                {"role": "assistant", "content": "Is it on? What colour is its light?"},
+                {"role": "user", "content": "It is on, blinking orange."},
+                {"role": "assistant", "content": f"Orange means no link. For the {product}: {fix}."},
+            ]
+        }
+
+    train = [chat("Aurora", "hold reset 10 seconds"), chat("Drizzle", "press WPS on both")]
+    data = load_data(DataConfig(train=train, eval=[chat("Borealis", "unplug it for 30 seconds")]))
+    row = fewshot_rows(data.train, data.eval, FewshotConfig(k=2, select="first"))[0]
+    contents = [m["content"] for m in row["prompt"]]
+    assert [m["role"] for m in row["prompt"]] == ["user", "assistant", "user", "assistant"] * 2 + [
+        "user",
+        "assistant",
+        "user",
+    ]
+    assert contents[0] == "My Aurora stopped working." and contents[4] == "My Drizzle stopped working."
+    assert contents[-3:] == [
+        "My Borealis stopped working.",
+        "Is it on? What colour is its light?",
+        "It is on, blinking orange.",
+    ]
+    assert row["completion"][-1]["content"] == "Orange means no link. For the Borealis: unplug it for 30 seconds."

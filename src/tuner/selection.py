@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from .data.rows import answer_text, prompt_text, scoring_rows
+from .data.rows import answer_text, asked, prompt_text, scoring_rows
 from .errors import TunerError
 from .progress import LARGE, bars_shown
 from .rendering import continuation
@@ -24,9 +24,9 @@ def fewshot_rows(train, evaluation, fewshot_config) -> list[dict[str, Any]]:
     plain-text rows) one plain-text prompt. With k = 0 the rows keep their prompts as `data.chat` rendered them.
     """
     evaluation, k = scoring_rows(evaluation), fewshot_config.k
-    eval_questions = {prompt_text(row) for row in evaluation}
-    # A train row whose question is also an eval question would leak the answer into the prompt.
-    pool = [row for row in scoring_rows(train) if prompt_text(row) not in eval_questions]
+    eval_questions = {asked(row) for row in evaluation}
+    # A train row asking what an eval row asks (its whole conversation) would leak the answer into the prompt.
+    pool = [row for row in scoring_rows(train) if asked(row) not in eval_questions]
     if k > len(pool):
         raise TunerError(
             f"fewshot.k is {k} but the train split has only {len(pool)} rows usable as examples (rows "
@@ -66,17 +66,24 @@ def _pick_examples(pool, evaluation, fewshot_config) -> list[list[int]]:
     return [list(reversed(row.tolist())) for row in indices]
 
 
+def _asked_turns(example) -> list[dict]:
+    """An example's conversation before its answer, system turns aside (the eval row's system turn leads)."""
+    prompt = example["prompt"]
+    if isinstance(prompt, list):
+        return [turn for turn in prompt if turn["role"] != "system"]
+    return [{"role": "user", "content": prompt_text(example)}]
+
+
 def _fewshot_prompt(row, examples, as_chat: bool):
     if not examples:
         return row["prompt"]  # zero-shot: the row as the data section rendered it (chat or plain text)
     if as_chat and isinstance(row["prompt"], list):  # plain-text rows (`data.chat: false`) stay plain text
+        # Each example whole (a multi-turn chat with its earlier turns), then the row's own conversation whole:
+        # cut to their last user turns, the question loses what it refers to ("it is still orange").
         turns = _system_turns(row["prompt"])
         for example in examples:
-            turns += [
-                {"role": "user", "content": prompt_text(example)},
-                {"role": "assistant", "content": answer_text(example)},
-            ]
-        return turns + [{"role": "user", "content": prompt_text(row)}]
+            turns += _asked_turns(example) + [{"role": "assistant", "content": answer_text(example)}]
+        return turns + [turn for turn in row["prompt"] if turn["role"] != "system"]
     # Each example as training joins it: the answer after the separator its own row had.
     shots = [
         prompt_text(example) + continuation({**example, "prompt": prompt_text(example)}, answer_text(example))
