@@ -421,7 +421,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert process.returncode == 128 + signal.SIGTERM
     assert "Traceback" not in stderr
     message = stderr.strip().splitlines()[-1]
-    assert message.startswith("error: interrupted by SIGTERM at step") and "--resume" in message
+    assert message.startswith("stopped: interrupted by SIGTERM at step") and "--resume" in message
     step = int(message.split("at step ")[1].split()[0])
     assert step >= 2 and (run_dir / "checkpoints" / f"checkpoint-{step}" / "tuner_checkpoint.json").is_file()
     assert (run_dir / "log_history.json").is_file() and not (run_dir / "metrics.json").exists()

@@ -163,3 +163,50 @@ def test_a_second_signal_at_once_is_the_same_ctrl_c_under_a_launcher(monkeypatch
     with pytest.raises(KeyboardInterrupt):  # one process: the second signal always stops at once
         alone._handle(signal.SIGINT, None)
     assert capsys.readouterr().out.count("saving a checkpoint after this step") == 2
+
+
+def test_ctrl_c_outside_training_ends_in_one_paragraph_and_leaves_a_run_compare_can_use(
+    tiny_model_dir, ticket_files, tmp_path, monkeypatch
+):
+    # Trial point 6: Ctrl-C while loading or scoring gave click's "Aborted!", exit 1, and a half-made run folder that
+    # every later `tuner compare runs/` refused.
+    from click.testing import CliRunner
+
+    import tuner.recipes.fewshot
+    import tuner.recipes.sft
+    from tuner.cli import cli
+
+    from helpers import write_recipe
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    runs = tmp_path / "runs"
+    train_file, test_file = ticket_files
+    sft_recipe = write_recipe(
+        tmp_path / "sft.yaml", recipe_document(tiny_model_dir, train_file, test_file, runs / "sft")
+    )
+    monkeypatch.setattr(tuner.recipes.sft, "evaluate", ctrl_c)  # while scoring, after training
+    scoring = CliRunner().invoke(cli, ["sft", str(sft_recipe)])
+    assert scoring.exit_code == 130 and "Traceback" not in scoring.output and "Aborted" not in scoring.output
+    assert (
+        scoring.stderr.strip().splitlines()[-1].startswith("stopped: ")
+        and f"tuner eval {sft_recipe} --adapter {runs / 'sft'}" in scoring.stderr
+    )
+    assert (runs / "sft" / "adapter" / "adapter_config.json").is_file() and (runs / "sft" / "manifest.json").is_file()
+
+    document = recipe_document(tiny_model_dir, train_file, test_file, runs / "fewshot")
+    document.update(method="fewshot", train={}, fewshot={"k": 1})
+    fewshot_recipe = write_recipe(tmp_path / "fewshot.yaml", document)
+    monkeypatch.setattr(tuner.recipes.fewshot, "load_model", ctrl_c)  # while loading the model
+    loading = CliRunner().invoke(cli, ["fewshot", str(fewshot_recipe)])
+    last = loading.stderr.strip().splitlines()[-1]
+    assert loading.exit_code == 130 and last.startswith("stopped: Ctrl-C before the command finished")
+    monkeypatch.undo()
+    assert CliRunner().invoke(cli, ["fewshot", str(fewshot_recipe)]).exit_code == 0  # runs/fewshot-2... or fewshot
+    compared = CliRunner().invoke(cli, ["compare", str(runs)])
+    assert compared.exit_code == 0, compared.output
+    assert (
+        f"left out {runs / 'sft'}: unfinished (no metrics.json); its training finished but scoring" in compared.output
+    )
+    assert "| fewshot" in compared.output

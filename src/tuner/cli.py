@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .errors import TunerError
+from .errors import SIGINT_EXIT, TunerError
 from .hardware import is_main_process
 from .noise import quiet_libraries, unwatched_bars_off
 from .progress import QUIET_VARIABLE
@@ -33,8 +33,26 @@ def _load(path: str, overrides: tuple[str, ...], method: str | None = None):
 
 
 def _fail(error: TunerError) -> None:
-    click.echo(redact(f"error: {error}"), err=True)
+    # A stop the user asked for (a signal: exit 128 + its number) is not an error of theirs.
+    click.echo(redact(f"{'stopped' if error.exit_code > 128 else 'error'}: {error}"), err=True)
     sys.exit(error.exit_code)
+
+
+class Commands(click.Group):
+    """tuner's command group: Ctrl-C anywhere outside the training loop (which saves a checkpoint and says how to
+    resume) ends with one paragraph and exit code 130, not click's "Aborted!" and exit 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo(
+                "stopped: Ctrl-C before the command finished. A run folder it made holds no metrics.json, so it "
+                "is unfinished and `tuner compare` leaves it out; run the command again (`--resume` continues "
+                "training from its last checkpoint where one was saved).",
+                err=True,
+            )
+            sys.exit(SIGINT_EXIT)
 
 
 # One line of each command's --help that runs as written from the repository's root (after the quickstart, for the
@@ -72,7 +90,7 @@ set_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tuner")
 @click.option(
     "--quiet",

@@ -165,13 +165,31 @@ def find_runs(paths: list[str | Path]) -> list[list[Path]]:
             if given.is_dir()
             else []
         )
+        finished = [run for run in found if not _unfinished(run)]
+        if found and not finished:
+            raise TunerError(f"{given}: every run it holds is unfinished (no metrics.json): run them again first.")
         if not found:
             raise TunerError(
                 f"{given}: not a run folder, and it holds none: {WHAT_A_RUN_HOLDS}. Name such folders, "
                 f"or the folder holding them."
             )
-        groups.append(found)
+        groups.append(finished)
     return groups
+
+
+def _unfinished(run: Path) -> bool:
+    """A run folder found in a parent that never finished (stopped, killed, its scoring failed): left out, and said,
+    so the comparison of the others still prints. Named directly, it is marked in the table instead."""
+    if (run / "metrics.json").is_file() or not (run / "recipe.yaml").is_file():
+        return False
+    if (run / "evaluation_error.json").is_file():
+        how = "its training finished but scoring did not: `tuner eval RECIPE --adapter` scores it"
+    elif (run / "checkpoints").is_dir():
+        how = "its training stopped: the recipe with `--resume` continues it"
+    else:
+        how = "it stopped before training or scoring ended: run it again"
+    print(f"tuner: left out {run}: unfinished (no metrics.json); {how}")
+    return True
 
 
 def _is_run(folder: Path) -> bool:

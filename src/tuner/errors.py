@@ -1,4 +1,4 @@
-"""The one error type tuner raises for things a user can fix."""
+"""The one error type tuner raises for things a user can fix, and the stop a user asked for."""
 
 
 class TunerError(Exception):
@@ -9,3 +9,14 @@ class TunerError(Exception):
     """
 
     exit_code = 2
+
+
+# The exit code of a command stopped by Ctrl-C (SIGINT), as shells give it: 128 + 2.
+SIGINT_EXIT = 130
+
+
+class Stopped(TunerError):
+    """The user stopped tuner (Ctrl-C) outside the training loop (loading, scoring): what was kept and how to go on,
+    in one paragraph; exit code 130."""
+
+    exit_code = SIGINT_EXIT

@@ -17,7 +17,7 @@ import yaml
 
 from .confusion import confusion_matrix, per_label_accuracy
 from .distributed import shared
-from .errors import TunerError
+from .errors import Stopped, TunerError
 from .files import write_json, write_jsonl, write_text
 from .hardware import device_info, engine, world_size
 from .plot import confusion_heatmap
@@ -226,6 +226,16 @@ def scoring(run_dir: Path, recipe, manifest: dict[str, Any], log_history: list[d
     (what failed, with the traceback), and the error says how to score the run once the cause is fixed."""
     try:
         yield
+    except KeyboardInterrupt:
+        write_json(run_dir / "manifest.json", manifest)
+        if log_history is not None:
+            write_json(run_dir / "log_history.json", log_history)
+        write_json(run_dir / EVALUATION_ERROR, {"error": "stopped by Ctrl-C during the evaluation"})
+        raise Stopped(
+            f"{run_dir}: stopped by Ctrl-C while scoring; training had finished and the adapter is saved in "
+            f"{run_dir / 'adapter'} with manifest.json. Score it with `tuner eval {recipe.source} --adapter "
+            f"{run_dir}`."
+        ) from None
     except Exception as error:
         write_json(run_dir / "manifest.json", manifest)
         if log_history is not None:
