@@ -172,10 +172,32 @@ def test_bad_feedback_is_refused_before_a_model_loads(tmp_path, tiny_model_dir, 
         preflight.validate(recipe_from_dict(document))
     document["data"]["format"] = "auto"
 
-    only_feedback = kto_document(tiny_model_dir, feedback_files, tmp_path / "kto", eval={})
+    only_feedback = kto_document(tiny_model_dir, feedback_files, tmp_path / "kto", eval={"task": "preference"})
     only_feedback["data"].pop("eval")
-    with pytest.raises(TunerError, match="nothing to score them on"):
+    with pytest.raises(
+        TunerError, match="`eval.task` is preference, but the held-out rows of this KTO run are feedback"
+    ):
         preflight.validate(recipe_from_dict(only_feedback))
+
+
+def test_kto_on_thumbs_alone_is_scored_by_how_often_its_implied_reward_agrees_with_held_out_thumbs(
+    tmp_path, tiny_model_dir, feedback_files
+):
+    # LLaMA-Factory's kto_en_demo shape, no eval section: it trains, and measures what held-out thumbs allow.
+    train, _ = feedback_files
+    document = kto_document(tiny_model_dir, (train, None), tmp_path / "kto", eval={})
+    document["data"]["eval_fraction"] = 0.25
+    document["train"]["max_steps"] = 4
+    preflight.validate(recipe_from_dict(document))
+    result = kto.run(recipe_from_dict(document))
+    scores = result.metrics["eval"]
+    assert scores["task"] == "feedback" and scores["rows"] == 6 and 0.0 <= scores["accuracy"] <= 1.0
+    assert scores["mean_implied_reward_good"] is not None and scores["mean_implied_reward_bad"] is not None
+    lines = [json.loads(line) for line in (result.run_dir / "predictions.jsonl").read_text().splitlines()]
+    for line in lines:
+        reward = line["scores"]["implied_reward"]
+        assert line["correct"] == ((reward > 0) == (line["gold"] == "good"))
+    assert any(line["scores"]["implied_reward"] != 0 for line in lines)  # the adapter moved the likelihoods
 
 
 @pytest.mark.parametrize(

@@ -182,6 +182,8 @@ def _unfinished(run: Path) -> bool:
     so the comparison of the others still prints. Named directly, it is marked in the table instead."""
     if (run / "metrics.json").is_file() or not (run / "recipe.yaml").is_file():
         return False
+    if (run / "manifest.json").is_file() and not (run / "evaluation_error.json").is_file():
+        return False  # a finished run that lost its metrics: damaged, marked in the table
     if (run / "evaluation_error.json").is_file():
         how = "its training finished but scoring did not: `tuner eval RECIPE --adapter` scores it"
     elif (run / "checkpoints").is_dir():

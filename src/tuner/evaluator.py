@@ -274,7 +274,59 @@ def _preference(model, tokenizer, rows, eval_config, label_names, clock):
     )
 
 
-TASKS = {"choice": _choice, "generate": _generate, "preference": _preference}
+def _feedback(model, tokenizer, rows, eval_config, label_names, clock):
+    """Thumbs up/down rows (prompt, completion, desirable) scored by the tuned model's implied reward: the change its
+    adapter made to the answer's log-likelihood against the base (the adapter switched off, peft's
+    `disable_adapter`); a row agrees when the answer marked good became likelier, or the one marked bad less
+    likely. What a KTO run can be measured on with held-out feedback alone."""
+    if not hasattr(model, "disable_adapter"):
+        raise TunerError(
+            "task feedback scores what an adapter changed against its base, and this model has no adapter: score "
+            "a run's adapter (`tuner kto`, or `tuner eval RECIPE --adapter RUN`)."
+        )
+    pairs = []
+    for number, row in enumerate(rows):
+        if not {"prompt", "completion", "desirable"} <= set(row):
+            raise TunerError(
+                f"eval row {number}: task feedback needs `prompt`, `completion` and `desirable` (thumbs up or down); "
+                f"the row has {sorted(row)}."
+            )
+        pairs.append((render_prompt(row["prompt"], tokenizer, row.get("tools")), continuation(row, answer_text(row))))
+    with model.disable_adapter():
+        base = loglikelihoods(model, tokenizer, pairs, batch_size=eval_config.batch_size)
+    tuned = loglikelihoods(
+        model,
+        tokenizer,
+        pairs,
+        batch_size=eval_config.batch_size,
+        on_scored=rows_finished(list(range(len(rows))), clock),
+    )
+    rewards = [after - before for after, before in zip(tuned, base)]
+    correct = [(reward > 0) == bool(row["desirable"]) for reward, row in zip(rewards, rows)]
+    predictions = [
+        {
+            "row": number,
+            "prompt": pairs[number][0],
+            "gold": "good" if row["desirable"] else "bad",
+            "prediction": "good" if reward > 0 else "bad",
+            "correct": agrees,
+            "scores": {"implied_reward": round(reward, 4), "base": round(before, 4), "tuned": round(after, 4)},
+        }
+        for number, (row, reward, agrees, before, after) in enumerate(zip(rows, rewards, correct, base, tuned))
+    ]
+    good = [reward for reward, row in zip(rewards, rows) if row["desirable"]]
+    bad = [reward for reward, row in zip(rewards, rows) if not row["desirable"]]
+    return (
+        correct,
+        predictions,
+        {
+            "mean_implied_reward_good": round(sum(good) / len(good), 4) if good else None,
+            "mean_implied_reward_bad": round(sum(bad) / len(bad), 4) if bad else None,
+        },
+    )
+
+
+TASKS = {"choice": _choice, "generate": _generate, "preference": _preference, "feedback": _feedback}
 
 
 def _with_smaller_batches_on_oom(model, tokenizer, rows, eval_config, label_names, clock):
@@ -327,7 +379,7 @@ def evaluate(
     """
     rows = list(rows)
     if eval_config.task is None:
-        raise TunerError("`eval.task` is not set: choose choice, generate or preference.")
+        raise TunerError("`eval.task` is not set: choose choice, generate, preference or feedback.")
     check_rows(rows, eval_config, label_names)
     phases: dict[str, Any] = {}
     with (

@@ -250,7 +250,12 @@ class AdapterConfig(_Section):
 class EvalConfig(_Section):
     """How held-out rows are scored (used by the evaluator)."""
 
-    task: Literal["choice", "generate", "preference"] | None = Field(None, description="Scoring task.")
+    task: Literal["choice", "generate", "preference", "feedback"] | None = Field(
+        None,
+        description="Scoring task: choice (likeliest allowed answer), generate (greedy answer, exact match), "
+        "preference (chosen likelier than rejected), feedback (a tuned adapter's change to each thumbs-up answer's "
+        "likelihood up, to each thumbs-down one down; KTO runs on held-out feedback score this by default).",
+    )
     choices: list[str] | None = Field(None, description="Allowed answers for task: choice.")
     max_new_tokens: int = Field(32, gt=0, description="Generation cap for task: generate.")
     answer_regex: str | None = Field(None, description="Regex whose first group is the answer (generate).")

@@ -194,6 +194,13 @@ def score_feedback_run(
     """Score a policy tuned on feedback (DPO, KTO) into its run: held-out preference pairs always as preferences;
     the recipe's own task, when it names another, is the main score (feedback rows: their answers marked good)."""
     eval_rows = scoring_rows(splits.eval)
+    if "desirable" in splits.eval.column_names and recipe.eval.task in (None, "feedback"):
+        # Held-out thumbs alone: how often the tuned model's implied reward agrees with them.
+        feedback = recipe.eval.model_copy(update={"task": "feedback"})
+        record_evaluation(
+            run_dir, evaluate(model, tokenizer, list(splits.eval), feedback, None, precision), metrics, phases
+        )
+        return
     if "chosen" in splits.eval.column_names:
         preference = evaluate(
             model, tokenizer, eval_rows, recipe.eval.model_copy(update={"task": "preference"}), splits.labels, precision

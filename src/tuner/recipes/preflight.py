@@ -56,11 +56,13 @@ def check_pairs(recipe, splits) -> None:
 def check_feedback(recipe, splits) -> None:
     """KTO: thumbs of both kinds, and held-out rows something can score (pairs, or answers marked good)."""
     require_feedback(splits, recipe.source, recipe.kto.unpair)
-    if not held_out_pairs(splits) and recipe.eval.task in (None, "preference"):
+    if not held_out_pairs(splits) and recipe.eval.task in (None, "feedback"):
+        return  # held-out thumbs are scored as feedback: any mix of good and bad answers will do
+    if not held_out_pairs(splits) and recipe.eval.task == "preference":
         raise TunerError(
-            f"{recipe.source}: the held-out rows of this KTO run are feedback, not preference pairs, "
-            f"so there is nothing to score them on: set `eval.task` (choice or generate; the answers "
-            f"marked good are the gold answers), or give `data.eval` preference pairs."
+            f"{recipe.source}: `eval.task` is preference, but the held-out rows of this KTO run are feedback, not "
+            f"preference pairs. Leave `eval.task` out (held-out thumbs are scored as feedback), set choice or "
+            f"generate (the answers marked good are the gold answers), or give `data.eval` preference pairs."
         )
     if not held_out_pairs(splits) and not scoring_rows(splits.eval):
         raise TunerError(
