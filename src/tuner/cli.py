@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -457,6 +458,13 @@ def _run(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, method
         chosen = recipe.seeds
         results = run_seeds(recipe) if chosen else [module_for(method).run(recipe)]
     except TunerError as error:
+        if error.exit_code > 128 and "--resume" in str(error):  # training stopped by a signal: the exact command
+            given = [part for item in overrides if item != "resume=auto" for part in ("--set", item)]
+            again = shlex.join(
+                ["tuner", method, recipe_path, *given, *(["--seeds", seeds] if seeds else []), "--resume"]
+            )
+            stopped, error = error.exit_code, TunerError(f"{error} That is: `{again}`.")
+            error.exit_code = stopped
         _fail(error)
     for result in results:
         _report(result)

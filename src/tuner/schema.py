@@ -119,11 +119,9 @@ class DataConfig(_Section):
 
     train: SourceConfig | list[SourceConfig] | None = Field(
         None,
-        description="Training rows (and the pool few-shot examples are "
-        "drawn from): one source, or a list of sources "
-        "mixed into one split, each with its own `format`, "
-        "`columns`, `weight` and `max_samples`. Required except for method rag, which trains nothing "
-        "(then `eval` holds the questions).",
+        description="Training rows (and the pool few-shot examples are drawn from): one source, or a list of sources "
+        "mixed into one split, each with its own `format`, `columns`, `weight` and `max_samples`. Required except for "
+        "method rag, which trains nothing (then `eval` holds the questions).",
     )
     eval: SourceConfig | None = Field(None, description="Held-out rows; if absent, `eval_fraction` of train.")
     format: str = Field(
@@ -250,12 +248,8 @@ class AdapterConfig(_Section):
 class EvalConfig(_Section):
     """How held-out rows are scored (used by the evaluator)."""
 
-    task: Literal["choice", "generate", "preference", "feedback"] | None = Field(
-        None,
-        description="Scoring task: choice (likeliest allowed answer), generate (greedy answer, exact match), "
-        "preference (chosen likelier than rejected), feedback (a tuned adapter's change to each thumbs-up answer's "
-        "likelihood up, to each thumbs-down one down; KTO runs on held-out feedback score this by default).",
-    )
+    # feedback: a tuned adapter raising thumbs-up answers' likelihood and lowering thumbs-down ones' (KTO's default).
+    task: Literal["choice", "generate", "preference", "feedback"] | None = Field(None, description="Scoring task.")
     choices: list[str] | None = Field(None, description="Allowed answers for task: choice.")
     max_new_tokens: int = Field(32, gt=0, description="Generation cap for task: generate.")
     answer_regex: str | None = Field(None, description="Regex whose first group is the answer (generate).")
@@ -596,6 +590,11 @@ class Recipe(_Section):
     def train_settings(self) -> dict[str, Any]:
         """tuner's `train:` defaults for this method with the recipe's own `train:` keys over them. A recipe that
         sets `save_steps` without `save_strategy` asks for checkpoints every so many steps: the strategy is `steps`
-        (tuner's default strategy, `no`, would silently save none)."""
+        (tuner's default strategy, `no`, would silently save none). A run of few `max_steps` logs its loss about
+        five times unless `logging_steps` is given."""
         implied = {"save_strategy": "steps"} if "save_steps" in self.train and "save_strategy" not in self.train else {}
-        return {**TRAIN_DEFAULTS.get(self.method, {}), **implied, **self.train}
+        settings = {**TRAIN_DEFAULTS.get(self.method, {}), **implied, **self.train}
+        steps = settings.get("max_steps") or 0  # a 5-step smoke run would log no loss at the default interval
+        if "logging_steps" not in self.train and 0 < steps < 5 * settings.get("logging_steps", 10):
+            settings["logging_steps"] = max(1, steps // 5)
+        return settings
