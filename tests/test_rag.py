@@ -229,20 +229,40 @@ def test_dense_retrieval_round_trips_through_the_vector_store_and_embeds_only_wh
         )
 
 
-def test_a_dense_index_in_use_by_another_process_is_named(dense_corpus, tokenizer, tmp_path):
-    # Qdrant's embedded store locks its folder (portalocker, per open file): a second client, as another process
-    # would open it, is refused with a message that says what to do.
+def test_a_dense_index_is_searched_by_several_processes_and_a_held_store_is_waited_for(
+    dense_corpus, tokenizer, tmp_path, monkeypatch
+):
+    # Review M7: Qdrant's embedded store locks its folder (one client at a time): two runs on one corpus, or the ranks
+    # of a launched run, failed. Each now reads the points into its own in-memory copy and lets the folder go.
+    import threading
+
     from qdrant_client import QdrantClient
+
+    from tuner import index as index_module
 
     store = tmp_path / "index"
     build_index(dense_corpus, tokenizer, retriever="dense", chunk_size=32, chunk_overlap=4, folder=store).close()
+    first, second = (
+        build_index(dense_corpus, tokenizer, retriever="dense", chunk_size=32, chunk_overlap=4, folder=store)
+        for _ in range(2)
+    )
+    assert [hit.id for hit in first.search("returns", 2, "dense")] == [
+        hit.id for hit in second.search("returns", 2, "dense")
+    ]
+    holder = QdrantClient(path=str(store / "vectors"))  # another process building or reading it now
+    threading.Timer(1.0, holder.close).start()
+    third = build_index(dense_corpus, tokenizer, retriever="dense", chunk_size=32, chunk_overlap=4, folder=store)
+    assert third.search("returns", 1, "dense")  # waited for the holder, then searched
     holder = QdrantClient(path=str(store / "vectors"))
+    monkeypatch.setattr(index_module, "STORE_WAIT_SECONDS", 0.5)
     try:
-        index = build_index(dense_corpus, tokenizer, retriever="dense", chunk_size=32, chunk_overlap=4, folder=store)
+        fourth = build_index(dense_corpus, tokenizer, retriever="dense", chunk_size=32, chunk_overlap=4, folder=store)
         with pytest.raises(TunerError, match="in use by another process.*its own `rag.store.path`"):
-            index.search("returns", 1, "dense")
+            fourth.search("returns", 1, "dense")
     finally:
         holder.close()
+    for index in (first, second, third):
+        index.close()
 
 
 def _packaged_model_folder() -> Path:

@@ -131,7 +131,11 @@ class Index:
         if self._embedder is None:
             self._embedder = load_embedder(self.manifest["embedding_model"])
         if self._client is None:
-            self._client = _client(self.folder, self._store_url, self._api_key)
+            self._client = (
+                _client(self.folder, self._store_url, self._api_key)
+                if self._store_url
+                else _searchable_copy(self.folder, self.manifest["collection"])
+            )
             # Closed before the interpreter tears its modules down: Qdrant's own finaliser fails that late.
             atexit.register(self.close)
         vector = self._embedder.encode([question])[0]
@@ -177,18 +181,50 @@ class Index:
         self.close()
 
 
-def _client(folder: Path, url: str | None, api_key: str | None):
+# How long a process waits for another to release the embedded store's folder lock before it gives up.
+STORE_WAIT_SECONDS = 120.0
+
+
+def _client(folder: Path, url: str | None, api_key: str | None, wait: float = 0.0):
     from qdrant_client import QdrantClient
 
     if url:
         return QdrantClient(url=url, api_key=api_key)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return QdrantClient(path=str(folder / "vectors"))
+        except RuntimeError as exc:  # the embedded store allows one client per folder at a time
+            if time.monotonic() >= deadline:
+                raise TunerError(
+                    f"{folder}: the index's vector store is in use by another process ({exc}). Wait for it "
+                    f"to finish, or give this run its own `rag.store.path`."
+                ) from None
+            time.sleep(0.2)
+
+
+def _searchable_copy(folder: Path, collection: str):
+    """The embedded store's points copied into an in-memory Qdrant, to search: the store on disk admits one
+    process at a time (its folder lock), held here only while its points are read, so several processes (the ranks
+    of a launched run, two runs on one corpus) search one index side by side. Qdrant's embedded mode holds every
+    point in memory anyway; the copy is what it would hold."""
+    from qdrant_client import QdrantClient, models
+
+    disk = _client(folder, None, None, wait=STORE_WAIT_SECONDS)
     try:
-        return QdrantClient(path=str(folder / "vectors"))
-    except RuntimeError as exc:  # the embedded store allows one client per folder
-        raise TunerError(
-            f"{folder}: the index's vector store is in use by another process ({exc}). Wait for it "
-            f"to finish, or give this run its own `rag.store.path`."
-        ) from None
+        memory = QdrantClient(":memory:")
+        memory.create_collection(collection, vectors_config=disk.get_collection(collection).config.params.vectors)
+        offset = None
+        while True:
+            points, offset = disk.scroll(collection, limit=1024, offset=offset, with_vectors=True, with_payload=True)
+            if points:
+                memory.upsert(
+                    collection, [models.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in points]
+                )
+            if offset is None:
+                return memory
+    finally:
+        disk.close()
 
 
 def _read_manifest(folder: Path) -> dict[str, Any] | None:
