@@ -261,6 +261,12 @@ RECIPES = [
         _set("model.name_or_path", "models/missing.gguf"),
     ),
     Case(
+        "rag-store-path-not-an-index",
+        "an index folder that holds the user's own files (the repository's docs/)",
+        ["key `rag.store.path`: docs holds files but no tuner index"],
+        _all(_set("method", "rag"), _drop("train"), _set("rag", {"corpus": ".", "store": {"path": "docs"}})),
+    ),
+    Case(
         "model-folder-not-a-model",
         "a model path that is a folder but no model (the repository's docs/)",
         ["key `model.name_or_path`: docs is a folder but not a model", "no config.json"],

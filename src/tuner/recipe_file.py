@@ -430,6 +430,13 @@ def _check_files(recipe: Recipe) -> None:
             f"to the current folder {Path.cwd()}). Point it at a folder of .txt/.md files or a data "
             f"file with a `text` column."
         )
+    store = Path(recipe.rag.store.path) if recipe.rag is not None and recipe.rag.store.path else None
+    if store is not None and store.is_dir() and any(store.iterdir()) and not (store / "index.json").is_file():
+        raise TunerError(
+            f"{recipe.source}: key `rag.store.path`: {store} holds files but no tuner index (no index.json), and an "
+            f"index folder is replaced whole when it is built. Give a new or empty folder, or one an earlier run "
+            f"indexed."
+        )
     resolve_model_path(recipe.model.name_or_path, recipe.source)  # checks paths, loads nothing
     if recipe.model.adapter is not None:
         for adapter in adapter_runs(recipe):
