@@ -408,3 +408,4 @@ def test_seeds_scored_on_other_rows_are_never_averaged(tmp_path):
         write_predictions(parent / "sft" / f"seed-{seed}", correct)
     table = compare([parent]).table
     assert len(table) == 2 and all(seeds == [seed] for seeds, seed in zip(table["seeds"], (0, 1)))
+    assert "same recipe as sft/seed-1 but scored on other eval rows: not averaged" in table["notes"][0]

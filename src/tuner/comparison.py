@@ -505,6 +505,18 @@ def compare(
         [records[i] for i in group]
         for group in groups([group_key(r.recipe, r.metrics) for r in records], seeds, [r.path for r in records])
     ]
+    # Seeds of one recipe scored on other rows stay apart: their rows say so.
+    recipe_keys = {id(r): group_key(r.recipe, r.metrics, scored=False) for r in records}
+    for group in members:
+        apart = [
+            o.name
+            for other in members
+            if other is not group
+            for o in other[:1]
+            if recipe_keys[id(o)] is not None and recipe_keys[id(o)] == recipe_keys[id(group[0])]
+        ]
+        if apart:
+            group[0].notes.append(f"same recipe as {', '.join(apart)} but scored on other eval rows: not averaged")
     rows = []
     for group in members:
         name, folder = group_name([record.path for record in group])

@@ -36,12 +36,12 @@ def without_seed_folder(path: str | None) -> str | None:
     return str(given.parent) if SEED_FOLDER.match(given.name) else str(given)
 
 
-def group_key(recipe: dict[str, Any] | None, metrics: dict[str, Any] | None) -> str | None:
+def group_key(recipe: dict[str, Any] | None, metrics: dict[str, Any] | None, scored: bool = True) -> str | None:
     """What a run is, apart from its seed: its resolved recipe without the per-run keys (and few-shot's own seed, which
     a seed run sets), its base adapter's run without the seed folder, the adapter it scored, and the rows it was
     scored on (their fingerprint: seeds scored on other rows, or on other in-memory data, which recipe.yaml does
-    not hold, are never averaged). None for a run without a readable recipe.yaml or metrics.json: it is never
-    grouped."""
+    not hold, are never averaged; `scored` False leaves them out, to find such runs). None for a run without a
+    readable recipe.yaml or metrics.json: it is never grouped."""
     if not recipe or not metrics:
         return None
     what = {key: copy.deepcopy(value) for key, value in recipe.items() if key not in PER_RUN_KEYS}
@@ -49,8 +49,8 @@ def group_key(recipe: dict[str, Any] | None, metrics: dict[str, Any] | None) -> 
         what["fewshot"].pop("seed", None)
     if isinstance(what.get("model"), dict):
         what["model"]["adapter"] = without_seed_folder(what["model"].get("adapter"))
-    scored = [(metrics.get(key) or {}).get("rows_fingerprint") for key in ("eval", "eval_preference")]
-    return json.dumps([what, without_seed_folder(metrics.get("adapter")), scored], sort_keys=True, default=str)
+    rows = [(metrics.get(key) or {}).get("rows_fingerprint") for key in ("eval", "eval_preference")] if scored else []
+    return json.dumps([what, without_seed_folder(metrics.get("adapter")), rows], sort_keys=True, default=str)
 
 
 def seed_of(recipe: dict[str, Any] | None, manifest: dict[str, Any] | None) -> int | None:
