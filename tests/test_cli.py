@@ -362,3 +362,18 @@ def test_qlora_on_a_cpu_is_said_to_cost_speed_before_the_run(good_recipe):
     assert shown.exit_code == 0, shown.output
     assert "tuner: 4bit weights on a CPU (QLoRA)" in shown.output and "`model.quantize: null`" in shown.output
     assert "QLoRA" not in invoke("sft", good_recipe, "--dry-run").output
+
+
+def test_the_training_bar_shows_each_steps_loss_but_not_the_summary_tuner_prints_itself():
+    from types import SimpleNamespace
+
+    from tuner.trainers import TrainingBar
+
+    written = []
+    bar = TrainingBar()
+    bar.training_bar = SimpleNamespace(write=written.append)
+    state = SimpleNamespace(is_world_process_zero=True)
+    step = {"loss": 7.2, "grad_norm": 6.4, "train_runtime": 41.0, "train_tokens_per_second": 13.9}
+    bar.on_log(None, state, None, logs=step)
+    bar.on_log(None, state, None, logs={"train_loss": 7.2, "train_runtime": 61.8, "train_samples_per_second": 0.3})
+    assert len(written) == 1 and "'loss': '7.2'" in written[0]

@@ -70,7 +70,7 @@ class TrainingBar(ProgressCallback):
     of strings (`{'train_runtime': '91.23', ...}`): tuner prints the run's summary itself."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "train_runtime" not in logs:
+        if logs and "train_loss" not in logs:  # the summary (train_loss, train_runtime...), not a step's loss
             super().on_log(args, state, control, logs=logs, **kwargs)
 
 
