@@ -114,6 +114,17 @@ def test_answer_extraction_and_normalisation():
     assert normalize_answer("  The  Billing-Team. ") == "the billingteam"
 
 
+def test_numbers_keep_their_sign_point_and_fraction_bar_in_exact_match_and_the_grpo_reward():
+    # Review M5: punctuation stripped from numbers made "-3" equal "3", "3.5" equal "35" and "1/2" equal "12".
+    from tuner.rewards import _exact_match
+
+    for one, other in (("-3", "3"), ("3.5", "35"), ("1/2", "12")):
+        assert normalize_answer(one) != normalize_answer(other)
+    assert normalize_answer("The answer is 33.") == "the answer is 33" and normalize_answer("1,000") == "1000"
+    reward = _exact_match(None, None)
+    assert reward(None, ["-3", "35", "3.5."], ["3", "3.5", "3.5"]) == [0.0, 0.0, 1.0]
+
+
 def test_preference_task(tiny):
     model, tokenizer = tiny
     # Plain-text answers are scored exactly as the trainer reads prompt + answer: with the space the data loader

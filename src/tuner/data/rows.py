@@ -125,10 +125,24 @@ def prompt_rows(dataset, choices: list[str] | None = None) -> list[dict[str, Any
     return rows
 
 
+# A number as written: its sign, decimal point, fraction bar and thousands commas are part of it ("-3" is not "3",
+# "3.5" is not "35"); a sentence's full stop after it is not.
+NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[.,/]\d+)*")
+PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
 def normalize_answer(text: str) -> str:
-    """Lower case, no punctuation, single spaces: the form exact match compares."""
-    text = text.lower().translate(str.maketrans("", "", string.punctuation))
-    return " ".join(text.split())
+    """Lower case, no punctuation outside numbers, single spaces: the form exact match compares. Within a number,
+    its sign, decimal point and fraction bar stay, and thousands commas go (1,000 is 1000)."""
+    text, pieces, last = text.lower(), [], 0
+    for number in NUMBER.finditer(text):
+        value = number.group(0)
+        if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", value):
+            value = value.replace(",", "")
+        pieces += [text[last : number.start()].translate(PUNCTUATION), value.replace(",", " ")]
+        last = number.end()
+    pieces.append(text[last:].translate(PUNCTUATION))
+    return " ".join("".join(pieces).split())
 
 
 def extract_answer(generated: str, pattern: re.Pattern | None) -> str:
