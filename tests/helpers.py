@@ -207,12 +207,13 @@ def seeded_runs(parent: Path, name: str, method: str, outcomes_by_seed: dict[int
         )
 
 
-def dpo_document(tiny_model_dir, pair_files, output_dir, **changes) -> dict:
+def dpo_document(tiny_model_dir, pair_files, output_dir, method: str = "dpo", **changes) -> dict:
+    """A small feedback recipe (`method` dpo or kto, its block with beta 0.1) on the tiny model."""
     train, test = pair_files
     document = recipe_document(tiny_model_dir, train, test, output_dir)
-    document["method"] = "dpo"
+    document["method"] = method
     document["data"].pop("prompt_template")
     document["train"]["learning_rate"] = 5.0e-3
-    document["dpo"] = {"beta": 0.1}
+    document[method] = {"beta": 0.1}
     document.update(changes)
     return document

@@ -376,6 +376,8 @@ def test_seeds_of_other_recipes_and_repeated_seeds_stay_apart(tmp_path):
     table = compare([parent]).table.set_index("run")
     assert sorted(table.index) == ["sft", "sft-again", "sft-lr"]
     assert table.loc["sft", "seeds"] == [0, 1] and table.loc["sft-lr", "seeds"] == [0]
+    # A repeat of a seed on the same rows is its own row, not a run scored on other rows.
+    assert not any("scored on other eval rows" in str(notes) for notes in table["notes"])
     text = compare([parent]).markdown()
     assert "1 seed (0)" in next(line for line in text.splitlines() if line.startswith("| sft-lr |"))
 

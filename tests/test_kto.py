@@ -13,7 +13,7 @@ from tuner.recipes import kto, preflight, sft
 from tuner.schema import FeedbackConfig
 from tuner.trainers import feedback_weights
 
-from helpers import TEAMS, pair_rows, recipe_document, ticket_rows, write_jsonl
+from helpers import TEAMS, dpo_document, pair_rows, recipe_document, ticket_rows, write_jsonl
 
 
 def feedback_rows(n: int, offset: int = 0, every: int = 3) -> list[dict]:
@@ -35,14 +35,7 @@ def feedback_files(tmp_path):
 
 
 def kto_document(tiny_model_dir, files, output_dir, **changes) -> dict:
-    train, test = files
-    document = recipe_document(tiny_model_dir, train, test, output_dir)
-    document["method"] = "kto"
-    document["data"].pop("prompt_template")
-    document["train"]["learning_rate"] = 5.0e-3
-    document["kto"] = {"beta": 0.1}
-    document.update(changes)
-    return document
+    return dpo_document(tiny_model_dir, files, output_dir, method="kto", **changes)
 
 
 def test_kto_trains_on_feedback_and_is_scored_like_dpo(tmp_path, tiny_model_dir, feedback_files):

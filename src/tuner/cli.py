@@ -458,13 +458,15 @@ def _run(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, method
         chosen = recipe.seeds
         results = run_seeds(recipe) if chosen else [module_for(method).run(recipe)]
     except TunerError as error:
-        if error.exit_code > 128 and "--resume" in str(error):  # training stopped by a signal: the exact command
+        # Only training raises Interrupted, and then its module is loaded; a bad recipe's error must not load it
+        # (and transformers with it) just to be told apart.
+        checkpoints = sys.modules.get("tuner.checkpoints")
+        if checkpoints is not None and isinstance(error, checkpoints.Interrupted):  # the command that resumes it
             given = [part for item in overrides if item != "resume=auto" for part in ("--set", item)]
             again = shlex.join(
                 ["tuner", method, recipe_path, *given, *(["--seeds", seeds] if seeds else []), "--resume"]
             )
-            stopped, error = error.exit_code, TunerError(f"{error} That is: `{again}`.")
-            error.exit_code = stopped
+            error = checkpoints.Interrupted(f"{error} That is: `{again}`.", error.exit_code - 128)
         _fail(error)
     for result in results:
         _report(result)

@@ -501,22 +501,22 @@ def compare(
     tasks = list(dict.fromkeys(task for r in records for task in evaluations(r.metrics or {})))
     # Runs that differ only by seed are one row.
     seeds = [seed_of(record.recipe, record.manifest) for record in records]
-    members = [
-        [records[i] for i in group]
-        for group in groups([group_key(r.recipe, r.metrics) for r in records], seeds, [r.path for r in records])
-    ]
-    # Seeds of one recipe scored on other rows stay apart: their rows say so.
-    recipe_keys = {id(r): group_key(r.recipe, r.metrics, scored=False) for r in records}
-    for group in members:
+    keys = [group_key(r.recipe, r.metrics) for r in records]
+    indices = groups(keys, seeds, [r.path for r in records])
+    members = [[records[i] for i in group] for group in indices]
+    # Seeds of one recipe scored on other rows stay apart (their keys differ by the rows alone): their rows say so.
+    recipe_keys = [group_key(r.recipe, r.metrics, scored=False) for r in records]
+    for group in indices:
+        mine = group[0]
         apart = [
-            o.name
-            for other in members
-            if other is not group
-            for o in other[:1]
-            if recipe_keys[id(o)] is not None and recipe_keys[id(o)] == recipe_keys[id(group[0])]
+            records[other[0]].name
+            for other in indices
+            if recipe_keys[mine] is not None
+            and recipe_keys[other[0]] == recipe_keys[mine]
+            and keys[other[0]] != keys[mine]
         ]
         if apart:
-            group[0].notes.append(f"same recipe as {', '.join(apart)} but scored on other eval rows: not averaged")
+            records[mine].notes.append(f"same recipe as {', '.join(apart)} but scored on other eval rows: not averaged")
     rows = []
     for group in members:
         name, folder = group_name([record.path for record in group])

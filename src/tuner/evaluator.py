@@ -225,14 +225,16 @@ def _generate(model, tokenizer, rows, eval_config, label_names, clock):
     )
 
 
+def _require(row: dict[str, Any], number: int, task: str, columns: tuple[str, ...]) -> None:
+    if not set(columns) <= set(row):
+        named = ", ".join(f"`{c}`" for c in columns[:-1]) + f" and `{columns[-1]}`"
+        raise TunerError(f"eval row {number}: task {task} needs {named}; the row has {sorted(row)}.")
+
+
 def _preference(model, tokenizer, rows, eval_config, label_names, clock):
     pairs = []
     for number, row in enumerate(rows):
-        if not {"prompt", "chosen", "rejected"} <= set(row):
-            raise TunerError(
-                f"eval row {number}: task preference needs `prompt`, `chosen` and `rejected`; the row "
-                f"has {sorted(row)}."
-            )
+        _require(row, number, "preference", ("prompt", "chosen", "rejected"))
         context = render_prompt(row["prompt"], tokenizer, row.get("tools"))
         for side in ("chosen", "rejected"):
             given = {"prompt": row["prompt"], "completion": row[side]}
@@ -286,11 +288,7 @@ def _feedback(model, tokenizer, rows, eval_config, label_names, clock):
         )
     pairs = []
     for number, row in enumerate(rows):
-        if not {"prompt", "completion", "desirable"} <= set(row):
-            raise TunerError(
-                f"eval row {number}: task feedback needs `prompt`, `completion` and `desirable` (thumbs up or down); "
-                f"the row has {sorted(row)}."
-            )
+        _require(row, number, "feedback", ("prompt", "completion", "desirable"))
         pairs.append((render_prompt(row["prompt"], tokenizer, row.get("tools")), continuation(row, answer_text(row))))
     with model.disable_adapter():
         base = loglikelihoods(model, tokenizer, pairs, batch_size=eval_config.batch_size)

@@ -336,6 +336,17 @@ def _replace(staging: Path, folder: Path) -> None:
         shutil.rmtree(retired, ignore_errors=True)
 
 
+def check_store_folder(folder: str | Path, where: str = "<recipe>") -> None:
+    """Refuse a `rag.store.path` that holds files but no tuner index: an index folder is replaced whole when it is
+    rebuilt, so a folder of the user's own files is never taken for one (`tuner validate` and the build both ask)."""
+    folder = Path(folder)
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / "index.json").is_file():
+        raise TunerError(
+            f"{where}: key `rag.store.path`: {folder} holds files but no tuner index (no index.json), and an index "
+            f"folder is replaced whole when it is built. Give a new or empty folder, or one an earlier run indexed."
+        )
+
+
 def build_index(
     corpus: str | Path | Corpus,
     tokenizer,
@@ -365,14 +376,9 @@ def build_index(
         "chunk_overlap": chunk_overlap,
         "embedding_model": embedding_model,
     }
-    given = folder is not None
-    folder = Path(folder) if given else cache_dir() / "indexes" / _digest(settings)
-    if given and folder.is_dir() and any(folder.iterdir()) and not (folder / "index.json").is_file():
-        # An index is replaced whole when it is rebuilt: a folder of the user's own files is never taken for one.
-        raise TunerError(
-            f"{where}: key `rag.store.path`: {folder} holds files but no tuner index (no index.json), and an index "
-            f"folder is replaced whole when it is built. Give a new or empty folder, or one an earlier run indexed."
-        )
+    if folder is not None:
+        check_store_folder(folder, where)
+    folder = Path(folder) if folder is not None else cache_dir() / "indexes" / _digest(settings)
     url, api_key = (store.url if store is not None else None), _api_key(store)
     old = _read_manifest(folder)
     if old and old.get("vectors") and dense and old.get("embedding_model") != embedding_model:

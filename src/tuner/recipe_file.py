@@ -21,6 +21,7 @@ from .data.formats import FORMATS
 from .defaults import RESERVED_TRAIN_KEYS, TRAINING_METHODS
 from .errors import TunerError
 from .files import cache_dir, write_json
+from .index import check_store_folder
 from .models import chat_template_text, no_template, resolve_model_path, ships_chat_template
 from .schema import FeedbackConfig, GroupPolicyConfig, PreferenceConfig, Recipe
 
@@ -430,13 +431,8 @@ def _check_files(recipe: Recipe) -> None:
             f"to the current folder {Path.cwd()}). Point it at a folder of .txt/.md files or a data "
             f"file with a `text` column."
         )
-    store = Path(recipe.rag.store.path) if recipe.rag is not None and recipe.rag.store.path else None
-    if store is not None and store.is_dir() and any(store.iterdir()) and not (store / "index.json").is_file():
-        raise TunerError(
-            f"{recipe.source}: key `rag.store.path`: {store} holds files but no tuner index (no index.json), and an "
-            f"index folder is replaced whole when it is built. Give a new or empty folder, or one an earlier run "
-            f"indexed."
-        )
+    if recipe.rag is not None and recipe.rag.store.path:
+        check_store_folder(recipe.rag.store.path, recipe.source)
     resolve_model_path(recipe.model.name_or_path, recipe.source)  # checks paths, loads nothing
     if recipe.model.adapter is not None:
         for adapter in adapter_runs(recipe):

@@ -223,25 +223,27 @@ def finish_run(
 def scoring(run_dir: Path, recipe, manifest: dict[str, Any], log_history: list[dict[str, Any]] | None = None):
     """Around a trained run's evaluation: when scoring fails, the training is not lost. The run folder keeps its
     adapter and gets manifest.json (so `tuner eval --adapter` takes it), log_history.json and evaluation_error.json
-    (what failed, with the traceback), and the error says how to score the run once the cause is fixed."""
-    try:
-        yield
-    except KeyboardInterrupt:
+    (what failed, with the traceback), and the error says how to score the run once the cause is fixed; so does
+    Ctrl-C there (exit 130)."""
+
+    def keep(error: dict[str, str]) -> None:
         write_json(run_dir / "manifest.json", manifest)
         if log_history is not None:
             write_json(run_dir / "log_history.json", log_history)
-        write_json(run_dir / EVALUATION_ERROR, {"error": "stopped by Ctrl-C during the evaluation"})
+        write_json(run_dir / EVALUATION_ERROR, error)
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        keep({"error": "stopped by Ctrl-C during the evaluation"})
         raise Stopped(
             f"{run_dir}: stopped by Ctrl-C while scoring; training had finished and the adapter is saved in "
             f"{run_dir / 'adapter'} with manifest.json. Score it with `tuner eval {recipe.source} --adapter "
             f"{run_dir}`."
         ) from None
     except Exception as error:
-        write_json(run_dir / "manifest.json", manifest)
-        if log_history is not None:
-            write_json(run_dir / "log_history.json", log_history)
         cause = str(error) if isinstance(error, TunerError) else f"{type(error).__name__}: {str(error).strip()}"
-        write_json(run_dir / EVALUATION_ERROR, {"error": cause, "traceback": traceback.format_exc()[-8000:]})
+        keep({"error": cause, "traceback": traceback.format_exc()[-8000:]})
         raise TunerError(
             f"{run_dir}: training finished and the adapter is saved in {run_dir / 'adapter'}, but "
             f"scoring it failed: {cause.splitlines()[0] if cause else type(error).__name__} The run "

@@ -93,6 +93,26 @@ def _mixture(data_config, seed: int, source: str):
     return table(rows), parts[0][1], bad, columns, report
 
 
+def _held_out(train, fmt: str, data_config, source: str):
+    """The eval split beside the train rows: `data.eval` (rows of the same kind), else `eval_fraction` of train drawn
+    with `split_seed`; returns (train, eval, eval bad-row report)."""
+    if data_config.eval is None:
+        if len(train) < 2:
+            raise TunerError(
+                f"{source}: data.train has {len(train)} usable row, too few to hold out an eval split. "
+                f"Add rows or give `data.eval`."
+            )
+        parts = train.train_test_split(test_size=data_config.eval_fraction, seed=data_config.split_seed)
+        return parts["train"], parts["test"], _describe_bad([], "")
+    evaluation, eval_fmt, eval_bad, _ = load_split(data_config.eval, data_config, f"{source}: data.eval")
+    # Feedback (thumbs up/down) and prompts (GRPO) train what any kind of held-out row can score.
+    if FORMATS[eval_fmt].family != FORMATS[fmt].family and FORMATS[fmt].family not in ("feedback", "prompts"):
+        raise TunerError(
+            f"{source}: data.train is {fmt} but data.eval is {eval_fmt}; both splits must hold the same kind of rows."
+        )
+    return train, evaluation, eval_bad
+
+
 def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
     """Load a recipe's train and eval rows as canonical rows.
 
@@ -110,24 +130,7 @@ def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
         # A mixture's draw and per-source caps decide which rows exist, before any are held out: drawn with
         # split_seed, so the eval rows (and the pool of each seed) are the same whatever the run's seed.
         train, fmt, train_bad, columns, mixture = _mixture(data_config, data_config.split_seed, source)
-    if data_config.train is None:
-        pass  # held out already
-    elif data_config.eval is not None:
-        evaluation, eval_fmt, eval_bad, _ = load_split(data_config.eval, data_config, f"{source}: data.eval")
-        # Feedback (thumbs up/down) and prompts (GRPO) train what any kind of held-out row can score.
-        if FORMATS[eval_fmt].family != FORMATS[fmt].family and FORMATS[fmt].family not in ("feedback", "prompts"):
-            raise TunerError(
-                f"{source}: data.train is {fmt} but data.eval is {eval_fmt}; both splits must hold the "
-                f"same kind of rows."
-            )
-    else:
-        if len(train) < 2:
-            raise TunerError(
-                f"{source}: data.train has {len(train)} usable row, too few to hold out an eval split. "
-                f"Add rows or give `data.eval`."
-            )
-        parts = train.train_test_split(test_size=data_config.eval_fraction, seed=data_config.split_seed)
-        train, evaluation, eval_bad = parts["train"], parts["test"], _describe_bad([], "")
+        train, evaluation, eval_bad = _held_out(train, fmt, data_config, source)
     if data_config.max_eval_samples and data_config.max_eval_samples < len(evaluation):
         evaluation = evaluation.select(range(data_config.max_eval_samples))
     train, overlap = _without_eval_questions(train, evaluation, data_config, source)

@@ -177,7 +177,8 @@ def prompt_dry_run(recipe, shown: int = 2) -> dict[str, Any]:
     run then reuses it) and rendered by the model's template, with no weights loaded. Returns the first `shown`
     prompts with their gold answers, prompt tokens over all rows (mean, largest) and retrieval's figures."""
     splits = load_data(recipe.data, seed=recipe.seed, source=recipe.source)
-    check_data(recipe, splits)
+    if recipe.method == "rag":  # few-shot's own check builds its prompts: they are built once, below
+        check_data(recipe, splits)
     config, tokenizer = load_config_and_tokenizer(recipe.model, recipe.source)
     check_chat_template(tokenizer, recipe)
     retrieval = None
@@ -188,6 +189,7 @@ def prompt_dry_run(recipe, shown: int = 2) -> dict[str, Any]:
         retrieval = found.metrics(recipe.rag.k)
     else:
         rows = fewshot_rows(splits.train, splits.eval, recipe.fewshot)
+        check_rows(rows, recipe.eval, splits.labels, recipe.source)  # `check_examples`, on the rows built once
     rendered = [render_prompt(row["prompt"], tokenizer, row.get("tools")) for row in rows]
     tokens = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in rendered]
     return {
