@@ -230,6 +230,18 @@ RECIPES = [
     ),
     Case("unknown-task", "an unknown eval task", ["key `eval.task`", "'classify'"], _set("eval.task", "classify")),
     Case(
+        "metrics-for-choice",
+        "free-form metrics asked of a choice task",
+        ["key `eval`", "`metrics` is for task generate", "remove it for task choice"],
+        _set("eval.metrics", ["token_f1"]),
+    ),
+    Case(
+        "unknown-metric",
+        "a free-form metric tuner does not have",
+        ["key `eval.metrics.0`", "'bleu'", "'rouge_l'"],
+        _all(_set("eval.task", "generate"), _drop("eval.choices"), _set("eval.metrics", ["bleu"])),
+    ),
+    Case(
         "adapter-with-sft",
         "`model.adapter` with method sft",
         ["`model.adapter` (a run's adapter) is for methods dpo, kto and grpo (train on) and rag"],

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tuner import TunerError
-from tuner.evaluator import bootstrap_interval, evaluate, extract_answer, generate_texts, normalize_answer
+from tuner.data.rows import normalize_answer
+from tuner.evaluator import evaluate, extract_answer, generate_texts
+from tuner.intervals import bootstrap_interval
 from tuner.likelihood import encode_pair, loglikelihoods
 from tuner.schema import EvalConfig
 
@@ -93,7 +95,7 @@ def test_empty_eval_split(tiny):
 def test_generate_exact_match(tiny):
     model, tokenizer = tiny
     prompts = ["Say something:", "Another prompt here:"]
-    texts, count = generate_texts(model, tokenizer, prompts, max_new_tokens=4)
+    texts, count, _ = generate_texts(model, tokenizer, prompts, max_new_tokens=4)
     assert count > 0
     # Gold of row 0 is what the model generates; row 1's gold is something it does not.
     rows = [
@@ -103,6 +105,36 @@ def test_generate_exact_match(tiny):
     result = evaluate(model, tokenizer, rows, EvalConfig(task="generate", max_new_tokens=4))
     assert [p["correct"] for p in result.predictions] == [True, False]
     assert result.metrics["accuracy"] == 0.5 and result.metrics["generated_tokens_per_second"] > 0
+
+
+def test_generate_scores_every_metric_and_says_which_decides_and_what_was_cut(tiny, capsys):
+    model, tokenizer = tiny
+    prompts = ["Say something:", "Another prompt here:"]
+    texts, _, cut = generate_texts(model, tokenizer, prompts, max_new_tokens=2)
+    assert cut == [True, True]  # a random model does not end its reply within two tokens
+    reply = extract_answer(texts[0], None)
+    rows = [
+        {"prompt": prompts[0], "completion": " " + reply.split()[-1]},  # the reply's last word: contained in it
+        {"prompt": prompts[1], "completion": " certainly-not-generated"},
+    ]
+    result = evaluate(model, tokenizer, rows, EvalConfig(task="generate", max_new_tokens=2))
+    said = capsys.readouterr().out
+    assert "free-form answers scored by contains (the default; exact_match, token_f1 beside it)" in said
+    assert "warning: 2 of 2 replies stopped at `eval.max_new_tokens` (2)" in said
+    scores = result.metrics
+    assert scores["metric"] == "contains" and scores["metric_is_default"] and scores["truncated_share"] == 1.0
+    assert scores["accuracy"] == scores["metrics"]["contains"]["mean"] == 0.5
+    assert set(scores["metrics"]) == {"contains", "exact_match", "token_f1"}
+    low, high = scores["metrics"]["token_f1"]["ci95"]
+    assert 0 <= low < scores["metrics"]["token_f1"]["mean"] < high <= 1
+    first, second = result.predictions
+    assert first["metrics"]["contains"] == 1.0 and first["truncated"] and second["score"] == 0.0
+    chosen = evaluate(
+        model, tokenizer, rows, EvalConfig(task="generate", max_new_tokens=2, metrics=["token_f1", "chrf"])
+    )
+    assert chosen.metrics["metric"] == "token_f1" and not chosen.metrics["metric_is_default"]
+    assert chosen.metrics["accuracy"] == chosen.metrics["metrics"]["token_f1"]["mean"]
+    assert "the default" not in capsys.readouterr().out
 
 
 def test_answer_extraction_and_normalisation():

@@ -154,7 +154,11 @@ def test_generate_answers_without_the_reasoning_block(loaded, monkeypatch):
     monkeypatch.setattr(
         tuner.evaluator,
         "generate_texts",
-        lambda model, tokenizer, prompts, *args, **kwargs: (["<think>\n\n</think>\n\nbilling"] * len(prompts), 3),
+        lambda model, tokenizer, prompts, *args, **kwargs: (
+            ["<think>\n\n</think>\n\nbilling"] * len(prompts),
+            3,
+            [False] * len(prompts),
+        ),
     )
     rows = [{"prompt": PROMPT, "completion": [{"role": "assistant", "content": "billing"}]}]
     result = evaluate(model, tokenizer, rows, EvalConfig(task="generate"))

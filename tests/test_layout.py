@@ -47,6 +47,7 @@ LAYERS = [
             "gguf_file",
             "plot",
             "likelihood",
+            "metrics",
         },
     ),
     (
@@ -58,6 +59,8 @@ LAYERS = [
             "rewards",
             "retrieval",
             "costs",
+            "verdict",
+            "provenance",
             "seeds",
             "comparison",
             "table",

@@ -330,6 +330,8 @@ def test_rows_carry_their_passages_and_too_long_prompts_name_the_limit(tokenizer
     figures = retrieval.metrics(1)
     assert figures["recall_at_1"] == 0.5  # the second row names the wrong source on purpose
     assert figures["answer_in_passages_rate"] == 1.0
+    three = [{**rows[0], "completion": "3"}]  # found as a whole number only: "3" is not in "33 months"
+    assert with_passages(three, index, config, tokenizer, 2048)[1].answer_in_passages == [False]
     # Slots are filled once: text that looks like a slot stays as written.
     odd = [{"prompt": "Is {passages} a {question}?", "completion": "no"}]
     assert with_passages(odd, index, config, tokenizer, 2048)[0][0]["prompt"].endswith(
@@ -626,3 +628,30 @@ def test_a_rag_recipe_needs_no_train_rows(tiny_model_dir, tmp_path):
     result = run(recipe_from_dict(document))
     assert result.metrics["eval"]["rows"] > 0 and result.metrics["eval"]["accuracy"] is not None
     assert json.loads((result.run_dir / "manifest.json").read_text())["data"]["train_rows"] == 0
+
+
+def test_grounding_shows_an_answer_retrieval_found_and_the_model_did_not_use():
+    from tuner.retrieval import Retrieval, grounding
+
+    passages = "The Platform team is led by Ingrid Solvang. The warehouse is called Fjord. 13 teams report to her."
+    retrieval = Retrieval(
+        seconds=[0.001] * 3,
+        answer_in_passages=[True, True, False],  # the third gold answer, "3", is not in "13 teams"
+        evidence=[f"{passages}\nWho leads the Platform team?"] * 3,
+    )
+    predictions = [
+        {"prediction": "The Platform team is led by Ingrid Solvang.", "correct": True},
+        {"prediction": "The warehouse is called Glacier, built in 1999.", "correct": False},
+        {"prediction": "", "correct": False},
+    ]
+    figures = grounding("generate", predictions, retrieval)
+    assert figures == {"groundedness": pytest.approx(1 / 3, abs=1e-4), "answer_found_not_used_rate": 0.3333}
+    assert [p["grounded"] for p in predictions] == [True, False, False]
+    assert predictions[0]["supported_share"] == 1.0 and predictions[2]["supported_share"] is None
+    # A choice task's replies are labels, not sentences to look up: only the unused answers are counted.
+    assert (
+        grounding("choice", [{"prediction": "billing", "correct": False}], Retrieval(answer_in_passages=[True]))[
+            "groundedness"
+        ]
+        is None
+    )

@@ -178,3 +178,43 @@ def test_a_sweep_gets_its_learning_curve_with_the_baselines_as_lines(tmp_path):
     assert curve["title"] == "learning curve: choice accuracy against data.max_train_samples" and curve["logX"]
     assert [(p["x"], p["y"]) for p in curve["points"]] == [(25.0, 0.2), (100.0, 0.4), (400.0, 0.8)]
     assert [(line["label"], line["y"]) for line in curve["lines"]] == [("fewshot", 0.9)]
+
+
+def test_the_row_browser_shows_each_free_form_rows_scores_and_grounding(tmp_path):
+    parent = tmp_path / "runs"
+    gold = ["Ingrid Solvang", "Fjord", "3"]
+    replies = {
+        "zeroshot": ["I do not know.", "The warehouse is Lake.", "There are 13."],
+        "rag": ["The Platform team is led by Ingrid Solvang.", "It is called Fjord.", "Lake."],
+    }
+    for name, said in replies.items():
+        right = [1.0, 1.0, 0.0] if name == "rag" else [0.0, 0.0, 0.0]
+        folder = write_run(
+            parent / name,
+            "rag" if name == "rag" else "fewshot",
+            sum(right) / 3,
+            [0, 1],
+            rows=3,
+            extra_metrics={"k": 0} if name == "zeroshot" else {"retriever": "bm25"},
+        )
+        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics["eval"].update(task="generate", metric="contains")
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+        lines = [
+            {
+                "row": n,
+                "gold": g,
+                "prediction": s,
+                "correct": r >= 0.5,
+                "score": r,
+                "prompt": f"Q{n}",
+                "metrics": {"contains": r, "token_f1": 0.25},
+                **({"grounded": n < 2, "passages": [{"id": "team.md#0", "score": 1.0}]} if name == "rag" else {}),
+            }
+            for n, (g, s, r) in enumerate(zip(gold, said, right))
+        ]
+        (folder / "predictions.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n", encoding="utf-8")
+    browse = _data(compare([parent]).write(tmp_path / "out")["html"].read_text())["browse"]["generate"]
+    zeroshot, rag = browse["runs"]
+    assert rag["scores"][0] == {"contains": 1.0, "token_f1": 0.25} and zeroshot["scores"][0]["contains"] == 0.0
+    assert rag["grounded"] == [True, True, False] and "grounded" not in zeroshot

@@ -288,6 +288,13 @@ def eval_command(recipe_path: str, adapter: str | None, output_dir: str | None, 
 @click.option("--price-per-gpu-hour", type=float, metavar="PRICE", help="Add a cost column for GPU runs.")
 @click.option("--price-per-cpu-hour", type=float, metavar="PRICE", help="Add a cost column for CPU runs.")
 @click.option(
+    "--requests-per-month",
+    type=int,
+    metavar="N",
+    help="Recommend, among the runs within noise of the most accurate, the cheapest for a first month at N requests "
+    "(one-off hours plus N requests at each run's latency; priced by the price options where given).",
+)
+@click.option(
     "--output-dir",
     metavar="FOLDER",
     help="Where to write (default: `comparison` beside the runs). An "
@@ -298,6 +305,7 @@ def compare_command(
     baseline: str | None,
     price_per_gpu_hour: float | None,
     price_per_cpu_hour: float | None,
+    requests_per_month: int | None,
     output_dir: str | None,
 ) -> None:
     """One table of runs: accuracy with intervals, training, indexing and eval hours, latency (retrieval's share),
@@ -306,7 +314,7 @@ def compare_command(
     from .comparison import compare, find_runs
 
     try:
-        comparison = compare(list(paths), baseline, price_per_gpu_hour, price_per_cpu_hour)
+        comparison = compare(list(paths), baseline, price_per_gpu_hour, price_per_cpu_hour, requests_per_month)
     except TunerError as error:
         _fail(error)
     if output_dir is None:
@@ -548,11 +556,22 @@ def _report(result) -> None:
                 if scores.get("retrieval_ms_per_example") is not None
                 else ""
             )
+            metric = scores.get("metric", "accuracy")
             click.echo(
-                f"  eval ({scores['task']}): accuracy {scores['accuracy']:.4f} [95% CI {low:.4f}-{high:.4f}] "
+                f"  eval ({scores['task']}): {metric} {scores['accuracy']:.4f} [95% CI {low:.4f}-{high:.4f}] "
                 f"on {scores['rows']} rows, {scores['latency_ms_per_example']} ms per example{split}"
             )
-            found = {k: v for k, v in scores.items() if k.startswith("recall_at_") or k == "answer_in_passages_rate"}
+            others = {name: m for name, m in (scores.get("metrics") or {}).items() if name != metric}
+            if others:
+                click.echo("  also: " + ", ".join(f"{name} {m['mean']:.4f}" for name, m in others.items()))
+            if scores.get("truncated_share"):
+                click.echo(f"  replies cut at eval.max_new_tokens: {scores['truncated_share']:.1%}")
+            found = {
+                k: v
+                for k, v in scores.items()
+                if k.startswith("recall_at_")
+                or k in ("answer_in_passages_rate", "groundedness", "answer_found_not_used_rate")
+            }
             if any(v is not None for v in found.values()):
                 click.echo(
                     "  retrieval: "

@@ -25,12 +25,15 @@ from .costs import add_break_even, cost_per_1k_requests, is_prompt_side, phase_h
 from .defaults import METHOD_NAMES
 from .errors import TunerError
 from .files import write_json, write_text
-from .intervals import paired_difference_interval
+from .intervals import bootstrap_interval, wilson_interval
 from .plot import accuracy_vs_training
+from .provenance import differences
 from .report import report_html
 from .runs import predictions_file, read_predictions, rewritable_folder
 from .seeds import SEED_FOLDER, group_key, group_name, groups, merge, seed_of
 from .table import markdown
+from .verdict import group as group_rows
+from .verdict import judge
 
 RUN_FILES = ("recipe.yaml", "metrics.json", "manifest.json")
 WHAT_A_RUN_HOLDS = (
@@ -53,6 +56,18 @@ RANK = {
     "sft+rloo": 10,
     "reward": 11,
 }
+# What `verdict.py` fills in per task: the change against the group's baseline and its test, the group, the best.
+JUDGED = (
+    "delta",
+    "delta_ci_low",
+    "delta_ci_high",
+    "delta_p",
+    "delta_distinguishable",
+    "group",
+    "group_baseline",
+    "best",
+    "tied_with_best",
+)
 ADAPTER_NAMES = {"lora": "", "dora": "DoRA ", "rslora": "rsLoRA "}
 RETRIEVERS = {"bm25": "BM25", "dense": "dense", "hybrid": "hybrid"}
 
@@ -82,8 +97,10 @@ class RunRecord:
 @dataclass
 class Comparison:
     """The result of `compare`: `table` (a pandas DataFrame, one row per run, raw numbers), `figure` (matplotlib),
-    the `baseline` run's name, the `tasks` compared, `differences` between runs beyond the method, and `problems`
-    (runs whose files were missing or unreadable; their rows are marked). `table, figure = comparison` also works."""
+    the `baseline` run's name, the `tasks` compared, `differences` between runs beyond the method, `problems`
+    (runs whose files were missing or unreadable; their rows are marked), and per task the `groups` of rows (indices
+    into the table, each group's baseline first) scored on the same eval rows and compared among themselves.
+    `table, figure = comparison` also works."""
 
     table: Any
     figure: Any
@@ -92,6 +109,9 @@ class Comparison:
     differences: dict[str, Any]
     problems: list[str]
     units: str
+    groups: dict[str, list[list[int]]] = field(default_factory=dict)
+    requests_per_month: int | None = None
+    prices: tuple[float | None, float | None] = (None, None)
 
     def __iter__(self):
         return iter((self.table, self.figure))
@@ -308,21 +328,29 @@ def _row(record: RunRecord, tasks: list[str]) -> dict[str, Any]:
     }
     for task in tasks:
         task_scores = scores.get(task, {})
-        low, high = task_scores.get("accuracy_ci95", [None, None])
+        # Wilson's interval from the score and its rows, so runs scored before tuner used it compare alike.
+        low, high = (
+            wilson_interval(task_scores["accuracy"], task_scores["rows"]) if task_scores.get("rows") else [None, None]
+        )
         row.update(
             {
                 f"{task}_accuracy": task_scores.get("accuracy"),
+                f"{task}_metric": task_scores.get("metric", "accuracy" if task_scores else None),
+                f"{task}_other_metrics": {
+                    name: found["mean"]
+                    for name, found in (task_scores.get("metrics") or {}).items()
+                    if name != task_scores.get("metric")
+                },
+                f"{task}_truncated_share": task_scores.get("truncated_share"),
                 f"{task}_ci_low": low,
                 f"{task}_ci_high": high,
                 f"{task}_rows": task_scores.get("rows"),
-                f"{task}_delta": None,
-                f"{task}_delta_ci_low": None,
-                f"{task}_delta_ci_high": None,
-                f"{task}_delta_distinguishable": None,
+                **dict.fromkeys(f"{task}_{key}" for key in JUDGED),
                 f"{task}_macro_f1": task_scores.get("macro_f1"),
             }
         )
     main = metrics.get("eval") or {}
+    latency = latency_interval(record, main.get("task")) or [None, None]
     peaks = [record.get("peak_memory_mb") for record in phases.values() if record.get("peak_memory_mb") is not None]
     row.update(
         {
@@ -331,7 +359,12 @@ def _row(record: RunRecord, tasks: list[str]) -> dict[str, Any]:
             "index_hours": index_build.get("gpu_hours", index_build.get("cpu_hours")) if index_build else None,
             "eval_hours": eval_hours if metrics else None,
             "hours_unit": "GPU" if "GPU" in (unit, eval_unit) else "CPU",
+            "task": main.get("task"),
             "latency_ms": main.get("latency_ms_per_example"),
+            "latency_ci_low": latency[0],
+            "latency_ci_high": latency[1],
+            "groundedness": main.get("groundedness"),
+            "answer_found_not_used_rate": main.get("answer_found_not_used_rate"),
             "retrieval_ms": main.get("retrieval_ms_per_example"),
             "prompt_tokens": main.get("prompt_tokens_per_example"),
             "peak_memory_mb": max(peaks) if peaks else None,
@@ -349,64 +382,42 @@ def _model_name(manifest: dict[str, Any]) -> str | None:
     return name.rstrip("/").split("/")[-1] if name else None
 
 
-def _context(manifest: dict[str, Any]) -> dict[str, Any]:
-    """What a comparison should hold fixed beyond the method: seed, precision, versions, hardware, code, model file."""
-    hardware = manifest.get("hardware") or {}
-    model = manifest.get("model") or {}
-    context = {
-        "seed": manifest.get("seed"),
-        "precision": manifest.get("precision"),
-        "hardware": _machine(hardware) if hardware else None,
-        "python": manifest.get("python"),
-        "platform": manifest.get("platform"),
-        "git revision": manifest.get("git_revision"),
-        "model file": model.get("gguf_sha256") or model.get("revision"),
-    }
-    context.update({f"{package}": version for package, version in (manifest.get("versions") or {}).items()})
-    return context
-
-
-def _machine(hardware: dict[str, Any]) -> str:
-    """`1 x AMD EPYC (cpu, 2 cores)`: the devices, and the cores a CPU run had."""
-    cores = f", {hardware['cpu_cores']} cores" if hardware.get("cpu_cores") and hardware.get("device") == "cpu" else ""
-    return (
-        f"{hardware.get('device_count', '?')} x {hardware.get('device_name', '?')} "
-        f"({hardware.get('device', '?')}{cores})"
-    )
-
-
-def differences(records: list[RunRecord]) -> dict[str, Any]:
-    """`same`: context values every run shares; `differs`: for the others, each value and the runs that had it. A
-    run that did not record a value (a package tuner began recording later) differs from none."""
-    contexts = {record.name: _context(record.manifest) for record in records if record.manifest}
-    keys = list(dict.fromkeys(key for context in contexts.values() for key in context))
-    same, differs = {}, {}
-    for key in keys:
-        by_value: dict[str, list[str]] = {}
-        for name, context in contexts.items():
-            if context.get(key) is not None or not any(other.get(key) is not None for other in contexts.values()):
-                by_value.setdefault(str(context.get(key)), []).append(name)
-        if len(by_value) == 1:
-            value = next(iter(by_value))
-            if value != "None":
-                same[key] = value
-        else:
-            differs[key] = by_value
-    return {"same": same, "differs": differs}
-
-
-def outcomes(record: RunRecord, task: str) -> list[bool] | None:
-    """Whether each eval row was answered right, in row order, from the run's predictions file for `task`; None when
-    the file is missing, unreadable or holds another number of rows than the run scored."""
+def _predictions(record: RunRecord, task: str) -> list[dict[str, Any]] | None:
+    """The run's predictions for `task`; None when the file is missing, unreadable or holds another number of rows
+    than the run scored."""
     metrics = record.metrics or {}
     path = predictions_file(record.path, metrics, task)
     if path is None:
         return None
     try:
-        correct = [bool(prediction["correct"]) for prediction in read_predictions(path)]
-    except (OSError, ValueError, KeyError, TypeError):
+        found = list(read_predictions(path))
+    except (OSError, ValueError):
         return None
-    return correct if correct and len(correct) == evaluations(metrics)[task].get("rows") else None
+    return found if found and len(found) == evaluations(metrics)[task].get("rows") else None
+
+
+def outcomes(record: RunRecord, task: str) -> list[float] | None:
+    """Each eval row's score in row order (1.0 or 0.0 for right or wrong; a graded metric's value where the run's
+    primary metric is graded), from the run's predictions file for `task`; None when it cannot be read whole."""
+    found = _predictions(record, task)
+    try:
+        return None if found is None else [float(p.get("score", bool(p["correct"]))) for p in found]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def latency_interval(record: RunRecord, task: str | None) -> list[float] | None:
+    """The 95% interval of a run's ms per request: as its evaluation recorded it, else by bootstrap over its
+    predictions' per-row latencies (runs scored before tuner recorded one); None without either."""
+    scores = (record.metrics or {}).get("eval") or {}
+    if scores.get("latency_ms_ci95"):
+        return scores["latency_ms_ci95"]
+    found = _predictions(record, task) if task else None
+    try:
+        latencies = [float(p["latency_ms"]) for p in found or []]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return bootstrap_interval(latencies) if latencies else None
 
 
 def _outcome_matrix(members: list[RunRecord], task: str) -> list[list[bool]] | None:
@@ -415,55 +426,23 @@ def _outcome_matrix(members: list[RunRecord], task: str) -> list[list[bool]] | N
     return None if any(correct is None for correct in found) else found
 
 
-def _paired(
-    row: dict[str, Any], task: str, correct: list[list[bool]] | None, baseline: list[list[bool]] | None
-) -> None:
-    """The change's 95% interval by paired bootstrap over the rows both scored (and over seeds where there are
-    several), and whether it excludes zero."""
-    if correct is None or baseline is None or len(correct[0]) != len(baseline[0]):
-        return
-    low, high = paired_difference_interval(correct, baseline)
-    row.update(
-        {
-            f"{task}_delta_ci_low": low,
-            f"{task}_delta_ci_high": high,
-            f"{task}_delta_distinguishable": low > 0 or high < 0,
-        }
-    )
-
-
-def _flag_and_delta(
-    rows: list[dict[str, Any]], members: list[list[RunRecord]], tasks: list[str], baseline: int | None
-) -> None:
-    """Per task: rows scored on other rows or with other rendering than the reference row (the baseline, or the
-    first row with that task) are flagged; the others get their change in accuracy against the baseline, with its
-    paired interval when both rows' predictions are there."""
+def _judge(rows: list[dict[str, Any]], members: list[list[RunRecord]], tasks: list[str], baseline: int | None):
+    """Per task: the rows grouped by the eval rows and rendering they were scored on, and each group judged within
+    itself (`verdict.group`, `verdict.judge`): changes against its baseline with paired intervals and exact tests,
+    the most accurate run and its ties. Returns each task's groups (row indices, the reference first)."""
+    found = {}
     for task in tasks:
-        base_outcomes = _outcome_matrix(members[baseline], task) if baseline is not None else None
         identities = [
-            _identity(evaluations(group[0].metrics or {}).get(task, {}), group[0].manifest or {})
+            _identity(evaluations(group[0].metrics or {})[task], group[0].manifest or {})
             if task in evaluations(group[0].metrics or {})
             else None
             for group in members
         ]
-        reference = (
-            baseline
-            if baseline is not None and identities[baseline]
-            else next(i for i, identity in enumerate(identities) if identity)
-        )
-        for index, identity in enumerate(identities):
-            if identity is None or index == reference:
-                continue
-            mismatch = _mismatch(identity, identities[reference])
-            if mismatch:
-                rows[index]["notes"].append(f"{task}: {mismatch} than {rows[reference]['run']}, not compared")
-            elif reference == baseline:
-                rows[index][f"{task}_delta"] = round(
-                    rows[index][f"{task}_accuracy"] - rows[baseline][f"{task}_accuracy"], 4
-                )
-                _paired(rows[index], task, _outcome_matrix(members[index], task), base_outcomes)
-        if reference == baseline:
-            rows[baseline][f"{task}_delta"] = 0.0
+        found[task] = group_rows(rows, task, identities, baseline, _mismatch)
+        matrices = [_outcome_matrix(group, task) if identities[n] else None for n, group in enumerate(members)]
+        for indices in found[task]:
+            judge(rows, task, indices, matrices)
+    return found
 
 
 def compare(
@@ -471,6 +450,7 @@ def compare(
     baseline: str | None = None,
     price_per_gpu_hour: float | None = None,
     price_per_cpu_hour: float | None = None,
+    requests_per_month: int | None = None,
 ) -> Comparison:
     """Read run folders (or folders holding them) and build the comparison table and plot.
 
@@ -478,12 +458,19 @@ def compare(
     found in a parent folder are ordered zero-shot, few-shot, SFT, DPO, SFT+DPO). `price_per_gpu_hour` (and
     `price_per_cpu_hour` for CPU runs) add a `cost` column, (training + indexing + evaluation hours) x price, and
     `cost_per_1k_requests`. Runs with a one-off cost get `break_even_requests` against the most accurate prompt-side
-    run (few-shot or retrieval): the requests after which their faster requests have paid for it.
+    run (few-shot or retrieval) scored on the same rows: the requests after which their faster requests have paid
+    for it, where the latency difference is beyond its noise. Runs are compared per task within groups scored on the
+    same eval rows and prompts (`verdict.py`); `requests_per_month` adds each group's recommendation at that volume.
     Raises TunerError for paths that are not run folders; runs with missing or unreadable files stay in the table,
     marked, and are listed in `problems`.
     """
     import pandas as pd
 
+    if requests_per_month is not None and requests_per_month < 1:
+        raise TunerError(
+            f"--requests-per-month {requests_per_month}: give the requests a month the model would serve, a whole "
+            f"number of at least 1 (e.g. 100000)."
+        )
     records = []
     for group in find_runs(paths):
         read = [read_run(path) for path in group]
@@ -537,9 +524,8 @@ def compare(
                 row["run"] = longer(row, group)
 
     base_index = _baseline_index(rows, members, baseline)
-    if tasks:
-        _flag_and_delta(rows, members, tasks, base_index)
-    add_break_even(rows, [is_prompt_side(group[0].metrics or {}) for group in members], tasks[0] if tasks else None)
+    judged = _judge(rows, members, tasks, base_index)
+    add_break_even(rows, [is_prompt_side(group[0].metrics or {}) for group in members])
     if price_per_gpu_hour is not None or price_per_cpu_hour is not None:
         for row in rows:
             row["cost"] = run_cost(row, price_per_gpu_hour, price_per_cpu_hour)
@@ -556,9 +542,12 @@ def compare(
         figure=figure,
         baseline=rows[base_index]["run"] if base_index is not None else None,
         tasks=tasks,
-        differences=differences(records),
+        differences=differences({record.name: record.manifest for record in records}),
         problems=problems,
         units=units,
+        groups=judged,
+        requests_per_month=requests_per_month,
+        prices=(price_per_gpu_hour, price_per_cpu_hour),
     )
 
 

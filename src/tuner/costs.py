@@ -53,30 +53,49 @@ def is_prompt_side(metrics: dict[str, Any]) -> bool:
 
 def break_even(tuned: dict[str, Any], prompt_side: dict[str, Any]) -> float | None:
     """Requests after which `tuned`'s extra one-off hours are paid back by its faster requests against
-    `prompt_side` (same device kind, so the price cancels out); None when it is not faster or costs no more."""
+    `prompt_side` (same device kind, so the price cancels out); None when it is not faster beyond the noise of both
+    latencies (their intervals overlap, `latency_differs`) or costs no more."""
     if tuned.get("latency_ms") is None or prompt_side.get("latency_ms") is None:
         return None
     saved = (prompt_side["latency_ms"] - tuned["latency_ms"]) / MS_PER_HOUR
     extra = one_off_hours(tuned) - one_off_hours(prompt_side)
     if saved <= 0 or extra <= 0 or tuned["hours_unit"] != prompt_side["hours_unit"]:
         return None
-    return round(extra / saved)
+    return round(extra / saved) if latency_differs(tuned, prompt_side) else None
 
 
-def add_break_even(rows: list[dict[str, Any]], prompt_side: list[bool], task: str | None) -> None:
+def latency_differs(first: dict[str, Any], second: dict[str, Any]) -> bool:
+    """Whether two runs' ms per request differ beyond their measured noise: their 95% intervals (bootstrap over the
+    rows' latencies) do not overlap. Without both intervals, it is taken as measured."""
+    bounds = [first.get(key) for key in ("latency_ci_low", "latency_ci_high")]
+    bounds += [second.get(key) for key in ("latency_ci_low", "latency_ci_high")]
+    if any(bound is None or bound != bound for bound in bounds):
+        return True
+    return bounds[1] < bounds[2] or bounds[3] < bounds[0]
+
+
+def add_break_even(rows: list[dict[str, Any]], prompt_side: list[bool]) -> None:
     """For each run with a one-off cost, its break-even number of requests against the most accurate prompt-side
-    run (`break_even_requests`, `break_even_against`)."""
-    candidates = [row for row, side in zip(rows, prompt_side) if side]
-    if task is not None:
-        candidates = [row for row in candidates if row.get(f"{task}_accuracy") is not None]
-        candidates.sort(key=lambda row: -row[f"{task}_accuracy"])
+    run scored on the same rows (its task's group, `verdict.group`): `break_even_requests`, `break_even_against`."""
     for row in rows:
         row["break_even_requests"], row["break_even_against"] = None, None
-        if not candidates or one_off_hours(row) <= 0 or row in candidates:
+        task = row.get("task")
+        if task is None or one_off_hours(row) <= 0 or row.get(f"{task}_group") is None:
             continue
-        requests = break_even(row, candidates[0])
+        candidates = [
+            other
+            for other, side in zip(rows, prompt_side)
+            if side
+            and other is not row
+            and other.get(f"{task}_group") == row[f"{task}_group"]
+            and other.get(f"{task}_accuracy") is not None
+        ]
+        if not candidates:
+            continue
+        against = max(candidates, key=lambda other: other[f"{task}_accuracy"])
+        requests = break_even(row, against)
         if requests is not None:
-            row["break_even_requests"], row["break_even_against"] = requests, candidates[0]["run"]
+            row["break_even_requests"], row["break_even_against"] = requests, against["run"]
 
 
 def phase_hours(phases: dict[str, Any], names) -> tuple[float, str]:

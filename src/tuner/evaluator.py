@@ -2,11 +2,13 @@
 
 Tasks:
 - `choice`: log-likelihood of each allowed answer after the prompt; accuracy and length-normalised accuracy.
-- `generate`: greedy generation to EOS / end of turn, answer extraction, normalised exact match.
+- `generate`: greedy generation to EOS / end of turn, each reply scored by the metrics of `metrics.py` (`eval.metrics`,
+  the first the accuracy; default: the gold answer contained in the reply), the share cut at `eval.max_new_tokens`.
 - `preference`: share of pairs where `chosen` gets a higher log-likelihood than `rejected` (and, as
   `accuracy_length_normalized`, a higher mean log-probability per token, which does not favour the shorter answer).
 
-Every accuracy comes with a 95% bootstrap interval and its row count; latency is measured on the same rows.
+Every accuracy comes with its 95% Wilson interval and row count; latency is measured on the same rows, with a bootstrap
+interval over them.
 """
 
 from __future__ import annotations
@@ -19,14 +21,18 @@ from typing import Any
 
 from .accounting import phase
 from .confusion import macro_f1
-from .data.rows import answer_text, eval_identity, extract_answer, normalize_answer
+from .data.rows import answer_text, eval_identity, extract_answer
 from .errors import TunerError
 from .families import END_OF_TURN, without_reasoning
 from .hardware import device_kind, is_out_of_memory
-from .intervals import bootstrap_interval
+from .intervals import bootstrap_interval, score_interval
 from .likelihood import encode_pair, loglikelihoods, model_device
+from .metrics import chosen, score
 from .progress import Progress, RowClock
 from .rendering import continuation, render_prompt
+
+# The share of replies cut at `eval.max_new_tokens` above which a run says so.
+TRUNCATED_WARNING = 0.1
 
 
 @dataclass
@@ -56,13 +62,15 @@ def generate_texts(
     max_new_tokens: int,
     batch_size: int = 16,
     on_done: Callable[[list[int]], None] | None = None,
-) -> tuple[list[str], int]:
-    """Greedy continuations of plain-text prompts (stopping at EOS / end of turn) and the generated token count;
-    `on_done` hears which prompts (by index) each batch finished."""
+) -> tuple[list[str], int, list[bool]]:
+    """Greedy continuations of plain-text prompts (stopping at EOS / end of turn), the generated token count, and
+    for each prompt whether its continuation stopped at `max_new_tokens` rather than ending; `on_done` hears which
+    prompts (by index) each batch finished."""
     import torch
 
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     outputs: list[str] = [""] * len(prompts)
+    truncated = [False] * len(prompts)
     generated_tokens = 0
     device = model_device(model)
     stops = stop_token_ids(tokenizer)
@@ -85,13 +93,14 @@ def generate_texts(
                 )[:, encoded["input_ids"].shape[1] :]
                 for i, tokens in zip(indices, new.tolist()):
                     cut = next((n for n, t in enumerate(tokens) if t in stops), len(tokens))
+                    truncated[i] = cut == len(tokens) == max_new_tokens
                     generated_tokens += cut
                     outputs[i] = tokenizer.decode(tokens[:cut], skip_special_tokens=True)
                 if on_done is not None:
                     on_done(indices)
     finally:
         tokenizer.padding_side = side
-    return outputs, generated_tokens
+    return outputs, generated_tokens, truncated
 
 
 # ---- tasks ----
@@ -192,7 +201,7 @@ def _choice(model, tokenizer, rows, eval_config, label_names, clock):
         )
     metrics = {
         "accuracy_norm": round(sum(correct_norm) / len(correct_norm), 4),
-        "accuracy_norm_ci95": bootstrap_interval(correct_norm),
+        "accuracy_norm_ci95": score_interval(correct_norm),
         "macro_f1": macro_f1([p["gold"] for p in predictions], [p["prediction"] for p in predictions]),
     }
     return correct, predictions, metrics
@@ -200,25 +209,49 @@ def _choice(model, tokenizer, rows, eval_config, label_names, clock):
 
 def _generate(model, tokenizer, rows, eval_config, label_names, clock):
     pattern = re.compile(eval_config.answer_regex) if eval_config.answer_regex else None
+    names, default = chosen(eval_config.metrics, eval_config.answer_regex)
+    if default:
+        print(
+            f"tuner: free-form answers scored by {names[0]} (the default; {', '.join(names[1:])} beside it): "
+            f"`eval.metrics` chooses"
+        )
     contexts = [render_prompt(row["prompt"], tokenizer, row.get("tools")) for row in rows]
     start = time.perf_counter()
-    texts, generated = generate_texts(
+    texts, generated, truncated = generate_texts(
         model, tokenizer, contexts, eval_config.max_new_tokens, eval_config.batch_size, on_done=clock.finished
     )
     seconds = time.perf_counter() - start
-    predictions, correct = [], []
-    for number, (row, context, text) in enumerate(zip(rows, contexts, texts)):
-        # A reasoning block (a Qwen3-style `<think>`) is not the answer, however the model was tuned.
-        gold, answer = answer_text(row), extract_answer(without_reasoning(text), pattern)
-        hit = normalize_answer(answer) == normalize_answer(gold)
-        correct.append(hit)
-        predictions.append(
-            {"row": number, "prompt": context, "gold": gold, "prediction": answer, "generated": text, "correct": hit}
-        )
+    # A reasoning block (a Qwen3-style `<think>`) is not the answer, however the model was tuned.
+    replies = [without_reasoning(text).strip() for text in texts]
+    answers = [extract_answer(reply, pattern) for reply in replies]
+    golds = [answer_text(row) for row in rows]
+    scores = score(names, answers, [answer if pattern else reply for answer, reply in zip(answers, replies)], golds)
+    primary = scores[names[0]]
+    predictions = [
+        {
+            "row": number,
+            "prompt": context,
+            "gold": gold,
+            "prediction": answer,
+            "generated": text,
+            "correct": primary[number] >= 0.5,
+            "score": primary[number],
+            "metrics": {name: scores[name][number] for name in names},
+            "truncated": truncated[number],
+        }
+        for number, (context, gold, answer, text) in enumerate(zip(contexts, golds, answers, texts))
+    ]
     return (
-        correct,
+        primary,
         predictions,
         {
+            "metric": names[0],
+            "metric_is_default": default,
+            "metrics": {
+                name: {"mean": round(sum(values) / len(values), 4), "ci95": score_interval(values)}
+                for name, values in scores.items()
+            },
+            "truncated_share": round(sum(truncated) / len(truncated), 4),
             "generated_tokens": generated,
             "generated_tokens_per_second": round(generated / seconds, 1) if seconds else None,
         },
@@ -271,7 +304,7 @@ def _preference(model, tokenizer, rows, eval_config, label_names, clock):
         {
             "mean_logprob_margin": round(sum(margins) / len(margins), 4),
             "accuracy_length_normalized": round(sum(correct_norm) / len(correct_norm), 4),
-            "accuracy_length_normalized_ci95": bootstrap_interval(correct_norm),
+            "accuracy_length_normalized_ci95": score_interval(correct_norm),
         },
     )
 
@@ -390,6 +423,12 @@ def evaluate(
             model, tokenizer, rows, eval_config, label_names, clock
         )
     record = phases["eval"]
+    cut = sum(bool(prediction.get("truncated")) for prediction in predictions)
+    if cut > TRUNCATED_WARNING * len(rows):
+        print(
+            f"tuner: warning: {cut} of {len(rows)} replies stopped at `eval.max_new_tokens` "
+            f"({eval_config.max_new_tokens}) before they ended, so their scores read cut answers: raise it"
+        )
     for prediction in predictions:
         prediction["latency_ms"] = clock.ms[prediction["row"]]
         if "passages" in rows[prediction["row"]]:  # retrieved passages: the sources a reader can check
@@ -402,7 +441,8 @@ def evaluate(
         "task": eval_config.task,
         "rows": len(rows),
         "accuracy": round(sum(correct) / len(correct), 4),
-        "accuracy_ci95": bootstrap_interval(correct),
+        "accuracy_ci95": score_interval(correct),
+        "latency_ms_ci95": bootstrap_interval([clock.ms[p["row"]] for p in predictions]),
         **extra,
         "latency_ms_per_example": round(1000 * record["wall_seconds"] / len(rows), 2),
         "prompt_tokens_per_example": round(prompt_tokens / len(rows), 1),

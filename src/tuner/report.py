@@ -128,6 +128,10 @@ def _browse(rows: list[dict[str, Any]], baseline: str | None, task: str, prompts
         }
         if any("passages" in p for p in predictions):
             entry["passages"] = [[str(h.get("id")) for h in p.get("passages") or []] for p in predictions]
+        if any("metrics" in p for p in predictions):  # free-form replies: each metric's score of each row
+            entry["scores"] = [p.get("metrics") or {} for p in predictions]
+        if any("grounded" in p for p in predictions):
+            entry["grounded"] = [p.get("grounded") for p in predictions]
         runs.append(entry)
     return {
         "gold": gold,

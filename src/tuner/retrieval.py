@@ -1,6 +1,7 @@
 """Retrieval into the prompt: each row's question searched in the index, the passages put into its last user turn
 through `rag.context_template`, and what retrieval cost and found: ms per question, recall@k against the row's
 source document, the share of rows whose gold answer is in the passages; prompts too long for the model refused.
+After scoring, how grounded the replies were in what was retrieved (`grounding`).
 
 The rag recipe scores rows prepared here; the sft recipe with a `rag:` block trains on them too (retrieval-aware
 fine-tuning: the model learns to read the passages, and to pass over the distractors among them).
@@ -21,10 +22,14 @@ from .distributed import shared
 from .errors import TunerError
 from .hardware import world_size
 from .index import Hit, Index, build_index, chunk_settings, describe
+from .metrics import contains, supported_share
 from .rendering import render_prompt
 
 # Tokens kept free after the prompt for the answer (choices are short; generation is capped by eval.max_new_tokens).
 ANSWER_ROOM = 64
+# A reply is grounded when this share of its words can be read in its passages or its question (restating the
+# question is not an invention); below it, most of what it says came from elsewhere.
+GROUNDED_SHARE = 0.8
 
 
 @dataclass
@@ -34,6 +39,8 @@ class Retrieval:
     seconds: list[float] = field(default_factory=list)
     found_source: list[bool] = field(default_factory=list)
     answer_in_passages: list[bool] = field(default_factory=list)
+    # Per row, the passages' text and the question: what a grounded reply could draw on.
+    evidence: list[str] = field(default_factory=list)
 
     def metrics(self, k: int) -> dict[str, Any]:
         """Retrieval's figures for metrics.json: ms per question, recall@k (rows with a source only), gold answer
@@ -109,8 +116,11 @@ def with_passages(
             )
         if row.get("source") is not None:
             retrieval.found_source.append(any(hit.document == row["source"] for hit in hits))
-        gold = normalize_answer(answer_text(row)) if row.get("completion") is not None or "label" in row else ""
-        retrieval.answer_in_passages.append(bool(gold) and gold in normalize_answer(" ".join(h.text for h in hits)))
+        gold = answer_text(row) if row.get("completion") is not None or "label" in row else ""
+        found = " ".join(hit.text for hit in hits)
+        # As a whole phrase, numbers as numbers: gold "3" is not found in "13 engineers".
+        retrieval.answer_in_passages.append(bool(normalize_answer(gold)) and contains(found, gold) == 1.0)
+        retrieval.evidence.append(f"{found}\n{question}")
         prepared.append(
             {
                 **row,
@@ -133,6 +143,27 @@ def request_latency(eval_metrics: dict[str, Any], retrieval: Retrieval, k: int) 
         "generation_ms_per_example": generation,
         "latency_ms_per_example": round(generation + (figures["retrieval_ms_per_example"] or 0.0), 2),
     }
+
+
+def grounding(task: str, predictions: list[dict[str, Any]], retrieval: Retrieval) -> dict[str, Any]:
+    """How the replies used what retrieval found, for metrics.json: `answer_found_not_used_rate`, the share of rows
+    whose gold answer was in the passages yet whose reply was scored wrong, and for free-form replies (`task:
+    generate`) `groundedness`, the share of replies with at least `GROUNDED_SHARE` of their words in their passages
+    or question. Each free-form prediction gets its `supported_share` and `grounded` (a reply without words is not
+    grounded)."""
+    rows = len(predictions)
+    if not rows:
+        return {"groundedness": None, "answer_found_not_used_rate": None}
+    unused = [found and not p.get("correct") for p, found in zip(predictions, retrieval.answer_in_passages)]
+    figures: dict[str, Any] = {"groundedness": None, "answer_found_not_used_rate": round(sum(unused) / rows, 4)}
+    if task != "generate":
+        return figures
+    for prediction, evidence in zip(predictions, retrieval.evidence):
+        share = supported_share(str(prediction.get("prediction") or ""), evidence)
+        prediction["supported_share"] = None if share is None else round(share, 4)
+        prediction["grounded"] = share is not None and share >= GROUNDED_SHARE
+    figures["groundedness"] = round(sum(p["grounded"] for p in predictions) / rows, 4)
+    return figures
 
 
 def _closed(index: Index):

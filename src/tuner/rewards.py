@@ -281,7 +281,7 @@ def mean_reward(
     interval, and each row's value (for a paired difference)."""
     prompts = [row["prompt"] for row in rows]
     # As TRL's GRPO samples in training: after the template's generation prompt.
-    texts, _ = generate_texts(
+    texts, _, _ = generate_texts(
         model, tokenizer, [generation_prompt(p, tokenizer) for p in prompts], max_new_tokens, batch_size
     )
     completions = [

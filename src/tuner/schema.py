@@ -245,6 +245,9 @@ class AdapterConfig(_Section):
     modules_to_save: list[str] | None = Field(None, description="Modules trained in full and saved with the adapter.")
 
 
+GenerateMetric = Literal["exact_match", "contains", "token_f1", "rouge_l", "chrf", "semantic_similarity"]
+
+
 class EvalConfig(_Section):
     """How held-out rows are scored (used by the evaluator)."""
 
@@ -253,17 +256,27 @@ class EvalConfig(_Section):
     choices: list[str] | None = Field(None, description="Allowed answers for task: choice.")
     max_new_tokens: int = Field(32, gt=0, description="Generation cap for task: generate.")
     answer_regex: str | None = Field(None, description="Regex whose first group is the answer (generate).")
+    metrics: list[GenerateMetric] | None = Field(
+        None,
+        description="generate: free-form metrics, the first the primary (the run's accuracy): exact_match, contains, "
+        "token_f1, rouge_l, chrf, semantic_similarity; default contains, exact_match, token_f1 (with "
+        "answer_regex, exact_match first).",
+    )
     batch_size: int = Field(16, gt=0, description="Rows scored per forward pass (sorted by length first).")
 
     @field_validator("answer_regex")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"is not a valid regular expression ({exc})") from None
-        return value
+        try:
+            return value if value is None else re.compile(value).pattern
+        except re.error as exc:
+            raise ValueError(f"is not a valid regular expression ({exc})") from None
+
+    @model_validator(mode="after")
+    def _metrics_for_generate(self) -> EvalConfig:
+        if self.metrics is not None and (self.task not in (None, "generate") or not self.metrics):
+            raise ValueError(f"`metrics` is for task generate (one metric or more); remove it for task {self.task}")
+        return self
 
 
 class FewshotConfig(_Section):
@@ -353,22 +366,9 @@ class RagConfig(_Section):
         return value
 
 
-DPO_LOSSES = (
-    "sigmoid",
-    "hinge",
-    "ipo",
-    "exo_pair",
-    "nca_pair",
-    "robust",
-    "bco_pair",
-    "sppo_hard",
-    "aot",
-    "aot_unpaired",
-    "apo_zero",
-    "apo_down",
-    "discopop",
-    "sft",
-    "sigmoid_norm",
+DPO_LOSSES = tuple(
+    "sigmoid hinge ipo exo_pair nca_pair robust bco_pair sppo_hard aot aot_unpaired apo_zero apo_down "
+    "discopop sft sigmoid_norm".split()
 )
 
 

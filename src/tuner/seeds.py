@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .intervals import bootstrap_interval
+from .intervals import score_interval
 
 SEED_FOLDER = re.compile(r"seed-\d+(-\d+)?$")
 # Recipe keys a seed run sets or that only say where and how it ran; runs differing in nothing else are one group.
@@ -115,8 +115,9 @@ def merge(
 ) -> dict[str, Any]:
     """One comparison row for a group's runs (rows in seed order): per task the mean accuracy, the spread across seeds
     (`_spread_low`, `_spread_high`, `_std` from three seeds), each seed's accuracy and interval, and an interval of
-    the mean by bootstrap over rows and seeds when every seed's predictions are there (else the widest of the
-    seeds'); hours, latency and prompt tokens averaged, peak memory the largest."""
+    the mean (Wilson's, widened to the bootstrap over rows and seeds) when every seed's predictions are there (else
+    the widest of the seeds'); hours, latency and prompt tokens averaged (latency's interval spanning the seeds'),
+    peak memory the largest."""
     import numpy as np
 
     merged = dict(rows[0])
@@ -141,7 +142,7 @@ def merge(
         if len(rows) >= 3:
             merged[f"{task}_std"] = round(float(np.std(accuracies, ddof=1)), 4)
         if outcomes.get(task) is not None:
-            merged[f"{task}_ci_low"], merged[f"{task}_ci_high"] = bootstrap_interval(outcomes[task])
+            merged[f"{task}_ci_low"], merged[f"{task}_ci_high"] = score_interval(outcomes[task])
         else:
             merged[f"{task}_ci_low"] = min(row[f"{task}_ci_low"] for row in rows)
             merged[f"{task}_ci_high"] = max(row[f"{task}_ci_high"] for row in rows)
@@ -150,6 +151,9 @@ def merge(
         values = [row.get(column) for row in rows]
         if len(rows) > 1 and all(value is not None for value in values):
             merged[column] = float(np.mean(values))
+    lows, highs = ([row.get(key) for row in rows] for key in ("latency_ci_low", "latency_ci_high"))
+    if len(rows) > 1 and all(value is not None for value in lows + highs):
+        merged["latency_ci_low"], merged["latency_ci_high"] = min(lows), max(highs)  # each seed's noise covered
     memory = [row["peak_memory_mb"] for row in rows if row.get("peak_memory_mb") is not None]
     merged["peak_memory_mb"] = max(memory) if memory else None
     return merged

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .verdict import lines as verdict_lines
+
 
 def _fmt_hours(value: float | None, unit: str) -> str:
     if value is None:
@@ -28,14 +30,18 @@ def display_rows(comparison) -> tuple[list[str], list[list[str]]]:
     deltas = {task: table[f"{task}_delta"].notna().any() for task in comparison.tasks}
     seeded = several_seeds(comparison)
     f1 = {task: f"{task}_macro_f1" in table and table[f"{task}_macro_f1"].notna().any() for task in comparison.tasks}
+    also = {task: any(_also(row, task) for row in table.to_dict("records")) for task in comparison.tasks}
     for task in comparison.tasks:
         header += (
-            [f"{task} accuracy [95% CI] (rows)"]
+            [f"{task} {metric_name(comparison, task)} [95% CI] (rows)"]
             + ([f"{task} macro-F1"] if f1[task] else [])
+            + ([f"{task} other metrics"] if also[task] else [])
             + ([f"{task} across seeds"] if seeded else [])
             + ([f"Δ {task} vs baseline"] if deltas[task] else [])
         )
     retrieval = table["retrieval_ms"].notna().any()
+    grounded = "groundedness" in table and table["groundedness"].notna().any()
+    header += ["grounded (found, unused)"] if grounded else []
     header += ["train hours"] + (["index hours"] if retrieval else []) + ["eval hours"]
     header += [
         "ms/example (retrieval)" if retrieval else "ms/example",
@@ -66,10 +72,18 @@ def display_rows(comparison) -> tuple[list[str], list[list[str]]]:
             )
             if f1[task]:
                 cells.append("" if _missing(row[f"{task}_macro_f1"]) else f"{row[f'{task}_macro_f1']:.3f}")
+            if also[task]:
+                cells.append(_also(row, task))
             if seeded:
                 cells.append(_spread(row, task))
             if deltas[task]:
                 cells.append(_delta(row, task))
+        if grounded:
+            cells.append(
+                ""
+                if _missing(row["groundedness"])
+                else f"{row['groundedness']:.3f} ({_number(row['answer_found_not_used_rate'])})"
+            )
         cells.append(_fmt_hours(None if _missing(row["train_hours"]) else row["train_hours"], row["hours_unit"]))
         if retrieval:
             cells.append(_fmt_hours(None if _missing(row["index_hours"]) else row["index_hours"], row["hours_unit"]))
@@ -140,12 +154,15 @@ def seed_lines(comparison) -> list[str]:
 
 
 def _delta(row: dict[str, Any], task: str) -> str:
-    """The change against the baseline, with its paired 95% interval when there is one; `n.s.` when that interval
-    covers zero."""
+    """The change against the group's baseline, with its paired 95% interval when there is one; `n.s.` when it is
+    not beyond noise (the exact test's p is 0.05 or more, or the interval covers zero)."""
     delta = row[f"{task}_delta"]
     if _missing(delta):
         return ""
     text = f"{100 * delta:+.1f} pt"
+    group = row.get(f"{task}_group")
+    if not _missing(group) and group > 1 and row.get(f"{task}_group_baseline") == row["run"]:
+        return f"{text} (baseline of group {int(group)})"
     low, high = row[f"{task}_delta_ci_low"], row[f"{task}_delta_ci_high"]
     if _missing(low):
         return text
@@ -153,46 +170,35 @@ def _delta(row: dict[str, Any], task: str) -> str:
 
 
 def verdict(comparison) -> list[str]:
-    """The table in plain words, per task: the most accurate run, which runs differ from the baseline beyond the
-    noise of the eval rows (paired intervals), the fastest per request, and the cheapest one-off among the runs
-    that beat the baseline."""
+    """The table in plain words, per task and group of runs scored on the same rows (`verdict.lines`): the most
+    accurate run or the tie at the top, the runs beyond noise of the baseline, the fastest per request, break-even,
+    a warning when the eval rows are too few to separate the runs, and the recommendation."""
     rows = comparison.table.to_dict(orient="records")
-    lines = []
+    found = []
     for task in comparison.tasks:
-        scored = [row for row in rows if not _missing(row[f"{task}_accuracy"])]
-        if len(scored) < 2:
-            continue
-        best = max(scored, key=lambda row: row[f"{task}_accuracy"])
-        words = [f"most accurate: {best['run']} ({best['method']}, {best[f'{task}_accuracy']:.3f})"]
-        paired = [
-            row
-            for row in scored
-            if row[f"{task}_delta_distinguishable"] is not None and not _missing(row[f"{task}_delta_distinguishable"])
-        ]
-        better = [row for row in paired if row[f"{task}_delta_distinguishable"] and row[f"{task}_delta"] > 0]
-        if paired:
-            same = [row["run"] for row in paired if not row[f"{task}_delta_distinguishable"]]
-            worse = [row["run"] for row in paired if row[f"{task}_delta_distinguishable"] and row[f"{task}_delta"] < 0]
-            words.append("better than the baseline beyond noise: " + (", ".join(r["run"] for r in better) or "none"))
-            if same:
-                words.append("not distinguishable from it: " + ", ".join(same))
-            if worse:
-                words.append("worse: " + ", ".join(worse))
-        timed = [row for row in scored if not _missing(row["latency_ms"])]
-        if timed:
-            fastest = min(timed, key=lambda row: row["latency_ms"])
-            words.append(f"fastest per request: {fastest['run']} ({fastest['latency_ms']:.1f} ms)")
-        if better:
-            cheapest = min(better, key=lambda row: (row["train_hours"] or 0) + (row.get("index_hours") or 0))
-            words.append(f"cheapest one-off among those beating the baseline: {cheapest['run']}")
-        repaid = [row for row in scored if not _missing(row.get("break_even_requests"))]
-        for row in repaid:
-            words.append(
-                f"{row['run']} repays its one-off cost against {row['break_even_against']} after "
-                f"{int(row['break_even_requests']):,} requests"
-            )
-        lines.append(f"Verdict ({task}): " + "; ".join(words) + ".")
-    return lines
+        found += verdict_lines(
+            rows, task, comparison.groups.get(task, []), comparison.requests_per_month, comparison.prices
+        )
+    return found
+
+
+def metric_name(comparison, task: str) -> str:
+    """The name of the score a task's column shows: `accuracy`, or a free-form metric (`contains`, `token_f1`...)
+    when every run of the task was scored by it; `score` when runs differ."""
+    names = {name for name in comparison.table.get(f"{task}_metric", []) if not _missing(name)}
+    return names.pop().replace("_", " ") if len(names) == 1 else "score"
+
+
+def _also(row: dict[str, Any], task: str) -> str:
+    """A free-form run's other metrics and the share of its replies cut at `eval.max_new_tokens`."""
+    found = row.get(f"{task}_other_metrics")
+    text = ", ".join(f"{name} {value:.3f}" for name, value in (found or {}).items()) if isinstance(found, dict) else ""
+    cut = row.get(f"{task}_truncated_share")
+    return text + (f"; {100 * cut:.0f}% cut at max tokens" if not _missing(cut) and cut else "")
+
+
+def _number(value: Any) -> str:
+    return "" if _missing(value) else f"{value:.3f}"
 
 
 def _text(value: Any) -> str:
@@ -207,17 +213,19 @@ def notes(comparison, header: list[str]) -> list[str]:
     """The paragraphs that explain the table (units, seeds, break-even, index hours), in the order Markdown prints
     them around the verdict; the report shows the same ones."""
     found = [
-        f"Hours are {comparison.units}-hours: wall time x processes. Δ is accuracy points against the "
-        f"baseline on the same rows and prompts, with its 95% interval by paired bootstrap over those rows "
-        f"(n.s.: the interval covers zero, not distinguishable from the noise of the eval rows); runs scored "
-        f"otherwise are flagged in notes and get none."
+        f"Hours are {comparison.units}-hours: wall time x processes. Intervals are 95%: Wilson's for a score; for "
+        f"Δ, the change against the baseline on the same rows and prompts, Newcombe's paired interval, and n.s. "
+        f"unless a paired exact test (McNemar's for right/wrong rows, sign flips for graded scores) gives "
+        f"p < 0.05 and the interval excludes zero; runs scored on other rows or prompts are compared within "
+        f"their own group (notes say which)."
     ]
     if several_seeds(comparison):
         found.append(
             "\n".join(
                 [
                     "Rows of several seeds (runs differing only by seed) show the mean over seeds; its "
-                    "interval and Δ's are by bootstrap over eval rows and seeds together. Each seed alone:",
+                    "interval and Δ's are widened to a bootstrap over eval rows and seeds together, and Δ's test "
+                    "reads each row's mean over seeds. Each seed alone:",
                     *seed_lines(comparison),
                 ]
             )
@@ -225,9 +233,10 @@ def notes(comparison, header: list[str]) -> list[str]:
     if "break-even (requests)" in header:
         found.append(
             "Break-even: the requests after which a run's one-off hours (training, indexing) are paid back "
-            "by its faster requests against the most accurate prompt-side run (few-shot or retrieval, whose "
-            "prompts are longer), at the ms/example measured here; cost / 1k requests is that latency "
-            "priced."
+            "by its faster requests against the most accurate prompt-side run on the same rows (few-shot or "
+            "retrieval, whose prompts are longer), at the ms/example measured here, only where the two "
+            "latencies' 95% intervals (bootstrap over the rows) do not overlap; cost / 1k requests is that "
+            "latency priced."
         )
     if "index hours" in header:
         found.append(

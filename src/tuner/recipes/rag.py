@@ -15,7 +15,7 @@ from ..data.rows import scoring_rows
 from ..data.splits import load_data
 from ..evaluator import evaluate
 from ..models import check_chat_template, load_config_and_tokenizer, load_model
-from ..retrieval import context_length, open_index, request_latency, with_passages
+from ..retrieval import context_length, grounding, open_index, request_latency, with_passages
 from ..runs import RunResult, build_manifest, finish_run, record_evaluation, run_folder
 from ..speed import decide_precision
 from .preflight import check_data
@@ -45,6 +45,7 @@ def run(recipe) -> RunResult:
     result = evaluate(model, loaded.tokenizer, rows, recipe.eval, splits.labels, loaded.dtype)
 
     result.metrics.update(request_latency(result.metrics, retrieval, recipe.rag.k))
+    result.metrics.update(grounding(result.task, result.predictions, retrieval))
     metrics: dict[str, Any] = {
         "method": "rag",
         "retriever": recipe.rag.retriever,

@@ -17,7 +17,7 @@ from ..evaluator import evaluate
 from ..hardware import is_main_process
 from ..models import check_chat_template, load_config_and_tokenizer, load_model
 from ..rendering import report_long_rows, report_tools
-from ..retrieval import request_latency, retrieval_aware_rows
+from ..retrieval import grounding, request_latency, retrieval_aware_rows
 from ..runs import RunResult, build_manifest, finish_run, record_evaluation, run_folder, scoring
 from ..speed import decide_precision
 from ..trainers import build_trainer
@@ -78,6 +78,7 @@ def run(recipe) -> RunResult:
             result = evaluate(model, loaded.tokenizer, eval_rows, recipe.eval, splits.labels, loaded.dtype)
             if retrieval:
                 result.metrics.update(request_latency(result.metrics, retrieval, recipe.rag.k))
+                result.metrics.update(grounding(result.task, result.predictions, retrieval))
             record_evaluation(run_dir, result, metrics, phases)
     if recipe.rag:
         metrics.update(retriever=recipe.rag.retriever, k=recipe.rag.k, index=index_report)
