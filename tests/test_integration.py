@@ -476,3 +476,29 @@ def test_knowledge_pipeline_then_compare(tmp_path):
     # Re-scoring an adapter later still counts what it cost to train it.
     assert updated["sft"]["train_hours"] == pytest.approx(handbook["sft"]["train_hours"])
     assert "train hours include the SFT stage (sft)" in updated["sft"]["notes"]
+
+
+def test_free_text_answers_about_documents_score_on_the_default_metric(tmp_path):
+    """The trial's free-text case on the offline model: handbook questions answered in the model's own words, with
+    the handbook's Markdown files retrieved; a reply holding the gold answer scores, one that does not, does not."""
+    run = run_recipe(
+        "recipes/knowledge/rag_freetext.yaml",
+        tmp_path / "rag",
+        "data.max_eval_samples=16",
+        "rag.store.path=" + str(tmp_path / "index"),
+        command="rag",
+    )
+    scores = read_json(run / "metrics.json")["eval"]
+    assert scores["metric"] == "contains" and scores["metric_is_default"]
+    assert set(scores["metrics"]) == {"contains", "exact_match", "token_f1"} and scores["rows"] == 16
+    assert scores["accuracy"] == scores["metrics"]["contains"]["mean"] > 0
+    assert 0 <= scores["groundedness"] <= 1 and scores["answer_found_not_used_rate"] is not None
+    from tuner.metrics import tokens
+
+    predictions = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    for p in predictions:
+        # The gold answer's words, whole, in the reply's ("3" is not found in "33 months").
+        found = f" {' '.join(tokens(p['gold']))} " in f" {' '.join(tokens(p['generated']))} "
+        assert p["metrics"]["contains"] == float(found), p
+        assert p["correct"] == (p["score"] >= 0.5) and "grounded" in p
+    assert any(p["correct"] for p in predictions) and any(not p["correct"] for p in predictions)
