@@ -180,8 +180,8 @@ def test_a_sweep_gets_its_learning_curve_with_the_baselines_as_lines(tmp_path):
     assert [(line["label"], line["y"]) for line in curve["lines"]] == [("fewshot", 0.9)]
 
 
-def test_the_row_browser_shows_each_free_form_rows_scores_and_grounding(tmp_path):
-    parent = tmp_path / "runs"
+def freeform_folder(parent: Path) -> Path:
+    """A zero-shot and a RAG run of free-text answers on three rows, scored by `contains` (the trial's replies)."""
     gold = ["Ingrid Solvang", "Fjord", "3"]
     replies = {
         "zeroshot": ["I do not know.", "The warehouse is Lake.", "There are 13."],
@@ -214,7 +214,33 @@ def test_the_row_browser_shows_each_free_form_rows_scores_and_grounding(tmp_path
             for n, (g, s, r) in enumerate(zip(gold, said, right))
         ]
         (folder / "predictions.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n", encoding="utf-8")
+    return parent
+
+
+def test_the_row_browser_shows_each_free_form_rows_scores_and_grounding(tmp_path):
+    parent = freeform_folder(tmp_path / "runs")
     browse = _data(compare([parent]).write(tmp_path / "out")["html"].read_text())["browse"]["generate"]
     zeroshot, rag = browse["runs"]
     assert rag["scores"][0] == {"contains": 1.0, "token_f1": 0.25} and zeroshot["scores"][0]["contains"] == 0.0
     assert rag["grounded"] == [True, True, False] and "grounded" not in zeroshot
+
+
+@pytest.mark.integration  # a real browser: the end-to-end tier
+def test_report_in_chromium_shows_free_form_scores_per_row(tmp_path):
+    from selenium.webdriver.common.by import By
+
+    written = compare([freeform_folder(tmp_path / "runs")]).write(tmp_path / "out")
+    with page(written["html"]) as driver:
+        rows = driver.find_elements(By.CSS_SELECTOR, "#browser-rows tr.row")
+        assert len(rows) == 3
+        cells = [td.text for td in rows[0].find_elements(By.CSS_SELECTOR, "td.pred")]
+        assert cells == [
+            "\u2717 I do not know. (contains 0.00)",
+            "\u2713 The Platform team is led by Ingrid Solvang. (contains 1.00)",
+        ]
+        rows[0].click()
+        detail = driver.find_element(By.CSS_SELECTOR, "#browser-rows tr.detail").text
+        assert "scores: contains 1.000, token_f1 0.250; grounded in its passages: yes" in detail
+        assert "generate contains" in driver.find_element(By.ID, "runs-table").text
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == []
