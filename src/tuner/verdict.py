@@ -118,7 +118,9 @@ def recommend(
 ) -> dict[str, Any] | None:
     """Among the runs within noise of the most accurate one, the cheapest: at `requests` a month, by first-month
     device-hours (priced when `prices`, GPU and CPU per hour, name the run's device); without a volume, by one-off
-    hours, then ms per request. None when a tie with the best cannot be decided (predictions missing)."""
+    hours, then ms per request. A run with more one-off hours is chosen over one with fewer only when its requests are
+    faster beyond latency noise (`costs.latency_differs`): a saving inside the noise is not one. None when a tie with
+    the best cannot be decided (predictions missing)."""
     tied = [i for i in members if rows[i].get(f"{task}_tied_with_best")]
     if not tied or any(rows[i].get(f"{task}_tied_with_best") is None for i in members):
         return None
@@ -130,8 +132,12 @@ def recommend(
             return (monthly_hours(row, requests) * (price if price is not None else 1.0), 0.0)
         return (one_off_hours(row), row.get("latency_ms") or 0.0)
 
-    chosen = min(tied, key=cost)
-    return {"run": chosen, "tied": tied, "requests": requests, "prices": prices}
+    chosen = None
+    for index in sorted(tied, key=lambda i: (one_off_hours(rows[i]), cost(i))):
+        if chosen is None or (cost(index) < cost(chosen) and latency_differs(rows[index], rows[chosen])):
+            chosen = index
+    within_noise = [i for i in tied if cost(i) < cost(chosen)]  # cheaper on paper, by latency inside its noise
+    return {"run": chosen, "tied": tied, "requests": requests, "prices": prices, "within_noise": within_noise}
 
 
 def _names(rows: list[dict[str, Any]], indices: list[int]) -> str:
@@ -234,8 +240,14 @@ def _advice(rows: list[dict[str, Any]], task: str, advice: dict[str, Any]) -> st
     hours = monthly_hours(row, requests)
     price = price_of(row, *advice["prices"])
     spent = f"{hours * price:.4g} per month" if price is not None else f"{hours:.3g} {row['hours_unit']}-h a month"
-    text = f"{row['run']} ({row['method']}): {why}, and at {requests:,} requests a month the cheapest ({spent}"
+    cheapest = "the cheapest beyond latency noise" if advice.get("within_noise") else "the cheapest"
+    text = f"{row['run']} ({row['method']}): {why}, and at {requests:,} requests a month {cheapest} ({spent}"
     text += ", first month, one-off hours included)."
+    if advice.get("within_noise"):
+        text += (
+            f" {_names(rows, advice['within_noise'])}: less on paper, by a latency within the noise of "
+            f"{row['run']}'s, and one-off hours that may never be paid back."
+        )
     for index in others:
         if rows[index].get("break_even_against") == row["run"] and not _missing(rows[index]["break_even_requests"]):
             text += (
