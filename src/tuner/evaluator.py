@@ -405,7 +405,7 @@ def evaluate(
     """Score a model (base or with an adapter) on canonical rows with a recipe's `eval` section.
 
     `rows` is a list of dicts or a `datasets.Dataset` in tuner's column names. `precision` ("bf16", "fp16") runs
-    fp32 weights under autocast, as training did. Returns accuracy with its 95% bootstrap interval and row count,
+    fp32 weights under autocast, as training did. Returns accuracy with its 95% Wilson interval and row count,
     latency per example, the phase's device-hours and memory, and predictions.
     """
     rows = list(rows)

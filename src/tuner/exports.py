@@ -269,7 +269,7 @@ def model_card(info: dict[str, Any]) -> str:
     base, check, scores = info["base_model"], info["check"], info.get("eval") or {}
     library = "peft" if info["format"] == "adapter" else "transformers" if info["format"] == "merged" else "gguf"
     score = (
-        f"accuracy {scores['accuracy']:.4f} (95% CI {scores['accuracy_ci95'][0]:.4f}-"
+        f"{scores.get('metric', 'accuracy')} {scores['accuracy']:.4f} (95% CI {scores['accuracy_ci95'][0]:.4f}-"
         f"{scores['accuracy_ci95'][1]:.4f}) on {scores['rows']} held-out rows ({scores['task']} task, "
         f"{info['eval_data'] or 'held out from the train data'})"
         if scores

@@ -22,7 +22,7 @@ from .data.rows import eval_identity, extract_answer, normalize_answer
 from .errors import TunerError
 from .evaluator import EvalResult, generate_texts, precision_autocast, rows_finished
 from .families import without_reasoning
-from .intervals import bootstrap_interval
+from .intervals import bootstrap_interval, score_interval
 from .models import load_model
 from .progress import Progress, RowClock
 from .rendering import generation_prompt, render_prompt, reward_ids
@@ -61,7 +61,7 @@ def evaluate_rewards(
     model, tokenizer, rows: list[dict[str, Any]], eval_config, precision: str | None = None
 ) -> EvalResult:
     """Score a reward model on held-out preference pairs: the share whose chosen answer gets the higher reward, with
-    its 95% bootstrap interval, the mean margin, latency per pair and the phase's accounting."""
+    its 95% Wilson interval, the mean margin, latency per pair and the phase's accounting."""
     phases: dict[str, Any] = {}
     items = [(row["prompt"], row[side], row.get("tools")) for row in rows for side in ("chosen", "rejected")]
     with (
@@ -99,7 +99,7 @@ def evaluate_rewards(
         "task": "reward",
         "rows": len(rows),
         "accuracy": round(sum(correct) / len(correct), 4),
-        "accuracy_ci95": bootstrap_interval(correct),
+        "accuracy_ci95": score_interval(correct),
         "mean_reward_margin": round(sum(margins) / len(rows), 4),
         "latency_ms_per_example": round(1000 * seconds / len(rows), 2),
         **eval_identity(rows, eval_config.model_copy(update={"task": "preference"})),
