@@ -317,6 +317,13 @@ def test_break_even_requests_and_cost_per_thousand_requests(runs):
     assert table.loc["sft", "cost_per_1k_requests"] == pytest.approx(1000 * 80 / 3_600_000 * 2.0, rel=1e-4)
     text = compare([runs], price_per_cpu_hour=2.0).markdown()
     assert "| 4,091 vs fewshot |" in text and "sft repays its one-off cost against fewshot after 4,091 requests" in text
+    # A run's break-even is against runs of its own task: said in that task's verdict, not in the preference one.
+    preference = {"task": "preference", "accuracy": 0.7, "accuracy_ci95": [0.6, 0.8], "rows": 150}
+    preference.update(latency_ms_per_example=95.0, rows_fingerprint="pairs", prompt_fingerprint="p")
+    write_run(runs / "dpo", "dpo", 0.3, [0.2, 0.4], train_cpu_hours=0.2, extra_metrics={"eval_preference": preference})
+    lines = compare([runs]).markdown().splitlines()
+    assert "sft-dpo repays" in next(line for line in lines if line.startswith("Verdict (choice)"))
+    assert "repays" not in next(line for line in lines if line.startswith("Verdict (preference)"))
 
 
 def test_runs_differing_only_by_seed_are_one_row_with_spread_paired_delta_and_verdict(tmp_path):

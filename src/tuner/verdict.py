@@ -196,8 +196,8 @@ def _words(rows: list[dict[str, Any]], task: str, members: list[int]) -> list[st
         close = [i for i in timed if i != fastest and not latency_differs(rows[i], rows[fastest])]
         text = f"fastest per request: {rows[fastest]['run']} ({rows[fastest]['latency_ms']:.1f} ms)"
         words.append(text + (f", within latency noise of {_names(rows, close)}" if close else ""))
-    for index in members:
-        if not _missing(rows[index].get("break_even_requests")):
+    for index in members:  # a run's break-even is against runs of its own task (`costs.add_break_even`)
+        if rows[index].get("task") == task and not _missing(rows[index].get("break_even_requests")):
             words.append(
                 f"{rows[index]['run']} repays its one-off cost against {rows[index]['break_even_against']} after "
                 f"{int(rows[index]['break_even_requests']):,} requests"
@@ -235,6 +235,8 @@ def _advice(rows: list[dict[str, Any]], task: str, advice: dict[str, Any]) -> st
             "and it needs no one-off hours"
             if one_off_hours(row) == 0
             else f"and its one-off cost is the lowest of those ({one_off_hours(row):.3g} {row['hours_unit']}-h)"
+            if others
+            else f"at {one_off_hours(row):.3g} {row['hours_unit']}-h one-off"
         )
         return f"{row['run']} ({row['method']}): {why}, {cost}; `--requests-per-month` weighs serving too."
     hours = monthly_hours(row, requests)
