@@ -199,6 +199,8 @@ def freeform_folder(parent: Path) -> Path:
         )
         metrics = json.loads((folder / "metrics.json").read_text())
         metrics["eval"].update(task="generate", metric="contains")
+        if name == "rag":
+            metrics["eval"].update(groundedness=0.6667, answer_found_not_used_rate=0.3333)
         (folder / "metrics.json").write_text(json.dumps(metrics))
         lines = [
             {
@@ -219,7 +221,11 @@ def freeform_folder(parent: Path) -> Path:
 
 def test_the_row_browser_shows_each_free_form_rows_scores_and_grounding(tmp_path):
     parent = freeform_folder(tmp_path / "runs")
-    browse = _data(compare([parent]).write(tmp_path / "out")["html"].read_text())["browse"]["generate"]
+    comparison = compare([parent])
+    text = comparison.markdown()
+    assert "grounded (answer found, not used)" in text.splitlines()[0]
+    assert "| 0.667 (0.333) |" in next(line for line in text.splitlines() if line.startswith("| rag |"))
+    browse = _data(comparison.write(tmp_path / "out")["html"].read_text())["browse"]["generate"]
     zeroshot, rag = browse["runs"]
     assert rag["scores"][0] == {"contains": 1.0, "token_f1": 0.25} and zeroshot["scores"][0]["contains"] == 0.0
     assert rag["grounded"] == [True, True, False] and "grounded" not in zeroshot

@@ -41,7 +41,7 @@ def display_rows(comparison) -> tuple[list[str], list[list[str]]]:
         )
     retrieval = table["retrieval_ms"].notna().any()
     grounded = "groundedness" in table and table["groundedness"].notna().any()
-    header += ["grounded (found, unused)"] if grounded else []
+    header += ["grounded (answer found, not used)"] if grounded else []
     header += ["train hours"] + (["index hours"] if retrieval else []) + ["eval hours"]
     header += [
         "ms/example (retrieval)" if retrieval else "ms/example",
