@@ -420,8 +420,8 @@ def latency_interval(record: RunRecord, task: str | None) -> list[float] | None:
     return bootstrap_interval(latencies) if latencies else None
 
 
-def _outcome_matrix(members: list[RunRecord], task: str) -> list[list[bool]] | None:
-    """Each seed's row outcomes for `task`, or None when a seed's predictions are missing."""
+def _outcome_matrix(members: list[RunRecord], task: str) -> list[list[float]] | None:
+    """Each seed's row scores for `task` (`outcomes`), or None when a seed's predictions are missing."""
     found = [outcomes(member, task) for member in members]
     return None if any(correct is None for correct in found) else found
 

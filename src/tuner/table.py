@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .verdict import lines as verdict_lines
+from .verdict import missing as _missing
 
 
 def _fmt_hours(value: float | None, unit: str) -> str:
@@ -203,10 +204,6 @@ def _number(value: Any) -> str:
 
 def _text(value: Any) -> str:
     return "" if _missing(value) else str(value)
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
 
 
 def notes(comparison, header: list[str]) -> list[str]:

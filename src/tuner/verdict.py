@@ -20,7 +20,8 @@ from .intervals import FEWEST_DISCORDANT, paired_comparison, smallest_detectable
 SMALL_DIFFERENCE = 0.05
 
 
-def _missing(value: Any) -> bool:
+def missing(value: Any) -> bool:
+    """Whether a table cell holds no value (None, or NaN as pandas writes an empty cell)."""
     return value is None or (isinstance(value, float) and value != value)
 
 
@@ -104,7 +105,7 @@ def _paired(row: dict[str, Any], task: str, what: str, outcomes: Any, reference:
 def monthly_hours(row: dict[str, Any], requests: int) -> float | None:
     """A run's device-hours for its first month at `requests` requests: its one-off hours plus the requests at its
     ms per request."""
-    if _missing(row.get("latency_ms")):
+    if missing(row.get("latency_ms")):
         return None
     return one_off_hours(row) + requests * row["latency_ms"] / MS_PER_HOUR
 
@@ -180,7 +181,7 @@ def _words(rows: list[dict[str, Any]], task: str, members: list[int]) -> list[st
     tied = [i for i in members if rows[i].get(f"{task}_tied_with_best") and i not in equal]
     if tied:
         words.append(f"within noise of it: {_names(rows, tied)}")
-    paired = [i for i in members[1:] if not _missing(rows[i].get(f"{task}_delta_distinguishable"))]
+    paired = [i for i in members[1:] if not missing(rows[i].get(f"{task}_delta_distinguishable"))]
     if paired:
         better = [i for i in paired if rows[i][f"{task}_delta_distinguishable"] and rows[i][f"{task}_delta"] > 0]
         same = [i for i in paired if not rows[i][f"{task}_delta_distinguishable"]]
@@ -190,14 +191,14 @@ def _words(rows: list[dict[str, Any]], task: str, members: list[int]) -> list[st
             words.append(f"not distinguishable from it: {_names(rows, same)}")
         if worse:
             words.append(f"worse: {_names(rows, worse)}")
-    timed = [i for i in members if not _missing(rows[i].get("latency_ms"))]
+    timed = [i for i in members if not missing(rows[i].get("latency_ms"))]
     if timed:
         fastest = min(timed, key=lambda i: rows[i]["latency_ms"])
         close = [i for i in timed if i != fastest and not latency_differs(rows[i], rows[fastest])]
         text = f"fastest per request: {rows[fastest]['run']} ({rows[fastest]['latency_ms']:.1f} ms)"
         words.append(text + (f", within latency noise of {_names(rows, close)}" if close else ""))
     for index in members:  # a run's break-even is against runs of its own task (`costs.add_break_even`)
-        if rows[index].get("task") == task and not _missing(rows[index].get("break_even_requests")):
+        if rows[index].get("task") == task and not missing(rows[index].get("break_even_requests")):
             words.append(
                 f"{rows[index]['run']} repays its one-off cost against {rows[index]['break_even_against']} after "
                 f"{int(rows[index]['break_even_requests']):,} requests"
@@ -207,7 +208,7 @@ def _words(rows: list[dict[str, Any]], task: str, members: list[int]) -> list[st
 
 def _too_few(rows: list[dict[str, Any]], task: str, members: list[int]) -> str | None:
     """A warning when runs tie and the eval rows could not have told apart a difference of a few points."""
-    counts = [rows[i][f"{task}_rows"] for i in members if not _missing(rows[i].get(f"{task}_rows"))]
+    counts = [rows[i][f"{task}_rows"] for i in members if not missing(rows[i].get(f"{task}_rows"))]
     ties = sum(bool(rows[i].get(f"{task}_tied_with_best")) for i in members)
     if not counts or ties < 2:
         return None
@@ -251,7 +252,7 @@ def _advice(rows: list[dict[str, Any]], task: str, advice: dict[str, Any]) -> st
             f"{row['run']}'s, and one-off hours that may never be paid back."
         )
     for index in others:
-        if rows[index].get("break_even_against") == row["run"] and not _missing(rows[index]["break_even_requests"]):
+        if rows[index].get("break_even_against") == row["run"] and not missing(rows[index]["break_even_requests"]):
             text += (
                 f" Above {int(rows[index]['break_even_requests']):,} requests {rows[index]['run']} is cheaper "
                 f"(its one-off hours paid back)."
