@@ -160,6 +160,42 @@ def test_each_rank_loads_onto_its_own_gpu_after_joining_the_process_group(monkey
         return original(*args, **kwargs)
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", loading)
-    monkeypatch.setattr(models, "_quantization_config", lambda quantize, compute: {"load_in_4bit": True})
+    monkeypatch.setattr(models, "_quantization_config", lambda *args: {"load_in_4bit": True})
     load_model(ModelConfig(name_or_path=str(tiny_model_dir), quantize="4bit"), precision=Precision("fp32", "fp32"))
     assert events == ["process group", ("device_map", {"": "cuda:1"})]  # QLoRA: bitsandbytes on the rank's GPU
+
+
+def test_qlora_under_fsdp_stores_4bit_weights_in_the_weights_dtype_and_keeps_the_rest_unupcast(
+    monkeypatch, tiny_model_dir
+):
+    # FSDP (patched in: no GPUs here) flattens a layer's parameters into one tensor of one dtype: the packed
+    # 4-bit weights must be stored in bf16 beside the bf16 norms, not uint8 beside fp32 norms.
+    import torch
+    import transformers
+
+    import tuner.models as models
+    from tuner.schema import ModelConfig
+    from tuner.speed import Precision
+
+    seen = {}
+    original = transformers.AutoModelForCausalLM.from_pretrained
+
+    def loading(*args, **kwargs):
+        seen.update(kwargs)
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("device_map", "quantization_config")}
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", loading)
+    monkeypatch.setattr(models, "_loaded_for_fsdp", lambda: True)
+    loaded = models.load_model(
+        ModelConfig(name_or_path=str(tiny_model_dir), quantize="4bit"), precision=Precision("bf16", "bf16")
+    )
+    assert seen["quantization_config"].bnb_4bit_quant_storage == torch.bfloat16
+    assert "device_map" not in seen  # FSDP places the shards
+    prepared = models.prepare_base(loaded.model, "4bit", gradient_checkpointing=True)
+    assert {p.dtype for p in prepared.parameters()} == {torch.bfloat16}
+
+    monkeypatch.setattr(models, "_loaded_for_fsdp", lambda: False)
+    assert models._quantization_config("4bit", "bf16").bnb_4bit_quant_storage == torch.uint8
+    single = models.prepare_base(models.load_model(ModelConfig(name_or_path=str(tiny_model_dir))).model, "4bit", True)
+    assert torch.float32 in {p.dtype for p in single.parameters()}  # one GPU: peft's fp32 norms, as before

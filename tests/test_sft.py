@@ -277,3 +277,46 @@ def test_sharded_weights_are_scored_as_a_whole_copy_of_base_and_saved_adapter(
     assert len(scores) == len(expected)
     for row, wanted in zip(scores, expected):  # the same adapter: the same scores, within fp32 reload noise
         assert row == pytest.approx(wanted, abs=1e-3)
+
+
+def test_the_whole_copy_after_zero3_training_loads_outside_the_trainers_deepspeed_config(monkeypatch):
+    # ZeRO-3 (patched in: no GPUs and no DeepSpeed here): while the trainer's DeepSpeed config is registered,
+    # transformers builds every model under `deepspeed.zero.Init`, whose collectives wait on ranks that have left.
+    from types import SimpleNamespace
+
+    from transformers.integrations.deepspeed import (
+        is_deepspeed_zero3_enabled,
+        set_hf_deepspeed_config,
+        unset_hf_deepspeed_config,
+    )
+
+    import tuner.training as training
+
+    class ZeroThree:
+        config = {"zero_optimization": {"stage": 3}}
+
+        def is_zero3(self):
+            return True
+
+    config = ZeroThree()
+    trainer = SimpleNamespace(is_deepspeed_enabled=True, args=SimpleNamespace(hf_deepspeed_config=config))
+    loaded = SimpleNamespace(precision="bf16", info={"head": "causal"})
+    recipe = SimpleNamespace(model="model", source="recipe.yaml")
+    seen = []
+    whole = SimpleNamespace(to=lambda device: "whole copy on " + str(device))
+    monkeypatch.setattr(training, "is_sharded", lambda trainer: True)
+    monkeypatch.setattr(
+        training,
+        "load_model",
+        lambda *args, **kwargs: seen.append(is_deepspeed_zero3_enabled()) or SimpleNamespace(model=whole),
+    )
+    monkeypatch.setattr(training, "with_run_adapter", lambda model, run_dir: model)
+    monkeypatch.setattr(training, "rank_device", lambda: "cuda:0")
+    set_hf_deepspeed_config(config)
+    try:
+        assert is_deepspeed_zero3_enabled()
+        assert training.trained_model(trainer, recipe, "run", loaded) == "whole copy on cuda:0"
+        assert seen == [False]  # loaded as a plain model on rank 0
+        assert is_deepspeed_zero3_enabled()  # and the trainer's config is back for whatever follows
+    finally:
+        unset_hf_deepspeed_config()

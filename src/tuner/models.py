@@ -180,7 +180,8 @@ class LoadedModel:
         return self.precision.compute
 
 
-def _quantization_config(quantize: str | None, dtype: str):
+def _quantization_config(quantize: str | None, dtype: str, storage: str | None = None):
+    """bitsandbytes' settings; `storage` is the dtype the packed 4-bit weights are held in (None: uint8)."""
     if quantize is None:
         return None
     from transformers import BitsAndBytesConfig
@@ -192,6 +193,7 @@ def _quantization_config(quantize: str | None, dtype: str):
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=torch_dtype(dtype),
+        **({"bnb_4bit_quant_storage": torch_dtype(storage)} if storage else {}),
     )
 
 
@@ -261,12 +263,16 @@ def load_model(
         "use_safetensors": None if model_config.allow_pickle else True,
         **common,
     }
-    quantization = _quantization_config(model_config.quantize, precision.compute)
+    fsdp = _loaded_for_fsdp()
+    # FSDP flattens the packed 4-bit weights with the layer's other parameters, which takes one dtype for all:
+    # they are stored in the weights' dtype (peft's FSDP-QLoRA guide), and FSDP places the model on the ranks.
+    quantization = _quantization_config(model_config.quantize, precision.compute, precision.weights if fsdp else None)
     if quantization is not None:
         if (note := quantization_note(model_config)) and is_main_process():
             print(note)
         kwargs["quantization_config"] = quantization
-        kwargs["device_map"] = {"": rank_device()}
+        if not fsdp:
+            kwargs["device_map"] = {"": rank_device()}
     try:
         tokenizer = _with_pad_token(AutoTokenizer.from_pretrained(path, **common, **template))
         model_class = AutoModelForCausalLM
@@ -397,8 +403,14 @@ def no_template(recipe) -> str:
 
 
 def prepare_base(model, quantize: str | None, gradient_checkpointing: bool):
-    """QLoRA: peft's k-bit training preparation of a quantised base (layer norms in fp32, input gradients on)."""
+    """QLoRA: peft's k-bit training preparation of a quantised base (layer norms in fp32, input gradients on).
+    Under FSDP the other parameters keep the 4-bit storage dtype (FSDP flattens them together; fp32 norms beside
+    bf16-stored weights fail to wrap), and only the input gradients checkpointing needs are turned on."""
     if not quantize:
+        return model
+    if _loaded_for_fsdp():
+        if gradient_checkpointing:
+            model.enable_input_require_grads()
         return model
     from peft import prepare_model_for_kbit_training
 

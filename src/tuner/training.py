@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -96,8 +97,27 @@ def trained_model(trainer, recipe, run_dir: Path, loaded):
         "tuner: the trained weights are sharded across ranks: scoring a whole copy (the base and the saved "
         "adapter) on rank 0."
     )
-    whole = load_model(recipe.model, recipe.source, loaded.precision, head=loaded.info["head"]).model
+    with outside_zero3(trainer):
+        whole = load_model(recipe.model, recipe.source, loaded.precision, head=loaded.info["head"]).model
     return with_run_adapter(whole, run_dir).to(rank_device())
+
+
+@contextmanager
+def outside_zero3(trainer):
+    """Loading outside the trainer's DeepSpeed config: while it is alive transformers builds any model under
+    `deepspeed.zero.Init`, whose partitioning broadcasts from rank 0 to ranks that have already returned (a hang
+    until the NCCL timeout). The config is set again afterwards, for the trainer it belongs to."""
+    from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
+
+    config = getattr(trainer.args, "hf_deepspeed_config", None) if trainer.is_deepspeed_enabled else None
+    if config is None:
+        yield
+        return
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        set_hf_deepspeed_config(config)
 
 
 def _remove_if_empty(folder: Path) -> None:
