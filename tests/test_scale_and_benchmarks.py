@@ -4,14 +4,14 @@ model, and FLOPs are counted by the written formula (benchmarks/ceiling.py)."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-
-from helpers import needs_shared_data
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "recipes" / "accelerate").glob("*.yaml"))
@@ -60,40 +60,110 @@ def test_gpu_mfu_benchmark_runs_on_cpu_and_counts_flops_by_the_formula():
     assert result["tokens"] == 2 * 64 and result["achieved_tflops"] > 0 and result["mfu"] is None
 
 
-@needs_shared_data("sst2", "dev.jsonl")
-@pytest.mark.integration  # the GPU check run whole (100 s on 2 cores): the end-to-end tier
-def test_gpu_check_runs_end_to_end_on_a_cpu_with_a_tiny_model(tmp_path):
-    out = tmp_path / "check"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--cpu", "--out", str(out)],
+def _offline() -> list[str]:
+    """A command prefix that runs with no network (a user and network namespace), where the kernel allows one."""
+    if shutil.which("unshare") and subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode == 0:
+        return ["unshare", "-rn"]
+    return []
+
+
+@pytest.mark.integration  # the kit built (a package index reached) and the GPU check run whole: the end-to-end tier
+def test_gpu_check_rehearses_on_a_cpu_from_its_kit_alone_with_no_index_or_network(tmp_path):
+    kit_script, check_script = ROOT / "benchmarks" / "gpu_kit.py", ROOT / "benchmarks" / "gpu_check.py"
+    kit = tmp_path / "kit"
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"  # the rehearsal installs on this Python
+    built = subprocess.run(
+        [sys.executable, str(kit_script), "build", "--out", str(kit), "--python-version", here],
         capture_output=True,
         text=True,
-        cwd=ROOT,
-        timeout=1200,
+        timeout=600,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    manifest = json.loads((kit / "kit.json").read_text())
+    assert manifest["bytes"] < 60 * 2**20
+    listed = [path for path in kit.rglob("*") if path.is_file() and path.name != "kit.json"]
+    assert manifest["bytes"] == sum(path.stat().st_size for path in listed)
+    wheels = {path.name.split("-")[0].lower() for path in (kit / "wheels").glob("*.whl")}
+    assert {"trl", "datasets", "pydantic", "pydantic_core", "dill", "multiprocess", "xxhash"} <= wheels
+    assert (kit / "tokenizer" / "tokenizer.json").is_file() and "bitsandbytes" in manifest["left_out"]
+
+    # This machine's packages less what the GPU machine lacks (trl, datasets, pydantic, bitsandbytes, the offline
+    # GGUF model, tuner's own install), so the rehearsal must install from the kit and read nothing else.
+    base = subprocess.run(
+        [sys.executable, str(kit_script), "device-like", "--out", str(tmp_path / "base")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(PIP_NO_INDEX="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    venv = tmp_path / "env"
+    command = [*_offline(), sys.executable, str(kit_script), "install", "--kit", str(kit), "--env", str(venv)]
+    installed = subprocess.run(
+        command + [option for folder in base for option in ("--base", folder)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    assert "Successfully installed" in installed.stdout and "trl-" in installed.stdout
+
+    out = tmp_path / "check"
+    done = subprocess.run(
+        [*_offline(), str(venv / "bin" / "python"), str(check_script), "--cpu", "--kit", str(kit), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT / "src")},
+        timeout=1500,
     )
     summary = json.loads((out / "gpu_check.json").read_text())
     by_name = {result["workload"]: result for result in summary["workloads"]}
     assert list(by_name) == [
-        "sft_lora_smollm2",
+        "sft_lora_135m",
         "sft_lora_0.5b",
+        "sft_lora_1.5b",
+        "sft_packing_0.5b",
+        "sft_checkpointing_0.5b",
         "sft_qlora_0.5b",
-        "dpo_smollm2",
-        "packing_smollm2",
-        "eval_sst2",
-        "mfu",
+        "dpo_135m",
+        "choice_135m",
+        "mfu_0.5b",
     ]
     assert [name for name, result in by_name.items() if "error" in result] == [], done.stdout[-3000:]
-    for name in ("sft_lora_smollm2", "sft_lora_0.5b", "sft_qlora_0.5b", "dpo_smollm2", "packing_smollm2"):
+    assert summary["imported_from"]["trl"].startswith(str(venv))  # from the kit's wheels
+    assert summary["imported_from"]["tuner"].startswith(str(ROOT / "src"))  # from the tree
+    assert "bitsandbytes" in by_name["sft_qlora_0.5b"]["skipped"]  # the kit does not carry it: said, not failed
+    for name in ("sft_lora_135m", "sft_lora_0.5b", "sft_lora_1.5b", "sft_packing_0.5b", "sft_checkpointing_0.5b"):
         result = by_name[name]
         assert result["checks"] == {"loss finite": True, "loss falling": True, "adapter saved": True}, name
         assert result["tokens_per_second"] > 0 and result["peak_memory_mb"] > 0 and result["estimated_peak_mb"] > 0
         assert result["precision"] in ("bf16", "fp32") and result["attention"] == "sdpa"
-    assert by_name["packing_smollm2"]["batches"] == "packed rows (block-diagonal causal mask per row)"
-    assert by_name["eval_sst2"]["rows"] == 16 and 0 <= by_name["eval_sst2"]["accuracy"] <= 1
-    assert by_name["mfu"]["arms"][0]["flops_per_token"] > 0
+    assert by_name["sft_packing_0.5b"]["batches"] == "packed rows (block-diagonal causal mask per row)"
+    assert by_name["sft_checkpointing_0.5b"]["gradient_checkpointing"] is True
+    assert by_name["sft_lora_0.5b"]["gradient_checkpointing"] is False
+    assert by_name["dpo_135m"]["checks"]["adapter saved"] is True
+    choice = by_name["choice_135m"]
+    assert choice["rows"] == 16 and choice["parity_pairs"] == 48 and choice["tree_vs_whole_max_gap_fp32"] < 1e-3
+    assert by_name["mfu_0.5b"]["arms"][0]["flops_per_token"] > 0
     assert done.returncode == 0 and summary["passed"] is True
     table = (out / "gpu_check.md").read_text()
-    assert table.startswith("# GPU check: cpu") and table.count("\n| ") == 9  # header, separator and seven workloads
+    assert table.startswith("# GPU check: cpu") and table.count("\n| ") == 11  # header, separator, nine workloads
+    assert "| sft_qlora_0.5b | | | | | | | skipped: bitsandbytes" in table
+
+
+def test_the_gpu_check_kit_stays_under_its_limit_by_its_listing_and_names_every_wheel_once():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_kit
+
+    pins = gpu_kit.pins()
+    assert len(pins) == len({pin.split("==")[0].lower() for pin in pins}) == len(gpu_kit.WHEELS)
+    # the check's requirements carry pyproject's ranges, and none of them is a package the kit leaves out
+    assert "transformers>=5.0,<5.40" in gpu_kit.requirements()
+    assert not {gpu_kit.canonical(name) for name in gpu_kit.LEFT_OUT} & {
+        gpu_kit.canonical(name) for name in gpu_kit.NEEDED
+    }
 
 
 def test_the_ceiling_counts_useful_flops_by_its_formula_and_measures_matmuls(tiny_model_dir, monkeypatch):

@@ -140,6 +140,7 @@ def loglikelihoods(
     batch_size: int = 16,
     max_length: int | None = None,
     on_scored: Callable[[list[int]], None] | None = None,
+    tree: bool | None = None,
 ) -> list[float]:
     """Sum of log-probabilities of each continuation given its context, for (context, continuation) pairs.
 
@@ -153,7 +154,7 @@ def loglikelihoods(
     passes of at most TOKEN_BUDGET positions over the batch, so the logits held are bounded by that, not by the
     number of choices. Where the model cannot take that mask (flash attention, a sliding window shorter than the
     longest input: `tree_attention`), each pair runs whole instead. `on_scored` hears the pair indices each batch
-    finished.
+    finished. `tree=False` runs each pair whole on any model (the reference the GPU check holds the tree to).
     """
     import torch
 
@@ -165,7 +166,7 @@ def loglikelihoods(
             raise TunerError(f"the answer {answer!r} encodes to no tokens; choices must be non-empty text.")
         keep_context = max(1, max_length - len(answer_ids) + 1)  # over-long inputs lose their start, as in lm-eval
         groups.setdefault(tuple(context_ids[-keep_context:]), []).append((index, answer_ids))
-    if not tree_attention(model, groups):
+    if tree is False or not tree_attention(model, groups):
         return _one_pass_each(model, tokenizer, groups, len(pairs), batch_size, on_scored)
     ordered = sorted(groups.items(), key=lambda item: -len(item[0]))
     scores = [0.0] * len(pairs)
