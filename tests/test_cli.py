@@ -301,7 +301,9 @@ def test_each_commands_help_ends_with_an_example_that_names_real_files(name):
     runs = [word for word in words if word.startswith("runs/")]
     written = {recipe(path.relative_to(ROOT)).get("output_dir") for path in (ROOT / "recipes").glob("*/*.yaml")}
     assert all(run in written or run == "runs/quickstart" for run in runs), runs
-    assert recipes or runs
+    data = [word for word in words if word.startswith("examples/data/")]  # `tuner decide` reads a data folder
+    assert all((ROOT / folder).is_dir() for folder in data), data
+    assert recipes or runs or data
 
 
 def test_fewshot_dry_run_shows_the_prompts_as_the_model_reads_them_and_writes_nothing(fewshot_recipe, tmp_path):

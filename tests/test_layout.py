@@ -28,6 +28,7 @@ LAYERS = [
             "data.splits",
             "data.corpus",
             "data.requests",
+            "data.inventory",
             "rendering",
             "selection",
         },
@@ -66,6 +67,7 @@ LAYERS = [
             "table",
             "exports",
             "report",
+            "arms",
         },
     ),
     (
@@ -82,6 +84,7 @@ LAYERS = [
             "recipes.evaluation",
             "recipes.preflight",
             "recipes.sweep",
+            "recipes.decision",
             "recipes.export",
             "recipes.predict",
             "recipes.chat",

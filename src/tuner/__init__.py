@@ -10,6 +10,7 @@
     from tuner import compare           # one table of runs
     from tuner import build_index       # a retrieval index of a corpus: index.search(question, k)
     from tuner import run_seeds, sweep  # a recipe over seeds, and over a grid of values with its learning curve
+    from tuner import decide            # a folder of data to the trade-off table: arms planned, costed, run, compared
     from tuner import export            # a run as a merged model, a GGUF file or its adapter, checked against the run
     from tuner import predict, chat     # a run's model on a file of rows, or in a conversation
 
@@ -38,6 +39,8 @@ noise.filter_known()
 _PUBLIC = {
     "Comparison": "comparison",
     "compare": "comparison",
+    "Decision": "recipes.decision",
+    "decide": "recipes.decision",
     "TunerError": "errors",
     "Estimate": "estimate",
     "EvalResult": "evaluator",
@@ -68,6 +71,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Comparison",
+    "Decision",
     "Estimate",
     "EvalResult",
     "ExportResult",
@@ -80,6 +84,7 @@ __all__ = [
     "build_index",
     "chat",
     "compare",
+    "decide",
     "dry_run",
     "evaluate",
     "export",

@@ -73,6 +73,7 @@ EXAMPLES = {
     "predict": "tuner predict runs/quickstart-sft --input examples/data/tickets/test.jsonl --output answers.jsonl",
     "chat": "tuner chat runs/quickstart-sft",
     "sweep": "tuner sweep recipes/quickstart/sft.yaml --grid data.max_train_samples=50,100,200 --seeds 0,1",
+    "decide": "tuner decide examples/data/tickets --budget 2h --requests-per-month 100000",
 }
 
 
@@ -533,6 +534,114 @@ def sweep_command(
     click.echo("\n".join(done.passes))
     click.echo(f"Table: {written['md']} (also {written['csv'].name}, {written['json'].name})")
     click.echo(f"Learning curve: {written['curve']}")
+
+
+@cli.command("decide", epilog=example("decide"))
+@click.argument("data", metavar="DATA...", nargs=-1, required=True)
+@click.option(
+    "--eval",
+    "eval_path",
+    metavar="FILE",
+    help="Held-out rows (default: a test/eval/dev file, else 20% held out, seed 0).",
+)
+@click.option(
+    "--corpus", metavar="FOLDER", help="Documents to retrieve from (default: a folder of .md/.txt beside the data)."
+)
+@click.option(
+    "--model",
+    default=None,
+    metavar="MODEL",
+    help="The model every arm runs on (default: the offline SmolLM2-135M-Instruct).",
+)
+@click.option(
+    "--budget",
+    metavar="TIME",
+    help="Device time for all arms, e.g. 2h, 90m, 0.5gpu-h: an arm that would not fit is skipped and named.",
+)
+@click.option(
+    "--seeds",
+    metavar="N,N,...",
+    help="Seeds of the training arms (default: as many of 0,1,2 as the budget allows; one without one).",
+)
+@click.option(
+    "--requests-per-month", type=int, metavar="N", help="Recommend for N requests a month (one-off hours plus serving)."
+)
+@click.option("--price-per-gpu-hour", type=float, metavar="PRICE", help="Price GPU hours in the comparison.")
+@click.option("--price-per-cpu-hour", type=float, metavar="PRICE", help="Price CPU hours in the comparison.")
+@click.option(
+    "--out",
+    default="runs/decide",
+    show_default=True,
+    metavar="FOLDER",
+    help="Recipes, runs, comparison and decision.md; run again to continue.",
+)
+@click.option("--system-prompt", metavar="TEXT", help="The system prompt of every arm.")
+@click.option(
+    "--prompt-template",
+    metavar="TEXT",
+    help="Labelled rows' prompt with {text} (default: the labels listed, then the text).",
+)
+@click.option("--plan-only", is_flag=True, help="Write the recipes and their estimates; run nothing.")
+@set_option
+@click.option(
+    "--train-set",
+    "train_overrides",
+    multiple=True,
+    metavar="KEY.PATH=VALUE",
+    help="Override a value of the training arms only, e.g. --train-set train.max_steps=20.",
+)
+def decide_command(
+    data: tuple[str, ...],
+    eval_path: str | None,
+    corpus: str | None,
+    model: str | None,
+    budget: str | None,
+    seeds: str | None,
+    requests_per_month: int | None,
+    price_per_gpu_hour: float | None,
+    price_per_cpu_hour: float | None,
+    out: str,
+    system_prompt: str | None,
+    prompt_template: str | None,
+    plan_only: bool,
+    overrides: tuple[str, ...],
+    train_overrides: tuple[str, ...],
+) -> None:
+    """From a folder of your data to the trade-off table: says what the data holds, plans the arms it supports
+    (zero-shot, 5-shot, retrieval with documents, SFT at a few sizes, retrieval-aware SFT, DPO on pairs, KTO on
+    thumbs), writes each as a recipe in <out>/recipes/, runs them cheapest first within --budget, keeps finished
+    runs when run again, and ends with the comparison, the learning curve and the recommendation (<out>/decision.md)."""
+    from .arms import DEFAULT_MODEL
+    from .recipes.decision import decide, parse_budget
+
+    try:
+        done = decide(
+            list(data),
+            eval=eval_path,
+            corpus=corpus,
+            model=model or DEFAULT_MODEL,
+            budget=parse_budget(budget),
+            seeds=seeds,
+            out=out,
+            requests_per_month=requests_per_month,
+            price_per_gpu_hour=price_per_gpu_hour,
+            price_per_cpu_hour=price_per_cpu_hour,
+            system_prompt=system_prompt,
+            prompt_template=prompt_template,
+            overrides=overrides,
+            train_overrides=train_overrides,
+            plan_only=plan_only,
+        )
+    except TunerError as error:
+        _fail(error)
+    written = done.write()
+    if done.comparison is not None:
+        click.echo(done.comparison.markdown())
+    said = done.comparison.markdown() if done.comparison is not None else ""
+    click.echo("\n".join(done.passes + [line for line in done.recommendation if line not in said] + done.assumptions))
+    click.echo(f"Decision: {written['decision']} (the arms, what ran, the recommendation)")
+    if "html" in written:
+        click.echo(f"Report: {written['html']}; recipes: {Path(out) / 'recipes'}")
 
 
 def _report(result) -> None:
