@@ -15,6 +15,7 @@ from .hardware import is_main_process
 from .noise import quiet_libraries, unwatched_bars_off
 from .progress import QUIET_VARIABLE
 from .secrets import redact
+from .summary import report_run
 
 # The API (recipes, schema, data, models) is imported inside each command, where it runs: `tuner --help`, a
 # command's --help and a mistyped option then cost Python and click alone (they cost 4.4x `import click` when
@@ -274,7 +275,7 @@ def eval_command(recipe_path: str, adapter: str | None, output_dir: str | None, 
         result = evaluation.run(recipe, adapter=adapter, output_dir=output_dir)
     except TunerError as error:
         _fail(error)
-    _report(result)
+    report_run(result)
 
 
 @cli.command("compare", epilog=example("compare"))
@@ -478,7 +479,7 @@ def _run(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, method
             error = checkpoints.Interrupted(f"{error} That is: `{again}`.", error.exit_code - 128)
         _fail(error)
     for result in results:
-        _report(result)
+        report_run(result)
     if chosen and is_main_process():
         click.echo(
             f"\n{len(results)} seeds in {recipe.output_dir}: `tuner compare {recipe.output_dir}` shows them as "
@@ -538,74 +539,28 @@ def sweep_command(
 
 @cli.command("decide", epilog=example("decide"))
 @click.argument("data", metavar="DATA...", nargs=-1, required=True)
+@click.option("--eval", "eval_path", metavar="FILE", help="Held-out rows (default: a test/eval/dev file, else 20%).")
+@click.option("--corpus", metavar="FOLDER", help="Documents to retrieve from (default: a .md/.txt folder there).")
+@click.option("--model", metavar="MODEL", help="The model of every arm (default: the offline SmolLM2-135M).")
 @click.option(
-    "--eval",
-    "eval_path",
-    metavar="FILE",
-    help="Held-out rows (default: a test/eval/dev file, else 20% held out, seed 0).",
+    "--budget", metavar="TIME", help="Device time for all arms (2h, 90m, 0.5gpu-h); what won't fit is skipped."
 )
 @click.option(
-    "--corpus", metavar="FOLDER", help="Documents to retrieve from (default: a folder of .md/.txt beside the data)."
+    "--seeds", metavar="N,N,...", help="Training arms' seeds (default: as many of 0,1,2 as the budget allows)."
 )
-@click.option(
-    "--model",
-    default=None,
-    metavar="MODEL",
-    help="The model every arm runs on (default: the offline SmolLM2-135M-Instruct).",
-)
-@click.option(
-    "--budget",
-    metavar="TIME",
-    help="Device time for all arms, e.g. 2h, 90m, 0.5gpu-h: an arm that would not fit is skipped and named.",
-)
-@click.option(
-    "--seeds",
-    metavar="N,N,...",
-    help="Seeds of the training arms (default: as many of 0,1,2 as the budget allows; one without one).",
-)
-@click.option(
-    "--requests-per-month", type=int, metavar="N", help="Recommend for N requests a month (one-off hours plus serving)."
-)
-@click.option("--price-per-gpu-hour", type=float, metavar="PRICE", help="Price GPU hours in the comparison.")
-@click.option("--price-per-cpu-hour", type=float, metavar="PRICE", help="Price CPU hours in the comparison.")
-@click.option(
-    "--out",
-    default="runs/decide",
-    show_default=True,
-    metavar="FOLDER",
-    help="Recipes, runs, comparison and decision.md; run again to continue.",
-)
-@click.option("--system-prompt", metavar="TEXT", help="The system prompt of every arm.")
-@click.option(
-    "--prompt-template",
-    metavar="TEXT",
-    help="Labelled rows' prompt with {text} (default: the labels listed, then the text).",
-)
+@click.option("--requests-per-month", type=int, metavar="N", help="Recommend for N requests a month.")
+@click.option("--price-per-gpu-hour", type=float, metavar="PRICE", help="Price GPU hours.")
+@click.option("--price-per-cpu-hour", type=float, metavar="PRICE", help="Price CPU hours.")
+@click.option("--out", default="runs/decide", show_default=True, metavar="FOLDER", help="Where it all goes.")
+@click.option("--system-prompt", metavar="TEXT", help="Every arm's system prompt.")
+@click.option("--prompt-template", metavar="TEXT", help="Labelled rows' prompt, with {text}.")
 @click.option("--plan-only", is_flag=True, help="Write the recipes and their estimates; run nothing.")
 @set_option
 @click.option(
-    "--train-set",
-    "train_overrides",
-    multiple=True,
-    metavar="KEY.PATH=VALUE",
-    help="Override a value of the training arms only, e.g. --train-set train.max_steps=20.",
+    "--train-set", "train_overrides", multiple=True, metavar="KEY.PATH=VALUE", help="--set, training arms only."
 )
 def decide_command(
-    data: tuple[str, ...],
-    eval_path: str | None,
-    corpus: str | None,
-    model: str | None,
-    budget: str | None,
-    seeds: str | None,
-    requests_per_month: int | None,
-    price_per_gpu_hour: float | None,
-    price_per_cpu_hour: float | None,
-    out: str,
-    system_prompt: str | None,
-    prompt_template: str | None,
-    plan_only: bool,
-    overrides: tuple[str, ...],
-    train_overrides: tuple[str, ...],
+    data: tuple[str, ...], eval_path: str | None, budget: str | None, model: str | None, **options
 ) -> None:
     """From a folder of your data to the trade-off table: says what the data holds, plans the arms it supports
     (zero-shot, 5-shot, retrieval with documents, SFT at a few sizes, retrieval-aware SFT, DPO on pairs, KTO on
@@ -615,77 +570,14 @@ def decide_command(
     from .recipes.decision import decide, parse_budget
 
     try:
-        done = decide(
-            list(data),
-            eval=eval_path,
-            corpus=corpus,
-            model=model or DEFAULT_MODEL,
-            budget=parse_budget(budget),
-            seeds=seeds,
-            out=out,
-            requests_per_month=requests_per_month,
-            price_per_gpu_hour=price_per_gpu_hour,
-            price_per_cpu_hour=price_per_cpu_hour,
-            system_prompt=system_prompt,
-            prompt_template=prompt_template,
-            overrides=overrides,
-            train_overrides=train_overrides,
-            plan_only=plan_only,
-        )
+        done = decide(list(data), eval=eval_path, model=model or DEFAULT_MODEL, budget=parse_budget(budget), **options)
     except TunerError as error:
         _fail(error)
     written = done.write()
-    if done.comparison is not None:
-        click.echo(done.comparison.markdown())
     said = done.comparison.markdown() if done.comparison is not None else ""
+    click.echo(said)
     click.echo("\n".join(done.passes + [line for line in done.recommendation if line not in said] + done.assumptions))
-    click.echo(f"Decision: {written['decision']} (the arms, what ran, the recommendation)")
-    if "html" in written:
-        click.echo(f"Report: {written['html']}; recipes: {Path(out) / 'recipes'}")
-
-
-def _report(result) -> None:
-    if not is_main_process():
-        return  # rank 0 reports for every process
-    click.echo(f"\nRun folder: {result.run_dir}")
-    click.echo("  holds: " + ", ".join(result.files()))
-    summary = {
-        k: result.metrics[k]
-        for k in ("train_loss", "train_tokens", "train_tokens_per_second")
-        if result.metrics.get(k) is not None
-    }
-    if summary:
-        click.echo("  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
-    for key in ("eval_preference", "eval"):
-        scores = result.metrics.get(key)
-        if scores:
-            low, high = scores["accuracy_ci95"]
-            split = (
-                f" ({scores['retrieval_ms_per_example']:.1f} retrieval + {scores['generation_ms_per_example']} model)"
-                if scores.get("retrieval_ms_per_example") is not None
-                else ""
-            )
-            metric = scores.get("metric", "accuracy")
-            click.echo(
-                f"  eval ({scores['task']}): {metric} {scores['accuracy']:.4f} [95% CI {low:.4f}-{high:.4f}] "
-                f"on {scores['rows']} rows, {scores['latency_ms_per_example']} ms per example{split}"
-            )
-            others = {name: m for name, m in (scores.get("metrics") or {}).items() if name != metric}
-            if others:
-                click.echo("  also: " + ", ".join(f"{name} {m['mean']:.4f}" for name, m in others.items()))
-            if scores.get("truncated_share"):
-                click.echo(f"  replies cut at eval.max_new_tokens: {scores['truncated_share']:.1%}")
-            found = {
-                k: v
-                for k, v in scores.items()
-                if k.startswith("recall_at_")
-                or k in ("answer_in_passages_rate", "groundedness", "answer_found_not_used_rate")
-            }
-            if any(v is not None for v in found.values()):
-                click.echo(
-                    "  retrieval: "
-                    + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in found.items() if v is not None)
-                )
+    click.echo(f"Decision: {written['decision']}" + (f"; report: {written['html']}" if "html" in written else ""))
 
 
 def main() -> None:

@@ -14,6 +14,8 @@ its assumptions and what would change it (`<out>/decision.md`).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import re
 import time
@@ -26,9 +28,11 @@ import yaml
 from ..arms import DEFAULT_MODEL, Arm, plan_arms
 from ..comparison import Comparison, compare
 from ..data.inventory import Inventory, inventory
+from ..data.splits import load_data
 from ..errors import TunerError
 from ..files import write_json, write_text
 from ..hardware import device_kind
+from ..models import load_config_and_tokenizer
 from ..plot import learning_curve
 from ..recipe_file import load_recipe
 from ..table import verdict
@@ -182,7 +186,7 @@ def decide(
     wanted = parse_seeds(seeds) if isinstance(seeds, str) else seeds
     chosen = wanted or _seeds_within(steps, seconds)
     steps = [_seeded(step, seed, clock) for seed in chosen for step in steps if step.arm.trains or seed == chosen[0]]
-    left = seconds
+    left, taken = seconds, []
     # Cheapest first by the estimates as they stand after each run (the runs before it time this machine), one
     # seed round after another, so the first seed of every arm runs before the spread of any.
     for seed in chosen:
@@ -192,7 +196,8 @@ def decide(
             step = min(waiting, key=clock.estimate)
             waiting.remove(step)
             left = _take(step, clock, left, plan_only)
-    steps = sorted(steps, key=lambda step: (step.seed or 0, step.estimate)) + dropped
+            taken.append(step)
+    steps = taken + [step for step in steps if step not in taken] + dropped  # in the order they were taken
     if plan_only:
         return Decision(found, steps, None, None, [], ["plan only: nothing ran"], folder)
     finished = [name for name in recipes if any(s.arm.name == name and s.status in ("ran", "kept") for s in steps)]
@@ -246,41 +251,44 @@ def _recipe(arm: Arm, folder: Path, overrides, train_overrides):
 
 
 class Clock:
-    """Seconds a run will take, from its dry run's tokens: forward tokens at a rate measured by the runs so far
-    (a prior from the device until then), plus the time a run spends loading."""
+    """Seconds a run will take, from its dry run's tokens: scored tokens at the rate the prompt runs measured, trained
+    tokens at the rate the training runs measured (from the scoring rate until one has), a training run's scoring
+    corrected by what the last one took, plus the time a run spends loading; a prior from the device until then."""
 
     def __init__(self, device: str):
-        self.rate: float | None = None  # seconds per forward token, per billion parameters
+        self.rate: float | None = None  # seconds per scored token, per billion parameters
+        self.train_rate: float | None = None  # seconds per trained token (x TRAIN_FACTOR), per billion parameters
+        self.scoring_ratio = 1.0  # a training run's measured scoring time over its estimate (its tokens are rough)
         self.load = LOAD_SECONDS
-        self.train_ratio = 1.0  # measured training time over the forward-rate prediction
         self.device = device
 
-    def forward_rate(self, parameters: float) -> float:
-        if self.rate is not None:
-            return self.rate * parameters / 1e9
-        return 2 * parameters / PRIOR_FLOPS.get(self.device, PRIOR_FLOPS["cpu"])
+    def _scoring_rate(self) -> float:
+        return self.rate if self.rate is not None else 2e9 / PRIOR_FLOPS.get(self.device, PRIOR_FLOPS["cpu"])
 
     def estimate(self, step: Step) -> float:
         work = step.work
-        rate = self.forward_rate(work["parameters"])
-        train = work["train_tokens"] * TRAIN_FACTOR.get(step.recipe.method, 3.0) * rate * self.train_ratio
-        return self.load + work["eval_tokens"] * rate + train
+        billions = work["parameters"] / 1e9
+        scoring = work["eval_tokens"] * self._scoring_rate() * billions
+        if not work["train_tokens"]:
+            return self.load + scoring
+        trained = work["train_tokens"] * TRAIN_FACTOR.get(step.recipe.method, 3.0)
+        return self.load + scoring * self.scoring_ratio + trained * (self.train_rate or self._scoring_rate()) * billions
 
     def learn(self, step: Step, metrics: dict[str, Any]) -> None:
-        """Rates from a finished run: its eval phase times the forward rate, its train phase the training ratio."""
+        """Rates from a finished run: a prompt run's scoring, a training run's training and its scoring's ratio."""
         phases = metrics.get("phases") or {}
         work = step.work
-        evaluated = (phases.get("eval") or {}).get("seconds")
-        if evaluated and work["eval_tokens"]:
-            measured = evaluated / work["eval_tokens"] * 1e9 / work["parameters"]
-            self.rate = measured if self.rate is None else (self.rate + measured) / 2
-        trained = (phases.get("train") or {}).get("seconds")
-        if trained and work["train_tokens"] and self.rate is not None:
-            predicted = (
-                work["train_tokens"] * TRAIN_FACTOR.get(step.recipe.method, 3.0) * self.forward_rate(work["parameters"])
-            )
-            self.train_ratio = trained / predicted
-        spent = sum((phases.get(name) or {}).get("seconds") or 0 for name in ("data", "train", "eval"))
+        billions = work["parameters"] / 1e9
+        scored = (phases.get("eval") or {}).get("wall_seconds")
+        if scored and work["eval_tokens"]:
+            if work["train_tokens"]:
+                self.scoring_ratio = scored / (work["eval_tokens"] * self._scoring_rate() * billions)
+            else:
+                self.rate = scored / work["eval_tokens"] / billions
+        trained = (phases.get("train") or {}).get("wall_seconds")
+        if trained and work["train_tokens"]:
+            self.train_rate = trained / (work["train_tokens"] * TRAIN_FACTOR.get(step.recipe.method, 3.0)) / billions
+        spent = sum((phases.get(name) or {}).get("wall_seconds") or 0 for name in ("data", "train", "eval"))
         if step.seconds > spent:
             self.load = step.seconds - spent
 
@@ -319,11 +327,6 @@ def _costed(arms: list[Arm], recipes: dict[str, Any], clock: Clock) -> tuple[lis
 def _work(recipe) -> dict[str, Any]:
     """What a run computes, from its dry run: eval tokens (prompts and answers over the eval rows), training tokens
     (rows seen x tokens a row), parameters, and for training whether it fits, for retrieval the recall."""
-    import contextlib
-    import io
-
-    from ..data.splits import load_data
-
     answer_tokens = 8 if recipe.eval.task == "choice" else recipe.eval.max_new_tokens * 4  # decoding reads it all
     with contextlib.redirect_stdout(io.StringIO()):  # the run prints these notices when it reads the same rows
         if recipe.method in ("fewshot", "rag"):
@@ -359,8 +362,6 @@ def _work(recipe) -> dict[str, Any]:
 
 def _parameters(recipe) -> float:
     """A prompt run's parameter count from the model's config (no weights): embeddings and each layer's matrices."""
-    from ..models import load_config_and_tokenizer
-
     config, _ = load_config_and_tokenizer(recipe.model, recipe.source)
     hidden = getattr(config, "hidden_size", 1024)
     layers = getattr(config, "num_hidden_layers", 12)
