@@ -173,3 +173,33 @@ def test_pairs_alone_plan_dpo_beside_the_prompts(tmp_path):
     write_jsonl(tmp_path / "d" / "train_pairs.jsonl", pair_rows(30))
     names = [arm.name for arm in plan_arms(inventory([tmp_path / "d"]))]
     assert names[:2] == ["zeroshot", "fewshot"] and names[-1] == "dpo"
+
+
+def test_a_budget_no_arm_fits_says_so_in_one_paragraph(tiny_model_dir, tmp_path, monkeypatch):
+    import tuner.recipes.decision as decision
+    from tuner.errors import TunerError
+
+    monkeypatch.setattr(decision.Clock, "estimate", lambda self, step: 600.0)
+    with pytest.raises(
+        TunerError, match=r"no arm ran, so there is nothing to compare \(the cheapest, \w+, is estimated"
+    ):
+        decision.decide([_data_folder(tmp_path)], model=str(tiny_model_dir), out=tmp_path / "d", budget="1m")
+    assert sorted(path.name for path in (tmp_path / "d" / "recipes").iterdir()) == [
+        "fewshot.yaml",
+        "sft.yaml",
+        "zeroshot.yaml",
+    ]
+
+
+def test_an_edited_recipe_is_used_as_edited_and_said(tiny_model_dir, tmp_path, capsys):
+    from tuner import decide
+
+    out = tmp_path / "d"
+    decide([_data_folder(tmp_path)], model=str(tiny_model_dir), out=out, plan_only=True)
+    recipe = out / "recipes" / "zeroshot.yaml"
+    recipe.write_text(recipe.read_text().replace("k: 0", "k: 1"))
+    capsys.readouterr()
+    again = decide([_data_folder(tmp_path)], model=str(tiny_model_dir), out=out, plan_only=True)
+    said = capsys.readouterr().out
+    assert f"using {recipe} as edited" in said and "fewshot.yaml as edited" not in said
+    assert next(step for step in again.steps if step.arm.name == "zeroshot").recipe.fewshot.k == 1

@@ -201,6 +201,17 @@ def decide(
     if plan_only:
         return Decision(found, steps, None, None, [], ["plan only: nothing ran"], folder)
     finished = [name for name in recipes if any(s.arm.name == name and s.status in ("ran", "kept") for s in steps)]
+    if not finished:
+        cheapest = min(
+            (step for step in steps if step.status == "skipped"), key=lambda step: step.estimate, default=None
+        )
+        named = (
+            f" (the cheapest, {cheapest.arm.name}, is estimated at {_duration(cheapest.estimate)})" if cheapest else ""
+        )
+        raise TunerError(
+            f"no arm ran, so there is nothing to compare{named}. Give a larger --budget, or see the plan with "
+            f"--plan-only; the recipes are in {folder / 'recipes'}."
+        )
     comparison = compare(
         [str(folder / "runs" / name) for name in finished],
         price_per_gpu_hour=price_per_gpu_hour,
@@ -240,12 +251,13 @@ def _recipe(arm: Arm, folder: Path, overrides, train_overrides):
     """The arm's recipe file in `<out>/recipes/` (written once: an edited file is used as it stands), loaded with
     the overrides and its run folder."""
     path = folder / "recipes" / f"{arm.name}.yaml"
+    planned = f"# tuner {arm.method} {path}\n# Planned by tuner decide: {arm.why}.\n"
+    planned += yaml.safe_dump(arm.document, sort_keys=False)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        header = f"# tuner {arm.method} {path}\n# Planned by tuner decide: {arm.why}.\n"
-        write_text(path, header + yaml.safe_dump(arm.document, sort_keys=False))
-    elif path.read_text(encoding="utf-8") != "":
-        print(f"tuner decide: using {path} as it stands (delete it to plan the arm afresh)")
+        write_text(path, planned)
+    elif path.read_text(encoding="utf-8") != planned:
+        print(f"tuner decide: using {path} as edited (delete it to plan the arm afresh)")
     sets = [*overrides, *(train_overrides if arm.trains else ()), f"output_dir={folder / 'runs' / arm.name}"]
     return load_recipe(path, sets)
 
