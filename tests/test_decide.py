@@ -203,3 +203,12 @@ def test_an_edited_recipe_is_used_as_edited_and_said(tiny_model_dir, tmp_path, c
     said = capsys.readouterr().out
     assert f"using {recipe} as edited" in said and "fewshot.yaml as edited" not in said
     assert next(step for step in again.steps if step.arm.name == "zeroshot").recipe.fewshot.k == 1
+
+
+def test_the_extrapolation_says_where_a_line_reaches_the_prompt_and_when_it_never_will_soon():
+    from tuner.recipes.decision import _extrapolated
+
+    assert "at about 640 rows" in _extrapolated([(40, 0.5), (80, 0.6), (160, 0.7)], 0.9, "5-shot")
+    # nearly flat (the handbook at two steps): once overflowed math.exp
+    assert "beyond 100 times the 80 rows" in _extrapolated([(20, 0.25), (40, 0.25001), (80, 0.25002)], 0.9, "rag")
+    assert "did not rise" in _extrapolated([(20, 0.5), (40, 0.4)], 0.9, "rag")

@@ -434,7 +434,14 @@ def _extrapolated(accuracies: list[tuple[int, float]], target: float, name: str)
             f"SFT's accuracy did not rise with its train rows: more labelled rows of this kind are unlikely to "
             f"pass {name}."
         )
-    needed = math.exp(mean_x + (target - mean_y) / slope)
+    exponent = mean_x + (target - mean_y) / slope
+    largest = max(size for size, _ in accuracies)
+    if exponent > math.log(100 * largest):  # a line that flat says only "not soon"
+        return (
+            f"more labelled rows are unlikely to pass {name} ({target:.3f}) soon: a straight line through accuracy "
+            f"against log rows of the {len(xs)} sizes run reaches it beyond 100 times the {largest:,} rows run."
+        )
+    needed = math.exp(exponent)
     return (
         f"more labelled rows would likely pass {name} ({target:.3f}) at about {needed:,.0f} rows (a straight line "
         f"through accuracy against log rows of the {len(xs)} sizes run; a rough guide, not a measurement)."
