@@ -199,3 +199,19 @@ def test_qlora_under_fsdp_stores_4bit_weights_in_the_weights_dtype_and_keeps_the
     assert models._quantization_config("4bit", "bf16").bnb_4bit_quant_storage == torch.uint8
     single = models.prepare_base(models.load_model(ModelConfig(name_or_path=str(tiny_model_dir))).model, "4bit", True)
     assert torch.float32 in {p.dtype for p in single.parameters()}  # one GPU: peft's fp32 norms, as before
+
+
+def test_a_model_name_that_is_no_path_and_no_hub_id_names_the_key():
+    # Found by the recipe fuzzer: ':' reached huggingface_hub's validator and left as its traceback.
+    from tuner.errors import TunerError
+    from tuner.recipe_file import recipe_from_dict
+
+    document = {
+        "method": "fewshot",
+        "model": {"name_or_path": ":"},
+        "data": {"train": {"rows": [{"text": "a", "label": "b"}]}},
+        "eval": {"task": "choice", "choices": ["b", "c"]},
+        "output_dir": "unused",
+    }
+    with pytest.raises(TunerError, match=r"key `model.name_or_path`: ':' is no model folder or file here"):
+        recipe_from_dict(document)

@@ -372,9 +372,16 @@ def ships_chat_template(model_config, source: str = "<recipe>") -> bool | None:
     if folder is None:
         from huggingface_hub import try_to_load_from_cache
 
-        found = try_to_load_from_cache(
-            model_config.name_or_path, "tokenizer_config.json", revision=model_config.revision
-        )
+        try:
+            found = try_to_load_from_cache(
+                model_config.name_or_path, "tokenizer_config.json", revision=model_config.revision
+            )
+        except ValueError as error:  # huggingface_hub's HFValidationError: not a folder, a file or a hub id
+            raise TunerError(
+                f"{source}: key `model.name_or_path`: {model_config.name_or_path!r} is no model folder or file here "
+                f"and not a hub id ({str(error).splitlines()[0]}). Give a folder, a .gguf file, pkg://DIST/FILE or "
+                f"a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct."
+            ) from None
         if not isinstance(found, str):
             return None
         folder = Path(found).parent
