@@ -23,24 +23,11 @@ import time
 from pathlib import Path
 
 from ceiling import flops_per_token
+from gpu_kit import SHAPES, TINY
 
-# About 0.5B parameters: 24 layers of width 1024 with grouped-query attention, SmolLM2's vocabulary (49,152).
-HALF_B = {
-    "hidden_size": 1024,
-    "intermediate_size": 4096,
-    "num_hidden_layers": 24,
-    "num_attention_heads": 16,
-    "num_key_value_heads": 4,
-    "tie_word_embeddings": False,
-}
-TINY = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "tie_word_embeddings": False,
-}
+# About 0.5B parameters: 24 layers of width 1024 with grouped-query attention, SmolLM2's vocabulary (49,152); the
+# GPU check's kit holds the shapes (and a 2-layer one for a CPU).
+HALF_B = SHAPES["0.5b"]
 H100_BF16_DENSE_TFLOPS = 989.0
 
 

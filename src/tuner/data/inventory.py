@@ -246,11 +246,5 @@ def _read(path: Path, eval: bool) -> DataFile | str:
 
 def _columns(path: Path) -> list[str]:
     """The first row's columns of a JSON Lines file (the others are read whole by the loader)."""
-    if path.suffix != ".jsonl":
-        return []
-    try:
-        with path.open(encoding="utf-8") as handle:
-            first = json.loads(handle.readline() or "{}")
-    except (OSError, ValueError):
-        return []
-    return list(first) if isinstance(first, dict) else []
+    first = _first_rows(path, 1)
+    return list(first[0]) if first else []

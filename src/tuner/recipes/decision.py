@@ -185,7 +185,7 @@ def decide(
     steps, dropped = _costed(arms, recipes, clock)
     wanted = parse_seeds(seeds) if isinstance(seeds, str) else seeds
     chosen = wanted or _seeds_within(steps, seconds)
-    steps = [_seeded(step, seed, clock) for seed in chosen for step in steps if step.arm.trains or seed == chosen[0]]
+    steps = [_seeded(step, seed) for seed in chosen for step in steps if step.arm.trains or seed == chosen[0]]
     left, taken = seconds, []
     # Cheapest first by the estimates as they stand after each run (the runs before it time this machine), one
     # seed round after another, so the first seed of every arm runs before the spread of any.
@@ -390,7 +390,7 @@ def _seeds_within(steps: list[Step], budget: float | None) -> list[int]:
     return next(([0, 1, 2][:n] for n in (3, 2) if once + n * trained <= budget), [0])
 
 
-def _seeded(step: Step, seed: int, clock: Clock) -> Step:
+def _seeded(step: Step, seed: int) -> Step:
     """The step at `seed`: a training arm's run folder `<arm>/seed-<n>`; a prompt arm runs once."""
     if not step.arm.trains:
         return step
