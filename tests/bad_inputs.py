@@ -403,6 +403,24 @@ RECIPES = [
         _all(_set("method", "rag"), _drop("train"), _set("rag", {"corpus": ".", "chunk": {"size": 64, "overlap": 64}})),
     ),
     Case(
+        "rag-retrieval-only-without-sources",
+        "retrieval scored alone on eval rows that name no source document",
+        ["key `rag.retrieval_only`: no eval row names its source", "data.source_column"],
+        _all(_set("method", "rag"), _drop("train"), _set("rag", {"corpus": ".", "retrieval_only": True})),
+    ),
+    Case(
+        "rag-unknown-chunk-strategy",
+        "a chunking strategy tuner does not have",
+        ["key `rag.chunk.strategy`", "'paragraphs'"],
+        _all(_set("method", "rag"), _drop("train"), _set("rag", {"corpus": ".", "chunk": {"strategy": "paragraphs"}})),
+    ),
+    Case(
+        "rag-min-score-one",
+        "a relative score cutoff of 1 (it would keep only ties with the best)",
+        ["key `rag.min_score`", "less than 1"],
+        _all(_set("method", "rag"), _drop("train"), _set("rag", {"corpus": ".", "min_score": 1})),
+    ),
+    Case(
         "rag-with-dpo",
         "a `rag:` section with method dpo",
         ["`rag` is for method rag", "method dpo would ignore it"],

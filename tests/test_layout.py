@@ -15,7 +15,22 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tuner"
 
 # Low to high. A module may import modules of its own layer or lower ones, never a higher layer.
 LAYERS = [
-    ("base", {"errors", "defaults", "schema", "hardware", "secrets", "intervals", "confusion", "families", "noise"}),
+    (
+        "base",
+        {
+            "errors",
+            "defaults",
+            "section",
+            "rag_config",
+            "schema",
+            "hardware",
+            "secrets",
+            "intervals",
+            "confusion",
+            "families",
+            "noise",
+        },
+    ),
     ("services", {"files", "distributed", "accounting", "progress"}),
     (
         "data",
@@ -27,6 +42,8 @@ LAYERS = [
             "data.rows",
             "data.splits",
             "data.corpus",
+            "data.document_files",
+            "data.passages",
             "data.requests",
             "data.inventory",
             "rendering",
@@ -45,6 +62,7 @@ LAYERS = [
             "recipe_file",
             "embedder",
             "index",
+            "reranker",
             "gguf_file",
             "plot",
             "likelihood",

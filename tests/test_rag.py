@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tuner.data.corpus import chunk_documents, read_corpus
+from tuner.data.corpus import read_corpus
+from tuner.data.passages import chunk_documents
 from tuner.errors import TunerError
 from tuner.index import Hit, Index, build_index
 
@@ -175,10 +176,10 @@ def test_hybrid_fuses_by_reciprocal_rank(tmp_path, monkeypatch):
         return [Hit(id=i, document=i, title=None, text=i, score=1.0) for i in ids]
 
     index = Index(tmp_path, {}, [], {})
-    monkeypatch.setattr(index, "_bm25_hits", lambda question, k: hits("a", "b", "c"))
-    monkeypatch.setattr(index, "_dense_hits", lambda question, k: hits("d", "b", "a"))
+    monkeypatch.setattr(index, "_bm25_hits", lambda question, k, mask=None: hits("a", "b", "c"))
+    monkeypatch.setattr(index, "_dense_hits", lambda question, k, mask=None: hits("d", "b", "a"))
     index._by_id = {
-        h.id: type("C", (), {"id": h.id, "document": h.id, "title": None, "text": h.id})()
+        h.id: type("C", (), {"id": h.id, "document": h.id, "title": None, "text": h.id, "section": None})()
         for h in hits("a", "b", "c", "d")
     }
     fused = index.search("q", k=3, retriever="hybrid")
@@ -300,8 +301,8 @@ def test_an_embedding_model_that_cannot_be_found_is_named(tmp_path):
 
 
 def test_rows_carry_their_passages_and_too_long_prompts_name_the_limit(tokenizer, tmp_path):
+    from tuner.rag_config import RagConfig
     from tuner.retrieval import with_passages
-    from tuner.schema import RagConfig
 
     index = build_index(write_corpus(tmp_path / "corpus"), tokenizer, chunk_size=32, chunk_overlap=4)
     rows = [
@@ -524,7 +525,7 @@ def test_a_server_store_keeps_the_vectors_there_and_the_passages_in_the_folder(
 
     monkeypatch.setattr(qdrant_client, "QdrantClient", client)
     monkeypatch.setenv("QDRANT_TEST_KEY", "s3cret-key-value")
-    from tuner.schema import StoreConfig
+    from tuner.rag_config import StoreConfig
 
     store = StoreConfig(url="http://qdrant.internal:6333", api_key_env="QDRANT_TEST_KEY")
     index = build_index(

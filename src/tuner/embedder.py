@@ -107,6 +107,24 @@ class Embedder:
             )
         return vectors.astype("float32")
 
+    def token_vectors(self, texts: list[str], batch_size: int = 64) -> list[Any]:
+        """Each text's token vectors, unit length (a float32 numpy array of tokens x dimensions per text, padding
+        left out): what late interaction matches, token against token."""
+        import contextlib
+
+        import torch
+
+        autocast = (
+            torch.autocast(device_type=self.model.device.type, dtype=torch.bfloat16)
+            if self.precision == "bf16"
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), autocast:
+            found = self.model.encode(
+                texts, batch_size=batch_size, output_value="token_embeddings", show_progress_bar=False
+            )
+        return [torch.nn.functional.normalize(t.float(), dim=-1).cpu().numpy() for t in found]
+
 
 def embedding_precision() -> str:
     """bf16 where the hardware computes it natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX), else

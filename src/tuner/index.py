@@ -15,6 +15,7 @@ copy replaces the folder when it is complete: an index folder is never half-writ
 from __future__ import annotations
 
 import atexit
+import fnmatch
 import hashlib
 import json
 import os
@@ -27,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from .accounting import phase
-from .data.corpus import Chunk, Corpus, chunk_documents, read_corpus
+from .data.corpus import Corpus, read_corpus
+from .data.passages import Chunk, chunk_documents
 from .embedder import DEFAULT, Embedder, load_embedder
 from .errors import TunerError
 from .files import cache_dir, write_json, write_jsonl
@@ -48,6 +50,7 @@ class Hit:
     title: str | None
     text: str
     score: float
+    section: str | None = None
 
 
 def chunk_settings(rag_config, context_tokens: int | None) -> tuple[int, int]:
@@ -95,6 +98,7 @@ class Index:
         self._store_url, self._api_key, self._embedder = store_url, api_key, embedder
         self._bm25 = self._client = None
         self._by_id = {chunk.id: chunk for chunk in passages}
+        self._masks: dict[str, Any] = {}
 
     @property
     def has_vectors(self) -> bool:
@@ -114,18 +118,36 @@ class Index:
             self._bm25 = bm25s.BM25.load(self.folder / "bm25", show_progress=False)
         return self._bm25
 
-    def _bm25_hits(self, question: str, k: int) -> list[Hit]:
+    def allowed(self, documents: list[str] = (), tags: list[str] = ()) -> Any:
+        """Which passages a filter lets through, as a 0/1 array in passage order: those of a document whose id
+        matches one of the glob patterns `documents` (all, if none), carrying one of `tags` (any, if none)."""
+        key = json.dumps([list(documents), list(tags)])
+        if key not in self._masks:
+            import numpy
+
+            wanted = set(tags)
+            self._masks[key] = numpy.array(
+                [
+                    (not documents or any(fnmatch.fnmatchcase(chunk.document, pattern) for pattern in documents))
+                    and (not wanted or bool(wanted & set(chunk.tags)))
+                    for chunk in self.passages
+                ],
+                dtype=numpy.float32,
+            )
+        return self._masks[key]
+
+    def _bm25_hits(self, question: str, k: int, mask=None) -> list[Hit]:
         import bm25s
 
         query = bm25s.tokenize([question], stopwords="en", show_progress=False)
         if not query.vocab:
             return []  # a question of stop words only: BM25 has nothing to match
         indices, scores = self._bm25_index().retrieve(
-            query, k=min(k, len(self.passages)), show_progress=False, n_threads=1
+            query, k=min(k, len(self.passages)), show_progress=False, n_threads=1, weight_mask=mask
         )
         return [self._hit(self.passages[int(i)].id, float(s)) for i, s in zip(indices[0], scores[0]) if s > 0]
 
-    def _dense_hits(self, question: str, k: int) -> list[Hit]:
+    def _dense_hits(self, question: str, k: int, mask=None) -> list[Hit]:
         if not self.has_vectors:
             raise TunerError(f"{self.folder}: this index has no vectors; build it with retriever dense or hybrid.")
         if self._embedder is None:
@@ -139,29 +161,50 @@ class Index:
             # Closed before the interpreter tears its modules down: Qdrant's own finaliser fails that late.
             atexit.register(self.close)
         vector = self._embedder.encode([question])[0]
+        where = None
+        if mask is not None:
+            from qdrant_client import models
+
+            ids = [_point_id(chunk.id) for chunk, keep in zip(self.passages, mask) if keep]
+            where = models.Filter(must=[models.HasIdCondition(has_id=ids)])
         points = self._client.query_points(
-            self.manifest["collection"], query=vector.tolist(), limit=min(k, len(self.passages)), with_payload=True
+            self.manifest["collection"],
+            query=vector.tolist(),
+            limit=min(k, len(self.passages)),
+            with_payload=True,
+            query_filter=where,
         ).points
         return [self._hit(point.payload["passage"], float(point.score)) for point in points]
 
     def _hit(self, chunk_id: str, score: float) -> Hit:
         chunk = self._by_id[chunk_id]
-        return Hit(id=chunk.id, document=chunk.document, title=chunk.title, text=chunk.text, score=round(score, 4))
+        return Hit(
+            id=chunk.id,
+            document=chunk.document,
+            title=chunk.title,
+            text=chunk.text,
+            score=round(score, 4),
+            section=chunk.section,
+        )
 
-    def search(self, question: str, k: int = 3, retriever: str = "bm25") -> list[Hit]:
+    def search(self, question: str, k: int = 3, retriever: str = "bm25", where=None) -> list[Hit]:
         """The `k` passages most relevant to `question`, best first: by BM25, by cosine similarity of embeddings
-        (dense), or both fused by reciprocal rank (hybrid: each passage scores the sum of 1 / (60 + its rank))."""
+        (dense), or both fused by reciprocal rank (hybrid: each passage scores the sum of 1 / (60 + its rank)).
+        `where` (a `rag.filter`: document globs, tags) limits the search to the passages it lets through."""
         if k < 1:
             raise TunerError(f"k is {k}: ask for at least one passage.")
         searches = {"bm25": self._bm25_hits, "dense": self._dense_hits, "hybrid": self._hybrid_hits}
         if retriever not in searches:
             raise TunerError(f"retriever {retriever!r} is not one of {', '.join(searches)}.")
-        return searches[retriever](question, k)
+        mask = self.allowed(where.documents, where.tags) if where is not None else None
+        if mask is not None and not mask.any():
+            return []
+        return searches[retriever](question, k, mask)
 
-    def _hybrid_hits(self, question: str, k: int) -> list[Hit]:
+    def _hybrid_hits(self, question: str, k: int, mask=None) -> list[Hit]:
         depth = max(4 * k, 20)
         fused: dict[str, float] = {}
-        for hits in (self._bm25_hits(question, depth), self._dense_hits(question, depth)):
+        for hits in (self._bm25_hits(question, depth, mask), self._dense_hits(question, depth, mask)):
             for rank, hit in enumerate(hits, start=1):
                 fused[hit.id] = fused.get(hit.id, 0.0) + 1 / (RRF_K + rank)
         best = sorted(fused, key=lambda chunk_id: -fused[chunk_id])[:k]
@@ -357,11 +400,13 @@ def build_index(
     folder: str | Path | None = None,
     store=None,
     where: str = "<recipe>",
+    chunk_strategy: str = "tokens",
 ) -> Index:
     """Build the index of a corpus, or reuse (and if the corpus changed, update) the one on disk.
 
     `corpus`: a folder of .txt/.md files, a data file with a `text` column, or a `Corpus`. Passages are
-    `chunk_size` tokens of `tokenizer` with `chunk_overlap` shared. `retriever` bm25 needs no vectors; dense and
+    `chunk_size` tokens of `tokenizer` with `chunk_overlap` shared, cut by `chunk_strategy` (tokens, sentences,
+    recursive, sections: `data/passages.py`). `retriever` bm25 needs no vectors; dense and
     hybrid embed the passages with `embedding_model` into Qdrant (embedded in the index folder, or the server at
     `store.url`). `folder`: where the index lives (default: tuner's cache, keyed by corpus path, chunking,
     tokenizer and embedding model). `report` says whether it was built, reused or updated, with counts and times.
@@ -376,6 +421,8 @@ def build_index(
         "chunk_overlap": chunk_overlap,
         "embedding_model": embedding_model,
     }
+    if chunk_strategy != "tokens":  # so indexes built before strategies existed keep their folder
+        settings["chunk_strategy"] = chunk_strategy
     if folder is not None:
         check_store_folder(folder, where)
     folder = Path(folder) if folder is not None else cache_dir() / "indexes" / _digest(settings)
@@ -387,9 +434,11 @@ def build_index(
             f"{old['embedding_model']!r}, not {embedding_model!r}: vectors of two models cannot be "
             f"searched together. Set `rag.embedding_model` back, or give `rag.store.path` a new folder."
         )
-    passages = chunk_documents(corpus.documents, tokenizer, chunk_size, chunk_overlap)
+    passages = chunk_documents(corpus.documents, tokenizer, chunk_size, chunk_overlap, chunk_strategy)
     digests = {chunk.id: chunk.digest for chunk in passages}
-    chunking = _digest([settings[key] for key in ("tokenizer", "chunk_size", "chunk_overlap")])
+    chunking = _digest(
+        [settings[key] for key in ("tokenizer", "chunk_size", "chunk_overlap", "chunk_strategy") if key in settings]
+    )
     same_chunking = bool(old) and old.get("chunking") == chunking
     old_digests = old["passages"] if old and same_chunking else {}
     report: dict[str, Any] = {

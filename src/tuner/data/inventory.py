@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import TunerError
 from ..schema import DataConfig
-from .corpus import TEXT_SUFFIXES
+from .document_files import SUFFIXES as DOCUMENT_SUFFIXES
 from .formats import FORMATS
 from .sources import READERS
 from .splits import load_split
@@ -147,7 +147,7 @@ def inventory(paths: list[str | Path], eval_path: str | Path | None = None, corp
     if chosen is not None:
         if not chosen.is_dir() or not _documents(chosen):
             raise TunerError(
-                f"--corpus {chosen}: not a folder of documents ({', '.join(TEXT_SUFFIXES)} files). Name the folder "
+                f"--corpus {chosen}: not a folder of documents ({', '.join(DOCUMENT_SUFFIXES)} files). Name the folder "
                 f"that holds them."
             )
         found.corpus, found.corpus_files = chosen, len(_documents(chosen))
@@ -190,7 +190,7 @@ def _first_rows(path: Path, count: int) -> list[dict[str, Any]]:
 
 
 def _documents(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES]
+    return [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in DOCUMENT_SUFFIXES]
 
 
 def _is_eval(path: Path) -> bool:

@@ -17,7 +17,7 @@ from ..estimate import Estimate, estimate
 from ..evaluator import check_rows
 from ..models import check_chat_template, load_config_and_tokenizer
 from ..rendering import render_prompt
-from ..retrieval import context_length, open_index, retrieval_aware_rows, with_passages
+from ..retrieval import context_length, open_index, retrieval_aware_rows, sourced_rows, with_passages
 from ..rewards import NEEDS_GOLD, reward_functions
 from ..selection import fewshot_rows
 from ..speed import checkpointing, decide_precision, micro_batches, quantization_note
@@ -121,6 +121,15 @@ def check_rewards(recipe, splits) -> None:
     check_scoring(recipe, splits)
 
 
+def check_retrieval(recipe, splits) -> None:
+    """Rag: with `rag.retrieval_only`, eval rows naming their sources (retrieval is scored against them, and no
+    answer is); else what the task scores."""
+    if recipe.rag is not None and recipe.rag.retrieval_only:
+        sourced_rows(splits.eval, recipe.source)
+    else:
+        check_scoring(recipe, splits)
+
+
 # Each method's own checks of its rows (the others check what their task scores, `check_scoring`).
 METHOD_CHECKS = {
     "dpo": check_pairs,
@@ -128,6 +137,7 @@ METHOD_CHECKS = {
     "kto": check_feedback,
     "grpo": check_rewards,
     "fewshot": check_examples,
+    "rag": check_retrieval,
 }
 
 

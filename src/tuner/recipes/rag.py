@@ -1,5 +1,6 @@
 """Retrieval into the prompt: the recipe's `rag.k` passages from an index of `rag.corpus` put before each question;
-no training. With `model.adapter` it retrieves for a tuned adapter (SFT+RAG).
+no training. With `model.adapter` it retrieves for a tuned adapter (SFT+RAG). With `rag.retrieval_only` it scores
+retrieval alone (recall@k, MRR, nDCG@k) and loads no language model.
 
 `run(recipe)` reads top to bottom: seed, data, tokenizer, index, prompts with passages, model, evaluate, write the
 run folder.
@@ -15,7 +16,7 @@ from ..data.rows import scoring_rows
 from ..data.splits import load_data
 from ..evaluator import evaluate
 from ..models import check_chat_template, load_config_and_tokenizer, load_model
-from ..retrieval import context_length, grounding, open_index, request_latency, with_passages
+from ..retrieval import context_length, grounding, open_index, request_latency, retrieval_scores, with_passages
 from ..runs import RunResult, build_manifest, finish_run, record_evaluation, run_folder
 from ..speed import decide_precision
 from .preflight import check_data
@@ -35,6 +36,8 @@ def run(recipe) -> RunResult:
     check_chat_template(tokenizer, recipe)
     with phase("index", phases):
         index = open_index(recipe.rag, tokenizer, context_length(config), recipe.source)
+    if recipe.rag.retrieval_only:  # the passages are the answer: no language model to load
+        return _retrieval_only(recipe, splits, index, phases)
     rows, retrieval = with_passages(eval_rows, index, recipe.rag, tokenizer, context_length(config))
     index.close()
     upstream = read_adapter_run(recipe.model.adapter, recipe.model, recipe.source) if recipe.model.adapter else None
@@ -65,3 +68,23 @@ def run(recipe) -> RunResult:
         extra={"rag": recipe.rag.model_dump(), "index": index.report, "continued_from": recipe.model.adapter},
     )
     return finish_run(run_dir, metrics, manifest)
+
+
+def _retrieval_only(recipe, splits, index, phases: dict[str, Any]) -> RunResult:
+    """The run of `rag.retrieval_only`: retrieval's scores as the run's evaluation (task retrieval)."""
+    result = retrieval_scores(splits.eval, index, recipe.rag, recipe.source)
+    index.close()
+    run_dir = run_folder(recipe)
+    metrics: dict[str, Any] = {
+        "method": "rag",
+        "retriever": recipe.rag.retriever,
+        "k": recipe.rag.k,
+        "retrieval_only": True,
+        "trainable_parameters": 0,
+        "index": index.report,
+        "phases": phases,
+    }
+    record_evaluation(run_dir, result, metrics, phases)
+    model = {"name_or_path": recipe.model.name_or_path, "loaded": "tokenizer only (retrieval_only)"}
+    extra = {"rag": recipe.rag.model_dump(), "index": index.report}
+    return finish_run(run_dir, metrics, build_manifest(recipe, splits.report, model, extra=extra))
