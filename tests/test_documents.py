@@ -64,10 +64,10 @@ def make_docx(path, title: str, sections: dict[str, list[str]], table: list[list
 
 
 HTML = """<!doctype html><html><head><title>Returns policy</title><style>p {color: red}</style>
-<script>var secret = "not text";</script></head><body><nav><a href="/">Home</a></nav>
+<script>var secret = "not text";</script></head><body><nav><ul><li><a href="/">Home</a></li></ul></nav>
 <h1>Returns</h1><p>Products may be returned within <b>41 days</b> of delivery.</p>
 <h2>Refunds</h2><p>Refunds reach the card in 6 working days.</p><ul><li>Keep the receipt.</li></ul>
-</body></html>"""
+<footer><p>Copyright Quillfeather</p></footer></body></html>"""
 
 MARKDOWN = """---
 title: Brindleton office
@@ -121,7 +121,8 @@ def test_a_mixed_folder_is_read_with_titles_sections_and_tags_and_unreadable_fil
 
     html = documents["policies/returns.html"]
     assert html.title == "Returns policy" and "41 days of delivery" in html.text
-    assert "secret" not in html.text and "color" not in html.text
+    assert "secret" not in html.text and "color" not in html.text and "Keep the receipt." in html.text
+    assert "Home" not in html.text and "Copyright" not in html.text  # navigation and footer are not the page
     assert [path for _, path in html.sections] == ["Returns", "Returns > Refunds"]
     assert html.text[html.sections[1][0] :].startswith("Refunds")
 

@@ -459,7 +459,8 @@ def test_knowledge_pipeline_then_compare(tmp_path):
     assert handbook["rag-bm25"]["index_hours"] > 0 and handbook["rag-bm25"]["retrieval_ms"] is not None
     assert handbook["sft-rag"]["train_hours"] == pytest.approx(handbook["sft"]["train_hours"])
     assert handbook["rag-sft"]["train_hours"] > 0 and handbook["rag-sft"]["index_hours"] > 0
-    assert handbook["rag-bm25"]["prompt_tokens"] > handbook["zeroshot"]["prompt_tokens"] + 100
+    # At least one whole handbook file (about 100 tokens) in every prompt; rag.min_score leaves out the weak ones.
+    assert handbook["rag-bm25"]["prompt_tokens"] > handbook["zeroshot"]["prompt_tokens"] + 60
     # The handbook folder was edited in place: its index was updated, only the changed passages.
     index = read_json(out / "updated" / "rag-bm25" / "metrics.json")["index"]
     assert index["status"] == "updated" and index["changed"] == 12 and index["added"] == index["removed"] == 0
@@ -502,3 +503,38 @@ def test_free_text_answers_about_documents_score_on_the_default_metric(tmp_path)
         assert p["metrics"]["contains"] == float(found), p
         assert p["correct"] == (p["score"] >= 0.5) and "grounded" in p
     assert any(p["correct"] for p in predictions) and any(not p["correct"] for p in predictions)
+
+
+def test_retrieval_alone_on_the_handbook_scores_the_index_and_loads_no_model(tmp_path):
+    """`rag.retrieval_only` through the command, on the handbook: MRR and nDCG from the files named in `source`, and
+    the late-interaction reranker putting the passage that holds the fact on top of small passages."""
+    plain = run_recipe(
+        "recipes/knowledge/retrieval_only.yaml",
+        tmp_path / "plain",
+        "rag.chunk.size=24",
+        "rag.chunk.overlap=3",
+        "rag.store.path=" + str(tmp_path / "index"),
+        command="rag",
+    )
+    reranked = run_recipe(
+        "recipes/knowledge/retrieval_only.yaml",
+        tmp_path / "reranked",
+        "rag.chunk.size=24",
+        "rag.chunk.overlap=3",
+        "rag.store.path=" + str(tmp_path / "index"),
+        "rag.rerank={model: late-interaction, candidates: 20}",
+        command="rag",
+    )
+    before, after = read_json(plain / "metrics.json"), read_json(reranked / "metrics.json")
+    assert before["eval"]["task"] == "retrieval" and before["eval"]["rows"] == 64
+    assert before["eval"]["accuracy"] == 1.0 and before["eval"]["metrics"]["mrr"]["mean"] == 1.0
+    assert read_json(plain / "manifest.json")["model"]["loaded"] == "tokenizer only (retrieval_only)"
+    assert after["index"]["status"] == "reused" and after["rerank"] == "late-interaction"
+
+    def answer_on_top(run: Path) -> float:
+        passages = {p["id"]: p["text"] for p in map(json.loads, (tmp_path / "index" / "passages.jsonl").open())}
+        rows = [json.loads(line) for line in (ROOT / "examples/data/handbook/test.jsonl").open()]
+        predictions = [json.loads(line) for line in (run / "predictions.jsonl").open()]
+        return sum(row["completion"] in passages[p["passages"][0]["id"]] for row, p in zip(rows, predictions)) / 64
+
+    assert answer_on_top(reranked) > answer_on_top(plain) + 0.3

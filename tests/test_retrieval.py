@@ -158,9 +158,10 @@ def test_a_reranker_that_cannot_be_found_is_named(tmp_path):
 # ---- retrieval only ----
 
 
-def test_a_retrieval_only_run_scores_the_index_without_loading_the_model(tiny_model_dir, tmp_path, monkeypatch):
+def test_a_retrieval_only_run_scores_the_index_without_loading_the_model(tiny_model_dir, tmp_path, monkeypatch, capsys):
     import tuner.recipes.rag as rag
     from tuner import recipe_from_dict, run
+    from tuner.summary import report_run
 
     def refuse(*args, **kwargs):
         raise AssertionError("retrieval_only loaded the language model")
@@ -172,10 +173,15 @@ def test_a_retrieval_only_run_scores_the_index_without_loading_the_model(tiny_mo
     assert scores["metric"] == "recall@2" and scores["accuracy"] == 1.0 and scores["rows"] == 3
     assert scores["metrics"]["mrr"]["mean"] == 1.0 and scores["metrics"]["ndcg@2"]["mean"] == 1.0
     assert scores["metrics"]["precision@2"]["mean"] == 0.5  # one passage per document, two slots
+    assert scores["metrics"]["answer_in_passages"]["mean"] == 1.0
     predictions = [json.loads(line) for line in (result.run_dir / "predictions.jsonl").read_text().splitlines()]
     assert [p["source"] for p in predictions] == ["kettle.md", "toaster.md", "policies/returns.txt"]
     assert all(p["correct"] and p["passages"][0]["id"].startswith(p["source"]) for p in predictions)
     assert json.loads((result.run_dir / "manifest.json").read_text())["model"]["loaded"].startswith("tokenizer only")
+    capsys.readouterr()
+    report_run(result)  # what the command prints: retrieval's own figures, no model half
+    said = capsys.readouterr().out
+    assert "eval (retrieval): recall@2 1.0000" in said and "mrr 1.0000" in said and "model)" not in said
 
 
 def test_retrieval_only_on_rows_without_sources_names_the_key(tokenizer, tmp_path):
@@ -195,3 +201,22 @@ def test_retrieval_only_scores_fall_as_the_index_stops_finding_the_source(tokeni
     assert result.metrics["accuracy"] == 0.5 and [p["correct"] for p in result.predictions] == [True, False]
     assert result.metrics["metrics"]["mrr"]["mean"] == 0.5
     assert Path(index.folder).is_dir()
+
+
+def test_a_sweep_of_retrieval_only_runs_compares_chunking_without_a_break_even(tiny_model_dir, tmp_path):
+    from tuner import recipe_from_dict
+    from tuner.comparison import method_label
+    from tuner.recipes.sweep import sweep
+
+    recipe = recipe_from_dict(_rag_document(tiny_model_dir, tmp_path, retrieval_only=True))
+    done = sweep(recipe, {"rag.chunk.strategy": ["tokens", "sentences"]})
+    rows = done.comparison.table.to_dict("records")
+    assert [row["method"] for row in rows] == ["retrieval only (BM25)"] * 2
+    assert all(row["retrieval_accuracy"] == 1.0 and row["index_hours"] > 0 for row in rows)
+    assert all(row["break_even_requests"] is None for row in rows)  # nothing served, nothing to pay back
+    assert done.curve.axes[0].get_ylabel() == "retrieval recall@2"  # the score retrieval is judged by
+    page = done.comparison.markdown()
+    assert "mrr 1.000" in page and "Δ retrieval vs baseline" in page and "Break-even" not in page
+    assert method_label({"method": "rag", "retriever": "bm25", "rerank": "late-interaction"}, {}) == (
+        "RAG (BM25, reranked)"
+    )

@@ -255,7 +255,8 @@ def fewshot(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, dry
 @prompt_dry_run_option
 def rag(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, dry_run: bool) -> None:
     """Retrieval into the prompt: k passages from an index of the recipe's corpus before each question (BM25, dense
-    or hybrid), no training; with `model.adapter`, for a tuned adapter (SFT+RAG)."""
+    or hybrid, optionally reranked), no training; with `model.adapter`, for a tuned adapter (SFT+RAG); with
+    `rag.retrieval_only`, retrieval scored alone (recall@k, MRR, nDCG@k) and no model loaded."""
     _prompt(recipe_path, overrides, seeds, dry_run, "rag")
 
 

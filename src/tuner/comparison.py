@@ -260,7 +260,11 @@ def method_label(metrics: dict[str, Any], manifest: dict[str, Any]) -> str:
     if method == "base":
         return "base model (tuner eval)"
     retriever = RETRIEVERS.get(metrics.get("retriever"), metrics.get("retriever"))
+    if method == "rag" and metrics.get("rerank"):
+        retriever = f"{retriever}, reranked"
     if method == "rag":
+        if metrics.get("retrieval_only"):
+            return f"retrieval only ({retriever})"
         if metrics.get("upstream_retrieval_aware"):
             return f"retrieval-aware SFT ({retriever})"
         upstream = METHOD_NAMES.get(metrics.get("upstream_method"))

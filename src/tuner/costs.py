@@ -80,7 +80,8 @@ def add_break_even(rows: list[dict[str, Any]], prompt_side: list[bool]) -> None:
     for row in rows:
         row["break_even_requests"], row["break_even_against"] = None, None
         task = row.get("task")
-        if task is None or one_off_hours(row) <= 0 or row.get(f"{task}_group") is None:
+        # Retrieval scored alone serves no answer: there is no request to pay an index back on.
+        if task in (None, "retrieval") or one_off_hours(row) <= 0 or row.get(f"{task}_group") is None:
             continue
         candidates = [
             other

@@ -118,7 +118,7 @@ def learning_curve(
         axes.set_xticks(values, [str(value) for value in values])
         axes.minorticks_off()
     axes.set_xlabel(key)
-    axes.set_ylabel(f"{task} accuracy")
+    axes.set_ylabel(f"{task} {points[0][1].get(f'{task}_metric') or 'accuracy'}")  # recall@3 for retrieval alone
     axes.set_ylim(0, 1.05)
     axes.set_title(f"Accuracy against {key}", fontsize=10)
     axes.grid(alpha=0.3)

@@ -207,12 +207,17 @@ def sourced_rows(rows, where: str = "<recipe>") -> list[dict[str, Any]]:
     return asked
 
 
-def retrieval_scores(rows, index: Index, rag_config, where: str = "<recipe>") -> EvalResult:
+def retrieval_scores(
+    rows, index: Index, rag_config, where: str = "<recipe>", reranker: Reranker | None = None
+) -> EvalResult:
     """Retrieval scored alone (`rag.retrieval_only`), no language model: each row with a source asked of the index as
-    a rag run would, found or not (recall@k, the primary score, with its 95% interval), MRR, nDCG@k and
-    precision@k, ms per question: an evaluation of task `retrieval`, one prediction per row."""
+    a rag run would, found or not (recall@k, the primary score, with its 95% interval), MRR, nDCG@k,
+    precision@k, the share of rows whose gold answer is in the passages, ms per question: an evaluation of task
+    `retrieval`, one prediction per row. `reranker`: one already loaded for `rag.rerank` (else it is loaded)."""
     asked = sourced_rows(rows, where)
-    reranker, per_document = open_reranker(rag_config, where), Counter(chunk.document for chunk in index.passages)
+    if reranker is None:
+        reranker = open_reranker(rag_config, where)
+    per_document = Counter(chunk.document for chunk in index.passages)
     k, predictions, fingerprint, phases = rag_config.k, [], hashlib.sha256(), {}
     with phase("eval", phases):
         for number, row in enumerate(asked):
@@ -221,6 +226,8 @@ def retrieval_scores(rows, index: Index, rag_config, where: str = "<recipe>") ->
             hits = retrieve(index, question, rag_config, reranker)
             seconds = time.perf_counter() - start
             figures = ranking(hits, source, k, per_document.get(source, 1))
+            gold = answer_text(row) if row.get("completion") is not None or "label" in row else ""
+            found = " ".join(hit.text for hit in hits)
             fingerprint.update(json.dumps([question, source], ensure_ascii=False).encode())
             predictions.append(
                 {
@@ -230,6 +237,8 @@ def retrieval_scores(rows, index: Index, rag_config, where: str = "<recipe>") ->
                     "passages": [{"id": hit.id, "score": hit.score} for hit in hits],
                     "correct": bool(figures["found"]),
                     **{name: round(value, 4) for name, value in figures.items() if name != "found"},
+                    # The passage that holds the fact, not only its document: gold found as a whole phrase.
+                    "answer_in_passages": bool(normalize_answer(gold)) and contains(found, gold) == 1.0,
                     "latency_ms": round(1000 * seconds, 3),
                 }
             )
@@ -243,10 +252,16 @@ def retrieval_scores(rows, index: Index, rag_config, where: str = "<recipe>") ->
         "accuracy_ci95": score_interval(found),
         "metrics": {
             name: {"mean": round(sum(p[key] for p in predictions) / len(predictions), 4)}
-            for name, key in (("mrr", "reciprocal_rank"), (f"ndcg@{k}", "ndcg"), (f"precision@{k}", "precision"))
+            for name, key in (
+                ("mrr", "reciprocal_rank"),
+                (f"ndcg@{k}", "ndcg"),
+                (f"precision@{k}", "precision"),
+                ("answer_in_passages", "answer_in_passages"),
+            )
         },
         "latency_ms_per_example": round(sum(latencies) / len(latencies), 3),
         "latency_ms_ci95": bootstrap_interval(latencies),
+        "retrieval_ms_per_example": round(sum(latencies) / len(latencies), 3),
         "rows_fingerprint": fingerprint.hexdigest(),
         "prompt_fingerprint": hashlib.sha256(b"retrieval").hexdigest(),
         "phase": phases["eval"],

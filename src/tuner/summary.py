@@ -27,7 +27,7 @@ def report_run(result) -> None:
             low, high = scores["accuracy_ci95"]
             split = (
                 f" ({scores['retrieval_ms_per_example']:.1f} retrieval + {scores['generation_ms_per_example']} model)"
-                if scores.get("retrieval_ms_per_example") is not None
+                if scores.get("generation_ms_per_example") is not None
                 else ""
             )
             metric = scores.get("metric", "accuracy")

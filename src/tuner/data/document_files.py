@@ -111,7 +111,8 @@ def _html(path: Path) -> Parsed:
 
     soup = BeautifulSoup(_decoded(path), "html.parser")
     title = soup.title.get_text(" ", strip=True) if soup.title else None
-    for hidden in soup(["script", "style", "noscript", "template", "title"]):
+    # Menus, footers and sidebars repeat on every page of a site; they are not what the page says.
+    for hidden in soup(["script", "style", "noscript", "template", "title", "nav", "footer", "aside"]):
         hidden.decompose()
     body = soup.body or soup
     blocks: list[tuple[int | None, str]] = []

@@ -52,6 +52,7 @@ def run(recipe) -> RunResult:
     metrics: dict[str, Any] = {
         "method": "rag",
         "retriever": recipe.rag.retriever,
+        "rerank": recipe.rag.rerank.model if recipe.rag.rerank else None,
         "k": recipe.rag.k,
         "adapter_run": recipe.model.adapter,
         "upstream_method": (upstream or {}).get("method"),
@@ -78,6 +79,7 @@ def _retrieval_only(recipe, splits, index, phases: dict[str, Any]) -> RunResult:
     metrics: dict[str, Any] = {
         "method": "rag",
         "retriever": recipe.rag.retriever,
+        "rerank": recipe.rag.rerank.model if recipe.rag.rerank else None,
         "k": recipe.rag.k,
         "retrieval_only": True,
         "trainable_parameters": 0,
