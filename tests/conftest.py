@@ -58,6 +58,20 @@ def smollm2_tokenizer_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture
+def smollm2_tokenizer(smollm2_tokenizer_dir):
+    """SmolLM2's tokenizer, loaded (retrieval sizes passages in its tokens)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    """tuner's cache in the test's own folder: indexes built by one test are not another's."""
+    monkeypatch.setenv("TUNER_CACHE", str(tmp_path / "cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(smollm2_tokenizer_dir, tmp_path_factory) -> Path:
     """A randomly initialised 2-layer Llama with SmolLM2's vocabulary and chat template, saved as safetensors."""

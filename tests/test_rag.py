@@ -33,15 +33,11 @@ def write_corpus(folder: Path, files: dict[str, str] = FACTS) -> Path:
 
 
 @pytest.fixture
-def tokenizer(smollm2_tokenizer_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
+def tokenizer(smollm2_tokenizer):
+    return smollm2_tokenizer
 
 
-@pytest.fixture(autouse=True)
-def _own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("TUNER_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("own_cache")
 
 
 # ---- corpus and chunks ----

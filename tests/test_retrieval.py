@@ -16,23 +16,13 @@ from tuner.index import Hit, build_index
 from tuner.rag_config import FilterConfig, RagConfig, RerankConfig
 from tuner.retrieval import _with_context, ranking, retrieval_scores, retrieve
 
+pytestmark = pytest.mark.usefixtures("own_cache")
+
 TAGGED = {
     **FACTS,
     "kettle.md": "---\ntags: [products, kitchen]\n---\n" + FACTS["kettle.md"],
     "toaster.md": "---\ntags: products\n---\n" + FACTS["toaster.md"],
 }
-
-
-@pytest.fixture
-def tokenizer(smollm2_tokenizer_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
-
-
-@pytest.fixture(autouse=True)
-def _own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("TUNER_CACHE", str(tmp_path / "cache"))
 
 
 def _hit(document: str, number: int = 0, score: float = 1.0, text: str = "") -> Hit:
@@ -71,9 +61,9 @@ def test_ranks_score_the_first_relevant_hit_and_all_relevant_hits():
 
 
 @pytest.mark.parametrize("retriever", ["bm25", "dense", "hybrid"])
-def test_a_filter_keeps_search_inside_the_documents_and_tags_it_names(tokenizer, tmp_path, retriever):
+def test_a_filter_keeps_search_inside_the_documents_and_tags_it_names(smollm2_tokenizer, tmp_path, retriever):
     corpus = write_corpus(tmp_path / "corpus", TAGGED)
-    index = build_index(corpus, tokenizer, retriever, chunk_size=32, chunk_overlap=4)
+    index = build_index(corpus, smollm2_tokenizer, retriever, chunk_size=32, chunk_overlap=4)
     question = "How long is the Aurora Kettle warranty and what does the toaster cost?"
     try:
         everything = {hit.document for hit in index.search(question, 4, retriever)}
@@ -91,8 +81,8 @@ def test_a_filter_keeps_search_inside_the_documents_and_tags_it_names(tokenizer,
         index.close()
 
 
-def test_the_tags_of_front_matter_reach_the_passages_and_leave_the_text(tokenizer, tmp_path):
-    index = build_index(write_corpus(tmp_path / "corpus", TAGGED), tokenizer, chunk_size=32, chunk_overlap=4)
+def test_the_tags_of_front_matter_reach_the_passages_and_leave_the_text(smollm2_tokenizer, tmp_path):
+    index = build_index(write_corpus(tmp_path / "corpus", TAGGED), smollm2_tokenizer, chunk_size=32, chunk_overlap=4)
     kettle = [chunk for chunk in index.passages if chunk.document == "kettle.md"]
     assert kettle and all(list(chunk.tags) == ["products", "kitchen"] for chunk in kettle)
     assert not any("tags:" in chunk.text for chunk in kettle)
@@ -101,8 +91,8 @@ def test_the_tags_of_front_matter_reach_the_passages_and_leave_the_text(tokenize
 # ---- cutoff, order, rerank ----
 
 
-def test_min_score_leaves_out_passages_far_below_the_best(tokenizer, tmp_path):
-    index = build_index(write_corpus(tmp_path / "corpus"), tokenizer, chunk_size=32, chunk_overlap=4)
+def test_min_score_leaves_out_passages_far_below_the_best(smollm2_tokenizer, tmp_path):
+    index = build_index(write_corpus(tmp_path / "corpus"), smollm2_tokenizer, chunk_size=32, chunk_overlap=4)
     question = "How long is the Aurora Kettle warranty and when does the Brindleton office open?"
     every = retrieve(index, question, RagConfig(corpus="c", k=4))
     assert [hit.document for hit in every] == ["kettle.md", "offices.md"]  # the office half-matched
@@ -121,7 +111,7 @@ def test_best_last_puts_the_strongest_passage_next_to_the_question():
     assert chat[-1]["content"] == _with_context("Q?", "Q?", hits, RagConfig(corpus="c", order="best_last"))
 
 
-def test_the_late_interaction_reranker_lifts_the_passage_that_answers(tokenizer, tmp_path):
+def test_the_late_interaction_reranker_lifts_the_passage_that_answers(smollm2_tokenizer, tmp_path):
     from tuner.reranker import load_reranker
 
     # BM25 favours the passage that repeats the question's words (many, come); the one that answers says them once.
@@ -132,7 +122,7 @@ def test_the_late_interaction_reranker_lifts_the_passage_that_answers(tokenizer,
         "toaster.md": FACTS["toaster.md"],
         "offices.md": FACTS["offices.md"],
     }
-    index = build_index(write_corpus(tmp_path / "corpus", files), tokenizer, chunk_size=48, chunk_overlap=4)
+    index = build_index(write_corpus(tmp_path / "corpus", files), smollm2_tokenizer, chunk_size=48, chunk_overlap=4)
     question = "How many months of warranty does the Aurora Kettle come with?"
     first = index.search(question, 4)
     reranker = load_reranker(RerankConfig(), "all-MiniLM-L6-v2")
@@ -184,15 +174,15 @@ def test_a_retrieval_only_run_scores_the_index_without_loading_the_model(tiny_mo
     assert "eval (retrieval): recall@2 1.0000" in said and "mrr 1.0000" in said and "model)" not in said
 
 
-def test_retrieval_only_on_rows_without_sources_names_the_key(tokenizer, tmp_path):
-    index = build_index(write_corpus(tmp_path / "corpus"), tokenizer, chunk_size=32, chunk_overlap=4)
+def test_retrieval_only_on_rows_without_sources_names_the_key(smollm2_tokenizer, tmp_path):
+    index = build_index(write_corpus(tmp_path / "corpus"), smollm2_tokenizer, chunk_size=32, chunk_overlap=4)
     rows = [{"prompt": "How long is the warranty?", "completion": "33 months"}]
     with pytest.raises(TunerError, match=r"key `rag.retrieval_only`: no eval row names its source.*data.source_column"):
         retrieval_scores(rows, index, RagConfig(corpus="c", retrieval_only=True), "recipe.yaml")
 
 
-def test_retrieval_only_scores_fall_as_the_index_stops_finding_the_source(tokenizer, tmp_path):
-    index = build_index(write_corpus(tmp_path / "corpus"), tokenizer, chunk_size=32, chunk_overlap=4)
+def test_retrieval_only_scores_fall_as_the_index_stops_finding_the_source(smollm2_tokenizer, tmp_path):
+    index = build_index(write_corpus(tmp_path / "corpus"), smollm2_tokenizer, chunk_size=32, chunk_overlap=4)
     rows = [
         {"prompt": "How long is the Aurora Kettle warranty?", "completion": "33", "source": "kettle.md"},
         {"prompt": "How long is the Aurora Kettle warranty?", "completion": "33", "source": "offices.md"},

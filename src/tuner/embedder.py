@@ -5,6 +5,7 @@ embed passages and questions as unit vectors.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -89,11 +90,9 @@ class Embedder:
     dimensions: int
     precision: str
 
-    def encode(self, texts: list[str], batch_size: int = 64) -> Any:
-        """Unit vectors (a float32 numpy array, one row per text). sentence-transformers sorts texts by length
-        before batching, so padding stays small; on hardware with native bf16 the model computes in bf16."""
-        import contextlib
-
+    @contextlib.contextmanager
+    def _computing(self):
+        """Inference without gradients, in bf16 autocast where `precision` says the hardware computes it natively."""
         import torch
 
         autocast = (
@@ -102,6 +101,12 @@ class Embedder:
             else contextlib.nullcontext()
         )
         with torch.inference_mode(), autocast:
+            yield
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> Any:
+        """Unit vectors (a float32 numpy array, one row per text). sentence-transformers sorts texts by length
+        before batching, so padding stays small; on hardware with native bf16 the model computes in bf16."""
+        with self._computing():
             vectors = self.model.encode(
                 texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
             )
@@ -110,16 +115,9 @@ class Embedder:
     def token_vectors(self, texts: list[str], batch_size: int = 64) -> list[Any]:
         """Each text's token vectors, unit length (a float32 numpy array of tokens x dimensions per text, padding
         left out): what late interaction matches, token against token."""
-        import contextlib
-
         import torch
 
-        autocast = (
-            torch.autocast(device_type=self.model.device.type, dtype=torch.bfloat16)
-            if self.precision == "bf16"
-            else contextlib.nullcontext()
-        )
-        with torch.inference_mode(), autocast:
+        with self._computing():
             found = self.model.encode(
                 texts, batch_size=batch_size, output_value="token_embeddings", show_progress_bar=False
             )
