@@ -44,6 +44,15 @@ def _quiet_env():
     os.environ.setdefault("TUNER_MALLOC", "system")
 
 
+@pytest.fixture(autouse=True)
+def _own_data_cache(tmp_path, monkeypatch):
+    # Converted rows are cached by content: two tests writing the same rows would share an entry, and the second
+    # would not convert what it may be testing. Each test keeps its own (tests of the cache convert twice in one).
+    import tuner.data.converted
+
+    monkeypatch.setattr(tuner.data.converted, "cache_dir", lambda: tmp_path / "cache")
+
+
 @pytest.fixture(scope="session")
 def smollm2_tokenizer_dir(tmp_path_factory) -> Path:
     """SmolLM2's real tokenizer (read from the offline GGUF) saved as a plain folder."""

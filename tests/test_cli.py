@@ -280,7 +280,7 @@ def test_the_cli_reference_page_is_every_commands_help():
 def test_each_commands_help_ends_with_an_example_that_names_real_files(name):
     import yaml
 
-    from tuner.cli import EXAMPLES
+    from tuner.options import EXAMPLES
 
     from helpers import ROOT
 

@@ -308,12 +308,18 @@ def test_a_large_file_reports_reading_and_converting(tmp_path, monkeypatch, caps
     import tuner.progress
 
     monkeypatch.setattr(tuner.progress, "LARGE", 50)  # what counts as large, scaled down for the test
-    train = write_jsonl(tmp_path / "big.jsonl", ticket_rows(120))
+    # A date sends the file through Python's line reader (pyarrow would make it a timestamp), which counts lines.
+    train = write_jsonl(tmp_path / "big.jsonl", [{**row, "date": "2026-12-03"} for row in ticket_rows(120)])
     splits = load_data(DataConfig(train=str(train), label_column="label"))
     said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tuner:")]
     assert len(splits.train) + len(splits.eval) == 120
     assert said[0].startswith("tuner: reading big.jsonl: 120 of 120 lines in ")
     assert said[1].startswith("tuner: converting ") and "120 of 120 rows" in said[1]
+    # pyarrow reads a plain file in a moment, unannounced; converting it is counted.
+    plain = write_jsonl(tmp_path / "plain.jsonl", ticket_rows(120))
+    load_data(DataConfig(train=str(plain), label_column="label"))
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tuner:")]
+    assert len(said) == 1 and said[0].startswith("tuner: converting ") and "120 of 120 rows" in said[0]
 
 
 def test_a_system_field_beside_a_system_message_is_a_bad_row(tmp_path):

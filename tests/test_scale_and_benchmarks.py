@@ -194,3 +194,19 @@ def test_the_ceiling_counts_useful_flops_by_its_formula_and_measures_matmuls(tin
     measured = ceiling.matmul_ceiling(model.config, tokens=64, dtype="fp32", seconds=0.05)
     assert set(measured) == {"q/o projection", "k/v projection", "mlp up/gate", "mlp down", "lm head", "ceiling"}
     assert measured["ceiling"] == max(v for k, v in measured.items() if k != "ceiling") > 0
+
+
+def test_the_data_scale_benchmark_prints_each_arm_with_its_ratio_to_the_cold_one(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "data_scale.py"), "--sizes", "300"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert "cores, native bf16:" in lines[0] and "pyarrow" in lines[0]
+    arms = {line.split("|")[3].strip(): line for line in lines if line.startswith("| 300 |")}
+    assert set(arms) == {"cold", "cached"} and arms["cold"].rstrip().endswith("| 1.00x |")
+    assert any("rows/s, whole command" in line for line in lines)

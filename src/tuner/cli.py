@@ -13,6 +13,14 @@ import click
 from .errors import SIGINT_EXIT, TunerError
 from .hardware import is_main_process
 from .noise import quiet_libraries, unwatched_bars_off
+from .options import (
+    dry_run_option,
+    example,
+    prompt_dry_run_option,
+    resume_option,
+    set_option,
+    spread_options,
+)
 from .progress import QUIET_VARIABLE
 from .secrets import redact
 from .summary import report_run
@@ -55,42 +63,6 @@ class Commands(click.Group):
                 err=True,
             )
             sys.exit(SIGINT_EXIT)
-
-
-# One line of each command's --help that runs as written from the repository's root (after the quickstart, for the
-# commands that read its runs); `tests/test_cli.py` checks each names a recipe that exists.
-EXAMPLES = {
-    "validate": "tuner validate recipes/quickstart/sft.yaml --set data.max_train_samples=100",
-    "sft": "tuner sft recipes/quickstart/sft.yaml --set train.max_steps=20 --dry-run",
-    "dpo": "tuner dpo recipes/quickstart/sft_then_dpo.yaml --seeds 0,1,2",
-    "kto": "tuner kto recipes/quickstart/kto.yaml",
-    "reward": "tuner reward recipes/quickstart/reward.yaml",
-    "grpo": "tuner grpo recipes/quickstart/grpo.yaml --set train.max_steps=10",
-    "fewshot": "tuner fewshot recipes/quickstart/fewshot.yaml --set fewshot.k=3 --dry-run",
-    "rag": "tuner rag recipes/knowledge/rag_bm25.yaml --set rag.k=5",
-    "eval": "tuner eval recipes/quickstart/sft.yaml --adapter runs/quickstart-sft",
-    "compare": "tuner compare runs/quickstart --price-per-cpu-hour 0.05",
-    "export": "tuner export runs/quickstart-sft --to gguf --quant q8_0",
-    "predict": "tuner predict runs/quickstart-sft --input examples/data/tickets/test.jsonl --output answers.jsonl",
-    "chat": "tuner chat runs/quickstart-sft",
-    "sweep": "tuner sweep recipes/quickstart/sft.yaml --grid data.max_train_samples=50,100,200 --seeds 0,1",
-    "decide": "tuner decide examples/data/tickets --budget 2h --requests-per-month 100000",
-}
-
-
-def example(command: str) -> str:
-    """The epilog of a command's --help: its example, kept on one line (click's \\b)."""
-    return f"\b\nExample:\n  {EXAMPLES[command]}"
-
-
-set_option = click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY.PATH=VALUE",
-    help="Override a recipe value, e.g. --set data.max_eval_samples=20 (repeatable; the value is read "
-    "as YAML: quote one holding a colon, --set 'key=\"a: b\"').",
-)
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -149,115 +121,86 @@ def _taken(output_dir: str) -> str:
     return f" (it holds files: this run will be {free})" if free != Path(output_dir) else ""
 
 
-dry_run_option = click.option(
-    "--dry-run",
-    is_flag=True,
-    help="Validate, build the model on the meta device and "
-    "estimate peak memory (weights, adapter, optimizer, activations); train nothing.",
-)
-prompt_dry_run_option = click.option(
-    "--dry-run",
-    is_flag=True,
-    help="Validate and build every eval prompt as the "
-    "run would (examples or retrieved passages; the index is built or reused), "
-    "then print their tokens and the first two prompts as the model reads them; "
-    "load no weights, score nothing.",
-)
-seeds_option = click.option(
-    "--seeds",
-    metavar="N,N,...",
-    help="Run the recipe once per seed into "
-    "<output_dir>/seed-<n>/ (same as `seeds:` in the recipe); compare shows them as one row "
-    "with their spread. Finished seeds of the same recipe are kept.",
-)
-resume_option = click.option(
-    "--resume",
-    is_flag=True,
-    help="Continue the newest interrupted run of this recipe "
-    "from its last whole checkpoint (same as `resume: auto` in the recipe).",
-)
-
-
 @cli.command(epilog=example("sft"))
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @set_option
-@seeds_option
+@spread_options
 @resume_option
 @dry_run_option
-def sft(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resume: bool, dry_run: bool) -> None:
+def sft(recipe_path: str, overrides: tuple[str, ...], spread: tuple, resume: bool, dry_run: bool) -> None:
     """Supervised fine-tuning of a LoRA/QLoRA adapter (TRL SFTTrainer)."""
-    _train(recipe_path, overrides, seeds, resume, dry_run, "sft")
+    _train(recipe_path, overrides, spread, resume, dry_run, "sft")
 
 
 @cli.command(epilog=example("dpo"))
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @set_option
-@seeds_option
+@spread_options
 @resume_option
 @dry_run_option
-def dpo(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resume: bool, dry_run: bool) -> None:
+def dpo(recipe_path: str, overrides: tuple[str, ...], spread: tuple, resume: bool, dry_run: bool) -> None:
     """Preference tuning (DPO) of a LoRA/QLoRA adapter (TRL DPOTrainer), new or continuing an SFT run (with seeds,
     each seed continues the same seed of the SFT run when `model.adapter` holds seed-<n> folders)."""
-    _train(recipe_path, overrides, seeds, resume, dry_run, "dpo")
+    _train(recipe_path, overrides, spread, resume, dry_run, "dpo")
 
 
 @cli.command(epilog=example("kto"))
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @set_option
-@seeds_option
+@spread_options
 @resume_option
 @dry_run_option
-def kto(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resume: bool, dry_run: bool) -> None:
+def kto(recipe_path: str, overrides: tuple[str, ...], spread: tuple, resume: bool, dry_run: bool) -> None:
     """Feedback tuning (KTO) of a LoRA/QLoRA adapter on answers marked good or bad (TRL KTOTrainer), new or
     continuing an SFT run."""
-    _train(recipe_path, overrides, seeds, resume, dry_run, "kto")
+    _train(recipe_path, overrides, spread, resume, dry_run, "kto")
 
 
 @cli.command(epilog=example("reward"))
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @set_option
-@seeds_option
+@spread_options
 @resume_option
 @dry_run_option
-def reward(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resume: bool, dry_run: bool) -> None:
+def reward(recipe_path: str, overrides: tuple[str, ...], spread: tuple, resume: bool, dry_run: bool) -> None:
     """A reward model from preference pairs: a LoRA adapter and a score head on the base (TRL RewardTrainer), scored
     by how often it ranks held-out chosen answers first."""
-    _train(recipe_path, overrides, seeds, resume, dry_run, "reward")
+    _train(recipe_path, overrides, spread, resume, dry_run, "reward")
 
 
 @cli.command(epilog=example("grpo"))
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @set_option
-@seeds_option
+@spread_options
 @resume_option
 @dry_run_option
-def grpo(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resume: bool, dry_run: bool) -> None:
+def grpo(recipe_path: str, overrides: tuple[str, ...], spread: tuple, resume: bool, dry_run: bool) -> None:
     """Reinforcement learning (GRPO, or RLOO with `grpo.algorithm: rloo`; TRL's trainers) of a LoRA/QLoRA adapter
     against the recipe's rewards: built-in checks of the answer, a reward model run, or your function; new or
     continuing an SFT run."""
-    _train(recipe_path, overrides, seeds, resume, dry_run, "grpo")
+    _train(recipe_path, overrides, spread, resume, dry_run, "grpo")
 
 
 @cli.command(epilog=example("fewshot"))
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @set_option
-@seeds_option
+@spread_options
 @prompt_dry_run_option
-def fewshot(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, dry_run: bool) -> None:
+def fewshot(recipe_path: str, overrides: tuple[str, ...], spread: tuple, dry_run: bool) -> None:
     """Few-shot prompt baseline: k in-context examples from the train split, no training."""
-    _prompt(recipe_path, overrides, seeds, dry_run, "fewshot")
+    _prompt(recipe_path, overrides, spread, dry_run, "fewshot")
 
 
 @cli.command(epilog=example("rag"))
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @set_option
-@seeds_option
+@spread_options
 @prompt_dry_run_option
-def rag(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, dry_run: bool) -> None:
+def rag(recipe_path: str, overrides: tuple[str, ...], spread: tuple, dry_run: bool) -> None:
     """Retrieval into the prompt: k passages from an index of the recipe's corpus before each question (BM25, dense
     or hybrid, optionally reranked), no training; with `model.adapter`, for a tuned adapter (SFT+RAG); with
     `rag.retrieval_only`, retrieval scored alone (recall@k, MRR, nDCG@k) and no model loaded."""
-    _prompt(recipe_path, overrides, seeds, dry_run, "rag")
+    _prompt(recipe_path, overrides, spread, dry_run, "rag")
 
 
 @cli.command("eval", epilog=example("eval"))
@@ -425,17 +368,17 @@ def chat_command(target: str, max_new_tokens: int) -> None:
 
 
 def _train(
-    recipe_path: str, overrides: tuple[str, ...], seeds: str | None, resume: bool, dry_run: bool, method: str
+    recipe_path: str, overrides: tuple[str, ...], spread: tuple, resume: bool, dry_run: bool, method: str
 ) -> None:
     if dry_run:
         _dry_run(recipe_path, overrides, method)
     else:
-        _run(recipe_path, overrides + (("resume=auto",) if resume else ()), seeds, method)
+        _run(recipe_path, overrides + (("resume=auto",) if resume else ()), spread, method)
 
 
-def _prompt(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, dry_run: bool, method: str) -> None:
+def _prompt(recipe_path: str, overrides: tuple[str, ...], spread: tuple, dry_run: bool, method: str) -> None:
     if not dry_run:
-        _run(recipe_path, overrides, seeds, method)
+        _run(recipe_path, overrides, spread, method)
         return
     from .recipes import preflight
 
@@ -459,15 +402,23 @@ def _dry_run(recipe_path: str, overrides: tuple[str, ...], method: str) -> None:
     click.echo(describe(result, recipe))
 
 
-def _run(recipe_path: str, overrides: tuple[str, ...], seeds: str | None, method: str) -> None:
+def _run(recipe_path: str, overrides: tuple[str, ...], spread: tuple, method: str) -> None:
+    """Run a recipe (once per seed with `--seeds`, on Ray workers with `--workers` or `--cluster`); `spread` is
+    (seeds, workers, cluster) as given."""
     from .recipes import module_for
     from .recipes.sweep import run_seeds
 
+    seeds, workers, cluster = spread
     try:
         # --seeds goes into the recipe before it is checked: a `model.adapter` of SFT seeds is checked seed by seed.
         recipe = _load(recipe_path, overrides + _seeds_override(seeds), method)
         chosen = recipe.seeds
-        results = run_seeds(recipe) if chosen else [module_for(method).run(recipe)]
+        if (workers or cluster) and not chosen:
+            raise TunerError(
+                f"{recipe_path}: --workers and --cluster dispatch the runs of several seeds (or a sweep), but this "
+                f"recipe runs once. Add --seeds 0,1,2 (or `seeds:` in the recipe), or leave them out."
+            )
+        results = run_seeds(recipe, workers=workers, cluster=cluster) if chosen else [module_for(method).run(recipe)]
     except TunerError as error:
         # Only training raises Interrupted, and then its module is loaded; a bad recipe's error must not load it
         # (and transformers with it) just to be told apart.
@@ -506,7 +457,7 @@ def _seeds_override(seeds: str | None) -> tuple[str, ...]:
     help="A recipe key and the values to run it at (repeatable: every combination runs), e.g. --grid "
     "data.max_train_samples=50,100,200,400.",
 )
-@seeds_option
+@spread_options
 @click.option(
     "--against",
     multiple=True,
@@ -517,16 +468,17 @@ def _seeds_override(seeds: str | None) -> tuple[str, ...]:
 )
 @set_option
 def sweep_command(
-    recipe_path: str, grids: tuple[str, ...], seeds: str | None, against: tuple[str, ...], overrides: tuple[str, ...]
+    recipe_path: str, grids: tuple[str, ...], spread: tuple, against: tuple[str, ...], overrides: tuple[str, ...]
 ) -> None:
     """Run a recipe over a grid of values (and seeds) into <output_dir>/<key>=<value>/, then compare the runs and
     draw the learning curve: accuracy against the first key, with the seed spread and the baselines. Finished runs
     are kept when the sweep runs again, interrupted training resumes."""
     from .recipes.sweep import parse_grid, sweep
 
+    seeds, workers, cluster = spread
     try:
         recipe = _load(recipe_path, overrides + _seeds_override(seeds))
-        done = sweep(recipe, parse_grid(grids), recipe.seeds, list(against))
+        done = sweep(recipe, parse_grid(grids), recipe.seeds, list(against), workers=workers, cluster=cluster)
     except TunerError as error:
         _fail(error)
     if not is_main_process():

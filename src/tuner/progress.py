@@ -149,10 +149,17 @@ def tracked(items, total: int, what: str, unit: str = "rows", at_least: int | No
     if total < (LARGE if at_least is None else at_least):
         yield from items
         return
+    # A thousandth of the total at a time: updating for each of a million rows cost 12 s.
+    step, pending = max(1, total // 1000), 0
     with Progress(total, what, unit) as progress:
         for item in items:
             yield item
-            progress.update()
+            pending += 1
+            if pending == step:
+                progress.update(pending)
+                pending = 0
+        if pending:
+            progress.update(pending)
 
 
 class RowClock:

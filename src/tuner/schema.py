@@ -144,6 +144,13 @@ class DataConfig(_Section):
         "memorisation.",
     )
     max_eval_samples: int | None = Field(None, gt=0, description="Cap on eval rows, for quick runs.")
+    cache: bool = Field(
+        True,
+        description="Keep each data file's converted rows in tuner's cache ($TUNER_CACHE/data), keyed by the "
+        "file's content and this section's converting keys, so the next run of the same file reads them "
+        "memory-mapped instead of converting (and, through datasets' cache beside them, tokenizing) again. "
+        "false converts every time and keeps nothing.",
+    )
     text_column: str | None = Field(None, description="Classification: the text column (detected if absent).")
     label_column: str = Field("label", description="Classification: the label column.")
     label_names: list[str] | None = Field(None, description="Classification: names for integer labels 0, 1, ...")

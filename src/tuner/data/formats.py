@@ -18,13 +18,14 @@ from ..errors import TunerError
 from ..progress import tracked
 from .messages import content_text, message, tools_json
 from .rows import join_answer
-from .sources import as_table, table
+from .sources import BATCH, arrow_table, as_table, in_memory, records
 
 TEXT_COLUMNS = ("text", "sentence", "content", "input", "question", "review", "document", "body")
 
 
-def text_column(columns: list[str], data_config) -> str | None:
-    """The classification text column: `data.text_column` when present, else the first usual name found."""
+def text_column(columns, data_config) -> str | None:
+    """The classification text column: `data.text_column` when present, else the first usual name found (`columns`:
+    the names, or a row, whose keys are its columns)."""
     if data_config.text_column:
         return data_config.text_column if data_config.text_column in columns else None
     return next((c for c in TEXT_COLUMNS if c in columns), None)
@@ -345,7 +346,7 @@ def _indexed_answer(row, data_config) -> str:
 
 
 def _from_classification(row, data_config):
-    column = text_column(list(row), data_config)
+    column = text_column(row, data_config)
     text = content_text(row[column], f"`{column}`")
     answer = (
         _indexed_answer(row, data_config)
@@ -479,7 +480,11 @@ def renamed(dataset, data_config, where: str):
     rename = {theirs: ours for ours, theirs in mapping.items() if theirs != ours}
     if not rename:
         return dataset
-    return as_table([{rename.get(key, key): value for key, value in row.items()} for row in dataset])
+    names = [rename.get(column, column) for column in columns]
+    if not isinstance(dataset, list) and len(set(names)) == len(names):
+        return dataset.rename_columns(rename)
+    # A name mapped onto a column that stays (or two onto one): each row keeps the value it would as a dict.
+    return as_table([{rename.get(key, key): value for key, value in row.items()} for row in records(dataset)])
 
 
 def to_canonical(dataset, data_config, where: str = "<data>"):
@@ -501,20 +506,45 @@ def to_canonical(dataset, data_config, where: str = "<data>"):
             f"{_mapping_example(columns, missing)}."
         )
     _refuse_mixed_formats(dataset, required, columns, where)
-    rows, bad = [], []
-    for number, row in tracked(enumerate(dataset), len(dataset), f"converting {where}"):
+    rows, bad, parts = [], [], []
+    for number, row in tracked(enumerate(records(dataset)), len(dataset), f"converting {where}"):
         try:
             rows.append(_with_row_extras(entry.convert(row, data_config), row, data_config))
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             bad.append((number, str(exc)))
         except TunerError as exc:  # a row that no skipping can fix (an image in a text data set) stops the data
             raise TunerError(f"{where} row {number}: {exc}") from None
-    if not rows:
+        if len(rows) == BATCH:  # a batch at a time into Arrow: a million rows as dicts would hold gigabytes
+            parts.append(arrow_table(rows))
+            rows = []
+    if rows:
+        parts.append(arrow_table(rows))
+    if not parts:
         reasons = "; ".join(f"row {n}: {r}" for n, r in bad[:3])
         raise TunerError(
             f"{where}: none of its {len(bad)} rows is usable as {fmt} ({reasons}). Fix the rows or the `data` section."
         )
-    return table(rows), fmt, bad
+    return _joined(parts), fmt, bad
+
+
+def _joined(parts: list):
+    """Arrow tables of converted rows as one `datasets.Dataset`: a column or message field that only later rows have
+    (a chat's tools, a turn's `train` switch) is null in the rows before."""
+    import pyarrow
+
+    return in_memory(parts[0] if len(parts) == 1 else pyarrow.concat_tables(parts, promote_options="permissive"))
+
+
+def _some_lacking(dataset, required: list[str]) -> bool:
+    """Whether some row of a data set has none of the `required` columns, counted by Arrow."""
+    import pyarrow.compute as pc
+
+    columns = dataset.with_format("arrow").select_columns(required)[:]
+    lacking = None
+    for name in required:
+        empty = pc.is_null(columns[name])
+        lacking = empty if lacking is None else pc.and_(lacking, empty)
+    return lacking is not None and pc.any(lacking).as_py() is True
 
 
 def _refuse_mixed_formats(dataset, required: list[str], columns: list[str], where: str) -> None:
@@ -522,17 +552,20 @@ def _refuse_mixed_formats(dataset, required: list[str], columns: list[str], wher
     others = [c for c in columns if c not in required]
     if not others:
         return
-    lacking = next(
-        (
-            n
-            for n, row in enumerate(dataset)
-            if all(row[c] is None for c in required) and any(row[c] is not None for c in others)
-        ),
-        None,
-    )
-    if lacking is None or all(all(row[c] is None for c in required) for row in dataset):
+    if not isinstance(dataset, list) and not _some_lacking(dataset, required):
         return
-    holds = [c for c in others if dataset[lacking][c] is not None]
+    lacking, holding = None, False
+    for number, row in enumerate(records(dataset)):
+        if all(row[c] is None for c in required):
+            if lacking is None and any(row[c] is not None for c in others):
+                lacking, lacking_row = number, row
+        else:
+            holding = True
+        if lacking is not None and holding:
+            break
+    if lacking is None or not holding:
+        return
+    holds = [c for c in others if lacking_row[c] is not None]
     raise TunerError(
         f"{where}: the rows mix formats: row {lacking} has none of {required} but holds {holds}, while "
         f"other rows have {required}. Put each format in its own file, or convert the rows to one."

@@ -17,7 +17,7 @@ from ..errors import TunerError
 from ..schema import DataConfig
 from .document_files import SUFFIXES as DOCUMENT_SUFFIXES
 from .formats import FORMATS
-from .sources import READERS
+from .sources import READERS, column_values
 from .splits import load_split
 
 # A file whose name holds one of these words holds held-out rows (test.jsonl, test_pairs.jsonl, dev.csv).
@@ -228,7 +228,7 @@ def _read(path: Path, eval: bool) -> DataFile | str:
         return f"{path}: no usable rows"
     labels = counts = None
     if fmt == "classification" and "label" in dataset.column_names:
-        counts = dict(Counter(str(label) for label in dataset["label"] if label is not None))
+        counts = dict(Counter(str(label) for label in column_values(dataset, "label") if label is not None))
         labels = sorted(counts)
     return DataFile(
         path=path,

@@ -18,6 +18,8 @@ import re
 import string
 from typing import Any
 
+from .sources import records
+
 
 def join_answer(prompt: str, answer: str) -> str:
     """Plain-text prompt and answer as one string: one space between them unless the prompt ends in whitespace."""
@@ -27,7 +29,7 @@ def join_answer(prompt: str, answer: str) -> str:
 def fingerprint(dataset) -> str:
     """SHA-256 of the canonical rows, so runs can tell whether they saw the same data."""
     digest = hashlib.sha256()
-    for row in dataset:
+    for row in records(dataset):
         digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode())
     return digest.hexdigest()
 
@@ -96,7 +98,7 @@ def eval_identity(rows, eval_config) -> dict[str, str]:
 def scoring_rows(dataset) -> list[dict[str, Any]]:
     """Eval rows as prompt/completion, the form the evaluator scores (chats are split at the last answer; of
     feedback rows, the answers marked good, each the gold answer of its prompt)."""
-    rows = [row for row in dataset if row.get("desirable") is not False]
+    rows = [row for row in records(dataset) if row.get("desirable") is not False]
     return [last_turn_as_completion(row) if "messages" in row else row for row in rows]
 
 

@@ -4,12 +4,14 @@ eval file, sample caps applied, bad rows reported, fingerprints taken."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import TunerError
+from .converted import converted, kept_fingerprint
 from .formats import FORMATS, to_canonical, unpaired
 from .rows import asked, fingerprint, scoring_rows
-from .sources import file_lines, read_source, table
+from .sources import column_values, file_lines, read_source, records, table
 
 _MAX_REPORTED = 10
 
@@ -39,14 +41,23 @@ def _describe_bad(bad: list[tuple[int, str]], where: str, path: str | None = Non
 
 def load_split(source, data_config, where: str, seed: int = 0):
     """Read and convert one source (its own `format` and `columns` over the data section's, its `max_samples` cap
-    drawn with `seed`); returns (dataset, format, bad-row report, the raw columns)."""
+    drawn with `seed`); returns (dataset, format, bad-row report, the raw columns). A file's converted rows come
+    from tuner's cache when the same file was converted by the same settings before (`data.cache`)."""
     where = f"{where} ({source.describe()})"
-    raw = read_source(source, where)
     own = {key: value for key, value in (("format", source.format), ("columns", source.columns)) if value}
-    dataset, fmt, bad = to_canonical(raw, data_config.model_copy(update=own) if own else data_config, where)
+    config = data_config.model_copy(update=own) if own else data_config
+
+    def convert():
+        raw = read_source(source, where)
+        return (*to_canonical(raw, config, where), list(raw.column_names))
+
+    if source.path is not None and data_config.cache and Path(source.path).is_file():
+        dataset, fmt, bad, columns = converted(Path(source.path), config, convert)
+    else:
+        dataset, fmt, bad, columns = convert()
     if source.max_samples and source.max_samples < len(dataset):
-        dataset = dataset.shuffle(seed=seed).select(range(source.max_samples))
-    return dataset, fmt, _describe_bad(bad, source.describe(), source.path), list(raw.column_names)
+        dataset = dataset.shuffle(seed=seed, keep_in_memory=True).select(range(source.max_samples))
+    return dataset, fmt, _describe_bad(bad, source.describe(), source.path), columns
 
 
 def _mixture(data_config, seed: int, source: str):
@@ -69,7 +80,7 @@ def _mixture(data_config, seed: int, source: str):
         )
     draw, rows, report = random.Random(seed), [], []
     for one, (dataset, fmt, bad, _) in zip(data_config.train_sources(), parts):
-        items = list(dataset)
+        items = list(records(dataset))
         whole, part = divmod(one.weight, 1)
         chosen = items * int(whole) + draw.sample(items, round(part * len(items)))
         rows += chosen
@@ -135,7 +146,7 @@ def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
         evaluation = evaluation.select(range(data_config.max_eval_samples))
     train, overlap = _without_eval_questions(train, evaluation, data_config, source)
     if data_config.max_train_samples and data_config.max_train_samples < len(train):
-        train = train.shuffle(seed=seed).select(range(data_config.max_train_samples))
+        train = train.shuffle(seed=seed, keep_in_memory=True).select(range(data_config.max_train_samples))
     for bad in (train_bad, eval_bad):
         for line in bad["first"]:
             print(f"tuner: skipped {line}")
@@ -152,8 +163,8 @@ def load_data(data_config, seed: int = 0, source: str = "<recipe>") -> Splits:
         "train_rows": len(train),
         "eval_rows": len(evaluation),
         "train_rows_dropped_as_eval_questions": overlap,
-        "train_fingerprint": fingerprint(train),
-        "eval_fingerprint": fingerprint(evaluation),
+        "train_fingerprint": kept_fingerprint(train, fingerprint),
+        "eval_fingerprint": kept_fingerprint(evaluation, fingerprint),
         "skipped_train_rows": train_bad,
         "skipped_eval_rows": eval_bad,
         "split_seed": data_config.split_seed if data_config.eval is None else None,
@@ -171,7 +182,7 @@ def _label_set(train, evaluation) -> list[str] | None:
             str(label)
             for split in (train, evaluation)
             if "label" in split.column_names
-            for label in split["label"]
+            for label in column_values(split, "label")
             if label is not None
         }
     )
@@ -181,11 +192,11 @@ def _unseen_labels(train, evaluation, labels: list[str] | None) -> dict[str, Any
     """Eval rows whose label no train row has (a model trained on these rows never saw it), said and recorded."""
     if not labels or "label" not in train.column_names or "label" not in evaluation.column_names:
         return {}
-    seen = {str(label) for label in train["label"]}
-    rows = [n for n, label in enumerate(evaluation["label"]) if label is not None and str(label) not in seen]
+    seen, held_out = {str(label) for label in column_values(train, "label")}, column_values(evaluation, "label")
+    rows = [n for n, label in enumerate(held_out) if label is not None and str(label) not in seen]
     if not rows:
         return {}
-    names = sorted({str(evaluation["label"][n]) for n in rows})
+    names = sorted({str(held_out[n]) for n in rows})
     print(
         f"tuner: {len(rows)} eval {'row has' if len(rows) == 1 else 'rows have'} a label no train row has "
         f"({', '.join(names[:10])}"
@@ -201,18 +212,76 @@ def _without_eval_questions(train, evaluation, data_config, source: str):
     marked right for remembering it. Matching the last user turn alone dropped every chat ending in "thanks"."""
     if not data_config.drop_eval_overlap:
         return train, 0
-    questions = {asked(row) for row in scoring_rows(evaluation)}
-    keep, gone = [], []
-    for number, row in enumerate(train):
-        (gone if asked(row) in questions else keep).append(number)
+    scored = scoring_rows(evaluation)
+    questions = {asked(row) for row in scored}
+    candidates = _may_ask(train, scored)
+    if candidates is None:
+        numbered = enumerate(records(train))
+    else:
+        numbered = zip(candidates, records(train.select(candidates, keep_in_memory=True)))
+    gone = [number for number, row in numbered if asked(row) in questions]
     if not gone:
         return train, 0
+    dropped = set(gone)
+    keep = [number for number in range(len(train)) if number not in dropped]
     shown = "; ".join(f"row {n}: {asked(train[n])[:60]!r}" for n in gone[:3]) + ("; ..." if len(gone) > 3 else "")
     print(
         f"tuner: dropped {len(gone)} train {'row' if len(gone) == 1 else 'rows'} asking what an eval row asks, the "
         f"whole conversation before the answer (data.drop_eval_overlap: false keeps them): {shown}"
     )
-    return train.select(keep), len(gone)
+    return train.select(keep, keep_in_memory=True), len(gone)
+
+
+def _may_ask(train, scored: list[dict[str, Any]]) -> list[int] | None:
+    """The numbers of the train rows that may ask what a scored row asks, found by Arrow without reading rows into
+    Python: those whose prompt is one of the scored prompts, or that hold some scored row's last turn before its
+    answer (a row asking the same holds it). None where Arrow cannot tell (rows as dicts, turns without text), and
+    every row is checked."""
+    import numpy as np
+
+    column = "messages" if "messages" in train.column_names else "prompt"
+    if isinstance(train, list) or column not in train.column_names or not len(train):
+        return None
+    texts = set()
+    for row in scored:
+        prompt = row["prompt"]
+        turns = [prompt] if isinstance(prompt, str) else [m.get("content") for m in prompt if m.get("role") != "system"]
+        if not turns or not isinstance(turns[-1], str):
+            return None
+        texts.add(turns[-1])
+    if not texts:
+        return []
+    chunks = train.with_format("arrow")[column].chunks
+    found, start = [], 0
+    for chunk in chunks:  # chunk by chunk: a memory-mapped column stays on disk
+        rows = _asking(chunk, texts)
+        if rows is None:
+            return None
+        found.append(rows + start)
+        start += len(chunk)
+    return np.concatenate(found).tolist() if found else []
+
+
+def _asking(values, texts: set[str]):
+    """The rows of one Arrow chunk of prompts (text) or turns (a list of messages) holding one of `texts`, as a numpy
+    array of row numbers; None for another type."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = values.type
+    if pa.types.is_string(kind):
+        found = pc.is_in(values, value_set=pa.array(sorted(texts), type=kind))
+        return np.flatnonzero(found.fill_null(False).to_numpy(zero_copy_only=False))
+    if not (pa.types.is_list(kind) and pa.types.is_struct(kind.value_type)):
+        return None
+    struct = kind.value_type
+    if struct.get_field_index("content") < 0 or not pa.types.is_string(struct.field("content").type):
+        return None
+    contents = pc.struct_field(pc.list_flatten(values), "content")
+    found = pc.is_in(contents, value_set=pa.array(sorted(texts), type=contents.type))
+    parents = pc.list_parent_indices(values).to_numpy()
+    return np.unique(parents[found.fill_null(False).to_numpy(zero_copy_only=False)])
 
 
 def require_train_rows(splits: Splits, source: str) -> None:
@@ -265,7 +334,7 @@ def feedback_rows(dataset, seed: int):
 
 def feedback_counts(rows) -> dict[str, int]:
     """How many feedback rows are thumbs up (`desirable`) and thumbs down (`undesirable`)."""
-    marks = list(rows["desirable"])
+    marks = column_values(rows, "desirable")
     return {"desirable": sum(1 for mark in marks if mark), "undesirable": sum(1 for mark in marks if not mark)}
 
 

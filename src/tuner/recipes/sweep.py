@@ -34,6 +34,7 @@ from ..runs import RunResult, resumable
 from ..schema import Recipe
 from ..secrets import redact_data
 from . import module_for
+from .workers import run_on_workers
 
 # Keys that say where and how a run went, not what it is: a finished run differing only in these is the same run.
 WHERE_KEYS = ("output_dir", "resume", "seeds")
@@ -160,24 +161,34 @@ def _same_data(recipe: Recipe, manifest: dict[str, Any], folder: Path) -> bool:
     return not changed
 
 
-def run_all(recipes: list[Recipe]) -> list[RunResult]:
-    """Run each planned recipe with its method's module; one whose folder holds its finished run is kept, not run."""
-    results = []
+def run_all(recipes: list[Recipe], workers: int | None = None, cluster: str | None = None) -> list[RunResult]:
+    """Run each planned recipe with its method's module, here one after another, or on Ray (`workers`: a local
+    cluster of that many; `cluster`: a running cluster's address); one whose folder holds its finished run is kept,
+    not run. Results come back in the planned order."""
+    results: list[RunResult | None] = []
+    todo = []
     for recipe in recipes:
         done = finished_run(recipe)
-        if done is not None:
-            if is_main_process():
-                print(f"tuner: {done.run_dir} holds a finished run of this recipe; kept (delete it to run it again)")
-            results.append(done)
-            continue
-        results.append(module_for(recipe.method).run(recipe))
-    return results
+        if done is not None and is_main_process():
+            print(f"tuner: {done.run_dir} holds a finished run of this recipe; kept (delete it to run it again)")
+        results.append(done)
+        if done is None:
+            todo.append(recipe)
+    if workers is not None or cluster is not None:
+        ran = iter(run_on_workers(todo, workers, cluster))
+        return [done if done is not None else next(ran) for done in results]
+    return [
+        done if done is not None else module_for(recipe.method).run(recipe) for done, recipe in zip(results, recipes)
+    ]
 
 
-def run_seeds(recipe: Recipe, seeds: list[int] | None = None) -> list[RunResult]:
+def run_seeds(
+    recipe: Recipe, seeds: list[int] | None = None, workers: int | None = None, cluster: str | None = None
+) -> list[RunResult]:
     """Run `recipe` once per seed (`seeds`, else the recipe's `seeds`) into `<output_dir>/seed-<n>/`; finished seeds
-    of the same recipe are kept, interrupted ones resume when the recipe says `resume: auto` (--resume)."""
-    return run_all(plan(recipe, None, seeds))
+    of the same recipe are kept, interrupted ones resume when the recipe says `resume: auto` (--resume); with
+    `workers` or `cluster`, the seeds run side by side on Ray (`run_on_workers`)."""
+    return run_all(plan(recipe, None, seeds), workers, cluster)
 
 
 @dataclass
@@ -206,11 +217,18 @@ class Sweep:
 
 
 def sweep(
-    recipe: Recipe, grid: dict[str, list[Any]], seeds: list[int] | None = None, against: list[str | Path] = ()
+    recipe: Recipe,
+    grid: dict[str, list[Any]],
+    seeds: list[int] | None = None,
+    against: list[str | Path] = (),
+    workers: int | None = None,
+    cluster: str | None = None,
 ) -> Sweep:
     """Run `recipe` at every point of `grid` ({key path: [values]}) and seed (training runs resume when interrupted,
     finished ones are kept), then compare them with the runs `against` (prompt baselines, drawn as horizontal lines;
-    the most accurate is the baseline of every Δ) and draw the learning curve along the first key."""
+    the most accurate is the baseline of every Δ) and draw the learning curve along the first key. With `workers`
+    (a local Ray cluster of that many) or `cluster` (a Ray cluster's address) the runs go side by side to Ray, and
+    the comparison is made when all are done."""
     if not grid:
         raise TunerError(
             "a sweep needs at least one --grid KEY.PATH=VALUE,VALUE,... (for example --grid "
@@ -220,7 +238,7 @@ def sweep(
         find_runs(list(against))  # a wrong baseline folder is named before hours of training, not after
     resumable = {"resume": "auto"} if recipe.method in TRAINING_METHODS else {}
     planned = plan(recipe.model_copy(update=resumable), grid, seeds)
-    results = run_all(planned)
+    results = run_all(planned, workers, cluster)
     against = [str(path) for path in against]
     baseline = _most_accurate(against)
     comparison = compare([str(result.run_dir) for result in results] + against, baseline=baseline)
