@@ -74,12 +74,16 @@ def test_a_sweep_of_six_runs_on_two_ray_workers_compares_as_a_serial_sweep(
     assert not ray.is_initialized()  # the local cluster started for the sweep is stopped after it
 
 
-def test_seeds_on_ray_keep_finished_seeds_and_run_only_the_rest(tiny_model_dir, ticket_files, tmp_path):
+def test_seeds_on_ray_keep_finished_seeds_and_run_only_the_rest(tiny_model_dir, ticket_files, tmp_path, monkeypatch):
     document = _document(tiny_model_dir, ticket_files, tmp_path / "seeds")
     first = run_seeds(recipe_from_dict(document), [0])
     results = run_seeds(recipe_from_dict(document), [0, 1], workers=2)
     assert [result.run_dir for result in results][0] == first[0].run_dir  # kept, not run again
     assert results[1].metrics["train_steps"] == 2 and Path(results[1].run_dir).name == "seed-1"
+    # Every seed finished: nothing to send, and no cluster is started for nothing.
+    monkeypatch.setattr(ray, "init", lambda *args, **kwargs: pytest.fail("a Ray cluster was started"))
+    again = run_seeds(recipe_from_dict(document), [0, 1], workers=2)
+    assert [result.run_dir for result in again] == [result.run_dir for result in results]
 
 
 def test_a_runs_own_error_comes_back_from_its_worker_as_its_paragraph(tiny_model_dir, ticket_files, tmp_path):

@@ -47,6 +47,8 @@ def run_on_workers(recipes: list[Recipe], workers: int | None = None, cluster: s
         ) from None
     if workers is not None and workers < 1:
         raise TunerError(f"--workers {workers}: give a number of workers of 1 or more (for example --workers 2).")
+    if not recipes:
+        return []  # every run was finished and kept: no cluster to start
     started = not ray.is_initialized()
     if started:
         _start(ray, workers, cluster)
