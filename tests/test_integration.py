@@ -214,7 +214,7 @@ def test_sft_then_dpo(quickstart_run, tmp_path):
 
 
 def test_quickstart_exports_reproduce_the_run(quickstart_run, tmp_path):
-    """`tuner export` of the quickstart SFT: the merged folder in plain transformers within 1e-4 (fp32) of base +
+    """`tuner export` of the quickstart SFT: the merged folder in plain transformers within 1e-3 (fp32) of base +
     adapter and scoring the run's accuracy with `tuner eval`; the f16 GGUF through transformers' GGUF reader within
     the tolerance it reports, with the base GGUF's own tokenizer metadata."""
     from gguf import GGUFReader
@@ -222,7 +222,8 @@ def test_quickstart_exports_reproduce_the_run(quickstart_run, tmp_path):
     done = tuner("export", str(quickstart_run), "--to", "merged", "--out", str(tmp_path / "merged"))
     assert done.returncode == 0, done.stderr[-3000:]
     merged = read_json(tmp_path / "merged" / "export.json")
-    assert merged["check"]["max_abs_logprob_difference"] <= 1e-4 and merged["merged_into"] == "the base's fp32 weights"
+    assert merged["check"]["max_abs_logprob_difference"] <= merged["check"]["tolerance"] == 1e-3
+    assert merged["merged_into"] == "the base's fp32 weights"
     assert f"Export: {tmp_path / 'merged'}" in done.stdout
     scored = tuner(
         "eval",

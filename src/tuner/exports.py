@@ -31,7 +31,9 @@ FORMATS = ("merged", "gguf", "adapter")
 # Largest difference in a next-token log-probability (nats) each export may show against base + adapter in fp32.
 # Measured on the quickstart SFT run (BENCHMARKS.md, at most): fp32 8e-5 (float rounding), f16 0.02, bf16 0.2,
 # q8_0 0.43; the tolerances leave room above those and still catch a wrong tensor (differences of whole nats).
-TOLERANCES = {"fp32": 1e-4, "f32": 1e-4, "f16": 0.1, "fp16": 0.1, "bf16": 0.5, "q8_0": 0.75, "adapter": 1e-6}
+# fp32 is 1e-3: on a 2-core Intel Xeon with AVX512-BF16 the same check of the same run folder gave 7.5e-4 once and
+# 2.9e-5 the next time (fp32 float rounding that varies from process to process there), where 1e-4 refused it.
+TOLERANCES = {"fp32": 1e-3, "f32": 1e-3, "f16": 0.1, "fp16": 0.1, "bf16": 0.5, "q8_0": 0.75, "adapter": 1e-6}
 BYTES_PER_PARAMETER = {"fp32": 4, "f32": 4, "fp16": 2, "f16": 2, "bf16": 2, "q8_0": 1.07, "adapter": 0}
 CHECK_ROWS = 8
 
