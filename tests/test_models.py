@@ -6,23 +6,46 @@ from pathlib import Path
 
 import pytest
 
+import tuner.speed
 from tuner import TunerError
-from tuner.hardware import cpu_has_native_bf16
 from tuner.models import load_model, resolve_model_path
 from tuner.schema import ModelConfig
-from tuner.speed import Precision, decide_precision
+from tuner.speed import BF16_MIN_SPEEDUP, Precision, cpu_bf16_speedup_here, decide_precision
 
 from helpers import OFFLINE_MODEL
 
 
-def test_auto_dtype_on_a_cpu_follows_native_bf16_support():
+def test_auto_dtype_on_a_cpu_trains_as_native_bf16_allows_and_scores_in_fp32():
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    auto = "bf16" if cpu_has_native_bf16() else "fp32"
-    assert decide_precision(ModelConfig(name_or_path="x")) == Precision(compute=auto, weights="fp32")
-    assert decide_precision(ModelConfig(name_or_path="x", dtype="bf16")) == Precision(compute="bf16", weights="fp32")
+    speedup = cpu_bf16_speedup_here()
+    auto = "bf16" if speedup and speedup >= BF16_MIN_SPEEDUP else "fp32"
+    assert decide_precision(ModelConfig(name_or_path="x")) == Precision(compute=auto, weights="fp32", scoring="fp32")
+    asked = decide_precision(ModelConfig(name_or_path="x", dtype="bf16"))
+    assert asked == Precision(compute="bf16", weights="fp32", scoring="bf16")
+
+
+def test_native_bf16_that_measures_slower_than_fp32_trains_in_fp32(monkeypatch, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    monkeypatch.setenv("TUNER_CACHE", str(tmp_path))
+    monkeypatch.setattr(tuner.speed, "cpu_has_native_bf16", lambda: True)
+    measured = []
+    monkeypatch.setattr(tuner.speed, "cpu_bf16_speedup", lambda: measured.append(1) or 0.6)
+    slow = decide_precision(ModelConfig(name_or_path="x"))
+    assert slow == Precision(compute="fp32", weights="fp32", scoring="fp32") and "0.60x" in slow.reason
+    decide_precision(ModelConfig(name_or_path="x"))
+    assert measured == [1]  # measured once per machine, then read from tuner's cache
+    (cached,) = (tmp_path / "hardware").iterdir()
+    cached.write_text('{"speedup": 1.7}')
+    fast = decide_precision(ModelConfig(name_or_path="x"))
+    assert fast == Precision(compute="bf16", weights="fp32", scoring="fp32") and "1.70x" in fast.reason
+    monkeypatch.setattr(tuner.speed, "cpu_has_native_bf16", lambda: False)
+    assert decide_precision(ModelConfig(name_or_path="x")).reason == "fp32: the CPU has no native bf16"
 
 
 def test_cpu_weights_stay_fp32_under_bf16(tiny_model_dir):

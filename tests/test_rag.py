@@ -279,8 +279,10 @@ def test_embeddings_use_bf16_only_where_the_hardware_computes_it(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
     assert embedder.embedding_precision() == "fp32"
     monkeypatch.setattr(embedder, "device_kind", lambda: "cpu")
-    monkeypatch.setattr(embedder, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(embedder, "cpu_bf16_speedup_here", lambda: 2.0)
     assert embedder.embedding_precision() == "bf16"
+    monkeypatch.setattr(embedder, "cpu_bf16_speedup_here", lambda: 0.6)  # native bf16 that measured slower
+    assert embedder.embedding_precision() == "fp32"
 
 
 def test_an_embedding_model_that_cannot_be_found_is_named(tmp_path):

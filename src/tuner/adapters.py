@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TunerError
+from .files import as_umask_allows, write_json
 
 
 def build_peft_config(adapter_config, head: str = "causal_lm"):
@@ -114,8 +115,12 @@ def gathered_state_dict(trainer) -> dict[str, Any] | None:
     return trainer.accelerator.get_state_dict(trainer.deepspeed if trainer.is_deepspeed_enabled else trainer.model)
 
 
-def save_adapter(model, tokenizer, folder: Path, state_dict: dict[str, Any] | None = None) -> None:
-    """Adapter weights as safetensors, with the tokenizer and chat template beside them.
+def save_adapter(
+    model, tokenizer, folder: Path, state_dict: dict[str, Any] | None = None, base_name: str | None = None
+) -> None:
+    """Adapter weights as safetensors, with the tokenizer and chat template beside them, readable as the umask
+    allows; `base_name` (the recipe's `model.name_or_path`) is the base its adapter_config.json names, not the
+    machine-local folder the base was loaded from (a GGUF's converted checkpoint in tuner's cache).
 
     Not `trainer.save_model`: it also pickles the training arguments (training_args.bin), and a run folder holds
     safetensors and text only.
@@ -128,3 +133,8 @@ def save_adapter(model, tokenizer, folder: Path, state_dict: dict[str, Any] | No
         **({"state_dict": state_dict} if state_dict is not None else {}),
     )
     tokenizer.save_pretrained(str(folder))
+    config_file = folder / "adapter_config.json"
+    if base_name and config_file.is_file():
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        write_json(config_file, {**config, "base_model_name_or_path": base_name})
+    as_umask_allows(folder)

@@ -17,7 +17,8 @@ from typing import Any
 
 from .errors import TunerError
 from .files import cache_dir
-from .hardware import cpu_has_native_bf16, cuda_has_bf16, device_kind
+from .hardware import cuda_has_bf16, device_kind
+from .speed import BF16_MIN_SPEEDUP, cpu_bf16_speedup_here
 
 DEFAULT = "all-MiniLM-L6-v2"
 # The names the packaged model answers to: a recipe may use the hub id it was published under.
@@ -125,10 +126,13 @@ class Embedder:
 
 
 def embedding_precision() -> str:
-    """bf16 where the hardware computes it natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX), else
-    fp32: emulated bf16 is many times slower than fp32."""
-    native = cuda_has_bf16() if device_kind() == "cuda" else cpu_has_native_bf16()
-    return "bf16" if native else "fp32"
+    """bf16 where the hardware computes it natively and fast (a CUDA GPU with bf16, a CPU where bf16 measured
+    faster than fp32: `speed.cpu_bf16_speedup_here`), else fp32: emulated bf16 is many times slower than fp32, and
+    native bf16 without AMX measured slower too."""
+    if device_kind() == "cuda":
+        return "bf16" if cuda_has_bf16() else "fp32"
+    speedup = cpu_bf16_speedup_here()
+    return "bf16" if speedup and speedup >= BF16_MIN_SPEEDUP else "fp32"
 
 
 def load_embedder(name: str, where: str = "<recipe>") -> Embedder:

@@ -399,6 +399,15 @@ def precision_autocast(model, precision: str | None):
     return torch.autocast(device_type=parameter.device.type, dtype=dtype)
 
 
+def scored_precision(model, precision: str | None) -> str:
+    """The precision scores were computed in: the autocast's, else the weights' dtype."""
+    import torch
+
+    if precision in ("bf16", "fp16") and next(model.parameters()).dtype == torch.float32:
+        return precision
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(next(model.parameters()).dtype, "fp32")
+
+
 def evaluate(
     model, tokenizer, rows, eval_config, label_names: list[str] | None = None, precision: str | None = None
 ) -> EvalResult:
@@ -446,6 +455,7 @@ def evaluate(
         **extra,
         "latency_ms_per_example": round(1000 * record["wall_seconds"] / len(rows), 2),
         "prompt_tokens_per_example": round(prompt_tokens / len(rows), 1),
+        "precision": scored_precision(model, precision),
         **eval_identity(rows, eval_config),
         "phase": record,
     }

@@ -13,6 +13,7 @@ format's tolerance go into `export.json` beside a model card.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -182,9 +183,41 @@ def load_adapter(run, folder: Path):
     return PeftModel.from_pretrained(loaded.model, str(folder)).eval(), loaded.tokenizer
 
 
+# transformers 4 names the tokenizer classes of 5 otherwise; `PreTrainedTokenizerFast` reads tokenizer.json in both.
+TOKENIZER_CLASS_BOTH_READ = "PreTrainedTokenizerFast"
+
+
+def readable_by_transformers_4(folder: Path) -> None:
+    """Make a merged folder that transformers 5 wrote read the same in transformers 4 (TGI and older servers):
+    transformers 5 writes RoPE's settings only as `rope_parameters` and the tokenizer class as `TokenizersBackend`;
+    transformers 4 does not know that class, and without a top-level `rope_theta` it silently takes 10000 (off by
+    whole nats for SmolLM2's 100000). The 4.x keys are added beside the 5.x ones, which 5.x reads first."""
+    config_file, tokenizer_file = folder / "config.json", folder / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    rope = config.get("rope_parameters") or {}
+    # Models with sliding and full attention (Gemma 3) keep one RoPE per kind of layer; 4.x calls the local one
+    # `rope_local_base_freq`.
+    full, local = (rope, None) if "rope_theta" in rope else (rope.get("full_attention"), rope.get("sliding_attention"))
+    if isinstance(full, dict) and "rope_theta" in full:
+        config.setdefault("rope_theta", full["rope_theta"])
+        if full.get("rope_type", "default") != "default":
+            config.setdefault("rope_scaling", {k: v for k, v in full.items() if k != "rope_theta"})
+    if isinstance(local, dict) and "rope_theta" in local:
+        config.setdefault("rope_local_base_freq", local["rope_theta"])
+    if "dtype" in config:
+        config.setdefault("torch_dtype", config["dtype"])
+    write_text(config_file, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    if tokenizer_file.is_file():
+        tokenizer_config = json.loads(tokenizer_file.read_text(encoding="utf-8"))
+        if tokenizer_config.get("tokenizer_class") == "TokenizersBackend":
+            tokenizer_config["tokenizer_class"] = TOKENIZER_CLASS_BOTH_READ
+            write_text(tokenizer_file, json.dumps(tokenizer_config, indent=2, ensure_ascii=False) + "\n")
+
+
 def save_merged(model, tokenizer, folder: Path) -> list[str]:
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
+    readable_by_transformers_4(folder)
     return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
 
 
@@ -266,6 +299,13 @@ def record(
     }
 
 
+def hub_id(name: str) -> bool:
+    """Whether a model name is a Hugging Face Hub id (`owner/name`), the only kind a model card's `base_model` may
+    hold: a `pkg://` name or a local folder there becomes a broken link on the Hub and in llama.cpp's converter
+    (`general.base_model.0.repo_url`)."""
+    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", name)) and not Path(name).exists()
+
+
 def model_card(info: dict[str, Any]) -> str:
     """README.md of an export: what it is, what it was trained on, how it scored, how close it is to the run."""
     base, check, scores = info["base_model"], info["check"], info.get("eval") or {}
@@ -273,13 +313,15 @@ def model_card(info: dict[str, Any]) -> str:
     score = (
         f"{scores.get('metric', 'accuracy')} {scores['accuracy']:.4f} (95% CI {scores['accuracy_ci95'][0]:.4f}-"
         f"{scores['accuracy_ci95'][1]:.4f}) on {scores['rows']} held-out rows ({scores['task']} task, "
-        f"{info['eval_data'] or 'held out from the train data'})"
+        f"{info['eval_data'] or 'held out from the train data'}"
+        + (f", computed in {scores['precision']}" if scores.get("precision") else "")
+        + ")"
         if scores
         else "not scored (no `eval.task`)"
     )
     lines = [
         "---",
-        f"base_model: {base['name_or_path']}",
+        *([f"base_model: {base['name_or_path']}"] if hub_id(base["name_or_path"]) else []),
         f"library_name: {library}",
         "tags:",
         "- tuner",
@@ -329,6 +371,11 @@ USAGE = {
     ],
     "gguf": lambda info: [
         f"llama-server -m {info['files'][0]}           # llama.cpp, OpenAI-compatible server",
+        *(
+            ["# on an Intel Xeon with AMX add --no-repack: llama.cpp's AMX kernel crashes on q8_0 weights (upstream)"]
+            if info["quant"] == "q8_0"
+            else []
+        ),
         "ollama create my-model -f Modelfile && ollama run my-model",
     ],
     "adapter": lambda info: [

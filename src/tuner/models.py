@@ -176,8 +176,9 @@ class LoadedModel:
 
     @property
     def dtype(self) -> str:
-        """The compute precision (bf16, fp16 or fp32), as the evaluator's autocast takes it."""
-        return self.precision.compute
+        """The precision the evaluator scores in (bf16, fp16 or fp32), as its autocast takes it: fp32 on a CPU under
+        `model.dtype: auto` even where training ran in bf16 autocast (`speed.decide_precision`)."""
+        return self.precision.scoring or self.precision.compute
 
 
 def _quantization_config(quantize: str | None, dtype: str, storage: str | None = None):

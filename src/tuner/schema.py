@@ -25,7 +25,10 @@ class ModelConfig(_Section):
         "an installed Python package (the offline SmolLM2 GGUF)."
     )
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
-        "auto", description="auto: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPUs."
+        "auto",
+        description="auto: bf16 on GPUs that support it, fp16 on older GPUs; on CPUs, training in bf16 autocast "
+        "where the CPU computes bf16 natively (fp32 elsewhere) and scoring in fp32, the precision the exports "
+        "serve in. A set value is used for training and scoring alike.",
     )
     quantize: Literal["4bit", "8bit"] | None = Field(
         None, description="Load the base weights with bitsandbytes (4bit = NF4, QLoRA with an adapter)."

@@ -14,15 +14,27 @@ and keep attention short, so SFT packs only under flash attention and groups by 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.util import find_spec
 from typing import Any
 
 from .errors import TunerError
 from .estimate import estimate
-from .hardware import available_memory_mb, cpu_has_native_bf16, cuda_capability, cuda_has_bf16, device_kind
+from .files import cache_dir, write_json
+from .hardware import (
+    available_memory_mb,
+    cpu_bf16_speedup,
+    cpu_flags,
+    cpu_has_native_bf16,
+    cpu_name,
+    cuda_capability,
+    cuda_has_bf16,
+    device_kind,
+)
 from .rendering import longest_row_tokens
 
 FLASH_ATTENTION = ("flash_attention_2", "flash_attention_3")
@@ -46,10 +58,42 @@ BATCH_LOSSES = {"aot", "aot_unpaired", "sft"}
 
 @dataclass(frozen=True)
 class Precision:
-    """The compute precision (bf16, fp16 or fp32) and the dtype the base weights are loaded in."""
+    """The compute precision (bf16, fp16 or fp32), the dtype the base weights are loaded in, and the precision the
+    evaluator scores in (None: the compute precision)."""
 
     compute: str
     weights: str
+    scoring: str | None = None
+    reason: str | None = field(default=None, compare=False)
+
+
+# bf16 autocast on a CPU only where it measured at least this much faster than fp32: it also rounds, so a near tie
+# goes to fp32. Measured (benchmarks/cpu_precision.py): a LoRA step of SmolLM2-135M 1.71x faster in bf16 on one CPU with
+# AVX512-BF16, 0.66x (slower) on a 2-core Intel Xeon with AVX512-BF16 and no AMX.
+BF16_MIN_SPEEDUP = 1.1
+
+
+def cpu_bf16_speedup_here() -> float | None:
+    """`hardware.cpu_bf16_speedup` on this CPU, measured once per CPU model, flags and torch version and kept in
+    tuner's cache (so every run on a machine decides alike); None where the CPU has no native bf16 (emulated bf16
+    is many times slower, no need to measure)."""
+    import torch
+
+    if not cpu_has_native_bf16():
+        return None
+    key = hashlib.sha256(f"{cpu_name()}|{sorted(cpu_flags())}|{torch.__version__}".encode()).hexdigest()[:16]
+    path = cache_dir() / "hardware" / f"cpu-bf16-{key}.json"
+    try:
+        return float(json.loads(path.read_text(encoding="utf-8"))["speedup"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    speedup = round(cpu_bf16_speedup(), 3)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, {"speedup": speedup, "cpu": cpu_name(), "torch": torch.__version__})
+    except OSError:  # an unwritable cache: measured again next time
+        pass
+    return speedup
 
 
 def decide_precision(model_config) -> Precision:
@@ -60,15 +104,27 @@ def decide_precision(model_config) -> Precision:
     Measured (BENCHMARKS.md): on a CPU with AVX512-BF16 a LoRA step of SmolLM2-135M in bf16 autocast is about 1.7x
     faster than fp32; where bf16 is emulated it is far slower (DESIGN.md reports ~17x), which is why TRL's bf16
     default is not taken blindly.
+
+    Scoring on a CPU under `auto` is fp32, whatever training ran in: bf16 autocast moves a choice's log-probability
+    by up to 0.34 nats, so near-ties went the other way on 3 of 20 quickstart rows against every faithful export
+    (merged, GGUF f32/f16, vLLM), which all serve fp32 arithmetic on a CPU (shared/reviews/exports-in-real-clients).
+    A run's accuracy is then the one its export reproduces.
     """
     device = device_kind()
-    compute = model_config.dtype
-    if compute == "auto":
-        if device == "cuda":
-            compute = "bf16" if cuda_has_bf16() else "fp16"
-        else:
-            compute = "bf16" if cpu_has_native_bf16() else "fp32"
-    return Precision(compute=compute, weights=compute if device == "cuda" else "fp32")
+    compute, scoring, reason = model_config.dtype, model_config.dtype, "model.dtype"
+    if compute == "auto" and device == "cuda":
+        compute = scoring = "bf16" if cuda_has_bf16() else "fp16"
+        reason = f"{compute}: {'the GPU computes bf16' if compute == 'bf16' else 'the GPU has no bf16'}"
+    elif compute == "auto":
+        speedup = cpu_bf16_speedup_here()
+        compute, scoring = ("bf16" if speedup and speedup >= BF16_MIN_SPEEDUP else "fp32"), "fp32"
+        reason = (
+            "fp32: the CPU has no native bf16"
+            if speedup is None
+            else f"{compute}: bf16 autocast measured {speedup:.2f}x fp32's speed on this CPU "
+            f"({'at least' if compute == 'bf16' else 'under'} {BF16_MIN_SPEEDUP}x); scores in fp32"
+        )
+    return Precision(compute=compute, weights=compute if device == "cuda" else "fp32", scoring=scoring, reason=reason)
 
 
 def quantization_note(model_config) -> str | None:
@@ -177,6 +233,7 @@ class Speed:
             "batches": self.batches,
             "attention": self.attention,
             "precision": self.precision.compute,
+            "precision_reason": self.precision.reason,
             "gradient_checkpointing": self.gradient_checkpointing,
             "gradient_checkpointing_reason": self.gradient_checkpointing_reason,
             "allocator": self.allocator,

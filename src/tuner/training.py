@@ -80,7 +80,7 @@ def train_and_save(
     if not is_main_process():
         return output
     try:
-        save_adapter(trainer.model, tokenizer, adapter_dir(run_dir), state_dict)
+        save_adapter(trainer.model, tokenizer, adapter_dir(run_dir), state_dict, recipe.model.name_or_path)
     except OSError as error:
         raise _resource_error(error, trainer, run_dir) from None
     _remove_if_empty(run_dir / "checkpoints")

@@ -32,7 +32,7 @@ from ..exports import (
     save_merged,
     stored_precision,
 )
-from ..files import write_json, write_text
+from ..files import as_umask_allows, write_json, write_text
 from ..gguf_file import QUANTS, check_architecture
 from ..runs import CLAIM, new_run_dir, read_run
 
@@ -116,6 +116,7 @@ def export(
     write_json(folder / "export.json", info)
     write_text(folder / "README.md", model_card(info))
     (folder / CLAIM).unlink(missing_ok=True)
+    as_umask_allows(folder)
     if not check["passed"]:
         raise TunerError(
             f"{folder}: the export does not reproduce the run: next-token log-probabilities differ by up "
