@@ -22,6 +22,7 @@ LAYERS = [
             "defaults",
             "section",
             "rag_config",
+            "endpoint_config",
             "schema",
             "hardware",
             "secrets",
@@ -55,6 +56,7 @@ LAYERS = [
         "parts",
         {
             "adapters",
+            "endpoint",
             "estimate",
             "speed",
             "models",

@@ -22,6 +22,7 @@ from typing import Any
 from .accounting import phase
 from .confusion import macro_f1
 from .data.rows import answer_text, eval_identity, extract_answer
+from .endpoint import Endpoint
 from .errors import TunerError
 from .families import END_OF_TURN, without_reasoning
 from .hardware import device_kind, is_out_of_memory
@@ -167,7 +168,59 @@ def _check_rows(rows, eval_config, label_names: list[str] | None) -> None:
             )
 
 
+def _likelihoods(model, tokenizer, pairs, eval_config, on_scored=None) -> list[float]:
+    """Log-likelihoods of (context, answer) pairs from local weights or from a served model's prompt
+    log-probabilities."""
+    if isinstance(model, Endpoint):
+        return model.loglikelihoods(pairs, on_scored)
+    return loglikelihoods(model, tokenizer, pairs, batch_size=eval_config.batch_size, on_scored=on_scored)
+
+
+def matched_choice(reply: str, choices: list[str]) -> str | None:
+    """The choice a free reply gives: the one it starts with, else the one named first in it (case and
+    punctuation aside); None when it names none."""
+
+    def words(text: str) -> str:
+        return " " + " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split()) + " "
+
+    said = words(reply)
+    longest_first = sorted(choices, key=len, reverse=True)  # "account manager" before "account"
+    starting = [choice for choice in longest_first if said.startswith(words(choice))]
+    if starting:
+        return starting[0]
+    named = [(said.find(words(choice)), choice) for choice in longest_first if words(choice) in said]
+    return min(named, key=lambda found: found[0])[1] if named else None
+
+
+def _choice_by_generation(model, tokenizer, rows, eval_config, label_names, clock):
+    """Choice on a server without prompt log-probabilities: the reply to each row matched to its choices."""
+    texts, _, _ = model.chat([row["prompt"] for row in rows], eval_config.max_new_tokens, clock.finished)
+    predictions, correct = [], []
+    for number, (row, text) in enumerate(zip(rows, texts)):
+        choices, gold = _row_choices(row, eval_config, label_names), answer_text(row)
+        prediction = matched_choice(without_reasoning(text), choices)
+        correct.append(prediction == gold)
+        predictions.append(
+            {
+                "row": number,
+                "prompt": render_prompt(row["prompt"], tokenizer, row.get("tools")),
+                "gold": gold,
+                "prediction": prediction,
+                "generated": text,
+                "correct": prediction == gold,
+            }
+        )
+    metrics = {
+        "choice_method": "generation matched to the choices",
+        "unmatched_share": round(sum(p["prediction"] is None for p in predictions) / len(predictions), 4),
+        "macro_f1": macro_f1([p["gold"] for p in predictions], [str(p["prediction"]) for p in predictions]),
+    }
+    return correct, predictions, metrics
+
+
 def _choice(model, tokenizer, rows, eval_config, label_names, clock):
+    if isinstance(model, Endpoint) and not model.returns_prompt_logprobs():
+        return _choice_by_generation(model, tokenizer, rows, eval_config, label_names, clock)
     contexts = [render_prompt(row["prompt"], tokenizer, row.get("tools")) for row in rows]
     pairs, spans, pair_rows = [], [], []
     for number, (row, context) in enumerate(zip(rows, contexts)):
@@ -175,9 +228,7 @@ def _choice(model, tokenizer, rows, eval_config, label_names, clock):
         spans.append((len(pairs), choices, gold))
         pairs.extend((context, continuation(row, choice)) for choice in choices)
         pair_rows.extend([number] * len(choices))
-    scores = loglikelihoods(
-        model, tokenizer, pairs, batch_size=eval_config.batch_size, on_scored=rows_finished(pair_rows, clock)
-    )
+    scores = _likelihoods(model, tokenizer, pairs, eval_config, rows_finished(pair_rows, clock))
     predictions, correct, correct_norm = [], [], []
     for number, ((offset, choices, gold), context) in enumerate(zip(spans, contexts)):
         lls = scores[offset : offset + len(choices)]
@@ -203,6 +254,7 @@ def _choice(model, tokenizer, rows, eval_config, label_names, clock):
         "accuracy_norm": round(sum(correct_norm) / len(correct_norm), 4),
         "accuracy_norm_ci95": score_interval(correct_norm),
         "macro_f1": macro_f1([p["gold"] for p in predictions], [p["prediction"] for p in predictions]),
+        **({"choice_method": "prompt log-probabilities"} if isinstance(model, Endpoint) else {}),
     }
     return correct, predictions, metrics
 
@@ -217,9 +269,14 @@ def _generate(model, tokenizer, rows, eval_config, label_names, clock):
         )
     contexts = [render_prompt(row["prompt"], tokenizer, row.get("tools")) for row in rows]
     start = time.perf_counter()
-    texts, generated, truncated = generate_texts(
-        model, tokenizer, contexts, eval_config.max_new_tokens, eval_config.batch_size, on_done=clock.finished
-    )
+    if isinstance(model, Endpoint):  # the row's messages: the server renders them with its own template
+        texts, generated, truncated = model.chat(
+            [row["prompt"] for row in rows], eval_config.max_new_tokens, clock.finished
+        )
+    else:
+        texts, generated, truncated = generate_texts(
+            model, tokenizer, contexts, eval_config.max_new_tokens, eval_config.batch_size, on_done=clock.finished
+        )
     seconds = time.perf_counter() - start
     # A reasoning block (a Qwen3-style `<think>`) is not the answer, however the model was tuned.
     replies = [without_reasoning(text).strip() for text in texts]
@@ -272,12 +329,8 @@ def _preference(model, tokenizer, rows, eval_config, label_names, clock):
         for side in ("chosen", "rejected"):
             given = {"prompt": row["prompt"], "completion": row[side]}
             pairs.append((context, continuation(given, answer_text(given))))
-    scores = loglikelihoods(
-        model,
-        tokenizer,
-        pairs,
-        batch_size=eval_config.batch_size,
-        on_scored=rows_finished([n // 2 for n in range(len(pairs))], clock),
+    scores = _likelihoods(
+        model, tokenizer, pairs, eval_config, rows_finished([n // 2 for n in range(len(pairs))], clock)
     )
     # A summed log-probability favours the shorter answer; per token, it does not.
     per_token = [score / max(1, len(encode_pair(tokenizer, *pair)[1])) for score, pair in zip(scores, pairs)]
@@ -392,6 +445,8 @@ def precision_autocast(model, precision: str | None):
 
     import torch
 
+    if isinstance(model, Endpoint):
+        return contextlib.nullcontext()
     parameter = next(model.parameters())
     if precision not in ("bf16", "fp16") or parameter.dtype != torch.float32:
         return contextlib.nullcontext()
@@ -403,6 +458,8 @@ def scored_precision(model, precision: str | None) -> str:
     """The precision scores were computed in: the autocast's, else the weights' dtype."""
     import torch
 
+    if isinstance(model, Endpoint):
+        return "served"
     if precision in ("bf16", "fp16") and next(model.parameters()).dtype == torch.float32:
         return precision
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(next(model.parameters()).dtype, "fp32")
@@ -459,4 +516,8 @@ def evaluate(
         **eval_identity(rows, eval_config),
         "phase": record,
     }
+    if isinstance(model, Endpoint):  # what serving these rows cost, priced per token
+        served = model.report()
+        served["price_per_row"] = round(served["price"] / len(rows), 10)
+        metrics["served"] = served
     return EvalResult(task=eval_config.task, metrics=metrics, predictions=predictions)

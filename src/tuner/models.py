@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .distributed import before_loading
+from .endpoint import Endpoint
 from .errors import TunerError
 from .families import CHAT_TEMPLATES
 from .files import cache_dir
@@ -240,6 +241,8 @@ def load_model(
     model: the score of a whole text, read at its last token)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+    if model_config.endpoint is not None:
+        return served_model(model_config, source)
     path = resolve_model_path(model_config.name_or_path, source)
     info: dict[str, Any] = {"name_or_path": model_config.name_or_path}
     if path.endswith(".gguf"):
@@ -295,6 +298,22 @@ def load_model(
         parameters=sum(p.numel() for p in model.parameters()),
     )
     return LoadedModel(model=model, tokenizer=tokenizer, precision=precision, info=info)
+
+
+def served_model(model_config, source: str = "<recipe>") -> LoadedModel:
+    """`model.endpoint`: the served model (checked to answer, take the key and serve the model name) with the tokenizer
+    of `model.name_or_path`, which renders prompts as the served model reads them; no weights load."""
+    config, tokenizer = load_config_and_tokenizer(model_config, source)
+    endpoint = Endpoint(model_config.endpoint, tokenizer, source)
+    endpoint.check()
+    info = {
+        "name_or_path": model_config.name_or_path,
+        "endpoint": {k: v for k, v in model_config.endpoint.model_dump().items() if k != "api_key_env"},
+        "model_type": getattr(config, "model_type", None),
+        "dtype": "served",
+        "head": "causal_lm",
+    }
+    return LoadedModel(model=endpoint, tokenizer=tokenizer, precision=Precision("served", "served"), info=info)
 
 
 def _loaded_for_fsdp() -> bool:

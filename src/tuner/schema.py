@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .defaults import METHODS, TRAIN_DEFAULTS, TRAINING_METHODS
+from .endpoint_config import EndpointConfig
 from .rag_config import RagConfig
 from .section import Section as _Section
 
@@ -56,6 +57,11 @@ class ModelConfig(_Section):
         description="A `tuner sft` run folder: DPO, KTO and GRPO continue training its "
         "adapter (the SFT policy is then the reference); RAG retrieves for "
         "it (SFT+RAG).",
+    )
+    endpoint: EndpointConfig | None = Field(
+        None,
+        description="An OpenAI-compatible server that answers in place of local weights (methods fewshot and "
+        "rag, `tuner eval`, `tuner predict`); `name_or_path` then names the tokenizer prompts are rendered with.",
     )
 
 
@@ -509,6 +515,16 @@ class Recipe(_Section):
                 f"method reward is scored by how often its reward ranks the chosen answer of a held-out "
                 f"pair above the rejected one; `eval.task` ({self.eval.task}) is for language models. "
                 f"Remove it"
+            )
+        if self.model.endpoint is not None and (
+            self.method not in ("fewshot", "rag") or self.model.adapter or self.model.quantize
+        ):
+            raise ValueError(
+                f"`model.endpoint` serves a model tuner cannot change: it answers for methods fewshot and rag "
+                f"(and `tuner eval`, `tuner predict`), not method {self.method}"
+                + (" with `model.adapter`" if self.model.adapter else "")
+                + (" with `model.quantize`" if self.model.quantize else "")
+                + ". Train on local weights, export the run and serve the export"
             )
         if self.method in ("fewshot", "rag") and self.eval.task is None:
             raise ValueError(f"method {self.method} only evaluates: set `eval.task` (choice, generate or preference)")

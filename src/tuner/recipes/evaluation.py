@@ -12,6 +12,7 @@ from ..accounting import phase
 from ..adapters import read_adapter_run, with_run_adapter
 from ..data.rows import scoring_rows
 from ..data.splits import load_data
+from ..errors import TunerError
 from ..evaluator import check_rows, evaluate
 from ..models import check_chat_template, load_model
 from ..runs import RunResult, build_manifest, finish_run, new_run_dir, record_evaluation, write_recipe
@@ -22,6 +23,11 @@ def run(recipe, adapter: str | Path | None = None, output_dir: str | Path | None
     """Evaluate and write a run folder (default: the recipe's output_dir with an `-eval` suffix)."""
     from transformers import set_seed
 
+    if adapter and recipe.model.endpoint:
+        raise TunerError(
+            f"{recipe.source}: `--adapter {adapter}` cannot go on a served model (`model.endpoint`): the server "
+            f"holds its weights. Export the run and serve the export, or drop `model.endpoint`."
+        )
     adapter_manifest = read_adapter_run(adapter, recipe.model, recipe.source) if adapter else None
     set_seed(recipe.seed)
     phases: dict[str, Any] = {}
