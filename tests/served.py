@@ -17,13 +17,14 @@ from helpers import TEAMS
 class StandIn:
     """The server and what it is told to do: `fail` (statuses answered before succeeding, in order), `die_after`
     (requests answered before every later one is a 503), `echo` (False: no prompt log-probabilities, as chat-only
-    APIs), `delay` (seconds before each answer), `bad_json`, `key` (the Bearer token it takes)."""
+    APIs), `shifted` (each prompt token's top token is the next one, as llama-cpp-python's one-off log-probabilities
+    read), `delay` (seconds before each answer), `bad_json`, `key` (the Bearer token it takes)."""
 
     def __init__(self, model: str = "stand-in", key: str | None = None):
         self.model, self.key = model, key
         self.fail: list[int] = []
         self.die_after: int | None = None
-        self.echo, self.delay, self.bad_json = True, 0.0, False
+        self.echo, self.delay, self.bad_json, self.shifted = True, 0.0, False, False
         self.answered = 0
         self.seen: list[str] = []
         self.lock = threading.Lock()
@@ -114,10 +115,16 @@ class _Handler(BaseHTTPRequestHandler):
             # the team named before "Answer:" is likely after it; other words unlikely
             asked = _team(prompt[: prompt.rfind("\n") + 1]) if "\n" in prompt else None
             logprobs = [None] + [-0.1 if word.strip() == asked else -3.0 for _, word in tokens[1:]]
+            words = [word for _, word in tokens] + [" x"]
+            tops = [
+                {(words[n + 1] if server.shifted and n + 1 < len(words) else word): -0.1}
+                for n, word in enumerate(words)
+            ]
             found = {
-                "tokens": [word for _, word in tokens] + [" x"],
+                "tokens": words,
                 "text_offset": [at for at, _ in tokens] + [len(prompt)],
                 "token_logprobs": logprobs + [-1.0],
+                "top_logprobs": [None] + tops[1:],
             }
         else:
             found = None

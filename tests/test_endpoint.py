@@ -84,12 +84,18 @@ def test_a_served_arm_scores_by_prompt_logprobs_prices_its_tokens_and_a_rerun_fe
     ]
 
 
-def test_a_server_without_prompt_logprobs_scores_choices_by_its_replies(server, tiny_model_dir, tmp_path):
-    server.echo = False
+@pytest.mark.parametrize("fault", ["echo", "shifted"])
+def test_a_server_without_aligned_prompt_logprobs_scores_choices_by_its_replies(
+    server, tiny_model_dir, tmp_path, capsys, fault
+):
+    # none at all (chat-only APIs), or one token off (llama-cpp-python's server, abetlen/llama-cpp-python#1983)
+    server.echo, server.shifted = fault != "echo", fault == "shifted"
     run = fewshot.run(recipe_from_dict(served_recipe(tiny_model_dir, tmp_path, server.base_url)))
     scored = _metrics(run.run_dir)["eval"]
     assert scored["choice_method"] == "generation matched to the choices" and scored["accuracy"] == 1.0
     assert scored["unmatched_share"] == 0.0 and server.seen.count("/v1/chat/completions") == 6
+    said = capsys.readouterr().out
+    assert ("one token off" in said) == (fault == "shifted") and "scored by generation" in said
 
 
 def test_generate_on_a_served_model_goes_through_chat_completions(server, tiny_model_dir, tmp_path):
@@ -178,3 +184,27 @@ def test_replies_are_matched_to_the_choice_they_give():
     assert matched_choice("account manager, clearly", choices) == "account manager"
     assert matched_choice("I think it is billing, not account", choices) == "billing"
     assert matched_choice("no idea", choices) is None
+
+
+def test_compare_prices_a_served_arm_per_token_beside_a_local_one_with_a_break_even(server, tiny_model_dir, tmp_path):
+    from tuner import compare
+    from tuner.recipes import sft
+
+    document = served_recipe(tiny_model_dir, tmp_path, server.base_url)
+    served = fewshot.run(recipe_from_dict(document))
+    local = recipe_document(
+        tiny_model_dir, tmp_path / "data" / "train.jsonl", tmp_path / "data" / "test.jsonl", tmp_path / "runs" / "sft"
+    )
+    tuned = sft.run(recipe_from_dict(local))
+    comparison = compare([served.run_dir, tuned.run_dir], price_per_cpu_hour=0.05)
+    table = comparison.table.set_index("run")
+    per_row = _metrics(served.run_dir)["eval"]["served"]["price_per_row"]
+    assert table.loc[served.run_dir.name, "cost_per_1k_requests"] == pytest.approx(1000 * per_row)
+    assert table.loc[served.run_dir.name, "cost"] == pytest.approx(per_row * 6)
+    row = table.loc[tuned.run_dir.name]
+    # the tuned run's one-off hours at $0.05 an hour, paid back by what each request saves against the served price
+    saved = per_row - row["latency_ms"] / 3_600_000 * 0.05
+    assert row["break_even_against"] == served.run_dir.name
+    assert row["break_even_requests"] == round(row["train_hours"] * 0.05 / saved)
+    text = comparison.markdown()
+    assert "cost / 1k requests" in text and "per token" in text

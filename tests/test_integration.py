@@ -551,3 +551,105 @@ def test_retrieval_alone_on_the_handbook_scores_the_index_and_loads_no_model(tmp
         return sum(row["completion"] in passages[p["passages"][0]["id"]] for row, p in zip(rows, predictions)) / 64
 
     assert answer_on_top(reranked) > answer_on_top(plain) + 0.3
+
+
+LLAMA_PYTHON = Path(os.environ.get("TUNER_LLAMA_PYTHON") or ROOT / ".venv-llama" / "bin" / "python")
+
+
+def llama_server(gguf: Path, alias: str):
+    """llama.cpp's OpenAI-compatible server (llama-cpp-python's) on a free local port with `gguf`; its base URL and
+    process. `bash install.sh --llama-server` builds it into .venv-llama (minutes: it compiles llama.cpp)."""
+    import socket
+    import time
+    import urllib.request
+
+    if not LLAMA_PYTHON.is_file():
+        pytest.skip(f"no llama.cpp server: {LLAMA_PYTHON} is missing (`bash install.sh --llama-server` builds it)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [str(LLAMA_PYTHON), "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--verbose", "false"]
+    # OpenMP threads that busy-wait starve each other on 2 shared cores (shared/reviews/exports-in-real-clients)
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, "OMP_WAIT_POLICY": "passive"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base_url = f"http://127.0.0.1:{port}/v1"
+    for _ in range(240):
+        try:
+            with urllib.request.urlopen(f"{base_url}/models", timeout=2):
+                return base_url, process
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail(f"llama.cpp's server stopped: {process.stderr.read()[-2000:]}")
+            time.sleep(0.5)
+    process.kill()
+    pytest.fail("llama.cpp's server did not answer within 120 s")
+
+
+def test_the_quickstart_gguf_export_served_by_llama_cpp_scores_through_the_endpoint(quickstart_run, tmp_path):
+    """The real server: the run's f16 GGUF in llama.cpp's server, asked through `model.endpoint` on the run's own
+    10 eval rows; greedy replies as the run's own model gives them in process, choices as llama.cpp's server can
+    score them, latency and tokens from the server's answers, and `tuner compare` pricing it per token."""
+    done = tuner("export", str(quickstart_run), "--to", "gguf", "--out", str(tmp_path / "gguf"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    base_url, server = llama_server(tmp_path / "gguf" / "model-f16.gguf", "tickets")
+    try:
+        rows = "data.max_eval_samples=10"
+        served = run_recipe(
+            "recipes/quickstart/served.yaml",
+            tmp_path / "served",
+            rows,
+            f"model.endpoint.base_url={base_url}",
+            command="fewshot",
+        )
+        generate = ["eval.task=generate", "eval.max_new_tokens=12", "eval.choices=null"]
+        replies = run_recipe(
+            "recipes/quickstart/served.yaml",
+            tmp_path / "replies",
+            rows,
+            f"model.endpoint.base_url={base_url}",
+            *generate,
+            command="fewshot",
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    scored = read_json(served / "metrics.json")["eval"]
+    assert (
+        scored["served"]["requests"] >= 10
+        and scored["served"]["latency_ms_p95"] >= scored["served"]["latency_ms_p50"] > 0
+    )
+    assert scored["served"]["prompt_tokens"] > 0 and scored["served"]["price"] > 0
+    reported = [json.loads(line) for line in (quickstart_run / "predictions.jsonl").read_text().splitlines()]
+    answered = [json.loads(line) for line in (served / "predictions.jsonl").read_text().splitlines()]
+    same = sum(a["prediction"] == r["prediction"] for a, r in zip(answered, reported))
+    if scored["choice_method"] == "prompt log-probabilities":  # f16 against fp32: a near-tie may flip, no more
+        assert same >= 9, (same, answered)
+
+    # greedy replies in process (the run's adapter on its base, fp32) and through the server (its f16 GGUF)
+    local = tuner(
+        "eval",
+        "recipes/quickstart/sft.yaml",
+        "--adapter",
+        str(quickstart_run),
+        "--output-dir",
+        str(tmp_path / "ev"),
+        *[a for o in [rows, *generate] for a in ("--set", o)],
+    )
+    assert local.returncode == 0, local.stderr[-3000:]
+    in_process = [
+        json.loads(line)["generated"] for line in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()
+    ]
+    through = [json.loads(line)["generated"] for line in (replies / "predictions.jsonl").read_text().splitlines()]
+    assert sum(a.strip() == b.strip() for a, b in zip(in_process, through)) >= 8, (in_process, through)
+
+    compared = tuner(
+        "compare", str(served), str(quickstart_run), "--price-per-cpu-hour", "0.05", "--output-dir", str(tmp_path / "c")
+    )
+    assert compared.returncode == 0, compared.stderr[-3000:]
+    assert "priced per token" in compared.stdout

@@ -365,6 +365,12 @@ def _row(record: RunRecord, tasks: list[str]) -> dict[str, Any]:
             "hours_unit": "GPU" if "GPU" in (unit, eval_unit) else "CPU",
             "task": main.get("task"),
             "latency_ms": main.get("latency_ms_per_example"),
+            # A served model's price per row at the recipe's token prices (None: a local model, priced per hour).
+            "price_per_request": (main.get("served") or {}).get("price_per_row")
+            if (main.get("served") or {}).get("price")
+            else None,
+            "served_p95_ms": (main.get("served") or {}).get("latency_ms_p95"),
+            "scored_rows": main.get("rows"),
             "latency_ci_low": latency[0],
             "latency_ci_high": latency[1],
             "groundedness": main.get("groundedness"),
@@ -529,8 +535,10 @@ def compare(
 
     base_index = _baseline_index(rows, members, baseline)
     judged = _judge(rows, members, tasks, base_index)
-    add_break_even(rows, [is_prompt_side(group[0].metrics or {}) for group in members])
-    if price_per_gpu_hour is not None or price_per_cpu_hour is not None:
+    add_break_even(
+        rows, [is_prompt_side(group[0].metrics or {}) for group in members], price_per_gpu_hour, price_per_cpu_hour
+    )
+    if price_per_gpu_hour is not None or price_per_cpu_hour is not None or any(r["price_per_request"] for r in rows):
         for row in rows:
             row["cost"] = run_cost(row, price_per_gpu_hour, price_per_cpu_hour)
             row["cost_per_1k_requests"] = cost_per_1k_requests(row, price_per_gpu_hour, price_per_cpu_hour)

@@ -25,8 +25,17 @@ def price_of(row: dict[str, Any], gpu_price: float | None, cpu_price: float | No
     return gpu_price if row["hours_unit"] == "GPU" else cpu_price
 
 
+def is_served(row: dict[str, Any]) -> bool:
+    """A run scored through a served model (`model.endpoint`), priced per token rather than per device-hour."""
+    return row.get("price_per_request") is not None
+
+
 def run_cost(row: dict[str, Any], gpu_price: float | None, cpu_price: float | None) -> float | None:
-    """(training + indexing + evaluation hours) x the price of an hour of the run's device."""
+    """(training + indexing + evaluation hours) x the price of an hour of the run's device; a served run's scoring
+    at its price per token (its indexing, if any, at the device's price)."""
+    if is_served(row):
+        index = (row.get("index_hours") or 0.0) * (price_of(row, gpu_price, cpu_price) or 0.0)
+        return round(row["price_per_request"] * (row.get("scored_rows") or 0) + index, 6)
     price = price_of(row, gpu_price, cpu_price)
     if price is None or row["train_hours"] is None:
         return None
@@ -34,7 +43,10 @@ def run_cost(row: dict[str, Any], gpu_price: float | None, cpu_price: float | No
 
 
 def cost_per_1k_requests(row: dict[str, Any], gpu_price: float | None, cpu_price: float | None) -> float | None:
-    """1,000 requests at the run's measured ms per example (batched scoring on one device) x the hourly price."""
+    """1,000 requests at the run's measured ms per example (batched scoring on one device) x the hourly price; a
+    served run's at its measured tokens per request x its price per token."""
+    if is_served(row):
+        return round(1000 * row["price_per_request"], 6)
     price = price_of(row, gpu_price, cpu_price)
     if price is None or row.get("latency_ms") is None:
         return None
@@ -42,21 +54,31 @@ def cost_per_1k_requests(row: dict[str, Any], gpu_price: float | None, cpu_price
 
 
 def is_prompt_side(metrics: dict[str, Any]) -> bool:
-    """Few-shot examples or retrieval for the base model: no training, a longer prompt on every request."""
+    """Few-shot examples or retrieval for the base model: no training, a longer prompt on every request; and any
+    served model (a hosted API): no training, a price on every request."""
     return (
-        metrics.get("method") == "fewshot"
+        bool((metrics.get("eval") or {}).get("served"))
+        or metrics.get("method") == "fewshot"
         and (metrics.get("k") or 0) > 0
         or metrics.get("method") == "rag"
         and not metrics.get("adapter_run")
     )
 
 
-def break_even(tuned: dict[str, Any], prompt_side: dict[str, Any]) -> float | None:
+def break_even(tuned: dict[str, Any], prompt_side: dict[str, Any], price: float | None = None) -> float | None:
     """Requests after which `tuned`'s extra one-off hours are paid back by its faster requests against
     `prompt_side` (same device kind, so the price cancels out); None when it is not faster beyond the noise of both
-    latencies (their intervals overlap, `latency_differs`) or costs no more."""
-    if tuned.get("latency_ms") is None or prompt_side.get("latency_ms") is None:
+    latencies (their intervals overlap, `latency_differs`) or costs no more. Against a served model priced per token,
+    in money: `tuned`'s one-off hours at `price` (its device's, per hour) over what each request saves (the served
+    price less `tuned`'s ms per request at `price`); None without a price."""
+    if tuned.get("latency_ms") is None or prompt_side.get("latency_ms") is None or is_served(tuned):
         return None
+    if is_served(prompt_side):
+        if price is None:
+            return None
+        saved = prompt_side["price_per_request"] - tuned["latency_ms"] / MS_PER_HOUR * price
+        extra = (one_off_hours(tuned) - one_off_hours(prompt_side)) * price
+        return round(extra / saved) if saved > 0 and extra > 0 else None
     saved = (prompt_side["latency_ms"] - tuned["latency_ms"]) / MS_PER_HOUR
     extra = one_off_hours(tuned) - one_off_hours(prompt_side)
     if saved <= 0 or extra <= 0 or tuned["hours_unit"] != prompt_side["hours_unit"]:
@@ -74,9 +96,15 @@ def latency_differs(first: dict[str, Any], second: dict[str, Any]) -> bool:
     return bounds[1] < bounds[2] or bounds[3] < bounds[0]
 
 
-def add_break_even(rows: list[dict[str, Any]], prompt_side: list[bool]) -> None:
+def add_break_even(
+    rows: list[dict[str, Any]],
+    prompt_side: list[bool],
+    gpu_price: float | None = None,
+    cpu_price: float | None = None,
+) -> None:
     """For each run with a one-off cost, its break-even number of requests against the most accurate prompt-side
-    run scored on the same rows (its task's group, `verdict.group`): `break_even_requests`, `break_even_against`."""
+    run scored on the same rows (its task's group, `verdict.group`): `break_even_requests`, `break_even_against`;
+    against a served model, in money at the run's device price (none given: no break-even)."""
     for row in rows:
         row["break_even_requests"], row["break_even_against"] = None, None
         task = row.get("task")
@@ -94,7 +122,7 @@ def add_break_even(rows: list[dict[str, Any]], prompt_side: list[bool]) -> None:
         if not candidates:
             continue
         against = max(candidates, key=lambda other: other[f"{task}_accuracy"])
-        requests = break_even(row, against)
+        requests = break_even(row, against, price_of(row, gpu_price, cpu_price))
         if requests is not None:
             row["break_even_requests"], row["break_even_against"] = requests, against["run"]
 

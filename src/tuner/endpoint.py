@@ -39,6 +39,21 @@ RETRIED = {408, 409, 425, 429, 500, 502, 503, 504}
 LONGEST_WAIT = 30.0
 
 
+# A text whose every next token a language model predicts: the probe of how a server aligns prompt log-probabilities.
+PROBE = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20"
+
+
+def shifted(found: dict[str, Any]) -> bool:
+    """Whether echoed log-probabilities are one token off: each position's most likely token (`top_logprobs`) is the
+    token after it far more often than the token itself. Where the server gives no top tokens, or the model predicts
+    neither, they are taken as aligned (the API's meaning)."""
+    tokens, tops = found.get("tokens") or [], found.get("top_logprobs") or []
+    best = [max(top, key=top.get) if isinstance(top, dict) and top else None for top in tops]
+    aligned = sum(b is not None and b == t for b, t in zip(best, tokens))
+    ahead = sum(b is not None and b == t for b, t in zip(best, tokens[1:]))
+    return ahead >= 3 and ahead > 2 * aligned
+
+
 def _percentile(values: list[float], share: float) -> float | None:
     if not values:
         return None
@@ -125,8 +140,8 @@ class Endpoint:
                 time.sleep(wait)
         raise TunerError(
             f"{self._where()}: {url} did not answer ({problem}) after {self.config.retries + 1} tries. Check that "
-            f"the server is up and not overloaded (or raise `model.endpoint.retries`), or fix `base_url`; responses already fetched are kept in tuner's cache, so running again "
-            f"pays only for the rest."
+            f"the server is up and not overloaded (or raise `model.endpoint.retries`), or fix `base_url`; "
+            f"responses already fetched are kept in tuner's cache, so running again pays only for the rest."
         )
 
     def request(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -216,21 +231,25 @@ class Endpoint:
         return self.request("/completions", body)["choices"][0].get("logprobs") or {}
 
     def returns_prompt_logprobs(self) -> bool:
-        """Whether the server gives every prompt token a log-probability (`choice_method`; auto asks once)."""
+        """Whether the server gives every prompt token its own log-probability (`choice_method`; auto asks once, on
+        a counting text any language model continues: see `shifted`)."""
         if self._logprobs is None:
             if self.config.choice_method != "auto":
                 self._logprobs = self.config.choice_method == "logprobs"
             else:
-                found = self._echo("The answer is yes")
+                found = self._echo(PROBE)
                 values = [v for v in (found.get("token_logprobs") or []) if v is not None]
-                self._logprobs = len(values) >= 2 and len(found.get("text_offset") or []) == len(
-                    found.get("token_logprobs") or []
-                )
-                if not self._logprobs:
-                    print(
-                        f"tuner: {self.config.base_url} returns no prompt log-probabilities; choices are scored by "
-                        f"generation matched to the choices"
+                given = len(values) >= 2 and len(found.get("text_offset") or []) == len(found.get("token_logprobs"))
+                why = "returns no prompt log-probabilities" if not given else None
+                if given and shifted(found):
+                    why = (
+                        "returns each prompt token's log-probability from the position after it (one token off, as "
+                        "llama-cpp-python's server does: abetlen/llama-cpp-python#1983), which would score the "
+                        "wrong tokens"
                     )
+                self._logprobs = why is None
+                if why:
+                    print(f"tuner: {self.config.base_url} {why}; choices are scored by generation matched to them")
         return self._logprobs
 
     def _answer_logprob(self, pair: tuple[str, str]) -> float:

@@ -34,6 +34,8 @@ from .rendering import continuation, render_prompt
 
 # The share of replies cut at `eval.max_new_tokens` above which a run says so.
 TRUNCATED_WARNING = 0.1
+# The most tokens a served model's reply to a choice question is given: the choice is named at its start or not at all.
+CHOICE_REPLY_TOKENS = 16
 
 
 @dataclass
@@ -194,7 +196,8 @@ def matched_choice(reply: str, choices: list[str]) -> str | None:
 
 def _choice_by_generation(model, tokenizer, rows, eval_config, label_names, clock):
     """Choice on a server without prompt log-probabilities: the reply to each row matched to its choices."""
-    texts, _, _ = model.chat([row["prompt"] for row in rows], eval_config.max_new_tokens, clock.finished)
+    longest = min(eval_config.max_new_tokens, CHOICE_REPLY_TOKENS)
+    texts, _, _ = model.chat([row["prompt"] for row in rows], longest, clock.finished)
     predictions, correct = [], []
     for number, (row, text) in enumerate(zip(rows, texts)):
         choices, gold = _row_choices(row, eval_config, label_names), answer_text(row)

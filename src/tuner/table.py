@@ -235,6 +235,14 @@ def notes(comparison, header: list[str]) -> list[str]:
             "latencies' 95% intervals (bootstrap over the rows) do not overlap; cost / 1k requests is that "
             "latency priced."
         )
+    table = comparison.table
+    if "price_per_request" in table and table["price_per_request"].notna().any():
+        found.append(
+            "A served run (`model.endpoint`: a hosted API or a serving engine) is priced per token: its cost / 1k "
+            "requests is the tokens its requests used at the recipe's prices, its ms/example the server's wall time "
+            "per row at the recipe's concurrency (each request's p50 and p95 are in its metrics.json, `served`); a "
+            "tuned run's break-even against it is in money, at the device price given."
+        )
     if "index hours" in header:
         found.append(
             "Index hours: building the retrieval index (a one-off, like training; a reused index counts its "

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .costs import MS_PER_HOUR, latency_differs, one_off_hours, price_of
+from .costs import MS_PER_HOUR, is_served, latency_differs, one_off_hours, price_of
 from .intervals import FEWEST_DISCORDANT, paired_comparison, smallest_detectable_difference
 
 # Below this, a difference of a few points cannot be told from noise on the eval rows: the verdict says so.
@@ -128,6 +128,8 @@ def recommend(
 
     def cost(index: int) -> tuple[float, float]:
         row = rows[index]
+        if requests is not None and is_served(row):  # priced per token: money, beside local runs priced per hour
+            return (requests * row["price_per_request"], 0.0)
         if requests is not None and monthly_hours(row, requests) is not None:
             price = price_of(row, *prices)
             return (monthly_hours(row, requests) * (price if price is not None else 1.0), 0.0)
@@ -243,6 +245,8 @@ def _advice(rows: list[dict[str, Any]], task: str, advice: dict[str, Any]) -> st
     hours = monthly_hours(row, requests)
     price = price_of(row, *advice["prices"])
     spent = f"{hours * price:.4g} per month" if price is not None else f"{hours:.3g} {row['hours_unit']}-h a month"
+    if is_served(row):
+        spent = f"{requests * row['price_per_request']:.4g} per month at its token prices"
     cheapest = "the cheapest beyond latency noise" if advice.get("within_noise") else "the cheapest"
     text = f"{row['run']} ({row['method']}): {why}, and at {requests:,} requests a month {cheapest} ({spent}"
     text += ", first month, one-off hours included)."
