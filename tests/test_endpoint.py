@@ -208,3 +208,17 @@ def test_compare_prices_a_served_arm_per_token_beside_a_local_one_with_a_break_e
     assert row["break_even_requests"] == round(row["train_hours"] * 0.05 / saved)
     text = comparison.markdown()
     assert "cost / 1k requests" in text and "per token" in text
+
+
+def test_predict_and_eval_answer_through_a_served_model(server, tiny_model_dir, tmp_path):
+    from tuner import load_recipe, predict
+    from tuner.recipes import evaluation
+
+    recipe = write_recipe(tmp_path / "served.yaml", served_recipe(tiny_model_dir, tmp_path, server.base_url))
+    asked = write_jsonl(tmp_path / "ask.jsonl", [{"text": row["text"]} for row in ticket_rows(4, offset=200)])
+    answers = predict(recipe, asked, tmp_path / "answers.jsonl")
+    assert [row["answer"] for row in answers.rows] == [row["label"] for row in ticket_rows(4, offset=200)]
+    scored = evaluation.run(load_recipe(recipe), output_dir=tmp_path / "ev")
+    assert scored.metrics["eval"]["accuracy"] == 1.0 and scored.metrics["eval"]["served"]["requests"] > 0
+    with pytest.raises(TunerError, match="cannot go on a served model"):
+        evaluation.run(load_recipe(recipe), adapter=tmp_path, output_dir=tmp_path / "ev2")

@@ -3,6 +3,7 @@ reproduce the run, predict answers files of rows as the run did, chat streams re
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import shutil
@@ -119,9 +120,28 @@ def test_gguf_export_loads_through_transformers_gguf_reader(tiny_run, tmp_path, 
     assert check["passed"] and check["max_abs_logprob_difference"] <= check["tolerance"]
     if quant == "f32":
         assert check["max_abs_logprob_difference"] <= 1e-4
+    served = result.info["llama_cpp_check"]
+    if importlib.util.find_spec("llama_cpp"):  # install.sh --llama-server: read by llama.cpp itself too
+        assert served["passed"] and served["positions"] == check["positions"], served
+        assert served["max_abs_logprob_difference"] <= served["tolerance"]
+        assert "Read by llama.cpp itself: at most" in (result.folder / "README.md").read_text()
+    else:
+        assert served is None
     modelfile = (result.folder / "Modelfile").read_text()
     assert f"FROM ./model-{quant}.gguf" in modelfile and 'SYSTEM """You route tickets."""' in modelfile
     assert AutoModelForCausalLM.from_pretrained(result.folder, gguf_file=path.name).config.num_hidden_layers == 2
+
+
+def test_a_gguf_beyond_llama_cpps_own_tolerance_is_refused_in_its_words(tiny_run, tmp_path, monkeypatch):
+    import tuner.exports
+
+    if not importlib.util.find_spec("llama_cpp"):
+        pytest.skip("llama-cpp-python is not installed (install.sh --llama-server installs it)")
+    monkeypatch.setitem(tuner.exports.LLAMA_CPP_TOLERANCES, "f16", 1e-9)
+    with pytest.raises(TunerError, match="does not reproduce the run in llama.cpp.*tolerance 1e-09"):
+        export(tiny_run, "gguf", tmp_path / "gguf")
+    info = json.loads((tmp_path / "gguf" / "export.json").read_text())
+    assert info["llama_cpp_check"]["passed"] is False and info["check"]["passed"] is False
 
 
 def test_a_gguf_with_the_wrong_tensor_layout_fails_its_own_check(tiny_run, tmp_path, monkeypatch):

@@ -252,7 +252,13 @@ def read_run(path: Path) -> RunRecord:
 
 
 def method_label(metrics: dict[str, Any], manifest: dict[str, Any]) -> str:
-    """A run's method as a reader names it: zero-shot, 5-shot (similar), SFT, QLoRA SFT, DPO, SFT+DPO..."""
+    """A run's method as a reader names it: zero-shot, 5-shot (similar), SFT, QLoRA SFT, DPO, SFT+DPO...; a served
+    model's run says so: zero-shot (served)."""
+    label = _method_label(metrics, manifest)
+    return f"{label} (served)" if (manifest.get("model") or {}).get("endpoint") else label
+
+
+def _method_label(metrics: dict[str, Any], manifest: dict[str, Any]) -> str:
     method = metrics.get("method") or manifest.get("method")
     if method == "fewshot":
         k = metrics.get("k", manifest.get("fewshot", {}).get("k"))
@@ -388,6 +394,9 @@ def _row(record: RunRecord, tasks: list[str]) -> dict[str, Any]:
 
 
 def _model_name(manifest: dict[str, Any]) -> str | None:
+    endpoint = (manifest.get("model") or {}).get("endpoint")
+    if endpoint:  # the model the server serves, where it serves it
+        return f"{endpoint['model']} at {endpoint['base_url'].split('://')[-1].split('/')[0]}"
     name = (manifest.get("model") or {}).get("name_or_path")
     return name.rstrip("/").split("/")[-1] if name else None
 

@@ -21,6 +21,7 @@ from ..exports import (
     check_texts,
     copy_adapter,
     gguf_export,
+    llama_cpp_agreement,
     llama_cpp_tokens,
     load_adapter,
     load_gguf,
@@ -29,6 +30,7 @@ from ..exports import (
     model_card,
     record,
     reference_model,
+    refusal,
     save_merged,
     stored_precision,
 )
@@ -102,14 +104,17 @@ def export(
         else:
             path, extra["gguf"] = gguf_export(run, model, model_tokenizer, folder, quant)
             extra["llama_cpp"] = llama_cpp_tokens(path, tokenizer, texts)
+            extra["llama_cpp_check"] = llama_cpp_agreement(path, reference, tokenizer, texts, quant)
             files = [path.name, "Modelfile"]
             candidate, candidate_tokenizer = load_gguf(path)
         del model
 
     check = agreement(reference, candidate, tokenizer, candidate_tokenizer, texts)
+    served = extra.get("llama_cpp_check") or {}
     check.update(
         tolerance=TOLERANCES[kind],
-        passed=check["max_abs_logprob_difference"] <= TOLERANCES[kind],
+        # llama.cpp's own reading, where it ran, must be within its tolerance too: it is what llama.cpp serves
+        passed=check["max_abs_logprob_difference"] <= TOLERANCES[kind] and served.get("passed") is not False,
         reference="the run's base model (unquantised, fp32) with its adapter, unmerged",
     )
     info = record(run, to, quant, files + ["README.md", "export.json"], check, merged_into, extra)
@@ -118,10 +123,5 @@ def export(
     (folder / CLAIM).unlink(missing_ok=True)
     as_umask_allows(folder)
     if not check["passed"]:
-        raise TunerError(
-            f"{folder}: the export does not reproduce the run: next-token log-probabilities differ by up "
-            f"to {check['max_abs_logprob_difference']:.3g}, above the {kind} tolerance "
-            f"{TOLERANCES[kind]:g}. Do not deploy it; export.json holds the check. A coarser --quant "
-            f"(f16 rather than q8_0) or `--to merged` stays closer."
-        )
+        raise refusal(folder, kind, check, served)
     return ExportResult(folder=folder, info=info)
