@@ -222,3 +222,12 @@ def test_predict_and_eval_answer_through_a_served_model(server, tiny_model_dir, 
     assert scored.metrics["eval"]["accuracy"] == 1.0 and scored.metrics["eval"]["served"]["requests"] > 0
     with pytest.raises(TunerError, match="cannot go on a served model"):
         evaluation.run(load_recipe(recipe), adapter=tmp_path, output_dir=tmp_path / "ev2")
+
+
+def test_after_a_request_fails_for_good_no_further_one_starts(server, tiny_model_dir, tmp_path):
+    server.die_after = 1  # the probe is answered, then every request is a 503
+    document = served_recipe(tiny_model_dir, tmp_path, server.base_url, concurrency=3, retries=1)
+    with pytest.raises(TunerError, match="after 2 tries"):
+        fewshot.run(recipe_from_dict(document))
+    # at most the requests in flight, each tried twice: not 30 rows-and-choices x 2
+    assert len(server.seen) <= 1 + 3 * 2
