@@ -187,6 +187,8 @@ def test_replies_are_matched_to_the_choice_they_give():
 
 
 def test_compare_prices_a_served_arm_per_token_beside_a_local_one_with_a_break_even(server, tiny_model_dir, tmp_path):
+    import pandas as pd
+
     from tuner import compare
     from tuner.recipes import sft
 
@@ -208,6 +210,15 @@ def test_compare_prices_a_served_arm_per_token_beside_a_local_one_with_a_break_e
     assert row["break_even_requests"] == round(row["train_hours"] * 0.05 / saved)
     text = comparison.markdown()
     assert "cost / 1k requests" in text and "per token" in text
+    assert table.loc[served.run_dir.name, "method"] == "zero-shot (served)"
+
+    # a server the recipe gives no price: no tuned run undercuts it, and its wall time is no device's latency
+    document["model"]["endpoint"].update(input_price_per_million=0.0, output_price_per_million=0.0)
+    document["output_dir"] = str(tmp_path / "runs" / "free")
+    free = fewshot.run(recipe_from_dict(document))
+    unpriced = compare([free.run_dir, tuned.run_dir], price_per_cpu_hour=0.05).table.set_index("run")
+    assert unpriced.loc[free.run_dir.name, "cost_per_1k_requests"] == 0.0
+    assert pd.isna(unpriced.loc[tuned.run_dir.name, "break_even_requests"])
 
 
 def test_predict_and_eval_answer_through_a_served_model(server, tiny_model_dir, tmp_path):

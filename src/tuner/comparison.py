@@ -371,10 +371,9 @@ def _row(record: RunRecord, tasks: list[str]) -> dict[str, Any]:
             "hours_unit": "GPU" if "GPU" in (unit, eval_unit) else "CPU",
             "task": main.get("task"),
             "latency_ms": main.get("latency_ms_per_example"),
-            # A served model's price per row at the recipe's token prices (None: a local model, priced per hour).
-            "price_per_request": (main.get("served") or {}).get("price_per_row")
-            if (main.get("served") or {}).get("price")
-            else None,
+            # A served model's price per row at the recipe's token prices (None: a local model, priced per hour; 0:
+            # a server the recipe gives no price, which no tuned run can undercut).
+            "price_per_request": (main.get("served") or {}).get("price_per_row"),
             "served_p95_ms": (main.get("served") or {}).get("latency_ms_p95"),
             "scored_rows": main.get("rows"),
             "latency_ci_low": latency[0],
