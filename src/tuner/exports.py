@@ -111,9 +111,7 @@ def _token_logprobs(model, tokenizer, text: str):
 def agreement(reference, candidate, reference_tokenizer, candidate_tokenizer, texts: list[str]) -> dict[str, Any]:
     """Next-token log-probabilities of two models on the same texts: the largest and mean absolute difference over
     every position, and how often both put the same token first. Both must tokenize each text the same way."""
-    import torch
-
-    largest, total, positions, same_top = 0.0, 0.0, 0, 0
+    compared = []
     for text in texts:
         ours, ours_top = _token_logprobs(reference, reference_tokenizer, text)
         theirs, theirs_top = _token_logprobs(candidate, candidate_tokenizer, text)
@@ -122,13 +120,24 @@ def agreement(reference, candidate, reference_tokenizer, candidate_tokenizer, te
                 "the exported tokenizer splits the check text differently from the run's; the export is "
                 "not the same model. Report this with the run's base model."
             )
+        compared.append((ours, ours_top, theirs, theirs_top))
+    return differences(compared)
+
+
+def differences(compared) -> dict[str, Any]:
+    """The check's figures over (reference log-probs, reference top tokens, candidate log-probs, candidate top
+    tokens) per text: largest and mean absolute difference, positions, share of the same top token."""
+    import torch
+
+    largest, total, positions, same_top = 0.0, 0.0, 0, 0
+    for ours, ours_top, theirs, theirs_top in compared:
         difference = (ours - theirs).abs()
         largest = max(largest, float(difference.max()))
         total += float(difference.sum())
         positions += difference.numel()
         same_top += int(torch.eq(ours_top, theirs_top).sum())
     return {
-        "rows": len(texts),
+        "rows": len(compared),
         "positions": positions,
         "max_abs_logprob_difference": largest,
         "mean_abs_logprob_difference": total / max(positions, 1),
@@ -225,23 +234,13 @@ def llama_cpp_agreement(path: Path, reference, tokenizer, texts: list[str], quan
             f"crashes on q8_0 weights (upstream): serve with --no-repack there",
             "passed": None,
         }
-    largest, total, positions, same_top = 0.0, 0.0, 0, 0
-    for text, found in zip(texts, json.loads(done.stdout)):
-        ours, ours_top = _token_logprobs(reference, tokenizer, text)
-        difference = (ours - torch.tensor(found["logprobs"])).abs()
-        largest = max(largest, float(difference.max()))
-        total += float(difference.sum())
-        positions += difference.numel()
-        same_top += int(torch.eq(ours_top, torch.tensor(found["top"])).sum())
-    return {
-        "rows": len(texts),
-        "positions": positions,
-        "max_abs_logprob_difference": largest,
-        "mean_abs_logprob_difference": total / max(positions, 1),
-        "same_top_token_share": round(same_top / max(positions, 1), 4),
-        "tolerance": LLAMA_CPP_TOLERANCES[quant],
-        "passed": largest <= LLAMA_CPP_TOLERANCES[quant],
-    }
+    compared = [
+        (*_token_logprobs(reference, tokenizer, text), torch.tensor(found["logprobs"]), torch.tensor(found["top"]))
+        for text, found in zip(texts, json.loads(done.stdout))
+    ]
+    found = differences(compared)
+    tolerance = LLAMA_CPP_TOLERANCES[quant]
+    return {**found, "tolerance": tolerance, "passed": found["max_abs_logprob_difference"] <= tolerance}
 
 
 def refusal(folder: Path, kind: str, check: dict[str, Any], served: dict[str, Any]) -> TunerError:
