@@ -279,6 +279,12 @@ RECIPES = [
         _set("model.endpoint", {"base_url": "http://127.0.0.1:8000/v1", "model": "m", "api_key_env": "sk-proj-4f2a"}),
     ),
     Case(
+        "tracker-unknown",
+        "a tracker for tuner's results that tuner does not log to",
+        ["key `eval.report_to.0`", "'tensorboard' or 'mlflow'", "'wandb'"],
+        _set("eval.report_to", ["wandb"]),
+    ),
+    Case(
         "missing-gguf",
         "a model file that does not exist",
         ["model.name_or_path", "missing.gguf"],

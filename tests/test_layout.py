@@ -70,6 +70,7 @@ LAYERS = [
             "plot",
             "likelihood",
             "metrics",
+            "trackers",
         },
     ),
     (

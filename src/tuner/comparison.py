@@ -299,8 +299,8 @@ def evaluations(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def _identity(scores: dict[str, Any], manifest: dict[str, Any]) -> dict[str, str | None]:
     """What an evaluation scored: fingerprints of its rows and rendering, and (for runs written before tuner recorded
     those) the manifest's eval data fingerprint and eval settings."""
-    # The batch size changes speed, not scores.
-    settings = {k: v for k, v in (manifest.get("eval_settings") or {}).items() if k != "batch_size"}
+    # The batch size changes speed, not scores; the trackers, where the scores are logged.
+    settings = {k: v for k, v in (manifest.get("eval_settings") or {}).items() if k not in ("batch_size", "report_to")}
     return {
         "rows": scores.get("rows_fingerprint"),
         "prompt": scores.get("prompt_fingerprint"),

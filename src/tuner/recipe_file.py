@@ -24,6 +24,7 @@ from .files import cache_dir, write_json
 from .index import check_store_folder
 from .models import chat_template_text, no_template, resolve_model_path, ships_chat_template
 from .schema import FeedbackConfig, GroupPolicyConfig, PreferenceConfig, Recipe
+from .trackers import PACKAGES, installed, named_in_train
 
 # The TRL config class of each training method (read by name, so validating a recipe imports no TRL), and the
 # recipe block holding the method's own settings, whose keys do not go under `train:`.
@@ -137,6 +138,20 @@ def _check_format(recipe: Recipe) -> None:
             f"{_did_you_mean(recipe.data.format, FORMATS)} Known formats: auto, "
             f"{', '.join(FORMATS)}. Fix the recipe and run again."
         )
+
+
+def _check_trackers(recipe: Recipe) -> None:
+    """A tracker named for tuner's results or for training must be installed before any model loads (transformers
+    would refuse it only once the trainer is built, tuner after the run)."""
+    named = [("eval.report_to", name) for name in recipe.eval.report_to or []]
+    named += [("train.report_to", name) for name in named_in_train(recipe) if name in PACKAGES]
+    for key, name in named:
+        if not installed(name):
+            raise TunerError(
+                f"{recipe.source}: key `{key}` names {name}, but its package is not installed in this "
+                f"environment. Install it (`pip install {PACKAGES[name][1]}`, or tuner's `track` extra: `pip install "
+                f"'tuner[track]'`) or remove {name} from `{key}`."
+            )
 
 
 def _check_train_keys(recipe: Recipe) -> None:
@@ -346,6 +361,7 @@ def recipe_from_dict(document: dict[str, Any], source: str = "<recipe>", check_f
     _check_format(recipe)
     _check_train_keys(recipe)
     _check_train_values(recipe)
+    _check_trackers(recipe)
     _check_groups(recipe)
     if check_files:
         _check_files(recipe)

@@ -23,6 +23,7 @@ from .hardware import device_info, engine, world_size
 from .plot import confusion_heatmap
 from .recipe_file import read_yaml, recipe_from_dict
 from .secrets import redact_data
+from .trackers import chosen, log_results
 
 # Every package whose version can move a figure: the manifest records them and compare lists those that differ.
 PACKAGES = (
@@ -203,7 +204,8 @@ def build_manifest(
         "data": data_report,
         "model": model_info,
         "precision": model_info.get("dtype"),
-        "eval_settings": recipe.eval.model_dump(),
+        "eval_settings": recipe.eval.model_dump(exclude={"report_to"}),
+        "trackers": chosen(recipe),
         **(extra or {}),
     }
 
@@ -211,7 +213,11 @@ def build_manifest(
 def finish_run(
     run_dir: Path, metrics: dict[str, Any], manifest: dict[str, Any], log_history: list[dict[str, Any]] | None = None
 ) -> RunResult:
-    """Write a run's metrics.json, manifest.json (and the trainer's log_history.json) and return its RunResult."""
+    """Log a run's results to its trackers, write its metrics.json (with where they were logged), manifest.json (and
+    the trainer's log_history.json) and return its RunResult."""
+    tracked = log_results(run_dir, metrics, manifest)
+    if tracked:
+        metrics = {**metrics, "tracked": tracked}
     write_json(run_dir / "metrics.json", metrics)
     write_json(run_dir / "manifest.json", manifest)
     if log_history is not None:

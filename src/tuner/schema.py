@@ -277,6 +277,12 @@ class EvalConfig(_Section):
         "answer_regex, exact_match first).",
     )
     batch_size: int = Field(16, gt=0, description="Rows scored per forward pass (sorted by length first).")
+    report_to: list[Literal["tensorboard", "mlflow"]] | None = Field(
+        None,
+        description="Trackers tuner logs the run's results to (scores with intervals, hours, latency, memory): "
+        "tensorboard, mlflow; [] for none. Unset: the ones `train.report_to` names, into the same TensorBoard folder "
+        "or MLflow run as the training's loss.",
+    )
 
     @field_validator("answer_regex")
     @classmethod
