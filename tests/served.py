@@ -1,7 +1,8 @@
 """A small OpenAI-compatible stand-in server on 127.0.0.1 for the error paths of served models (429, 5xx, timeouts,
 bad JSON, refused keys, a server dying mid-run) and for counting what is fetched; tests/test_integration.py has the
 real server (llama.cpp's). It "knows" one thing: the team a ticket names is the right answer, so a prompt naming
-`billing` gives the answer `billing` log-probability -0.1 and every other answer -3 per word."""
+`billing` gives the answer `billing` log-probability -0.1 and every other answer -3 per word; asked as a judge (a
+reference answer and an answer to grade), it says yes when the graded answer holds the reference."""
 
 from __future__ import annotations
 
@@ -99,6 +100,10 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.endswith("/chat/completions"):
             last = body["messages"][-1]["content"]
             reply = f"{_team(last) or 'unsure'}."
+            if "Reference answer:\n" in last:  # asked as a judge: yes when the graded answer holds the reference
+                gold = last.split("Reference answer:\n")[1].split("\n")[0]
+                graded = last.split("Answer to grade:\n")[1].split("\n\n")[0]
+                reply = "Yes." if gold.lower() in graded.lower() else "No, it does not."
             self._answer(
                 200,
                 {

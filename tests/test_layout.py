@@ -23,6 +23,8 @@ LAYERS = [
             "section",
             "rag_config",
             "endpoint_config",
+            "model_config",
+            "judge_config",
             "schema",
             "hardware",
             "secrets",
@@ -71,6 +73,7 @@ LAYERS = [
             "likelihood",
             "metrics",
             "trackers",
+            "judge",
         },
     ),
     (

