@@ -135,3 +135,31 @@ def test_results_flatten_to_numbers_with_interval_ends():
         "eval/rows": 4.0,
         "phases/train/cpu_hours": 0.1,
     }
+
+
+def test_a_comparison_goes_to_the_trackers_named(tmp_path, tiny_model_dir, ticket_files, mlflow_store):
+    from click.testing import CliRunner
+
+    from tuner.cli import cli
+
+    for k in (0, 1):
+        document = _fewshot_document(tmp_path, tiny_model_dir, ticket_files)
+        document.update(fewshot={"k": k}, output_dir=str(tmp_path / "runs" / "arms" / f"k{k}"))
+        fewshot.run(recipe_from_dict(document))
+    arms = tmp_path / "runs" / "arms"
+    result = CliRunner().invoke(cli, ["compare", str(arms), "--report-to", "tensorboard,mlflow"])
+    assert result.exit_code == 0, result.output
+    table = json.loads((arms / "comparison" / "comparison.json").read_text())["runs"]
+    accuracy = {row["run"]: row["choice_accuracy"] for row in table}
+
+    values, texts = _events(arms / "comparison" / "tensorboard")
+    for run, value in accuracy.items():
+        assert values[f"tuner/comparison/{run}/choice_accuracy"] == [(0, pytest.approx(value))]
+    assert any(tag.startswith("tuner/comparison") for tag in texts)
+    (run,) = _runs(mlflow_store)
+    assert run.info.run_name == "comparison comparison" and f"Tracked in mlflow: {run.info.run_id}" in result.output
+    assert run.data.metrics["tuner/comparison/k1/choice_accuracy"] == pytest.approx(accuracy["k1"])
+    assert "| run |" in run.data.tags["tuner.comparison"]
+
+    refused = CliRunner().invoke(cli, ["compare", str(arms), "--report-to", "wandb"])
+    assert refused.exit_code == 2 and "wandb is not a tracker tuner logs to" in refused.output

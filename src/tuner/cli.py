@@ -246,6 +246,13 @@ def eval_command(recipe_path: str, adapter: str | None, output_dir: str | None, 
     help="Where to write (default: `comparison` beside the runs). An "
     "earlier comparison there is replaced; a folder holding anything else is left alone and FOLDER-2 used.",
 )
+@click.option(
+    "--report-to",
+    metavar="TRACKERS",
+    default="",
+    help="Also log each run's numbers and the table to these trackers, comma-separated: tensorboard "
+    "(<output-dir>/tensorboard), mlflow (a run named for the comparison, in MLflow's configured store).",
+)
 def compare_command(
     paths: tuple[str, ...],
     baseline: str | None,
@@ -253,12 +260,26 @@ def compare_command(
     price_per_cpu_hour: float | None,
     requests_per_month: int | None,
     output_dir: str | None,
+    report_to: str,
 ) -> None:
     """One table of runs: accuracy with intervals, training, indexing and eval hours, latency (retrieval's share),
     prompt tokens, memory, parameters, cost; written as Markdown, CSV, JSON, a PNG plot of accuracy against one-off
     hours and against ms per request, and report.html, the decision report on one page."""
     from .comparison import compare, find_runs
+    from .trackers import PACKAGES, installed
 
+    trackers = [name.strip() for name in report_to.split(",") if name.strip()]
+    for name in trackers:
+        if name not in PACKAGES or not installed(name):
+            _fail(
+                TunerError(
+                    f"--report-to {report_to}: {name} is not a tracker tuner logs to (tensorboard, mlflow). Fix the "
+                    f"option."
+                    if name not in PACKAGES
+                    else f"--report-to {report_to}: {name}'s package is not installed. Install it (`pip install "
+                    f"{PACKAGES[name][1]}`, or `pip install 'tuner[track]'`) or leave it out."
+                )
+            )
     try:
         comparison = compare(list(paths), baseline, price_per_gpu_hour, price_per_cpu_hour, requests_per_month)
     except TunerError as error:
@@ -266,11 +287,13 @@ def compare_command(
     if output_dir is None:
         first = find_runs(list(paths))[0][0]
         output_dir = str(Path(paths[0]) / "comparison" if first != Path(paths[0]) else first.parent / "comparison")
-    written = comparison.write(output_dir)
+    written = comparison.write(output_dir, trackers)
     click.echo(comparison.markdown())
     click.echo(f"Table: {written['md']} (also {written['csv'].name}, {written['json'].name})")
     click.echo(f"Plot: {written['png']}")
     click.echo(f"Report: {written['html']} (one page: open it in a browser)")
+    for name, where in written.get("tracked", {}).items():
+        click.echo(f"Tracked in {name}: {where['error'] if isinstance(where, dict) else where}")
     if comparison.problems:
         _fail(
             TunerError(

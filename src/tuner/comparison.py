@@ -32,6 +32,7 @@ from .report import report_html
 from .runs import predictions_file, read_predictions, rewritable_folder
 from .seeds import SEED_FOLDER, group_key, group_name, groups, merge, seed_of
 from .table import markdown
+from .trackers import log_comparison
 from .verdict import group as group_rows
 from .verdict import judge
 
@@ -123,9 +124,10 @@ class Comparison:
     def _repr_markdown_(self) -> str:
         return self.markdown()
 
-    def write(self, folder: str | Path) -> dict[str, Path]:
+    def write(self, folder: str | Path, report_to: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
         """Write comparison.md, .csv, .json, .png and report.html into `folder`: an earlier comparison there is
-        replaced, said in one line; a folder holding anything else is left alone and `folder-2`... is used."""
+        replaced, said in one line; a folder holding anything else is left alone and `folder-2`... is used. Trackers
+        in `report_to` (tensorboard, mlflow) get each run's numbers and the table (`tracked`: where each went)."""
         out = rewritable_folder(folder, COMPARISON_FILES, "an earlier comparison")
         paths = {kind: out / f"comparison.{kind}" for kind in ("md", "csv", "json", "png")}
         paths["html"] = out / "report.html"
@@ -144,6 +146,9 @@ class Comparison:
         )
         self.figure.savefig(paths["png"], dpi=130, bbox_inches="tight")
         write_text(paths["html"], report_html(self))
+        if report_to:
+            runs = json.loads(self.table.to_json(orient="records"))
+            return {**paths, "tracked": log_comparison(list(report_to), out, runs, self.markdown())}
         return paths
 
 
@@ -155,6 +160,7 @@ COMPARISON_FILES = {
     "report.html",
     "learning_curve.png",
     "learning_curve.md",
+    "tensorboard",
 }  # a sweep's comparison adds its learning curve
 
 

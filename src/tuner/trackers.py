@@ -150,6 +150,61 @@ def _mlflow(run_dir: Path, values: dict[str, float], text: str, step: int, param
 WRITERS = {"tensorboard": _tensorboard, "mlflow": _mlflow}
 
 
+def _comparison_tensorboard(folder: Path, values: dict[str, float], text: str) -> str:
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(folder / "tensorboard"))
+    try:
+        for key, value in values.items():
+            writer.add_scalar(PREFIX + "comparison/" + key, value, 0)
+        writer.add_text(PREFIX + "comparison", text, 0)
+    finally:
+        writer.close()
+    return str(folder / "tensorboard")
+
+
+def _comparison_mlflow(folder: Path, values: dict[str, float], text: str) -> str:
+    import mlflow
+    from mlflow.entities import Metric, RunTag
+    from mlflow.tracking import MlflowClient
+
+    if mlflow.active_run() is None and os.environ.get("MLFLOW_EXPERIMENT_NAME"):
+        mlflow.set_experiment(os.environ["MLFLOW_EXPERIMENT_NAME"])
+    with mlflow.start_run(run_name=f"comparison {folder.name}", nested=mlflow.active_run() is not None) as started:
+        run_id = started.info.run_id
+    now = int(time.time() * 1000)
+    metrics = [Metric(PREFIX + "comparison/" + key, value, now, 0) for key, value in values.items()]
+    client = MlflowClient()
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+    # A tag holds 8,000 characters: the table's head and notes when it is longer (comparison.md has it whole).
+    client.log_batch(run_id, tags=[RunTag("tuner.comparison", text[:8000]), RunTag("tuner.folder", str(folder))])
+    return run_id
+
+
+COMPARISON_WRITERS = {"tensorboard": _comparison_tensorboard, "mlflow": _comparison_mlflow}
+
+
+def log_comparison(names: list[str], folder: Path, runs: list[dict[str, Any]], text: str) -> dict[str, Any]:
+    """Log a comparison to trackers: each run's numbers (`tuner/comparison/<run>/<column>`: accuracy, its interval,
+    hours, latency, cost, break-even) and the table as Markdown; TensorBoard in `<folder>/tensorboard`, MLflow as a
+    run named for the comparison. Returns where each went, or its error (the comparison's files are written first)."""
+    values = {}
+    for run in runs:
+        for key, value in run.items():
+            if isinstance(value, int | float) and not isinstance(value, bool) and value == value:  # NaN: no value
+                values[f"{run['run']}/{key}"] = float(value)
+    tracked: dict[str, Any] = {}
+    for name in names:
+        try:
+            tracked[name] = COMPARISON_WRITERS[name](Path(folder), values, text)
+        except Exception as error:
+            cause = redact(f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error) else ''}")
+            log.warning("%s: the comparison is written, but logging it to %s failed: %s", folder, name, cause)
+            tracked[name] = {"error": cause}
+    return tracked
+
+
 def log_results(run_dir: Path, metrics: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
     """Log a finished run's metrics to the trackers its manifest names (`manifest['trackers']`); returns where each
     went (an event folder, an MLflow run id) or the error that stopped it."""
