@@ -519,6 +519,28 @@ def test_free_text_answers_about_documents_score_on_the_default_metric(tmp_path)
     assert any(p["correct"] for p in predictions) and any(not p["correct"] for p in predictions)
 
 
+def test_a_judge_grades_the_free_text_answers_and_reports_its_agreement(tmp_path):
+    """`llm_judge` through the command on the offline model: a verdict and its yes-probability on every row, the
+    judge's agreement with the reference metrics on the same rows, and a rerun that asks the judge nothing."""
+    overrides = ("data.max_eval_samples=16", "rag.store.path=" + str(tmp_path / "index"))
+    run = run_recipe("recipes/knowledge/rag_judged.yaml", tmp_path / "judged", *overrides, command="rag")
+    scores = read_json(run / "metrics.json")["eval"]
+    assert scores["metric"] == "contains" and list(scores["metrics"]) == ["contains", "llm_judge", "token_f1"]
+    judge = scores["judge"]
+    assert judge["asked"] + judge["cached"] == 16 and set(judge["agreement"]) == {"contains", "token_f1"}
+    predictions = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    judged = [p["metrics"]["llm_judge"] for p in predictions]
+    assert judged == [float(p["judge"]["verdict"]) for p in predictions]
+    assert all(
+        0 < p["judge"]["p_yes"] < 1 and (p["judge"]["p_yes"] > 0.5) == p["judge"]["verdict"] for p in predictions
+    )
+    same = sum((j >= 0.5) == (p["metrics"]["contains"] >= 0.5) for j, p in zip(judged, predictions)) / 16
+    assert judge["agreement"]["contains"]["agreement"] == pytest.approx(same, abs=1e-4)
+    again = run_recipe("recipes/knowledge/rag_judged.yaml", tmp_path / "again", *overrides, command="rag")
+    rerun = read_json(again / "metrics.json")["eval"]["judge"]
+    assert rerun["asked"] == 0 and rerun["cached"] == 16 and rerun["agreement"] == judge["agreement"]
+
+
 def test_retrieval_alone_on_the_handbook_scores_the_index_and_loads_no_model(tmp_path):
     """`rag.retrieval_only` through the command, on the handbook: MRR and nDCG from the files named in `source`, and
     the late-interaction reranker putting the passage that holds the fact on top of small passages."""
