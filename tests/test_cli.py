@@ -379,3 +379,22 @@ def test_the_training_bar_shows_each_steps_loss_but_not_the_summary_tuner_prints
     bar.on_log(None, state, None, logs=step)
     bar.on_log(None, state, None, logs={"train_loss": 7.2, "train_runtime": 61.8, "train_samples_per_second": 0.3})
     assert len(written) == 1 and "'loss': '7.2'" in written[0]
+
+
+def test_a_run_trained_in_bf16_autocast_scores_as_eval_of_its_adapter_does(good_recipe, tmp_path, monkeypatch):
+    import json
+
+    import tuner.speed
+
+    # Train in bf16 autocast on any CPU (emulated where bf16 is not native: the tiny model makes it cheap). Scoring on a
+    # CPU is fp32 either way: accelerate's autocast wrapper of the model's forward must not follow it into the scoring.
+    monkeypatch.setattr(tuner.speed, "cpu_bf16_speedup_here", lambda: 2.0)
+    trained = invoke("sft", good_recipe)
+    assert trained.exit_code == 0, trained.output
+    run_dir = tmp_path / "out"
+    assert json.loads((run_dir / "manifest.json").read_text())["precision"] == "bf16"
+    tuned = invoke("eval", good_recipe, "--adapter", run_dir, "--output-dir", tmp_path / "tuned-eval")
+    assert tuned.exit_code == 0, tuned.output
+    tuned_scores = [json.loads(line)["scores"] for line in (tmp_path / "tuned-eval" / "predictions.jsonl").open()]
+    own_scores = [json.loads(line)["scores"] for line in (run_dir / "predictions.jsonl").open()]
+    assert tuned_scores == [pytest.approx(s, abs=1e-5) for s in own_scores]

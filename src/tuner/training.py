@@ -90,9 +90,11 @@ def train_and_save(
 def trained_model(trainer, recipe, run_dir: Path, loaded):
     """The trained model rank 0 scores: the trainer's own when every rank holds it whole. Under FSDP or ZeRO-3 a
     forward pass needs every rank and the others have returned, so the base is loaded anew as `loaded` was (its
-    head included), whole, with the adapter just saved (the run scores exactly what its folder holds)."""
+    head included), whole, with the adapter just saved (the run scores exactly what its folder holds). Under mixed
+    precision accelerate wraps the model's forward in autocast for training; it is unwrapped here, so the run scores
+    in the precision the evaluator decides (fp32 on a CPU), as `tuner eval --adapter` and the exports do."""
     if not is_sharded(trainer):
-        return trainer.model
+        return trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     print(
         "tuner: the trained weights are sharded across ranks: scoring a whole copy (the base and the saved "
         "adapter) on rank 0."
