@@ -43,6 +43,7 @@ except SystemExit as stop:
 else:
     code = 0
 print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+print("CHILDREN_PEAK_KB", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)
 sys.exit(code)
 """
 
@@ -73,18 +74,40 @@ def write_recipe(folder: Path, train: Path, extra: dict | None = None) -> Path:
     return path
 
 
-def run(args: list[str], cache: Path, src: Path | None = None) -> tuple[float, float]:
-    """One fresh process of `tuner ARGS`: (wall seconds, peak RSS in MB)."""
+def run(args: list[str], cache: Path, src: Path | None = None) -> tuple[float, float, float]:
+    """One fresh process of `tuner ARGS`: (wall seconds, peak RSS in MB, peak anonymous RSS in MB), each with the
+    processes it starts (the fingerprint's helper): RSS is its own peak plus its largest child's, and counts the pages
+    of memory-mapped files read (the converted rows of a cached run), which the kernel may drop and read again; the
+    anonymous part, the memory the processes hold themselves, is their sum sampled every 20 ms."""
     env = {**os.environ, "TUNER_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     if src is not None:
         env["PYTHONPATH"] = str(src)
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True, env=env)
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        sys.exit(f"tuner {' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    peak = next(line for line in done.stderr.splitlines() if line.startswith("PEAK_KB"))
-    return seconds, int(peak.split()[1]) / 1024
+    start, anonymous = time.perf_counter(), 0
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen([sys.executable, "-c", CHILD, *args], stdout=out, stderr=err, text=True, env=env)
+        while child.poll() is None:
+            anonymous = max(anonymous, _anonymous_kb(child.pid))
+            time.sleep(0.02)
+        seconds = time.perf_counter() - start
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if child.returncode != 0:
+        sys.exit(f"tuner {' '.join(args)} failed:\n{stdout[-2000:]}\n{stderr[-2000:]}")
+    names = ("PEAK_KB ", "CHILDREN_PEAK_KB ")
+    peaks = {line.split()[0]: int(line.split()[1]) for line in stderr.splitlines() if line.startswith(names)}
+    return seconds, (peaks["PEAK_KB"] + peaks.get("CHILDREN_PEAK_KB", 0)) / 1024, anonymous / 1024
+
+
+def _anonymous_kb(pid: int) -> int:
+    """The anonymous RSS of a process and every process below it, in KB."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        children = [int(n) for task in tasks for n in (task / "children").read_text().split()]
+    except OSError:
+        return 0
+    own = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("RssAnon:")), 0)
+    return own + sum(_anonymous_kb(child) for child in children)
 
 
 def primed(cache: Path, src: Path | None = None, training: Path | None = None) -> Path:
@@ -121,8 +144,8 @@ def main() -> None:
     args = parser.parse_args()
     print(machine())
     work = Path(tempfile.mkdtemp(prefix="tuner-data-scale-"))
-    header = "| rows | file MB | arm | wall s | peak RSS MB | RSS / file | vs cold |"
-    print(header + "\n|---|---|---|---|---|---|---|")
+    header = "| rows | file MB | arm | wall s | peak RSS MB | RSS / file | peak anon MB | anon / file | vs cold |"
+    print(header + "\n|---|---|---|---|---|---|---|---|---|")
     for rows in [int(size) for size in args.sizes.split(",") if size]:
         train = work / f"train-{rows}.jsonl"
         write_rows(train, rows)
@@ -135,10 +158,10 @@ def main() -> None:
         arms.append(("cold", run(["validate", str(recipe)], cache)))
         arms.append(("cached", run(["validate", str(recipe)], cache)))
         cold = dict(arms)["cold"][0]
-        for name, (seconds, peak) in arms:
-            ratios = f"{peak / size:.1f}x | {seconds / cold:.2f}x"
-            print(f"| {rows:,} | {size:.1f} | {name} | {seconds:.1f} | {peak:,.0f} | {ratios} |")
-        print(f"|   | | cold: {rows / cold:,.0f} rows/s, whole command | | | | |", flush=True)
+        for name, (seconds, peak, anonymous) in arms:
+            memory = f"{peak:,.0f} | {peak / size:.1f}x | {anonymous:,.0f} | {anonymous / size:.1f}x"
+            print(f"| {rows:,} | {size:.1f} | {name} | {seconds:.1f} | {memory} | {seconds / cold:.2f}x |")
+        print(f"|   | | cold: {rows / cold:,.0f} rows/s, whole command | | | | | | |", flush=True)
     if args.train_rows:
         train = work / f"train-{args.train_rows}.jsonl"
         write_rows(train, args.train_rows)
@@ -148,7 +171,7 @@ def main() -> None:
             recipe = write_recipe(work, train, {"train": {"max_steps": 1}, "data": {"max_eval_samples": 8}})
             out = f"output_dir={work / 'runs' / arm}"
             times.append(run(["--quiet", "sft", str(recipe), "--set", out], cache))
-        (cold_s, cold_mb), (warm_s, warm_mb) = times
+        (cold_s, cold_mb, _), (warm_s, warm_mb, _) = times
         print(
             f"tuner sft, 1 step on {args.train_rows:,} rows: cold {cold_s:.1f} s ({cold_mb:,.0f} MB), cached "
             f"{warm_s:.1f} s ({warm_mb:,.0f} MB): {cold_s - warm_s:.1f} s less before the first step "

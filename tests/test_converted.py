@@ -9,9 +9,11 @@ import json
 import pytest
 
 import tuner.data.converted
+import tuner.data.digest
 import tuner.data.formats
 import tuner.data.sources
 import tuner.data.splits
+import tuner.errors
 from tuner import recipe_from_dict
 from tuner.data.rows import fingerprint
 from tuner.data.sources import records
@@ -239,3 +241,92 @@ def test_arrow_finds_the_train_rows_asking_eval_questions_that_reading_every_row
     monkeypatch.setattr(tuner.data.splits, "_may_ask", lambda train, scored: None)  # every row read in Python
     by_python = load_data(config)
     assert _rows(by_arrow) == _rows(by_python) and by_arrow.report == by_python.report
+
+
+@pytest.mark.parametrize("kind", ["same columns in every batch", "a field only later batches have"])
+def test_rows_written_to_the_cache_a_batch_at_a_time_are_the_rows_converted_in_memory(tmp_path, monkeypatch, kind):
+    rows = _chats(45, tools_from=25 if kind == "a field only later batches have" else 45)
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    config = DataConfig(train=str(train), drop_eval_overlap=False)
+    in_memory = load_data(config.model_copy(update={"cache": False}))
+    monkeypatch.setattr(tuner.data.formats, "BATCH", 10)
+    cold = load_data(config)  # five batches written to the entry as they come
+    (entry,) = _entries(tmp_path)
+    kept = json.loads((entry / "converted.json").read_text())
+    cached = load_data(config)
+    assert _rows(cold) == _rows(cached) == _rows(in_memory)
+    assert cold.report == cached.report == in_memory.report  # the fingerprints included
+    whole = tuner.data.converted.converted(train, config, lambda parts: pytest.fail("converted again"))[0]
+    assert len(whole) == 45
+    if kind == "same columns in every batch":  # fingerprinted while written, never read back to do so
+        assert kept["fingerprint"] == fingerprint(whole) == fingerprint(list(records(whole)))
+    else:  # joined in memory, fingerprinted on first use
+        assert "fingerprint" not in kept
+    assert [p.name for p in entry.parent.iterdir()] == [entry.name]  # no folder left half-built
+
+
+def test_a_disk_that_fills_while_the_rows_are_written_costs_a_second_conversion_not_the_run(
+    tmp_path, monkeypatch, capsys, conversions
+):
+    train = write_jsonl(tmp_path / "train.jsonl", ticket_rows(45))
+    config = DataConfig(train=str(train))
+    expected = _rows(load_data(config.model_copy(update={"cache": False})))
+    monkeypatch.setattr(tuner.data.formats, "BATCH", 10)
+    write = tuner.data.converted.Entry.add
+
+    def fills(self, table):
+        if self.batches == 2:
+            raise OSError(28, "No space left on device")
+        write(self, table)
+
+    monkeypatch.setattr(tuner.data.converted.Entry, "add", fills)
+    conversions.clear()
+    splits = load_data(config)
+    assert _rows(splits) == expected and len(conversions) == 2
+    assert "could not keep the converted rows" in capsys.readouterr().out
+    folder = tmp_path / "cache" / tuner.data.converted.FOLDER
+    assert list(folder.iterdir()) == []  # neither an entry nor half of one
+
+
+def test_a_file_with_no_usable_row_leaves_no_half_built_entry(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", [{"text": "", "label": "x"}] * 3)
+    with pytest.raises(tuner.errors.TunerError, match="none of its 3 rows"):
+        load_data(DataConfig(train=str(train)))
+    folder = tmp_path / "cache" / tuner.data.converted.FOLDER
+    assert list(folder.iterdir()) == []
+
+
+def test_the_helper_process_fingerprints_batches_as_the_rows_are_fingerprinted_here():
+    import pyarrow
+
+    from tuner.data.digest import Digest
+
+    rows = [{"prompt": f"Question {i} – é?", "completion": "Ünïcode", "label": None} for i in range(25)]
+    table = pyarrow.Table.from_pylist(rows)
+    digest = Digest(table.schema)
+    for start in (0, 10, 20):
+        digest.add(table.slice(start, 10))
+    assert digest.hexdigest() == fingerprint(rows)
+    empty = Digest(table.schema)
+    assert empty.hexdigest() == fingerprint([])
+
+
+def test_a_helper_that_dies_leaves_the_fingerprint_to_the_run(tmp_path, monkeypatch):
+    train = write_jsonl(tmp_path / "train.jsonl", ticket_rows(45))
+    test = write_jsonl(tmp_path / "test.jsonl", ticket_rows(5, offset=100))
+    config = DataConfig(train=str(train), eval=str(test))
+    expected = load_data(config.model_copy(update={"cache": False}))
+    monkeypatch.setattr(tuner.data.formats, "BATCH", 10)
+    add = tuner.data.digest.Digest.add
+
+    def dies(self, table):
+        self.process.kill()
+        self.process.wait()
+        add(self, table)
+
+    monkeypatch.setattr(tuner.data.digest.Digest, "add", dies)
+    splits = load_data(config)
+    assert _rows(splits) == _rows(expected) and splits.report == expected.report
+    entry = next(e for e in _entries(tmp_path) if json.loads((e / "converted.json").read_text())["file"] == str(train))
+    # Taken in this process on first use, and kept for the next run.
+    assert json.loads((entry / "converted.json").read_text())["fingerprint"] == expected.report["train_fingerprint"]

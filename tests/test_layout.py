@@ -43,6 +43,7 @@ LAYERS = [
             "data.messages",
             "data.formats",
             "data.converted",
+            "data.digest",
             "data.rows",
             "data.splits",
             "data.corpus",

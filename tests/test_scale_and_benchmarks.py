@@ -209,4 +209,7 @@ def test_the_data_scale_benchmark_prints_each_arm_with_its_ratio_to_the_cold_one
     assert "cores, native bf16:" in lines[0] and "pyarrow" in lines[0]
     arms = {line.split("|")[3].strip(): line for line in lines if line.startswith("| 300 |")}
     assert set(arms) == {"cold", "cached"} and arms["cold"].rstrip().endswith("| 1.00x |")
+    for line in arms.values():  # the memory the process held itself, sampled while it ran, below its whole RSS
+        cells = [cell.strip().replace(",", "") for cell in line.split("|")]
+        assert 0 < float(cells[7]) <= float(cells[5])
     assert any("rows/s, whole command" in line for line in lines)

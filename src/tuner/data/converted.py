@@ -2,9 +2,10 @@
 of the same file (by content, wherever it lies), the same data section and the same tuner code.
 
 An entry is a folder `$TUNER_CACHE/data/<key>/` holding the canonical rows as an Arrow stream (`rows.arrow`, the file
-format `datasets` memory-maps) and what converting found (`converted.json`: format, skipped rows, raw columns). Work
-that `datasets` derives from these rows later (TRL's tokenized rows, whose fingerprint follows from the file's) is
-cached by `datasets` in the same folder, so a second run of the same data and tokenizer tokenizes nothing again.
+format `datasets` memory-maps, written a batch at a time while converting) and what converting found
+(`converted.json`: format, skipped rows, raw columns, the rows' fingerprint). Work that `datasets` derives from these
+rows later (TRL's tokenized rows, whose fingerprint follows from the file's) is cached by `datasets` in the same
+folder, so a second run of the same data and tokenizer tokenizes nothing again.
 Deleting `$TUNER_CACHE/data` (or any entry) costs one conversion; `data.cache: false` turns it off.
 """
 
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ..files import cache_dir, write_json
+from .digest import Digest
+from .formats import Parts
 
 # The keys of a data section that act after conversion (which rows are kept, held out or capped): a sweep over them
 # reads one entry.
@@ -35,7 +38,7 @@ AFTER_CONVERSION = {
     "cache",
 }
 # The modules whose code decides the converted rows: a change to any of them is a new entry.
-CONVERTING_CODE = ("sources.py", "messages.py", "formats.py", "rows.py", "converted.py")
+CONVERTING_CODE = ("sources.py", "messages.py", "formats.py", "rows.py", "converted.py", "digest.py")
 FOLDER = "data"
 # The data sets `converted` returned, each to its entry: only that very object (no selection of it) holds every row
 # the entry does, so only it may take the fingerprint kept there.
@@ -58,32 +61,132 @@ def entry_key(path: Path, data_config) -> str:
     return digest.hexdigest()[:32]
 
 
-def converted(path: Path, data_config, convert: Callable[[], tuple]) -> tuple[Any, str, list, list[str]]:
-    """`convert()`'s (rows, format, bad rows, raw columns) for the file at `path`, from the cache where an entry
-    exists (the rows memory-mapped), else converted now and kept. Rows Arrow cannot hold as one table (`Rows`) are
-    converted every time."""
+def converted(path: Path, data_config, convert: Callable[[Any], tuple]) -> tuple[Any, str, list, list[str]]:
+    """`convert(parts)`'s (rows, format, bad rows, raw columns) for the file at `path`, from the cache where an entry
+    exists (the rows memory-mapped), else converted now into a new entry (`Entry`, a batch at a time) and kept.
+    `convert` hands its converted rows to `parts` (None: in memory, for a cache that cannot be written)."""
     import datasets
     import pyarrow
 
     folder = cache_dir() / FOLDER / entry_key(path, data_config)
     try:
-        found = json.loads((folder / "converted.json").read_text(encoding="utf-8"))
-        rows = datasets.Dataset.from_file(str(folder / "rows.arrow"))
-        _RETURNED[rows] = folder
-        return rows, found["format"], [tuple(one) for one in found["bad"]], found["columns"]
+        return _read(folder)
     except (OSError, ValueError, KeyError, TypeError, pyarrow.ArrowInvalid):
         # No entry, or a damaged one (a disk that filled, a hand that edited it): convert again and replace it.
         shutil.rmtree(folder, ignore_errors=True)
-    rows, fmt, bad, columns = convert()
-    if isinstance(rows, list):
-        return rows, fmt, bad, columns
     try:
-        _keep(folder, rows, {"format": fmt, "bad": bad, "columns": columns, "file": str(path)})
-        rows = datasets.Dataset.from_file(str(folder / "rows.arrow"))
-        _RETURNED[rows] = folder
+        entry = Entry(folder)
     except OSError as exc:  # a full or read-only cache costs the next run a conversion, not this run
-        print(f"tuner: could not keep the converted rows of {path} in {folder.parent} ({exc.strerror or exc})")
+        _unkept(path, folder, exc)
+        return convert(None)
+    try:
+        _, fmt, bad, columns = convert(entry)
+        entry.finish({"format": fmt, "bad": bad, "columns": columns, "file": str(path)})
+    except OSError as exc:  # the disk filled halfway: what was written is gone, the rows are converted in memory
+        entry.discard()
+        _unkept(path, folder, exc)
+        return convert(None)
+    finally:
+        entry.discard()
+    rows = datasets.Dataset.from_file(str(folder / "rows.arrow"))
+    _RETURNED[rows] = folder
     return rows, fmt, bad, columns
+
+
+def _read(folder: Path) -> tuple[Any, str, list, list[str]]:
+    import datasets
+
+    found = json.loads((folder / "converted.json").read_text(encoding="utf-8"))
+    rows = datasets.Dataset.from_file(str(folder / "rows.arrow"))
+    _RETURNED[rows] = folder
+    return rows, found["format"], [tuple(one) for one in found["bad"]], found["columns"]
+
+
+def _unkept(path: Path, folder: Path, exc: OSError) -> None:
+    print(f"tuner: could not keep the converted rows of {path} in {folder.parent} ({exc.strerror or exc})")
+
+
+class Entry:
+    """A new entry, written while the rows are converted: each batch goes to `rows.arrow` in a folder beside the
+    entry's as it comes, so the converted rows are never all in memory, and to a helper process that fingerprints
+    them on the other core (`Digest`: the fingerprint `kept_fingerprint` reads back, without reading every row
+    again). `finish` renames the folder into
+    place: a run stopped halfway, or another process converting the same file, never leaves half an entry. A batch
+    whose columns differ from the first's (a field only later rows have) turns the entry into an in-memory one,
+    joined and written whole at the end."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.building = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        self.batches, self.writer, self.digest, self.memory = 0, None, None, None
+
+    def add(self, table) -> None:
+        """Write one batch of converted rows (a `pyarrow.Table`)."""
+        import pyarrow
+
+        self.batches += 1
+        if self.memory is not None:
+            self.memory.add(table)
+            return
+        if self.writer is None:
+            self.sink = pyarrow.OSFile(str(self.building / "rows.arrow"), "wb")
+            self.writer = pyarrow.ipc.new_stream(self.sink, table.schema)
+            self.schema = table.schema
+            try:
+                self.digest = Digest(table.schema)
+            except OSError:  # no helper process: fingerprinted on first use instead
+                self.digest = None
+        elif not table.schema.equals(self.schema):
+            self._close()
+            self._stop_digest()
+            self.memory = Parts()
+            with pyarrow.OSFile(str(self.building / "rows.arrow")) as source:  # read, not mapped: the file goes
+                self.memory.add(pyarrow.ipc.open_stream(source).read_all())
+            self.memory.add(table)
+            return
+        self.writer.write_table(table, max_chunksize=10_000)
+        if self.digest is not None:
+            self.digest.add(table)
+
+    def rows(self) -> None:
+        """None: the rows are read back from the entry once it is in place."""
+        return None
+
+    def finish(self, found: dict[str, Any]) -> None:
+        """Close the rows, record what converting found (and the rows' fingerprint) and move the entry into place."""
+        self._close()
+        if self.memory is not None:
+            _write(self.building / "rows.arrow", self.memory.joined())
+        elif self.digest is not None:
+            digest, self.digest = self.digest, None
+            fingerprint = digest.hexdigest()
+            found = {**found, **({"fingerprint": fingerprint} if fingerprint else {})}
+        write_json(self.building / "converted.json", found)
+        try:
+            os.replace(self.building, self.folder)
+        except OSError:
+            if not (self.folder / "converted.json").is_file():
+                raise
+            # another process kept the same rows first
+
+    def discard(self) -> None:
+        """Remove what is left of the folder being built (nothing once `finish` moved it into place)."""
+        self._close()
+        self._stop_digest()
+        if self.building.exists():
+            shutil.rmtree(self.building, ignore_errors=True)
+
+    def _stop_digest(self) -> None:
+        if self.digest is not None:
+            digest, self.digest = self.digest, None
+            digest.cancel()
+
+    def _close(self) -> None:
+        if self.writer is not None:
+            writer, self.writer = self.writer, None
+            writer.close()
+            self.sink.close()
 
 
 def kept_fingerprint(rows, compute: Callable[[Any], str]) -> str:
@@ -108,25 +211,9 @@ def kept_fingerprint(rows, compute: Callable[[Any], str]) -> str:
     return found["fingerprint"]
 
 
-def _keep(folder: Path, rows, found: dict[str, Any]) -> None:
-    """Write an entry whole into a new folder beside it, then rename it into place: a run stopped halfway, or
-    another process converting the same file, never leaves half an entry."""
+def _write(path: Path, table) -> None:
     import pyarrow
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        arrow = rows.with_format("arrow")[:]
-        with pyarrow.OSFile(str(building / "rows.arrow"), "wb") as sink:
-            with pyarrow.ipc.new_stream(sink, arrow.schema) as writer:
-                writer.write_table(arrow, max_chunksize=10_000)
-        write_json(building / "converted.json", found)
-        try:
-            os.replace(building, folder)
-        except OSError:
-            if not (folder / "converted.json").is_file():
-                raise
-            # another process kept the same rows first
-    finally:
-        if building.exists():
-            shutil.rmtree(building, ignore_errors=True)
+    with pyarrow.OSFile(str(path), "wb") as sink:
+        with pyarrow.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=10_000)

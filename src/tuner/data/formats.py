@@ -487,8 +487,9 @@ def renamed(dataset, data_config, where: str):
     return as_table([{rename.get(key, key): value for key, value in row.items()} for row in records(dataset)])
 
 
-def to_canonical(dataset, data_config, where: str = "<data>"):
-    """Convert a raw data set to canonical rows; returns (dataset, format, bad rows as (row number, reason))."""
+def to_canonical(dataset, data_config, where: str = "<data>", parts: Parts | None = None):
+    """Convert a raw data set to canonical rows; returns (dataset, format, bad rows as (row number, reason)). The
+    rows go a batch at a time to `parts` (in memory by default), and the data set is what its `rows()` returns."""
 
     dataset = renamed(dataset, data_config, where)
     columns = list(dataset.column_names)
@@ -506,7 +507,8 @@ def to_canonical(dataset, data_config, where: str = "<data>"):
             f"{_mapping_example(columns, missing)}."
         )
     _refuse_mixed_formats(dataset, required, columns, where)
-    rows, bad, parts = [], [], []
+    parts = Parts() if parts is None else parts
+    rows, bad = [], []
     for number, row in tracked(enumerate(records(dataset)), len(dataset), f"converting {where}"):
         try:
             rows.append(_with_row_extras(entry.convert(row, data_config), row, data_config))
@@ -515,24 +517,46 @@ def to_canonical(dataset, data_config, where: str = "<data>"):
         except TunerError as exc:  # a row that no skipping can fix (an image in a text data set) stops the data
             raise TunerError(f"{where} row {number}: {exc}") from None
         if len(rows) == BATCH:  # a batch at a time into Arrow: a million rows as dicts would hold gigabytes
-            parts.append(arrow_table(rows))
+            parts.add(arrow_table(rows))
             rows = []
     if rows:
-        parts.append(arrow_table(rows))
-    if not parts:
+        parts.add(arrow_table(rows))
+    if not parts.batches:
         reasons = "; ".join(f"row {n}: {r}" for n, r in bad[:3])
         raise TunerError(
             f"{where}: none of its {len(bad)} rows is usable as {fmt} ({reasons}). Fix the rows or the `data` section."
         )
-    return _joined(parts), fmt, bad
+    return parts.rows(), fmt, bad
 
 
-def _joined(parts: list):
-    """Arrow tables of converted rows as one `datasets.Dataset`: a column or message field that only later rows have
-    (a chat's tools, a turn's `train` switch) is null in the rows before."""
-    import pyarrow
+class Parts:
+    """Converted rows as they come, a batch (an Arrow table) at a time, held in memory and joined at the end. Where
+    they go is the caller's: the data cache passes its own, which writes each batch to disk as it comes
+    (`converted.Entry`)."""
 
-    return in_memory(parts[0] if len(parts) == 1 else pyarrow.concat_tables(parts, promote_options="permissive"))
+    def __init__(self) -> None:
+        self.tables: list = []
+
+    @property
+    def batches(self) -> int:
+        """How many batches were added."""
+        return len(self.tables)
+
+    def add(self, table) -> None:
+        """Keep one batch of converted rows."""
+        self.tables.append(table)
+
+    def joined(self):
+        """The batches as one `pyarrow.Table`: a column or message field that only later rows have (a chat's tools, a
+        turn's `train` switch) is null in the rows before."""
+        import pyarrow
+
+        tables = self.tables
+        return tables[0] if len(tables) == 1 else pyarrow.concat_tables(tables, promote_options="permissive")
+
+    def rows(self):
+        """The rows as one `datasets.Dataset`."""
+        return in_memory(self.joined())
 
 
 def _some_lacking(dataset, required: list[str]) -> bool:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import re
 import string
+from collections.abc import Iterable
 from typing import Any
 
 from .sources import records
@@ -29,9 +30,14 @@ def join_answer(prompt: str, answer: str) -> str:
 def fingerprint(dataset) -> str:
     """SHA-256 of the canonical rows, so runs can tell whether they saw the same data."""
     digest = hashlib.sha256()
-    for row in records(dataset):
-        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode())
+    digest_rows(digest, records(dataset))
     return digest.hexdigest()
+
+
+def digest_rows(digest, rows: Iterable[dict[str, Any]]) -> None:
+    """Feed rows, in order, to a `fingerprint` digest: one batch at a time gives the fingerprint of all of them."""
+    for row in rows:
+        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode())
 
 
 def prompt_text(row: dict[str, Any]) -> str:

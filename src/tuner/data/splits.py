@@ -47,9 +47,9 @@ def load_split(source, data_config, where: str, seed: int = 0):
     own = {key: value for key, value in (("format", source.format), ("columns", source.columns)) if value}
     config = data_config.model_copy(update=own) if own else data_config
 
-    def convert():
+    def convert(parts=None):
         raw = read_source(source, where)
-        return (*to_canonical(raw, config, where), list(raw.column_names))
+        return (*to_canonical(raw, config, where, parts), list(raw.column_names))
 
     if source.path is not None and data_config.cache and Path(source.path).is_file():
         dataset, fmt, bad, columns = converted(Path(source.path), config, convert)
