@@ -110,10 +110,9 @@ class Entry:
     """A new entry, written while the rows are converted: each batch goes to `rows.arrow` in a folder beside the
     entry's as it comes, so the converted rows are never all in memory, and to a helper process that fingerprints
     them on the other core (`Digest`: the fingerprint `kept_fingerprint` reads back, without reading every row
-    again). `finish` renames the folder into
-    place: a run stopped halfway, or another process converting the same file, never leaves half an entry. A batch
-    whose columns differ from the first's (a field only later rows have) turns the entry into an in-memory one,
-    joined and written whole at the end."""
+    again). `finish` renames the folder into place: a run stopped halfway, or another process converting the same
+    file, never leaves half an entry. A batch whose columns differ from the first's (a field only later rows have)
+    turns the entry into an in-memory one, joined and written whole at the end."""
 
     def __init__(self, folder: Path) -> None:
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -190,9 +189,9 @@ class Entry:
 
 
 def kept_fingerprint(rows, compute: Callable[[Any], str]) -> str:
-    """`compute(rows)`, the fingerprint of every row (JSON of each, 7 s a million), kept in the entry of rows that
-    `converted` returned whole, so later runs of the same file read it; other rows (a selection of them, rows not
-    from the cache) are fingerprinted every time."""
+    """`compute(rows)`, the fingerprint of every row (JSON of each, about 11 s a million on 2 cores), kept in the
+    entry of rows that `converted` returned whole, so later runs of the same file read it; other rows (a selection of
+    them, rows not from the cache) are fingerprinted every time."""
     folder = _RETURNED.get(rows) if not isinstance(rows, list) else None
     if folder is None:
         return compute(rows)
