@@ -1,13 +1,14 @@
 """How `tuner validate` grows with the rows of a data file, cold and with the converted rows cached, and (optionally)
 how long a cached second `tuner sft` takes to reach training.
 
-    python benchmarks/data_scale.py [--sizes 10000,100000,1000000] [--baseline-src PATH] [--train-rows 100000]
+    python benchmarks/data_scale.py [--sizes 10000,100000,1000000] [--baseline-src PATH] [--held-out] [--train-rows N]
 
 For each size it writes a classification JSONL (the quickstart tickets, repeated with a row number so no two rows are
 alike) and runs `tuner validate` in fresh processes: cold (an empty cache: read, convert, keep), then cached (the
 converted rows memory-mapped). Each prints wall seconds, peak RSS and RSS over the file's size; the cached arm's
-ratio is against the cold arm of the same invocation. `--baseline-src` also runs the cold arm with another checkout's
+ratio is against the cold arm of the same invocation. `--baseline-src` also runs both arms with another checkout's
 `src` (say, main before this change: `git worktree add /tmp/before <commit>`), for the ratio against it.
+`--held-out` draws the eval rows from the train file (`data.eval_fraction`) rather than reading `data.eval`.
 `--train-rows N` runs `tuner sft` with one training step on N rows twice, cold and cached (the second run reuses the
 converted and TRL's tokenized rows), and prints both wall times: the difference is what the cache saves before the
 first step. The hardware's limit here is reading the file: pyarrow parses JSON at several hundred MB/s, so a cold run
@@ -60,12 +61,15 @@ def write_rows(path: Path, rows: int) -> None:
             out.write("\n")
 
 
-def write_recipe(folder: Path, train: Path, extra: dict | None = None) -> Path:
+def write_recipe(folder: Path, train: Path, extra: dict | None = None, held_out: bool = False) -> Path:
     import yaml
 
     document = yaml.safe_load(RECIPE.read_text())
     document["data"]["train"] = {"path": str(train)}
-    document["data"]["eval"] = {"path": str(TICKETS / "test.jsonl")}
+    if held_out:  # the eval rows drawn from the train file (data.eval_fraction, 10% by default)
+        document["data"].pop("eval", None)
+    else:
+        document["data"]["eval"] = {"path": str(TICKETS / "test.jsonl")}
     document["output_dir"] = str(folder / "runs" / "sft")
     for section, values in (extra or {}).items():
         document[section] = {**document.get(section, {}), **values}
@@ -141,6 +145,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--baseline-src", type=Path, help="another checkout's src folder, run cold beside this one")
     parser.add_argument("--train-rows", type=int, default=0, help="also time a cold and a cached `tuner sft` on N rows")
+    parser.add_argument(
+        "--held-out", action="store_true", help="draw the eval rows from the train file (eval_fraction), not data.eval"
+    )
     args = parser.parse_args()
     print(machine())
     work = Path(tempfile.mkdtemp(prefix="tuner-data-scale-"))
@@ -149,11 +156,12 @@ def main() -> None:
     for rows in [int(size) for size in args.sizes.split(",") if size]:
         train = work / f"train-{rows}.jsonl"
         write_rows(train, rows)
-        recipe, size = write_recipe(work, train), train.stat().st_size / 2**20
+        recipe, size = write_recipe(work, train, held_out=args.held_out), train.stat().st_size / 2**20
         arms = []
         if args.baseline_src:
             base = primed(work / f"base-{rows}", args.baseline_src)
             arms.append(("baseline (cold)", run(["validate", str(recipe)], base, args.baseline_src)))
+            arms.append(("baseline (cached)", run(["validate", str(recipe)], base, args.baseline_src)))
         cache = primed(work / f"cache-{rows}")
         arms.append(("cold", run(["validate", str(recipe)], cache)))
         arms.append(("cached", run(["validate", str(recipe)], cache)))

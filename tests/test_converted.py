@@ -330,3 +330,29 @@ def test_a_helper_that_dies_leaves_the_fingerprint_to_the_run(tmp_path, monkeypa
     entry = next(e for e in _entries(tmp_path) if json.loads((e / "converted.json").read_text())["file"] == str(train))
     # Taken in this process on first use, and kept for the next run.
     assert json.loads((entry / "converted.json").read_text())["fingerprint"] == expected.report["train_fingerprint"]
+
+
+def test_a_held_out_splits_fingerprints_are_kept_by_how_it_was_drawn(tmp_path, monkeypatch):
+    train = write_jsonl(tmp_path / "train.jsonl", ticket_rows(60))
+    config = DataConfig(train=str(train), eval_fraction=0.25)
+    first = load_data(config)
+    assert first.report["train_fingerprint"] == fingerprint(list(records(first.train)))
+    assert first.report["eval_fingerprint"] == fingerprint(list(records(first.eval)))
+
+    def refused(rows):
+        raise AssertionError("fingerprinted again")
+
+    computed = tuner.data.splits.fingerprint
+    monkeypatch.setattr(tuner.data.splits, "fingerprint", refused)
+    assert load_data(config).report == first.report  # both read from the entry
+    # Another seed or fraction draws other rows: fingerprinted, and checked against the rows themselves.
+    monkeypatch.setattr(tuner.data.splits, "fingerprint", computed)
+    for changed in ({"split_seed": 3}, {"eval_fraction": 0.5}):
+        other = load_data(config.model_copy(update=changed))
+        assert other.report["train_fingerprint"] != first.report["train_fingerprint"]
+        assert other.report["train_fingerprint"] == fingerprint(list(records(other.train)))
+        assert other.report["eval_fingerprint"] == fingerprint(list(records(other.eval)))
+    # A cap drawn with the run's seed is a selection of its own: fingerprinted each time, never confused with the split.
+    capped = load_data(config.model_copy(update={"max_train_samples": 20}))
+    assert capped.report["train_fingerprint"] == fingerprint(list(records(capped.train)))
+    assert capped.report["eval_fingerprint"] == first.report["eval_fingerprint"]

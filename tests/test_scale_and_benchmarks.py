@@ -213,3 +213,17 @@ def test_the_data_scale_benchmark_prints_each_arm_with_its_ratio_to_the_cold_one
         cells = [cell.strip().replace(",", "") for cell in line.split("|")]
         assert 0 < float(cells[7]) <= float(cells[5])
     assert any("rows/s, whole command" in line for line in lines)
+
+
+def test_the_data_scale_benchmark_runs_a_baseline_and_a_held_out_split(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "data_scale.py"), "--sizes", "300", "--held-out"]
+        + ["--baseline-src", str(ROOT / "src")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    arms = {line.split("|")[3].strip() for line in done.stdout.splitlines() if line.startswith("| 300 |")}
+    assert arms == {"baseline (cold)", "baseline (cached)", "cold", "cached"}

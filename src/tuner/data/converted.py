@@ -43,6 +43,8 @@ FOLDER = "data"
 # The data sets `converted` returned, each to its entry: only that very object (no selection of it) holds every row
 # the entry does, so only it may take the fingerprint kept there.
 _RETURNED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Selections of those drawn the same way every time (`drawn`), each to (its entry, how it was drawn).
+_DRAWN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def entry_key(path: Path, data_config) -> str:
@@ -188,11 +190,26 @@ class Entry:
             self.sink.close()
 
 
+def drawn(selection, whole, how: dict[str, Any]):
+    """`selection`, marked as drawn from `whole` (rows `converted` returned) by `how` (a seeded split: its settings),
+    so that its fingerprint is kept in the entry too. `how` must decide the selection given the rows: the version of
+    `datasets`, whose draw it is, is added to it. Returns `selection`."""
+    import datasets
+
+    folder = _RETURNED.get(whole) if not isinstance(whole, list) else None
+    if folder is not None and not isinstance(selection, list):
+        key = json.dumps({**how, "datasets": datasets.__version__}, sort_keys=True)
+        _DRAWN[selection] = (folder, hashlib.sha256(key.encode()).hexdigest()[:16])
+    return selection
+
+
 def kept_fingerprint(rows, compute: Callable[[Any], str]) -> str:
     """`compute(rows)`, the fingerprint of every row (JSON of each, about 11 s a million on 2 cores), kept in the
-    entry of rows that `converted` returned whole, so later runs of the same file read it; other rows (a selection of
-    them, rows not from the cache) are fingerprinted every time."""
-    folder = _RETURNED.get(rows) if not isinstance(rows, list) else None
+    entry of rows that `converted` returned whole or that were `drawn` from them, so later runs of the same file read
+    it; other rows (a selection made otherwise, rows not from the cache) are fingerprinted every time."""
+    if isinstance(rows, list):
+        return compute(rows)
+    folder, split = (_RETURNED[rows], None) if rows in _RETURNED else _DRAWN.get(rows, (None, None))
     if folder is None:
         return compute(rows)
     record = folder / "converted.json"
@@ -200,14 +217,16 @@ def kept_fingerprint(rows, compute: Callable[[Any], str]) -> str:
         found = json.loads(record.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return compute(rows)
-    if isinstance(found.get("fingerprint"), str):
-        return found["fingerprint"]
-    found["fingerprint"] = compute(rows)
+    kept = found if split is None else found.setdefault("splits", {})
+    name = "fingerprint" if split is None else split
+    if isinstance(kept.get(name), str):
+        return kept[name]
+    kept[name] = compute(rows)
     try:
         write_json(record, found)
     except OSError:
         pass  # the next run computes it again
-    return found["fingerprint"]
+    return kept[name]
 
 
 def _write(path: Path, table) -> None:

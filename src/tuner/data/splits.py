@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TunerError
-from .converted import converted, kept_fingerprint
+from .converted import converted, drawn, kept_fingerprint
 from .formats import FORMATS, to_canonical, unpaired
 from .rows import asked, fingerprint, scoring_rows
 from .sources import column_values, file_lines, read_source, records, table
@@ -114,7 +114,9 @@ def _held_out(train, fmt: str, data_config, source: str):
                 f"Add rows or give `data.eval`."
             )
         parts = train.train_test_split(test_size=data_config.eval_fraction, seed=data_config.split_seed)
-        return parts["train"], parts["test"], _describe_bad([], "")
+        how = {"train_test_split": data_config.eval_fraction, "seed": data_config.split_seed}
+        held_in, held_out = (drawn(parts[name], train, {**how, "part": name}) for name in ("train", "test"))
+        return held_in, held_out, _describe_bad([], "")
     evaluation, eval_fmt, eval_bad, _ = load_split(data_config.eval, data_config, f"{source}: data.eval")
     # Feedback (thumbs up/down) and prompts (GRPO) train what any kind of held-out row can score.
     if FORMATS[eval_fmt].family != FORMATS[fmt].family and FORMATS[fmt].family not in ("feedback", "prompts"):
