@@ -356,3 +356,18 @@ def test_a_held_out_splits_fingerprints_are_kept_by_how_it_was_drawn(tmp_path, m
     capped = load_data(config.model_copy(update={"max_train_samples": 20}))
     assert capped.report["train_fingerprint"] == fingerprint(list(records(capped.train)))
     assert capped.report["eval_fingerprint"] == first.report["eval_fingerprint"]
+
+
+def test_a_held_out_split_is_matched_against_eval_a_piece_at_a_time_as_reading_every_row_does(tmp_path, monkeypatch):
+    # Rows twice in the file: the held-out split asks questions train rows ask too. A selection of rows comes as one
+    # Arrow chunk per row; matching each alone took minutes at 100,000 rows.
+    train = write_jsonl(tmp_path / "train.jsonl", ticket_rows(60) + ticket_rows(20))
+    config = DataConfig(train=str(train), eval_fraction=0.25)
+    asking, calls = tuner.data.splits._asking, []
+    monkeypatch.setattr(tuner.data.splits, "_asking", lambda *args: calls.append(1) or asking(*args))
+    by_arrow = load_data(config)
+    assert by_arrow.report["train_rows_dropped_as_eval_questions"] > 0
+    assert len(calls) == 1  # the 55 train rows in one piece
+    monkeypatch.setattr(tuner.data.splits, "_may_ask", lambda train, scored: None)  # every row read in Python
+    by_python = load_data(config)
+    assert _rows(by_arrow) == _rows(by_python) and by_arrow.report == by_python.report

@@ -253,27 +253,49 @@ def _may_ask(train, scored: list[dict[str, Any]]) -> list[int] | None:
         texts.add(turns[-1])
     if not texts:
         return []
-    chunks = train.with_format("arrow")[column].chunks
+    import pyarrow as pa
+
+    wanted = pa.array(sorted(texts), type=pa.string())
     found, start = [], 0
-    for chunk in chunks:  # chunk by chunk: a memory-mapped column stays on disk
-        rows = _asking(chunk, texts)
+    for values in _pieces(train.with_format("arrow")[column]):
+        rows = _asking(values, wanted)
         if rows is None:
             return None
         found.append(rows + start)
-        start += len(chunk)
+        start += len(values)
     return np.concatenate(found).tolist() if found else []
 
 
-def _asking(values, texts: set[str]):
-    """The rows of one Arrow chunk of prompts (text) or turns (a list of messages) holding one of `texts`, as a numpy
-    array of row numbers; None for another type."""
+def _pieces(column, rows: int = 10_000):
+    """A column's values a piece of about `rows` rows at a time: its chunks as they are (a memory-mapped column stays
+    on disk), small chunks joined (a selection of rows, a held-out split, comes as one chunk per row: matching each
+    alone took minutes at 100,000 rows)."""
+    import pyarrow as pa
+
+    group, held = [], 0
+    for chunk in column.chunks:
+        if not group and len(chunk) >= rows:
+            yield chunk
+            continue
+        group.append(chunk)
+        held += len(chunk)
+        if held >= rows:
+            yield pa.concat_arrays(group)
+            group, held = [], 0
+    if group:
+        yield pa.concat_arrays(group)
+
+
+def _asking(values, wanted):
+    """The rows of one Arrow array of prompts (text) or turns (a list of messages) holding one of the `wanted` texts
+    (an Arrow array), as a numpy array of row numbers; None for another type."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
     kind = values.type
     if pa.types.is_string(kind):
-        found = pc.is_in(values, value_set=pa.array(sorted(texts), type=kind))
+        found = pc.is_in(values, value_set=wanted)
         return np.flatnonzero(found.fill_null(False).to_numpy(zero_copy_only=False))
     if not (pa.types.is_list(kind) and pa.types.is_struct(kind.value_type)):
         return None
@@ -281,7 +303,7 @@ def _asking(values, texts: set[str]):
     if struct.get_field_index("content") < 0 or not pa.types.is_string(struct.field("content").type):
         return None
     contents = pc.struct_field(pc.list_flatten(values), "content")
-    found = pc.is_in(contents, value_set=pa.array(sorted(texts), type=contents.type))
+    found = pc.is_in(contents, value_set=wanted)
     parents = pc.list_parent_indices(values).to_numpy()
     return np.unique(parents[found.fill_null(False).to_numpy(zero_copy_only=False)])
 
