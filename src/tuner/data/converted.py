@@ -67,7 +67,6 @@ def converted(path: Path, data_config, convert: Callable[[Any], tuple]) -> tuple
     """`convert(parts)`'s (rows, format, bad rows, raw columns) for the file at `path`, from the cache where an entry
     exists (the rows memory-mapped), else converted now into a new entry (`Entry`, a batch at a time) and kept.
     `convert` hands its converted rows to `parts` (None: in memory, for a cache that cannot be written)."""
-    import datasets
     import pyarrow
 
     folder = cache_dir() / FOLDER / entry_key(path, data_config)
@@ -90,9 +89,7 @@ def converted(path: Path, data_config, convert: Callable[[Any], tuple]) -> tuple
         return convert(None)
     finally:
         entry.discard()
-    rows = datasets.Dataset.from_file(str(folder / "rows.arrow"))
-    _RETURNED[rows] = folder
-    return rows, fmt, bad, columns
+    return _read(folder)
 
 
 def _read(folder: Path) -> tuple[Any, str, list, list[str]]:
